@@ -1,0 +1,151 @@
+"""The `etl` command: a thin layer that turns library errors into one line and an exit code.
+
+Exit codes (contract): 0 the run finished (rejected rows are recorded, not fatal); 2 bad
+invocation or invalid mapping, nothing written; 1 a run failed (its dataset rolled back).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from etl import clock, standard
+from etl.errors import ConfigError, EtlError, MappingError
+
+log = logging.getLogger("etl")
+
+
+def _tx_codes(text: str) -> list[str]:
+    codes = []
+    for part in text.split(","):
+        try:
+            codes.append(standard.dataset(part).tx_code)
+        except KeyError as e:
+            raise argparse.ArgumentTypeError(str(e.args[0])) from None
+    return codes
+
+
+def _moment(text: str) -> datetime:
+    """A CST wall-clock time: 2024-07-08, 2024-07-08T12:00 or 2024-07-08 12:00:00."""
+    try:
+        return clock.naive(datetime.fromisoformat(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date or time: use 2024-07-08 or "
+                                         f"2024-07-08T12:00") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="etl", description="Ingest special-equipment dual-prevention "
+                                "data (DB32 standard, database route 5.2.1) from units' databases.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every step")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    target_help = "target SQLAlchemy URL (default: $ETL_TARGET_URL, else sqlite:///var/target.sqlite)"
+
+    demo = sub.add_parser("demo", help="make the demo units' sources and ingest them into the target",
+                          description="Make the two demo units' SQLite sources under var/, run every "
+                          "demo mapping into the target, print a summary. Running it again changes nothing.")
+    demo.add_argument("--target", help=target_help)
+
+    run = sub.add_parser("run", help="ingest units by their mapping files",
+                         description="Ingest the named mapping files (or every file in mappings/ with --all).")
+    run.add_argument("mappings", nargs="*", metavar="MAPPING", help="mapping YAML files")
+    run.add_argument("--all", action="store_true", help="every mapping in --mappings-dir")
+    run.add_argument("--mappings-dir", default="mappings", help="folder of mapping files (default: mappings)")
+    run.add_argument("--tx", type=_tx_codes, help="txCodes to run, e.g. 06,07,09 (default: all mapped)")
+    run.add_argument("--mode", choices=["full", "incremental"], default="full",
+                     help="full: compare the whole snapshot; incremental: rows updated in the window")
+    run.add_argument("--since", type=_moment, help="incremental window start, CST "
+                     "(default: where the last successful run ended)")
+    run.add_argument("--until", type=_moment, help="incremental window end, CST (default: now)")
+    run.add_argument("--target", help=target_help)
+    run.add_argument("--chunk-rows", type=int, default=100_000, help="rows per chunk (bounds memory)")
+
+    check = sub.add_parser("check", help="validate mapping files without loading",
+                           description="Validate mapping files, check their sources' tables and "
+                           "columns, and print which standard fields each dataset fills.")
+    check.add_argument("mappings", nargs="+", metavar="MAPPING")
+    check.add_argument("--offline", action="store_true", help="don't connect to the sources")
+
+    init = sub.add_parser("init-target", help="create or upgrade the target schema in place",
+                          description="Create or upgrade the target schema; harmless to repeat.")
+    init.add_argument("--target", help=target_help)
+
+    rec = sub.add_parser("reconcile", help="compare a unit's source with the target (5.3)",
+                         description="Compare a unit's source with the target (the standard's 5.3 "
+                         "confirmation): what a full load would insert, update or mark deleted.")
+    rec.add_argument("mapping", metavar="MAPPING")
+    rec.add_argument("--tx", type=_tx_codes, help="txCodes to compare (default: all mapped)")
+    rec.add_argument("--target", help=target_help)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    for noisy in ("alembic", "airflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return _COMMANDS[args.command](args)
+    except MappingError as e:
+        print(str(e), file=sys.stderr)
+        return e.exit_code
+    except EtlError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: the dataset being loaded was rolled back", file=sys.stderr)
+        return 130
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from etl import commands
+
+    return commands.demo(args.target)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from etl import commands, mapping
+
+    paths = [Path(p) for p in args.mappings]
+    if args.all:
+        paths += mapping.discover(args.mappings_dir)
+    if not paths:
+        raise ConfigError("name mapping files, or pass --all to run every file in "
+                          f"{args.mappings_dir}/")
+    if args.mode == "full" and (args.since or args.until):
+        raise ConfigError("--since/--until need --mode incremental")
+    return commands.run(paths, tx_codes=args.tx, mode=args.mode, since=args.since,
+                        until=args.until, target_url=args.target, chunk_rows=args.chunk_rows)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from etl import commands
+
+    return commands.check([Path(p) for p in args.mappings], offline=args.offline)
+
+
+def _init_target(args: argparse.Namespace) -> int:
+    from etl import commands
+
+    return commands.init_target(args.target)
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from etl import commands
+
+    return commands.reconcile(Path(args.mapping), tx_codes=args.tx, target_url=args.target)
+
+
+_COMMANDS = {"demo": _demo, "run": _run, "check": _check, "init-target": _init_target,
+             "reconcile": _reconcile}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The library side of each CLI command: does the work, prints what a person needs to read,
+returns the exit code. Errors are raised as `EtlError`s for the CLI to turn into one line."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from etl import report, target
+from etl.errors import MappingError
+from etl.mapping import Mapping, Mode, load_mapping, load_mappings
+
+DEMO_MAPPINGS = ("mappings/demo_jinling_chem.yaml", "mappings/demo_suzhou_lift.yaml")
+
+
+def _engine(target_url: str | None):
+    return target.connect(target.target_url(target_url))
+
+
+def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "full",
+        since: datetime | None = None, until: datetime | None = None,
+        target_url: str | None = None, chunk_rows: int = 100_000) -> int:
+    from etl import pipeline
+
+    mappings = load_mappings(paths)  # every file valid before anything connects
+    engine = _engine(target_url)
+    run_id = pipeline.new_run_id()
+    results = []
+    for m in mappings:
+        results += pipeline.run_mapping(engine, m, tx_codes, mode=mode, since=since, until=until,
+                                        run_id=run_id, chunk_rows=chunk_rows)
+    print(report.run_summary(results))
+    print(f"run {run_id} -> {engine.url.render_as_string(hide_password=True)}")
+    return 0 if all(r.status == "success" for r in results) else 1
+
+
+def demo(target_url: str | None = None) -> int:
+    from etl.demo_data import make_demo_sources
+
+    make_demo_sources(Path("var"))
+    missing = [p for p in DEMO_MAPPINGS if not Path(p).is_file()]
+    if missing:
+        raise MappingError([f"{p}: demo mapping missing: run `etl demo` from the project folder"
+                            for p in missing])
+    return run([Path(p) for p in DEMO_MAPPINGS], target_url=target_url)
+
+
+def check(paths: list[Path], *, offline: bool = False) -> int:
+    from etl.extract import source_problems
+
+    mappings: list[Mapping] = []
+    problems: list[str] = []
+    for p in paths:
+        try:
+            mappings.append(load_mapping(p))
+        except MappingError as e:
+            problems += e.problems
+    if not offline:
+        for m in mappings:
+            problems += source_problems(m)
+    for m in mappings:
+        print(f"{m.path}: {m.unit.comName} ({m.unit.orgNo})")
+        print(report.coverage(m))
+        print()
+    if problems:
+        raise MappingError(problems)
+    print(f"{len(mappings)} mapping(s) valid" + (" (sources not checked)" if offline else ""))
+    return 0
+
+
+def init_target(target_url: str | None = None) -> int:
+    engine = _engine(target_url)
+    before, after = target.upgrade(engine)
+    where = engine.url.render_as_string(hide_password=True)
+    if before == after:
+        print(f"{where}: schema already at revision {after}")
+    else:
+        print(f"{where}: schema {'created' if before is None else 'upgraded from ' + before} "
+              f"at revision {after}")
+    return 0
+
+
+def reconcile(path: Path, *, tx_codes: list[str] | None = None, target_url: str | None = None) -> int:
+    from etl import pipeline
+
+    m = load_mapping(path)
+    engine = _engine(target_url)
+    results = pipeline.run_mapping(engine, m, tx_codes, mode="full", dry_run=True)
+    rows = []
+    for r in results:
+        c = r.counts
+        state = "in sync" if r.status == "success" and not (c.inserted or c.updated or c.deleted) else (
+            r.status if r.status != "success" else "differs")
+        rows.append([r.tx_code, r.table, c.extracted - c.rejected - c.duplicates, c.inserted,
+                     c.updated, c.deleted, c.rejected, state])
+    print(f"{m.path}: {m.unit.comName} ({m.unit.orgNo}) against "
+          f"{engine.url.render_as_string(hide_password=True)}")
+    print(report.table(["tx", "table", "valid source rows", "missing in target", "differ",
+                        "only in target", "rejected", "state"], rows))
+    return 0 if all(r.status == "success" for r in results) else 1

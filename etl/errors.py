@@ -1,0 +1,49 @@
+"""One exception family, each class marked terminal (don't retry) or transient (retry).
+
+Airflow task retries and the CLI's exit codes both read `transient`: a bad mapping or bad
+credentials fail the same way every time, a reset connection may not.
+"""
+
+from __future__ import annotations
+
+
+class EtlError(Exception):
+    """Base of every error the pipeline raises on purpose. The message says what to do."""
+
+    transient: bool = False
+    exit_code: int = 1
+
+
+class MappingError(EtlError):
+    """A mapping file is invalid. Carries every problem found, one per line."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class ConfigError(EtlError):
+    """A bad invocation: unknown option value, missing environment variable, bad target URL."""
+
+    exit_code = 2
+
+
+class SourceError(EtlError):
+    """The source database could not be read."""
+
+    transient = True
+
+
+class SourceSchemaError(SourceError):
+    """The source lacks a table or column the mapping names: retrying will not help."""
+
+    transient = False
+    exit_code = 2
+
+
+class TargetError(EtlError):
+    """The target database refused the load; the dataset's transaction was rolled back."""
+
+    transient = True

@@ -1,0 +1,263 @@
+"""One run of one unit's dataset: extract -> map -> clean -> validate -> stage -> diff -> load.
+
+The whole dataset is one target transaction: its rows, batches, ledger, rejects, audit and
+run record land together or not at all. A failure rolls it back and leaves a `failed` row in
+`ingest_run` (written separately) so the failure is visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from etl import clock, extract, standard, target, transform, validate
+from etl.clean import Audit, clean_frame
+from etl.errors import EtlError, TargetError
+from etl.load import REJECTED, Counts, DatasetLoad, allocate_batches, insert_rows, record_batches
+from etl.mapping import Mapping, Mode
+from etl.masking import mask_text
+from etl.transform import DELETED, KEY, SEQ, UPDATED
+
+log = logging.getLogger("etl")
+
+
+@dataclass
+class DatasetResult:
+    """What one run did to one unit's dataset, as printed and as kept in `ingest_run`."""
+
+    mapping: str
+    org_no: str
+    tx_code: str
+    mode: str
+    status: str = "running"
+    counts: Counts = field(default_factory=Counts)
+    window: tuple[datetime | None, datetime | None] = (None, None)
+    message: str = ""
+    reasons: Counter = field(default_factory=Counter)
+
+    @property
+    def table(self) -> str:
+        return standard.dataset(self.tx_code).table
+
+
+def new_run_id() -> str:
+    return f"cli__{clock.now().strftime('%Y%m%dT%H%M%S')}__{uuid.uuid4().hex[:8]}"
+
+
+def last_window_end(conn: Connection, org_no: str, tx_code: str) -> datetime | None:
+    """Where the last successful run of this unit and dataset stopped reading."""
+    r = target.ingest_run
+    return conn.execute(
+        sa.select(sa.func.max(r.c.windowEnd)).where(
+            r.c.orgNo == org_no, r.c.txCode == tx_code, r.c.status == "success")).scalar()
+
+
+def _timestamps(s: pd.Series) -> pd.Series:
+    """Source update times as sortable text (for 'keep the latest' among duplicates)."""
+    if s.isna().all():
+        return pd.Series(None, index=s.index, dtype=object)
+    ts = pd.to_datetime(s, errors="coerce", format="mixed") if not pd.api.types.is_datetime64_any_dtype(s) else s
+    return ts.dt.strftime("%Y-%m-%d %H:%M:%S.%f").astype(object).where(ts.notna(), None)
+
+
+def _references(conn: Connection, mapping: Mapping, tx_code: str) -> dict[str, set[str]]:
+    """Values other datasets of the same unit must contain (e.g. 07 riskNo in 06)."""
+    out = {}
+    for ref in standard.dataset(tx_code).references:
+        if ref.tx_code not in mapping.datasets:
+            continue  # the unit does not deliver that dataset: nothing to check against
+        t = target.table(ref.tx_code)
+        rows = conn.execute(sa.select(t.c[ref.target_field]).where(
+            t.c[standard.UNIT_KEY] == mapping.unit.orgNo, t.c.busType != "D")).scalars()
+        out[ref.field] = {v for v in rows if v is not None}
+    return out
+
+
+def _check_chunk(frame: pd.DataFrame, ds: standard.Dataset, mapping: Mapping,
+                 refs: dict[str, set[str]], today) -> list[validate.Finding]:
+    live = frame[~frame[DELETED]]
+    found = validate.findings(live, ds)
+    for ref in ds.references:
+        if ref.field in refs:
+            col = live[ref.field]
+            bad = col.notna() & ~col.isin(refs[ref.field])
+            found += [validate.Finding(i, ref.field, "reference",
+                                       f"{ref.field} {col[i]!r} is not a {ref.target_field} of this "
+                                       f"unit's {standard.dataset(ref.tx_code).zh} ({ref.tx_code})")
+                      for i in live.index[bad]]
+    if ds.tx_code == "01":
+        other = live["orgNo"].notna() & (live["orgNo"] != mapping.unit.orgNo)
+        found += [validate.Finding(i, "orgNo", "unit", f"orgNo {live.at[i, 'orgNo']} is not the "
+                                   f"mapping's unit.orgNo {mapping.unit.orgNo}") for i in live.index[other]]
+    return found + validate.warnings(live, ds, today)
+
+
+def run_dataset(engine: Engine, mapping: Mapping, tx_code: str, *, mode: Mode = "full",
+                since: datetime | None = None, until: datetime | None = None,
+                run_id: str | None = None, now: datetime | None = None,
+                chunk_rows: int = extract.DEFAULT_CHUNK_ROWS, dry_run: bool = False) -> DatasetResult:
+    """Ingest one dataset of one unit; never raises for bad rows, only for failed runs.
+
+    `dry_run` does everything in a transaction that is rolled back: the counts say what a
+    load would change (reconciliation, 5.3)."""
+    ds = standard.dataset(tx_code)
+    spec = mapping.datasets[ds.tx_code]
+    now = clock.to_cst(now or clock.now())
+    run_id = run_id or new_run_id()
+    result = DatasetResult(mapping.name, mapping.unit.orgNo, ds.tx_code, mode)
+    if mode == "incremental" and not spec.updated_at:
+        result.mode = "full"
+        result.message = "no updated_at in the mapping: ran a full load instead of incremental"
+        log.warning("%s %s: %s", mapping.name, ds.tx_code, result.message)
+    target.ensure_schema(engine)
+    try:
+        with engine.connect() as conn, conn.begin() as tx:
+            _run(conn, mapping, ds, result, since, until, run_id, now, chunk_rows)
+            if dry_run:
+                tx.rollback()
+    except Exception as e:
+        if dry_run:
+            raise
+        result.status = "failed"
+        result.message = mask_text(str(e) if isinstance(e, EtlError) else f"{type(e).__name__}: {e}")[:2000]
+        _record_run(engine, result, run_id, now)
+        if isinstance(e, EtlError):
+            raise
+        if isinstance(e, sa.exc.DBAPIError):
+            raise TargetError(f"{mapping.name} {ds.tx_code}: the load was rolled back: "
+                              f"{result.message[:300]}") from e
+        raise
+    return result
+
+
+def _run(conn: Connection, mapping: Mapping, ds: standard.Dataset, result: DatasetResult,
+         since: datetime | None, until: datetime | None, run_id: str, now: datetime,
+         chunk_rows: int) -> None:
+    spec = mapping.datasets[ds.tx_code]
+    org = mapping.unit.orgNo
+    today = now.date()
+    read_since = read_until = None
+    if result.mode == "incremental":
+        until = clock.naive(until) if until else clock.naive(now)
+        since = clock.naive(since) if since else last_window_end(conn, org, ds.tx_code)
+        read_since = since - timedelta(hours=spec.lookback_hours) if since else None
+        read_until = until
+        result.window = (since, until)
+    refs = _references(conn, mapping, ds.tx_code)
+    load = DatasetLoad(conn, ds, org)
+    audit = Audit()
+    counts = result.counts
+    findings: list[tuple[int, str, validate.Finding]] = []  # (stage seq, source key, finding)
+    for raw in extract.stream(mapping, ds.tx_code, since=read_since, until=read_until,
+                              chunk_rows=chunk_rows):
+        frame = transform.apply_mapping(raw, mapping, ds.tx_code)
+        frame = clean_frame(frame, ds, audit)
+        frame = transform.fill_rules(frame, ds, mapping)
+        frame[UPDATED] = _timestamps(frame[UPDATED])
+        found = _check_chunk(frame, ds, mapping, refs, today)
+        errors = {f.row for f in found if f.severity == validate.ERROR}
+        frame = transform.add_identity(frame, org, ds.tx_code)
+        frame[standard.UNIT_KEY] = frame[standard.UNIT_KEY] if ds.tx_code == "01" else org
+        if ds.tx_code == "01":
+            frame[standard.UNIT_KEY] = frame[standard.UNIT_KEY].where(~frame.index.isin(errors), org)
+        frame[REJECTED] = frame.index.isin(errors).astype(int)
+        frame[DELETED] = frame[DELETED].astype(int)
+        base = load.staged
+        findings += [(base + frame.index.get_loc(f.row), frame.at[f.row, KEY], f) for f in found]
+        counts.extracted += len(frame)
+        load.add(frame)
+        log.info("%s %s: %d rows read", mapping.name, ds.tx_code, counts.extracted)
+    dropped = load.dedupe()
+    counts.duplicates = len(dropped)
+    by_type = load.diff(full=result.mode == "full")
+    counts.inserted, counts.updated = by_type.get("I", 0), by_type.get("U", 0)
+    counts.deleted, counts.vanished = by_type.get("D", 0), load.vanished
+    counts.rejected = load.rejected_count()
+    counts.unchanged = (load.staged - counts.duplicates - counts.rejected - counts.inserted
+                        - counts.updated - (counts.deleted - counts.vanished))
+    present = [bt for bt in ("I", "U", "D") if by_type.get(bt)]
+    if present:
+        numbers = allocate_batches(conn, today, len(present))
+        counts.batches = dict(zip(present, numbers))
+        load.apply(counts.batches, today)
+        record_batches(conn, counts.batches, by_type, org, ds.tx_code, run_id, now)
+    load.close()
+    _record_findings(conn, result, run_id, now, findings, dropped)
+    _record_audit(conn, result, run_id, audit)
+    result.status = "success"
+    _insert_run(conn, result, run_id, now)
+
+
+def _record_findings(conn: Connection, result: DatasetResult, run_id: str, now: datetime,
+                     findings: list[tuple[int, str, validate.Finding]],
+                     dropped: list[tuple[int, str, str, str]]) -> None:
+    lost = {seq for seq, *_ in dropped}
+    rows = [{"runId": run_id, "orgNo": result.org_no, "txCode": result.tx_code, "sourceKey": key[:500],
+             "field": f.field, "rule": f.rule, "severity": f.severity,
+             "message": mask_text(f.message), "createdAt": now}
+            for seq, key, f in findings if seq not in lost]
+    rows += [{"runId": run_id, "orgNo": result.org_no, "txCode": result.tx_code, "sourceKey": key[:500],
+              "field": "ID", "rule": kind, "severity": validate.DUPLICATE,
+              "message": ("an exact duplicate of another source row (dropped)" if kind == "duplicate"
+                          else f"same record ID {rid} as a later source row (kept the later one)"),
+              "createdAt": now} for _, key, rid, kind in dropped]
+    result.counts.warnings = sum(1 for r in rows if r["severity"] == validate.WARNING)
+    result.reasons = Counter(f"{r['field']}:{r['rule']}" for r in rows if r["severity"] == validate.ERROR)
+    insert_rows(conn, target.ingest_reject, rows)
+
+
+def _record_audit(conn: Connection, result: DatasetResult, run_id: str, audit: Audit) -> None:
+    import json
+
+    rows = [{"runId": run_id, "orgNo": result.org_no, "txCode": result.tx_code, "field": a["field"],
+             "rule": a["rule"], "count": a["count"],
+             "examples": json.dumps(a["examples"], ensure_ascii=False)} for a in audit.rows()]
+    insert_rows(conn, target.ingest_audit, rows)
+
+
+def _run_row(result: DatasetResult, run_id: str, now: datetime) -> dict:
+    c = result.counts
+    return {"runId": run_id, "mapping": result.mapping, "orgNo": result.org_no,
+            "txCode": result.tx_code, "mode": result.mode, "windowStart": result.window[0],
+            "windowEnd": result.window[1], "status": result.status,
+            "extracted": c.extracted, "inserted": c.inserted, "updated": c.updated,
+            "deleted": c.deleted, "unchanged": c.unchanged, "rejected": c.rejected,
+            "duplicates": c.duplicates, "warnings": c.warnings, "message": result.message or None,
+            "startedAt": now, "endedAt": clock.now()}
+
+
+def _insert_run(conn: Connection, result: DatasetResult, run_id: str, now: datetime) -> None:
+    conn.execute(sa.insert(target.ingest_run), [_run_row(result, run_id, now)])
+
+
+def _record_run(engine: Engine, result: DatasetResult, run_id: str, now: datetime) -> None:
+    try:
+        with engine.begin() as conn:
+            _insert_run(conn, result, run_id, now)
+    except sa.exc.DBAPIError:
+        log.exception("could not record the failed run of %s %s", result.mapping, result.tx_code)
+
+
+def run_mapping(engine: Engine, mapping: Mapping, tx_codes: list[str] | None = None,
+                **kwargs) -> list[DatasetResult]:
+    """Every selected dataset of one unit, in txCode order (02 before 03, 06 before 07, so
+    references check against what this run loaded). A failed dataset doesn't stop the rest."""
+    results = []
+    for tx in sorted(mapping.datasets):
+        if tx_codes and tx not in tx_codes:
+            continue
+        try:
+            results.append(run_dataset(engine, mapping, tx, **kwargs))
+        except EtlError as e:
+            log.error("%s %s failed: %s", mapping.name, tx, e)
+            r = DatasetResult(mapping.name, mapping.unit.orgNo, tx, kwargs.get("mode", "full"),
+                              status="failed", message=str(e))
+            results.append(r)
+    return results

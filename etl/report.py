@@ -1,0 +1,76 @@
+"""What people read: run summaries and mapping coverage, as plain text tables."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from etl import standard
+from etl.mapping import Mapping
+
+COUNT_COLUMNS = ("extracted", "inserted", "updated", "deleted", "unchanged", "rejected",
+                 "duplicates", "warnings")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A fixed-width text table (CJK characters count double)."""
+    def width(text: str) -> int:
+        return sum(2 if ord(ch) > 0x2E80 else 1 for ch in text)
+
+    cells = [[str(h) for h in headers]] + [[("" if v is None else str(v)) for v in r] for r in rows]
+    widths = [max(width(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, r in enumerate(cells):
+        lines.append("  ".join(v + " " * (widths[i] - width(v)) for i, v in enumerate(r)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run_summary(results: Sequence) -> str:
+    """One line per unit and dataset, the totals, and the most frequent reject reasons."""
+    rows, totals, reasons = [], Counter(), Counter()
+    for r in results:
+        c = r.counts
+        values = [getattr(c, k) for k in COUNT_COLUMNS]
+        totals.update(dict(zip(COUNT_COLUMNS, values)))
+        reasons.update(r.reasons)
+        batches = " ".join(f"{bt}:{b}" for bt, b in c.batches.items())
+        rows.append([r.mapping, r.tx_code, r.table, r.mode, r.status, *values, batches])
+    rows.append(["total", "", "", "", "", *[totals[k] for k in COUNT_COLUMNS], ""])
+    out = [table(["unit", "tx", "table", "mode", "status", *COUNT_COLUMNS, "batches"], rows)]
+    if reasons:
+        top = ", ".join(f"{k} ×{n}" for k, n in reasons.most_common(8))
+        out.append(f"top reject reasons (field:rule): {top}")
+    failed = [r for r in results if r.status != "success"]
+    for r in failed:
+        out.append(f"FAILED {r.mapping} {r.tx_code}: {r.message}")
+    notes = [f"{r.mapping} {r.tx_code}: {r.message}" for r in results if r.status == "success" and r.message]
+    out += notes
+    return "\n".join(out)
+
+
+def coverage(mapping: Mapping) -> str:
+    """Per dataset, how each standard field is filled: column, column+default, default,
+    constant, or missing (required ones flagged)."""
+    rows = []
+    for ds in standard.DATASETS:
+        spec = mapping.datasets.get(ds.tx_code)
+        if spec is None:
+            rows.append([ds.tx_code, ds.table, "(not mapped)", "", ""])
+            continue
+        for f in ds.fields:
+            rule = spec.fields.get(f.name)
+            if rule is None:
+                how = "unit" if ds.tx_code == "01" and f.name in ("orgNo", "comName") else (
+                    "MISSING (required)" if f.required else "missing")
+                src = ""
+            elif rule.value is not None:
+                how, src = "constant", str(rule.value)
+            elif rule.column:
+                how = "column" + (" + values" if rule.values else "") + (" + default" if rule.default else "")
+                src = rule.column
+            else:
+                how, src = "default", rule.default or ""
+            rows.append([ds.tx_code, ds.table, f.name, how, src])
+    return table(["tx", "table", "field", "filled by", "source"], rows)

@@ -1,0 +1,228 @@
+"""The target database: tables derived from `etl.standard`, created and upgraded by Alembic.
+
+Business tables are named by the contract (`risk_point`, ...) and their columns exactly as the
+standard's identifiers. Each also carries `rowHash`, a digest of the standard fields, so that
+change detection compares 32 characters instead of every column.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from etl import standard
+from etl.standard import Dataset, Field
+
+HASH_COLUMN = "rowHash"
+TEXT_THRESHOLD = 500  # longer C fields become TEXT (MariaDB's row size limit)
+
+metadata = sa.MetaData()
+
+
+def _column_type(f: Field) -> sa.types.TypeEngine:
+    if f.type == "D":
+        return sa.Date()
+    if f.type == "N" and f.name != "txCode":
+        return sa.SmallInteger()
+    if f.length > TEXT_THRESHOLD:
+        return sa.Text()
+    return sa.String(f.length)
+
+
+def _dataset_table(ds: Dataset) -> sa.Table:
+    envelope = [sa.Column(f.name, _column_type(f), primary_key=f.name == "ID", nullable=False)
+                for f in standard.ENVELOPE]
+    fields = ds.fields if standard.UNIT_KEY in ds.field_names else (
+        Field(standard.UNIT_KEY, "统一社会信用代码", "C", 18, required=True), *ds.fields)
+    columns = [sa.Column(f.name, _column_type(f), nullable=f.name != standard.UNIT_KEY)
+               for f in fields]
+    indexes = [sa.Index(f"ix_{ds.table}_orgNo", standard.UNIT_KEY)]
+    referenced = {r.target_field for d in standard.DATASETS for r in d.references
+                  if r.tx_code == ds.tx_code}
+    indexes += [sa.Index(f"ix_{ds.table}_{name}", standard.UNIT_KEY, name) for name in sorted(referenced)]
+    indexes.append(sa.Index(f"ix_{ds.table}_batchNo", "batchNo"))
+    return sa.Table(ds.table, metadata, *envelope, *columns,
+                    sa.Column(HASH_COLUMN, sa.String(32), nullable=False), *indexes,
+                    comment=f"{ds.structure} {ds.zh} (txCode {ds.tx_code})")
+
+
+DATASET_TABLES: dict[str, sa.Table] = {ds.tx_code: _dataset_table(ds) for ds in standard.DATASETS}
+
+ingest_batch = sa.Table(
+    "ingest_batch", metadata,
+    sa.Column("batchNo", sa.String(16), primary_key=True),
+    sa.Column("orgNo", sa.String(18), nullable=False),
+    sa.Column("txCode", sa.String(2), nullable=False),
+    sa.Column("busType", sa.String(1), nullable=False),
+    sa.Column("records", sa.Integer, nullable=False),
+    sa.Column("runId", sa.String(200), nullable=False),
+    sa.Column("createdAt", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_ingest_batch_org_tx", "orgNo", "txCode"),
+    comment="one row per batch (A.2 batchNo): a run's records of one txCode and busType",
+)
+
+ingest_batch_seq = sa.Table(
+    "ingest_batch_seq", metadata,
+    sa.Column("day", sa.String(8), primary_key=True),
+    sa.Column("lastSeq", sa.Integer, nullable=False),
+    comment="the last batch sequence number handed out per day (CST)",
+)
+
+ingest_change = sa.Table(
+    "ingest_change", metadata,
+    sa.Column("changeId", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("batchNo", sa.String(16), nullable=False),
+    sa.Column("ID", sa.String(64), nullable=False),
+    sa.Column("busType", sa.String(1), nullable=False),
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Index("ix_ingest_change_batchNo", "batchNo"),
+    sa.Index("ix_ingest_change_ID", "ID"),
+    comment="the ledger: each record as loaded, per batch (replayable as a B.3 message)",
+)
+
+ingest_reject = sa.Table(
+    "ingest_reject", metadata,
+    sa.Column("rejectId", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("runId", sa.String(200), nullable=False),
+    sa.Column("orgNo", sa.String(18), nullable=False),
+    sa.Column("txCode", sa.String(2), nullable=False),
+    sa.Column("sourceKey", sa.String(500), nullable=False),
+    sa.Column("field", sa.String(50), nullable=False),
+    sa.Column("rule", sa.String(50), nullable=False),
+    sa.Column("severity", sa.String(10), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("createdAt", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_ingest_reject_run", "runId", "orgNo", "txCode"),
+    comment="rejected rows (severity error), dropped duplicates and warnings; personal data masked",
+)
+
+ingest_run = sa.Table(
+    "ingest_run", metadata,
+    sa.Column("runKey", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("runId", sa.String(200), nullable=False),
+    sa.Column("mapping", sa.String(200), nullable=False),
+    sa.Column("orgNo", sa.String(18), nullable=False),
+    sa.Column("txCode", sa.String(2), nullable=False),
+    sa.Column("mode", sa.String(12), nullable=False),
+    sa.Column("windowStart", sa.DateTime, nullable=True),
+    sa.Column("windowEnd", sa.DateTime, nullable=True),
+    sa.Column("status", sa.String(10), nullable=False),
+    *[sa.Column(name, sa.Integer, nullable=False, default=0) for name in (
+        "extracted", "inserted", "updated", "deleted", "unchanged", "rejected", "duplicates",
+        "warnings")],
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("startedAt", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("endedAt", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_ingest_run_unit", "orgNo", "txCode", "status"),
+    comment="one row per run and dataset: counts, mode, window (naive CST), status",
+)
+
+ingest_audit = sa.Table(
+    "ingest_audit", metadata,
+    sa.Column("auditId", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("runId", sa.String(200), nullable=False),
+    sa.Column("orgNo", sa.String(18), nullable=False),
+    sa.Column("txCode", sa.String(2), nullable=False),
+    sa.Column("field", sa.String(50), nullable=False),
+    sa.Column("rule", sa.String(50), nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("examples", sa.Text, nullable=False),
+    sa.Index("ix_ingest_audit_run", "runId", "orgNo", "txCode"),
+    comment="what cleaning did per run, dataset, field and rule, with masked examples",
+)
+
+
+def table(tx_code: str) -> sa.Table:
+    return DATASET_TABLES[standard.dataset(tx_code).tx_code]
+
+
+# --- connecting ----------------------------------------------------------------------------
+
+DEFAULT_URL = "sqlite:///var/target.sqlite"
+
+
+def target_url(explicit: str | None = None) -> str:
+    """`--target`, else `ETL_TARGET_URL`, else the embedded default (relative to the cwd)."""
+    import os
+
+    return explicit or os.environ.get("ETL_TARGET_URL") or DEFAULT_URL
+
+
+def connect(url: str) -> Engine:
+    """An engine for the target. SQLite gets a writer lock at BEGIN and a long busy timeout,
+    so parallel loaders queue instead of failing."""
+    from etl.extract import normalise_url
+
+    parsed = normalise_url(url)
+    if parsed.drivername.startswith("sqlite"):
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, connect_args={"timeout": 300})
+
+        @sa.event.listens_for(engine, "connect")
+        def _no_pysqlite_transactions(dbapi_conn, _):
+            dbapi_conn.isolation_level = None
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin_immediate(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return sa.create_engine(parsed, pool_pre_ping=True)
+
+
+# --- schema versions -------------------------------------------------------------------------
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _alembic_config(connection: Connection):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+@cache
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    cfg = _alembic_config(None)  # type: ignore[arg-type]
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def current_revision(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Create or upgrade the target schema in place; returns (revision before, after)."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        before = current_revision(conn)
+        if before != head_revision():
+            command.upgrade(_alembic_config(conn), "head")
+    return before, head_revision()
+
+
+_ready: set[str] = set()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Upgrade once per process and target: `etl run` creates the schema on first use."""
+    key = engine.url.render_as_string(hide_password=False)
+    if key not in _ready:
+        upgrade(engine)
+        _ready.add(key)

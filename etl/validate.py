@@ -1,0 +1,190 @@
+"""Validation: pandera schemas derived from `etl.standard`, run lazily so one pass reports
+every failure of a chunk, and turned into reject rows with personal data masked.
+
+Rule names (`length`, `enum`, `date`, `uscc`, `idcard`, `regno`, `phone`, `division`,
+`required`, `date_order`, `required_when`, `reference`) are what `ingest_reject.rule` holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from functools import cache
+
+import pandas as pd
+import pandera.pandas as pa
+
+from etl import checks, standard
+from etl.masking import mask
+from etl.standard import Dataset, Field
+
+ERROR, WARNING, DUPLICATE = "error", "warning", "duplicate"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One broken rule of one row (`row` is the frame's index label)."""
+
+    row: object
+    field: str
+    rule: str
+    message: str
+    severity: str = ERROR
+
+
+def _by_unique(predicate: Callable[[str], bool]) -> Callable[[pd.Series], pd.Series]:
+    """Vectorise a per-value predicate over a column's distinct values; NA passes."""
+
+    def check(s: pd.Series) -> pd.Series:
+        present = s.dropna()
+        verdict = {v: predicate(v) for v in present.unique()}
+        return s.map(verdict).fillna(True).astype(bool)
+
+    return check
+
+
+def _multi_enum(f: Field) -> Callable[[str], bool]:
+    allowed = set(f.enum or ())
+    return lambda v: all(part in allowed for part in v.split(f.separator or "、"))
+
+
+_KIND_CHECKS: dict[str, Callable[[str], bool]] = {
+    "uscc": checks.is_valid_uscc,
+    "idcard": checks.is_valid_idcard,
+    "regno": checks.is_valid_regno,
+    "phone": checks.is_valid_phone,
+    "city": lambda v: len(v) == 6 and v.isdigit() and v.endswith("00"),
+    "district": lambda v: len(v) == 6 and v.isdigit(),
+}
+
+_KIND_MESSAGES = {
+    "uscc": "is not a valid unified social credit code (GB 32100 check character)",
+    "idcard": "is not a valid resident ID number (GB 11643: 18 characters, birth date, check digit)",
+    "regno": "is not a 20-character equipment code",
+    "phone": "is not a valid phone number",
+    "city": "is not a city code: give the 6-digit GB/T 2260 code or a city name such as 南京市",
+    "district": "is not a district code: give the 6-digit GB/T 2260 code or a name such as 玄武区",
+}
+
+
+def _field_checks(f: Field) -> list[pa.Check]:
+    out = [pa.Check(_by_unique(lambda v, n=f.length: len(v) <= n), name="length",
+                    error=f"longer than {f.length} characters")]
+    if f.is_date:
+        out.append(pa.Check(_by_unique(checks.is_valid_date), name="date",
+                            error="is not a date: use a real date such as 2024-07-08"))
+    elif f.enum and f.separator:
+        out.append(pa.Check(_by_unique(_multi_enum(f)), name="enum",
+                            error=f"each value must be one of {'、'.join(f.enum)}"))
+    elif f.enum:
+        allowed = frozenset(f.enum)
+        out.append(pa.Check(_by_unique(allowed.__contains__), name="enum",
+                            error=f"must be one of {'、'.join(f.enum)}"))
+    if f.kind in _KIND_CHECKS:
+        rule = "division" if f.kind in ("city", "district") else f.kind
+        out.append(pa.Check(_by_unique(_KIND_CHECKS[f.kind]), name=rule, error=_KIND_MESSAGES[f.kind]))
+    return out
+
+
+def _date_order(before: str, after: str) -> Callable[[pd.DataFrame], pd.Series]:
+    def check(df: pd.DataFrame) -> pd.Series:
+        a, b = df[before], df[after]
+        both = a.notna() & b.notna()
+        return ~both | (a.fillna("") <= b.fillna("")) | ~a.fillna("").map(checks.is_valid_date) \
+            | ~b.fillna("").map(checks.is_valid_date)
+    return check
+
+
+def _required_when(field: str, values: tuple[str, ...] | None, needed: str) -> Callable[[pd.DataFrame], pd.Series]:
+    def check(df: pd.DataFrame) -> pd.Series:
+        trigger = df[field].notna() if values is None else df[field].isin(values)
+        return ~trigger | df[needed].notna()
+    return check
+
+
+@cache
+def schema(tx_code: str) -> pa.DataFrameSchema:
+    """The pandera schema of a dataset's cleaned frame (standard field columns, as text)."""
+    ds = standard.dataset(tx_code)
+    columns = {f.name: pa.Column(nullable=not f.required, checks=_field_checks(f), required=True)
+               for f in ds.fields}
+    frame_checks = [pa.Check(_date_order(o.before, o.after), name=f"date_order:{o.before}:{o.after}")
+                    for o in ds.date_orders]
+    frame_checks += [pa.Check(_required_when(r.field, r.values, n), name=f"required_when:{r.field}:{n}")
+                     for r in ds.required_when for n in r.fields]
+    return pa.DataFrameSchema(columns, checks=frame_checks, name=f"{ds.structure} {ds.table}")
+
+
+def _shown(ds: Dataset, field: str, value: object) -> str:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "empty"
+    kind = ds.field(field).kind if field in ds.field_names else "text"
+    if field == "psnName":
+        kind = "name"
+    return repr(mask(str(value), kind))
+
+
+def findings(frame: pd.DataFrame, ds: Dataset) -> list[Finding]:
+    """Every broken rule of every row of a cleaned frame, in one lazy pass."""
+    try:
+        schema(ds.tx_code).validate(frame[list(ds.field_names)], lazy=True)
+    except pa.errors.SchemaErrors as err:
+        return _to_findings(err.failure_cases, frame, ds)
+    return []
+
+
+def _to_findings(cases: pd.DataFrame, frame: pd.DataFrame, ds: Dataset) -> list[Finding]:
+    out: list[Finding] = []
+    for case in cases.itertuples(index=False):
+        if pd.isna(case.index):
+            continue
+        check = str(case.check)
+        if check == "not_nullable":
+            f = ds.field(case.column)
+            out.append(Finding(case.index, case.column, "required",
+                               f"{case.column} ({f.zh}) is required but empty"))
+        elif check.startswith("date_order:"):
+            _, before, after = check.split(":")
+            if case.column != before:
+                continue  # the frame-level check reports once per column; keep one
+            row = frame.loc[case.index]
+            out.append(Finding(case.index, after, "date_order",
+                               f"{before} {row[before]} is later than {after} {row[after]}"))
+        elif check.startswith("required_when:"):
+            _, field, needed = check.split(":")
+            if case.column != field:
+                continue
+            row = frame.loc[case.index]
+            out.append(Finding(case.index, needed, "required_when",
+                               f"{needed} ({ds.field(needed).zh}) is required when {field} is "
+                               f"{row[field]}"))
+        else:
+            f = ds.field(case.column)
+            out.append(Finding(case.index, case.column, check,
+                               f"{case.column} ({f.zh}) {_shown(ds, case.column, case.failure_case)} "
+                               f"{_errors(ds.tx_code).get((case.column, check), 'breaks rule ' + check)}"))
+    return out
+
+
+@cache
+def _errors(tx_code: str) -> dict[tuple[str, str], str]:
+    s = schema(tx_code)
+    return {(name, c.name): c.error for name, col in s.columns.items() for c in col.checks}
+
+
+def warnings(frame: pd.DataFrame, ds: Dataset, today: date) -> list[Finding]:
+    """Loaded anyway, but counted and listed: things a unit should look at."""
+    out: list[Finding] = []
+    iso = today.isoformat()
+    if ds.tx_code == "03":
+        expired = frame["endDate"].notna() & (frame["endDate"].fillna("9999") < iso)
+        out += [Finding(i, "endDate", "expired", f"certificate expired on {frame.at[i, 'endDate']}",
+                        WARNING) for i in frame.index[expired]]
+    if ds.tx_code == "09":
+        overdue = frame["dealInfo"].eq("未整改").fillna(False) & frame["limitDate"].notna() \
+            & (frame["limitDate"].fillna("9999") < iso)
+        out += [Finding(i, "limitDate", "overdue",
+                        f"not rectified and past its deadline {frame.at[i, 'limitDate']}", WARNING)
+                for i in frame.index[overdue]]
+    return out
