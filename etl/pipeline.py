@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -99,27 +100,125 @@ def _check_chunk(frame: pd.DataFrame, ds: standard.Dataset, mapping: Mapping,
     return found + validate.warnings(live, ds, today)
 
 
-def run_dataset(engine: Engine, mapping: Mapping, tx_code: str, *, mode: Mode = "full",
-                since: datetime | None = None, until: datetime | None = None,
-                run_id: str | None = None, now: datetime | None = None,
-                chunk_rows: int = extract.DEFAULT_CHUNK_ROWS, dry_run: bool = False) -> DatasetResult:
-    """Ingest one dataset of one unit; never raises for bad rows, only for failed runs.
+@dataclass(frozen=True)
+class Plan:
+    """What one dataset run reads and how: resolved before anything is extracted, so that
+    separate tasks (Airflow's extract, validate, load) agree on it."""
 
-    `dry_run` does everything in a transaction that is rolled back: the counts say what a
-    load would change (reconciliation, 5.3)."""
+    mapping: Mapping
+    tx_code: str
+    mode: str
+    run_id: str
+    now: datetime
+    since: datetime | None = None   # the window recorded in ingest_run (CST, naive)
+    until: datetime | None = None
+    read_since: datetime | None = None  # since minus the lookback
+    message: str = ""
+
+    @property
+    def dataset(self) -> standard.Dataset:
+        return standard.dataset(self.tx_code)
+
+    @property
+    def today(self):
+        return self.now.date()
+
+
+@dataclass
+class Prepared:
+    """A cleaned, validated chunk ready to stage, with its findings by row position."""
+
+    frame: pd.DataFrame
+    findings: pd.DataFrame  # columns: pos, field, rule, severity, message
+
+    FINDING_COLUMNS = ("pos", "field", "rule", "severity", "message")
+
+
+def plan(engine: Engine, mapping: Mapping, tx_code: str, *, mode: Mode = "full",
+         since: datetime | None = None, until: datetime | None = None,
+         run_id: str | None = None, now: datetime | None = None) -> Plan:
+    """Resolve mode and window: an incremental run without `since` starts where the last
+    successful run of the unit and dataset ended; without `updated_at` it falls back to full."""
     ds = standard.dataset(tx_code)
     spec = mapping.datasets[ds.tx_code]
     now = clock.to_cst(now or clock.now())
     run_id = run_id or new_run_id()
-    result = DatasetResult(mapping.name, mapping.unit.orgNo, ds.tx_code, mode)
     if mode == "incremental" and not spec.updated_at:
-        result.mode = "full"
-        result.message = "no updated_at in the mapping: ran a full load instead of incremental"
-        log.warning("%s %s: %s", mapping.name, ds.tx_code, result.message)
+        msg = "no updated_at in the mapping: ran a full load instead of incremental"
+        log.warning("%s %s: %s", mapping.name, ds.tx_code, msg)
+        return Plan(mapping, ds.tx_code, "full", run_id, now, message=msg)
+    if mode == "full":
+        return Plan(mapping, ds.tx_code, "full", run_id, now)
+    until = clock.naive(until) if until else clock.naive(now)
+    if since is None:
+        target.ensure_schema(engine)
+        with engine.connect() as conn:
+            since = last_window_end(conn, mapping.unit.orgNo, ds.tx_code)
+    else:
+        since = clock.naive(since)
+    read_since = since - timedelta(hours=spec.lookback_hours) if since else None
+    return Plan(mapping, ds.tx_code, "incremental", run_id, now, since, until, read_since)
+
+
+def extract_chunks(p: Plan, chunk_rows: int = extract.DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """The plan's source rows, raw, in chunks."""
+    return extract.stream(p.mapping, p.tx_code, since=p.read_since,
+                          until=p.until if p.mode == "incremental" else None, chunk_rows=chunk_rows)
+
+
+def references(engine: Engine, p: Plan) -> dict[str, set[str]]:
+    target.ensure_schema(engine)
+    with engine.connect() as conn:
+        return _references(conn, p.mapping, p.tx_code)
+
+
+def prepare(raw: pd.DataFrame, p: Plan, refs: dict[str, set[str]], audit: Audit) -> Prepared:
+    """Map, clean, fill, validate and identify one raw chunk."""
+    ds, mapping, org = p.dataset, p.mapping, p.mapping.unit.orgNo
+    frame = transform.apply_mapping(raw.reset_index(drop=True), mapping, ds.tx_code)
+    frame = clean_frame(frame, ds, audit)
+    frame = transform.fill_rules(frame, ds, mapping)
+    frame[UPDATED] = _timestamps(frame[UPDATED])
+    found = _check_chunk(frame, ds, mapping, refs, p.today)
+    errors = {f.row for f in found if f.severity == validate.ERROR}
+    frame = transform.add_identity(frame, org, ds.tx_code)
+    is_error = frame.index.isin(list(errors))
+    if ds.tx_code == "01":
+        frame[standard.UNIT_KEY] = frame[standard.UNIT_KEY].where(~is_error, org)
+    else:
+        frame[standard.UNIT_KEY] = org
+    frame[REJECTED] = is_error.astype(int)
+    frame[DELETED] = frame[DELETED].astype(int)
+    findings = pd.DataFrame([(int(f.row), f.field, f.rule, f.severity, f.message) for f in found],
+                            columns=list(Prepared.FINDING_COLUMNS))
+    return Prepared(frame, findings)
+
+
+def run_dataset(engine: Engine, mapping: Mapping, tx_code: str, *, mode: Mode = "full",
+                since: datetime | None = None, until: datetime | None = None,
+                run_id: str | None = None, now: datetime | None = None,
+                chunk_rows: int = extract.DEFAULT_CHUNK_ROWS, dry_run: bool = False) -> DatasetResult:
+    """Ingest one dataset of one unit in one process, streaming chunks through every stage.
+
+    `dry_run` does everything in a transaction that is rolled back: the counts say what a
+    load would change (reconciliation, 5.3)."""
+    p = plan(engine, mapping, tx_code, mode=mode, since=since, until=until, run_id=run_id, now=now)
+    refs = references(engine, p)
+    audit = Audit()
+    chunks = (prepare(raw, p, refs, audit) for raw in extract_chunks(p, chunk_rows))
+    return load(engine, p, chunks, audit, dry_run=dry_run)
+
+
+def load(engine: Engine, p: Plan, chunks: Iterable[Prepared], audit: Audit,
+         dry_run: bool = False) -> DatasetResult:
+    """Stage every prepared chunk and apply the changes, as one target transaction. A failure
+    rolls it all back and leaves a `failed` row in ingest_run."""
+    result = DatasetResult(p.mapping.name, p.mapping.unit.orgNo, p.tx_code, p.mode,
+                           window=(p.since, p.until), message=p.message)
     target.ensure_schema(engine)
     try:
         with engine.connect() as conn, conn.begin() as tx:
-            _run(conn, mapping, ds, result, since, until, run_id, now, chunk_rows)
+            _load(conn, p, chunks, audit, result)
             if dry_run:
                 tx.rollback()
     except Exception as e:
@@ -127,72 +226,48 @@ def run_dataset(engine: Engine, mapping: Mapping, tx_code: str, *, mode: Mode = 
             raise
         result.status = "failed"
         result.message = mask_text(str(e) if isinstance(e, EtlError) else f"{type(e).__name__}: {e}")[:2000]
-        _record_run(engine, result, run_id, now)
+        _record_run(engine, result, p.run_id, p.now)
         if isinstance(e, EtlError):
             raise
         if isinstance(e, sa.exc.DBAPIError):
-            raise TargetError(f"{mapping.name} {ds.tx_code}: the load was rolled back: "
+            raise TargetError(f"{p.mapping.name} {p.tx_code}: the load was rolled back: "
                               f"{result.message[:300]}") from e
         raise
     return result
 
 
-def _run(conn: Connection, mapping: Mapping, ds: standard.Dataset, result: DatasetResult,
-         since: datetime | None, until: datetime | None, run_id: str, now: datetime,
-         chunk_rows: int) -> None:
-    spec = mapping.datasets[ds.tx_code]
-    org = mapping.unit.orgNo
-    today = now.date()
-    read_since = read_until = None
-    if result.mode == "incremental":
-        until = clock.naive(until) if until else clock.naive(now)
-        since = clock.naive(since) if since else last_window_end(conn, org, ds.tx_code)
-        read_since = since - timedelta(hours=spec.lookback_hours) if since else None
-        read_until = until
-        result.window = (since, until)
-    refs = _references(conn, mapping, ds.tx_code)
-    load = DatasetLoad(conn, ds, org)
-    audit = Audit()
+def _load(conn: Connection, p: Plan, chunks: Iterable[Prepared], audit: Audit,
+          result: DatasetResult) -> None:
+    ds, org = p.dataset, p.mapping.unit.orgNo
+    loader = DatasetLoad(conn, ds, org)
     counts = result.counts
     findings: list[tuple[int, str, validate.Finding]] = []  # (stage seq, source key, finding)
-    for raw in extract.stream(mapping, ds.tx_code, since=read_since, until=read_until,
-                              chunk_rows=chunk_rows):
-        frame = transform.apply_mapping(raw, mapping, ds.tx_code)
-        frame = clean_frame(frame, ds, audit)
-        frame = transform.fill_rules(frame, ds, mapping)
-        frame[UPDATED] = _timestamps(frame[UPDATED])
-        found = _check_chunk(frame, ds, mapping, refs, today)
-        errors = {f.row for f in found if f.severity == validate.ERROR}
-        frame = transform.add_identity(frame, org, ds.tx_code)
-        frame[standard.UNIT_KEY] = frame[standard.UNIT_KEY] if ds.tx_code == "01" else org
-        if ds.tx_code == "01":
-            frame[standard.UNIT_KEY] = frame[standard.UNIT_KEY].where(~frame.index.isin(errors), org)
-        frame[REJECTED] = frame.index.isin(errors).astype(int)
-        frame[DELETED] = frame[DELETED].astype(int)
-        base = load.staged
-        findings += [(base + frame.index.get_loc(f.row), frame.at[f.row, KEY], f) for f in found]
-        counts.extracted += len(frame)
-        load.add(frame)
-        log.info("%s %s: %d rows read", mapping.name, ds.tx_code, counts.extracted)
-    dropped = load.dedupe()
+    for chunk in chunks:
+        base, keys = loader.staged, chunk.frame[KEY]
+        findings += [(base + pos, keys.iat[pos], validate.Finding(pos, fld, rule, msg, sev))
+                     for pos, fld, rule, sev, msg in chunk.findings.itertuples(index=False, name=None)]
+        counts.extracted += len(chunk.frame)
+        loader.add(chunk.frame)
+        log.info("%s %s: %d rows staged", p.mapping.name, p.tx_code, counts.extracted)
+    dropped = loader.dedupe()
     counts.duplicates = len(dropped)
-    by_type = load.diff(full=result.mode == "full")
+    by_type = loader.diff(full=p.mode == "full")
     counts.inserted, counts.updated = by_type.get("I", 0), by_type.get("U", 0)
-    counts.deleted, counts.vanished = by_type.get("D", 0), load.vanished
-    counts.rejected = load.rejected_count()
-    counts.unchanged = (load.staged - counts.duplicates - counts.rejected - counts.inserted
+    counts.deleted, counts.vanished = by_type.get("D", 0), loader.vanished
+    counts.rejected = loader.rejected_count()
+    counts.unchanged = (loader.staged - counts.duplicates - counts.rejected - counts.inserted
                         - counts.updated - (counts.deleted - counts.vanished))
     present = [bt for bt in ("I", "U", "D") if by_type.get(bt)]
     if present:
-        numbers = allocate_batches(conn, today, len(present))
+        numbers = allocate_batches(conn, p.today, len(present))
         counts.batches = dict(zip(present, numbers))
-        load.apply(counts.batches, today)
-        record_batches(conn, counts.batches, by_type, org, ds.tx_code, run_id, now)
-    load.close()
-    _record_findings(conn, result, run_id, now, findings, dropped)
-    _record_audit(conn, result, run_id, audit)
+        loader.apply(counts.batches, p.today)
+        record_batches(conn, counts.batches, by_type, org, p.tx_code, p.run_id, p.now)
+    loader.close()
+    _record_findings(conn, result, p.run_id, p.now, findings, dropped)
+    _record_audit(conn, result, p.run_id, audit)
     result.status = "success"
-    _insert_run(conn, result, run_id, now)
+    _insert_run(conn, result, p.run_id, p.now)
 
 
 def _record_findings(conn: Connection, result: DatasetResult, run_id: str, now: datetime,
@@ -249,7 +324,7 @@ def run_mapping(engine: Engine, mapping: Mapping, tx_codes: list[str] | None = N
                 **kwargs) -> list[DatasetResult]:
     """Every selected dataset of one unit, in txCode order (02 before 03, 06 before 07, so
     references check against what this run loaded). A failed dataset doesn't stop the rest."""
-    results = []
+    results: list[DatasetResult] = []
     for tx in sorted(mapping.datasets):
         if tx_codes and tx not in tx_codes:
             continue
