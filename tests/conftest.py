@@ -1,0 +1,158 @@
+"""Real-database fixtures (no mocks).
+
+Session scope (started lazily, on first use, and stopped at session end):
+
+* ``pg_server``      -> admin URL ``postgresql+psycopg://postgres@127.0.0.1:PORT/postgres``
+* ``mariadb_server`` -> admin URL ``mysql+pymysql://root@127.0.0.1:PORT/mysql?charset=utf8mb4``
+
+Function scope, each a fresh empty database that is dropped afterwards (open
+connections do not prevent the drop):
+
+* ``pg_url``, ``mariadb_url``, ``sqlite_url``
+* ``db_url``: parametrised over ids ``sqlite``, ``postgresql``, ``mariadb``
+
+Tests using the PostgreSQL / MariaDB fixtures are marked ``postgres`` /
+``mariadb`` automatically, so ``-m "not mariadb"`` deselects them.
+
+A missing server binary skips those tests locally, but fails them when the
+``CI`` environment variable is set (CI must never silently skip).
+
+Nothing here changes process-wide state such as ``TZ``: the servers run in UTC
+whatever the machine zone is, and ``Asia/Shanghai`` comes from ``zoneinfo``
+(backed by the ``tzdata`` package in the lock file).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+try:
+    from servers import (
+        Server,
+        ServerBinaryMissing,
+        ServerStartError,
+        create_database,
+        drop_database,
+        start_mariadb,
+        start_postgres,
+    )
+except ImportError:  # tests/ became a package
+    from tests.servers import (  # type: ignore[no-redef]
+        Server,
+        ServerBinaryMissing,
+        ServerStartError,
+        create_database,
+        drop_database,
+        start_mariadb,
+        start_postgres,
+    )
+
+_STARTED: list[Server] = []
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
+
+
+def _unavailable(exc: ServerBinaryMissing) -> NoReturn:
+    if _in_ci():
+        pytest.fail(f"{exc} (CI is set, so this is a failure, not a skip)", pytrace=False)
+    pytest.skip(f"{exc}; or run with -m 'not {'postgres' if exc.kind == 'postgresql' else 'mariadb'}'")
+
+
+def _serve(start: Callable[[], Server]) -> Iterator[str]:
+    try:
+        server = start()
+    except ServerBinaryMissing as exc:
+        _unavailable(exc)
+    except ServerStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    _STARTED.append(server)
+    try:
+        yield server.admin_url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """Admin URL of a throwaway PostgreSQL server (one per session)."""
+    yield from _serve(start_postgres)
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[str]:
+    """Admin URL of a throwaway MariaDB server (one per session)."""
+    yield from _serve(start_mariadb)
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """URL of a fresh, empty PostgreSQL database."""
+    url = create_database(pg_server)
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture
+def mariadb_url(mariadb_server: str) -> Iterator[str]:
+    """URL of a fresh, empty MariaDB database (utf8mb4)."""
+    url = create_database(mariadb_server)
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    """URL of a fresh, empty SQLite database file in ``tmp_path``."""
+    yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
+
+
+_DB_URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mariadb": "mariadb_url"}
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+        pytest.param("mariadb", id="mariadb", marks=pytest.mark.mariadb),
+    ]
+)
+def db_url(request: pytest.FixtureRequest) -> str:
+    """A fresh empty database URL; the test runs once per backend."""
+    return str(request.getfixturevalue(_DB_URL_FIXTURES[request.param]))
+
+
+_MARKER_BY_FIXTURE = {
+    "pg_server": "postgres",
+    "pg_url": "postgres",
+    "mariadb_server": "mariadb",
+    "mariadb_url": "mariadb",
+}
+_MARKER_BY_DB_PARAM = {"postgresql": "postgres", "mariadb": "mariadb"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselection
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        wanted = {_MARKER_BY_FIXTURE[f] for f in getattr(item, "fixturenames", ()) if f in _MARKER_BY_FIXTURE}
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("db_url") in _MARKER_BY_DB_PARAM:
+            wanted.add(_MARKER_BY_DB_PARAM[callspec.params["db_url"]])
+        for name in sorted(wanted):
+            if item.get_closest_marker(name) is None:
+                item.add_marker(name)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for server in _STARTED:
+        terminalreporter.write_line(f"throwaway {server.kind} server started in {server.startup_seconds:.1f}s")
