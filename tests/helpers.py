@@ -1,0 +1,95 @@
+"""Small builders shared by pipeline tests: a unit's source table and its mapping file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from stdnum.cn import ric, uscc
+
+from etl import target
+from etl.mapping import load_mapping
+
+ORG_A = "91320115MA1R7KX30X"
+
+
+def org_no(base: str) -> str:
+    """A valid USCC from 17 characters."""
+    return base + uscc.calc_check_digit(base)
+
+
+def id_card(base17: str) -> str:
+    return base17 + ric.calc_check_digit(base17)
+
+
+HIDDEN_DANGER_COLUMNS = ("id", "task_no", "reg_no", "kind", "level", "problem", "checker",
+                         "check_date", "limit_date", "deal_man", "deal_date", "deal_info",
+                         "accept_man", "accept_date", "accept_info", "modify_time", "del_flag")
+
+
+def hidden_danger_row(i: int, **over) -> dict:
+    row = {"id": i, "task_no": f"YH{i:08d}", "reg_no": f"3110320115{i:010d}", "kind": "设备类",
+           "level": "一般事故隐患", "problem": f"安全阀校验过期 {i}", "checker": "张三",
+           "check_date": "2024-04-16", "limit_date": "2024-05-16", "deal_man": "李四",
+           "deal_date": "2024-05-10", "deal_info": "已整改", "accept_man": "王五",
+           "accept_date": "2024-05-17", "accept_info": "整改验收合格",
+           "modify_time": "2024-05-17 10:00:00", "del_flag": 0}
+    row.update(over)
+    return row
+
+
+def write_source(url: str, table: str, rows: list[dict], columns=HIDDEN_DANGER_COLUMNS) -> None:
+    """(Re)create a source table holding exactly `rows` (all columns text but id, del_flag)."""
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    t = sa.Table(table, meta, *[sa.Column(c, sa.Integer if c in ("id", "del_flag") else sa.String(200))
+                                for c in columns])
+    with engine.begin() as conn:
+        meta.drop_all(conn)
+        meta.create_all(conn)
+        if rows:
+            conn.execute(t.insert(), rows)
+    engine.dispose()
+
+
+HIDDEN_DANGER_MAPPING = """\
+unit: {{orgNo: "{org}", comName: 南京某某化工有限公司}}
+source: {{url_env: {env}}}
+datasets:
+  "09":
+    table: {table}
+    key: [id]
+    updated_at: modify_time
+    deleted: {{column: del_flag, value: 1}}
+    fields:
+      taskNo: task_no
+      regNo: reg_no
+      troubleType: kind
+      troubleLevel: level
+      mainProblem: problem
+      checkMan: checker
+      checkDate: check_date
+      limitDate: limit_date
+      dealMan: deal_man
+      dealDate: deal_date
+      dealInfo: deal_info
+      acceptMan: accept_man
+      acceptDate: accept_date
+      acceptInfo: accept_info
+"""
+
+
+def hidden_danger_mapping(tmp_path: Path, monkeypatch, source_url: str, org: str = ORG_A,
+                          table: str = "t_hidden_danger", env: str = "UNIT_A_SOURCE_URL"):
+    monkeypatch.setenv(env, source_url)
+    p = tmp_path / f"unit_{org}.yaml"
+    p.write_text(HIDDEN_DANGER_MAPPING.format(org=org, env=env, table=table), encoding="utf-8")
+    return load_mapping(p)
+
+
+def rows_of(url: str, table: str, where: str = "") -> list[dict]:
+    engine = target.connect(url)
+    with engine.connect() as conn:
+        out = [dict(r._mapping) for r in conn.execute(sa.text(f"SELECT * FROM {table} {where}"))]
+    engine.dispose()
+    return out
