@@ -68,22 +68,19 @@ _KIND_MESSAGES = {
 }
 
 
-def _field_checks(f: Field) -> list[pa.Check]:
-    out = [pa.Check(_by_unique(lambda v, n=f.length: len(v) <= n), name="length",
-                    error=f"longer than {f.length} characters")]
+def _field_rules(f: Field) -> list[tuple[str, Callable[[str], bool], str]]:
+    """(rule name, per-value predicate, message) for one field, from its type, enum and kind."""
+    out: list[tuple[str, Callable[[str], bool], str]] = [
+        ("length", lambda v, n=f.length: len(v) <= n, f"longer than {f.length} characters")]
     if f.is_date:
-        out.append(pa.Check(_by_unique(checks.is_valid_date), name="date",
-                            error="is not a date: use a real date such as 2024-07-08"))
+        out.append(("date", checks.is_valid_date, "is not a date: use a real date such as 2024-07-08"))
     elif f.enum and f.separator:
-        out.append(pa.Check(_by_unique(_multi_enum(f)), name="enum",
-                            error=f"each value must be one of {'、'.join(f.enum)}"))
+        out.append(("enum", _multi_enum(f), f"each value must be one of {'、'.join(f.enum)}"))
     elif f.enum:
-        allowed = frozenset(f.enum)
-        out.append(pa.Check(_by_unique(allowed.__contains__), name="enum",
-                            error=f"must be one of {'、'.join(f.enum)}"))
+        out.append(("enum", frozenset(f.enum).__contains__, f"must be one of {'、'.join(f.enum)}"))
     if f.kind in _KIND_CHECKS:
         rule = "division" if f.kind in ("city", "district") else f.kind
-        out.append(pa.Check(_by_unique(_KIND_CHECKS[f.kind]), name=rule, error=_KIND_MESSAGES[f.kind]))
+        out.append((rule, _KIND_CHECKS[f.kind], _KIND_MESSAGES[f.kind]))
     return out
 
 
@@ -107,7 +104,9 @@ def _required_when(field: str, values: tuple[str, ...] | None, needed: str) -> C
 def schema(tx_code: str) -> pa.DataFrameSchema:
     """The pandera schema of a dataset's cleaned frame (standard field columns, as text)."""
     ds = standard.dataset(tx_code)
-    columns = {f.name: pa.Column(nullable=not f.required, checks=_field_checks(f), required=True)
+    columns = {f.name: pa.Column(nullable=not f.required, required=True,
+                                 checks=[pa.Check(_by_unique(pred), name=rule)
+                                         for rule, pred, _ in _field_rules(f)])
                for f in ds.fields}
     frame_checks = [pa.Check(_date_order(o.before, o.after), name=f"date_order:{o.before}:{o.after}")
                     for o in ds.date_orders]
@@ -169,8 +168,8 @@ def _to_findings(cases: pd.DataFrame, frame: pd.DataFrame, ds: Dataset) -> list[
 
 @cache
 def _errors(tx_code: str) -> dict[tuple[str, str], str]:
-    s = schema(tx_code)
-    return {(name, c.name): c.error for name, col in s.columns.items() for c in col.checks}
+    return {(f.name, rule): text for f in standard.dataset(tx_code).fields
+            for rule, _, text in _field_rules(f)}
 
 
 def warnings(frame: pd.DataFrame, ds: Dataset, today: date) -> list[Finding]:
