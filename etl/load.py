@@ -165,14 +165,19 @@ class DatasetLoad:
                 .where(s.c[DELETED] == 1, t.c.busType != "D"))
         for stmt in (new, changed, gone):
             self.conn.execute(sa.insert(c).from_select([ID, "busType"], stmt))
-        self.vanished = 0
+        soft = self._count_changes().get("D", 0)
         if full:
             absent = (sa.select(t.c[ID], sa.literal("D"))
                       .where(t.c[standard.UNIT_KEY] == self.org_no, t.c.busType != "D",
                              ~sa.exists().where(s.c[ID] == t.c[ID])))
-            self.vanished = self.conn.execute(sa.insert(c).from_select([ID, "busType"], absent)).rowcount
-        rows = self.conn.execute(sa.select(c.c.busType, sa.func.count()).group_by(c.c.busType)).all()
-        return {bt: n for bt, n in rows}
+            self.conn.execute(sa.insert(c).from_select([ID, "busType"], absent))
+        counts = self._count_changes()
+        self.vanished = counts.get("D", 0) - soft
+        return counts
+
+    def _count_changes(self) -> dict[str, int]:
+        c = self.changes
+        return dict(self.conn.execute(sa.select(c.c.busType, sa.func.count()).group_by(c.c.busType)).all())
 
     def rejected_count(self) -> int:
         s = self.stage
