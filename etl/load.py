@@ -238,30 +238,34 @@ class DatasetLoad:
 # --- batch numbers ---------------------------------------------------------------------------
 
 
-def _insert_ignore(conn: Connection, table: sa.Table, values: dict) -> None:
+def _bump(conn: Connection, key: str, count: int) -> int:
+    """Add `count` to the day's counter in one statement and return the new value.
+
+    A single upsert takes the row's exclusive lock at once; an insert-if-missing followed by an
+    update deadlocks on InnoDB when two loaders start a new day together."""
+    seq = target.ingest_batch_seq
     name = conn.dialect.name
-    if name == "postgresql":
-        stmt = postgresql.insert(table).values(values).on_conflict_do_nothing()
-    elif name == "sqlite":
-        stmt = sqlite.insert(table).values(values).on_conflict_do_nothing()
-    else:
-        stmt = mysql.insert(table).values(values).prefix_with("IGNORE")
-    conn.execute(stmt)
+    if name in ("postgresql", "sqlite"):
+        ins = (postgresql.insert(seq) if name == "postgresql" else sqlite.insert(seq)).values(
+            day=key, lastSeq=count)
+        stmt = ins.on_conflict_do_update(index_elements=[seq.c.day],
+                                         set_={"lastSeq": seq.c.lastSeq + count})
+        return conn.execute(stmt.returning(seq.c.lastSeq)).scalar_one()
+    ins = mysql.insert(seq).values(day=key, lastSeq=count)
+    conn.execute(ins.on_duplicate_key_update(lastSeq=seq.c.lastSeq + count))
+    return conn.execute(sa.select(seq.c.lastSeq).where(seq.c.day == key)).scalar_one()
 
 
 def allocate_batches(conn: Connection, day: date, count: int) -> list[str]:
     """`count` consecutive batch numbers of `day` (CST): YYYYMMDD + 8-digit sequence.
 
-    The day's counter row is locked by the UPDATE until the caller's transaction ends, so
-    concurrent loads get distinct, ordered numbers and a rolled-back load leaves no gap.
+    The day's counter row stays locked until the caller's transaction ends, so concurrent
+    loads get distinct, ordered numbers and a rolled-back load leaves no gap.
     """
     if count <= 0:
         return []
     key = day.strftime("%Y%m%d")
-    seq = target.ingest_batch_seq
-    _insert_ignore(conn, seq, {"day": key, "lastSeq": 0})
-    conn.execute(sa.update(seq).where(seq.c.day == key).values(lastSeq=seq.c.lastSeq + count))
-    last = conn.execute(sa.select(seq.c.lastSeq).where(seq.c.day == key)).scalar_one()
+    last = _bump(conn, key, count)
     if last > 99_999_999:
         raise OverflowError(f"more than 99,999,999 batches on {key}")
     return [f"{key}{n:08d}" for n in range(last - count + 1, last + 1)]

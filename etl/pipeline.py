@@ -203,10 +203,28 @@ def run_dataset(engine: Engine, mapping: Mapping, tx_code: str, *, mode: Mode = 
     `dry_run` does everything in a transaction that is rolled back: the counts say what a
     load would change (reconciliation, 5.3)."""
     p = plan(engine, mapping, tx_code, mode=mode, since=since, until=until, run_id=run_id, now=now)
-    refs = references(engine, p)
-    audit = Audit()
-    chunks = (prepare(raw, p, refs, audit) for raw in extract_chunks(p, chunk_rows))
-    return load(engine, p, chunks, audit, dry_run=dry_run)
+    for attempt in range(1, DEADLOCK_RETRIES + 1):
+        refs = references(engine, p)
+        audit = Audit()
+        chunks = (prepare(raw, p, refs, audit) for raw in extract_chunks(p, chunk_rows))
+        try:
+            return load(engine, p, chunks, audit, dry_run=dry_run)
+        except TargetError as e:
+            if attempt == DEADLOCK_RETRIES or not is_deadlock(e.__cause__):
+                raise
+            log.warning("%s %s: deadlock in the target, retrying (%d/%d)", mapping.name, tx_code,
+                        attempt, DEADLOCK_RETRIES)
+    raise AssertionError("unreachable")
+
+
+DEADLOCK_RETRIES = 3
+
+
+def is_deadlock(exc: BaseException | None) -> bool:
+    """Deadlocks and serialisation failures: the database rolled back; a retry may pass."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or (orig.args[0] if orig is not None and orig.args else None)
+    return code in ("40P01", "40001", 1213, 1205) or "database is locked" in str(orig)
 
 
 def load(engine: Engine, p: Plan, chunks: Iterable[Prepared], audit: Audit,

@@ -175,6 +175,10 @@ def connect(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    if parsed.drivername.startswith(("mysql", "mariadb")):
+        # READ COMMITTED: InnoDB's default REPEATABLE READ takes gap locks in INSERT ... SELECT,
+        # which makes loaders of different units deadlock on shared tables.
+        return sa.create_engine(parsed, pool_pre_ping=True, isolation_level="READ COMMITTED")
     return sa.create_engine(parsed, pool_pre_ping=True)
 
 
