@@ -1,0 +1,694 @@
+"""Cleaning: raw source values to the standard's canonical spellings ("format conversion,
+normalisation").
+
+Sources are companies' own databases, so one field arrives as ``'2024/7/8'`` here,
+``datetime.date`` there, ``20240708`` (an int) elsewhere; flags as 是/否, Y/N or 1.0; levels
+as 较大 instead of 较大风险. Cleaning rewrites what has one unambiguous reading and leaves
+everything else as trimmed text, so that validation (`etl.validate`) rejects it with the value
+the source actually sent. It never guesses: 2024-02-30 stays 2024-02-30.
+
+What each field gets is decided by its `etl.standard.Field` (kind, type, enum, separator),
+never by its name. Every change is counted per (field, rule) in an `Audit`, with a few masked
+examples, so a run can say what it did to a source's data.
+
+Speed: real columns have few distinct values (levels, dates, people), so each column is
+factorised once, the rules run over its distinct values only (vectorised where the rule
+allows), and the result is expanded back with one `take`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import cache
+from numbers import Integral
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from etl import divisions
+from etl.masking import mask, mask_text
+from etl.standard import DATASETS, ENVELOPE, UNIT_KEY, Dataset, Field
+
+# pandas' default string dtype ("str"): Arrow-backed, NaN for missing, so comparisons give
+# plain bools downstream.
+TEXT = pd.StringDtype(na_value=np.nan)
+
+MAX_EXAMPLES = 3
+NULL_SHOWN = "<NULL>"
+_EXAMPLE_CHARS = 80
+
+# ---------------------------------------------------------------------------------------------
+# Audit
+
+
+@dataclass
+class Audit:
+    """What cleaning did: per (field, rule) how many values changed, with up to 3 masked examples.
+
+    Counts are rows, not distinct values. Examples are (before, after) of that rule's step,
+    masked (ID numbers, phones, names) and shortened; NULL shows as '<NULL>'.
+    """
+
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    examples: dict[tuple[str, str], list[tuple[str, str]]] = field(default_factory=dict)
+
+    def add(self, field_name: str, rule: str, count: int,
+            examples: list[tuple[str, str]]) -> None:
+        """Count `count` changed values; keep the first distinct examples up to three."""
+        if count <= 0:
+            return
+        key = (field_name, rule)
+        self.counts[key] = self.counts.get(key, 0) + int(count)
+        kept = self.examples.setdefault(key, [])
+        for ex in examples:
+            if len(kept) >= MAX_EXAMPLES:
+                break
+            if ex not in kept:
+                kept.append(ex)
+
+    def merge(self, other: Audit) -> None:
+        """Add another chunk's audit into this one (chunks of one run are cleaned apart)."""
+        for key, count in other.counts.items():
+            self.add(key[0], key[1], count, other.examples.get(key, []))
+
+    def rows(self) -> list[dict]:
+        """One dict per (field, rule), sorted, ready for the `ingest_audit`-style table."""
+        return [{"field": f, "rule": r, "count": self.counts[(f, r)],
+                 "examples": list(self.examples.get((f, r), []))}
+                for f, r in sorted(self.counts)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rule tables
+
+
+# Known other spellings of the standard's enumeration values. A synonym applies to a field
+# only when its target is in that field's enum, so 一般 means 一般风险 for a risk level and
+# 一般事故隐患 for a hidden-danger level.
+ENUM_SYNONYMS: dict[str, tuple[str, ...]] = {
+    # risk levels; the colours are the 风险四色 convention (红 重大, 橙 较大, 黄 一般, 蓝 低)
+    "重大风险": ("重大", "红", "红色", "红色风险"),
+    "较大风险": ("较大", "橙", "橙色", "橙色风险"),
+    "一般风险": ("一般", "黄", "黄色", "黄色风险"),
+    "低风险": ("低", "蓝", "蓝色", "蓝色风险"),
+    # control levels
+    "公司（厂）级": ("公司级", "厂级", "企业级"),
+    "部门（装置、车间）级": ("部门级", "车间级", "装置级", "部门（车间）级", "部门（装置）级"),
+    "岗位（班组）级": ("岗位级", "班组级"),
+    # accident types
+    "泄漏": ("泄露",),
+    "倾覆": ("倾翻",),
+    "坠落": ("高处坠落",),
+    "故障或者受困（滞留）": ("故障", "受困", "滞留", "故障或受困", "故障或者受困", "受困（滞留）",
+                       "故障或受困（滞留）"),
+    # hidden dangers
+    "设备类": ("设备",),
+    "管理类": ("管理",),
+    "环境类": ("环境",),
+    "作业过程（人员）类": ("作业过程", "作业过程类", "人员", "人员类", "作业过程（人员）"),
+    "一般事故隐患": ("一般", "一般隐患"),
+    "较大事故隐患": ("较大", "较大隐患"),
+    "严重事故隐患": ("严重", "严重隐患"),
+    "已整改": ("已完成", "已整改完成", "整改完成", "完成整改"),
+    "未整改": ("未完成", "未整改完成", "整改中", "待整改"),
+    "整改验收合格": ("合格", "验收合格", "验收通过"),
+    "整改验收不合格": ("不合格", "验收不合格", "验收不通过"),
+    # control measures
+    "工程技术措施": ("工程技术", "工程措施", "技术措施"),
+    "管理措施": ("管理",),
+    "培训教育措施": ("培训教育", "教育培训", "教育培训措施"),
+    "个体防护措施": ("个体防护", "个人防护", "个人防护措施"),
+    "应急措施": ("应急", "应急处置", "应急处置措施"),
+    # risk gallery
+    "风险四色分布图": ("四色图", "风险四色图", "四色分布图", "风险分布图"),
+    "设备风险告知牌": ("风险告知牌", "告知牌", "设备告知牌"),
+    "岗位风险告知卡": ("风险告知卡", "告知卡", "岗位告知卡"),
+    "其他": ("其它",),
+    # licence kinds: the kind without 作业, and TSG Z6001-2019 item names and codes
+    "特种设备安全管理": ("安全管理", "特种设备管理", "A"),
+    "锅炉作业": ("锅炉", "工业锅炉司炉", "电站锅炉司炉", "锅炉水处理", "G1", "G2", "G3"),
+    "压力容器作业": ("压力容器", "快开门式压力容器操作", "移动式压力容器充装", "氧舱维护保养",
+                "R1", "R2", "R3"),
+    "气瓶作业": ("气瓶", "气瓶充装", "P"),
+    "电梯作业": ("电梯", "电梯修理", "T"),
+    "起重机作业": ("起重机", "起重机指挥", "起重机司机", "Q1", "Q2"),
+    "客运索道作业": ("客运索道", "客运索道修理", "客运索道司机", "S1", "S2"),
+    "大型游乐设施作业": ("大型游乐设施", "大型游乐设施修理", "大型游乐设施操作", "Y1", "Y2"),
+    "场（厂）内专用机动车辆作业": ("场（厂）内专用机动车辆", "场内专用机动车辆作业", "场内机动车辆",
+                        "叉车司机", "观光车和观光列车司机", "N1", "N2"),
+    "安全附件维修作业": ("安全附件维修", "安全阀校验", "安全阀维修"),
+    "特种设备焊接作业": ("焊接", "焊接作业", "特种设备焊接", "金属焊接操作", "非金属焊接操作"),
+    # riskType (0 equipment risk, 1 operation-process (personnel) risk) and busType
+    "0": ("设备风险", "设备"),
+    "1": ("作业过程（人员）风险", "作业过程风险", "人员风险", "作业风险"),
+    "I": ("insert", "新增"),
+    "U": ("update", "修改", "更新"),
+    "D": ("delete", "删除"),
+}
+
+FLAG_WORDS: dict[str, str] = {
+    **dict.fromkeys(("1", "1.0", "是", "y", "yes", "true", "有"), "1"),
+    **dict.fromkeys(("0", "0.0", "否", "n", "no", "false", "无"), "0"),
+}
+
+# Unicode white space plus the zero-width characters copy-paste leaves around values.
+_STRIP = (" \t\n\r\v\f\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+          "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\u200b\ufeff")
+_LIST_SPLIT = re.compile(r"[、,，;；/／]+")
+_MULTI_SPLIT = re.compile(r"[、,，;；/／\s\u3000]+")
+_SEPARATORS = r"[\s\-‐‑‒–—―－]"
+_NON_ASCII = r"[^\x00-\x7f]"
+_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+# 2024-07-08, 2024/7/8, 2024.07.08, 2024年7月8日, each with an optional time; and 20240708
+_ISO_DATE = r"\d{4}-\d{2}-\d{2}"
+_DATE_PATTERNS = (
+    r"^(?P<y>\d{4})\s*[-/.年]\s*(?P<m>\d{1,2})\s*[-/.月]\s*(?P<d>\d{1,2})\s*日?"
+    r"(?:(?:\s+|T)\d{1,2}[:时]\d{1,2}(?:[:分]\d{1,2}(?:\.\d+)?秒?)?(?:Z|[+-]\d{2}:?\d{2})?)?$",
+    r"^(?P<y>\d{4})(?P<m>\d{2})(?P<d>\d{2})$",
+)
+_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+_COUNTRY = re.compile(r"^(?:\+86|0086|86(?=[\s-]))[\s-]*")
+_PHONE_NOISE = re.compile(r"[\s\-()]")
+_MOBILE = re.compile(r"^1[3-9]\d{9}$")
+_LANDLINE = re.compile(r"^(0[12]\d|0[3-9]\d{2})(\d{7,8})$")
+_PERSONAL_KINDS = ("idcard", "phone")
+
+# A step takes the distinct values of a column and returns the new values and the rule name
+# of each change (one name, or one per value with None where nothing applies).
+Step = Callable[[pd.Series], tuple[pd.Series, "str | pd.Series"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw values to text
+
+
+def _decode(raw: bytes) -> str:
+    """UTF-8 first (what modern drivers send), then GB18030 (a superset of GBK/GB2312)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("gb18030", errors="replace")
+
+
+def _valid_unicode(text: str) -> tuple[str, str | None]:
+    """Lone surrogates (a driver decoding badly) cannot be stored: U+FFFD instead."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace"), "decode"
+    return text, None
+
+
+def _whole(text: str, value: object) -> tuple[str, str | None]:
+    return text, ("number_format" if text != str(value) else None)
+
+
+def _datetime_text(v: dt.date) -> str:
+    """ISO spelling with a 4-digit year (strftime drops leading zeros of small years)."""
+    day = f"{v.year:04d}-{v.month:02d}-{v.day:02d}"
+    if isinstance(v, dt.datetime):
+        return f"{day} {v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+    return day
+
+
+def _scalar_text(v: object) -> tuple[str | None, str | None]:
+    """One raw value as text, and the rule name when its spelling changed (else None)."""
+    if isinstance(v, str):
+        return _valid_unicode(v)
+    if v is None or v is pd.NA or v is pd.NaT:
+        return None, None
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return _decode(bytes(v)), "decode"
+    if isinstance(v, (bool, np.bool_)):
+        return ("True" if v else "False"), None
+    if isinstance(v, Integral):
+        return str(int(v)), None
+    if isinstance(v, (float, np.floating)):
+        if math.isnan(v):
+            return None, None
+        whole = math.isfinite(v) and float(v).is_integer()
+        return _whole(str(int(v)), v) if whole else (str(v), None)
+    if isinstance(v, Decimal):
+        if v.is_nan():
+            return None, None
+        whole = v.is_finite() and v == v.to_integral_value()
+        return _whole(str(int(v)), v) if whole else (str(v), None)
+    if isinstance(v, dt.date):
+        return _datetime_text(v), None
+    if isinstance(v, np.datetime64):
+        return (None, None) if np.isnat(v) else (str(v).replace("T", " ")[:19], None)
+    return str(v), None
+
+
+def _shown_raw(f: Field, v: object) -> str:
+    """How an audit example shows a raw value: bytes by length only (they may be a name)."""
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return f"<{len(bytes(v))} bytes>"
+    return _example(f, str(v))
+
+
+def _factorize_raw(raw: pd.Series, f: Field, audit: Audit) -> tuple[np.ndarray, pd.Series]:
+    """Codes into the column's distinct raw values, and those values as text (TEXT dtype).
+
+    Text columns are factorised as they are (hashing a million short strings is cheaper than
+    converting them); other columns convert only their distinct values. Several raw values
+    may give the same text (1 and 1.0): the steps do not mind repeated values.
+    """
+    inferred = pd.api.types.infer_dtype(raw, skipna=True) if raw.dtype == object else None
+    if inferred not in (None, "string", "empty"):
+        return _factorize_objects(raw, f, audit)
+    codes, uniques = pd.factorize(raw)
+    if isinstance(raw.dtype, pd.StringDtype):
+        return codes, pd.Series(pd.array(uniques, dtype=TEXT))
+    if raw.dtype == object:
+        try:
+            return codes, pd.Series(pd.array(np.asarray(uniques, dtype=object), dtype=TEXT))
+        except UnicodeEncodeError:
+            return _factorize_objects(raw, f, audit)
+    converted = [_scalar_text(v) for v in uniques]
+    weights = np.bincount(codes[codes >= 0], minlength=len(converted))
+    _audit_raw(audit, f, [(v, c, w) for v, c, w in zip(uniques, converted, weights)])
+    return codes, pd.Series(pd.array([t for t, _ in converted], dtype=TEXT))
+
+
+def _factorize_objects(raw: pd.Series, f: Field, audit: Audit) -> tuple[np.ndarray, pd.Series]:
+    """Mixed Python objects, one pass with a cache keyed by (type, value): 1, 1.0 and True
+    hash alike but do not print alike."""
+    index: dict[tuple[type, object], int] = {}
+    converted: list[tuple[str | None, str | None]] = []
+    raws: list[object] = []
+    codes = np.empty(len(raw), dtype=np.intp)
+    for i, v in enumerate(raw.to_numpy(dtype=object)):
+        key = (type(v), v)
+        try:
+            code = index.get(key)
+        except TypeError:  # unhashable: a value of its own
+            code, key = None, (type(v), id(v))
+        if code is None:
+            code = index[key] = len(converted)
+            converted.append(_scalar_text(v))
+            raws.append(v)
+        codes[i] = code
+    weights = np.bincount(codes, minlength=len(converted))
+    _audit_raw(audit, f, list(zip(raws, converted, weights)))
+    return codes, pd.Series(pd.array([t for t, _ in converted], dtype=TEXT))
+
+
+def _audit_raw(audit: Audit, f: Field,
+               seen: list[tuple[object, tuple[str | None, str | None], int]]) -> None:
+    by_rule: dict[str, list[tuple[object, str | None, int]]] = {}
+    for value, (text, rule), n in seen:
+        if rule and n:
+            by_rule.setdefault(rule, []).append((value, text, n))
+    for rule, items in by_rule.items():
+        audit.add(f.name, rule, sum(n for *_, n in items),
+                  [(_shown_raw(f, v), _example(f, t)) for v, t, _ in items[:MAX_EXAMPLES]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Audit examples
+
+
+def _personal_kind(f: Field) -> str | None:
+    """How a field's examples are masked: ID and phone kinds, and person names (姓名, and the
+    fields whose Chinese name ends in 人: 联系人, 责任人, 排查人 ...)."""
+    if f.kind in _PERSONAL_KINDS:
+        return f.kind
+    if f.zh == "姓名" or f.zh.endswith("人"):
+        return "name"
+    return None
+
+
+def _example(f: Field, value: object) -> str:
+    """A masked, shortened spelling of a value for the audit (NULL shows as '<NULL>')."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NULL_SHOWN
+    text = _valid_unicode(str(value))[0]
+    kind = _personal_kind(f)
+    if kind:
+        # mask only the value inside surrounding white space, and each name of a list
+        between = f"[{_STRIP}、,，;；/／]+" if kind == "name" else f"^[{_STRIP}]+|[{_STRIP}]+$"
+        parts = re.split(f"({between})", text)
+        text = "".join(mask(p, kind) or "" if i % 2 == 0 and p else p for i, p in enumerate(parts))
+    text = mask_text(text)
+    return text if len(text) <= _EXAMPLE_CHARS else text[:_EXAMPLE_CHARS - 1] + "…"
+
+
+def _record(audit: Audit, f: Field, before: pd.Series, after: pd.Series,
+            rule: str | pd.Series, weights: np.ndarray) -> None:
+    """Count the distinct values a step changed, weighted by how many rows hold each."""
+    same = before.eq(after).to_numpy(dtype=bool, na_value=False)
+    changed = ~(same | (before.isna().to_numpy() & after.isna().to_numpy()))
+    if not changed.any():
+        return
+    rules = (np.full(len(before), rule, dtype=object) if isinstance(rule, str)
+             else rule.to_numpy(dtype=object))
+    for name in pd.unique(rules[changed]):
+        hit = np.flatnonzero(changed & (rules == name))
+        if name is None or not len(hit):
+            continue
+        examples = [(_example(f, before.iat[i]), _example(f, after.iat[i]))
+                    for i in hit[:MAX_EXAMPLES]]
+        audit.add(f.name, str(name), int(weights[hit].sum()), examples)
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps over distinct values
+
+
+def _per_value(u: pd.Series, fn: Callable[[str], tuple[str | None, str | None]]
+               ) -> tuple[pd.Series, pd.Series]:
+    """Apply a Python function to each distinct value (NA stays NA, no rule)."""
+    pairs = [(None, None) if isinstance(v, float) else fn(v) for v in u.tolist()]
+    values = pd.Series(pd.array([p[0] for p in pairs], dtype=TEXT), index=u.index)
+    rules = pd.Series([p[1] for p in pairs], index=u.index, dtype=object)
+    return values, rules
+
+
+def _trim(u: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Strip white space (incl. U+3000, NBSP, zero-width); blank becomes NULL."""
+    t = u.str.strip(_STRIP)
+    blank = t.eq("").to_numpy(dtype=bool, na_value=False)
+    return t.mask(blank), pd.Series(np.where(blank, "blank_to_null", "trim"), index=u.index)
+
+
+def _control_chars(u: pd.Series) -> tuple[pd.Series, str]:
+    """Invisible control characters (NUL, BEL, ...) are never data, and PostgreSQL refuses NUL."""
+    bad = u.str.contains(_CONTROL, regex=True).to_numpy(dtype=bool, na_value=False)
+    if not bad.any():
+        return u, "control_chars"
+    out = u.copy()
+    out[bad] = u[bad].str.replace(_CONTROL, "", regex=True)
+    return out, "control_chars"
+
+
+def _halfwidth(u: pd.Series) -> tuple[pd.Series, str]:
+    """Full-width digits, letters and punctuation to ASCII (NFKC), only where non-ASCII."""
+    wide = u.str.contains(_NON_ASCII, regex=True).to_numpy(dtype=bool, na_value=False)
+    if not wide.any():
+        return u, "halfwidth"
+    out = u.copy()
+    out[wide] = u[wide].str.normalize("NFKC").str.strip(_STRIP)
+    return out, "halfwidth"
+
+
+def _remove_separators(u: pd.Series) -> tuple[pd.Series, str]:
+    """Codes are written in groups (3201 0219 ...); the standard stores them compact."""
+    return u.str.replace(_SEPARATORS, "", regex=True), "separators"
+
+
+def _upper(u: pd.Series) -> tuple[pd.Series, str]:
+    """ID check letter x -> X, USCC letters upper-case."""
+    return u.str.upper(), "upper"
+
+
+def _zero_pad(length: int) -> Step:
+    """Numeric codes such as txCode lose leading zeros in numeric source columns (6 -> 06)."""
+
+    def step(u: pd.Series) -> tuple[pd.Series, str]:
+        short = u.str.fullmatch(r"\d+") & (u.str.len() < length)
+        short = short.to_numpy(dtype=bool, na_value=False)
+        return u.where(~short, u.str.zfill(length)), "zero_pad"
+
+    return step
+
+
+def _arrow(u: pd.Series) -> pa.ChunkedArray:
+    """The Arrow data behind a TEXT series (no copy), for kernels pandas runs in Python."""
+    return pa.chunked_array([pa.array(u.array)]).cast(pa.large_string())
+
+
+def _from_arrow(values: pa.ChunkedArray, index: pd.Index) -> pd.Series:
+    """A TEXT series over `index` (by position) from Arrow strings."""
+    out = values.to_pandas(types_mapper=lambda _: TEXT)
+    out.index = index
+    return out
+
+
+def _date_parts(text: pa.ChunkedArray) -> tuple[pa.ChunkedArray, ...]:
+    """Year, month and day strings of the known spellings (null where none matches)."""
+    long_, short = (pc.extract_regex(text, pattern) for pattern in _DATE_PATTERNS)
+    return tuple(pc.coalesce(pc.struct_field(long_, [i]), pc.struct_field(short, [i]))
+                 for i in range(3))
+
+
+def _date(u: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Known date spellings to YYYY-MM-DD; MySQL zero dates to NULL; anything else unchanged.
+
+    Vectorised with Arrow kernels: a regex gives year, month and day, numpy checks the
+    calendar. Values already spelled YYYY-MM-DD are skipped: real or not, they stay as they
+    are. Not pd.to_datetime: its range (1677-2262) would refuse 9999-12-31, the usual
+    "no expiry" of certificates.
+    """
+    rules = pd.Series("date", index=u.index)
+    iso_shaped = u.str.fullmatch(_ISO_DATE) & u.ne("0000-00-00")
+    todo = ~iso_shaped.to_numpy(dtype=bool, na_value=True)
+    if not todo.any():
+        return u, rules
+    text = _arrow(u[todo])
+    y, m, d = _date_parts(text)
+    yi, mi, di = (pc.cast(p, pa.int32()).to_numpy(zero_copy_only=False).astype(float)
+                  for p in (y, m, d))
+    zero = (yi == 0) & (mi == 0) & (di == 0)
+    month_ok = (mi >= 1) & (mi <= 12)
+    leap = ((yi % 4 == 0) & (yi % 100 != 0)) | (yi % 400 == 0)
+    days = _DAYS[np.where(month_ok, mi, 1).astype(int) - 1] + ((mi == 2) & leap)
+    valid = (yi >= 1) & month_ok & (di >= 1) & (di <= days)
+    dash = pa.scalar("-", text.type)
+    iso = pc.binary_join_element_wise(y, pc.utf8_lpad(m, 2, "0"), pc.utf8_lpad(d, 2, "0"), dash)
+    new = pc.if_else(pa.array(valid), iso, text)
+    new = pc.if_else(pa.array(zero), pa.scalar(None, text.type), new)
+    out = u.copy()
+    out[todo] = _from_arrow(new, u.index[todo])
+    rules[np.flatnonzero(todo)[zero]] = "zero_date"
+    return out, rules
+
+
+def _flag(u: pd.Series) -> tuple[pd.Series, str]:
+    """是/否, Y/N, yes/no, true/false, 有/无, 1.0/0.0 -> '1'/'0'; other values unchanged."""
+    key = u.str.lower()
+    return key.map(FLAG_WORDS).astype(TEXT).fillna(u), "flag"
+
+
+@cache
+def _enum_table(enum: tuple[str, ...]) -> dict[str, str]:
+    """Spelling key -> canonical value for one enumeration (canonical values win; a synonym
+    claiming two values of the same enum is dropped as ambiguous)."""
+    table: dict[str, str] = {}
+    ambiguous: set[str] = set()
+    for canon, synonyms in ENUM_SYNONYMS.items():
+        if canon not in enum:
+            continue
+        for s in synonyms:
+            k = _enum_key(s)
+            if table.get(k, canon) != canon:
+                ambiguous.add(k)
+            table[k] = canon
+    for k in ambiguous:
+        del table[k]
+    table.update({_enum_key(c): c for c in enum})
+    return table
+
+
+def _enum_key(value: str) -> str:
+    """Spelling differences that never change meaning: width, parentheses, spaces, case,
+    and a trailing '.0' of a number read from a float column."""
+    key = re.sub(r"\s+", "", unicodedata.normalize("NFKC", value)).casefold()
+    return re.sub(r"^(\d+)\.0+$", r"\1", key)
+
+
+def _canon_enum(value: str, enum: tuple[str, ...]) -> tuple[str, str | None]:
+    """The standard's spelling of one value, and the rule name when it changed."""
+    if value in enum:
+        return value, None
+    key = _enum_key(value)
+    canon = _enum_table(enum).get(key)
+    if canon is None:
+        return value, None
+    if key != _enum_key(canon):
+        return canon, "enum_synonym"
+    has_half = "(" in value or ")" in value
+    return canon, ("enum_parentheses" if has_half and "（" in canon else "enum_spelling")
+
+
+def _enum(f: Field) -> Step:
+    enum = f.enum or ()
+
+    def step(u: pd.Series) -> tuple[pd.Series, pd.Series]:
+        return _per_value(u, lambda v: _canon_enum(v, enum))
+
+    return step
+
+
+def _multi_enum(f: Field) -> Step:
+    """Several enumeration values in one field: split on any usual separator, canonicalise
+    each, drop duplicates keeping order, join with the field's separator."""
+    enum, sep = f.enum or (), f.separator or "、"
+
+    def one(value: str) -> tuple[str, str | None]:
+        whole, rule = _canon_enum(value, enum)
+        if whole in enum:
+            return whole, rule
+        parts = [_canon_enum(p, enum) for p in _MULTI_SPLIT.split(value) if p]
+        joined = sep.join(dict.fromkeys(p for p, _ in parts))
+        if joined == value:
+            return value, None
+        return joined, (parts[0][1] if len(parts) == 1 else "multi_value")
+
+    def step(u: pd.Series) -> tuple[pd.Series, pd.Series]:
+        return _per_value(u, one)
+
+    return step
+
+
+def _list(f: Field) -> Step:
+    """A list of free values (责任人 张三，李四): split on 、,，;；/ and join by the separator."""
+    sep = f.separator or "，"
+
+    def one(value: str) -> tuple[str, str | None]:
+        parts = [p.strip(_STRIP) for p in _LIST_SPLIT.split(value)]
+        joined = sep.join(p for p in parts if p)
+        return (joined, "multi_value") if joined != value else (value, None)
+
+    def step(u: pd.Series) -> tuple[pd.Series, pd.Series]:
+        return _per_value(u, one)
+
+    return step
+
+
+def _phone_one(value: str) -> tuple[str, str | None]:
+    """Mobiles to 11 digits (no +86, spaces or hyphens); landlines to 025-83451234.
+    Anything else (extensions, 400 numbers, several numbers) is left for validation."""
+    rest = _COUNTRY.sub("", value)
+    international = rest != value
+    digits = _PHONE_NOISE.sub("", rest)
+    if international and digits[:1] not in ("0", "1"):
+        digits = "0" + digits
+    if _MOBILE.match(digits):
+        out = digits
+    elif m := _LANDLINE.match(digits):
+        out = f"{m.group(1)}-{m.group(2)}"
+    else:
+        return value, None
+    return (out, "phone") if out != value else (value, None)
+
+
+def _phone(u: pd.Series) -> tuple[pd.Series, pd.Series]:
+    return _per_value(u, _phone_one)
+
+
+def _city(u: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """City names to GB/T 2260 codes (南京市 -> 320100); retired codes to current ones."""
+    return _per_value(u, lambda v: _division(v, divisions.city_code(v)))
+
+
+def _district(context: pd.Series | None) -> Step:
+    """District names to codes, using each row's (already cleaned) city to disambiguate."""
+
+    def step(u: pd.Series) -> tuple[pd.Series, pd.Series]:
+        cities = [None] * len(u) if context is None else context.tolist()
+        pairs = [(None, None) if isinstance(v, float) else
+                 _division(v, divisions.district_code(v, c if isinstance(c, str) else None))
+                 for v, c in zip(u.tolist(), cities)]
+        values = pd.Series(pd.array([p[0] for p in pairs], dtype=TEXT), index=u.index)
+        return values, pd.Series([p[1] for p in pairs], index=u.index, dtype=object)
+
+    return step
+
+
+def _division(value: str, code: str | None) -> tuple[str, str | None]:
+    return (code, "division_code") if code and code != value else (value, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Columns and frames
+
+
+def _steps(f: Field, context: pd.Series | None) -> list[Step]:
+    """The rules a field gets, from its kind, type, enum and separator."""
+    steps: list[Step] = [_control_chars, _trim]
+    if f.kind == "flag":
+        steps += [_halfwidth, _flag]
+    elif f.is_date:
+        steps += [_halfwidth, _date]
+    elif f.enum and f.separator:
+        steps += [_multi_enum(f)]
+    elif f.enum:
+        steps += [_enum(f)]
+    elif f.separator:
+        steps += [_list(f)]
+    elif f.kind in ("uscc", "idcard", "regno"):
+        steps += [_halfwidth, _remove_separators, _upper]
+    elif f.kind == "code":
+        steps += [_halfwidth] + ([_zero_pad(f.length)] if f.type == "N" else [])
+    elif f.kind == "phone":
+        steps += [_halfwidth, _phone]
+    elif f.kind == "city":
+        steps += [_halfwidth, _city]
+    elif f.kind == "district":
+        steps += [_halfwidth, _district(context)]
+    return steps
+
+
+def _with_context(codes: np.ndarray, u: pd.Series, context: pd.Series
+                  ) -> tuple[np.ndarray, pd.Series, pd.Series]:
+    """Re-factorise on (city, value) pairs: a district name means different codes in
+    different cities. Returns the new codes, the pair values and the pair cities."""
+    city_codes, cities = pd.factorize(context.astype(TEXT))
+    n = len(u) + 1
+    pair = np.where(codes >= 0, (city_codes.astype(np.int64) + 1) * n + codes, -1)
+    pair_codes, keys = pd.factorize(pair)  # in order of first appearance; -1 is a key too
+    present = keys >= 0
+    renumber = np.full(len(keys), -1, dtype=np.intp)
+    renumber[present] = np.arange(present.sum())
+    keys = keys[present]
+    values = pd.Series(pd.array(u.to_numpy(dtype=object)[keys % n], dtype=TEXT))
+    city_values = pd.array(np.asarray(cities, dtype=object), dtype=TEXT)
+    return renumber[pair_codes], values, pd.Series(city_values.take(keys // n - 1, allow_fill=True))
+
+
+def clean_column(raw: pd.Series, f: Field, audit: Audit,
+                 context: pd.Series | None = None) -> pd.Series:
+    """One column through its field's rules; `context` is the row's city for districts."""
+    codes, u = _factorize_raw(raw, f, audit)
+    u_context = None
+    if f.kind == "district" and context is not None:
+        codes, u, u_context = _with_context(codes, u, context)
+    weights = np.bincount(codes[codes >= 0], minlength=len(u))
+    for step in _steps(f, u_context):
+        after, rule = step(u)
+        _record(audit, f, u, after, rule, weights)
+        u = after
+    values = pd.array(u, dtype=TEXT).take(codes, allow_fill=True)
+    return pd.Series(values, index=raw.index, name=raw.name)
+
+
+@cache
+def standard_fields(ds: Dataset) -> tuple[Field, ...]:
+    """The fields a frame of `ds` may carry: its own, the envelope and the unit key."""
+    unit_key = next(f for d in DATASETS for f in d.fields if f.name == UNIT_KEY)
+    out = {f.name: f for f in (*ENVELOPE, unit_key)}
+    out.update({f.name: f for f in ds.fields})
+    # cities first: districts are resolved with the row's cleaned city
+    return tuple(sorted(out.values(), key=lambda f: f.kind != "city"))
+
+
+def clean_frame(df: pd.DataFrame, ds: Dataset, audit: Audit) -> pd.DataFrame:
+    """Normalise every standard field column present in df; returns a new frame with the same
+    columns (other columns, e.g. '_key', pass through untouched). Standard field columns come
+    back as pandas string dtype ("str"/StringDtype) holding the canonical spelling, NA for blank."""
+    out = df.copy(deep=False)
+    fields = [f for f in standard_fields(ds) if f.name in df.columns]
+    city = next((f.name for f in fields if f.kind == "city"), None)
+    for f in fields:
+        context = out[city] if f.kind == "district" and city else None
+        out[f.name] = clean_column(df[f.name], f, audit, context)
+    return out
