@@ -1,0 +1,101 @@
+"""Extraction from real sources: read-only, streamed, and the quirks real databases have."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from etl import extract, pipeline, target
+from etl.mapping import SourceSpec, load_mapping
+from helpers import ORG_A, rows_of
+
+MAPPING = """\
+unit: {{orgNo: "{org}", comName: 南京某某化工有限公司}}
+source: {{url_env: QUIRKY_URL}}
+datasets:
+  "06":
+    table: t_quirky
+    key: [id]
+    fields:
+      riskNo: code
+      riskName: name
+      riskType: kind
+      registDate: reg_date
+      checkDate: check_time
+      inherentriskLevel: {{column: level, values: {{1: 重大风险, 2: 较大风险, 3: 一般风险, 4: 低风险}}}}
+      remainriskLevel: {{value: 低风险}}
+      controlLevel: {{value: 公司（厂）级}}
+      dutyName: {{value: "{{unit.comName}}"}}
+      dutyMan: person
+      regNo: reg_no
+"""
+
+
+def test_source_connection_is_read_only(pg_url):
+    engine = extract.engine_for(extract.normalise_url(pg_url))
+    with extract.read_only(engine) as conn:
+        assert conn.exec_driver_sql("SHOW transaction_read_only").scalar() == "on"
+        with pytest.raises(sa.exc.DBAPIError, match="read-only"):
+            conn.exec_driver_sql("CREATE TABLE x (a int)")
+
+
+def test_streaming_yields_chunks_of_the_asked_size(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    e = sa.create_engine(url)
+    with e.begin() as c:
+        c.exec_driver_sql("CREATE TABLE t_quirky (id INTEGER, code TEXT, name TEXT, kind INT, "
+                          "reg_date TEXT, check_time TEXT, level INT, person TEXT, reg_no TEXT)")
+        c.exec_driver_sql("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 2500) "
+                          "INSERT INTO t_quirky (id, code) SELECT i, 'FX' || i FROM n")
+    monkeypatch.setenv("QUIRKY_URL", url)
+    path = tmp_path / "m.yaml"
+    path.write_text(MAPPING.format(org=ORG_A), encoding="utf-8")
+    m = load_mapping(path)
+    sizes = [len(c) for c in extract.stream(m, "06", chunk_rows=1000)]
+    assert sizes == [1000, 1000, 500]
+
+
+def test_mariadb_gbk_zero_dates_numbers_and_datetimes(mariadb_url, tmp_path, monkeypatch):
+    """A legacy MySQL source: GBK text, zero dates, DATE/DATETIME/text dates, numeric codes."""
+    e = sa.create_engine(mariadb_url)
+    with e.begin() as c:
+        c.exec_driver_sql("SET SESSION sql_mode = ''")
+        c.exec_driver_sql(
+            "CREATE TABLE t_quirky (id INT PRIMARY KEY, code VARCHAR(20), name VARCHAR(50) "
+            "CHARACTER SET gbk, kind INT, reg_date DATE, check_time DATETIME, level DECIMAL(3,0), "
+            "person VARCHAR(50) CHARACTER SET gbk, reg_no DECIMAL(20,0)) DEFAULT CHARSET=gbk")
+        c.exec_driver_sql(
+            "INSERT INTO t_quirky VALUES "
+            "(1, 'FX001', '电站锅炉', 0, '2024-03-01', '2024-03-02 10:11:12', 2, '张三、李四', 31103201152024000901),"
+            "(2, 'FX002', '桥式起重机', 1, '0000-00-00', '0000-00-00 00:00:00', 4, '王五', NULL)")
+    e.dispose()
+    monkeypatch.setenv("QUIRKY_URL", mariadb_url)
+    path = tmp_path / "m.yaml"
+    path.write_text(MAPPING.format(org=ORG_A), encoding="utf-8")
+    m = load_mapping(path)
+    out = f"sqlite:///{tmp_path / 't.sqlite'}"
+    engine = target.connect(out)
+    r = pipeline.run_dataset(engine, m, "06")
+    engine.dispose()
+    assert (r.counts.inserted, r.counts.rejected) == (2, 0), r.reasons
+    rows = {x["riskNo"]: x for x in rows_of(out, "risk_point")}
+    one, two = rows["FX001"], rows["FX002"]
+    assert (one["riskName"], one["dutyMan"]) == ("电站锅炉", "张三，李四")  # GBK decoded, list re-joined
+    assert (str(one["registDate"]), str(one["checkDate"])) == ("2024-03-01", "2024-03-02")
+    assert one["inherentriskLevel"] == "较大风险"  # DECIMAL 2 matched the value map key 2
+    assert one["regNo"] == "31103201152024000901" and one["riskType"] == 0
+    assert (two["registDate"], two["checkDate"], two["riskType"]) == (None, None, 1)  # zero dates
+
+
+def test_literal_url_password_is_refused():
+    with pytest.raises(ValueError, match="holds a password"):
+        SourceSpec(url="mysql+pymysql://u:p@h/db")
+
+
+def test_conn_error_message_hides_the_password():
+    url = extract.normalise_url("postgresql://etl:hunter22@127.0.0.1:1/x")
+    assert url.drivername == "postgresql+psycopg"
+    with pytest.raises(Exception) as err:
+        with extract.read_only(extract.engine_for(url)):
+            pass
+    assert "hunter22" not in str(err.value) and "cannot connect" in str(err.value)
