@@ -310,11 +310,22 @@ def _dataset_problems(tx: str, raw: Any, has_top_source: bool) -> list[tuple[str
         if rule.values and name in spec.field_names:
             f = spec.field(name)
             if f.enum and f.separator is None:
-                bad = sorted({_as_key(v) for v in rule.values.values()} - set(f.enum))
+                bad = sorted(v for v in {_as_key(v) for v in rule.values.values()}
+                             if _canonical(v, f) not in f.enum)
                 if bad:
                     out.append((f"{where}.fields.{name}.values",
                                 f"{', '.join(bad)} not allowed for {name}: use {'、'.join(f.enum)}"))
     return out
+
+
+def _canonical(value: str, f: standard.Field) -> str:
+    """How cleaning will spell a value-map target (synonyms such as 较大 are fine)."""
+    import pandas as pd
+
+    from etl.clean import Audit, clean_column
+
+    out = clean_column(pd.Series([value], dtype=object), f, Audit()).iloc[0]
+    return "" if pd.isna(out) else str(out)
 
 
 def _problems(raw: dict) -> list[tuple[str, str]]:
