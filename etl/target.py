@@ -51,6 +51,19 @@ def _dataset_table(ds: Dataset) -> sa.Table:
 
 DATASET_TABLES: dict[str, sa.Table] = {ds.tx_code: _dataset_table(ds) for ds in standard.DATASETS}
 
+def _serial(name: str) -> sa.Column:
+    """A surrogate key: BIGINT identity, INTEGER on SQLite (its rowid alias)."""
+    return sa.Column(name, sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                     autoincrement=True)
+
+
+def _scope() -> list[sa.Column]:
+    """Which run, unit and dataset a bookkeeping row belongs to."""
+    return [sa.Column("runId", sa.String(200), nullable=False),
+            sa.Column("orgNo", sa.String(18), nullable=False),
+            sa.Column("txCode", sa.String(2), nullable=False)]
+
+
 ingest_batch = sa.Table(
     "ingest_batch", metadata,
     sa.Column("batchNo", sa.String(16), primary_key=True),
@@ -73,8 +86,7 @@ ingest_batch_seq = sa.Table(
 
 ingest_change = sa.Table(
     "ingest_change", metadata,
-    sa.Column("changeId", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
+    _serial("changeId"),
     sa.Column("batchNo", sa.String(16), nullable=False),
     sa.Column("ID", sa.String(64), nullable=False),
     sa.Column("busType", sa.String(1), nullable=False),
@@ -86,11 +98,8 @@ ingest_change = sa.Table(
 
 ingest_reject = sa.Table(
     "ingest_reject", metadata,
-    sa.Column("rejectId", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
-    sa.Column("runId", sa.String(200), nullable=False),
-    sa.Column("orgNo", sa.String(18), nullable=False),
-    sa.Column("txCode", sa.String(2), nullable=False),
+    _serial("rejectId"),
+    *_scope(),
     sa.Column("sourceKey", sa.String(500), nullable=False),
     sa.Column("field", sa.String(50), nullable=False),
     sa.Column("rule", sa.String(50), nullable=False),
@@ -103,12 +112,9 @@ ingest_reject = sa.Table(
 
 ingest_run = sa.Table(
     "ingest_run", metadata,
-    sa.Column("runKey", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
-    sa.Column("runId", sa.String(200), nullable=False),
+    _serial("runKey"),
+    *_scope(),
     sa.Column("mapping", sa.String(200), nullable=False),
-    sa.Column("orgNo", sa.String(18), nullable=False),
-    sa.Column("txCode", sa.String(2), nullable=False),
     sa.Column("mode", sa.String(12), nullable=False),
     sa.Column("windowStart", sa.DateTime, nullable=True),
     sa.Column("windowEnd", sa.DateTime, nullable=True),
@@ -125,11 +131,8 @@ ingest_run = sa.Table(
 
 ingest_audit = sa.Table(
     "ingest_audit", metadata,
-    sa.Column("auditId", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
-    sa.Column("runId", sa.String(200), nullable=False),
-    sa.Column("orgNo", sa.String(18), nullable=False),
-    sa.Column("txCode", sa.String(2), nullable=False),
+    _serial("auditId"),
+    *_scope(),
     sa.Column("field", sa.String(50), nullable=False),
     sa.Column("rule", sa.String(50), nullable=False),
     sa.Column("count", sa.Integer, nullable=False),
