@@ -24,7 +24,7 @@ from etl.errors import EtlError, TargetError
 from etl.load import REJECTED, Counts, DatasetLoad, allocate_batches, insert_rows, record_batches
 from etl.mapping import Mapping, Mode
 from etl.masking import mask_text
-from etl.transform import DELETED, KEY, SEQ, UPDATED
+from etl.transform import DELETED, KEY, UPDATED
 
 log = logging.getLogger("etl")
 

@@ -156,3 +156,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for server in _STARTED:
         terminalreporter.write_line(f"throwaway {server.kind} server started in {server.startup_seconds:.1f}s")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point Airflow at a throwaway home (SQLite metadata) before any test imports it: Airflow
+    reads its configuration once, at first import."""
+    import atexit
+    import shutil
+    import tempfile
+
+    if os.environ.get("ETL_TEST_AIRFLOW_HOME"):
+        return
+    home = Path(tempfile.mkdtemp(prefix="etl-airflow-test-"))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    os.environ.update({
+        "ETL_TEST_AIRFLOW_HOME": str(home),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(Path(__file__).resolve().parent.parent / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+    })

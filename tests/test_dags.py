@@ -1,7 +1,7 @@
 """The Airflow DAGs (dags/dual_prevention.py) and their task bodies (etl/orchestrate.py).
 
-Airflow reads its configuration when first imported, so this module points `AIRFLOW_HOME` at a
-throwaway folder (SQLite metadata database) before anything imports airflow; the database is
+Airflow reads its configuration when first imported, so tests/conftest.py points `AIRFLOW_HOME`
+at a throwaway folder (SQLite metadata database) before any test imports airflow; the database is
 created once per session. The end-to-end tests run `dag.test()` (every task in this process)
 from real PostgreSQL and MariaDB sources into a real PostgreSQL target and compare the target
 with an in-process `pipeline.run_mapping` of the same sources and windows.
@@ -10,12 +10,8 @@ with an in-process `pipeline.run_mapping` of the same sources and windows.
 from __future__ import annotations
 
 import ast
-import atexit
-import os
 import shutil
 import sqlite3
-import sys
-import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -27,21 +23,6 @@ DAGS = ROOT / "dags"
 DAG_FILE = DAGS / "dual_prevention.py"
 MAPPINGS = ROOT / "mappings"
 CST = ZoneInfo("Asia/Shanghai")
-
-if "airflow" in sys.modules and not os.environ.get("ETL_TEST_AIRFLOW_HOME"):
-    raise RuntimeError("airflow was imported before tests/test_dags.py could point AIRFLOW_HOME at "
-                       "a throwaway folder; import airflow lazily in other test modules")
-if not os.environ.get("ETL_TEST_AIRFLOW_HOME"):
-    _home = Path(tempfile.mkdtemp(prefix="etl-airflow-test-"))
-    atexit.register(shutil.rmtree, _home, ignore_errors=True)
-    os.environ.update({
-        "ETL_TEST_AIRFLOW_HOME": str(_home),
-        "AIRFLOW_HOME": str(_home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_home / 'airflow.db'}",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-    })
 
 DAG_IDS = ("dual_prevention_daily", "dual_prevention_frequent", "dual_prevention_weekly")
 # the standard's 5.4
