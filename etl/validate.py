@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 from functools import cache
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -33,15 +34,38 @@ class Finding:
     severity: str = ERROR
 
 
-def _by_unique(predicate: Callable[[str], bool]) -> Callable[[pd.Series], pd.Series]:
-    """Vectorise a per-value predicate over a column's distinct values; NA passes."""
+SeriesCheck = Callable[[pd.Series], pd.Series]
 
+
+def _verdicts(s: pd.Series, predicate: Callable[[str], bool]) -> np.ndarray:
+    """The predicate over the column's distinct values (NA passes), spread back by the codes:
+    `Series.map(dict)` would box every row of an Arrow-backed column instead."""
+    codes, uniques = pd.factorize(s)
+    ok = np.fromiter((bool(predicate(u)) for u in np.asarray(uniques, dtype=object).tolist()),
+                     dtype=bool, count=len(uniques))
+    return np.append(ok, True)[codes]
+
+
+def _by_unique(predicate: Callable[[str], bool]) -> SeriesCheck:
     def check(s: pd.Series) -> pd.Series:
-        present = s.dropna()
-        verdict = {v: predicate(v) for v in present.unique()}
-        return s.map(verdict).fillna(True).astype(bool)
-
+        return pd.Series(_verdicts(s, predicate), index=s.index)
     return check
+
+
+def _max_length(n: int) -> SeriesCheck:
+    """Mostly-distinct text (descriptions, numbers) is measured by Arrow, not per value."""
+    def check(s: pd.Series) -> pd.Series:
+        if isinstance(s.dtype, pd.StringDtype):
+            return (s.str.len() <= n).fillna(True).astype(bool)
+        return pd.Series(_verdicts(s, lambda v: len(v) <= n), index=s.index)
+    return check
+
+
+def _regno(s: pd.Series) -> pd.Series:
+    """`checks.is_valid_regno` as one Arrow regex: equipment codes are mostly distinct."""
+    if isinstance(s.dtype, pd.StringDtype):
+        return s.str.fullmatch(r"[0-9A-Z]{20}").fillna(True).astype(bool)
+    return pd.Series(_verdicts(s, checks.is_valid_regno), index=s.index)
 
 
 def _multi_enum(f: Field) -> Callable[[str], bool]:
@@ -68,19 +92,22 @@ _KIND_MESSAGES = {
 }
 
 
-def _field_rules(f: Field) -> list[tuple[str, Callable[[str], bool], str]]:
-    """(rule name, per-value predicate, message) for one field, from its type, enum and kind."""
-    out: list[tuple[str, Callable[[str], bool], str]] = [
-        ("length", lambda v, n=f.length: len(v) <= n, f"longer than {f.length} characters")]
+def _field_rules(f: Field) -> list[tuple[str, SeriesCheck, str]]:
+    """(rule name, column check, message) for one field, from its type, enum and kind."""
+    out: list[tuple[str, SeriesCheck, str]] = [
+        ("length", _max_length(f.length), f"longer than {f.length} characters")]
     if f.is_date:
-        out.append(("date", checks.is_valid_date, "is not a date: use a real date such as 2024-07-08"))
+        out.append(("date", _by_unique(checks.is_valid_date),
+                    "is not a date: use a real date such as 2024-07-08"))
     elif f.enum and f.separator:
-        out.append(("enum", _multi_enum(f), f"each value must be one of {'、'.join(f.enum)}"))
+        out.append(("enum", _by_unique(_multi_enum(f)), f"each value must be one of {'、'.join(f.enum)}"))
     elif f.enum:
-        out.append(("enum", frozenset(f.enum).__contains__, f"must be one of {'、'.join(f.enum)}"))
+        out.append(("enum", _by_unique(frozenset(f.enum).__contains__),
+                    f"must be one of {'、'.join(f.enum)}"))
     if f.kind in _KIND_CHECKS:
         rule = "division" if f.kind in ("city", "district") else f.kind
-        out.append((rule, _KIND_CHECKS[f.kind], _KIND_MESSAGES[f.kind]))
+        check = _regno if f.kind == "regno" else _by_unique(_KIND_CHECKS[f.kind])
+        out.append((rule, check, _KIND_MESSAGES[f.kind]))
     return out
 
 
@@ -88,8 +115,9 @@ def _date_order(before: str, after: str) -> Callable[[pd.DataFrame], pd.Series]:
     def check(df: pd.DataFrame) -> pd.Series:
         a, b = df[before], df[after]
         both = a.notna() & b.notna()
-        return ~both | (a.fillna("") <= b.fillna("")) | ~a.fillna("").map(checks.is_valid_date) \
-            | ~b.fillna("").map(checks.is_valid_date)
+        valid_a = _verdicts(a.fillna(""), checks.is_valid_date)
+        valid_b = _verdicts(b.fillna(""), checks.is_valid_date)
+        return ~both | (a.fillna("") <= b.fillna("")) | ~valid_a | ~valid_b
     return check
 
 
@@ -105,8 +133,7 @@ def schema(tx_code: str) -> pa.DataFrameSchema:
     """The pandera schema of a dataset's cleaned frame (standard field columns, as text)."""
     ds = standard.dataset(tx_code)
     columns = {f.name: pa.Column(nullable=not f.required, required=True,
-                                 checks=[pa.Check(_by_unique(pred), name=rule)
-                                         for rule, pred, _ in _field_rules(f)])
+                                 checks=[pa.Check(check, name=rule) for rule, check, _ in _field_rules(f)])
                for f in ds.fields}
     frame_checks = [pa.Check(_date_order(o.before, o.after), name=f"date_order:{o.before}:{o.after}")
                     for o in ds.date_orders]
