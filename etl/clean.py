@@ -263,12 +263,13 @@ def _factorize_raw(raw: pd.Series, f: Field, audit: Audit) -> tuple[np.ndarray, 
     may give the same text (1 and 1.0): the steps do not mind repeated values.
     """
     inferred = pd.api.types.infer_dtype(raw, skipna=True) if raw.dtype == object else None
-    if inferred not in (None, "string", "empty"):
+    # dates (as drivers return DATE/DATETIME) of one type cannot collide as 1, 1.0, True do
+    if inferred not in (None, "string", "empty", "date", "datetime"):
         return _factorize_objects(raw, f, audit)
     codes, uniques = pd.factorize(raw)
     if isinstance(raw.dtype, pd.StringDtype):
         return codes, pd.Series(pd.array(uniques, dtype=TEXT))
-    if raw.dtype == object:
+    if inferred in ("string", "empty"):
         try:
             return codes, pd.Series(pd.array(np.asarray(uniques, dtype=object), dtype=TEXT))
         except UnicodeEncodeError:
