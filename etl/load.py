@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
@@ -51,22 +55,97 @@ class Counts:
         return self.extracted == loaded + self.unchanged + self.rejected + self.duplicates
 
 
-def _stage_table(ds: Dataset, meta: sa.MetaData) -> sa.Table:
-    """A temporary twin of the target table: same types, plus bookkeeping columns."""
+def _stage_table(ds: Dataset, meta: sa.MetaData, indexed: bool = True) -> sa.Table:
+    """A temporary twin of the target table: same types, plus bookkeeping columns. PostgreSQL
+    joins it by hashing, so it gets no index there: keeping one up to date during the COPY
+    cost more than the COPY itself (random 52-character keys)."""
     tgt = target.table(ds.tx_code)
     skip = {"batchNo", "txCode", "busType", "updateDate"}
     cols = [sa.Column(c.name, c.type, nullable=True) for c in tgt.columns if c.name not in skip]
     cols += [sa.Column(KEY, sa.String(500)), sa.Column(SEQ, sa.BigInteger),
              sa.Column(UPDATED, sa.String(26)), sa.Column(DELETED, sa.SmallInteger),
              sa.Column(REJECTED, sa.SmallInteger)]
-    return sa.Table(f"stage_{ds.table}", meta, *cols, sa.Index(f"ix_stage_{ds.table}_id", ID),
+    index = [sa.Index(f"ix_stage_{ds.table}_id", ID)] if indexed else []
+    return sa.Table(f"stage_{ds.table}", meta, *cols, *index,
                     prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
 
 
-def _change_table(ds: Dataset, meta: sa.MetaData) -> sa.Table:
-    return sa.Table(f"chg_{ds.table}", meta, sa.Column(ID, sa.String(64), primary_key=True),
+def _change_table(ds: Dataset, meta: sa.MetaData, keyed: bool = True) -> sa.Table:
+    """Each changed ID and its busType (IDs are unique by construction: the key only speeds
+    up joins where the database cannot hash)."""
+    return sa.Table(f"chg_{ds.table}", meta, sa.Column(ID, sa.String(64), primary_key=keyed),
                     sa.Column("busType", sa.String(1), nullable=False),
                     prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
+
+
+# Memory per sort or hash of this load's statements on PostgreSQL (SET LOCAL, so for its
+# transaction only): the default 4MB makes the stage/target joins of a million rows spill.
+PG_WORK_MEM = "64MB"
+
+
+def _arrow_column(s: pd.Series) -> pa.Array:
+    """A stage column as Arrow, typed as `Table.from_pandas` types the column's Python values
+    (text, integers, floats, flags; NULL for NA), without boxing a million of them."""
+    if isinstance(s.dtype, pd.StringDtype):
+        return pa.array(s, type=pa.large_string(), from_pandas=True)
+    if s.dtype.kind in "iub":
+        return pa.array(s.to_numpy())
+    if s.dtype.kind == "f":
+        return pa.array(s.to_numpy(), from_pandas=True) if s.notna().any() else pa.nulls(len(s))
+    if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) == "string":
+        return pa.array(s.to_numpy(), type=pa.large_string(), from_pandas=True)
+    return pa.array(s.astype(object).where(s.notna(), None).to_numpy(), from_pandas=True)
+
+
+def _id_hashes(ids: pd.Series) -> np.ndarray:
+    """A 64-bit hash per ID, for spotting repeats: the last 16 hex digits of the digest
+    read as raw bytes (no hashing needed), else pandas' hash where IDs are not shaped so."""
+    try:
+        tail = pc.utf8_slice_codeunits(pa.array(ids, type=pa.large_string()), -16).cast(pa.binary(16))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pd.util.hash_array(ids.to_numpy(dtype=object))
+    words = np.frombuffer(tail.buffers()[1], dtype=np.uint64, count=2 * len(tail)).reshape(-1, 2)
+    return words[:, 0] ^ (words[:, 1] * np.uint64(0x9E3779B97F4A7C15))
+
+
+def _copy_csv(raw: Any, sql: str, table: pa.Table, started: threading.Event) -> None:
+    with raw.cursor() as cur, cur.copy(sql) as copy:
+        started.set()  # the connection's lock is held now: nothing can slip in before the COPY
+        buf = io.BytesIO()
+        pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
+        copy.write(buf.getbuffer())
+
+
+class _Background:
+    """A COPY running in a thread, whose error surfaces when its result is asked for.
+
+    It starts by taking the connection (psycopg's lock) before the caller goes on, so that
+    whatever the caller does next on the connection, a rollback after an error included,
+    waits for the COPY instead of running before it."""
+
+    def __init__(self, fn: Any, *args: Any):
+        self._error: BaseException | None = None
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(fn, *args, started), daemon=True,
+                                        name="etl-stage-copy")
+        self._thread.start()
+        started.wait()
+        if self._error is not None:
+            self.result()
+
+    def _run(self, fn: Any, *args: Any) -> None:
+        started = args[-1]
+        try:
+            fn(*args)
+        except BaseException as e:  # re-raised in the caller's thread
+            self._error = e
+        finally:
+            started.set()
+
+    def result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 class DatasetLoad:
@@ -77,42 +156,60 @@ class DatasetLoad:
         self.dialect = conn.dialect.name
         meta = sa.MetaData()
         self.target = target.table(ds.tx_code)
-        self.stage = _stage_table(ds, meta)
-        self.changes = _change_table(ds, meta)
+        hashing = self.dialect == "postgresql"
+        if hashing:
+            conn.exec_driver_sql(f"SET LOCAL work_mem = '{PG_WORK_MEM}'")
+        self.stage = _stage_table(ds, meta, indexed=not hashing)
+        self.changes = _change_table(ds, meta, keyed=not hashing)
         for t in (self.stage, self.changes):
             if self.dialect != "postgresql":
                 t.drop(conn, checkfirst=True)
             t.create(conn)
         self.staged = 0
         self.stage_columns = [c.name for c in self.stage.columns]
+        self._copying: _Background | None = None
+        self._rejected = 0  # rejected rows staged, until dedupe drops any
+        self._id_hashes: list[np.ndarray] = []  # 64-bit hashes of staged IDs (dedupe's shortcut)
 
     # --- staging ------------------------------------------------------------------------
 
     def add(self, frame: pd.DataFrame) -> None:
-        """Stage a chunk: valid rows with their fields, rejected ones by ID only."""
+        """Stage a chunk: valid rows with their fields, rejected and soft-deleted ones by ID
+        only. Deleted rows are not validated and their fields are never read (a D keeps the
+        target's values), so a value that does not fit its column must not fail the COPY."""
         if frame.empty:
             return
         data = frame.reindex(columns=self.stage_columns)
         data[SEQ] = range(self.staged, self.staged + len(frame))
-        rejected = data[REJECTED].astype(bool)
-        if rejected.any():
-            fields = [c for c in self.ds.field_names if c != standard.UNIT_KEY]
-            data.loc[rejected, fields] = None
+        by_id_only = data[REJECTED].astype(bool) | data[DELETED].astype(bool)
+        if by_id_only.any():
+            for name in self.ds.field_names:
+                if name != standard.UNIT_KEY:
+                    data[name] = data[name].mask(by_id_only)
         self.staged += len(frame)
+        self._rejected += int((data[REJECTED] == 1).sum())
+        self._id_hashes.append(_id_hashes(data[ID]))
         if self.dialect == "postgresql":
             self._copy(data)
         else:
             self._insert(data)
 
     def _copy(self, data: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(data.astype(object).where(data.notna(), None), preserve_index=False)
-        buf = io.BytesIO()
-        pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
+        """COPY the chunk in a background thread while the caller prepares the next one: the
+        server parses and stores rows on one core while Python cleans on the other. Each
+        DatasetLoad method that reads the stage waits for it first (`_flush`)."""
+        table = pa.table({c: _arrow_column(data[c]) for c in self.stage_columns})
+        self._flush()
         cols = ", ".join(f'"{c}"' for c in self.stage_columns)
+        sql = f'COPY "{self.stage.name}" ({cols}) FROM STDIN (FORMAT csv)'
         raw = self.conn.connection.driver_connection
-        with raw.cursor() as cur:
-            with cur.copy(f'COPY "{self.stage.name}" ({cols}) FROM STDIN (FORMAT csv)') as copy:
-                copy.write(buf.getvalue())
+        self._copying = _Background(_copy_csv, raw, sql, table)
+
+    def _flush(self) -> None:
+        """Wait for a COPY still running; raise its error here if it failed."""
+        if self._copying is not None:
+            copying, self._copying = self._copying, None
+            copying.result()
 
     def _insert(self, data: pd.DataFrame) -> None:
         rows = data.astype(object).where(data.notna(), None).itertuples(index=False, name=None)
@@ -133,9 +230,12 @@ class DatasetLoad:
     def dedupe(self) -> list[tuple[int, str, str, str]]:
         """Keep the latest row per ID (by updated_at, then read order); return the others as
         (stage seq, source key, ID, 'duplicate' or 'superseded')."""
+        self._flush()
         s = self.stage
         if self.dialect == "postgresql":
             self.conn.exec_driver_sql(f'ANALYZE "{s.name}"')
+        if not self._maybe_duplicates():
+            return []
         extra = self.conn.execute(sa.select(sa.func.count() - sa.func.count(sa.distinct(s.c[ID])))).scalar_one()
         if not extra:
             return []
@@ -149,28 +249,42 @@ class DatasetLoad:
         seqs = [r[0] for r in losers]
         for i in range(0, len(seqs), 1000):
             self.conn.execute(sa.delete(s).where(s.c[SEQ].in_(seqs[i:i + 1000])))
+        self._rejected = -1  # some staged rows are gone: count rejected ones in SQL
         return [(r[0], r[1], r[2], "duplicate" if r[3] == r[5] else "superseded") for r in losers]
+
+    def _maybe_duplicates(self) -> bool:
+        """Whether two staged IDs share a 64-bit hash: if none do, no ID repeats, and the
+        server need not sort every ID to find out."""
+        hashes = np.concatenate(self._id_hashes) if self._id_hashes else np.empty(0, np.uint64)
+        self._id_hashes = []
+        hashes.sort()
+        return bool((hashes[1:] == hashes[:-1]).any())
 
     # --- diff -----------------------------------------------------------------------------
 
     def diff(self, full: bool) -> dict[str, int]:
-        """Fill the change table with each changed ID's busType; return counts per busType."""
+        """Fill the change table with each changed ID's busType; return counts per busType.
+
+        One pass of the stage against the target: new (I), changed or revived (U) and
+        soft-deleted (D) rows come out of a single outer join rather than three joins."""
+        self._flush()
         s, t, c = self.stage, self.target, self.changes
         ok = sa.and_(s.c[REJECTED] == 0, s.c[DELETED] == 0)
-        new = (sa.select(s.c[ID], sa.literal("I")).select_from(s.outerjoin(t, t.c[ID] == s.c[ID]))
-               .where(ok, t.c[ID].is_(None)))
-        changed = (sa.select(s.c[ID], sa.literal("U")).select_from(s.join(t, t.c[ID] == s.c[ID]))
-                   .where(ok, sa.or_(s.c[HASH] != t.c[HASH], t.c.busType == "D")))
-        gone = (sa.select(s.c[ID], sa.literal("D")).select_from(s.join(t, t.c[ID] == s.c[ID]))
-                .where(s.c[DELETED] == 1, t.c.busType != "D"))
-        for stmt in (new, changed, gone):
-            self.conn.execute(sa.insert(c).from_select([ID, "busType"], stmt))
+        changed = sa.and_(ok, sa.or_(t.c[ID].is_(None), s.c[HASH] != t.c[HASH], t.c.busType == "D"))
+        gone = sa.and_(s.c[DELETED] == 1, t.c.busType != "D")
+        bus_type = sa.case((s.c[DELETED] == 1, sa.literal("D")), (t.c[ID].is_(None), sa.literal("I")),
+                           else_=sa.literal("U"))
+        found = (sa.select(s.c[ID], bus_type).select_from(s.outerjoin(t, t.c[ID] == s.c[ID]))
+                 .where(sa.or_(changed, gone)))
+        self.conn.execute(sa.insert(c).from_select([ID, "busType"], found))
         soft = self._count_changes().get("D", 0)
         if full:
             absent = (sa.select(t.c[ID], sa.literal("D"))
                       .where(t.c[standard.UNIT_KEY] == self.org_no, t.c.busType != "D",
                              ~sa.exists().where(s.c[ID] == t.c[ID])))
             self.conn.execute(sa.insert(c).from_select([ID, "busType"], absent))
+        if self.dialect == "postgresql":
+            self.conn.exec_driver_sql(f'ANALYZE "{c.name}"')
         counts = self._count_changes()
         self.vanished = counts.get("D", 0) - soft
         return counts
@@ -180,6 +294,9 @@ class DatasetLoad:
         return dict(self.conn.execute(sa.select(c.c.busType, sa.func.count()).group_by(c.c.busType)).all())
 
     def rejected_count(self) -> int:
+        self._flush()
+        if self._rejected >= 0:
+            return self._rejected
         s = self.stage
         return self.conn.execute(sa.select(sa.func.count()).where(s.c[REJECTED] == 1)).scalar_one()
 
@@ -187,6 +304,7 @@ class DatasetLoad:
 
     def apply(self, batches: dict[str, str], today: date) -> None:
         """Write the changes, each busType under its own batch number, and the ledger."""
+        self._flush()
         s, t, c = self.stage, self.target, self.changes
         data_cols = [col.name for col in t.columns
                      if col.name not in ("batchNo", "txCode", "busType", "updateDate")]
@@ -230,6 +348,7 @@ class DatasetLoad:
             ["batchNo", "ID", "busType", "record"], sel))
 
     def close(self) -> None:
+        self._flush()
         if self.dialect != "postgresql":
             for t in (self.stage, self.changes):
                 t.drop(self.conn, checkfirst=True)

@@ -7,11 +7,13 @@ module only applies what the mapping file says and what the standard implies.
 
 from __future__ import annotations
 
-import hashlib
+from hashlib import blake2b
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from etl import standard
 from etl.mapping import FieldRule, Mapping, TEMPLATE_FIELD, _as_key
@@ -19,6 +21,7 @@ from etl.standard import Dataset
 
 KEY, UPDATED, DELETED, SEQ = "_key", "_updated", "_deleted", "_seq"
 ID, HASH = "ID", "rowHash"
+SEPARATOR, NULL_MARK = "\x1f", "\x00"  # rowHash: between field values, in place of NULL
 
 
 def _blank(s: pd.Series) -> pd.Series:
@@ -93,7 +96,7 @@ def apply_mapping(raw: pd.DataFrame, mapping: Mapping, tx_code: str) -> pd.DataF
     frame[KEY] = source_key(raw, spec.key)
     frame[UPDATED] = raw[spec.updated_at] if spec.updated_at else None
     if spec.deleted:
-        frame[DELETED] = raw[spec.deleted.column].map(_as_key).eq(_as_key(spec.deleted.value))
+        frame[DELETED] = _flags(raw[spec.deleted.column], spec.deleted.value)
     else:
         frame[DELETED] = False
     return frame
@@ -101,11 +104,51 @@ def apply_mapping(raw: pd.DataFrame, mapping: Mapping, tx_code: str) -> pd.DataF
 
 def source_key(raw: pd.DataFrame, columns: list[str]) -> pd.Series:
     """The source key as text: `1`, `1.0` and `'1'` are the same key; parts joined by `|`."""
-    parts = [raw[c].map(lambda v: "" if _is_na(v) else _as_key(v)).astype(str) for c in columns]
+    parts = [_keys(raw[c]) for c in columns]
     key = parts[0]
     for p in parts[1:]:
         key = key + "|" + p
     return key
+
+
+def _keys(s: pd.Series) -> pd.Series:
+    """`_as_key` of each value ('' for NA), as text. Computed once per distinct value where
+    equal values are sure to print alike (integers, floats, flags, text), else per row:
+    `Decimal('1.0') == Decimal('1.00')`, yet their keys differ."""
+    if pd.api.types.is_integer_dtype(s.dtype) and not isinstance(s.dtype, pd.api.extensions.ExtensionDtype):
+        return s.astype(str)
+    if _keys_by_value(s):
+        codes, uniques = pd.factorize(s)
+        keys = np.array([_as_key(u) for u in _python(uniques)] + [""], dtype=object)
+        return pd.Series(keys[codes], index=s.index, name=s.name, dtype=object).astype(str)
+    return s.map(lambda v: "" if _is_na(v) else _as_key(v)).astype(str)
+
+
+def _keys_by_value(s: pd.Series) -> bool:
+    if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_float_dtype(s.dtype) \
+            or pd.api.types.is_integer_dtype(s.dtype) or isinstance(s.dtype, pd.StringDtype):
+        return True
+    return s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in ("string", "empty")
+
+
+def _python(uniques: Any) -> list:
+    """Distinct values as the Python scalars `Series.map` would pass (numpy bools and ints
+    print differently from Python's)."""
+    return np.asarray(uniques, dtype=object).tolist() if not isinstance(uniques, list) else uniques
+
+
+def _flags(s: pd.Series, value: Any) -> pd.Series:
+    """Where `_as_key(v) == _as_key(value)` (the deleted marker), once per distinct value."""
+    wanted = _as_key(value)
+    if not _keys_by_value(s):
+        return s.map(_as_key).eq(wanted)
+    codes, uniques = pd.factorize(s)
+    hit = np.array([_as_key(u) == wanted for u in _python(uniques)] + [False], dtype=bool)
+    out = pd.Series(hit[codes], index=s.index, name=s.name)
+    na = codes < 0
+    if na.any():  # NA spells as 'None', 'nan', '<NA>': compare them as the row path did
+        out[na] = s[na].map(_as_key).eq(wanted).to_numpy()
+    return out
 
 
 def fill_rules(frame: pd.DataFrame, ds: Dataset, mapping: Mapping) -> pd.DataFrame:
@@ -116,20 +159,26 @@ def fill_rules(frame: pd.DataFrame, ds: Dataset, mapping: Mapping) -> pd.DataFra
     return frame
 
 
-def _digest(values: pd.Series, size: int) -> np.ndarray:
-    return np.fromiter((hashlib.blake2b(v.encode(), digest_size=size).hexdigest() for v in values),
-                       dtype=object, count=len(values))
+def _digest(values: pd.Series | pa.Array | pa.ChunkedArray, size: int) -> np.ndarray:
+    """blake2b hex digests of the values' UTF-8. One C call per value is the floor here, so
+    the values reach it as bytes straight from Arrow (no per-value encode)."""
+    if isinstance(values, pd.Series):
+        values = pa.array(values.astype("string"), type=pa.large_string())
+    blob = values.cast(pa.large_binary()).to_pylist()
+    out = np.empty(len(blob), dtype=object)
+    out[:] = [blake2b(v, digest_size=size).hexdigest() for v in blob]
+    return out
 
 
 def add_identity(frame: pd.DataFrame, org_no: str, tx_code: str) -> pd.DataFrame:
     """`ID` = orgNo + txCode + digest of the source key: stable per source row, unique per unit
-    (52 characters, within A.2's 64); `rowHash` = digest of the standard fields' values."""
+    (52 characters, within A.2's 64); `rowHash` = digest of the standard fields' values, joined
+    by U+001F with NULL as U+0000 (the join is Arrow's, the spelling pandas' `astype("string")`)."""
     ds = standard.dataset(tx_code)
     prefix = f"{org_no}{tx_code}"
     frame[ID] = prefix + pd.Series(_digest(frame[KEY], 16), index=frame.index, dtype=object)
-    joined = None
-    for name in ds.field_names:
-        col = frame[name].astype("string").fillna("\x00")
-        joined = col if joined is None else joined + "\x1f" + col
+    texts = [pa.array(frame[name].astype("string").fillna(NULL_MARK), type=pa.large_string())
+             for name in ds.field_names]
+    joined = pc.binary_join_element_wise(*texts, pa.scalar(SEPARATOR, pa.large_string()))
     frame[HASH] = pd.Series(_digest(joined, 16), index=frame.index, dtype=object)
     return frame
