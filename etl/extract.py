@@ -65,15 +65,21 @@ def connection_uri(conn_id: str) -> str:
     """An Airflow connection's URI, through whatever secrets backend Airflow is set up with."""
     try:
         from airflow.sdk import Connection
+        from airflow.sdk.exceptions import AirflowNotFoundException
     except ImportError:  # pragma: no cover - airflow is a dependency
         raise ConfigError(f"conn_id {conn_id!r} needs Airflow installed") from None
     try:
         conn = Connection.get(conn_id)
-    except Exception as e:  # the SDK raises its own not-found types
-        raise ConfigError(f"Airflow connection {conn_id!r} not found ({type(e).__name__}): "
-                          f"add it with `airflow connections add {conn_id} --conn-uri ...`") from None
+    except AirflowNotFoundException:
+        raise ConfigError(f"Airflow connection {conn_id!r} not found: add it with "
+                          f"`airflow connections add {conn_id} --conn-uri ...`") from None
     _mask_secret(conn.password)
     return conn.get_uri()
+
+
+def _is_schema_problem(exc: BaseException) -> bool:
+    text = str(getattr(exc, "orig", exc)).lower()
+    return "no such table" in text or "no such column" in text
 
 
 def _mask_secret(secret: str | None) -> None:
@@ -170,6 +176,9 @@ def stream(mapping: Mapping, tx_code: str, *, since: datetime | None = None,
             raise SourceSchemaError(f"{where} the source refused the "
                                     f"query: {safe_error(e, url)}; run `etl check` on this mapping") from None
         except sa.exc.OperationalError as e:
+            if _is_schema_problem(e):  # SQLite reports a missing table or column this way
+                raise SourceSchemaError(f"{where} the source refused the query: "
+                                        f"{safe_error(e, url)}; run `etl check` on this mapping") from None
             raise SourceError(f"{where} reading the source failed: "
                               f"{safe_error(e, url)}") from None
         columns = list(result.keys())

@@ -99,3 +99,18 @@ def test_conn_error_message_hides_the_password():
         with extract.read_only(extract.engine_for(url)):
             pass
     assert "hunter22" not in str(err.value) and "cannot connect" in str(err.value)
+
+
+def test_a_missing_column_is_a_terminal_mapping_problem(tmp_path, monkeypatch):
+    from etl.errors import SourceSchemaError
+
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    e = sa.create_engine(url)
+    with e.begin() as c:
+        c.exec_driver_sql("CREATE TABLE t_quirky (id INTEGER, code TEXT)")
+    monkeypatch.setenv("QUIRKY_URL", url)
+    path = tmp_path / "m.yaml"
+    path.write_text(MAPPING.format(org=ORG_A), encoding="utf-8")
+    with pytest.raises(SourceSchemaError, match="no such column") as err:
+        list(extract.stream(load_mapping(path), "06"))
+    assert err.value.transient is False
