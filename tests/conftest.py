@@ -91,24 +91,24 @@ def mariadb_server() -> Iterator[str]:
     yield from _serve(start_mariadb)
 
 
-@pytest.fixture
-def pg_url(pg_server: str) -> Iterator[str]:
-    """URL of a fresh, empty PostgreSQL database."""
-    url = create_database(pg_server)
+def _fresh_database(admin_url: str) -> Iterator[str]:
+    url = create_database(admin_url)
     try:
         yield url
     finally:
         drop_database(url)
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """URL of a fresh, empty PostgreSQL database."""
+    yield from _fresh_database(pg_server)
 
 
 @pytest.fixture
 def mariadb_url(mariadb_server: str) -> Iterator[str]:
     """URL of a fresh, empty MariaDB database (utf8mb4)."""
-    url = create_database(mariadb_server)
-    try:
-        yield url
-    finally:
-        drop_database(url)
+    yield from _fresh_database(mariadb_server)
 
 
 @pytest.fixture
