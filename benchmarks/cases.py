@@ -154,9 +154,6 @@ def _run(state: dict, mode: str, since: datetime | None = None, mapping: str | N
     from etl import pipeline, target
     from etl.mapping import load_mapping
 
-    if state.get("proposals"):
-        import proposals
-        proposals.install()
     spent = _instrument()
     os.environ[state["env"]] = state["source_url"]
     m = load_mapping(Path(mapping or state["mapping"]))

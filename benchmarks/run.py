@@ -104,6 +104,16 @@ def target_reset(url: str) -> None:
         for copy in ("bench_copy", "bench_pandas"):
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {copy}")
             conn.exec_driver_sql(f"CREATE TABLE {copy} (LIKE hidden_danger INCLUDING ALL)")
+    engine.dispose()
+    settle(url)
+
+
+def settle(url: str) -> None:
+    """Untimed, between cases: bring the target's statistics up to date and finish the
+    vacuuming the previous case's writes call for, as autovacuum would have done by the next
+    scheduled run. Otherwise a case is measured against stale plans (a target that ANALYZE
+    last saw empty) and the previous case's background vacuum."""
+    engine = sa.create_engine(url)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM ANALYZE")
         conn.exec_driver_sql("CHECKPOINT")
@@ -274,9 +284,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unit-rounds", type=int, default=None, help="rounds of case 6 (default --rounds)")
     ap.add_argument("--chunk-rows", type=int, default=100_000, help="pipeline chunk size")
     ap.add_argument("--memory-rows", default="", help="extra full loads at these sizes, e.g. 2000000,3000000")
-    ap.add_argument("--proposals", action="store_true",
-                    help="also run cases 3-5 with benchmarks/proposals.py (changes proposed for "
-                         "clean/validate/pipeline, which this benchmark does not own)")
     ap.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
     ap.add_argument("--markdown", type=Path, default=None, help="also write this Markdown report (RESULTS.md)")
     ap.add_argument("--child", nargs=3, metavar=("CASE", "STATE", "RESULT"), help=argparse.SUPPRESS)
@@ -315,24 +322,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {time.perf_counter() - t0:.1f} s", flush=True)
 
         runs: dict[str, list[dict]] = {c: [] for c in ORDER}
-        proposed: dict[str, list[dict]] = {c: [] for c in ("full", "rerun", "incremental")}
         unit_rounds = args.unit_rounds if args.unit_rounds is not None else args.rounds
         for round_no in range(1, args.rounds + 1):
-            variants = [False, True] if args.proposals else [False]
-            for with_proposals in variants:
-                tag = " (+proposals)" if with_proposals else ""
-                target_reset(target_url)
-                state["proposals"] = with_proposals
-                for case in ("raw_copy", "pandas", "full", "rerun", "incremental"):
-                    if case not in wanted or (with_proposals and case in ("raw_copy", "pandas")):
-                        continue
-                    if case == "incremental":
-                        state["since"] = _touch_one_percent(src, round_no + (10 if with_proposals else 0))
-                    result = run_case(case, state, workdir)
-                    (proposed if with_proposals else runs)[case].append(result)
-                    print(f"round {round_no} {case}{tag}: {result['seconds']:.2f} s, {result['rows']:,} rows, "
-                          f"peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
-            state["proposals"] = False
+            target_reset(target_url)
+            for case in ("raw_copy", "pandas", "full", "rerun", "incremental"):
+                if case not in wanted:
+                    continue
+                if case == "incremental":
+                    state["since"] = _touch_one_percent(src, round_no)
+                settle(target_url)
+                result = run_case(case, state, workdir)
+                runs[case].append(result)
+                print(f"round {round_no} {case}: {result['seconds']:.2f} s, {result['rows']:,} rows, "
+                      f"peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
             if "units" in wanted and round_no <= unit_rounds:
                 target_reset(target_url)
                 result = run_case("units", state, workdir)
@@ -368,10 +370,6 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine(source_url), "summary": summary, "ratios": r,
             "verdicts": verdicts(r), "memory": memory,
         }
-        if args.proposals:
-            ps = summarise(proposed, args.rows)
-            pr = ratios({**summary, **ps}, [])
-            report["with_proposals"] = {"summary": ps, "ratios": pr, "verdicts": verdicts(pr)}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
         print()
@@ -382,11 +380,6 @@ def main(argv: list[str] | None = None) -> int:
         if memory:
             print()
             print(memory_table(memory, r))
-        if args.proposals:
-            print("\nwith benchmarks/proposals.py:")
-            print(table({**summary, **report["with_proposals"]["summary"]}, report["with_proposals"]["ratios"], args.rows))
-            for what, value, verdict in report["with_proposals"]["verdicts"]:
-                print(f"  {verdict:>12}  {what}: {value}")
         if args.markdown:
             args.markdown.write_text(markdown(report), encoding="utf-8")
         print(f"\nwrote {args.json}" + (f" and {args.markdown}" if args.markdown else ""))

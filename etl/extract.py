@@ -9,7 +9,6 @@ parsed by pyarrow (see `stream`).
 from __future__ import annotations
 
 import atexit
-import io
 import os
 import queue
 import threading
@@ -214,8 +213,8 @@ def _copy_frames(conn: Connection, stmt: sa.Select, columns: list[str], oids: li
     with raw.cursor() as cur:
         columns_of = _column_readers(cur, columns, oids)
         try:
-            for data in _copy_out(cur, sql, dict(compiled.params), chunk_rows):
-                yield _frame(data, columns, columns_of)
+            yield from _copy_out(cur, sql, dict(compiled.params), chunk_rows,
+                                 lambda data: _frame(data, columns, columns_of))
         except psycopg.OperationalError as e:
             raise SourceError(f"{where} reading the source failed: {safe_error(e, url)}") from None
         except psycopg.ProgrammingError as e:
@@ -231,9 +230,11 @@ class _Stop(Exception):
 _DONE = object()
 
 
-def _copy_out(cur: psycopg.Cursor, sql: str, params: dict | None, chunk_rows: int) -> Iterator[bytes]:
-    """The CSV of `chunk_rows` rows at a time (each COPY message is one row). A thread reads
-    while the caller works on the previous chunk, so the source keeps sending."""
+def _copy_out(cur: psycopg.Cursor, sql: str, params: dict | None, chunk_rows: int,
+              parse: Callable[[bytearray], pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """`chunk_rows` rows at a time (each COPY message is one row), parsed. A thread reads and
+    parses (pyarrow's CSV parser runs without the GIL) while the caller works on the
+    previous chunk."""
     chunks: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
 
@@ -249,14 +250,15 @@ def _copy_out(cur: psycopg.Cursor, sql: str, params: dict | None, chunk_rows: in
     def read() -> None:
         try:
             with cur.copy(sql, params) as copy:
-                rows: list = []
-                for row in copy:
-                    rows.append(row)
-                    if len(rows) == chunk_rows:
-                        put(b"".join(rows))
-                        rows = []
+                data, rows = bytearray(), 0
+                for row in copy:  # copied at once: libpq's buffer of each row is freed now
+                    data += row
+                    rows += 1
+                    if rows == chunk_rows:
+                        put(parse(data))
+                        data, rows = bytearray(), 0
                 if rows:
-                    put(b"".join(rows))
+                    put(parse(data))
             put(_DONE)
         except _Stop:
             pass
@@ -344,10 +346,10 @@ def _loaded(a: pa.Array, loader: Any) -> pd.Series:
     return pd.Series(typed.array.take(codes))
 
 
-def _frame(data: bytes, columns: list[str], readers: dict[str, _ColumnReader]) -> pd.DataFrame:
+def _frame(data: bytearray, columns: list[str], readers: dict[str, _ColumnReader]) -> pd.DataFrame:
     """One chunk's CSV as the DataFrame `from_records` would have built from psycopg's rows."""
     table = pacsv.read_csv(
-        io.BytesIO(data),
+        pa.BufferReader(pa.py_buffer(data)),
         read_options=pacsv.ReadOptions(column_names=columns, use_threads=False,
                                        block_size=max(len(data), 1 << 20)),
         parse_options=pacsv.ParseOptions(newlines_in_values=True),

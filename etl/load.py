@@ -111,9 +111,10 @@ def _id_hashes(ids: pd.Series) -> np.ndarray:
 def _copy_csv(raw: Any, sql: str, table: pa.Table, started: threading.Event) -> None:
     with raw.cursor() as cur, cur.copy(sql) as copy:
         started.set()  # the connection's lock is held now: nothing can slip in before the COPY
-        buf = io.BytesIO()
-        pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
-        copy.write(buf.getbuffer())
+        for batch in table.to_batches(max_chunksize=10_000):  # a few MB of CSV at a time
+            buf = io.BytesIO()
+            pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False))
+            copy.write(buf.getbuffer())
 
 
 class _Background:
