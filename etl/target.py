@@ -91,8 +91,7 @@ ingest_change = sa.Table(
     sa.Column("ID", sa.String(64), nullable=False),
     sa.Column("busType", sa.String(1), nullable=False),
     sa.Column("record", sa.Text, nullable=False),
-    sa.Index("ix_ingest_change_batchNo", "batchNo"),
-    sa.Index("ix_ingest_change_ID", "ID"),
+    sa.Index("ix_ingest_change_batchNo", "batchNo"),  # no index on ID: migration 0002
     comment="the ledger: each record as loaded, per batch (replayable as a B.3 message)",
 )
 

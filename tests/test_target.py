@@ -47,3 +47,17 @@ def test_a_target_without_version_tracking_is_adopted(db_url):
     target.metadata.create_all(engine)  # an older release made it, without alembic_version
     assert target.upgrade(engine) == (None, target.head_revision())
     engine.dispose()
+
+
+def test_a_target_made_at_the_baseline_loses_the_ledgers_id_index(db_url):
+    """0002: a target created before it (with ix_ingest_change_ID) is upgraded in place."""
+    engine = target.connect(db_url)
+    target.upgrade(engine)
+    with engine.begin() as conn:
+        q = conn.dialect.identifier_preparer.quote  # (an sa.Index would join the metadata)
+        conn.exec_driver_sql(f"CREATE INDEX {q('ix_ingest_change_ID')} ON ingest_change ({q('ID')})")
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0001'"))
+    assert target.upgrade(engine) == ("0001", target.head_revision())
+    indexes = {ix["name"] for ix in sa.inspect(engine).get_indexes("ingest_change")}
+    assert "ix_ingest_change_ID" not in indexes and "ix_ingest_change_batchNo" in indexes
+    engine.dispose()
