@@ -155,9 +155,8 @@ def _import_lazily_loaded() -> None:
     says: they are a per-process cost (~1 s without compiled bytecode), not a per-run one."""
     import alembic.command  # noqa: F401
     import alembic.runtime.migration  # noqa: F401
-    from pandera.backends.pandas.register import register_pandas_backends
-
-    register_pandas_backends()
+    import pandera.backends.pandas.builtin_checks  # noqa: F401
+    import pandera.backends.pandas.register  # noqa: F401
 
 
 def _run(state: dict, mode: str, since: datetime | None = None, mapping: str | None = None,

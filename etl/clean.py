@@ -165,7 +165,6 @@ _STRIP = (" \t\n\r\v\f\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u20
 _LIST_SPLIT = re.compile(r"[、,，;；/／]+")
 _MULTI_SPLIT = re.compile(r"[、,，;；/／\s\u3000]+")
 _SEPARATORS = r"[\s\-‐‑‒–—―－]"
-_NON_ASCII = r"[^\x00-\x7f]"
 _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 # 2024-07-08, 2024/7/8, 2024.07.08, 2024年7月8日, each with an optional time; and 20240708
 _ISO_DATE = r"\d{4}-\d{2}-\d{2}"
@@ -374,15 +373,32 @@ def _per_value(u: pd.Series, fn: Callable[[str], tuple[str | None, str | None]]
     return values, rules
 
 
-def _trim(u: pd.Series) -> tuple[pd.Series, pd.Series]:
+def _data_bytes(u: pd.Series) -> list[np.ndarray]:
+    """The UTF-8 bytes behind a TEXT series (no copy), one array per Arrow chunk.
+
+    A superset of its values' bytes (a sliced or NULL slot may keep some), so it can only
+    tell that no value holds a character: UTF-8 spells ASCII characters with their own byte
+    and uses bytes >= 0x80 for everything else. A min/max over a few MB costs far less than
+    a regex over each of a column's mostly distinct values.
+    """
+    data = (chunk.buffers()[2] for chunk in _arrow(u).chunks)
+    return [np.frombuffer(b, dtype=np.uint8) for b in data if b is not None and b.size]
+
+
+def _trim(u: pd.Series) -> tuple[pd.Series, str | pd.Series]:
     """Strip white space (incl. U+3000, NBSP, zero-width); blank becomes NULL."""
     t = u.str.strip(_STRIP)
     blank = t.eq("").to_numpy(dtype=bool, na_value=False)
+    if not blank.any():  # one rule name: no per-value rule array to build and compare
+        return t, "trim"
     return t.mask(blank), pd.Series(np.where(blank, "blank_to_null", "trim"), index=u.index)
 
 
 def _control_chars(u: pd.Series) -> tuple[pd.Series, str]:
     """Invisible control characters (NUL, BEL, ...) are never data, and PostgreSQL refuses NUL."""
+    # all of _CONTROL is below 0x20 or 0x7f: most columns have neither byte, skip the regex
+    if not any(b.min() < 0x20 or (b == 0x7F).any() for b in _data_bytes(u)):
+        return u, "control_chars"
     bad = u.str.contains(_CONTROL, regex=True).to_numpy(dtype=bool, na_value=False)
     if not bad.any():
         return u, "control_chars"
@@ -393,7 +409,8 @@ def _control_chars(u: pd.Series) -> tuple[pd.Series, str]:
 
 def _halfwidth(u: pd.Series) -> tuple[pd.Series, str]:
     """Full-width digits, letters and punctuation to ASCII (NFKC), only where non-ASCII."""
-    wide = u.str.contains(_NON_ASCII, regex=True).to_numpy(dtype=bool, na_value=False)
+    ascii_ = pc.fill_null(pc.string_is_ascii(_arrow(u)), True)  # an Arrow kernel, no regex
+    wide = ~ascii_.to_numpy(zero_copy_only=False)
     if not wide.any():
         return u, "halfwidth"
     out = u.copy()
@@ -403,6 +420,10 @@ def _halfwidth(u: pd.Series) -> tuple[pd.Series, str]:
 
 def _remove_separators(u: pd.Series) -> tuple[pd.Series, str]:
     """Codes are written in groups (3201 0219 ...); the standard stores them compact."""
+    # every _SEPARATORS character is ASCII up to '-' (0x2d) or non-ASCII: plain codes
+    # (digits, letters) have neither byte, and Python's regex over each value is slow
+    if all(b.min() > 0x2D and b.max() < 0x80 for b in _data_bytes(u)):
+        return u, "separators"
     return u.str.replace(_SEPARATORS, "", regex=True), "separators"
 
 
@@ -666,7 +687,8 @@ def clean_column(raw: pd.Series, f: Field, audit: Audit,
     weights = np.bincount(codes[codes >= 0], minlength=len(u))
     for step in _steps(f, u_context):
         after, rule = step(u)
-        _record(audit, f, u, after, rule, weights)
+        if after is not u:  # a step that found nothing to do returns its input
+            _record(audit, f, u, after, rule, weights)
         u = after
     values = pd.array(u, dtype=TEXT).take(codes, allow_fill=True)
     return pd.Series(values, index=raw.index, name=raw.name)
