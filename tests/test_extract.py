@@ -114,3 +114,27 @@ def test_a_missing_column_is_a_terminal_mapping_problem(tmp_path, monkeypatch):
     with pytest.raises(SourceSchemaError, match="no such column") as err:
         list(extract.stream(load_mapping(path), "06"))
     assert err.value.transient is False
+
+
+def test_postgresql_text_survives_the_copy_path(pg_url, tmp_path, monkeypatch):
+    """PostgreSQL sources are read by COPY as CSV: newlines (only in some chunks), CR LF,
+    quotes, commas, backslashes, empty strings and NULLs come out as they went in."""
+    texts = ["整改\n复查", "a\r\nb", 'say "hi", ok', "back\\slash", "", None, "plain", "尾\n"]
+    e = sa.create_engine(pg_url)
+    with e.begin() as c:
+        c.exec_driver_sql("CREATE TABLE t_quirky (id INTEGER, code TEXT, name TEXT, kind INT, "
+                          "reg_date TEXT, check_time TEXT, level INT, person TEXT, reg_no TEXT)")
+        rows = [{"id": i, "code": f"FX{i}", "name": t} for i, t in enumerate(texts)]
+        rows += [{"id": 100 + i, "code": f"FX{100 + i}", "name": f"n{i}"} for i in range(8)]
+        c.execute(sa.text("INSERT INTO t_quirky (id, code, name) VALUES (:id, :code, :name)"), rows)
+    e.dispose()
+    monkeypatch.setenv("QUIRKY_URL", pg_url)
+    path = tmp_path / "m.yaml"
+    path.write_text(MAPPING.format(org=ORG_A), encoding="utf-8")
+    chunks = list(extract.stream(load_mapping(path), "06", chunk_rows=8))
+    got = {}
+    for chunk in chunks:
+        for i, name in zip(chunk["id"], chunk["name"]):
+            got[int(i)] = None if name is None or name != name else name
+    assert [got[i] for i in range(len(texts))] == texts
+    assert [got[100 + i] for i in range(8)] == [f"n{i}" for i in range(8)]
