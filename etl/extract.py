@@ -13,10 +13,10 @@ import os
 import queue
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 import pandas as pd
@@ -91,11 +91,25 @@ def _mask_secret(secret: str | None) -> None:
     mask_secret(secret)
 
 
-@cache
+ENGINES_KEPT = 8
+_engines: OrderedDict[URL, Engine] = OrderedDict()
+_engines_lock = threading.Lock()
+
+
 def engine_for(url: URL) -> Engine:
-    """One engine per source URL and process, so many datasets share a pool."""
-    _mask_secret(url.password)
-    return sa.create_engine(url, pool_pre_ping=True)
+    """One engine per source URL, so a unit's datasets share a pool. Only the most recently
+    used few are kept: a process loading a thousand units one after another must not hold a
+    thousand pools of idle connections open; an evicted engine closes its connections."""
+    with _engines_lock:
+        engine = _engines.pop(url, None)
+        if engine is None:
+            _mask_secret(url.password)
+            engine = sa.create_engine(url, pool_pre_ping=True)
+        _engines[url] = engine
+        evicted = [_engines.popitem(last=False)[1] for _ in range(len(_engines) - ENGINES_KEPT)]
+    for old in evicted:
+        old.dispose()
+    return engine
 
 
 def safe_error(exc: BaseException, url: URL) -> str:

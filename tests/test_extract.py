@@ -138,3 +138,18 @@ def test_postgresql_text_survives_the_copy_path(pg_url, tmp_path, monkeypatch):
             got[int(i)] = None if name is None or name != name else name
     assert [got[i] for i in range(len(texts))] == texts
     assert [got[100 + i] for i in range(8)] == [f"n{i}" for i in range(8)]
+
+
+def test_only_the_latest_source_engines_are_kept(tmp_path):
+    """A process that loads many units keeps a few source pools, not one per unit ever seen."""
+    urls = [extract.normalise_url(f"sqlite:///{tmp_path / f'u{i}.sqlite'}")
+            for i in range(extract.ENGINES_KEPT + 3)]
+    first = extract.engine_for(urls[0])
+    with extract.read_only(first):
+        pass  # the first unit's pool holds a connection now
+    assert first.pool.checkedin() == 1
+    assert extract.engine_for(urls[0]) is first  # a unit's datasets share it
+    later = [extract.engine_for(u) for u in urls[1:]]
+    assert extract.engine_for(urls[-1]) is later[-1]  # recent: reused
+    assert first.pool.checkedin() == 0  # evicted: its connections closed
+    assert extract.engine_for(urls[0]) is not first
