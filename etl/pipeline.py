@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -68,9 +69,7 @@ def _timestamps(s: pd.Series) -> pd.Series:
     if ts.dtype.kind == "M" and ts.dt.tz is None and ts.min().year >= 1:
         # Arrow's cast of timestamp[us] to text prints this very format (NULL for NaT) ~5x
         # faster than strftime; not for time zones (it adds an offset) or years before 1.
-        # Imported here: this change was to stay inside this function.
-        import pyarrow as pa
-
+        # Nanoseconds are floored to microseconds, as strftime's %f shows them.
         text = pa.array(ts.astype("datetime64[us]")).cast(pa.string())
         return pd.Series(text.to_numpy(zero_copy_only=False), index=s.index, name=s.name,
                          dtype=object)
