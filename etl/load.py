@@ -70,11 +70,16 @@ def _stage_table(ds: Dataset, meta: sa.MetaData, indexed: bool = True) -> sa.Tab
                     prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
 
 
+VANISHED = "_vanished"
+
+
 def _change_table(ds: Dataset, meta: sa.MetaData, keyed: bool = True) -> sa.Table:
-    """Each changed ID and its busType (IDs are unique by construction: the key only speeds
-    up joins where the database cannot hash)."""
+    """Each changed ID, its busType, and whether it is a D because the full snapshot no
+    longer has it (IDs are unique by construction: the key only speeds up joins where the
+    database cannot hash)."""
     return sa.Table(f"chg_{ds.table}", meta, sa.Column(ID, sa.String(64), primary_key=keyed),
                     sa.Column("busType", sa.String(1), nullable=False),
+                    sa.Column(VANISHED, sa.SmallInteger, nullable=False),
                     prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
 
 
@@ -271,32 +276,50 @@ class DatasetLoad:
         """Fill the change table with each changed ID's busType; return counts per busType.
 
         One pass of the stage against the target: new (I), changed or revived (U) and
-        soft-deleted (D) rows come out of a single outer join rather than three joins."""
+        soft-deleted (D) rows come out of a single outer join rather than three joins. A full
+        load also marks the unit's records its snapshot lacks (D, vanished): on PostgreSQL in
+        the same pass, a full outer join with the unit's records (MariaDB has no full join)."""
         self._flush()
-        s, t, c = self.stage, self.target, self.changes
+        t = self.target
+        if full and self.dialect == "postgresql":
+            mine = (sa.select(t.c[ID], t.c[HASH], t.c.busType)
+                    .where(t.c[standard.UNIT_KEY] == self.org_no).subquery("t"))
+            self._insert_changes(mine, full_join=True)
+        else:
+            self._insert_changes(t, full_join=False)
+            if full:
+                s = self.stage
+                absent = (sa.select(t.c[ID], sa.literal("D"), sa.literal(1, sa.SmallInteger))
+                          .where(t.c[standard.UNIT_KEY] == self.org_no, t.c.busType != "D",
+                                 ~sa.exists().where(s.c[ID] == t.c[ID])))
+                self.conn.execute(sa.insert(self.changes).from_select([ID, "busType", VANISHED], absent))
+        if self.dialect == "postgresql":
+            self.conn.exec_driver_sql(f'ANALYZE "{self.changes.name}"')
+        c = self.changes
+        rows = self.conn.execute(sa.select(c.c.busType, sa.func.count(), sa.func.sum(c.c[VANISHED]))
+                                 .group_by(c.c.busType)).all()
+        self.vanished = sum(int(v or 0) for _, _, v in rows)
+        return {bt: n for bt, n, _ in rows}
+
+    def _insert_changes(self, t: sa.FromClause, full_join: bool) -> None:
+        """I, U and soft D of the stage against `t` (the target, or the unit's records of it);
+        with `full_join`, also `t`'s records missing from the stage, as vanished Ds."""
+        s, c = self.stage, self.changes
         ok = sa.and_(s.c[REJECTED] == 0, s.c[DELETED] == 0)
         changed = sa.and_(ok, sa.or_(t.c[ID].is_(None), s.c[HASH] != t.c[HASH], t.c.busType == "D"))
         gone = sa.and_(s.c[DELETED] == 1, t.c.busType != "D")
         bus_type = sa.case((s.c[DELETED] == 1, sa.literal("D")), (t.c[ID].is_(None), sa.literal("I")),
                            else_=sa.literal("U"))
-        found = (sa.select(s.c[ID], bus_type).select_from(s.outerjoin(t, t.c[ID] == s.c[ID]))
-                 .where(sa.or_(changed, gone)))
-        self.conn.execute(sa.insert(c).from_select([ID, "busType"], found))
-        soft = self._count_changes().get("D", 0)
-        if full:
-            absent = (sa.select(t.c[ID], sa.literal("D"))
-                      .where(t.c[standard.UNIT_KEY] == self.org_no, t.c.busType != "D",
-                             ~sa.exists().where(s.c[ID] == t.c[ID])))
-            self.conn.execute(sa.insert(c).from_select([ID, "busType"], absent))
-        if self.dialect == "postgresql":
-            self.conn.exec_driver_sql(f'ANALYZE "{c.name}"')
-        counts = self._count_changes()
-        self.vanished = counts.get("D", 0) - soft
-        return counts
-
-    def _count_changes(self) -> dict[str, int]:
-        c = self.changes
-        return dict(self.conn.execute(sa.select(c.c.busType, sa.func.count()).group_by(c.c.busType)).all())
+        wanted, vanished = [changed, gone], sa.literal(0, sa.SmallInteger)
+        if full_join:
+            missing = s.c[ID].is_(None)
+            wanted.append(sa.and_(missing, t.c.busType != "D"))
+            bus_type = sa.case((missing, sa.literal("D")), else_=bus_type)
+            vanished = sa.case((missing, sa.literal(1, sa.SmallInteger)), else_=sa.literal(0, sa.SmallInteger))
+        found = (sa.select(sa.func.coalesce(s.c[ID], t.c[ID]) if full_join else s.c[ID], bus_type, vanished)
+                 .select_from(s.join(t, t.c[ID] == s.c[ID], full=full_join, isouter=True))
+                 .where(sa.or_(*wanted)))
+        self.conn.execute(sa.insert(c).from_select([ID, "busType", VANISHED], found))
 
     def rejected_count(self) -> int:
         self._flush()
