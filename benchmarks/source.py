@@ -15,32 +15,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from stdnum.cn import uscc
 
+from tests.helpers import hidden_danger_mapping_text  # the tests' A.11 mapping, same columns
+
 TABLE = "t_hidden_danger"
-MAPPING = """\
-unit: {{orgNo: "{org}", comName: {name}}}
-source: {{url_env: {env}}}
-datasets:
-  "09":
-    table: {table}
-    key: [id]
-    updated_at: modify_time
-    deleted: {{column: del_flag, value: 1}}
-    fields:
-      taskNo: task_no
-      regNo: reg_no
-      troubleType: kind
-      troubleLevel: level
-      mainProblem: problem
-      checkMan: checker
-      checkDate: check_date
-      limitDate: limit_date
-      dealMan: deal_man
-      dealDate: deal_date
-      dealInfo: deal_info
-      acceptMan: accept_man
-      acceptDate: accept_date
-      acceptInfo: accept_info
-"""
 
 DDL = """
 CREATE TABLE {table} (
@@ -150,7 +127,7 @@ def create(conn: sa.Connection, rows: int, table: str = TABLE, index: bool = Tru
 def write_mapping(directory: Path, org: str, env: str, table: str = TABLE,
                   name: str = "南京某某化工有限公司") -> Path:
     path = directory / f"unit_{org}.yaml"
-    path.write_text(MAPPING.format(org=org, env=env, table=table, name=name), encoding="utf-8")
+    path.write_text(hidden_danger_mapping_text(org, env, table, name), encoding="utf-8")
     return path
 
 

@@ -53,7 +53,7 @@ def write_source(url: str, table: str, rows: list[dict], columns=HIDDEN_DANGER_C
 
 
 HIDDEN_DANGER_MAPPING = """\
-unit: {{orgNo: "{org}", comName: 南京某某化工有限公司}}
+unit: {{orgNo: "{org}", comName: {name}}}
 source: {{url_env: {env}}}
 datasets:
   "09":
@@ -79,11 +79,18 @@ datasets:
 """
 
 
+def hidden_danger_mapping_text(org: str = ORG_A, env: str = "UNIT_A_SOURCE_URL",
+                               table: str = "t_hidden_danger", name: str = "南京某某化工有限公司") -> str:
+    """The mapping file of a unit whose hidden dangers (09) sit in `table` (see
+    `hidden_danger_row`); the benchmark's units use it too."""
+    return HIDDEN_DANGER_MAPPING.format(org=org, env=env, table=table, name=name)
+
+
 def hidden_danger_mapping(tmp_path: Path, monkeypatch, source_url: str, org: str = ORG_A,
                           table: str = "t_hidden_danger", env: str = "UNIT_A_SOURCE_URL"):
     monkeypatch.setenv(env, source_url)
     p = tmp_path / f"unit_{org}.yaml"
-    p.write_text(HIDDEN_DANGER_MAPPING.format(org=org, env=env, table=table), encoding="utf-8")
+    p.write_text(hidden_danger_mapping_text(org, env, table), encoding="utf-8")
     return load_mapping(p)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from etl.cli import main
-from helpers import HIDDEN_DANGER_MAPPING, ORG_A, hidden_danger_row, rows_of, write_source
+from helpers import hidden_danger_mapping_text, hidden_danger_row, rows_of, write_source
 
 COMMANDS = ["demo", "run", "check", "init-target", "reconcile"]
 
@@ -34,8 +34,7 @@ def unit(tmp_path, monkeypatch):
     write_source(source, "t_hidden_danger", [hidden_danger_row(i) for i in range(1, 4)])
     monkeypatch.setenv("UNIT_A_SOURCE_URL", source)
     path = tmp_path / "unit_a.yaml"
-    path.write_text(HIDDEN_DANGER_MAPPING.format(org=ORG_A, env="UNIT_A_SOURCE_URL", table="t_hidden_danger"),
-                    encoding="utf-8")
+    path.write_text(hidden_danger_mapping_text(), encoding="utf-8")
     return path
 
 

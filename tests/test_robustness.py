@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from helpers import HIDDEN_DANGER_MAPPING, hidden_danger_row, org_no, rows_of, write_source
+from helpers import hidden_danger_mapping_text, hidden_danger_row, org_no, rows_of, write_source
 
 ROWS = 3000
 
@@ -24,7 +24,7 @@ def make_unit(tmp_path: Path, n: int, source_url: str, rows: int = ROWS) -> tupl
     write_source(source_url, table, [hidden_danger_row(i, task_no=f"YH{n}{i:07d}") for i in range(1, rows + 1)])
     env = f"UNIT_{n}_SOURCE_URL"
     path = tmp_path / f"unit{n}.yaml"
-    path.write_text(HIDDEN_DANGER_MAPPING.format(org=org, env=env, table=table), encoding="utf-8")
+    path.write_text(hidden_danger_mapping_text(org, env, table), encoding="utf-8")
     return path, {env: source_url}
 
 
