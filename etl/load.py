@@ -361,8 +361,8 @@ class DatasetLoad:
     def _json_record(self) -> sa.ColumnElement:
         """The record as loaded, as a JSON object of the target's columns (not rowHash).
 
-        PostgreSQL: `row_to_json` of a row of those columns, which builds the object about
-        twice as fast as `json_build_object` with 42 arguments (benchmarks/README.md)."""
+        PostgreSQL: `row_to_json` of a row of those columns; with `json_build_object` and its
+        42 arguments the ledger statement took ~45% longer (benchmarks/README.md)."""
         t = self.target
         names = [col.name for col in t.columns if col.name != target.HASH_COLUMN]
         if self.dialect == "postgresql":
