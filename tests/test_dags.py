@@ -497,19 +497,27 @@ def _assert_all_succeeded(dr) -> None:
     assert str(dr.state) == "success"
 
 
+def _run_and_compare(dagbag, dag_id: str, logical_date, period: timedelta, tx_codes,
+                     sources: Path, pg_target: str, tmp_path: Path) -> dict:
+    """Run the DAG, check every unit × dataset was loaded, and compare the target with an
+    in-process run of the same window; returns the target's snapshot."""
+    dr = dagbag().dags[dag_id].test(logical_date=logical_date)
+    _assert_all_succeeded(dr)
+    labels = {label for (task, label) in _states(dr) if task.endswith(".load")}
+    assert labels == {f"{u} {tx}" for u in ("demo_jinling_chem", "demo_suzhou_lift") for tx in tx_codes}
+
+    reference = f"sqlite:///{tmp_path / 'reference.sqlite'}"
+    _reference_run(sources, tx_codes, logical_date - period, logical_date, reference)
+    got, want = _snapshot(pg_target, tx_codes), _snapshot(reference, tx_codes)
+    assert got == want
+    return got
+
+
 @pytest.mark.airflow
 def test_daily_dag_loads_its_window_from_postgres_and_mariadb_into_postgres_and_reruns_add_nothing(
         airflow_db, dagbag, real_sources: Path, pg_target: str, staging: Path, tmp_path: Path) -> None:
-    dag = dagbag().dags["dual_prevention_daily"]
-    dr = dag.test(logical_date=DAILY_RUN)
-    _assert_all_succeeded(dr)
-    labels = {label for (task, label) in _states(dr) if task.endswith(".load")}
-    assert labels == {f"{u} {tx}" for u in ("demo_jinling_chem", "demo_suzhou_lift") for tx in DAILY}
-
-    reference = f"sqlite:///{tmp_path / 'reference.sqlite'}"
-    _reference_run(real_sources, DAILY, DAILY_RUN - timedelta(days=1), DAILY_RUN, reference)
-    got, want = _snapshot(pg_target, DAILY), _snapshot(reference, DAILY)
-    assert got == want
+    got = _run_and_compare(dagbag, "dual_prevention_daily", DAILY_RUN, timedelta(days=1), DAILY,
+                           real_sources, pg_target, tmp_path)
     assert all(got[t] for t in ("risk_point", "hazard_source", "hidden_danger"))
     # the window held: stale source rows were not read
     extracted = _count(pg_target, 'SELECT SUM("extracted") FROM ingest_run')
@@ -534,16 +542,8 @@ def test_daily_dag_loads_its_window_from_postgres_and_mariadb_into_postgres_and_
 @pytest.mark.airflow
 def test_weekly_dag_loads_from_postgres_and_mariadb_into_postgres(
         airflow_db, dagbag, real_sources: Path, pg_target: str, staging: Path, tmp_path: Path) -> None:
-    dag = dagbag().dags["dual_prevention_weekly"]
-    dr = dag.test(logical_date=WEEKLY_RUN)
-    _assert_all_succeeded(dr)
-    labels = {label for (task, label) in _states(dr) if task.endswith(".load")}
-    assert labels == {f"{u} {tx}" for u in ("demo_jinling_chem", "demo_suzhou_lift") for tx in WEEKLY}
-
-    reference = f"sqlite:///{tmp_path / 'reference.sqlite'}"
-    _reference_run(real_sources, WEEKLY, WEEKLY_RUN - timedelta(days=7), WEEKLY_RUN, reference)
-    got, want = _snapshot(pg_target, WEEKLY), _snapshot(reference, WEEKLY)
-    assert got == want
+    got = _run_and_compare(dagbag, "dual_prevention_weekly", WEEKLY_RUN, timedelta(days=7), WEEKLY,
+                           real_sources, pg_target, tmp_path)
     assert all(got[t] for t in ("unit_info", "unit_dept", "unit_person", "safety_rule",
                                 "safety_training", "risk_gallery"))
     # unit A has no updated_at on its weekly tables: full loads; unit B's are incremental
