@@ -6,8 +6,11 @@ is wrong; what to do`, so whoever onboards a unit fixes the file in one pass.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -191,10 +194,12 @@ class MappingModel(_Model):
 
 @dataclass(frozen=True)
 class Mapping:
-    """A validated mapping file."""
+    """A validated mapping file. `digest` is the sha256 of the file's bytes: staged data carries
+    it, so a file changed mid-run or data staged for another unit is never loaded as this one."""
 
     path: Path
     model: MappingModel
+    digest: str = ""
 
     @property
     def name(self) -> str:
@@ -244,7 +249,7 @@ def is_single_select(sql: str) -> bool:
 # --- loading ---------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: ~10x faster
     """PyYAML keeps the last of two equal keys silently; a mapping must not."""
 
 
@@ -257,7 +262,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
                 None, None, f"key {key!r} appears twice (first at line {seen[key] + 1}); "
                 f"keep one", key_node.start_mark)
         seen[key] = key_node.start_mark.line
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+    return yaml.constructor.SafeConstructor.construct_mapping(loader, node, deep=deep)
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
@@ -318,8 +323,10 @@ def _dataset_problems(tx: str, raw: Any, has_top_source: bool) -> list[tuple[str
     return out
 
 
+@lru_cache(maxsize=8192)
 def _canonical(value: str, f: standard.Field) -> str:
-    """How cleaning will spell a value-map target (synonyms such as 较大 are fine)."""
+    """How cleaning will spell a value-map target (synonyms such as 较大 are fine). Cached: a
+    province's mappings repeat the same few targets thousands of times."""
     import pandas as pd
 
     from etl.clean import Audit, clean_column
@@ -363,11 +370,16 @@ def _display(path: Path) -> str:
 def load_mapping(path: str | Path) -> Mapping:
     """Parse and validate one mapping file; raise MappingError listing every problem."""
     path = Path(path)
-    shown = _display(path)
     if not path.is_file():
-        raise MappingError([f"{shown}: no such mapping file"])
+        raise MappingError([f"{_display(path)}: no such mapping file"])
+    return parse_mapping(path, path.read_bytes())
+
+
+def parse_mapping(path: Path, data: bytes) -> Mapping:
+    """Validate a mapping file's bytes (read once by the caller); `path` names it."""
+    shown = _display(path)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        raw = yaml.load(data.decode("utf-8"), Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as e:
         line = e.problem_mark.line + 1 if e.problem_mark else "?"
         raise MappingError([f"{shown} [line {line}] not valid YAML: {e.problem}"]) from None
@@ -380,7 +392,71 @@ def load_mapping(path: str | Path) -> Mapping:
     problems = _problems(raw)
     if problems:
         raise MappingError([f"{shown} [{loc}] {msg}" for loc, msg in problems])
-    return Mapping(path, MappingModel.model_validate(raw))
+    return Mapping(path, MappingModel.model_validate(raw), hashlib.sha256(data).hexdigest())
+
+
+# --- handing a validated mapping on -----------------------------------------------------------
+
+
+def mapping_to_dict(m: Mapping) -> dict[str, Any]:
+    """A validated mapping as JSON-able values, for the next process (an Airflow task): its
+    model when that survives JSON exactly (nearly always), else the file's text to re-parse."""
+    dumped = m.model.model_dump_json()
+    exact = MappingModel.model_validate_json(dumped) == m.model
+    body: dict[str, Any] = {"model": dumped} if exact else {"text": m.path.read_text(encoding="utf-8")}
+    return {"path": str(m.path), "digest": m.digest, **body}
+
+
+def mapping_from_dict(d: dict[str, Any]) -> Mapping:
+    path = Path(d["path"])
+    if "model" in d:
+        return Mapping(path, MappingModel.model_validate_json(d["model"]), d["digest"])
+    m = parse_mapping(path, d["text"].encode("utf-8"))
+    if m.digest != d["digest"]:
+        raise MappingError([f"{_display(path)}: changed since it was handed on: rerun"])
+    return m
+
+
+_CODE = ("mapping.py", "standard.py", "clean.py", "divisions.py", "checks.py")
+
+
+@lru_cache(maxsize=1)
+def _code_digest() -> bytes:
+    """What a cached verdict depends on besides the file: the validating code."""
+    h = hashlib.sha256()
+    for name in _CODE:
+        h.update(Path(__file__).with_name(name).read_bytes())
+    return h.digest()
+
+
+def load_mapping_cached(path: str | Path, cache_dir: Path | None) -> Mapping:
+    """`load_mapping`, remembering valid files by content (and code) hash in `cache_dir`:
+    planning a province's run reads thousands of files that rarely change. A file is read once;
+    an invalid one is never cached, so its problems are always reported afresh."""
+    path = Path(path)
+    if cache_dir is None:
+        return load_mapping(path)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return load_mapping(path)  # says what is wrong
+    digest = hashlib.sha256(data).hexdigest()
+    entry = cache_dir / (hashlib.sha256(_code_digest() + data).hexdigest() + ".json")
+    try:
+        return Mapping(path, MappingModel.model_validate_json(entry.read_bytes()), digest)
+    except (OSError, ValidationError, ValueError):
+        pass
+    m = parse_mapping(path, data)
+    dumped = m.model.model_dump_json()
+    if MappingModel.model_validate_json(dumped) == m.model:
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
+            tmp.write_text(dumped, encoding="utf-8")
+            tmp.replace(entry)
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+    return m
 
 
 def load_mappings(paths: list[str | Path]) -> list[Mapping]:
