@@ -4,6 +4,7 @@ Session scope (started lazily, on first use, and stopped at session end):
 
 * ``pg_server``      -> admin URL ``postgresql+psycopg://postgres@127.0.0.1:PORT/postgres``
 * ``mariadb_server`` -> admin URL ``mysql+pymysql://root@127.0.0.1:PORT/mysql?charset=utf8mb4``
+* ``redis_url``      -> ``redis://127.0.0.1:PORT/0`` (no persistence; a Celery broker)
 
 Function scope, each a fresh empty database that is dropped afterwards (open
 connections do not prevent the drop):
@@ -11,8 +12,8 @@ connections do not prevent the drop):
 * ``pg_url``, ``mariadb_url``, ``sqlite_url``
 * ``db_url``: parametrised over ids ``sqlite``, ``postgresql``, ``mariadb``
 
-Tests using the PostgreSQL / MariaDB fixtures are marked ``postgres`` /
-``mariadb`` automatically, so ``-m "not mariadb"`` deselects them.
+Tests using the PostgreSQL / MariaDB / Redis fixtures are marked ``postgres`` /
+``mariadb`` / ``redis`` automatically, so ``-m "not mariadb"`` deselects them.
 
 A missing server binary skips those tests locally, but fails them when the
 ``CI`` environment variable is set (CI must never silently skip).
@@ -40,6 +41,7 @@ try:
         drop_database,
         start_mariadb,
         start_postgres,
+        start_redis,
     )
 except ImportError:  # tests/ became a package
     from tests.servers import (  # type: ignore[no-redef]
@@ -50,6 +52,7 @@ except ImportError:  # tests/ became a package
         drop_database,
         start_mariadb,
         start_postgres,
+        start_redis,
     )
 
 _STARTED: list[Server] = []
@@ -62,7 +65,8 @@ def _in_ci() -> bool:
 def _unavailable(exc: ServerBinaryMissing) -> NoReturn:
     if _in_ci():
         pytest.fail(f"{exc} (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(f"{exc}; or run with -m 'not {'postgres' if exc.kind == 'postgresql' else 'mariadb'}'")
+    marker = {"postgresql": "postgres", "mariadb": "mariadb", "redis": "redis"}[exc.kind]
+    pytest.skip(f"{exc}; or run with -m 'not {marker}'")
 
 
 def _serve(start: Callable[[], Server]) -> Iterator[str]:
@@ -89,6 +93,12 @@ def pg_server() -> Iterator[str]:
 def mariadb_server() -> Iterator[str]:
     """Admin URL of a throwaway MariaDB server (one per session)."""
     yield from _serve(start_mariadb)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a throwaway Redis server (one per session), e.g. a Celery broker."""
+    yield from _serve(start_redis)
 
 
 def _fresh_database(admin_url: str) -> Iterator[str]:
@@ -137,6 +147,7 @@ _MARKER_BY_FIXTURE = {
     "pg_url": "postgres",
     "mariadb_server": "mariadb",
     "mariadb_url": "mariadb",
+    "redis_url": "redis",
 }
 _MARKER_BY_DB_PARAM = {"postgresql": "postgres", "mariadb": "mariadb"}
 
@@ -165,6 +176,7 @@ def pytest_configure(config: pytest.Config) -> None:
     import shutil
     import tempfile
 
+    config.addinivalue_line("markers", "redis: needs a throwaway Redis server")
     if os.environ.get("ETL_TEST_AIRFLOW_HOME"):
         return
     home = Path(tempfile.mkdtemp(prefix="etl-airflow-test-"))

@@ -1,4 +1,4 @@
-"""Throwaway PostgreSQL and MariaDB servers for the test suite.
+"""Throwaway PostgreSQL, MariaDB and Redis servers for the test suite.
 
 Each ``start_*`` function creates a private directory under ``/tmp`` (never under
 the repository, which may live somewhere the database user cannot reach),
@@ -22,7 +22,11 @@ Settings worth knowing:
   padding, i.e. the same equality and uniqueness semantics as PostgreSQL's
   ``C`` collation and SQLite's ``BINARY``), server ``time_zone=+00:00``.
 
-Neither server follows the machine's time zone, so results do not depend on
+* Redis (``start_redis``, a Celery broker): no persistence (``save ""``,
+  ``appendonly no``), no password, bound to 127.0.0.1; ``admin_url`` is
+  ``redis://127.0.0.1:PORT/0``.
+
+Neither database server follows the machine's time zone, so results do not depend on
 where the tests run.
 """
 
@@ -61,6 +65,7 @@ __all__ = [
     "drop_database",
     "start_mariadb",
     "start_postgres",
+    "start_redis",
     "stop_all",
 ]
 
@@ -72,7 +77,7 @@ MARIADB_COLLATION: Final = "utf8mb4_nopad_bin"
 DEFAULT_TIMEOUT: Final = 60.0
 _PORT_ATTEMPTS: Final = 3
 
-Kind = Literal["postgresql", "mariadb"]
+Kind = Literal["postgresql", "mariadb", "redis"]
 
 
 class ServerBinaryMissing(RuntimeError):
@@ -547,6 +552,95 @@ def start_mariadb(timeout: float = DEFAULT_TIMEOUT) -> Server:
         shutil.rmtree(base, ignore_errors=True)
         raise
     return _register(Server("mariadb", admin_url, port, base, time.monotonic() - started, shutdown))
+
+
+# --------------------------------------------------------------------------- Redis
+
+_REDIS_INSTALL_HINT: Final = "apt-get install redis-server"
+
+
+def _redis_conf(base: Path, port: int) -> str:
+    return "\n".join(
+        [
+            "# --- throwaway test server (tests/servers.py) ---",
+            "bind 127.0.0.1",
+            f"port {port}",
+            "daemonize no",
+            f"dir {base}",
+            f"pidfile {base / 'redis.pid'}",
+            f"logfile {base / 'redis.log'}",
+            'save ""',
+            "appendonly no",
+            # the process title keeps the config path: the stale-server sweep matches its folder
+            'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"',
+            "",
+        ]
+    )
+
+
+def _redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_redis(timeout: float = DEFAULT_TIMEOUT) -> Server:
+    """Start a throwaway Redis server (no persistence); returns once it answers PING."""
+    exe = _find_exe(("redis-server",), ("/usr/bin", "/usr/sbin", "/usr/local/bin"))
+    if exe is None:
+        raise ServerBinaryMissing("redis", "redis-server", _REDIS_INSTALL_HINT)
+    user = _service_user(("redis", "postgres", "mysql"))
+    started = time.monotonic()
+    base = _make_base_dir("redis", user, "redis.pid")
+    log = base / "redis.log"
+    conf = base / "redis.conf"
+    proc: subprocess.Popen[bytes] | None = None
+
+    def shutdown() -> None:
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    try:
+        for attempt in range(_PORT_ATTEMPTS):
+            port = _free_port()
+            log.unlink(missing_ok=True)
+            conf.write_text(_redis_conf(base, port))
+            if os.geteuid() == 0:
+                os.chown(conf, user.uid, user.gid)
+            proc = subprocess.Popen(
+                [exe, str(conf)],
+                cwd=base,
+                env=_child_env(base),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                **user.popen_kwargs(),
+            )
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and not _redis_ping(port) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if proc.poll() is None and _redis_ping(port):
+                break
+            shutdown()
+            if attempt + 1 < _PORT_ATTEMPTS and _bind_failed(_tail(log)):
+                continue
+            raise ServerStartError(f"Redis failed to start\n--- {log} ---\n{_tail(log)}")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            shutdown()
+        shutil.rmtree(base, ignore_errors=True)
+        raise
+    return _register(Server("redis", f"redis://127.0.0.1:{port}/0", port, base, time.monotonic() - started, shutdown))
 
 
 # --------------------------------------------------------------------------- databases

@@ -168,3 +168,47 @@ def test_shanghai_rule_is_available_whatever_the_machine_zone() -> None:
     shanghai = ZoneInfo("Asia/Shanghai")
     assert datetime(2024, 1, 15, 12, tzinfo=shanghai).utcoffset() == timedelta(hours=8)
     assert datetime(2024, 7, 15, 12, tzinfo=shanghai).utcoffset() == timedelta(hours=8)  # no DST
+
+
+def test_redis_server_is_private_and_keeps_nothing_on_disk(redis_url: str, request: pytest.FixtureRequest) -> None:
+    import os
+    import socket
+
+    import redis
+
+    assert redis_url.startswith("redis://127.0.0.1:") and redis_url.endswith("/0")
+    assert request.node.get_closest_marker("redis") is not None
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.ping()
+        client.set("企业", COMPANY)
+        assert client.get("企业").decode() == COMPANY
+        assert client.config_get("save") == {"save": ""}
+        assert client.config_get("appendonly") == {"appendonly": "no"}
+        assert client.config_get("bind")["bind"] == "127.0.0.1"
+        server_pid = int(client.info("server")["process_id"])
+    finally:
+        client.close()
+    if os.geteuid() == 0:  # like the database servers: never as root
+        assert os.stat(f"/proc/{server_pid}").st_uid != 0
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    with pytest.raises(OSError):  # loopback 127.0.0.1 only
+        socket.create_connection(("127.0.0.2", port), timeout=1).close()
+
+
+def test_a_stopped_redis_server_leaves_nothing_behind(redis_url: str) -> None:
+    """(`redis_url` only for its skip-or-fail rule when redis-server is missing.)"""
+    import socket
+
+    try:
+        from servers import start_redis
+    except ImportError:  # tests/ became a package
+        from tests.servers import start_redis  # type: ignore[no-redef]
+
+    server = start_redis()
+    assert server.base_dir.is_dir() and server.port != int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    server.stop()
+    server.stop()  # idempotent
+    assert not server.base_dir.exists()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
