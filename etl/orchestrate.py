@@ -480,12 +480,10 @@ def validate_parquet(staged: MappingABC[str, Any], context: MutableMapping[str, 
     with _airflow_errors(label):
         mapping = _load_mapping(staged)
         p = _rebuild_plan(mapping, staged["plan"])
-        with _target() as engine:
-            refs = pipeline.references(engine, p)
         audit = Audit()
         prepared, findings, rows, errors = [], [], 0, 0
         for n, name in enumerate(staged["raw"]):
-            chunk = pipeline.prepare(_read_staged(folder / name, label), p, refs, audit)
+            chunk = pipeline.prepare(_read_staged(folder / name, label), p, audit)
             prepared.append(f"prepared-{n:05d}.parquet")
             findings.append(f"findings-{n:05d}.parquet")
             write_frame(chunk.frame, folder / prepared[-1])
@@ -534,7 +532,7 @@ def load_parquet(staged: MappingABC[str, Any], context: MutableMapping[str, Any]
 
         with _target() as engine:
             log.info("%s: loading into %s", label, engine.url.render_as_string(hide_password=True))
-            result = pipeline.load(engine, p, chunks(), audit)
+            result = pipeline.load_checked(engine, p, lambda: (chunks(), audit))
     shutil.rmtree(folder, ignore_errors=True)
     _prune(folder.parent)
     out = result_to_dict(result, label)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -90,22 +90,41 @@ def _references(conn: Connection, mapping: Mapping, tx_code: str) -> dict[str, s
 
 
 def _check_chunk(frame: pd.DataFrame, ds: standard.Dataset, mapping: Mapping,
-                 refs: dict[str, set[str]], today) -> list[validate.Finding]:
+                 today) -> list[validate.Finding]:
     live = frame[~frame[DELETED]]
     found = validate.findings(live, ds)
-    for ref in ds.references:
-        if ref.field in refs:
-            col = live[ref.field]
-            bad = col.notna() & ~col.isin(refs[ref.field])
-            found += [validate.Finding(i, ref.field, "reference",
-                                       f"{ref.field} {col[i]!r} is not a {ref.target_field} of this "
-                                       f"unit's {standard.dataset(ref.tx_code).zh} ({ref.tx_code})")
-                      for i in live.index[bad]]
     if ds.tx_code == "01":
         other = live["orgNo"].notna() & (live["orgNo"] != mapping.unit.orgNo)
         found += [validate.Finding(i, "orgNo", "unit", f"orgNo {live.at[i, 'orgNo']} is not the "
                                    f"mapping's unit.orgNo {mapping.unit.orgNo}") for i in live.index[other]]
     return found + validate.warnings(live, ds, today)
+
+
+def check_references(chunk: "Prepared", p: "Plan", refs: dict[str, set[str]]) -> "Prepared":
+    """Reject live rows that refer to what the unit's other dataset does not hold (07 riskNo in
+    06, 03 deptName in 02). Checked when loading, against the target as it is then: after this
+    run loaded what they refer to, whichever process prepared them."""
+    frame, ds = chunk.frame, p.dataset
+    live = frame[frame[DELETED] == 0]
+    found = []
+    for ref in ds.references:
+        if ref.field not in refs:
+            continue
+        col = live[ref.field]
+        bad = col.notna() & ~col.isin(refs[ref.field])
+        found += [(int(i), ref.field, "reference", validate.ERROR,
+                   f"{ref.field} {col[i]!r} is not a {ref.target_field} of this unit's "
+                   f"{standard.dataset(ref.tx_code).zh} ({ref.tx_code})") for i in live.index[bad]]
+    if not found:
+        return chunk
+    frame = frame.copy(deep=False)
+    rejected = frame[REJECTED].to_numpy(copy=True)
+    rejected[[pos for pos, *_ in found]] = 1
+    frame[REJECTED] = rejected
+    findings = pd.concat([chunk.findings, pd.DataFrame(found, columns=list(Prepared.FINDING_COLUMNS))],
+                         ignore_index=True) if len(chunk.findings) else pd.DataFrame(
+        found, columns=list(Prepared.FINDING_COLUMNS))
+    return Prepared(frame, findings)
 
 
 @dataclass(frozen=True)
@@ -175,19 +194,21 @@ def extract_chunks(p: Plan, chunk_rows: int = extract.DEFAULT_CHUNK_ROWS) -> Ite
 
 
 def references(engine: Engine, p: Plan) -> dict[str, set[str]]:
+    """What `check_references` checks against: read just before the dataset is loaded."""
     target.ensure_schema(engine)
     with engine.connect() as conn:
         return _references(conn, p.mapping, p.tx_code)
 
 
-def prepare(raw: pd.DataFrame, p: Plan, refs: dict[str, set[str]], audit: Audit) -> Prepared:
-    """Map, clean, fill, validate and identify one raw chunk."""
+def prepare(raw: pd.DataFrame, p: Plan, audit: Audit) -> Prepared:
+    """Map, clean, fill, validate and identify one raw chunk. Needs nothing from the target:
+    references to the unit's other datasets are checked when loading (`check_references`)."""
     ds, mapping, org = p.dataset, p.mapping, p.mapping.unit.orgNo
     frame = transform.apply_mapping(raw.reset_index(drop=True), mapping, ds.tx_code)
     frame = clean_frame(frame, ds, audit)
     frame = transform.fill_rules(frame, ds, mapping)
     frame[UPDATED] = _timestamps(frame[UPDATED])
-    found = _check_chunk(frame, ds, mapping, refs, p.today)
+    found = _check_chunk(frame, ds, mapping, p.today)
     errors = {f.row for f in found if f.severity == validate.ERROR}
     frame = transform.add_identity(frame, org, ds.tx_code)
     is_error = frame.index.isin(list(errors))
@@ -211,17 +232,29 @@ def run_dataset(engine: Engine, mapping: Mapping, tx_code: str, *, mode: Mode = 
     `dry_run` does everything in a transaction that is rolled back: the counts say what a
     load would change (reconciliation, 5.3)."""
     p = plan(engine, mapping, tx_code, mode=mode, since=since, until=until, run_id=run_id, now=now)
+
+    def read() -> tuple[Iterator[Prepared], Audit]:
+        audit = Audit()
+        return (prepare(raw, p, audit) for raw in extract_chunks(p, chunk_rows)), audit
+
+    return load_checked(engine, p, read, dry_run=dry_run)
+
+
+def load_checked(engine: Engine, p: Plan, read: Callable[[], tuple[Iterable[Prepared], Audit]],
+                 dry_run: bool = False) -> DatasetResult:
+    """Check references against the target as it is now, then `load`; a deadlock (the
+    database rolled the load back) is retried with the chunks read afresh from `read`."""
     for attempt in range(1, DEADLOCK_RETRIES + 1):
         refs = references(engine, p)
-        audit = Audit()
-        chunks = (prepare(raw, p, refs, audit) for raw in extract_chunks(p, chunk_rows))
+        chunks, audit = read()
         try:
-            return load(engine, p, chunks, audit, dry_run=dry_run)
+            return load(engine, p, (check_references(c, p, refs) for c in chunks), audit,
+                        dry_run=dry_run)
         except TargetError as e:
             if attempt == DEADLOCK_RETRIES or not is_deadlock(e.__cause__):
                 raise
-            log.warning("%s %s: deadlock in the target, retrying (%d/%d)", mapping.name, tx_code,
-                        attempt, DEADLOCK_RETRIES)
+            log.warning("%s %s: deadlock in the target, retrying (%d/%d)", p.mapping.name,
+                        p.tx_code, attempt, DEADLOCK_RETRIES)
     raise AssertionError("unreachable")
 
 

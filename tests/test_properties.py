@@ -52,7 +52,7 @@ def test_every_row_is_loaded_or_rejected_with_a_reason(case, tmp_path):
     m = mapping_for(ds, tmp_path / "unit.yaml")
     p = pipeline.Plan(m, ds.tx_code, "full", "prop", datetime(2024, 6, 1, tzinfo=clock.CST))
     audit = Audit()
-    prepared = pipeline.prepare(raw, p, {}, audit)
+    prepared = pipeline.prepare(raw, p, audit)
     rejected = prepared.frame[pipeline.REJECTED] == 1
     errors = prepared.findings[prepared.findings["severity"] == "error"]
     assert set(errors["pos"]) == set(prepared.frame.index[rejected])  # a reason for each rejection
