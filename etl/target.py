@@ -11,6 +11,7 @@ from functools import cache
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from etl import standard
@@ -138,6 +139,23 @@ ingest_audit = sa.Table(
     sa.Column("examples", sa.Text, nullable=False),
     sa.Index("ix_ingest_audit_run", "runId", "orgNo", "txCode"),
     comment="what cleaning did per run, dataset, field and rule, with masked examples",
+)
+
+ingest_stage = sa.Table(
+    "ingest_stage", metadata,
+    # Byte-wise collation: keys differing only in case are different objects, and a prefix
+    # match can use the primary key whatever the database's default collation is.
+    sa.Column("stageKey", sa.String(400)
+              .with_variant(postgresql.VARCHAR(400, collation="C"), "postgresql")
+              .with_variant(mysql.VARCHAR(400, charset="ascii", collation="ascii_bin"),
+                            "mysql", "mariadb"),
+              primary_key=True),
+    sa.Column("part", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("data", sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb"),
+              nullable=False),
+    sa.Column("createdAt", sa.DateTime(timezone=True), nullable=False),
+    comment="scratch: objects Airflow tasks hand each other (etl.staging), in parts of at most "
+            "4 MiB; UNLOGGED on PostgreSQL",
 )
 
 
