@@ -12,18 +12,20 @@ unit in `mappings/` (`ETL_MAPPINGS_DIR`). A new file is picked up by the next ru
 
 A mapping's `frequency:` moves a dataset from its standard DAG to another one.
 
-**Tasks.** `plan_units` reads the mapping files and lists the (unit, txCode) pairs of this run.
-Each pair runs `ingest.extract` → `ingest.validate` → `ingest.load` as mapped tasks, with data
-passed as Parquet files in `ETL_STAGING_DIR` (XCom holds only paths and counts). Datasets that
-refer to another dataset of the same unit (03 to 02, 07 to 06) run after it, in
-`ingest_referencing`. `summarise` logs the counts and top reject reasons, and fails the run when
-any unit failed. One unit's failure never stops the others; an invalid mapping fails its own
-`ingest.extract` at once (no retries) with every problem listed.
+**Tasks.** `plan` reads the mapping files once and splits the run's units into *shards* (one per
+parallel task slot, at least 10 units each; the `units_per_shard` param sets the size). Each
+shard runs `ingest.extract` → `ingest.transform` (map, clean, validate) → `ingest.load`, its units
+one after another, each unit's datasets in txCode order (02 before 03, 06 before 07). A shard's
+map index names its units (`2/8 南京化工 … 苏州电梯 (125 units)`). One unit's failure never
+stops the others: `load` loads every other unit first, then fails naming the failed ones; its
+retry loads only those. An invalid mapping fails its shard without retries. `summarise` logs
+the run's table from the target's run records and fails the run when any dataset failed.
 
 **Windows.** Scheduled runs and backfills read rows changed within their data interval
 (incremental; datasets without `updated_at` are loaded in full). A manual trigger takes the form's
-params: `units` (mapping file names without `.yaml`; empty = all), `tx_codes`, `mode`, and an
-optional `since` / `until` (ISO 8601, China Standard Time unless an offset is given).
+params: `units` (mapping file names without `.yaml`, orgNos, or patterns such as `南京*`; empty =
+all), `tx_codes`, `mode`, `resume` (each dataset from where its last successful run stopped, until
+now), and an optional `since` / `until` (ISO 8601, China Standard Time unless an offset is given).
 """
 
 from __future__ import annotations
@@ -48,18 +50,25 @@ TIMEZONE = "Asia/Shanghai"
 MAPPINGS_DIR = Path(__file__).resolve().parents[1] / (os.environ.get("ETL_MAPPINGS_DIR") or "mappings")
 # loads share the one target database: an Airflow pool (airflow pools set ...) caps how many run at once
 TARGET_POOL = os.environ.get("ETL_TARGET_POOL") or "default_pool"
+# Celery: the queue of the workers that load (e.g. those near the target); empty = the default queue
+LOAD_QUEUE = os.environ.get("ETL_LOAD_QUEUE") or None
+# the trigger form lists units to pick from up to this many; beyond, they are typed (or patterns)
+LISTED_UNITS = 300
 
-# frequency -> (cron in CST: a run starts when its interval ends, what it ingests)
+# frequency -> (cron in CST: a run starts when its interval ends, what it ingests, txCodes)
 SCHEDULES = {
-    "daily": ("0 0 * * *", "the standard's daily datasets (06, 07, 09), for the day before"),
-    "frequent": ("*/5 * * * *", "datasets a mapping sets to frequency: hourly or Nmin"),
-    "weekly": ("0 0 * * 1", "the standard's weekly datasets (01-05, 08), for the week before"),
+    "daily": ("0 0 * * *", "the standard's daily datasets (06, 07, 09), for the day before",
+              ["06", "07", "09"]),
+    "frequent": ("*/5 * * * *", "datasets a mapping sets to frequency: hourly or Nmin",
+                 [f"0{n}" for n in range(1, 10)]),
+    "weekly": ("0 0 * * 1", "the standard's weekly datasets (01-05, 08), for the week before",
+               ["01", "02", "03", "04", "05", "08"]),
 }
 
 DEFAULT_ARGS = {
     "owner": "dual-prevention",
     "retries": 3,
-    "retry_delay": timedelta(minutes=2),
+    "retry_delay": timedelta(seconds=float(os.environ.get("ETL_RETRY_DELAY_SECONDS") or 120)),
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=30),
     "execution_timeout": timedelta(hours=4),
@@ -73,17 +82,21 @@ def _unit_names() -> list[str]:
     return sorted({p.stem for pattern in ("*.yaml", "*.yml") for p in MAPPINGS_DIR.glob(pattern)})
 
 
-def _params() -> dict[str, Param]:
+def _params(tx_codes: list[str]) -> dict[str, Param]:
     units = _unit_names()
+    listed = {"examples": units} if 0 < len(units) <= LISTED_UNITS else {}
     return {
         "units": Param(
-            [], type="array", items={"type": "string"}, title="Units",
-            description="Mapping files to ingest, by name without .yaml; empty = every unit.",
-            **({"examples": units} if units else {}),
+            None, type=["null", "array"], items={"type": "string"}, title="Units",
+            description=(f"Units to ingest: mapping file names without .yaml, orgNos, or patterns "
+                         f"such as 南京*; empty = all {len(units)} units."
+                         + ("" if listed else " One per line.")),
+            **listed,
         ),
         "tx_codes": Param(
-            [], type="array", items={"type": "string", "pattern": "^0[1-9]$"}, title="txCodes",
-            description="Datasets to ingest, e.g. 06; empty = every dataset of this DAG.",
+            None, type=["null", "array"], items={"type": "string", "pattern": "^0[1-9]$"},
+            examples=tx_codes, title="txCodes",
+            description="Datasets to ingest; empty = every dataset of this DAG.",
         ),
         "mode": Param(
             "incremental", type="string", enum=["incremental", "full"], title="Mode",
@@ -91,19 +104,29 @@ def _params() -> dict[str, Param]:
                         "updated_at are read in full); full reads everything and marks records "
                         "gone from the source as deleted.",
         ),
+        "resume": Param(
+            False, type="boolean", title="Resume",
+            description="Read each dataset from where its last successful run stopped until now, "
+                        "instead of the run's data interval (the logical date is then ignored).",
+        ),
         "since": Param(
             None, type=["null", "string"], title="Since",
-            description="Window start, ISO 8601 (CST unless an offset is given). Empty: the "
-                        "run's data interval, or where the last run stopped.",
+            description="Window start, ISO 8601 (CST unless an offset is given), e.g. 2025-03-01. "
+                        "Empty: the run's data interval.",
         ),
         "until": Param(
             None, type=["null", "string"], title="Until",
             description="Window end (exclusive). Empty: the run's data interval end, or now.",
         ),
+        "units_per_shard": Param(
+            None, type=["null", "integer"], minimum=1, title="Units per shard",
+            description="Units each extract/transform/load task handles. Empty: "
+                        "ETL_UNITS_PER_SHARD, else one shard per parallel task slot.",
+        ),
     }
 
 
-def build(frequency: str, cron: str, summary: str):
+def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
     @dag(
         dag_id=f"dual_prevention_{frequency}",
         description=f"Dual prevention ingestion: {summary}",
@@ -112,58 +135,51 @@ def build(frequency: str, cron: str, summary: str):
         catchup=False,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
-        params=_params(),
+        params=_params(tx_codes),
         tags=["dual-prevention", "etl", frequency],
         doc_md=__doc__,
     )
     def ingestion():
         @task
-        def plan_units(wave: int) -> list[dict]:
+        def plan() -> list[dict]:
             from etl import orchestrate
 
-            ctx = get_current_context()
-            return orchestrate.units_for(frequency, wave=wave, mappings=str(MAPPINGS_DIR),
-                                         **orchestrate.context_args(ctx))
+            return orchestrate.plan(frequency, get_current_context(), mappings=str(MAPPINGS_DIR))
 
         @task(map_index_template="{{ label }}")
-        def extract(unit: dict) -> dict:
+        def extract(shard: dict) -> dict:
             from etl import orchestrate
 
-            return orchestrate.extract_to_parquet(unit, get_current_context())
+            return orchestrate.extract(shard, get_current_context())
 
         @task(map_index_template="{{ label }}")
-        def validate(staged: dict) -> dict:
+        def transform(staged: dict) -> dict:
             from etl import orchestrate
 
-            return orchestrate.validate_parquet(staged, get_current_context())
+            return orchestrate.transform(staged, get_current_context())
 
-        @task(map_index_template="{{ label }}", pool=TARGET_POOL)
+        @task(map_index_template="{{ label }}", pool=TARGET_POOL,
+              **({"queue": LOAD_QUEUE} if LOAD_QUEUE else {}))
         def load(staged: dict) -> dict:
             from etl import orchestrate
 
-            return orchestrate.load_parquet(staged, get_current_context())
+            return orchestrate.load(staged, get_current_context())
 
         @task_group
-        def ingest(unit: dict):
-            return load(validate(extract(unit)))
+        def ingest(shard: dict):
+            return load(transform(extract(shard)))
 
         @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
-        def summarise(first: list | None, then: list | None, first_results: list | None,
-                      then_results: list | None) -> dict:
+        def summarise(shards: list | None, loaded: list | None) -> dict:
             from etl import orchestrate
 
-            return orchestrate.summarise([first, then], [first_results, then_results])
+            return orchestrate.summarise(shards, get_current_context())
 
-        units = plan_units.override(task_id="plan_units")(0)
-        results = ingest.expand(unit=units)
-        referencing = plan_units.override(task_id="plan_referencing",
-                                          trigger_rule=TriggerRule.ALL_DONE)(1)
-        results >> referencing
-        later_results = ingest.override(group_id="ingest_referencing").expand(unit=referencing)
-        summarise(units, referencing, results, later_results)
+        shards = plan()
+        summarise(shards, ingest.expand(shard=shards))
 
     return ingestion()
 
 
-for _frequency, (_cron, _summary) in sorted(SCHEDULES.items()):
-    build(_frequency, _cron, _summary)
+for _frequency, (_cron, _summary, _tx_codes) in sorted(SCHEDULES.items()):
+    build(_frequency, _cron, _summary, _tx_codes)

@@ -1,47 +1,42 @@
-"""The bodies of the Airflow tasks in `dags/dual_prevention.py`.
+"""The bodies of the Airflow tasks in `dags/dual_prevention.py`: plan, then per shard of units
+extract -> transform -> load, then summarise.
 
-Airflow runs each task in its own process, possibly on another machine, so nothing here is
-kept in memory between tasks: a task rebuilds the pipeline's `Plan` from small serialisable
-arguments (mapping path, txCode, mode, window as ISO strings, run id, `now`), data moves between
-tasks as Parquet files in a staging folder, and XCom carries only small manifests (paths and
-counts). The stages are the pipeline's own (`plan`, `extract_chunks`, `prepare`, `load`), so a
-DAG run and `etl run` write exactly the same target rows.
+A task instance may run in its own process on another machine, so nothing is kept in memory
+between tasks: the plan, each stage's manifest and the data itself go to the staging store
+(`etl.staging`: a folder, object storage, or the target database), and XCom carries only a
+shard's keys. The stages are the pipeline's own (`plan`, `extract_chunks`, `prepare`,
+`load_checked`), so a DAG run and `etl run` write exactly the same target rows.
 
-Errors: an `EtlError` that is not transient (invalid mapping, missing table, bad configuration)
-becomes `AirflowFailException`, so Airflow fails the task at once instead of retrying; transient
-ones (a source that went away, a target that rolled back) are raised as they are and retried
-with backoff.
+Inside a shard, units go one after another, each unit's datasets in txCode order (02 before 03,
+06 before 07: references are checked when loading, against what this run has loaded). One
+unit's failure never stops the others: each stage records it and goes on, and only `load` fails,
+after every other unit is loaded, naming the failed ones. Its retry skips what is loaded and
+redoes, for the units that failed transiently, whatever stage they failed in. A failure that
+will fail the same way again (an invalid mapping, a missing table) is not retried.
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import hashlib
 import logging
-import math
 import os
-import pickle
-import re
-import shutil
-from collections import Counter
+import traceback
 from collections.abc import Iterator, Mapping as MappingABC, MutableMapping
 from contextlib import contextmanager
-from dataclasses import asdict, fields
-from datetime import date, datetime, time, timedelta
-from decimal import Decimal
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from etl import clock, standard
-from etl.errors import ConfigError, EtlError, MappingError
+import sqlalchemy as sa
+
+from etl import clock, planning, staging
+from etl.errors import EtlError, MappingError
 
 log = logging.getLogger("etl")
 
-#: How often the "frequent" DAG ticks; `hourly` and `Nmin` frequency overrides run on it.
-TICK_MINUTES = 5
-FREQUENCIES = ("daily", "weekly", "frequent")
 TARGET_CONN_ID = "etl_target"
-MODES = ("incremental", "full")
+FREQUENCIES = planning.FREQUENCIES
 
 
 # --- where things are -----------------------------------------------------------------------
@@ -58,8 +53,9 @@ def mappings_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     return folder if folder.is_absolute() else project_dir() / folder
 
 
-def staging_dir() -> Path:
-    folder = Path(os.environ.get("ETL_STAGING_DIR") or "var/staging")
+def cache_dir() -> Path:
+    """Validated mappings by content hash (`ETL_CACHE_DIR`, default var/cache/mappings)."""
+    folder = Path(os.environ.get("ETL_CACHE_DIR") or "var/cache/mappings")
     return folder if folder.is_absolute() else project_dir() / folder
 
 
@@ -67,6 +63,11 @@ def chunk_rows() -> int:
     from etl.extract import DEFAULT_CHUNK_ROWS
 
     return int(os.environ.get("ETL_CHUNK_ROWS") or DEFAULT_CHUNK_ROWS)
+
+
+def keep_days() -> int:
+    """How long a failed run's staged data is kept for manual retries (`ETL_STAGING_KEEP_DAYS`)."""
+    return int(os.environ.get("ETL_STAGING_KEEP_DAYS") or 7)
 
 
 @contextmanager
@@ -81,7 +82,7 @@ def _in_project() -> Iterator[None]:
         os.chdir(here)
 
 
-# --- credentials ------------------------------------------------------------------------------
+# --- credentials and the target ----------------------------------------------------------------
 
 
 def mask(secret: str | None) -> None:
@@ -125,17 +126,29 @@ def target_url() -> str:
 
 
 @contextmanager
-def _target():
+def _target_and_store() -> Iterator[tuple[sa.Engine, staging.Store]]:
+    """The target (one engine for every unit of the task) and the staging store."""
     from etl import target
 
     engine = target.connect(target_url())
+    store = staging.open_store(engine_factory=lambda: engine)
     try:
-        yield engine
+        yield engine, store
     finally:
+        store.close()
         engine.dispose()
 
 
 # --- errors ------------------------------------------------------------------------------------
+
+
+class ShardFailed(EtlError):
+    """Some units of a shard failed; the others were loaded. Transient when any failure may
+    pass on a retry."""
+
+    def __init__(self, message: str, transient: bool):
+        super().__init__(message)
+        self.transient = transient
 
 
 @contextmanager
@@ -151,252 +164,103 @@ def _airflow_errors(label: str) -> Iterator[None]:
         raise AirflowFailException(f"{label}: {e}") from e
 
 
-def _fail(message: str) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
-
-    raise AirflowFailException(message)
-
-
-# --- planning --------------------------------------------------------------------------------
-
-
-def _parse_moment(value: Any, name: str) -> datetime | None:
-    """A window bound from a param (ISO 8601; CST unless it carries an offset)."""
-    if value in (None, ""):
-        return None
-    if isinstance(value, datetime):
-        return clock.to_cst(value)
-    try:
-        return clock.to_cst(datetime.fromisoformat(str(value).strip()))
-    except ValueError:
-        raise ConfigError(f"param {name}={value!r} is not an ISO 8601 date or time: "
-                          f"use e.g. 2025-03-01 or 2025-03-01T08:00:00+08:00") from None
+def _is_transient(exc: BaseException) -> bool:
+    """Would a retry possibly pass? Our own errors say so; database and network errors may;
+    anything else is a bug that fails the same way again."""
+    if isinstance(exc, EtlError):
+        return exc.transient
+    return isinstance(exc, (sa.exc.DBAPIError, OSError, TimeoutError))
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
-
-
-def _period_minutes(frequency: str) -> int | None:
-    """Minutes between runs of an `hourly` / `Nmin` override on the frequent DAG (a multiple of
-    its tick); None for daily and weekly."""
-    if frequency == "hourly":
-        return 60
-    m = re.fullmatch(r"(\d+)min", frequency)
-    if not m:
-        return None
-    return max(TICK_MINUTES, math.ceil(int(m.group(1)) / TICK_MINUTES) * TICK_MINUTES)
-
-
-def _dag_frequency(frequency: str) -> str:
-    return frequency if frequency in ("daily", "weekly") else "frequent"
+# --- Airflow's context -------------------------------------------------------------------------
 
 
 def context_args(context: MappingABC[str, Any]) -> dict[str, Any]:
-    """What the planning needs from an Airflow task context, as plain values."""
+    """What planning needs from an Airflow task context, as plain values."""
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
-    dag_run = context.get("dag_run")
+    dag_run, dag = context.get("dag_run"), context.get("dag")
     return {
         "params": dict(context.get("params") or {}),
         "interval": (start, end) if start is not None and end is not None else None,
-        "dag_id": getattr(context.get("dag"), "dag_id", None) or getattr(dag_run, "dag_id", "dag"),
+        "dag_id": getattr(dag, "dag_id", None) or getattr(dag_run, "dag_id", "dag"),
         "run_id": context.get("run_id") or getattr(dag_run, "run_id", "run"),
+        "slots": task_slots(getattr(dag, "max_active_tasks", None)),
     }
 
 
-def units_for(frequency: str, *, wave: int = 0, mappings: str | os.PathLike[str] | None = None,
-              params: MappingABC[str, Any] | None = None,
-              interval: tuple[datetime, datetime] | None = None, dag_id: str = "dual_prevention",
-              run_id: str = "manual", now: datetime | None = None) -> list[dict[str, Any]]:
-    """The (mapping file, txCode) pairs one DAG run ingests, as small dicts for `.expand()`.
+def task_slots(dag_limit: int | None = None) -> int:
+    """How many tasks of a run can run at once: Airflow's `parallelism`, capped by the DAG's
+    `max_active_tasks` (default `max_active_tasks_per_dag`)."""
+    try:
+        from airflow.sdk.configuration import conf
 
-    `frequency` is the DAG's: `daily` and `weekly` take each dataset at the standard's frequency
-    (5.4) unless its mapping overrides it; `frequent` takes the `hourly` / `Nmin` overrides that
-    are due at the end of this tick. Wave 0 holds every dataset another one of the same unit
-    refers to, and the rest; wave 1 the datasets that refer to a dataset of wave 0 (03 to 02,
-    07 to 06), so they are validated against what this run loaded. A mapping that does not
-    validate becomes one item of wave 0 whose extract task fails with the problems listed.
-
-    Windows: `params.since` / `params.until` when given, else the run's data interval (scheduled
-    runs, backfills, `dag.test` with a logical date), else (a manual run without logical date)
-    from where the last successful run stopped until now.
-    """
-    from etl.mapping import discover, load_mapping
-
-    if frequency not in FREQUENCIES:
-        raise ValueError(f"frequency must be one of {FREQUENCIES}, not {frequency!r}")
-    params = dict(params or {})
-    now = clock.to_cst(now or clock.now())
-    with _airflow_errors(f"{dag_id} params"):
-        mode = params.get("mode") or "incremental"
-        if mode not in MODES:
-            raise ConfigError(f"param mode={mode!r}: use incremental or full")
-        wanted_tx = [standard.dataset(c).tx_code for c in (params.get("tx_codes") or [])]
-        since = _parse_moment(params.get("since"), "since")
-        until = _parse_moment(params.get("until"), "until")
-        folder = mappings_dir(mappings)
-        with _in_project():
-            paths = discover(folder)
-        wanted_units = [str(u).strip() for u in params.get("units") or [] if str(u).strip()]
-        stems = {p.stem: p for p in paths}
-        unknown = [u for u in wanted_units if u not in stems]
-        if unknown:
-            raise ConfigError(f"param units: no mapping file {', '.join(unknown)} in {folder}; "
-                              f"units are {', '.join(sorted(stems)) or '(none)'}")
-        if wanted_units:
-            paths = [stems[u] for u in wanted_units]
-    if not paths:
-        log.warning("no mapping files in %s: nothing to ingest", folder)
-    tick_end = None  # the end of the data interval, when the run has one and params don't override it
-    if since is None and until is None and interval is not None and interval[0] < interval[1]:
-        since, until = clock.to_cst(interval[0]), clock.to_cst(interval[1])
-        tick_end = until
-
-    selected: list[tuple[Path, str, str | None, str | None]] = []
-    invalid: list[tuple[Path, str]] = []
-    for path in paths:
-        try:
-            with _in_project():
-                mapping = load_mapping(path)
-        except MappingError as e:
-            log.error("%s", e)
-            invalid.append((path, str(e)))
-            continue
-        for tx, spec in mapping.datasets.items():
-            freq = spec.frequency or standard.dataset(tx).frequency
-            if _dag_frequency(freq) != frequency or (wanted_tx and tx not in wanted_tx):
-                continue
-            item_since, item_until = since, until
-            if frequency == "frequent":
-                period = _period_minutes(freq)
-                assert period is not None
-                if tick_end is not None:  # else: a manual run takes every override
-                    if int(tick_end.timestamp() // 60) % period:
-                        continue  # not due at this tick
-                    item_since, item_until = tick_end - timedelta(minutes=period), tick_end
-            selected.append((path, tx, _iso(item_since), _iso(item_until)))
-    if wanted_tx and not selected and paths:
-        log.warning("none of txCodes %s runs %s here: each dataset runs on the DAG of its "
-                    "frequency (the standard's 5.4, or the mapping's frequency:)", wanted_tx, frequency)
-
-    chosen = {(path, tx) for path, tx, *_ in selected}
-
-    def wave_of(path: Path, tx: str) -> int:
-        refs = [r.tx_code for r in standard.dataset(tx).references]
-        return 1 if any((path, r) in chosen for r in refs) else 0
-
-    common = {"mode": mode, "run_id": f"airflow__{dag_id}__{run_id}", "now": now.isoformat(),
-              "dag_id": dag_id, "airflow_run_id": run_id}
-    items = [{"label": f"{path.stem} {tx}", "mapping": str(path), "tx": tx, "since": s,
-              "until": u, **common}
-             for path, tx, s, u in selected if wave_of(path, tx) == wave]
-    if wave == 0 and frequency != "frequent":
-        items += [{"label": f"{path.stem} (invalid mapping)", "mapping": str(path), "tx": None,
-                   "since": None, "until": None, "problems": problems[:2000], **common}
-                  for path, problems in invalid]
-    log.info("%s wave %d: %d dataset(s): %s", frequency, wave, len(items),
-             ", ".join(i["label"] for i in items) or "(none)")
-    return items
+        parallelism = conf.getint("core", "parallelism")
+        per_dag = dag_limit or conf.getint("core", "max_active_tasks_per_dag")
+    except Exception:  # pragma: no cover - outside Airflow
+        return 16
+    return max(1, min(parallelism, per_dag))
 
 
-# --- Parquet staging ---------------------------------------------------------------------------
-
-_ENCODED = b"etl.encoded_columns"
-# Object columns holding only these pass through Arrow unchanged (values and their Python types).
-_NATIVE = {"string", "empty", "date", "boolean", "bytes"}
+def _try_number(context: MappingABC[str, Any] | None) -> int:
+    ti = (context or {}).get("ti")
+    return int(getattr(ti, "try_number", 1) or 1)
 
 
-def _encode(value: Any) -> str | None:
-    """One cell of a mixed-type column, with its Python type, as compact JSON."""
-    if value is None:
-        return None
-    if hasattr(value, "item") and type(value).__module__ == "numpy":
-        value = value.item()
-    if isinstance(value, bool):
-        tagged = ["b", value]
-    elif isinstance(value, int):
-        tagged = ["i", str(value)]
-    elif isinstance(value, float):
-        tagged = ["f", repr(value)]
-    elif isinstance(value, str):
-        tagged = ["s", value]
-    elif isinstance(value, Decimal):
-        tagged = ["d", str(value)]
-    elif isinstance(value, datetime) and type(value) is datetime:
-        tagged = ["dt", value.isoformat()]
-    elif isinstance(value, date) and type(value) is date:
-        tagged = ["da", value.isoformat()]
-    elif isinstance(value, time):
-        tagged = ["t", value.isoformat()]
-    elif isinstance(value, (bytes, bytearray, memoryview)):
-        tagged = ["x", bytes(value).hex()]
-    else:  # pandas Timestamp, NaT, anything else: exact, if opaque
-        tagged = ["p", base64.b64encode(pickle.dumps(value)).decode()]
-    return json.dumps(tagged, ensure_ascii=False, separators=(",", ":"))
+def _label(context: MutableMapping[str, Any] | None, label: str) -> str:
+    if context is not None:
+        context["label"] = label  # the map index's name in the UI (map_index_template)
+    return label
 
 
-def _decode(text: str | None) -> Any:
-    if text is None:
-        return None
-    tag, v = json.loads(text)
-    return {
-        "b": lambda: v, "s": lambda: v, "i": lambda: int(v), "f": lambda: float(v),
-        "d": lambda: Decimal(v), "dt": lambda: datetime.fromisoformat(v),
-        "da": lambda: date.fromisoformat(v), "t": lambda: time.fromisoformat(v),
-        "x": lambda: bytes.fromhex(v), "p": lambda: pickle.loads(base64.b64decode(v)),
-    }[tag]()
+# --- staging keys ------------------------------------------------------------------------------
 
 
-def write_frame(frame, path: Path) -> None:
-    """Write a DataFrame to Parquet so that `read_frame` gives back the same values.
-
-    Source columns often mix types (SQLite text dates next to YYYYMMDD integers, Decimals of
-    varying scale): Arrow would refuse or coerce them, which would change what cleaning sees and
-    so the record hashes. Such columns are stored as typed JSON text and decoded on reading."""
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    data = frame.copy(deep=False)
-    encoded = []
-    for name in data.columns:
-        col = data[name]
-        if col.dtype == object and pd.api.types.infer_dtype(col, skipna=True) not in _NATIVE:
-            data[name] = col.map(_encode, na_action=None).astype(object)
-            encoded.append(str(name))
-    table = pa.Table.from_pandas(data, preserve_index=None)
-    meta = dict(table.schema.metadata or {})
-    meta[_ENCODED] = json.dumps(encoded).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(table.replace_schema_metadata(meta), tmp)
-    tmp.replace(path)
+def _k(*parts: str) -> str:
+    """A staging key from a prefix and more parts (each checked by `staging.key`)."""
+    return staging.key(*(p for part in parts for p in part.split("/")))
 
 
-def read_frame(path: Path):
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    encoded = json.loads((table.schema.metadata or {}).get(_ENCODED, b"[]"))
-    frame = table.to_pandas()
-    for name in encoded:
-        frame[name] = frame[name].map(_decode, na_action="ignore").astype(object)
-    return frame
+def _run_prefix(plan: planning.RunPlan) -> str:
+    day = datetime.fromisoformat(plan.now).strftime("%Y%m%d")
+    return _k(staging.token(plan.dag_id), f"{day}-{staging.token(plan.airflow_run_id)}")
 
 
-def _stage_folder(item: MappingABC[str, Any]) -> Path:
-    def safe(text: str) -> str:
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "_"
+def _unit_part(unit: planning.Unit) -> str:
+    """A unit's key part: its orgNo (safe by validation) and a hash of its mapping's path, so two
+    files never share one, whatever their names (南京化工.yaml, 苏州电梯.yaml)."""
+    digest = hashlib.sha256(unit.path.encode("utf-8")).hexdigest()[:16]
+    return f"{unit.org_no or 'invalid'}-{digest}"
 
-    return (staging_dir() / safe(item["dag_id"]) / safe(item["airflow_run_id"])
-            / safe(Path(item["mapping"]).stem) / (item["tx"] or "mapping"))
+
+def _item_prefix(shard_prefix: str, unit: planning.Unit, tx: str) -> str:
+    return _k(shard_prefix, _unit_part(unit), tx)
+
+
+def _item_label(unit: planning.Unit, tx: str | None) -> str:
+    return f"{unit.name} {tx}" if tx else f"{unit.name} (invalid mapping)"
 
 
 # --- the plan, across processes ----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Run:
+    """The run-wide values every stage of every shard shares."""
+
+    dag_id: str
+    airflow_run_id: str
+    run_id: str
+    mode: str
+    now: datetime
+
+    @classmethod
+    def of(cls, header: MappingABC[str, str]) -> _Run:
+        return cls(header["dag_id"], header["airflow_run_id"], header["run_id"], header["mode"],
+                   datetime.fromisoformat(header["now"]))
+
+
 def _plan_args(p) -> dict[str, Any]:
-    """A Plan without its mapping, as JSON-able values (datetimes tagged)."""
+    """A pipeline Plan without its mapping, as JSON-able values (datetimes tagged)."""
     out = {}
     for f in fields(p):
         if f.name == "mapping":
@@ -414,210 +278,342 @@ def _rebuild_plan(mapping, args: MappingABC[str, Any]):
     return pipeline.Plan(mapping=mapping, **values)
 
 
-def _load_mapping(item: MappingABC[str, Any]):
-    from etl.mapping import load_mapping
-
-    with _in_project():
-        mapping = load_mapping(item["mapping"])
-    if item["tx"] not in mapping.datasets:
-        raise MappingError([f"{item['mapping']} [datasets] txCode {item['tx']} is no longer in "
-                            f"this mapping: rerun the DAG so it plans afresh"])
-    return mapping
+def _meta(run: _Run, unit: planning.Unit, tx: str) -> dict[str, str]:
+    """What every staged file of a unit's dataset carries and is checked against on reading."""
+    return {"orgNo": unit.org_no, "mapping": (unit.mapping or {}).get("digest", ""), "tx": tx,
+            "run": run.run_id}
 
 
-def _label(context: MutableMapping[str, Any] | None, item: MappingABC[str, Any]) -> str:
-    if context is not None:
-        context["label"] = item["label"]  # the map index's name in the UI (map_index_template)
-    return item["label"]
+# --- plan --------------------------------------------------------------------------------------
 
 
-# --- the three stages ---------------------------------------------------------------------------
+def plan(frequency: str, context: MutableMapping[str, Any] | None = None, *,
+         mappings: str | os.PathLike[str] | None = None, **args: Any) -> list[dict[str, Any]]:
+    """Plan the run, store each shard's part of the plan, and return one small reference per
+    shard for `.expand()`. `args` (params, interval, dag_id, run_id, slots, now) default to what
+    the Airflow context says."""
+    args = {**(context_args(context) if context is not None else {}), **args}
+    with _airflow_errors(f"{args.get('dag_id', 'dag')} plan"):
+        with _in_project():
+            run_plan = planning.plan_run(frequency, mappings=mappings_dir(mappings),
+                                         cache_dir=cache_dir(), **args)
+        with _target_and_store() as (engine, store):
+            prefix = _run_prefix(run_plan)
+            _prune(store, _k(staging.token(run_plan.dag_id)), prefix)
+            refs = []
+            for shard in run_plan.shards:
+                shard_prefix = _k(prefix, f"s{shard.index:04d}")
+                store.put_json(_k(shard_prefix, "plan.json"),
+                                 planning.shard_to_dict(run_plan, shard))
+                refs.append({"shard": shard.index, "label": shard.label, "prefix": shard_prefix,
+                             "run": prefix, "units": len(shard.units),
+                             "datasets": sum(len(u.datasets) for u in shard.units)})
+    log.info("planned %d shard(s) in %s:\n%s", len(refs), store.describe(),
+             "\n".join(r["label"] for r in refs) or "(none)")
+    return refs
 
 
-def extract_to_parquet(item: MappingABC[str, Any], context: MutableMapping[str, Any] | None = None) -> dict[str, Any]:
-    """Read the dataset's source rows (within the window) into raw Parquet chunks."""
+def _prune(store: staging.Store, dag_prefix: str, keep: str) -> None:
+    """Remove staged runs of this DAG older than `keep_days()` (failed runs keep their data for
+    manual retries; successful ones are removed by `summarise`)."""
+    oldest = (clock.now() - timedelta(days=keep_days())).strftime("%Y%m%d")
+    runs = {k[len(dag_prefix) + 1:].split("/", 1)[0] for k in store.keys(dag_prefix + "/")}
+    for run in sorted(runs):
+        if run[:8] < oldest and _k(dag_prefix, run) != keep:
+            store.delete(_k(dag_prefix, run) + "/")
+            log.info("removed staged data of an old run: %s", run)
+
+
+# --- the three stages --------------------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    """One unit's dataset inside a stage task."""
+
+    unit: planning.Unit
+    tx: str | None
+    prefix: str
+    record: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return _item_label(self.unit, self.tx)
+
+    @property
+    def id(self) -> str:
+        return f"{_unit_part(self.unit)}/{self.tx or '-'}"
+
+
+def _shard(store: staging.Store, ref: MappingABC[str, Any]) -> tuple[_Run, planning.Shard]:
+    header, shard = planning.shard_from_dict(store.get_json(_k(ref["prefix"], "plan.json")))
+    return _Run.of(header), shard
+
+
+def _items(shard: planning.Shard, shard_prefix: str, records: MappingABC[str, Any]) -> Iterator[_Item]:
+    """The shard's units' datasets in order (units as planned, datasets in txCode order)."""
+    for unit in shard.units:
+        if unit.problems:
+            yield _Item(unit, None, "", records.get(f"{_unit_part(unit)}/-", {}))
+            continue
+        for ds in sorted(unit.datasets, key=lambda d: d["tx"]):
+            item = _Item(unit, ds["tx"], _item_prefix(shard_prefix, unit, ds["tx"]), {})
+            item.record = dict(records.get(item.id) or {"dataset": ds})
+            yield item
+
+
+def _mapping(unit: planning.Unit):
+    from etl.mapping import mapping_from_dict
+
+    return mapping_from_dict(unit.mapping or {})
+
+
+def _fail_item(engine: sa.Engine, run: _Run, item: _Item, stage: str, exc: BaseException) -> dict[str, Any]:
+    """Record a unit's dataset that failed in `stage`: in the task log, in `ingest_run` (the run
+    record), and in the manifest the next stages read."""
+    from etl import pipeline
+    from etl.masking import mask_text
+
+    message = str(exc) if isinstance(exc, EtlError) else f"{type(exc).__name__}: {exc}"
+    message = mask_text(message)[:2000]
+    transient = _is_transient(exc)
+    if isinstance(exc, EtlError):
+        log.error("%s: %s failed (%s): %s", item.label, stage, "transient" if transient else "terminal", message)
+    else:
+        log.error("%s: %s failed: %s", item.label, stage, "".join(traceback.format_exception(exc)))
+    window = item.record.get("plan") or {}
+    result = pipeline.DatasetResult(
+        item.unit.name, item.unit.org_no, item.tx or "", run.mode, status="failed",
+        window=tuple(datetime.fromisoformat(w["datetime"]) if isinstance(w, dict) else None
+                     for w in (window.get("since"), window.get("until"))),
+        message=message)
+    pipeline.record_run(engine, result, run.run_id, run.now)
+    return {**item.record, "state": "failed", "stage": stage, "transient": transient,
+            "message": message}
+
+
+def _extract_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Item) -> dict[str, Any]:
     from etl import pipeline
 
-    label = _label(context, item)
-    with _airflow_errors(label):
-        if item.get("tx") is None:  # planned from a mapping that did not validate
-            from etl.mapping import load_mapping
-
-            with _in_project():
-                load_mapping(item["mapping"])  # raises MappingError with every problem
-            raise MappingError([f"{item['mapping']}: did not validate when the run was planned "
-                                f"but does now; rerun the DAG"])
-        mapping = _load_mapping(item)
-        with _target() as engine, _in_project():
-            p = pipeline.plan(engine, mapping, item["tx"], mode=item["mode"],
-                              since=_parse_moment(item["since"], "since"),
-                              until=_parse_moment(item["until"], "until"),
-                              run_id=item["run_id"], now=datetime.fromisoformat(item["now"]))
-        folder = _stage_folder(item)
-        shutil.rmtree(folder, ignore_errors=True)  # a retry starts clean
-        folder.mkdir(parents=True)
-        files, rows = [], 0
-        with _in_project():
-            for n, raw in enumerate(pipeline.extract_chunks(p, chunk_rows())):
-                name = f"raw-{n:05d}.parquet"
-                write_frame(raw, folder / name)
-                files.append(name)
-                rows += len(raw)
+    ds = item.record["dataset"]
+    with _in_project():
+        p = pipeline.plan(engine, _mapping(item.unit), item.tx, mode=run.mode,
+                          since=planning.parse_moment(ds["since"], "since"),
+                          until=planning.parse_moment(ds["until"], "until"),
+                          run_id=run.run_id, now=run.now)
+    record = {"dataset": ds, "plan": _plan_args(p)}
+    store.delete(item.prefix + "/")  # a retry starts clean
+    files, rows = [], 0
+    meta = _meta(run, item.unit, item.tx)
+    with _in_project():
+        for n, raw in enumerate(pipeline.extract_chunks(p, chunk_rows())):
+            files.append(f"raw-{n:05d}.parquet")
+            store.put_frame(_k(item.prefix, files[-1]), raw, meta)
+            rows += len(raw)
     window = f" window [{p.since}, {p.until})" if p.mode == "incremental" else ""
-    log.info("%s: %d source rows extracted (%s%s) into %s", label, rows, p.mode, window, folder)
-    return {"label": label, "mapping": item["mapping"], "tx": item["tx"], "plan": _plan_args(p),
-            "stage": str(folder), "raw": files, "rows": rows}
+    log.info("%s: %d source rows extracted (%s%s)", item.label, rows, p.mode, window)
+    return {**record, "state": "extracted", "raw": files, "rows": rows}
 
 
-def validate_parquet(staged: MappingABC[str, Any], context: MutableMapping[str, Any] | None = None) -> dict[str, Any]:
+def _transform_item(store: staging.Store, run: _Run, item: _Item) -> dict[str, Any]:
     """Map, clean and validate each raw chunk into a prepared chunk, its findings and the
-    cleaning audit (JSON), against the references the target holds now."""
+    cleaning audit."""
     from etl import pipeline, validate
     from etl.clean import Audit
 
-    label = _label(context, staged)
-    folder = Path(staged["stage"])
-    with _airflow_errors(label):
-        mapping = _load_mapping(staged)
-        p = _rebuild_plan(mapping, staged["plan"])
-        audit = Audit()
-        prepared, findings, rows, errors = [], [], 0, 0
-        for n, name in enumerate(staged["raw"]):
-            chunk = pipeline.prepare(_read_staged(folder / name, label), p, audit)
-            prepared.append(f"prepared-{n:05d}.parquet")
-            findings.append(f"findings-{n:05d}.parquet")
-            write_frame(chunk.frame, folder / prepared[-1])
-            write_frame(chunk.findings, folder / findings[-1])
-            rows += len(chunk.frame)
-            errors += int((chunk.findings["severity"] == validate.ERROR).sum())
-        (folder / "audit.json").write_text(json.dumps(audit.rows(), ensure_ascii=False), encoding="utf-8")
-    log.info("%s: %d rows prepared, %d error finding(s)", label, rows, errors)
-    return {**{k: staged[k] for k in ("label", "mapping", "tx", "plan", "stage")},
-            "prepared": prepared, "findings": findings, "audit": "audit.json", "rows": rows,
-            "errors": errors}
+    p = _rebuild_plan(_mapping(item.unit), item.record["plan"])
+    meta = _meta(run, item.unit, item.tx)
+    audit = Audit()
+    prepared, findings, errors = [], [], 0
+    for n, name in enumerate(item.record["raw"]):
+        raw = store.get_frame(_k(item.prefix, name), expect=meta)
+        chunk = pipeline.prepare(raw, p, audit)
+        prepared.append(f"prepared-{n:05d}.parquet")
+        findings.append(f"findings-{n:05d}.parquet")
+        store.put_frame(_k(item.prefix, prepared[-1]), chunk.frame, meta)
+        store.put_frame(_k(item.prefix, findings[-1]), chunk.findings, meta)
+        errors += int((chunk.findings["severity"] == validate.ERROR).sum())
+    store.put_json(_k(item.prefix, "audit.json"), audit.rows())
+    log.info("%s: %d rows prepared, %d error finding(s)", item.label, item.record["rows"], errors)
+    return {**item.record, "state": "transformed", "prepared": prepared, "findings": findings}
 
 
-def _read_staged(path: Path, label: str):
-    if not path.is_file():
-        raise ConfigError(f"{label}: staging file {path} is gone (cleaned up after a load?): "
-                          f"clear this unit's extract task too, so it stages afresh")
-    return read_frame(path)
-
-
-def _audit_from_json(path: Path):
+def _load_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Item):
+    """Load the prepared chunks in one target transaction, then drop the dataset's staging."""
+    from etl import pipeline
     from etl.clean import Audit
 
+    p = _rebuild_plan(_mapping(item.unit), item.record["plan"])
+    meta = _meta(run, item.unit, item.tx)
     audit = Audit()
-    for row in json.loads(path.read_text(encoding="utf-8")):
+    for row in store.get_json(_k(item.prefix, "audit.json")):
         audit.add(row["field"], row["rule"], row["count"], [tuple(e) for e in row["examples"]])
-    return audit
 
-
-def load_parquet(staged: MappingABC[str, Any], context: MutableMapping[str, Any] | None = None) -> dict[str, Any]:
-    """Load every prepared chunk in one target transaction (`pipeline.load`), then remove the
-    staging folder. A failure rolls the dataset back and keeps the files for the retry."""
-    from etl import pipeline
-
-    label = _label(context, staged)
-    folder = Path(staged["stage"])
-    with _airflow_errors(label):
-        mapping = _load_mapping(staged)
-        p = _rebuild_plan(mapping, staged["plan"])
-        audit = _audit_from_json(folder / staged["audit"])
-
+    def read():
         def chunks() -> Iterator[Any]:
-            for frame_name, findings_name in zip(staged["prepared"], staged["findings"], strict=True):
-                yield pipeline.Prepared(_read_staged(folder / frame_name, label),
-                                        _read_staged(folder / findings_name, label))
+            for frame_name, findings_name in zip(item.record["prepared"], item.record["findings"],
+                                                 strict=True):
+                yield pipeline.Prepared(
+                    store.get_frame(_k(item.prefix, frame_name), expect=meta),
+                    store.get_frame(_k(item.prefix, findings_name), expect=meta))
+        return chunks(), audit
 
-        with _target() as engine:
-            log.info("%s: loading into %s", label, engine.url.render_as_string(hide_password=True))
-            result = pipeline.load_checked(engine, p, lambda: (chunks(), audit))
-    shutil.rmtree(folder, ignore_errors=True)
-    _prune(folder.parent)
-    out = result_to_dict(result, label)
-    c = out["counts"]
-    log.info("%s: %s; inserted %d, updated %d, deleted %d, unchanged %d, rejected %d",
-             label, result.status, c["inserted"], c["updated"], c["deleted"], c["unchanged"],
-             c["rejected"])
+    result = pipeline.load_checked(engine, p, read)
+    store.delete(item.prefix + "/")
+    c = result.counts
+    log.info("%s: %s; inserted %d, updated %d, deleted %d, unchanged %d, rejected %d", item.label,
+             result.status, c.inserted, c.updated, c.deleted, c.unchanged, c.rejected)
+    return result
+
+
+def _stage(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None, name: str,
+           source: str | None, work) -> dict[str, Any]:
+    """Run `work(engine, store, run, item)` for each of the shard's datasets that the previous
+    stage passed on, record failures and go on; store this stage's manifest."""
+    label = _label(context, ref["label"])
+    with _airflow_errors(label), _target_and_store() as (engine, store):
+        run, shard = _shard(store, ref)
+        records = store.get_json(_k(ref["prefix"], source))["items"] if source else {}
+        out, done, failed = {}, 0, 0
+        for item in _items(shard, ref["prefix"], records):
+            if item.tx is None and source is None:  # the run record of an invalid mapping
+                out[item.id] = _fail_item(engine, run, item, "plan", MappingError([item.unit.problems]))
+                continue
+            if item.tx is None or item.record.get("state") == "failed":
+                out[item.id] = item.record
+                continue
+            try:
+                out[item.id] = work(engine, store, run, item)
+                done += 1
+            except Exception as e:  # one unit's failure never stops the others
+                out[item.id] = _fail_item(engine, run, item, name, e)
+                failed += 1
+        store.put_json(_k(ref["prefix"], f"{name}.json"), {"items": out})
+    log.info("%s: %s %d dataset(s), %d failed", label, name, done, failed)
+    return {**ref, "manifest": f"{name}.json"}
+
+
+def extract(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read each dataset's source rows (within its window) into raw Parquet chunks."""
+    return _stage(ref, context, "extract", None,
+                  lambda engine, store, run, item: _extract_item(engine, store, run, item))
+
+
+def transform(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = None) -> dict[str, Any]:
+    """Map, clean and validate what `extract` staged (needs nothing from the target)."""
+    return _stage(ref, context, "transform", "extract.json",
+                  lambda engine, store, run, item: _transform_item(store, run, item))
+
+
+def load(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = None) -> dict[str, Any]:
+    """Load every transformed dataset of the shard, unit after unit, each in its own target
+    transaction; then fail, naming them, if any unit failed at any stage.
+
+    A retry (try 2 and later) skips what an earlier try loaded, loads what is staged, and for
+    datasets that failed transiently in extract or transform, runs those stages again first."""
+    label = _label(context, ref["label"])
+    retry = _try_number(context) > 1
+    results, failures = 0, []
+    with _airflow_errors(label), _target_and_store() as (engine, store):
+        run, shard = _shard(store, ref)
+        records = store.get_json(_k(ref["prefix"], "transform.json"))["items"]
+        staged = {k.rsplit("/", 1)[0] for k in store.keys(ref["prefix"] + "/")}
+        loaded = _loaded(engine, run.run_id)
+        for item in _items(shard, ref["prefix"], records):
+            if item.tx is None:
+                failures.append((item.label, "plan", item.unit.problems, False))
+                continue
+            state = item.record.get("state")
+            if state == "transformed" and item.prefix not in staged \
+                    and (item.unit.org_no, item.tx) in loaded:
+                log.info("%s: loaded by an earlier try", item.label)
+                continue
+            if state == "failed" and not (retry and item.record.get("transient")):
+                failures.append((item.label, item.record["stage"], item.record["message"],
+                                 item.record["transient"]))
+                continue
+            stage = "extract"
+            try:
+                if state == "failed":  # a retry: redo the stages it failed in
+                    log.info("%s: %s failed in an earlier try: running it again", item.label,
+                             item.record["stage"])
+                    item.record = _extract_item(engine, store, run, item)
+                    stage = "transform"
+                    item.record = _transform_item(store, run, item)
+                stage = "load"
+                result = _load_item(engine, store, run, item)
+                results += 1
+            except Exception as e:
+                if not getattr(e, "run_recorded", False):  # pipeline.load records its own
+                    _fail_item(engine, run, item, stage, e)
+                failures.append((item.label, stage, str(e)[:500], _is_transient(e)))
+                continue
+    out = {**ref, "loaded": results, "failed": [f"{lbl} ({stage})" for lbl, stage, *_ in failures[:200]]}
+    if failures:
+        names = ", ".join(lbl for lbl, *_ in failures[:5]) + (" …" if len(failures) > 5 else "")
+        _label(context, f"{ref['label']} — failed: {names}")
+        lines = "\n".join(f"  {lbl} [{stage}]: {msg}" for lbl, stage, msg, _ in failures)
+        transient = any(t for *_, t in failures)
+        log.error("%s: %d dataset(s) failed, the other %d loaded:\n%s", label, len(failures),
+                  results, lines)
+        with _airflow_errors(label):
+            raise ShardFailed(f"{len(failures)} failed ({names}); {results} loaded"
+                              + ("; a retry redoes the failed ones" if transient else
+                                 "; these fail the same way on every try: fix them, then clear "
+                                 "this shard"), transient)
     return out
 
 
-def _prune(folder: Path) -> None:
-    """Remove empty staging folders up to the staging root."""
-    root = staging_dir().resolve()
-    folder = folder.resolve()
-    while folder != root and root in folder.parents:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-        folder = folder.parent
+def _loaded(engine: sa.Engine, run_id: str) -> set[tuple[str, str]]:
+    """(orgNo, txCode) this run has loaded so far (any try)."""
+    from etl import target
+
+    target.ensure_schema(engine)
+    r = target.ingest_run
+    with engine.connect() as conn:
+        return {(org, tx) for org, tx in conn.execute(
+            sa.select(r.c.orgNo, r.c.txCode).where(r.c.runId == run_id, r.c.status == "success"))}
 
 
-# --- results ---------------------------------------------------------------------------------------
+# --- summary ---------------------------------------------------------------------------------------
 
 
-def result_to_dict(result, label: str | None = None) -> dict[str, Any]:
-    """A DatasetResult as a small JSON-able dict (an XCom value)."""
-    return {"label": label or f"{result.mapping} {result.tx_code}", "mapping": result.mapping,
-            "org_no": result.org_no, "tx": result.tx_code, "mode": result.mode,
-            "status": result.status, "counts": asdict(result.counts),
-            "window": [_iso(w) for w in result.window], "message": result.message,
-            "reasons": dict(result.reasons)}
+def summarise(refs: list[dict[str, Any]] | None, context: MutableMapping[str, Any] | None = None) -> dict[str, Any]:
+    """Log the run's summary from the target's run records (counts per dataset, top reject
+    reasons, every failure by name) and fail the run, after logging, when anything failed.
+    A successful run's staging is removed; a failed one's is kept for retries."""
+    from etl import results
 
+    if refs is None:
+        from airflow.sdk.exceptions import AirflowFailException
 
-def result_from_dict(d: MappingABC[str, Any]):
-    from etl.load import Counts
-    from etl.pipeline import DatasetResult
+        raise AirflowFailException("planning failed: see the plan task's log")
+    with _target_and_store() as (engine, store):
+        planned: list[tuple[str, str]] = []   # (unit name, tx); "" for an invalid mapping
+        problems: dict[str, str] = {}
+        run_id = None
+        for ref in refs:
+            run, shard = _shard(store, ref)
+            run_id = run.run_id
+            for unit in shard.units:
+                planned += [(unit.name, ds["tx"]) for ds in unit.datasets]
+                if unit.problems:
+                    planned.append((unit.name, ""))
+                    problems[unit.name] = unit.problems
+        if run_id is None:
+            log.info("run summary\nno datasets were planned for this run")
+            return {"datasets": 0, "failed": 0}
+        summary = results.summarise(engine, run_id, planned, problems)
+        log.info("run summary\n%s", summary.text)
+        if not summary.failed:
+            for ref in {r["run"] for r in refs}:
+                store.delete(ref + "/")
+    if summary.failed:
+        from airflow.sdk.exceptions import AirflowFailException
 
-    window = tuple(datetime.fromisoformat(w) if w else None for w in d.get("window") or (None, None))
-    return DatasetResult(d["mapping"], d.get("org_no", ""), d["tx"], d.get("mode", ""),
-                         status=d.get("status", "failed"), counts=Counts(**d.get("counts", {})),
-                         window=window, message=d.get("message", ""),
-                         reasons=Counter(d.get("reasons") or {}))
+        raise AirflowFailException(
+            f"{len(summary.failed)} of {len(planned)} dataset(s) failed: "
+            f"{', '.join(summary.failed[:20])}{' …' if len(summary.failed) > 20 else ''}; "
+            f"the other units were loaded")
+    return summary.totals
 
-
-def _as_list(value: Any) -> list:
-    """XCom of a mapped task as a list: Airflow hands a single mapped result over as the bare
-    value, a skipped or failed group as None."""
-    if value is None:
-        return []
-    if isinstance(value, dict):
-        return [value]
-    return list(value)
-
-
-def summarise(planned: list[list[dict[str, Any]] | None],
-              results: list[list[dict[str, Any]] | None]) -> dict[str, Any]:
-    """Log the run's summary (counts per dataset, top reject reasons) and fail the run, after
-    logging, when any planned dataset has no result: the failed unit's own task says why."""
-    from etl import report
-
-    unplanned = sum(1 for group in planned if group is None)  # a planning task failed
-    items = [i for group in planned for i in _as_list(group)]
-    done = [r for group in results for r in _as_list(group) if r]
-    by_label = {r["label"]: r for r in done}
-    missing = [i for i in items if i["label"] not in by_label]
-    shown = [result_from_dict(r) for r in done]
-    shown += [result_from_dict({"mapping": Path(i["mapping"]).stem, "tx": i["tx"], "mode": i["mode"],
-                                "status": "failed",
-                                "message": "no result: see the log of its failed task "
-                                           f"(map index {i['label']!r})"})
-              for i in missing if i["tx"]]
-    shown.sort(key=lambda r: (r.mapping, r.tx_code))
-    lines = [report.run_summary(shown)] if shown else ["no datasets were planned for this run"]
-    lines += [f"FAILED {i['label']}: {i.get('problems') or 'the mapping did not validate'}"
-              for i in missing if not i["tx"]]
-    text = "\n".join(lines)
-    log.info("run summary\n%s", text)
-    if unplanned:
-        _fail("planning failed (plan_units or plan_referencing): see its log")
-    if missing:
-        _fail(f"{len(missing)} of {len(items)} dataset(s) failed: "
-              f"{', '.join(i['label'] for i in missing)}; the other units were loaded")
-    return {"datasets": len(items), "failed": len(missing),
-            "inserted": sum(r.counts.inserted for r in shown),
-            "updated": sum(r.counts.updated for r in shown),
-            "deleted": sum(r.counts.deleted for r in shown),
-            "rejected": sum(r.counts.rejected for r in shown)}

@@ -285,13 +285,14 @@ def load(engine: Engine, p: Plan, chunks: Iterable[Prepared], audit: Audit,
             raise
         result.status = "failed"
         result.message = mask_text(str(e) if isinstance(e, EtlError) else f"{type(e).__name__}: {e}")[:2000]
-        _record_run(engine, result, p.run_id, p.now)
-        if isinstance(e, EtlError):
-            raise
+        record_run(engine, result, p.run_id, p.now)
+        error: BaseException = e
         if isinstance(e, sa.exc.DBAPIError):
-            raise TargetError(f"{p.mapping.name} {p.tx_code}: the load was rolled back: "
-                              f"{result.message[:300]}") from e
-        raise
+            error = TargetError(f"{p.mapping.name} {p.tx_code}: the load was rolled back: "
+                                f"{result.message[:300]}")
+            error.__cause__ = e
+        error.run_recorded = True  # type: ignore[attr-defined]  # callers need not record it again
+        raise error
     return result
 
 
@@ -371,7 +372,8 @@ def _insert_run(conn: Connection, result: DatasetResult, run_id: str, now: datet
     conn.execute(sa.insert(target.ingest_run), [_run_row(result, run_id, now)])
 
 
-def _record_run(engine: Engine, result: DatasetResult, run_id: str, now: datetime) -> None:
+def record_run(engine: Engine, result: DatasetResult, run_id: str, now: datetime) -> None:
+    """Keep a run row on its own (a failure's): what failed stays visible in `ingest_run`."""
     try:
         with engine.begin() as conn:
             _insert_run(conn, result, run_id, now)

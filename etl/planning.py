@@ -1,0 +1,316 @@
+"""What one Airflow run ingests, planned once: which units and datasets, their windows, and the
+shards of units that Airflow runs as tasks.
+
+A task instance costs Airflow a process (a second or two of CPU before any data moves), while a
+unit's daily data costs a fraction of a second. So the unit of Airflow work is a *shard*: a
+contiguous run of units (in mapping-file order), each shard one extract, one transform and one
+load task, however many units there are. Shards default to one per parallel task slot, with at
+least `MIN_UNITS_PER_SHARD` units each; `units_per_shard` (param or `ETL_UNITS_PER_SHARD`) sets
+the size outright.
+
+Planning reads every mapping file once (valid ones are cached by content hash) and hands each
+shard its units' validated mappings, so the shard's tasks never read a mapping file again and
+the whole run uses the mappings as they were when it was planned.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping as MappingABC
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from etl import clock, standard
+from etl.errors import ConfigError, MappingError
+from etl.mapping import Mapping, discover, load_mapping_cached, mapping_to_dict
+
+log = logging.getLogger("etl")
+
+FREQUENCIES = ("daily", "weekly", "frequent")
+MODES = ("incremental", "full")
+#: How often the "frequent" DAG ticks; `hourly` and `Nmin` frequency overrides run on it.
+TICK_MINUTES = 5
+#: Below this many units a shard's three task processes cost more than its data work.
+MIN_UNITS_PER_SHARD = 10
+MAX_SHARDS = 256
+_GLOB = re.compile(r"[*?\[]")
+
+
+@dataclass
+class Unit:
+    """One mapping file of a run: its datasets (tx, since, until) in txCode order, or, for a
+    mapping that did not validate, its problems."""
+
+    name: str
+    path: str
+    org_no: str = ""
+    mapping: dict[str, Any] | None = None     # etl.mapping.mapping_to_dict
+    problems: str = ""
+    datasets: list[dict[str, str | None]] = field(default_factory=list)
+
+
+@dataclass
+class Shard:
+    index: int
+    of: int
+    units: list[Unit]
+
+    @property
+    def label(self) -> str:
+        """How the shard shows in the UI: its place and the range of unit names it holds."""
+        names = [u.name for u in self.units]
+        span = names[0] if len(names) == 1 else f"{names[0]} … {names[-1]}"
+        return f"{self.index + 1}/{self.of} {span} ({len(names)} unit{'s' * (len(names) != 1)})"
+
+
+@dataclass
+class RunPlan:
+    dag_id: str
+    airflow_run_id: str
+    run_id: str            # ingest_run.runId: airflow__<dag_id>__<airflow run id>
+    mode: str
+    now: str               # ISO, CST: the run's "today"
+    shards: list[Shard]
+
+    def header(self) -> dict[str, str]:
+        return {k: getattr(self, k) for k in ("dag_id", "airflow_run_id", "run_id", "mode", "now")}
+
+
+def shard_to_dict(plan: RunPlan, shard: Shard) -> dict[str, Any]:
+    return {**plan.header(), "index": shard.index, "of": shard.of, "label": shard.label,
+            "units": [asdict(u) for u in shard.units]}
+
+
+def shard_from_dict(d: MappingABC[str, Any]) -> tuple[dict[str, str], Shard]:
+    header = {k: d[k] for k in ("dag_id", "airflow_run_id", "run_id", "mode", "now")}
+    return header, Shard(d["index"], d["of"], [Unit(**u) for u in d["units"]])
+
+
+# --- params ------------------------------------------------------------------------------------
+
+
+def parse_moment(value: Any, name: str) -> datetime | None:
+    """A window bound from a param (ISO 8601; CST unless it carries an offset)."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        return clock.to_cst(value)
+    try:
+        return clock.to_cst(datetime.fromisoformat(str(value).strip()))
+    except ValueError:
+        raise ConfigError(f"param {name}={value!r} is not an ISO 8601 date or time: "
+                          f"use e.g. 2025-03-01 or 2025-03-01T08:00:00+08:00") from None
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _period_minutes(frequency: str) -> int | None:
+    """Minutes between runs of an `hourly` / `Nmin` override on the frequent DAG (a multiple of
+    its tick); None for daily and weekly."""
+    if frequency == "hourly":
+        return 60
+    m = re.fullmatch(r"(\d+)min", frequency)
+    if not m:
+        return None
+    return max(TICK_MINUTES, math.ceil(int(m.group(1)) / TICK_MINUTES) * TICK_MINUTES)
+
+
+def dag_frequency(frequency: str) -> str:
+    """Which DAG runs a dataset of this frequency (5.4, or the mapping's `frequency:`)."""
+    return frequency if frequency in ("daily", "weekly") else "frequent"
+
+
+def _positive(value: Any, name: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise ConfigError(f"{name}={value!r}: give a whole number of units, 1 or more")
+    return number
+
+
+def shard_count(units: int, slots: int, units_per_shard: int | None = None) -> int:
+    """How many shards `units` units make: `units_per_shard` each when given, else one per
+    parallel task slot with at least MIN_UNITS_PER_SHARD units in each."""
+    if units == 0:
+        return 0
+    if units_per_shard:
+        return min(MAX_SHARDS, math.ceil(units / units_per_shard))
+    return max(1, min(max(1, slots), MAX_SHARDS, math.ceil(units / MIN_UNITS_PER_SHARD)))
+
+
+# --- choosing units -----------------------------------------------------------------------------
+
+
+def _select(paths: list[Path], wanted: list[str], load) -> list[Path]:
+    """The mapping files a `units` param names: by file name (without .yaml), by orgNo, or by a
+    pattern such as 南京* matched against file names."""
+    if not wanted:
+        return paths
+    stems = {p.stem: p for p in paths}
+    chosen: dict[Path, None] = {}
+    unresolved = []
+    for w in wanted:
+        if w in stems:
+            chosen[stems[w]] = None
+        elif _GLOB.search(w):
+            hits = [p for s, p in stems.items() if fnmatch.fnmatchcase(s, w)]
+            chosen.update(dict.fromkeys(hits))
+            if not hits:
+                unresolved.append(w)
+        else:
+            unresolved.append(w)
+    if unresolved:  # perhaps orgNos: only now read the files
+        by_org: dict[str, list[Path]] = {}
+        for p in paths:
+            try:
+                by_org.setdefault(load(p).unit.orgNo, []).append(p)
+            except MappingError:
+                continue
+        missing = [w for w in unresolved if w.upper() not in by_org]
+        if missing:
+            some = ", ".join(sorted(stems)[:20]) + (" …" if len(stems) > 20 else "")
+            raise ConfigError(f"param units: no mapping file or orgNo {', '.join(missing)} "
+                              f"({len(stems)} units; e.g. {some or '(none)'})")
+        for w in unresolved:
+            chosen.update(dict.fromkeys(by_org[w.upper()]))
+    return sorted(chosen)
+
+
+def _same_unit(valid: list[tuple[Path, Mapping]]) -> dict[Path, str]:
+    """Files that claim the same orgNo: each would load over the other's records, so none of
+    them is loaded until one is kept."""
+    by_org: dict[str, list[Path]] = {}
+    for path, m in valid:
+        by_org.setdefault(m.unit.orgNo, []).append(path)
+    return {p: f"{p} [unit.orgNo] {org} is also the orgNo of "
+               f"{', '.join(str(o) for o in paths if o != p)}: keep one mapping file per unit"
+            for org, paths in by_org.items() if len(paths) > 1 for p in paths}
+
+
+def _raw_org_no(path: Path) -> str:
+    """An invalid mapping's orgNo as written, when it looks like one (for its run record)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        org = str(raw["unit"]["orgNo"]).strip().upper()
+    except Exception:
+        return ""
+    return org if re.fullmatch(r"[0-9A-Z]{18}", org) else ""
+
+
+def plan_run(frequency: str, *, mappings: Path, params: MappingABC[str, Any] | None = None,
+             interval: tuple[datetime, datetime] | None = None, dag_id: str = "dual_prevention",
+             run_id: str = "manual", now: datetime | None = None, slots: int = 16,
+             cache_dir: Path | None = None) -> RunPlan:
+    """The units and datasets one DAG run ingests, in shards.
+
+    `frequency` is the DAG's: `daily` and `weekly` take each dataset at the standard's frequency
+    (5.4) unless its mapping overrides it; `frequent` takes the `hourly` / `Nmin` overrides due
+    at the end of this tick. A mapping that does not validate is planned as a unit with its
+    problems (on the daily and weekly DAGs), so it fails in its own shard, by name.
+
+    Windows: `params.since` / `params.until` when given; else, with `params.resume`, from where
+    each dataset's last successful run stopped until now; else the run's data interval
+    (scheduled runs, backfills, manual runs with a logical date); else as with `resume`.
+    """
+    if frequency not in FREQUENCIES:
+        raise ValueError(f"frequency must be one of {FREQUENCIES}, not {frequency!r}")
+    params = dict(params or {})
+    now = clock.to_cst(now or clock.now())
+    mode = params.get("mode") or "incremental"
+    if mode not in MODES:
+        raise ConfigError(f"param mode={mode!r}: use incremental or full")
+    try:
+        wanted_tx = [standard.dataset(c).tx_code for c in (params.get("tx_codes") or [])]
+    except KeyError as e:
+        raise ConfigError(f"param tx_codes: {e.args[0]}") from None
+    since = parse_moment(params.get("since"), "since")
+    until = parse_moment(params.get("until"), "until")
+    per_shard = _positive(params.get("units_per_shard"), "param units_per_shard") or _positive(
+        os.environ.get("ETL_UNITS_PER_SHARD"), "ETL_UNITS_PER_SHARD")
+    wanted = [str(u).strip() for u in params.get("units") or [] if str(u).strip()]
+
+    loaded: dict[Path, Mapping | MappingError] = {}
+
+    def load(path: Path) -> Mapping:
+        if path not in loaded:
+            try:
+                loaded[path] = load_mapping_cached(path, cache_dir)
+            except MappingError as e:
+                loaded[path] = e
+        got = loaded[path]
+        if isinstance(got, MappingError):
+            raise got
+        return got
+
+    paths = _select(discover(mappings), wanted, load)
+    if not paths:
+        log.warning("no mapping files in %s: nothing to ingest", mappings)
+    tick_end = None  # the data interval's end, when the run has one and params don't override it
+    if since is None and until is None and interval is not None and interval[0] < interval[1] \
+            and not params.get("resume"):
+        since, until = clock.to_cst(interval[0]), clock.to_cst(interval[1])
+        tick_end = until
+
+    valid: list[tuple[Path, Mapping]] = []
+    units: list[Unit] = []
+    for path in paths:
+        try:
+            valid.append((path, load(path)))
+        except MappingError as e:
+            log.error("%s", e)
+            units.append(Unit(path.stem, str(path), _raw_org_no(path), problems=str(e)[:4000]))
+    twins = _same_unit(valid)
+    for path, mapping in valid:
+        if path in twins:
+            units.append(Unit(path.stem, str(path), mapping.unit.orgNo, problems=twins[path]))
+            continue
+        chosen = []
+        for tx, spec in mapping.datasets.items():
+            freq = spec.frequency or standard.dataset(tx).frequency
+            if dag_frequency(freq) != frequency or (wanted_tx and tx not in wanted_tx):
+                continue
+            item_since, item_until = since, until
+            if frequency == "frequent":
+                period = _period_minutes(freq)
+                assert period is not None
+                if tick_end is not None:  # else: a manual run takes every override
+                    if int(tick_end.timestamp() // 60) % period:
+                        continue  # not due at this tick
+                    item_since, item_until = tick_end - timedelta(minutes=period), tick_end
+            chosen.append({"tx": tx, "since": _iso(item_since), "until": _iso(item_until)})
+        if chosen:
+            units.append(Unit(path.stem, str(path), mapping.unit.orgNo, mapping_to_dict(mapping),
+                              datasets=chosen))
+    if frequency == "frequent":  # the daily and weekly DAGs report invalid mappings
+        units = [u for u in units if not u.problems]
+    units.sort(key=lambda u: (u.name, u.path))
+    if wanted_tx and paths and not any(u.datasets for u in units):
+        log.warning("none of txCodes %s runs %s here: each dataset runs on the DAG of its "
+                    "frequency (the standard's 5.4, or the mapping's frequency:)", wanted_tx, frequency)
+
+    n = shard_count(len(units), slots, per_shard)
+    size = math.ceil(len(units) / n) if n else 0
+    shards = [Shard(i, n, units[i * size:(i + 1) * size]) for i in range(n)]
+    shards = [s for s in shards if s.units]
+    for s in shards:
+        s.of = len(shards)
+    plan = RunPlan(dag_id, run_id, f"airflow__{dag_id}__{run_id}", mode, now.isoformat(), shards)
+    log.info("%s: %d unit(s), %d dataset(s), %d invalid mapping(s), in %d shard(s) of up to %d "
+             "(%d parallel task slots)", frequency, len(units),
+             sum(len(u.datasets) for u in units), sum(1 for u in units if u.problems),
+             len(shards), size, slots)
+    return plan
