@@ -131,6 +131,7 @@ def _target_and_store() -> Iterator[tuple[sa.Engine, staging.Store]]:
     from etl import target
 
     engine = target.connect(target_url())
+    target.ensure_schema(engine)  # created or upgraded by the first task that needs it
     store = staging.open_store(engine_factory=lambda: engine)
     try:
         yield engine, store

@@ -1,4 +1,5 @@
-"""The Airflow DAGs (dags/dual_prevention.py) and their task bodies (etl/orchestrate.py).
+"""The Airflow DAGs (dags/dual_prevention.py) and their task bodies (etl/orchestrate.py):
+a shard of units is the unit of Airflow work (plan -> extract -> transform -> load -> summarise).
 
 Airflow reads its configuration when first imported, so tests/conftest.py points `AIRFLOW_HOME`
 at a throwaway folder (SQLite metadata database) before any test imports airflow; the database is
@@ -133,186 +134,60 @@ def test_every_dag_has_tags_and_every_work_task_retries_with_backoff(dagbag, dag
 
 
 @pytest.mark.parametrize("dag_id", DAG_IDS)
-def test_task_graph_fans_out_per_unit_and_dataset(dagbag, dag_id: str) -> None:
+def test_task_graph_is_plan_then_extract_transform_load_per_shard_then_summary(dagbag, dag_id: str) -> None:
     from airflow.sdk import TriggerRule
 
     dag = dagbag().dags[dag_id]
     edges = {(up, t.task_id) for t in dag.tasks for up in t.upstream_task_ids}
-    assert set(dag.task_ids) == {
-        "plan_units", "ingest.extract", "ingest.validate", "ingest.load", "plan_referencing",
-        "ingest_referencing.extract", "ingest_referencing.validate", "ingest_referencing.load",
-        "summarise"}
-    for group in ("ingest", "ingest_referencing"):
-        assert (f"{group}.extract", f"{group}.validate") in edges
-        assert (f"{group}.validate", f"{group}.load") in edges
-        for stage in ("extract", "validate", "load"):
-            task = dag.get_task(f"{group}.{stage}")
-            assert type(task.task_group).__name__ == "MappedTaskGroup", task  # one per dataset
-            assert task.trigger_rule == TriggerRule.ALL_SUCCESS
-    assert ("plan_units", "ingest.extract") in edges
-    assert ("ingest.load", "plan_referencing") in edges
-    assert ("plan_referencing", "ingest_referencing.extract") in edges
-    assert dag.get_task("plan_referencing").trigger_rule == TriggerRule.ALL_DONE
-    summarise = dag.get_task("summarise")
-    assert summarise.trigger_rule == TriggerRule.ALL_DONE
-    assert {"plan_units", "plan_referencing", "ingest.load", "ingest_referencing.load"} <= summarise.upstream_task_ids
+    assert set(dag.task_ids) == {"plan", "ingest.extract", "ingest.transform", "ingest.load",
+                                 "summarise"}
+    assert {("plan", "ingest.extract"), ("ingest.extract", "ingest.transform"),
+            ("ingest.transform", "ingest.load"), ("ingest.load", "summarise"),
+            ("plan", "summarise")} == edges
+    for stage in ("extract", "transform", "load"):
+        task = dag.get_task(f"ingest.{stage}")
+        assert type(task.task_group).__name__ == "MappedTaskGroup", task  # one per shard
+        assert task.trigger_rule == TriggerRule.ALL_SUCCESS
+    assert dag.get_task("summarise").trigger_rule == TriggerRule.ALL_DONE
 
 
-def test_trigger_form_offers_units_tx_codes_mode_and_window(dagbag) -> None:
+def test_trigger_form_offers_optional_units_and_tx_codes_mode_resume_window_and_shard_size(dagbag) -> None:
     dag = dagbag().dags["dual_prevention_daily"]
     params = dag.params
-    assert set(params.keys()) == {"units", "tx_codes", "mode", "since", "until"}
-    assert params["mode"] == "incremental"
-    assert params["units"] == [] and params["tx_codes"] == []
+    assert set(params.keys()) == {"units", "tx_codes", "mode", "resume", "since", "until",
+                                  "units_per_shard"}
+    assert params["mode"] == "incremental" and params["resume"] is False
+    assert params["units"] is None and params["tx_codes"] is None
+    # the form marks a field required unless its type allows null: empty means all
+    for name in ("units", "tx_codes", "since", "until", "units_per_shard"):
+        assert "null" in params.get_param(name).schema["type"], name
     assert params.get_param("mode").schema["enum"] == ["incremental", "full"]
     assert set(params.get_param("units").schema["examples"]) >= {"demo_jinling_chem", "demo_suzhou_lift"}
+    assert params.get_param("tx_codes").schema["examples"] == ["06", "07", "09"]
 
 
 def test_a_new_mapping_file_shows_in_the_form_at_the_next_parse(dagbag, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "mappings"
     folder.mkdir()
-    shutil.copy(MAPPINGS / "demo_suzhou_lift.yaml", folder / "unit_one.yaml")
+    shutil.copy(MAPPINGS / "demo_suzhou_lift.yaml", folder / "苏州电梯.yaml")
     monkeypatch.setenv("ETL_MAPPINGS_DIR", str(folder))
-    assert dagbag().dags["dual_prevention_daily"].params.get_param("units").schema["examples"] == ["unit_one"]
+    assert dagbag().dags["dual_prevention_daily"].params.get_param("units").schema["examples"] == ["苏州电梯"]
     shutil.copy(MAPPINGS / "demo_suzhou_lift.yaml", folder / "unit_two.yaml")
     assert dagbag().dags["dual_prevention_daily"].params.get_param("units").schema["examples"] == [
-        "unit_one", "unit_two"]
+        "unit_two", "苏州电梯"]
 
 
-# --- planning (etl.orchestrate.units_for) ------------------------------------------------------
-
-
-def _pairs(items: list[dict]) -> list[tuple[str, str | None]]:
-    return [(Path(i["mapping"]).stem, i["tx"]) for i in items]
-
-
-def test_daily_and_weekly_take_the_standards_frequencies() -> None:
-    from etl import orchestrate
-
-    daily = orchestrate.units_for("daily", wave=0, mappings=MAPPINGS) + orchestrate.units_for(
-        "daily", wave=1, mappings=MAPPINGS)
-    weekly = orchestrate.units_for("weekly", wave=0, mappings=MAPPINGS) + orchestrate.units_for(
-        "weekly", wave=1, mappings=MAPPINGS)
-    for unit in ("demo_jinling_chem", "demo_suzhou_lift"):
-        assert sorted(tx for u, tx in _pairs(daily) if u == unit) == list(DAILY)
-        assert sorted(tx for u, tx in _pairs(weekly) if u == unit) == list(WEEKLY)
-    assert orchestrate.units_for("frequent", mappings=MAPPINGS) == []
-
-
-def test_referencing_datasets_wait_for_the_ones_they_refer_to() -> None:
-    from etl import orchestrate
-
-    assert {tx for _, tx in _pairs(orchestrate.units_for("daily", wave=0, mappings=MAPPINGS))} == {"06", "09"}
-    assert {tx for _, tx in _pairs(orchestrate.units_for("daily", wave=1, mappings=MAPPINGS))} == {"07"}
-    assert {tx for _, tx in _pairs(orchestrate.units_for("weekly", wave=1, mappings=MAPPINGS))} == {"03"}
-    # 07 alone: nothing of this run to wait for
-    alone = orchestrate.units_for("daily", wave=0, mappings=MAPPINGS, params={"tx_codes": ["07"]})
-    assert {tx for _, tx in _pairs(alone)} == {"07"}
-
-
-def test_windows_come_from_the_data_interval_unless_params_give_them() -> None:
-    from etl import orchestrate
-
-    start, end = datetime(2025, 3, 1, tzinfo=CST), datetime(2025, 3, 2, tzinfo=CST)
-    items = orchestrate.units_for("daily", mappings=MAPPINGS, interval=(start, end),
-                                  dag_id="d", run_id="scheduled__x")
-    assert {(i["since"], i["until"], i["mode"]) for i in items} == {
-        ("2025-03-01T00:00:00+08:00", "2025-03-02T00:00:00+08:00", "incremental")}
-    assert {i["run_id"] for i in items} == {"airflow__d__scheduled__x"}
-    manual = orchestrate.units_for("daily", mappings=MAPPINGS, interval=(start, end), params={
-        "mode": "full", "since": "2025-01-01", "until": "2025-01-05T12:00:00+00:00"})
-    assert {(i["since"], i["until"], i["mode"]) for i in manual} == {
-        ("2025-01-01T00:00:00+08:00", "2025-01-05T20:00:00+08:00", "full")}
-    # a manual run without logical date: no interval; the pipeline resumes from the last window
-    assert {(i["since"], i["until"]) for i in orchestrate.units_for("daily", mappings=MAPPINGS)} == {(None, None)}
-
-
-def test_units_and_tx_codes_params_select(tmp_path: Path) -> None:
-    from etl import orchestrate
-
-    items = orchestrate.units_for("daily", mappings=MAPPINGS, params={
-        "units": ["demo_suzhou_lift"], "tx_codes": ["6", "09"]})
-    assert _pairs(items) == [("demo_suzhou_lift", "06"), ("demo_suzhou_lift", "09")]
-
-
-def test_unknown_unit_or_bad_param_fails_the_plan_without_retry() -> None:
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from etl import orchestrate
-
-    with pytest.raises(AirflowFailException, match="no mapping file nope.*demo_jinling_chem"):
-        orchestrate.units_for("daily", mappings=MAPPINGS, params={"units": ["nope"]})
-    with pytest.raises(AirflowFailException, match="mode='sometimes'"):
-        orchestrate.units_for("daily", mappings=MAPPINGS, params={"mode": "sometimes"})
-    with pytest.raises(AirflowFailException, match="since='yesterday'"):
-        orchestrate.units_for("daily", mappings=MAPPINGS, params={"since": "yesterday"})
-
-
-def _with_frequency(folder: Path, overrides: dict[str, str]) -> Path:
-    """The suzhou demo mapping with `frequency:` set on some datasets."""
-    import yaml
-
-    raw = yaml.safe_load((MAPPINGS / "demo_suzhou_lift.yaml").read_text(encoding="utf-8"))
-    for tx, freq in overrides.items():
-        raw["datasets"][tx]["frequency"] = freq
-    folder.mkdir(exist_ok=True)
-    path = folder / "fast_unit.yaml"
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    return folder
-
-
-def test_frequency_overrides_move_datasets_between_dags(tmp_path: Path) -> None:
-    from etl import orchestrate
-
-    folder = _with_frequency(tmp_path / "m", {"06": "hourly", "09": "15min", "01": "daily"})
-    every = lambda f: orchestrate.units_for(f, wave=0, mappings=folder) + orchestrate.units_for(  # noqa: E731
-        f, wave=1, mappings=folder)
-    assert sorted(tx for _, tx in _pairs(every("daily"))) == ["01", "07"]
-    assert "01" not in [tx for _, tx in _pairs(every("weekly"))]
-
-    def tick(hh: int, mm: int) -> list[dict]:
-        end = datetime(2025, 3, 1, hh, mm, tzinfo=CST)
-        return orchestrate.units_for("frequent", mappings=folder,
-                                     interval=(end - timedelta(minutes=5), end))
-
-    assert [(i["tx"], i["since"], i["until"]) for i in tick(10, 0)] == [
-        ("06", "2025-03-01T09:00:00+08:00", "2025-03-01T10:00:00+08:00"),
-        ("09", "2025-03-01T09:45:00+08:00", "2025-03-01T10:00:00+08:00")]
-    assert [i["tx"] for i in tick(10, 15)] == ["09"]
-    assert tick(10, 5) == []
-    # a manual run without logical date takes every override, from where each last stopped
-    assert [(i["tx"], i["since"]) for i in orchestrate.units_for("frequent", mappings=folder)] == [
-        ("06", None), ("09", None)]
-
-
-def test_an_invalid_mapping_is_planned_as_one_failing_item(tmp_path: Path) -> None:
-    from etl import orchestrate
-
-    folder = tmp_path / "m"
+def test_with_thousands_of_units_the_form_takes_names_as_text(dagbag, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "mappings"
     folder.mkdir()
-    shutil.copy(MAPPINGS / "demo_suzhou_lift.yaml", folder / "good.yaml")
-    (folder / "broken.yaml").write_text(BROKEN_MAPPING, encoding="utf-8")
-    items = orchestrate.units_for("daily", mappings=folder)
-    bad = [i for i in items if i["tx"] is None]
-    assert [i["label"] for i in bad] == ["broken (invalid mapping)"]
-    assert "datasets.06.fields.riskNumber" in bad[0]["problems"]
-    assert {tx for u, tx in _pairs(items) if u == "good"} == {"06", "09"}
-
-
-BROKEN_MAPPING = """\
-unit:
-  orgNo: "91320115MA1R7KX30X"
-  comName: 南京某某化工有限公司
-source:
-  url_env: BROKEN_UNIT_SOURCE_URL
-datasets:
-  "06":
-    table: t_risk_point
-    key: [id]
-    fields:
-      riskNumber: point_no
-"""
+    for n in range(2000):  # names only: parsing the DAG file reads no mapping
+        (folder / f"单位{n:04d}.yaml").write_text("", encoding="utf-8")
+    monkeypatch.setenv("ETL_MAPPINGS_DIR", str(folder))
+    units = dagbag().dags["dual_prevention_daily"].params.get_param("units")
+    assert "examples" not in units.schema  # a 2,000-entry dropdown is not usable; a text box is
+    assert "2000 units" in units.description and "南京*" in units.description
 
 
 def test_terminal_errors_fail_at_once_and_transient_ones_are_left_to_retries() -> None:
@@ -330,44 +205,6 @@ def test_terminal_errors_fail_at_once_and_transient_ones_are_left_to_retries() -
     with pytest.raises(SourceError, match="connection reset"):  # Airflow retries it
         with orchestrate._airflow_errors("unit 06"):
             raise SourceError("connection reset")
-
-
-# --- Parquet staging ---------------------------------------------------------------------------
-
-
-def test_parquet_staging_keeps_every_value_and_its_type(tmp_path: Path) -> None:
-    from datetime import date
-    from decimal import Decimal
-
-    import numpy as np
-    import pandas as pd
-
-    from etl.orchestrate import read_frame, write_frame
-
-    frame = pd.DataFrame({
-        "mixed": ["2024-01-05", 20240105, None, 3.5, "20240105"],
-        "decimals": [Decimal("1.5"), Decimal("2.25"), None, Decimal("10"), Decimal("0.100")],
-        "text": ["a", None, "c", "  d ", "\u3000"],
-        "dates": [date(2024, 1, 1), None, date(9999, 12, 31), date(1, 1, 1), date(2024, 2, 29)],
-        "ints": [1, 2, 3, 4, 5],
-        "floats": [1.0, np.nan, 2.5, 3.0, 4.0],
-        "stamps": pd.to_datetime(["2024-01-01 10:00", None, "2024-01-02 00:00", "2024-01-03 00:00", "2024-01-04 00:00"]),
-        "flags": [True, False, None, True, False],
-        "binary": [b"\x00\x01", None, b"", b"x", b"y"],
-        "huge": [datetime(9999, 12, 31, 23, 59), datetime(2024, 1, 1), None, datetime(1, 1, 1), datetime(2024, 1, 1)],
-    })
-    path = tmp_path / "chunk.parquet"
-    write_frame(frame, path)
-    back = read_frame(path)
-    assert list(back.columns) == list(frame.columns)
-    assert back.dtypes.to_dict() == frame.dtypes.to_dict()
-    for col in frame.columns:
-        for a, b in zip(frame[col], back[col], strict=True):
-            if a is None or (isinstance(a, float) and np.isnan(a)) or a is pd.NaT:
-                assert b is None or (isinstance(b, float) and np.isnan(b)) or b is pd.NaT, (col, a, b)
-            else:
-                assert (type(a), a) == (type(b), b), (col, a, b)
-    assert str(back["decimals"][4]) == "0.100"
 
 
 # --- dag.test() end to end -----------------------------------------------------------------------
@@ -497,14 +334,29 @@ def _assert_all_succeeded(dr) -> None:
     assert str(dr.state) == "success"
 
 
+def _loaded(url: str) -> set[tuple[str, str]]:
+    """(unit, txCode) with a successful run record."""
+    import sqlalchemy as sa
+
+    from etl import target
+
+    engine = target.connect(url)
+    try:
+        with engine.connect() as conn:
+            return {tuple(r) for r in conn.execute(sa.text(
+                'SELECT "mapping", "txCode" FROM ingest_run WHERE "status" = \'success\''))}
+    finally:
+        engine.dispose()
+
+
 def _run_and_compare(dagbag, dag_id: str, logical_date, period: timedelta, tx_codes,
-                     sources: Path, pg_target: str, tmp_path: Path) -> dict:
+                     sources: Path, pg_target: str, tmp_path: Path, conf: dict | None = None) -> dict:
     """Run the DAG, check every unit × dataset was loaded, and compare the target with an
     in-process run of the same window; returns the target's snapshot."""
-    dr = dagbag().dags[dag_id].test(logical_date=logical_date)
+    dr = dagbag().dags[dag_id].test(logical_date=logical_date, run_conf=conf)
     _assert_all_succeeded(dr)
-    labels = {label for (task, label) in _states(dr) if task.endswith(".load")}
-    assert labels == {f"{u} {tx}" for u in ("demo_jinling_chem", "demo_suzhou_lift") for tx in tx_codes}
+    assert _loaded(pg_target) == {(u, tx) for u in ("demo_jinling_chem", "demo_suzhou_lift")
+                                  for tx in tx_codes}
 
     reference = f"sqlite:///{tmp_path / 'reference.sqlite'}"
     _reference_run(sources, tx_codes, logical_date - period, logical_date, reference)
@@ -517,14 +369,14 @@ def _run_and_compare(dagbag, dag_id: str, logical_date, period: timedelta, tx_co
 def test_daily_dag_loads_its_window_from_postgres_and_mariadb_into_postgres_and_reruns_add_nothing(
         airflow_db, dagbag, real_sources: Path, pg_target: str, staging: Path, tmp_path: Path) -> None:
     got = _run_and_compare(dagbag, "dual_prevention_daily", DAILY_RUN, timedelta(days=1), DAILY,
-                           real_sources, pg_target, tmp_path)
+                           real_sources, pg_target, tmp_path, conf={"units_per_shard": 1})
     assert all(got[t] for t in ("risk_point", "hazard_source", "hidden_danger"))
     # the window held: stale source rows were not read
     extracted = _count(pg_target, 'SELECT SUM("extracted") FROM ingest_run')
     assert 0 < extracted < 231  # 231 = every daily source row of both units
     assert _count(pg_target, "SELECT COUNT(*) FROM ingest_run WHERE \"windowStart\" <> '2025-03-01 00:00:00'"
                              " OR \"windowEnd\" <> '2025-03-02 00:00:00'") == 0
-    assert not any(staging.rglob("*.parquet"))  # staging removed after each load
+    assert not [p for p in staging.rglob("*") if p.is_file()]  # a successful run leaves no staging
 
     from airflow.sdk.log import _secrets_masker  # the target password was registered for masking
     assert TARGET_PASSWORD not in _secrets_masker().redact(f"url with {TARGET_PASSWORD} in it")
@@ -553,20 +405,47 @@ def test_weekly_dag_loads_from_postgres_and_mariadb_into_postgres(
     assert {modes[(ORG_B, tx)] for tx in WEEKLY} == {"incremental"}
 
 
-@pytest.mark.airflow
-def test_a_broken_mapping_fails_only_its_own_unit(airflow_db, dagbag, tmp_path: Path, sqlite_url: str,
-                                                 staging: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _demo_unit_mapping(folder: Path, name: str, source: dict) -> Path:
     import yaml
 
+    from etl.demo_data import UNIT_B
+
+    raw = yaml.safe_load((MAPPINGS / f"{UNIT_B}.yaml").read_text(encoding="utf-8"))
+    raw["source"] = source
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+BROKEN_MAPPING = """\
+unit:
+  orgNo: "91320115MA1R7KX30X"
+  comName: 南京某某化工有限公司
+source:
+  url_env: BROKEN_UNIT_SOURCE_URL
+datasets:
+  "06":
+    table: t_risk_point
+    key: [id]
+    fields:
+      riskNumber: point_no
+"""
+
+
+@pytest.mark.airflow
+def test_a_broken_mapping_fails_its_shard_by_name_without_retries_after_the_other_units_load(
+        airflow_db, dagbag, tmp_path: Path, sqlite_url: str, staging: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlalchemy as sa
+
+    from etl import target
     from etl.demo_data import UNIT_B, make_demo_sources
 
     made = make_demo_sources(tmp_path / "demo")
     folder = tmp_path / "mappings"
     folder.mkdir()
-    raw = yaml.safe_load((MAPPINGS / f"{UNIT_B}.yaml").read_text(encoding="utf-8"))
-    raw["source"] = {"url": f"sqlite:///{made[UNIT_B]}"}
-    (folder / "good_unit.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    (folder / "broken_unit.yaml").write_text(BROKEN_MAPPING, encoding="utf-8")
+    _demo_unit_mapping(folder, "苏州电梯", {"url": f"sqlite:///{made[UNIT_B]}"})
+    (folder / "南京化工.yaml").write_text(BROKEN_MAPPING, encoding="utf-8")
     monkeypatch.setenv("ETL_MAPPINGS_DIR", str(folder))
     monkeypatch.setenv("ETL_TARGET_URL", sqlite_url)
     monkeypatch.delenv("AIRFLOW_CONN_ETL_TARGET", raising=False)
@@ -575,13 +454,22 @@ def test_a_broken_mapping_fails_only_its_own_unit(airflow_db, dagbag, tmp_path: 
     dr = dag.test(logical_date=datetime(2025, 4, 2, tzinfo=CST),
                   run_conf={"tx_codes": ["06"], "mode": "full"})
     states = _states(dr)
-    assert states[("ingest.extract", "broken_unit (invalid mapping)")] == ("failed", 1)  # no retries
-    assert states[("ingest.validate", "1")][0] == "upstream_failed"
-    for stage in ("extract", "validate", "load"):
-        assert states[(f"ingest.{stage}", "good_unit 06")][0] == "success"
+    shard = "1/1 南京化工 … 苏州电梯 (2 units)"
+    assert states[("ingest.extract", shard)][0] == "success"
+    assert states[("ingest.transform", shard)][0] == "success"
+    # the shard's load fails naming the unit, at once (an invalid mapping fails every try)
+    assert states[("ingest.load", f"{shard} — failed: 南京化工 (invalid mapping)")] == ("failed", 1)
     assert states[("summarise", None)][0] == "failed"
     assert str(dr.state) == "failed"
-    assert _count(sqlite_url, "SELECT COUNT(*) FROM risk_point") == 20
+    assert _count(sqlite_url, "SELECT COUNT(*) FROM risk_point") == 20  # the other unit is loaded
+    engine = target.connect(sqlite_url)
+    with engine.connect() as conn:
+        runs = conn.execute(sa.text('SELECT "mapping", "orgNo", "txCode", "status", "message" '
+                                    'FROM ingest_run ORDER BY "runKey"')).all()
+    engine.dispose()
+    assert [(m, o, tx, st) for m, o, tx, st, _ in runs] == [
+        ("南京化工", "91320115MA1R7KX30X", "", "failed"), ("苏州电梯", "91320506MA1W3L8P7L", "06", "success")]
+    assert "datasets.06.fields.riskNumber" in runs[0][4]  # the run record says what to fix
 
 
 @pytest.mark.airflow
@@ -589,6 +477,6 @@ def test_bad_params_fail_the_run_at_planning_without_retries(airflow_db, dagbag,
     dag = dagbag().dags["dual_prevention_weekly"]
     dr = dag.test(logical_date=datetime(2025, 4, 7, tzinfo=CST), run_conf={"units": ["no_such_unit"]})
     states = _states(dr)
-    assert states[("plan_units", None)] == ("failed", 1)
+    assert states[("plan", None)] == ("failed", 1)
     assert states[("summarise", None)][0] == "failed"
     assert str(dr.state) == "failed"
