@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from etl import staging, target
 from etl.errors import ConfigError
@@ -71,7 +73,7 @@ def _same(a: object, b: object) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
         return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
     if a is None or a is pd.NaT or a is pd.NA:
@@ -113,7 +115,7 @@ def _assert_same_frame(expected: pd.DataFrame, got: pd.DataFrame) -> None:
     for name in expected.columns:
         if expected[name].dtype == object:
             assert got[name].dtype == object, name
-            bad = [(i, a, b) for i, (a, b) in enumerate(zip(expected[name], got[name]))
+            bad = [(i, a, b) for i, (a, b) in enumerate(zip(expected[name], got[name], strict=True))
                    if not _same(a, b)]
             assert bad == [], (name, bad)
         else:
@@ -125,6 +127,29 @@ def _assert_same_frame(expected: pd.DataFrame, got: pd.DataFrame) -> None:
 
 def test_every_supported_type_round_trips_with_its_python_type():
     frame = _mixed_frame()
+    _assert_same_frame(frame, staging.frame_from_bytes(staging.frame_bytes(frame)))
+
+
+_ZONES = st.sampled_from([ZoneInfo("Asia/Shanghai"), ZoneInfo("America/New_York"), timezone.utc,
+                          timezone(timedelta(hours=5, minutes=45))])
+_SCALARS = st.one_of(
+    st.none(), st.text(), st.integers(), st.floats(), st.booleans(),
+    st.decimals(allow_nan=False, places=None), st.dates(), st.times(), st.binary(max_size=20),
+    st.datetimes(), st.datetimes(timezones=_ZONES), st.timedeltas(), st.uuids(),
+    st.datetimes(min_value=datetime(1700, 1, 1), max_value=datetime(2200, 1, 1)).map(pd.Timestamp),
+    st.datetimes(min_value=datetime(1700, 1, 1), max_value=datetime(2200, 1, 1), timezones=_ZONES,
+                 allow_imaginary=False).map(pd.Timestamp),
+    st.integers(-(2**63), 2**63 - 1).map(np.int64), st.floats(width=32).map(np.float32),
+)
+_VALUES = st.recursive(_SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.lists(inner, max_size=3).map(tuple),
+    st.dictionaries(st.text(max_size=5), inner, max_size=3)), max_leaves=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_VALUES, min_size=1, max_size=6))
+def test_any_mix_of_supported_values_round_trips(values):
+    frame = pd.DataFrame({"mixed": pd.Series(values, dtype=object)})
     _assert_same_frame(frame, staging.frame_from_bytes(staging.frame_bytes(frame)))
 
 
@@ -461,3 +486,15 @@ def test_spec_then_url_then_dir_then_default(no_staging_env, tmp_path):
     env.setenv("ETL_STAGING_URL", f"file://{tmp_path / 'url'}")
     assert open_store().describe() == f"staging folder {tmp_path / 'url'}"
     assert open_store(str(tmp_path / "spec")).describe() == f"staging folder {tmp_path / 'spec'}"
+
+
+def test_a_url_with_a_password_is_refused_without_echoing_it(no_staging_env):
+    with pytest.raises(ConfigError, match=r"Airflow connection") as info:
+        open_store("s3://AKIAKEY:s3cret@bucket/staging")
+    assert "s3cret" not in str(info.value) and "AKIAKEY" not in str(info.value)
+
+
+def test_a_scheme_without_a_file_system_is_a_clear_error(no_staging_env):
+    no_staging_env.setenv("ETL_STAGING_CONN_ID", "staging_bucket")
+    with pytest.raises(ConfigError, match=r"staging nosuchfs://\.\.\.: no file system for it"):
+        open_store("nosuchfs://bucket/staging")
