@@ -480,3 +480,129 @@ def test_bad_params_fail_the_run_at_planning_without_retries(airflow_db, dagbag,
     assert states[("plan", None)] == ("failed", 1)
     assert states[("summarise", None)][0] == "failed"
     assert str(dr.state) == "failed"
+
+
+# --- shards: retries and scale ---------------------------------------------------------------------
+
+
+def _scale_units(folder: Path, count: int) -> list:
+    """`count` copies of the demo unit, each its own SQLite source, Chinese file names."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from units import make_units
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return make_units(folder, count)
+
+
+@pytest.mark.airflow
+def test_a_shards_retry_loads_only_the_unit_that_failed(
+        airflow_db, dagbag, tmp_path: Path, pg_server: str, pg_url: str, staging: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One unit's source refuses connections (a transient failure): the shard's load loads the
+    other units, then fails naming it; once the source is back, the retry loads that unit alone."""
+    import threading
+
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    from etl.demo_data import UNIT_B, make_demo_sources
+    from servers import create_database, drop_database
+
+    units = _scale_units(tmp_path / "units", 3)
+    folder = tmp_path / "units" / "mappings"
+    source = create_database(pg_server)
+    _copy_demo_tables(make_demo_sources(tmp_path / "demo")[UNIT_B], source, "last_update")
+    monkeypatch.setenv("FLAKY_SOURCE_URL", source)
+    _demo_unit_mapping(folder, "南京化工", {"url_env": "FLAKY_SOURCE_URL"})
+    monkeypatch.setenv("ETL_MAPPINGS_DIR", str(folder))
+    monkeypatch.setenv("ETL_TARGET_URL", pg_url)
+    monkeypatch.delenv("AIRFLOW_CONN_ETL_TARGET", raising=False)
+    monkeypatch.setenv("ETL_RETRY_DELAY_SECONDS", "1")
+
+    admin = sa.create_engine(pg_server, isolation_level="AUTOCOMMIT")
+    flaky = make_url(source).database
+
+    def allow(yes: bool) -> None:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{flaky}" WITH ALLOW_CONNECTIONS {str(yes).lower()}')
+
+    others = {(u.name, tx) for u in units for tx in DAILY}
+    flipped = threading.Event()
+
+    def source_comes_back() -> None:
+        """Once the flaky unit failed and every other unit is loaded, the source returns."""
+        while not flipped.is_set():
+            try:
+                failed = _count(pg_url, "SELECT COUNT(*) FROM ingest_run WHERE \"mapping\" = '南京化工' "
+                                        "AND \"status\" = 'failed'")
+                if failed and _loaded(pg_url) >= others:
+                    allow(True)
+                    flipped.set()
+            except Exception:  # the target's schema may not exist yet
+                pass
+            flipped.wait(0.2)
+
+    allow(False)
+    watcher = threading.Thread(target=source_comes_back, daemon=True)
+    watcher.start()
+    try:
+        dr = dagbag().dags["dual_prevention_daily"].test(
+            logical_date=DAILY_RUN, run_conf={"mode": "full"})
+    finally:
+        flipped.set()
+        watcher.join(10)
+        allow(True)
+        admin.dispose()
+    states = _states(dr)
+    shard = "1/1 南京化工 … 苏州电梯0003 (4 units)"
+    assert states[("ingest.load", shard)] == ("success", 2)  # failed once, then its retry passed
+    _assert_all_succeeded(dr)
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as conn:
+        runs = conn.execute(sa.text('SELECT "mapping", "txCode", "status" FROM ingest_run '
+                                    'ORDER BY "runKey"')).all()
+    engine.dispose()
+    flaky_runs = [(tx, st) for m, tx, st in runs if m == "南京化工"]
+    assert flaky_runs == [(tx, "failed") for tx in DAILY] + [(tx, "success") for tx in DAILY]
+    # the other units were loaded once, before the failure was raised, and not again
+    assert sorted((m, tx) for m, tx, st in runs if m != "南京化工") == sorted(others)
+    assert {st for m, tx, st in runs if m != "南京化工"} == {"success"}
+    first_flaky_success = next(n for n, (m, _, st) in enumerate(runs) if m == "南京化工" and st == "success")
+    assert all(n < first_flaky_success for n, (m, *_) in enumerate(runs) if m != "南京化工")
+    drop_database(source)
+
+
+@pytest.mark.airflow
+@pytest.mark.parametrize(("dag_id", "tx_codes", "logical_date"), [
+    ("dual_prevention_daily", DAILY, DAILY_RUN),
+    ("dual_prevention_weekly", WEEKLY, WEEKLY_RUN),
+])
+def test_more_units_than_max_map_length_allowed_before(
+        airflow_db, dagbag, tmp_path: Path, sqlite_url: str, staging: Path,
+        monkeypatch: pytest.MonkeyPatch, dag_id: str, tx_codes: tuple[str, ...], logical_date) -> None:
+    """12 units with max_map_length 8: one mapped instance per (unit, dataset) would need 24
+    (daily) or 60 (weekly); shards need 2. The target equals `etl run` of the same units."""
+    from etl import pipeline, target
+    from etl.mapping import load_mapping
+
+    units = _scale_units(tmp_path / "units", 12)
+    monkeypatch.setenv("ETL_MAPPINGS_DIR", str(tmp_path / "units" / "mappings"))
+    monkeypatch.setenv("ETL_TARGET_URL", sqlite_url)
+    monkeypatch.delenv("AIRFLOW_CONN_ETL_TARGET", raising=False)
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "8")
+    dr = dagbag().dags[dag_id].test(logical_date=logical_date, run_conf={"mode": "full"})
+    _assert_all_succeeded(dr)
+    loads = [label for (task, label) in _states(dr) if task == "ingest.load"]
+    assert sorted(loads) == ["1/2 苏州电梯0001 … 苏州电梯0006 (6 units)",
+                             "2/2 苏州电梯0007 … 苏州电梯0012 (6 units)"]
+    assert _loaded(sqlite_url) == {(u.name, tx) for u in units for tx in tx_codes}
+
+    reference = f"sqlite:///{tmp_path / 'reference.sqlite'}"
+    engine = target.connect(reference)
+    for u in units:
+        pipeline.run_mapping(engine, load_mapping(u.mapping), list(tx_codes), mode="full")
+    engine.dispose()
+    assert _snapshot(sqlite_url, tx_codes) == _snapshot(reference, tx_codes)
