@@ -30,11 +30,12 @@ Settings (all as AIRFLOW__* environment variables of every process; `env=` adds 
 * the log servers of the scheduler and of every worker on free ports (not 8793, which
   another Airflow on the machine may hold);
 * `celery={"broker_url": "redis://...", "result_backend": optional, "workers": [
-  {"queues": "default", "concurrency": 2, "env": {...}}, ...]}`: CeleryExecutor; the result
+  {"queues": "default", "concurrency": 2, "env": {...}, "cwd": path}, ...]}`: CeleryExecutor; the result
   backend defaults to the metadata database (`db+postgresql+psycopg://...`: the Celery
   provider passes psycopg 3 URLs through, psycopg2 is not installed). Each worker gets its own
-  log server port, `--queues`, `--concurrency`, a node name `workerN@host`, and may override
-  any variable (two workers with different ETL_* settings or working folders).
+  log server port, `--queues`, `--concurrency`, a node name `workerN@host` (or `name`), its log
+  in `home/workerN.log`, and may override any variable and its working directory (two workers
+  with different ETL_* settings or working folders). `start()` returns once each said "ready".
 
 Environment variables of the caller starting with AIRFLOW or ETL_ are not passed on.
 """
@@ -248,9 +249,9 @@ class AirflowCluster:
         assert done.returncode == 0, f"airflow {' '.join(args)}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
         return done.stdout
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
         with open(self.home / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen([*self._airflow(), *args], env=env, cwd=self.home, stdout=log,
+            proc = subprocess.Popen([*self._airflow(), *args], env=env, cwd=cwd or self.home, stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
         self.procs.append((name, proc))
@@ -261,7 +262,7 @@ class AirflowCluster:
         args = ["celery", "worker", "--queues", worker.get("queues", "default"),
                 "--concurrency", str(worker.get("concurrency", 2)),
                 "--celery-hostname", f"{worker.get('name', f'worker{n}')}@%h"]
-        self._spawn(f"worker{n}", args, env)
+        self._spawn(f"worker{n}", args, env, worker.get("cwd"))
 
     def _check_alive(self) -> None:
         for name, proc in self.procs:
@@ -359,6 +360,13 @@ class AirflowCluster:
         run = self.api.call("POST", f"/api/v2/dags/{quote(dag_id)}/dagRuns",
                             {"logical_date": logical_date, "conf": conf or {}})
         return str(run["dag_run_id"])
+
+    def create_connection(self, connection_id: str, **fields: Any) -> None:
+        """An Airflow connection through the API (conn_type, host, port, login, password, schema...)."""
+        self.api.call("POST", "/api/v2/connections", {"connection_id": connection_id, **fields})
+
+    def create_pool(self, name: str, slots: int, description: str = "") -> None:
+        self.api.call("POST", "/api/v2/pools", {"name": name, "slots": slots, "description": description})
 
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         """The run as the API shows it (state, queued_at, start_date, end_date, conf...)."""

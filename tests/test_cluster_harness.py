@@ -112,11 +112,11 @@ def test_celery_executor_runs_the_daily_dag_over_one_unit(metadata_url: str, pg_
     with cluster:
         assert cluster.env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg://")
         run_id, tis = _run_one_unit(cluster, unit)
-        worker_log = (cluster.home / "worker0.log").read_text(errors="replace")
         started = [p.pid for _, p in cluster.procs]
         started += list(_descendants(started))
     ran = [t for t in tis if t["state"] == "success"]
     assert {t["queue"] for t in ran} == {"default"}
-    assert [t["id"] for t in ran if f"workload_id={t['id']}" not in worker_log] == [], worker_log[-3000:]
+    worker_log = (cluster.home / "worker0.log").read_text(errors="replace")  # "Executing workload ... ti=..."
+    assert [t["id"] for t in ran if f"id=UUID('{t['id']}')" not in worker_log] == [], worker_log[-3000:]
     _assert_all_stopped(started)
     _assert_loaded(pg_url, unit, run_id, tmp_path / "units")
