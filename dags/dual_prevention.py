@@ -13,7 +13,7 @@ unit in `mappings/` (`ETL_MAPPINGS_DIR`). A new file is picked up by the next ru
 A mapping's `frequency:` moves a dataset from its standard DAG to another one.
 
 **Tasks.** `plan` reads the mapping files once and splits the run's units into *shards* (one per
-parallel task slot, at least 10 units each; the `units_per_shard` param sets the size). Each
+parallel task slot, at least 50 units each; the `units_per_shard` param sets the size). Each
 shard runs `ingest.extract` → `ingest.transform` (map, clean, validate) → `ingest.load`, its units
 one after another, each unit's datasets in txCode order (02 before 03, 06 before 07). A shard's
 map index names its units (`2/8 南京化工 … 苏州电梯 (125 units)`). One unit's failure never

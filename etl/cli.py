@@ -81,6 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("mapping", metavar="MAPPING")
     rec.add_argument("--tx", type=_tx_codes, help="txCodes to compare (default: all mapped)")
     rec.add_argument("--target", help=target_help)
+
+    af = sub.add_parser("airflow", help="run an airflow command set up for this project",
+                        description="Run `airflow ARGS` (default: standalone) with this project's "
+                        "settings, unless already set: AIRFLOW_HOME=var/airflow, the DAGs folder "
+                        "dags/, examples off, China Standard Time, ETL_HOME; with a PostgreSQL "
+                        "metadata database also its async URL. E.g. `etl airflow`, `etl airflow "
+                        "dags trigger dual_prevention_daily`.")
+    af.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
+                    help="airflow's own arguments (default: standalone)")
     return p
 
 
@@ -143,8 +152,14 @@ def _reconcile(args: argparse.Namespace) -> int:
     return commands.reconcile(Path(args.mapping), tx_codes=args.tx, target_url=args.target)
 
 
+def _airflow(args: argparse.Namespace) -> int:
+    from etl import airflow_env
+
+    return airflow_env.run_airflow(args.args or ["standalone"])
+
+
 _COMMANDS = {"demo": _demo, "run": _run, "check": _check, "init-target": _init_target,
-             "reconcile": _reconcile}
+             "reconcile": _reconcile, "airflow": _airflow}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ import pytest
 from etl.cli import main
 from helpers import hidden_danger_mapping_text, hidden_danger_row, rows_of, write_source
 
-COMMANDS = ["demo", "run", "check", "init-target", "reconcile"]
+COMMANDS = ["demo", "run", "check", "init-target", "reconcile", "airflow"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -155,3 +155,32 @@ def test_demo_runs_twice_and_changes_nothing_the_second_time(tmp_path):
                             capture_output=True, text=True)
     assert second.returncode == 0, second.stderr
     assert (len(rows_of(target, "ingest_batch")), len(rows_of(target, "ingest_change"))) == (batches, changes)
+
+
+def test_etl_airflow_runs_airflow_set_up_for_the_project_without_overriding_the_callers_settings(tmp_path):
+    """`etl airflow ARGS` is Airflow's own command line with the project's defaults."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ETL_"))}
+    env.update({"ETL_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "True"})
+    got = {}
+    for key in ("core dags_folder", "core default_timezone", "core load_examples"):
+        out = subprocess.run([sys.executable, "-m", "etl", "airflow", "config", "get-value", *key.split()],
+                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        got[key] = out.stdout.strip().splitlines()[-1]
+    assert got == {"core dags_folder": str(Path(__file__).resolve().parents[1] / "dags"),
+                   "core default_timezone": "Asia/Shanghai",
+                   "core load_examples": "True"}  # the caller's setting wins
+    assert (tmp_path / "var" / "airflow" / "airflow.cfg").is_file()  # AIRFLOW_HOME under ETL_HOME
+
+
+def test_etl_airflow_derives_the_async_url_of_a_postgresql_metadata_database():
+    from etl.airflow_env import airflow_environment
+
+    env = airflow_environment({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
+                               "postgresql+psycopg://airflow:***@db:5432/airflow"})
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] == \
+        "postgresql+psycopg_async://airflow:***@db:5432/airflow"
+    given = airflow_environment({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://a@b/c",
+                                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": "mine"})
+    assert given["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] == "mine"
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC" not in airflow_environment({})

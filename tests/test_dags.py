@@ -584,7 +584,8 @@ def test_more_units_than_max_map_length_allowed_before(
         airflow_db, dagbag, tmp_path: Path, sqlite_url: str, staging: Path,
         monkeypatch: pytest.MonkeyPatch, dag_id: str, tx_codes: tuple[str, ...], logical_date) -> None:
     """12 units with max_map_length 8: one mapped instance per (unit, dataset) would need 24
-    (daily) or 60 (weekly); shards need 2. The target equals `etl run` of the same units."""
+    (daily) or 60 (weekly); two shards of 6 need 2. The target equals `etl run` of the same
+    units."""
     from etl import pipeline, target
     from etl.mapping import load_mapping
 
@@ -593,7 +594,8 @@ def test_more_units_than_max_map_length_allowed_before(
     monkeypatch.setenv("ETL_TARGET_URL", sqlite_url)
     monkeypatch.delenv("AIRFLOW_CONN_ETL_TARGET", raising=False)
     monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "8")
-    dr = dagbag().dags[dag_id].test(logical_date=logical_date, run_conf={"mode": "full"})
+    dr = dagbag().dags[dag_id].test(logical_date=logical_date,
+                                    run_conf={"mode": "full", "units_per_shard": 6})
     _assert_all_succeeded(dr)
     loads = [label for (task, label) in _states(dr) if task == "ingest.load"]
     assert sorted(loads) == ["1/2 苏州电梯0001 … 苏州电梯0006 (6 units)",
