@@ -36,6 +36,7 @@ from etl.errors import EtlError, MappingError
 log = logging.getLogger("etl")
 
 TARGET_CONN_ID = "etl_target"
+PROGRESS_EVERY = 50  # a progress line per this many datasets of a shard
 FREQUENCIES = planning.FREQUENCIES
 
 
@@ -476,7 +477,10 @@ def _stage(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None, 
         run, shard = _shard(store, ref)
         records = store.get_json(_k(ref["prefix"], source))["items"] if source else {}
         out, done, failed = {}, 0, 0
-        for item in _items(shard, ref["prefix"], records):
+        items = list(_items(shard, ref["prefix"], records))
+        for n, item in enumerate(items, 1):
+            if n % PROGRESS_EVERY == 0:
+                log.info("%s: %s %d of %d dataset(s), %d failed so far", label, name, n, len(items), failed)
             if item.tx is None and source is None:  # the run record of an invalid mapping
                 out[item.id] = _fail_item(engine, run, item, "plan", MappingError([item.unit.problems]))
                 continue
@@ -520,7 +524,11 @@ def load(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = N
         records = store.get_json(_k(ref["prefix"], "transform.json"))["items"]
         staged = {k.rsplit("/", 1)[0] for k in store.keys(ref["prefix"] + "/")}
         loaded = _loaded(engine, run.run_id)
-        for item in _items(shard, ref["prefix"], records):
+        items = list(_items(shard, ref["prefix"], records))
+        for n, item in enumerate(items, 1):
+            if n % PROGRESS_EVERY == 0:
+                log.info("%s: load %d of %d dataset(s), %d failed so far", label, n, len(items),
+                         len(failures))
             if item.tx is None:
                 failures.append((item.label, "plan", item.unit.problems, False))
                 continue

@@ -608,3 +608,15 @@ def test_more_units_than_max_map_length_allowed_before(
         pipeline.run_mapping(engine, load_mapping(u.mapping), list(tx_codes), mode="full")
     engine.dispose()
     assert _snapshot(sqlite_url, tx_codes) == _snapshot(reference, tx_codes)
+
+
+@pytest.mark.airflow
+def test_a_frequent_tick_with_nothing_due_plans_no_shard_and_succeeds(
+        airflow_db, dagbag, staging: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ETL_TARGET_URL", sqlite_url)
+    monkeypatch.delenv("AIRFLOW_CONN_ETL_TARGET", raising=False)
+    dr = dagbag().dags["dual_prevention_frequent"].test(logical_date=datetime(2025, 4, 2, 10, 5, tzinfo=CST))
+    states = _states(dr)
+    assert states[("plan", None)][0] == states[("summarise", None)][0] == "success"
+    assert str(dr.state) == "success"
+    assert _count(sqlite_url, "SELECT COUNT(*) FROM ingest_run") == 0
