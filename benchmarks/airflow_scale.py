@@ -46,6 +46,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -344,22 +345,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # so that the finally blocks stop Airflow and PostgreSQL
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     info = {**machine(), "parallelism": args.parallelism, "load_before": loadavg()}
-    workdir = Path(tempfile.mkdtemp(prefix="etl-airflow-scale-"))
+    workdir = Path(tempfile.mkdtemp(prefix="etl-scale-"))
     code = export_rev(args.rev, workdir / "code") if args.rev else snapshot_working_tree(workdir / "code")
     info["code"] = code.label
     print(f"code: {code.label}", flush=True)
     server = start_postgres()
     ms: list[Measurement] = []
+    finished = False
     try:
         for n in sorted(args.units):
             ms.append(measure(n, code, server, workdir, args.parallelism, args.timeout))
+        finished = True
     finally:
         server.stop()
         info["load_after"] = loadavg()
-        if args.keep or not all(m.ok for m in ms):
+        if args.keep or not finished or not all(m.ok for m in ms):
             print(f"working folder kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
