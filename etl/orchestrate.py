@@ -550,7 +550,7 @@ def load(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = N
                     stage = "transform"
                     item.record = _transform_item(store, run, item)
                 stage = "load"
-                result = _load_item(engine, store, run, item)
+                _load_item(engine, store, run, item)
                 results += 1
             except Exception as e:
                 if not getattr(e, "run_recorded", False):  # pipeline.load records its own

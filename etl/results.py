@@ -86,7 +86,7 @@ def summarise(engine: sa.Engine, run_id: str, planned: list[tuple[str, str]],
     else:
         reasons = sum((r.reasons for r in shown), Counter())
         text = "\n".join([_by_dataset(shown)] + (
-            [f"top reject reasons (field:rule): "
+            ["top reject reasons (field:rule): "
              + ", ".join(f"{k} ×{n}" for k, n in reasons.most_common(8))] if reasons else [])
             + [f"FAILED {r.mapping} {r.tx_code}: {r.message}" for r in shown if r.status != "success"])
     totals = {"datasets": len(planned), "failed": len(failed),

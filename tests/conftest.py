@@ -101,8 +101,8 @@ def redis_url() -> Iterator[str]:
     yield from _serve(start_redis)
 
 
-def _fresh_database(admin_url: str) -> Iterator[str]:
-    url = create_database(admin_url)
+def _fresh_database(admin_url: str, prefix: str = "etl_test") -> Iterator[str]:
+    url = create_database(admin_url, prefix=prefix)
     try:
         yield url
     finally:
@@ -113,6 +113,19 @@ def _fresh_database(admin_url: str) -> Iterator[str]:
 def pg_url(pg_server: str) -> Iterator[str]:
     """URL of a fresh, empty PostgreSQL database."""
     yield from _fresh_database(pg_server)
+
+
+@pytest.fixture
+def pg_url_2(pg_server: str) -> Iterator[str]:
+    """A second fresh PostgreSQL database on the same server (e.g. a unit's source beside the
+    target)."""
+    yield from _fresh_database(pg_server)
+
+
+@pytest.fixture
+def airflow_metadata_url(pg_server: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for Airflow's metadata (a real cluster, Celery)."""
+    yield from _fresh_database(pg_server, prefix="airflow_meta")
 
 
 @pytest.fixture
@@ -145,6 +158,8 @@ def db_url(request: pytest.FixtureRequest) -> str:
 _MARKER_BY_FIXTURE = {
     "pg_server": "postgres",
     "pg_url": "postgres",
+    "pg_url_2": "postgres",
+    "airflow_metadata_url": "postgres",
     "mariadb_server": "mariadb",
     "mariadb_url": "mariadb",
     "redis_url": "redis",

@@ -100,3 +100,19 @@ def rows_of(url: str, table: str, where: str = "") -> list[dict]:
         out = [dict(r._mapping) for r in conn.execute(sa.text(f"SELECT * FROM {table} {where}"))]
     engine.dispose()
     return out
+
+
+BROKEN_MAPPING = """\
+unit:
+  orgNo: "91320115MA1R7KX30X"
+  comName: 南京某某化工有限公司
+source:
+  url_env: BROKEN_UNIT_SOURCE_URL
+datasets:
+  "06":
+    table: t_risk_point
+    key: [id]
+    fields:
+      riskNumber: point_no
+"""
+"""A mapping that does not validate: a misspelt field and the required ones missing."""

@@ -12,7 +12,6 @@ in-process `etl run` of the same units leaves it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,24 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DAG_ID = "dual_prevention_daily"
 
 
-@pytest.fixture
-def metadata_url(pg_server: str) -> Iterator[str]:
-    url = create_database(pg_server, prefix="airflow_meta")
-    try:
-        yield url
-    finally:
-        drop_database(url)
-
-
-@pytest.fixture
-def second_pg(pg_server: str) -> Iterator[str]:
-    url = create_database(pg_server)
-    try:
-        yield url
-    finally:
-        drop_database(url)
-
-
 def _mapping(folder: Path, name: str, demo: str, source: dict, org_no: str | None = None) -> Path:
     raw = yaml.safe_load((ROOT / "mappings" / f"{demo}.yaml").read_text(encoding="utf-8"))
     raw["source"] = source
@@ -64,7 +45,7 @@ def _mapping(folder: Path, name: str, demo: str, source: dict, org_no: str | Non
 
 
 def test_two_workers_that_share_no_folder_load_the_same_as_etl_run(
-        metadata_url: str, pg_server: str, pg_url: str, second_pg: str, mariadb_url: str,
+        airflow_metadata_url: str, pg_server: str, pg_url: str, pg_url_2: str, mariadb_url: str,
         redis_url: str, tmp_path: Path) -> None:
     from stdnum.cn import uscc
 
@@ -73,7 +54,7 @@ def test_two_workers_that_share_no_folder_load_the_same_as_etl_run(
     from etl.mapping import load_mapping
 
     made = make_demo_sources(tmp_path / "demo")
-    _copy_demo_tables(made[UNIT_A], second_pg, "modify_time")
+    _copy_demo_tables(made[UNIT_A], pg_url_2, "modify_time")
     _copy_demo_tables(made[UNIT_B], mariadb_url, "last_update")
     third = create_database(pg_server)
     try:
@@ -82,7 +63,7 @@ def test_two_workers_that_share_no_folder_load_the_same_as_etl_run(
         mappings.mkdir()
         maria = make_url(mariadb_url)
         sources = {
-            "UNIT_A_SOURCE_URL": second_pg, "UNIT_C_SOURCE_URL": third,
+            "UNIT_A_SOURCE_URL": pg_url_2, "UNIT_C_SOURCE_URL": third,
             "AIRFLOW_CONN_UNIT_B_SOURCE": f"mysql://{maria.username}@{maria.host}:{maria.port}/{maria.database}",
         }
         other_org = "91320506MA1W3L8P9" + uscc.calc_check_digit("91320506MA1W3L8P9")
@@ -105,15 +86,16 @@ def test_two_workers_that_share_no_folder_load_the_same_as_etl_run(
                 "ETL_HOME": str(own), "ETL_STAGING_DIR": str(own / "staging"),
                 "ETL_CACHE_DIR": str(own / "cache"),
                 **({"ETL_MAPPINGS_DIR": str(own / "no-mappings")} if queue == "loads" else {})}})
-        cluster = AirflowCluster(tmp_path / "airflow", metadata_url=metadata_url, env=env,
+        cluster = AirflowCluster(tmp_path / "airflow", metadata_url=airflow_metadata_url, env=env,
                                  celery={"broker_url": redis_url, "workers": workers})
         with cluster:
             cluster.wait_for_dag(DAG_ID, timeout=120)
             run_id = cluster.trigger(DAG_ID, conf={"mode": "full", "units_per_shard": 1})
             state = cluster.wait_for_run(DAG_ID, run_id, timeout=300)
             tis = cluster.task_instances(DAG_ID, run_id)
-            logs = [(tmp_path / "airflow" / f"worker{n}.log").read_text(errors="replace") for n in (0, 1)]
             assert state == "success", f"{[(t['task_id'], t['state']) for t in tis]}\n{cluster.logs()}"
+        # read after stop: a task reports success before its worker logs the workload's end
+        logs = [(tmp_path / "airflow" / f"worker{n}.log").read_text(errors="replace") for n in (0, 1)]
 
         loads = [t for t in tis if t["task_id"] == "ingest.load"]
         others = [t for t in tis if t["task_id"] != "ingest.load"]
@@ -131,7 +113,7 @@ def test_two_workers_that_share_no_folder_load_the_same_as_etl_run(
 
         reference = f"sqlite:///{tmp_path / 'reference.sqlite'}"
         ref_engine = target.connect(reference)
-        for path, url in zip(paths, (second_pg, mariadb_url, third), strict=True):
+        for path, url in zip(paths, (pg_url_2, mariadb_url, third), strict=True):
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
             raw["source"] = {"url": make_url(url).render_as_string(hide_password=False)}
             local = tmp_path / "reference" / path.name

@@ -10,7 +10,6 @@ file's business.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,8 @@ from benchmarks.units import Unit, make_units
 
 try:
     from airflow_cluster import AirflowCluster, _descendants
-    from servers import create_database, drop_database
 except ImportError:  # tests/ became a package
     from tests.airflow_cluster import AirflowCluster, _descendants  # type: ignore[no-redef]
-    from tests.servers import create_database, drop_database  # type: ignore[no-redef]
 
 pytestmark = pytest.mark.airflow
 
@@ -34,13 +31,9 @@ RUN_TIMEOUT = 100.0
 
 
 @pytest.fixture
-def metadata_url(pg_server: str) -> Iterator[str]:
+def metadata_url(airflow_metadata_url: str) -> str:
     """Airflow's metadata database: a fresh database on the session's PostgreSQL server."""
-    url = create_database(pg_server, prefix="airflow_meta")
-    try:
-        yield url
-    finally:
-        drop_database(url)
+    return airflow_metadata_url
 
 
 def _etl_env(folder: Path, target_url: str) -> dict[str, str]:

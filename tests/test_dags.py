@@ -18,6 +18,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from helpers import BROKEN_MAPPING
 
 ROOT = Path(__file__).resolve().parent.parent
 DAGS = ROOT / "dags"
@@ -417,19 +418,6 @@ def _demo_unit_mapping(folder: Path, name: str, source: dict) -> Path:
     return path
 
 
-BROKEN_MAPPING = """\
-unit:
-  orgNo: "91320115MA1R7KX30X"
-  comName: 南京某某化工有限公司
-source:
-  url_env: BROKEN_UNIT_SOURCE_URL
-datasets:
-  "06":
-    table: t_risk_point
-    key: [id]
-    fields:
-      riskNumber: point_no
-"""
 
 
 @pytest.mark.airflow

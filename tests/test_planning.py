@@ -12,6 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from helpers import BROKEN_MAPPING
 import yaml
 from stdnum.cn import uscc
 
@@ -111,19 +112,6 @@ def test_frequency_overrides_move_datasets_between_dags(tmp_path: Path) -> None:
         ("06", None), ("09", None)]
 
 
-BROKEN_MAPPING = """\
-unit:
-  orgNo: "91320115MA1R7KX30X"
-  comName: 南京某某化工有限公司
-source:
-  url_env: BROKEN_UNIT_SOURCE_URL
-datasets:
-  "06":
-    table: t_risk_point
-    key: [id]
-    fields:
-      riskNumber: point_no
-"""
 
 
 def test_an_invalid_mapping_is_planned_as_a_unit_with_its_problems(tmp_path: Path) -> None:
