@@ -24,10 +24,12 @@ For each size N:
    {"mode": "full"} and a logical date (today 00:00 CST), and polled every second until it ends.
    "Airflow wall" is this process's clock from the trigger request to the poll that saw the end;
    the API's own run duration (start_date to end_date) and queueing (queued_at to start_date)
-   are reported too, with the number of task instances, their states and the sum of their
-   durations. Airflow is stopped before step 4 so the two never share the CPU.
+   are reported too, with the number of task instances, their states, the sum of their
+   durations and the CPU seconds of all Airflow processes (the machine may be shared: CPU moves
+   less than wall time with other load). Airflow is stopped before step 4 so the two never
+   share the CPU.
 4. `etl run --all --mappings-dir <units> --tx 06,07,09 --mode full --target <target #2>` in one
-   process (the venv's `etl` console script): wall time including interpreter start.
+   process (the venv's `etl` console script): wall time including interpreter start, and CPU.
 5. Both targets must hold the same records: per table of 06, 07, 09 the sorted (ID, rowHash,
    busType). The script prints "same records: yes/no" and exits 1 on no, or if a run failed.
 
@@ -88,7 +90,9 @@ class Measurement:
     ti_seconds: float = 0.0              # sum of the task instances' durations
     failures: list[str] = field(default_factory=list)
     setup_s: dict[str, float] = field(default_factory=dict)  # migrate, start, dag_parsed
+    airflow_cpu_s: float = 0.0           # CPU of every Airflow process, setup and teardown included
     cli_wall_s: float = 0.0
+    cli_cpu_s: float = 0.0
     cli_exit: int = 0
     same_records: bool = False
     records: dict[str, int] = field(default_factory=dict)
@@ -122,6 +126,14 @@ def machine() -> dict[str, Any]:
     version = subprocess.run([sys.executable, "-c", "import airflow; print(airflow.__version__)"],
                              capture_output=True, text=True).stdout.strip()
     return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "airflow": version}
+
+
+def children_cpu() -> float:
+    """CPU seconds of every descendant this process (and they, down the chain) has waited for:
+    Airflow's components, their task processes, the CLI. Not the PostgreSQL server's. On a shared
+    machine this moves less than wall time does."""
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 def _iso_seconds(start: str | None, end: str | None) -> float | None:
@@ -209,6 +221,7 @@ def airflow_env(code: Code, folder: Path, target_url: str, units: int) -> dict[s
 def run_airflow(m: Measurement, code: Code, folder: Path, metadata_url: str, target_url: str,
                 parallelism: int, timeout: float) -> None:
     """Step 3: the daily DAG over every unit, through a real scheduler."""
+    cpu = children_cpu()
     cluster = AirflowCluster(folder / "airflow", metadata_url=metadata_url, parallelism=parallelism,
                              env=airflow_env(code, folder, target_url, m.units), dags_folder=code.dags)
     with cluster:
@@ -226,6 +239,7 @@ def run_airflow(m: Measurement, code: Code, folder: Path, metadata_url: str, tar
         tis = cluster.task_instances(DAG_ID, run_id)
         if m.run_state != "success":
             (folder / "airflow-components.log").write_text(cluster.logs(20_000))
+    m.airflow_cpu_s = round(children_cpu() - cpu, 1)
     m.task_instances = len(tis)
     m.ti_states = dict(collections.Counter(str(t["state"]) for t in tis))
     m.ti_seconds = round(sum(t.get("duration") or 0.0 for t in tis), 1)
@@ -235,11 +249,12 @@ def run_airflow(m: Measurement, code: Code, folder: Path, metadata_url: str, tar
 
 def run_cli(m: Measurement, code: Code, folder: Path, target_url: str) -> None:
     """Step 4: the same units and datasets in one `etl run` process."""
-    t0 = time.monotonic()
+    t0, cpu = time.monotonic(), children_cpu()
     m.cli_exit = _etl(code, "run", "--all", "--mappings-dir", str(folder / "mappings"), "--tx",
                       ",".join(TX_CODES), "--mode", "full", "--target", target_url,
                       log=folder / "cli.log", cwd=folder)
     m.cli_wall_s = time.monotonic() - t0
+    m.cli_cpu_s = round(children_cpu() - cpu, 1)
 
 
 def records(url: str) -> dict[str, list[tuple]]:
@@ -314,20 +329,22 @@ def report(ms: list[Measurement], info: dict[str, Any]) -> str:
         lines += ["", f"Extrapolated, not measured: {PROVINCE:,} units would take ~{a / 3600:.1f} h on "
                       f"Airflow ({verdict} the 1 h goal) and ~{c / 3600:.2f} h in one `etl run` process "
                       f"({how})."]
-    lines += ["", "| units | run (API start→end) s | queued s | Σ task s | TI states | migrate s | start s | DAG parsed s | load before → after |",
-              "|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+    lines += ["", "| units | run (API start→end) s | queued s | Σ task s | TI states | Airflow CPU s | CLI CPU s | migrate s | start s | DAG parsed s | load before → after |",
+              "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"]
     for m in ms:
         states = ", ".join(f"{k} {v}" for k, v in sorted(m.ti_states.items()))
         fmt = lambda x: "?" if x is None else f"{x:.1f}"  # noqa: E731
         lines.append(f"| {m.units:,} | {fmt(m.airflow_run_s)} | {fmt(m.airflow_queued_s)} | {m.ti_seconds:.1f} | "
-                     f"{states} | {m.setup_s.get('migrate', 0):.1f} | {m.setup_s.get('start', 0):.1f} | "
+                     f"{states} | {m.airflow_cpu_s:.1f} | {m.cli_cpu_s:.1f} | {m.setup_s.get('migrate', 0):.1f} | {m.setup_s.get('start', 0):.1f} | "
                      f"{m.setup_s.get('dag_parsed', 0):.1f} | {m.load_before} → {m.load_after} |")
     for m in ms:
         if m.failures:
             lines += ["", f"Failures at {m.units} units: " + "; ".join(m.failures[:20])]
     lines += ["", "Airflow wall: from the trigger request to the poll (every 1 s) that saw the run end; "
                   "setup (migrate, start, first parse) is not in it. CLI wall: the whole `etl run` "
-                  "process, interpreter start included."]
+                  "process, interpreter start included. CPU: user + system seconds of the processes "
+                  "(Airflow: all components and tasks over the cluster's whole life, setup included; "
+                  "the PostgreSQL server's own CPU is in neither)."]
     return "\n".join(lines)
 
 
