@@ -187,7 +187,18 @@ def context_args(context: MappingABC[str, Any]) -> dict[str, Any]:
         "dag_id": getattr(dag, "dag_id", None) or getattr(dag_run, "dag_id", "dag"),
         "run_id": context.get("run_id") or getattr(dag_run, "run_id", "run"),
         "slots": task_slots(getattr(dag, "max_active_tasks", None)),
+        "max_shards": _max_map_length(),
     }
+
+
+def _max_map_length() -> int:
+    """Airflow refuses to map over more (`core.max_map_length`, default 1024)."""
+    try:
+        from airflow.sdk.configuration import conf
+
+        return conf.getint("core", "max_map_length", fallback=1024)
+    except Exception:  # pragma: no cover - outside Airflow
+        return 1024
 
 
 def task_slots(dag_limit: int | None = None) -> int:
@@ -364,12 +375,6 @@ def _items(shard: planning.Shard, shard_prefix: str, records: MappingABC[str, An
             yield item
 
 
-def _mapping(unit: planning.Unit):
-    from etl.mapping import mapping_from_dict
-
-    return mapping_from_dict(unit.mapping or {})
-
-
 def _fail_item(engine: sa.Engine, run: _Run, item: _Item, stage: str, exc: BaseException) -> dict[str, Any]:
     """Record a unit's dataset that failed in `stage`: in the task log, in `ingest_run` (the run
     record), and in the manifest the next stages read."""
@@ -399,7 +404,7 @@ def _extract_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Ite
 
     ds = item.record["dataset"]
     with _in_project():
-        p = pipeline.plan(engine, _mapping(item.unit), item.tx, mode=run.mode,
+        p = pipeline.plan(engine, item.unit.validated, item.tx, mode=run.mode,
                           since=planning.parse_moment(ds["since"], "since"),
                           until=planning.parse_moment(ds["until"], "until"),
                           run_id=run.run_id, now=run.now)
@@ -423,7 +428,7 @@ def _transform_item(store: staging.Store, run: _Run, item: _Item) -> dict[str, A
     from etl import pipeline, validate
     from etl.clean import Audit
 
-    p = _rebuild_plan(_mapping(item.unit), item.record["plan"])
+    p = _rebuild_plan(item.unit.validated, item.record["plan"])
     meta = _meta(run, item.unit, item.tx)
     audit = Audit()
     prepared, findings, errors = [], [], 0
@@ -445,7 +450,7 @@ def _load_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Item):
     from etl import pipeline
     from etl.clean import Audit
 
-    p = _rebuild_plan(_mapping(item.unit), item.record["plan"])
+    p = _rebuild_plan(item.unit.validated, item.record["plan"])
     meta = _meta(run, item.unit, item.tx)
     audit = Audit()
     for row in store.get_json(_k(item.prefix, "audit.json")):

@@ -22,13 +22,14 @@ import os
 import re
 from collections.abc import Mapping as MappingABC
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from etl import clock, standard
 from etl.errors import ConfigError, MappingError
-from etl.mapping import Mapping, discover, load_mapping_cached, mapping_to_dict
+from etl.mapping import Mapping, discover, load_mapping_cached, mapping_from_dict, mapping_to_dict
 
 log = logging.getLogger("etl")
 
@@ -54,6 +55,13 @@ class Unit:
     mapping: dict[str, Any] | None = None     # etl.mapping.mapping_to_dict
     problems: str = ""
     datasets: list[dict[str, str | None]] = field(default_factory=list)
+
+    @cached_property
+    def validated(self) -> Mapping:
+        """The mapping itself, rebuilt once per process from what planning validated."""
+        if self.mapping is None:
+            raise MappingError([self.problems or f"{self.path}: no validated mapping"])
+        return mapping_from_dict(self.mapping)
 
 
 @dataclass
@@ -141,14 +149,17 @@ def _positive(value: Any, name: str) -> int | None:
     return number
 
 
-def shard_count(units: int, slots: int, units_per_shard: int | None = None) -> int:
+def shard_count(units: int, slots: int, units_per_shard: int | None = None,
+                max_shards: int = MAX_SHARDS) -> int:
     """How many shards `units` units make: `units_per_shard` each when given, else one per
-    parallel task slot with at least MIN_UNITS_PER_SHARD units in each."""
+    parallel task slot with at least MIN_UNITS_PER_SHARD units in each; never more than
+    `max_shards` (MAX_SHARDS, or Airflow's `max_map_length` when lower)."""
     if units == 0:
         return 0
+    cap = max(1, min(MAX_SHARDS, max_shards))
     if units_per_shard:
-        return min(MAX_SHARDS, math.ceil(units / units_per_shard))
-    return max(1, min(max(1, slots), MAX_SHARDS, math.ceil(units / MIN_UNITS_PER_SHARD)))
+        return min(cap, math.ceil(units / units_per_shard))
+    return max(1, min(max(1, slots), cap, math.ceil(units / MIN_UNITS_PER_SHARD)))
 
 
 # --- choosing units -----------------------------------------------------------------------------
@@ -215,7 +226,7 @@ def _raw_org_no(path: Path) -> str:
 def plan_run(frequency: str, *, mappings: Path, params: MappingABC[str, Any] | None = None,
              interval: tuple[datetime, datetime] | None = None, dag_id: str = "dual_prevention",
              run_id: str = "manual", now: datetime | None = None, slots: int = 16,
-             cache_dir: Path | None = None) -> RunPlan:
+             max_shards: int = MAX_SHARDS, cache_dir: Path | None = None) -> RunPlan:
     """The units and datasets one DAG run ingests, in shards.
 
     `frequency` is the DAG's: `daily` and `weekly` take each dataset at the standard's frequency
@@ -303,8 +314,11 @@ def plan_run(frequency: str, *, mappings: Path, params: MappingABC[str, Any] | N
         log.warning("none of txCodes %s runs %s here: each dataset runs on the DAG of its "
                     "frequency (the standard's 5.4, or the mapping's frequency:)", wanted_tx, frequency)
 
-    n = shard_count(len(units), slots, per_shard)
+    n = shard_count(len(units), slots, per_shard, max_shards)
     size = math.ceil(len(units) / n) if n else 0
+    if per_shard and size > per_shard:
+        log.warning("units_per_shard=%d would make more than %d shards: %d units a shard instead",
+                    per_shard, n, size)
     shards = [Shard(i, n, units[i * size:(i + 1) * size]) for i in range(n)]
     shards = [s for s in shards if s.units]
     for s in shards:

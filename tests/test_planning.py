@@ -141,17 +141,19 @@ def test_two_files_of_one_unit_are_both_refused(tmp_path: Path) -> None:
     assert units["南京化工"].datasets and not units["南京化工"].problems
 
 
-@pytest.mark.parametrize(("units", "slots", "per_shard", "expected"), [
-    (0, 16, None, 0),
-    (2, 16, None, 1),            # a few units: one shard (its tasks cost more than their data)
-    (200, 4, None, 4),           # one shard per slot
-    (200, 64, None, 4),          # at least 50 units a shard
-    (10_000, 32, None, 32),
-    (100_000, 100_000, None, 256),  # never more than MAX_SHARDS
-    (7, 16, 2, 4),               # units_per_shard sets the size
+@pytest.mark.parametrize(("units", "slots", "per_shard", "max_shards", "expected"), [
+    (0, 16, None, 1024, 0),
+    (2, 16, None, 1024, 1),        # a few units: one shard (its tasks cost more than their data)
+    (200, 4, None, 1024, 4),       # one shard per slot
+    (200, 64, None, 1024, 4),      # at least 50 units a shard
+    (10_000, 32, None, 1024, 32),
+    (100_000, 100_000, None, 1024, 256),  # never more than MAX_SHARDS
+    (7, 16, 2, 1024, 4),           # units_per_shard sets the size
+    (7, 16, 1, 3, 3),              # ... up to Airflow's max_map_length
 ])
-def test_shard_count(units: int, slots: int, per_shard: int | None, expected: int) -> None:
-    assert planning.shard_count(units, slots, per_shard) == expected
+def test_shard_count(units: int, slots: int, per_shard: int | None, max_shards: int,
+                     expected: int) -> None:
+    assert planning.shard_count(units, slots, per_shard, max_shards) == expected
 
 
 def test_shards_are_contiguous_labelled_and_hold_every_unit_once(tmp_path: Path) -> None:
