@@ -404,7 +404,7 @@ def _extract_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Ite
 
     ds = item.record["dataset"]
     with _in_project():
-        p = pipeline.plan(engine, item.unit.validated, item.tx, mode=run.mode,
+        p = pipeline.plan(engine, item.unit.validated(), item.tx, mode=run.mode,
                           since=planning.parse_moment(ds["since"], "since"),
                           until=planning.parse_moment(ds["until"], "until"),
                           run_id=run.run_id, now=run.now)
@@ -428,7 +428,7 @@ def _transform_item(store: staging.Store, run: _Run, item: _Item) -> dict[str, A
     from etl import pipeline, validate
     from etl.clean import Audit
 
-    p = _rebuild_plan(item.unit.validated, item.record["plan"])
+    p = _rebuild_plan(item.unit.validated(), item.record["plan"])
     meta = _meta(run, item.unit, item.tx)
     audit = Audit()
     prepared, findings, errors = [], [], 0
@@ -450,7 +450,7 @@ def _load_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Item):
     from etl import pipeline
     from etl.clean import Audit
 
-    p = _rebuild_plan(item.unit.validated, item.record["plan"])
+    p = _rebuild_plan(item.unit.validated(), item.record["plan"])
     meta = _meta(run, item.unit, item.tx)
     audit = Audit()
     for row in store.get_json(_k(item.prefix, "audit.json")):

@@ -22,7 +22,7 @@ import os
 import re
 from collections.abc import Mapping as MappingABC
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from functools import lru_cache
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -56,12 +56,14 @@ class Unit:
     problems: str = ""
     datasets: list[dict[str, str | None]] = field(default_factory=list)
 
-    @cached_property
     def validated(self) -> Mapping:
-        """The mapping itself, rebuilt once per process from what planning validated."""
+        """The mapping itself, rebuilt from what planning validated (no file is read). The last
+        few are kept: a unit's datasets come one after another, and a shard of thousands of
+        units must not hold thousands of mappings (~70 KB each)."""
         if self.mapping is None:
             raise MappingError([self.problems or f"{self.path}: no validated mapping"])
-        return mapping_from_dict(self.mapping)
+        d = self.mapping
+        return _rebuilt(d["path"], d["digest"], d.get("model"), d.get("text"))
 
 
 @dataclass
@@ -89,6 +91,12 @@ class RunPlan:
 
     def header(self) -> dict[str, str]:
         return {k: getattr(self, k) for k in ("dag_id", "airflow_run_id", "run_id", "mode", "now")}
+
+
+@lru_cache(maxsize=8)
+def _rebuilt(path: str, digest: str, model: str | None, text: str | None) -> Mapping:
+    body = {"model": model} if model is not None else {"text": text}
+    return mapping_from_dict({"path": path, "digest": digest, **body})
 
 
 def shard_to_dict(plan: RunPlan, shard: Shard) -> dict[str, Any]:
