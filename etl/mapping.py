@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -200,6 +200,7 @@ class Mapping:
     path: Path
     model: MappingModel
     digest: str = ""
+    exact_json: str = field(default="", compare=False, repr=False)  # the model as JSON, when that is exact
 
     @property
     def name(self) -> str:
@@ -401,8 +402,8 @@ def parse_mapping(path: Path, data: bytes) -> Mapping:
 def mapping_to_dict(m: Mapping) -> dict[str, Any]:
     """A validated mapping as JSON-able values, for the next process (an Airflow task): its
     model when that survives JSON exactly (nearly always), else the file's text to re-parse."""
-    dumped = m.model.model_dump_json()
-    exact = MappingModel.model_validate_json(dumped) == m.model
+    dumped = m.exact_json or m.model.model_dump_json()
+    exact = bool(m.exact_json) or MappingModel.model_validate_json(dumped) == m.model
     body: dict[str, Any] = {"model": dumped} if exact else {"text": m.path.read_text(encoding="utf-8")}
     return {"path": str(m.path), "digest": m.digest, **body}
 
@@ -443,12 +444,14 @@ def load_mapping_cached(path: str | Path, cache_dir: Path | None) -> Mapping:
     digest = hashlib.sha256(data).hexdigest()
     entry = cache_dir / (hashlib.sha256(_code_digest() + data).hexdigest() + ".json")
     try:
-        return Mapping(path, MappingModel.model_validate_json(entry.read_bytes()), digest)
+        cached = entry.read_text(encoding="utf-8")
+        return Mapping(path, MappingModel.model_validate_json(cached), digest, cached)
     except (OSError, ValidationError, ValueError):
         pass
     m = parse_mapping(path, data)
     dumped = m.model.model_dump_json()
     if MappingModel.model_validate_json(dumped) == m.model:
+        m = Mapping(m.path, m.model, m.digest, dumped)
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
