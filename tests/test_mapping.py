@@ -127,3 +127,24 @@ def test_discover_lists_yaml_sorted(tmp_path):
     for n in ("b.yaml", "a.yml", "c.txt"):
         write(tmp_path, GOOD, n)
     assert [p.name for p in discover(tmp_path)] == ["a.yml", "b.yaml"]
+
+
+def test_valid_mappings_are_cached_by_content_and_invalid_ones_never(tmp_path: Path) -> None:
+    from etl.mapping import load_mapping_cached, mapping_from_dict, mapping_to_dict
+
+    cache = tmp_path / "cache"
+    path = tmp_path / "南京化工.yaml"
+    path.write_text(GOOD, encoding="utf-8")
+    first = load_mapping_cached(path, cache)
+    assert first == load_mapping(path) and len(list(cache.iterdir())) == 1
+    assert load_mapping_cached(path, cache) == first  # from the cache
+    assert mapping_from_dict(mapping_to_dict(first)) == first  # handed on to another process
+    path.write_text(GOOD.replace("point_name", "point_title"), encoding="utf-8")
+    changed = load_mapping_cached(path, cache)  # new content, new entry: never a stale verdict
+    assert changed.datasets["06"].fields["riskName"].column == "point_title"
+    assert changed.digest != first.digest and len(list(cache.iterdir())) == 2
+    path.write_text(GOOD.replace("riskName:", "riskNames:"), encoding="utf-8")
+    for _ in range(2):
+        with pytest.raises(MappingError, match="riskNames"):
+            load_mapping_cached(path, cache)
+    assert len(list(cache.iterdir())) == 2
