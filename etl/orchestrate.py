@@ -375,14 +375,19 @@ def _items(shard: planning.Shard, shard_prefix: str, records: MappingABC[str, An
             yield item
 
 
+def _message(exc: BaseException) -> str:
+    """What a failure says, personal data masked (it goes to logs and the run record)."""
+    from etl.masking import mask_text
+
+    return mask_text(str(exc) if isinstance(exc, EtlError) else f"{type(exc).__name__}: {exc}")
+
+
 def _fail_item(engine: sa.Engine, run: _Run, item: _Item, stage: str, exc: BaseException) -> dict[str, Any]:
     """Record a unit's dataset that failed in `stage`: in the task log, in `ingest_run` (the run
     record), and in the manifest the next stages read."""
     from etl import pipeline
-    from etl.masking import mask_text
 
-    message = str(exc) if isinstance(exc, EtlError) else f"{type(exc).__name__}: {exc}"
-    message = mask_text(message)[:2000]
+    message = _message(exc)[:2000]
     transient = _is_transient(exc)
     if isinstance(exc, EtlError):
         log.error("%s: %s failed (%s): %s", item.label, stage, "transient" if transient else "terminal", message)
@@ -560,7 +565,7 @@ def load(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = N
             except Exception as e:
                 if not getattr(e, "run_recorded", False):  # pipeline.load records its own
                     _fail_item(engine, run, item, stage, e)
-                failures.append((item.label, stage, str(e)[:500], _is_transient(e)))
+                failures.append((item.label, stage, _message(e)[:500], _is_transient(e)))
                 continue
     out = {**ref, "loaded": results, "failed": [f"{lbl} ({stage})" for lbl, stage, *_ in failures[:200]]}
     if failures:
