@@ -465,6 +465,18 @@ def _mariadb_innodb_args() -> list[str]:
     ]
 
 
+def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    """Stop a server process: SIGTERM, then SIGKILL after 30 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def start_mariadb(timeout: float = DEFAULT_TIMEOUT) -> Server:
     """Start a throwaway MariaDB server; returns once it accepts connections."""
     server_exe, install_db = _find_mariadb()
@@ -476,14 +488,7 @@ def start_mariadb(timeout: float = DEFAULT_TIMEOUT) -> Server:
     proc: subprocess.Popen[bytes] | None = None
 
     def shutdown() -> None:
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        _terminate(proc)
 
     try:
         _run(
@@ -600,14 +605,7 @@ def start_redis(timeout: float = DEFAULT_TIMEOUT) -> Server:
     proc: subprocess.Popen[bytes] | None = None
 
     def shutdown() -> None:
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        _terminate(proc)
 
     try:
         for attempt in range(_PORT_ATTEMPTS):
