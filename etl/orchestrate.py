@@ -37,7 +37,6 @@ log = logging.getLogger("etl")
 
 TARGET_CONN_ID = "etl_target"
 PROGRESS_EVERY = 50  # a progress line per this many datasets of a shard
-FREQUENCIES = planning.FREQUENCIES
 
 
 # --- where things are -----------------------------------------------------------------------
@@ -249,10 +248,6 @@ def _item_prefix(shard_prefix: str, unit: planning.Unit, tx: str) -> str:
     return _k(shard_prefix, _unit_part(unit), tx)
 
 
-def _item_label(unit: planning.Unit, tx: str | None) -> str:
-    return f"{unit.name} {tx}" if tx else f"{unit.name} (invalid mapping)"
-
-
 # --- the plan, across processes ----------------------------------------------------------------
 
 
@@ -351,7 +346,7 @@ class _Item:
 
     @property
     def label(self) -> str:
-        return _item_label(self.unit, self.tx)
+        return f"{self.unit.name} {self.tx}" if self.tx else f"{self.unit.name} (invalid mapping)"
 
     @property
     def id(self) -> str:
