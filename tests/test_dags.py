@@ -461,6 +461,56 @@ def test_a_broken_mapping_fails_its_shard_by_name_without_retries_after_the_othe
 
 
 @pytest.mark.airflow
+def test_units_with_purely_chinese_file_names_each_land_under_their_own_org_no(
+        airflow_db, dagbag, tmp_path: Path, sqlite_url: str, staging: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11: staging once named folders by the file name's ASCII letters only, so every
+    purely Chinese name became `_`: two units shared one folder and one's rows were loaded under
+    the other's orgNo. Each source's rows must land under its own unit, none lost."""
+    import yaml
+
+    from etl.cli import main as cli_main
+    from etl.demo_data import ORG_A, ORG_B, UNIT_A, UNIT_B, make_demo_sources
+
+    made = make_demo_sources(tmp_path / "demo")
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    for name, unit in (("南京化工", UNIT_A), ("苏州电梯", UNIT_B)):
+        raw = yaml.safe_load((MAPPINGS / f"{unit}.yaml").read_text(encoding="utf-8"))
+        raw["source"] = {"url": f"sqlite:///{made[unit]}"}
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    monkeypatch.setenv("ETL_MAPPINGS_DIR", str(folder))
+    monkeypatch.setenv("ETL_TARGET_URL", sqlite_url)
+    monkeypatch.delenv("AIRFLOW_CONN_ETL_TARGET", raising=False)
+
+    def points(url: str) -> dict[str, set[str]]:
+        con = sqlite3.connect(url.removeprefix("sqlite:///"))
+        try:
+            rows = con.execute('SELECT "orgNo", "riskNo" FROM risk_point WHERE "busType" != \'D\'').fetchall()
+        finally:
+            con.close()
+        out: dict[str, set[str]] = {}
+        for org, no in rows:
+            out.setdefault(org, set()).add(no)
+        return out
+
+    dr = dagbag().dags["dual_prevention_daily"].test(
+        logical_date=datetime(2025, 4, 2, tzinfo=CST), run_conf={"tx_codes": ["06"], "mode": "full"})
+    assert str(dr.state) == "success"
+    # each unit alone, outside Airflow, into a target of its own
+    expected: dict[str, set[str]] = {}
+    for name in ("南京化工", "苏州电梯"):
+        alone = f"sqlite:///{tmp_path / name}.sqlite"
+        assert cli_main(["-q", "run", str(folder / f"{name}.yaml"), "--tx", "06",
+                         "--target", alone]) == 0
+        expected.update(points(alone))
+    got = points(sqlite_url)
+    assert set(got) == {ORG_A, ORG_B}
+    assert got[ORG_A] and got[ORG_B] and not got[ORG_A] & got[ORG_B]
+    assert got == expected
+
+
+@pytest.mark.airflow
 def test_bad_params_fail_the_run_at_planning_without_retries(airflow_db, dagbag, staging: Path) -> None:
     dag = dagbag().dags["dual_prevention_weekly"]
     dr = dag.test(logical_date=datetime(2025, 4, 7, tzinfo=CST), run_conf={"units": ["no_such_unit"]})
