@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl import divisions
-from etl.masking import mask, mask_text
+from etl.masking import mask, mask_text, personal_kind
 from etl.standard import DATASETS, ENVELOPE, UNIT_KEY, Dataset, Field
 
 # pandas' default string dtype ("str"): Arrow-backed, NaN for missing, so comparisons give
@@ -181,7 +181,6 @@ _COUNTRY = re.compile(r"^(?:\+86|0086|86(?=[\s-]))[\s-]*")
 _PHONE_NOISE = re.compile(r"[\s\-()]")
 _MOBILE = re.compile(r"^1[3-9]\d{9}$")
 _LANDLINE = re.compile(r"^(0[12]\d|0[3-9]\d{2})(\d{7,8})$")
-_PERSONAL_KINDS = ("idcard", "phone")
 
 # A step takes the distinct values of a column and returns the new values and the rule name
 # of each change (one name, or one per value with None where nothing applies).
@@ -321,13 +320,8 @@ def _audit_raw(audit: Audit, f: Field,
 
 
 def _personal_kind(f: Field) -> str | None:
-    """How a field's examples are masked: ID and phone kinds, and person names (姓名, and the
-    fields whose Chinese name ends in 人: 联系人, 责任人, 排查人 ...)."""
-    if f.kind in _PERSONAL_KINDS:
-        return f.kind
-    if f.zh == "姓名" or f.zh.endswith("人"):
-        return "name"
-    return None
+    """How a field's examples are masked (`etl.masking.personal_kind`)."""
+    return personal_kind(f)
 
 
 def _example(f: Field, value: object) -> str:

@@ -372,9 +372,10 @@ def _items(shard: planning.Shard, shard_prefix: str, records: MappingABC[str, An
 
 def _message(exc: BaseException) -> str:
     """What a failure says, personal data masked (it goes to logs and the run record)."""
-    from etl.masking import mask_text
+    from etl.masking import RUN_MESSAGE_CHARS, cap
 
-    return mask_text(str(exc) if isinstance(exc, EtlError) else f"{type(exc).__name__}: {exc}")
+    return cap(str(exc) if isinstance(exc, EtlError) else f"{type(exc).__name__}: {exc}",
+               RUN_MESSAGE_CHARS)
 
 
 def _fail_item(engine: sa.Engine, run: _Run, item: _Item, stage: str, exc: BaseException) -> dict[str, Any]:
