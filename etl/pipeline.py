@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from etl import clock, extract, standard, target, transform, validate
-from etl.clean import Audit, clean_frame
+from etl.clean import Audit, binary_values, clean_frame
 from etl.errors import EtlError, TargetError
 from etl.load import REJECTED, Counts, DatasetLoad, allocate_batches, insert_rows, record_batches
 from etl.mapping import FieldRule, Mapping, Mode
@@ -206,10 +206,17 @@ def prepare(raw: pd.DataFrame, p: Plan, audit: Audit) -> Prepared:
     references to the unit's other datasets are checked when loading (`check_references`)."""
     ds, mapping, org = p.dataset, p.mapping, p.mapping.unit.orgNo
     frame = transform.apply_mapping(raw.reset_index(drop=True), mapping, ds.tx_code)
+    frame, binary = binary_values(frame, ds)
     frame = clean_frame(frame, ds, audit)
     frame = transform.fill_rules(frame, ds, mapping)
     frame[UPDATED] = _timestamps(frame[UPDATED])
     found = _check_chunk(frame, ds, mapping, p.today)
+    if binary:
+        emptied = {(row, name) for row, name, _ in binary}
+        found = [validate.Finding(row, name, "binary", f"binary value in field {name} "
+                                  f"({ds.field(name).zh}): {n} bytes that are not text: map a "
+                                  f"text column, or convert it in the dataset's query:")
+                 for row, name, n in binary] + [f for f in found if (f.row, f.field) not in emptied]
     errors = {f.row for f in found if f.severity == validate.ERROR}
     frame = transform.add_identity(frame, org, ds.tx_code)
     is_error = frame.index.isin(list(errors))
