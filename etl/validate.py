@@ -2,7 +2,8 @@
 every failure of a chunk, and turned into reject rows with personal data masked.
 
 Rule names (`length`, `enum`, `date`, `uscc`, `idcard`, `regno`, `phone`, `division`,
-`required`, `date_order`, `required_when`, `reference`) are what `ingest_reject.rule` holds.
+`required`, `date_order`, `required_when`, `reference`, and `binary` from `etl.clean`) are what
+`ingest_reject.rule` holds.
 """
 
 from __future__ import annotations
