@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from etl import private
 from etl.orchestrate import project_dir
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"  # beside the code, wherever ETL_HOME is
@@ -40,7 +41,7 @@ def airflow_environment(environ: Mapping[str, str] | None = None) -> dict[str, s
 def run_airflow(args: Sequence[str]) -> int:
     """Replace this process with `python -m airflow ARGS` (signals and exit code are Airflow's)."""
     env = airflow_environment()
-    os.makedirs(env["AIRFLOW_HOME"], exist_ok=True)
+    private.makedirs(env["AIRFLOW_HOME"])  # its passwords file, logs of runs
     print(f"AIRFLOW_HOME={env['AIRFLOW_HOME']} DAGs={env['AIRFLOW__CORE__DAGS_FOLDER']} "
           f"timezone={env['AIRFLOW__CORE__DEFAULT_TIMEZONE']}", file=sys.stderr, flush=True)
     os.execvpe(sys.executable, [sys.executable, "-m", "airflow", *args], env)

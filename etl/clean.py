@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl import divisions
-from etl.masking import mask, mask_text
+from etl.masking import mask, mask_text, personal_kind
 from etl.standard import DATASETS, ENVELOPE, UNIT_KEY, Dataset, Field
 
 # pandas' default string dtype ("str"): Arrow-backed, NaN for missing, so comparisons give
@@ -181,7 +181,6 @@ _COUNTRY = re.compile(r"^(?:\+86|0086|86(?=[\s-]))[\s-]*")
 _PHONE_NOISE = re.compile(r"[\s\-()]")
 _MOBILE = re.compile(r"^1[3-9]\d{9}$")
 _LANDLINE = re.compile(r"^(0[12]\d|0[3-9]\d{2})(\d{7,8})$")
-_PERSONAL_KINDS = ("idcard", "phone")
 
 # A step takes the distinct values of a column and returns the new values and the rule name
 # of each change (one name, or one per value with None where nothing applies).
@@ -198,6 +197,57 @@ def _decode(raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("gb18030", errors="replace")
+
+
+_BINARY_TYPES = (bytes, bytearray, memoryview)
+_NO_BYTES = frozenset({"string", "empty", "integer", "floating", "decimal", "boolean", "date",
+                       "datetime", "datetime64", "time", "timedelta", "timedelta64"})
+
+
+def is_text_bytes(raw: bytes | bytearray | memoryview) -> bool:
+    """Whether a byte value from a BLOB / BYTEA / VARBINARY column is text: it decodes as
+    UTF-8 or, failing that, as GB18030, and holds no control character but tab and line
+    breaks. Anything else (an image, X'00FF', a serialised object) is binary."""
+    data = bytes(raw)
+    for encoding in ("utf-8", "gb18030"):
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        return re.search(_CONTROL, text) is None
+    return False
+
+
+def binary_values(frame: pd.DataFrame, ds: Dataset) -> tuple[pd.DataFrame, list[tuple[object, str, int]]]:
+    """Binary values in the standard fields of a mapped frame, and the frame without them.
+
+    Every standard field is text, and bytes that are not text (`is_text_bytes`) have no
+    spelling in it: decoding them would store U+FFFD or silently drop bytes. So their rows are
+    rejected (rule `binary`), one bad value costing one row; the cell is emptied so that
+    cleaning neither converts nor audits it. Text in a byte column (a VARBINARY of UTF-8 or
+    GBK) is kept and decoded by cleaning. Returns (row label, field, byte count) per value.
+    The source key and the `deleted:` column are read from the raw rows, not from here: a
+    MySQL BIT(1) flag (b'\x01') stays usable as `deleted:`, though mapped to a field it is
+    binary (issue 12 treats BIT columns)."""
+    found: list[tuple[object, str, int]] = []
+    out = frame
+    for f in ds.fields:
+        if f.name not in frame.columns or frame[f.name].dtype != object:
+            continue
+        s = frame[f.name]
+        if pd.api.types.infer_dtype(s, skipna=True) in _NO_BYTES:
+            continue
+        bad = [i for i, v in zip(s.index, s.tolist())
+               if isinstance(v, _BINARY_TYPES) and not is_text_bytes(v)]
+        if not bad:
+            continue
+        if out is frame:
+            out = frame.copy(deep=False)
+        found += [(i, f.name, len(bytes(s.at[i]))) for i in bad]
+        col = s.copy()
+        col.loc[bad] = None
+        out[f.name] = col
+    return out, found
 
 
 def _valid_unicode(text: str) -> tuple[str, str | None]:
@@ -321,13 +371,8 @@ def _audit_raw(audit: Audit, f: Field,
 
 
 def _personal_kind(f: Field) -> str | None:
-    """How a field's examples are masked: ID and phone kinds, and person names (姓名, and the
-    fields whose Chinese name ends in 人: 联系人, 责任人, 排查人 ...)."""
-    if f.kind in _PERSONAL_KINDS:
-        return f.kind
-    if f.zh == "姓名" or f.zh.endswith("人"):
-        return "name"
-    return None
+    """How a field's examples are masked (`etl.masking.personal_kind`)."""
+    return personal_kind(f)
 
 
 def _example(f: Field, value: object) -> str:

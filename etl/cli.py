@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
 
-from etl import clock, standard
+from etl import clock, private, standard
 from etl.errors import ConfigError, EtlError, MappingError
 
 log = logging.getLogger("etl")
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     for noisy in ("alembic", "airflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    old_umask = os.umask(private.UMASK)  # targets, staging, caches, Airflow's files: owner only
     try:
         return _COMMANDS[args.command](args)
     except MappingError as e:
@@ -111,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the dataset being loaded was rolled back", file=sys.stderr)
         return 130
+    finally:
+        os.umask(old_umask)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -453,9 +453,12 @@ def load_mapping_cached(path: str | Path, cache_dir: Path | None) -> Mapping:
     if MappingModel.model_validate_json(dumped) == m.model:
         m = Mapping(m.path, m.model, m.digest, dumped)
         try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
+            from etl import private
+
+            private.private_dir(cache_dir)  # a mapping names a unit's sources and columns
             tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
-            tmp.write_text(dumped, encoding="utf-8")
+            with private.create(tmp, exclusive=False) as f:
+                f.write(dumped.encode("utf-8"))
             tmp.replace(entry)
         except OSError:
             pass  # a cache that cannot be written only costs time

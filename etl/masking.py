@@ -77,3 +77,55 @@ def mask_text(text: str) -> str:
     """
     text = _ID_IN_TEXT.sub(lambda m: mask_idcard(m.group()), text)
     return _MOBILE_IN_TEXT.sub(lambda m: mask_phone(m.group()), text)
+
+
+# --- bounded text ----------------------------------------------------------------------------
+
+#: The longest message stored or printed for one finding (reject, warning, audit example).
+MESSAGE_CHARS = 500
+#: The longest run message (`ingest_run.message`, a failed dataset's line in a summary).
+RUN_MESSAGE_CHARS = 2000
+#: How much of a value a message quotes.
+EXCERPT_CHARS = 40
+# Masking never lengthens text, but a value cut mid-way could hide an ID number from
+# `mask_text`: mask a little more than is kept, then cut.
+_MARGIN = 24
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text` masked, cut to `limit` characters with its length said: …(N chars)."""
+    if len(text) <= limit:
+        return mask_text(text)
+    tail = f"…({len(text)} chars)"
+    return mask_text(text[:limit + _MARGIN])[:max(limit - len(tail), 0)] + tail
+
+
+def cap(text: str, limit: int = MESSAGE_CHARS) -> str:
+    """A message fit to store or print: ID numbers and mobiles masked, at most `limit`
+    characters (a 10 MB value must not become a 10 MB message)."""
+    return _cut(text, limit)
+
+
+def personal_kind(field: object) -> str | None:
+    """The masking kind of a standard field (an `etl.standard.Field`): its `idcard` / `phone`
+    kind, `name` for person names (姓名, and the fields whose Chinese name ends in 人: 联系人,
+    责任人, 排查人 ...), else None."""
+    kind, zh = getattr(field, "kind", None), getattr(field, "zh", "")
+    if kind in ("idcard", "phone"):
+        return kind
+    if zh == "姓名" or zh.endswith("人"):
+        return "name"
+    return None
+
+
+def excerpt(value: object, kind: str | None = None, limit: int = EXCERPT_CHARS) -> str:
+    """How a message quotes a value: masked by `kind` (see `personal_kind`), then any ID
+    number or mobile in it; at most `limit` characters, in quotes, with the length when cut:
+    `'abc…'…(12345 chars)`."""
+    text = str(value)
+    n = len(text)
+    head = text[:limit + _MARGIN]
+    if kind:
+        head = mask(head, kind) or ""
+    head = mask_text(head)[:limit]
+    return repr(head) + (f"…({n} chars)" if n > limit else "")

@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl import clock, planning, staging
+from etl import clock, planning, private, staging
 from etl.errors import EtlError, MappingError
 
 log = logging.getLogger("etl")
@@ -295,6 +295,7 @@ def _meta(run: _Run, unit: planning.Unit, tx: str) -> dict[str, str]:
 # --- plan --------------------------------------------------------------------------------------
 
 
+@private.private_files  # whatever the worker's umask: owner-only files
 def plan(frequency: str, context: MutableMapping[str, Any] | None = None, *,
          mappings: str | os.PathLike[str] | None = None, **args: Any) -> list[dict[str, Any]]:
     """Plan the run, store each shard's part of the plan, and return one small reference per
@@ -372,9 +373,10 @@ def _items(shard: planning.Shard, shard_prefix: str, records: MappingABC[str, An
 
 def _message(exc: BaseException) -> str:
     """What a failure says, personal data masked (it goes to logs and the run record)."""
-    from etl.masking import mask_text
+    from etl.masking import RUN_MESSAGE_CHARS, cap
 
-    return mask_text(str(exc) if isinstance(exc, EtlError) else f"{type(exc).__name__}: {exc}")
+    return cap(str(exc) if isinstance(exc, EtlError) else f"{type(exc).__name__}: {exc}",
+               RUN_MESSAGE_CHARS)
 
 
 def _fail_item(engine: sa.Engine, run: _Run, item: _Item, stage: str, exc: BaseException) -> dict[str, Any]:
@@ -503,18 +505,21 @@ def _stage(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None, 
     return {**ref, "manifest": f"{name}.json"}
 
 
+@private.private_files
 def extract(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = None) -> dict[str, Any]:
     """Read each dataset's source rows (within its window) into raw Parquet chunks."""
     return _stage(ref, context, "extract", None,
                   lambda engine, store, run, item: _extract_item(engine, store, run, item))
 
 
+@private.private_files
 def transform(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = None) -> dict[str, Any]:
     """Map, clean and validate what `extract` staged (needs nothing from the target)."""
     return _stage(ref, context, "transform", "extract.json",
                   lambda engine, store, run, item: _transform_item(store, run, item))
 
 
+@private.private_files
 def load(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = None) -> dict[str, Any]:
     """Load every transformed dataset of the shard, unit after unit, each in its own target
     transaction; then fail, naming them, if any unit failed at any stage.
@@ -592,6 +597,7 @@ def _loaded(engine: sa.Engine, run_id: str) -> set[tuple[str, str]]:
 # --- summary ---------------------------------------------------------------------------------------
 
 
+@private.private_files
 def summarise(refs: list[dict[str, Any]] | None, context: MutableMapping[str, Any] | None = None) -> dict[str, Any]:
     """Log the run's summary from the target's run records (counts per dataset, top reject
     reasons, every failure by name) and fail the run, after logging, when anything failed.

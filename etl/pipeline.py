@@ -20,11 +20,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from etl import clock, extract, standard, target, transform, validate
-from etl.clean import Audit, clean_frame
+from etl.clean import Audit, binary_values, clean_frame
 from etl.errors import EtlError, TargetError
 from etl.load import REJECTED, Counts, DatasetLoad, allocate_batches, insert_rows, record_batches
-from etl.mapping import Mapping, Mode
-from etl.masking import mask_text
+from etl.mapping import FieldRule, Mapping, Mode
+from etl.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, excerpt, mask, personal_kind
 from etl.transform import DELETED, KEY, UPDATED
 
 log = logging.getLogger("etl")
@@ -95,8 +95,8 @@ def _check_chunk(frame: pd.DataFrame, ds: standard.Dataset, mapping: Mapping,
     found = validate.findings(live, ds)
     if ds.tx_code == "01":
         other = live["orgNo"].notna() & (live["orgNo"] != mapping.unit.orgNo)
-        found += [validate.Finding(i, "orgNo", "unit", f"orgNo {live.at[i, 'orgNo']} is not the "
-                                   f"mapping's unit.orgNo {mapping.unit.orgNo}") for i in live.index[other]]
+        found += [validate.Finding(i, "orgNo", "unit", f"orgNo {excerpt(live.at[i, 'orgNo'])} is not "
+                                   f"the mapping's unit.orgNo {mapping.unit.orgNo}") for i in live.index[other]]
     return found + validate.warnings(live, ds, today)
 
 
@@ -112,8 +112,9 @@ def check_references(chunk: "Prepared", p: "Plan", refs: dict[str, set[str]]) ->
             continue
         col = live[ref.field]
         bad = col.notna() & ~col.isin(refs[ref.field])
+        kind = personal_kind(ds.field(ref.field))
         found += [(int(i), ref.field, "reference", validate.ERROR,
-                   f"{ref.field} {col[i]!r} is not a {ref.target_field} of this unit's "
+                   f"{ref.field} {excerpt(col[i], kind)} is not a {ref.target_field} of this unit's "
                    f"{standard.dataset(ref.tx_code).zh} ({ref.tx_code})") for i in live.index[bad]]
     if not found:
         return chunk
@@ -205,10 +206,17 @@ def prepare(raw: pd.DataFrame, p: Plan, audit: Audit) -> Prepared:
     references to the unit's other datasets are checked when loading (`check_references`)."""
     ds, mapping, org = p.dataset, p.mapping, p.mapping.unit.orgNo
     frame = transform.apply_mapping(raw.reset_index(drop=True), mapping, ds.tx_code)
+    frame, binary = binary_values(frame, ds)
     frame = clean_frame(frame, ds, audit)
     frame = transform.fill_rules(frame, ds, mapping)
     frame[UPDATED] = _timestamps(frame[UPDATED])
     found = _check_chunk(frame, ds, mapping, p.today)
+    if binary:
+        emptied = {(row, name) for row, name, _ in binary}
+        found = [validate.Finding(row, name, "binary", f"binary value in field {name} "
+                                  f"({ds.field(name).zh}): {n} bytes that are not text: map a "
+                                  f"text column, or convert it in the dataset's query:")
+                 for row, name, n in binary] + [f for f in found if (f.row, f.field) not in emptied]
     errors = {f.row for f in found if f.severity == validate.ERROR}
     frame = transform.add_identity(frame, org, ds.tx_code)
     is_error = frame.index.isin(list(errors))
@@ -284,7 +292,8 @@ def load(engine: Engine, p: Plan, chunks: Iterable[Prepared], audit: Audit,
         if dry_run:
             raise
         result.status = "failed"
-        result.message = mask_text(str(e) if isinstance(e, EtlError) else f"{type(e).__name__}: {e}")[:2000]
+        result.message = cap(str(e) if isinstance(e, EtlError) else f"{type(e).__name__}: {e}",
+                             RUN_MESSAGE_CHARS)
         record_run(engine, result, p.run_id, p.now)
         error: BaseException = e
         if isinstance(e, sa.exc.DBAPIError):
@@ -324,21 +333,58 @@ def _load(conn: Connection, p: Plan, chunks: Iterable[Prepared], audit: Audit,
         loader.apply(counts.batches, p.today)
         record_batches(conn, counts.batches, by_type, org, p.tx_code, p.run_id, p.now)
     loader.close()
-    _record_findings(conn, result, p.run_id, p.now, findings, dropped)
+    spec = p.mapping.datasets[ds.tx_code]
+    _record_findings(conn, result, p.run_id, p.now, findings, dropped,
+                     masked_source_key(ds, spec.key, spec.fields))
     _record_audit(conn, result, p.run_id, audit)
     result.status = "success"
     _insert_run(conn, result, p.run_id, p.now)
 
 
+KEY_CHARS = 500  # ingest_reject.sourceKey
+
+
+def masked_source_key(ds: standard.Dataset, columns: list[str],
+                      fields: dict[str, FieldRule]) -> Callable[[str], str]:
+    """How `ingest_reject.sourceKey` shows a source key (`transform.source_key`: the key
+    columns' values joined by `|`) to the people who read rejects: each part masked as the
+    personal field its column fills (ID number: region and last 4; phone; name: family name),
+    any other part where it looks like an ID number or a mobile (`mask_text`). Enough for the
+    unit to find the row, not whose row it is. A key whose values hold `|` themselves cannot be
+    split by column: then every part keeps only its first character when any key column is
+    personal."""
+    kinds: list[str | None] = []
+    for c in columns:
+        found = [personal_kind(ds.field(name)) for name, rule in fields.items()
+                 if rule.column == c and name in ds.field_names]
+        kinds.append(next((k for k in found if k), None))
+    personal = any(kinds)
+
+    def shown(key: str) -> str:
+        parts = key.split("|")
+        if len(parts) == len(kinds):
+            parts = [mask(p[:KEY_CHARS], k) or "" if k and p else p for p, k in zip(parts, kinds)]
+        elif personal:
+            parts = [p[:1] + "*" * min(len(p) - 1, KEY_CHARS) if p else p for p in parts]
+        return cap("|".join(parts), KEY_CHARS)
+
+    return shown
+
+
 def _record_findings(conn: Connection, result: DatasetResult, run_id: str, now: datetime,
                      findings: list[tuple[int, str, validate.Finding]],
-                     dropped: list[tuple[int, str, str, str]]) -> None:
+                     dropped: list[tuple[int, str, str, str]],
+                     shown_key: Callable[[str], str] = lambda key: cap(key, KEY_CHARS)) -> None:
+    """Rejects, warnings and dropped duplicates into `ingest_reject`: keys masked
+    (`masked_source_key`), every message masked and capped (`masking.cap`) here, whatever
+    built it."""
     lost = {seq for seq, *_ in dropped}
-    rows = [{"runId": run_id, "orgNo": result.org_no, "txCode": result.tx_code, "sourceKey": key[:500],
-             "field": f.field, "rule": f.rule, "severity": f.severity,
-             "message": mask_text(f.message), "createdAt": now}
+    rows = [{"runId": run_id, "orgNo": result.org_no, "txCode": result.tx_code,
+             "sourceKey": shown_key(key), "field": f.field, "rule": f.rule,
+             "severity": f.severity, "message": cap(f.message, MESSAGE_CHARS), "createdAt": now}
             for seq, key, f in findings if seq not in lost]
-    rows += [{"runId": run_id, "orgNo": result.org_no, "txCode": result.tx_code, "sourceKey": key[:500],
+    rows += [{"runId": run_id, "orgNo": result.org_no, "txCode": result.tx_code,
+              "sourceKey": shown_key(key),
               "field": "ID", "rule": kind, "severity": validate.DUPLICATE,
               "message": ("an exact duplicate of another source row (dropped)" if kind == "duplicate"
                           else f"same record ID {rid} as a later source row (kept the later one)"),
@@ -353,7 +399,8 @@ def _record_audit(conn: Connection, result: DatasetResult, run_id: str, audit: A
 
     rows = [{"runId": run_id, "orgNo": result.org_no, "txCode": result.tx_code, "field": a["field"],
              "rule": a["rule"], "count": a["count"],
-             "examples": json.dumps(a["examples"], ensure_ascii=False)} for a in audit.rows()]
+             "examples": json.dumps([[cap(str(x), MESSAGE_CHARS) for x in ex] for ex in a["examples"]],
+                                    ensure_ascii=False)} for a in audit.rows()]
     insert_rows(conn, target.ingest_audit, rows)
 
 
@@ -364,7 +411,8 @@ def _run_row(result: DatasetResult, run_id: str, now: datetime) -> dict:
             "windowEnd": result.window[1], "status": result.status,
             "extracted": c.extracted, "inserted": c.inserted, "updated": c.updated,
             "deleted": c.deleted, "unchanged": c.unchanged, "rejected": c.rejected,
-            "duplicates": c.duplicates, "warnings": c.warnings, "message": result.message or None,
+            "duplicates": c.duplicates, "warnings": c.warnings,
+            "message": cap(result.message, RUN_MESSAGE_CHARS) if result.message else None,
             "startedAt": now, "endedAt": clock.now()}
 
 
@@ -392,8 +440,9 @@ def run_mapping(engine: Engine, mapping: Mapping, tx_codes: list[str] | None = N
         try:
             results.append(run_dataset(engine, mapping, tx, **kwargs))
         except EtlError as e:
-            log.error("%s %s failed: %s", mapping.name, tx, e)
+            message = cap(str(e), RUN_MESSAGE_CHARS)
+            log.error("%s %s failed: %s", mapping.name, tx, message)
             r = DatasetResult(mapping.name, mapping.unit.orgNo, tx, kwargs.get("mode", "full"),
-                              status="failed", message=str(e))
+                              status="failed", message=message)
             results.append(r)
     return results

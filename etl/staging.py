@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from etl import private
 from etl.errors import ConfigError, TargetError
 
 if TYPE_CHECKING:
@@ -225,6 +226,7 @@ class PathStore(Store):
         if isinstance(root, (str, os.PathLike)) and not _has_scheme(os.fspath(root)):
             self._local: str | None = os.path.realpath(os.fspath(root))
             self._base = self._local
+            private.tighten(self._local)  # staged rows hold personal data: 0700, files 0600
             return
         if isinstance(root, (str, os.PathLike)):
             root = _object_path(os.fspath(root), conn_id)
@@ -236,6 +238,7 @@ class PathStore(Store):
         if isinstance(fs, LocalFileSystem):
             self._local = os.path.realpath(root.path)
             self._base = self._local
+            private.tighten(self._local)
         else:
             self._local = None
             self._fs = fs
@@ -274,8 +277,8 @@ class PathStore(Store):
         try:
             for attempt in range(3):  # a concurrent delete() may prune the folder just made
                 try:
-                    os.makedirs(folder, exist_ok=True)
-                    with open(tmp, "xb") as f:
+                    private.makedirs(folder)
+                    with private.create(tmp) as f:
                         f.write(data)
                     break
                 except FileNotFoundError:

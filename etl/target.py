@@ -182,8 +182,13 @@ def connect(url: str) -> Engine:
 
     parsed = normalise_url(url)
     if parsed.drivername.startswith("sqlite"):
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
+            # the target holds personal data: its file (and so SQLite's journals, which take
+            # its mode) 0600 and a folder we make 0700, whoever creates them
+            from etl import private
+
+            private.makedirs(Path(parsed.database).parent)
+            private.touch(parsed.database)
         engine = sa.create_engine(parsed, connect_args={"timeout": 300})
 
         @sa.event.listens_for(engine, "connect")

@@ -2,7 +2,8 @@
 every failure of a chunk, and turned into reject rows with personal data masked.
 
 Rule names (`length`, `enum`, `date`, `uscc`, `idcard`, `regno`, `phone`, `division`,
-`required`, `date_order`, `required_when`, `reference`) are what `ingest_reject.rule` holds.
+`required`, `date_order`, `required_when`, `reference`, and `binary` from `etl.clean`) are what
+`ingest_reject.rule` holds.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from etl import checks, standard
-from etl.masking import mask
+from etl.masking import excerpt, personal_kind
 from etl.standard import Dataset, Field
 
 ERROR, WARNING, DUPLICATE = "error", "warning", "duplicate"
@@ -143,12 +144,10 @@ def schema(tx_code: str) -> pa.DataFrameSchema:
 
 
 def _shown(ds: Dataset, field: str, value: object) -> str:
+    """A short, masked quote of a value: messages never copy a whole value."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return "empty"
-    kind = ds.field(field).kind if field in ds.field_names else "text"
-    if field == "psnName":
-        kind = "name"
-    return repr(mask(str(value), kind))
+    return excerpt(value, personal_kind(ds.field(field)) if field in ds.field_names else None)
 
 
 def findings(frame: pd.DataFrame, ds: Dataset) -> list[Finding]:
@@ -176,11 +175,13 @@ def _to_findings(cases: pd.DataFrame, frame: pd.DataFrame, ds: Dataset) -> list[
                 continue  # a frame-level check reports each row once per column: keep one
             a, b = frame.loc[rows, first].tolist(), frame.loc[rows, second].tolist()
             if kind == "date_order":
-                out += [Finding(i, second, kind, f"{first} {x} is later than {second} {y}")
+                out += [Finding(i, second, kind, f"{first} {_shown(ds, first, x)} is later than "
+                                                 f"{second} {_shown(ds, second, y)}")
                         for i, x, y in zip(rows, a, b)]
             else:
                 zh = ds.field(second).zh
-                out += [Finding(i, second, kind, f"{second} ({zh}) is required when {first} is {x}")
+                out += [Finding(i, second, kind, f"{second} ({zh}) is required when {first} is "
+                                                 f"{_shown(ds, first, x)}")
                         for i, x in zip(rows, a)]
         else:
             f = ds.field(column)
@@ -202,12 +203,13 @@ def warnings(frame: pd.DataFrame, ds: Dataset, today: date) -> list[Finding]:
     iso = today.isoformat()
     if ds.tx_code == "03":
         expired = frame["endDate"].notna() & (frame["endDate"].fillna("9999") < iso)
-        out += [Finding(i, "endDate", "expired", f"certificate expired on {frame.at[i, 'endDate']}",
+        out += [Finding(i, "endDate", "expired", f"certificate expired on {_shown(ds, 'endDate', frame.at[i, 'endDate'])}",
                         WARNING) for i in frame.index[expired]]
     if ds.tx_code == "09":
         overdue = frame["dealInfo"].eq("未整改").fillna(False) & frame["limitDate"].notna() \
             & (frame["limitDate"].fillna("9999") < iso)
         out += [Finding(i, "limitDate", "overdue",
-                        f"not rectified and past its deadline {frame.at[i, 'limitDate']}", WARNING)
+                        f"not rectified and past its deadline {_shown(ds, 'limitDate', frame.at[i, 'limitDate'])}",
+                        WARNING)
                 for i in frame.index[overdue]]
     return out

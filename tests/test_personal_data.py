@@ -1,0 +1,361 @@
+"""Personal data and binary values: source keys and messages masked and bounded wherever a
+person reads them, private files and folders, BLOBs in text fields rejected row by row.
+
+Real SQLite, PostgreSQL and MariaDB; `etl run` as a subprocess where its output matters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from etl import target
+from helpers import ORG_A, hidden_danger_mapping_text, hidden_danger_row, rows_of, write_source
+
+# --- GB 11643 resident ID numbers, built here from the standard (not from our own code) --------
+
+_WEIGHTS = [2 ** (17 - i) % 11 for i in range(17)]  # 7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2
+
+
+def gb11643(base17: str) -> str:
+    """A valid ID number: 17 digits plus the check character of GB 11643-1999."""
+    return base17 + "10X98765432"[sum(int(d) * w for d, w in zip(base17, _WEIGHTS)) % 11]
+
+
+ID_EXPIRED = gb11643("32010219850307123")    # loaded, its certificate expired: a warning
+ID_TOO_LONG = gb11643("32010519900815234")   # rejected: the name is too long
+ID_SPACED = gb11643("32011319921201345")     # loaded, written with spaces in the source
+BAD_CHECK = ID_EXPIRED[:6] + "19770101" + "0000"  # 18 digits, wrong check digit: rejected
+MOBILES = ("13812345678", "13987654321", "15011112222", "18633334444")
+
+PERSON_COLUMNS = ("id_no", "mobile", "name", "chief", "manager", "opr", "res", "lcns", "cert",
+                  "auth_date", "end_date")
+
+PERSON_MAPPING = """\
+unit: {{orgNo: "{org}", comName: 南京某某化工有限公司}}
+source: {{url_env: PERSON_SOURCE_URL}}
+datasets:
+  "03":
+    table: t_person
+    key: [id_no, mobile]
+    fields:
+      psnName: name
+      idCardNo: id_no
+      isSecChief: chief
+      isSecManager: manager
+      isOpr: opr
+      isRes: res
+      lcnsKind: lcns
+      certNo: cert
+      authDate: auth_date
+      endDate: end_date
+"""
+
+
+def _person(id_no: str, mobile: str, name: str = "张三", end: str = "2099-12-31") -> dict:
+    return {"id_no": id_no, "mobile": mobile, "name": name, "chief": "否", "manager": "是",
+            "opr": "是", "res": "否", "lcns": "电梯作业", "cert": "T-001", "auth_date": "2019-01-01",
+            "end_date": end}
+
+
+def _write_persons(url: str, rows: list[dict]) -> None:
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    t = sa.Table("t_person", meta, *[sa.Column(c, sa.Text) for c in PERSON_COLUMNS])
+    with engine.begin() as conn:
+        meta.create_all(conn)
+        conn.execute(t.insert(), rows)
+    engine.dispose()
+
+
+def _etl(args: list[str], env: dict[str, str], umask: int = 0o022) -> subprocess.CompletedProcess:
+    """`python -m etl -v ARGS` with the caller's usual umask (world-readable by default)."""
+    return subprocess.run([sys.executable, "-m", "etl", "-v", *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=600,
+                          preexec_fn=lambda: os.umask(umask))
+
+
+def _texts(url: str, tables: set[str] | None = None) -> dict[tuple[str, str], list[str]]:
+    """Every text value of every table (or of `tables`), by (table, column): what a person with
+    read access to the target could read."""
+    engine = target.connect(url)
+    out: dict[tuple[str, str], list[str]] = {}
+    insp = sa.inspect(engine)
+    with engine.connect() as conn:
+        for name in insp.get_table_names():
+            if tables is not None and name not in tables:
+                continue
+            t = sa.Table(name, sa.MetaData(), autoload_with=conn)
+            for col in t.columns:
+                values = conn.execute(sa.select(col)).scalars().all()
+                out[(name, col.name)] = [v if isinstance(v, str) else
+                                         v.decode("utf-8", "replace") if isinstance(v, bytes)
+                                         else str(v) for v in values if v is not None]
+    engine.dispose()
+    return out
+
+
+def _found(texts: dict[tuple[str, str], list[str]], secrets: list[str]) -> list[str]:
+    hits = []
+    for (table, column), values in texts.items():
+        for v in values:
+            compact = re.sub(r"[\s-]", "", v)
+            hits += [f"{table}.{column}: {s}" for s in secrets if s in v or s in compact]
+    return hits
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'target.sqlite'}"
+    return request.getfixturevalue("pg_url")
+
+
+def test_id_numbers_and_phones_in_source_keys_are_masked_everywhere(target_url, tmp_path):
+    """Persons keyed by (ID number, mobile): rejects, warnings, duplicates, audit examples and
+    the run record hold no full ID number or mobile, nor does anything `etl run` prints; a
+    rejected person's ID number is nowhere in the target at all."""
+    source = f"sqlite:///{tmp_path / 'hr.sqlite'}"
+    rows = [_person(ID_EXPIRED, MOBILES[0], end="2020-01-01"),
+            _person(ID_TOO_LONG, MOBILES[1], name="欧阳" + "明" * 60),
+            _person(" ".join((ID_SPACED[:6], ID_SPACED[6:14], ID_SPACED[14:])), MOBILES[2]),
+            _person(BAD_CHECK, MOBILES[3])]
+    rows.append(dict(rows[0]))  # an exact duplicate: dropped, listed with its key
+    _write_persons(source, rows)
+    mapping = tmp_path / "person.yaml"
+    mapping.write_text(PERSON_MAPPING.format(org=ORG_A), encoding="utf-8")
+
+    done = _etl(["run", str(mapping), "--target", target_url], {"PERSON_SOURCE_URL": source})
+
+    assert done.returncode == 0, done.stderr
+    rejects = rows_of(target_url, "ingest_reject")
+    assert {(r["rule"], r["severity"]) for r in rejects} >= {
+        ("length", "error"), ("idcard", "error"), ("expired", "warning"), ("duplicate", "duplicate")}
+    # the unit can still find the row: region and last four of the ID, the mobile's ends
+    keys = {r["sourceKey"] for r in rejects}
+    assert f"{ID_TOO_LONG[:6]}********{ID_TOO_LONG[-4:]}|139****4321" in keys
+    assert any(k.startswith(ID_EXPIRED[:6]) and k.endswith("138****5678") for k in keys)
+    assert any("idCardNo" == r["field"] and r["rule"] == "separators"
+               for r in rows_of(target_url, "ingest_audit"))
+    everything = [ID_EXPIRED, ID_TOO_LONG, ID_SPACED, BAD_CHECK, *MOBILES]
+    bookkeeping = {"ingest_reject", "ingest_audit", "ingest_run", "ingest_batch", "ingest_stage"}
+    assert _found(_texts(target_url, bookkeeping), everything) == []
+    assert _found(_texts(target_url), [ID_TOO_LONG, BAD_CHECK, MOBILES[1], MOBILES[3]]) == []
+    assert _found({("etl", "stdout"): [done.stdout], ("etl", "stderr"): [done.stderr]},
+                  everything) == []
+    assert "明明" not in json.dumps(rejects, default=str, ensure_ascii=False)  # names masked
+
+
+def test_source_key_parts_are_masked_by_the_field_they_fill():
+    from etl.mapping import FieldRule
+    from etl.pipeline import masked_source_key
+    from etl.standard import dataset
+
+    fields = {"psnName": FieldRule(column="name"), "idCardNo": FieldRule(column="id_no")}
+    mask = masked_source_key(dataset("03"), ["name", "id_no", "emp_no"], fields)
+    assert mask(f"欧阳娜娜|{ID_SPACED}|E001") == f"欧阳**|{ID_SPACED[:6]}********{ID_SPACED[-4:]}|E001"
+    # a key column filling no personal field is masked where its value looks personal
+    assert mask(f"张三|x|{MOBILES[0]}") == "张*|*|138****5678"
+    # a key holding the separator itself cannot be split reliably: masked as a whole
+    assert ID_TOO_LONG not in mask(f"a|b|c|{ID_TOO_LONG}")
+
+
+# --- bounded messages --------------------------------------------------------------------------
+
+
+def test_a_ten_megabyte_value_gives_a_short_masked_message(tmp_path):
+    source = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    huge = "漏" * (10 * 1024 * 1024 // 3)
+    write_source(source, "t_hidden_danger", [
+        hidden_danger_row(1, problem=huge),
+        hidden_danger_row(2, checker="欧阳" + "小明" * 30),
+        hidden_danger_row(3)])
+    engine = sa.create_engine(source)
+    with engine.begin() as conn:  # widen the column: SQLite keeps what it is given
+        conn.execute(sa.text("UPDATE t_hidden_danger SET problem = :p WHERE id = 1"), {"p": huge})
+    engine.dispose()
+    mapping = tmp_path / "unit.yaml"
+    mapping.write_text(hidden_danger_mapping_text(), encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'target.sqlite'}"
+
+    done = _etl(["run", str(mapping), "--target", url], {"UNIT_A_SOURCE_URL": source})
+
+    assert done.returncode == 0, done.stderr
+    rejects = {r["field"]: r for r in rows_of(url, "ingest_reject")}
+    assert rejects["mainProblem"]["rule"] == "length"
+    assert len(rejects["mainProblem"]["message"]) <= 500
+    assert f"({len(huge)} chars)" in rejects["mainProblem"]["message"]
+    assert rejects["checkMan"]["rule"] == "length" and "小明" not in rejects["checkMan"]["message"]
+    assert rejects["checkMan"]["message"].count("欧阳") == 1
+    assert len(rows_of(url, "hidden_danger")) == 1
+    for row in rows_of(url, "ingest_run") + rows_of(url, "ingest_audit"):
+        assert all(len(str(v)) <= 2000 for v in row.values())
+    assert len(done.stdout) + len(done.stderr) < 20_000
+    assert max(map(len, (done.stdout + done.stderr).splitlines())) <= 2000
+
+
+def test_caps_keep_text_short_and_masked():
+    from etl.masking import MESSAGE_CHARS, cap, excerpt
+
+    text = f"row {ID_EXPIRED} " + "x" * 10_000
+    capped = cap(text)
+    assert len(capped) <= MESSAGE_CHARS and ID_EXPIRED not in capped and capped.startswith("row 320102")
+    assert capped.endswith(f"…({len(text)} chars)")
+    assert cap("short") == "short"
+    assert excerpt("欧阳娜娜" * 50, "name").startswith("'欧阳***")
+    assert "娜" not in excerpt("欧阳娜娜" * 50, "name")
+    assert excerpt("a" * 100) == "'" + "a" * 40 + "'…(100 chars)"
+    # an ID cut at the edge of the excerpt is masked before it is cut
+    assert ID_SPACED[6:14] not in excerpt("b" * 30 + ID_SPACED)
+
+
+# --- private files and folders -----------------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_fresh_sqlite_target_and_its_folder_are_private(tmp_path):
+    source = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_source(source, "t_hidden_danger", [hidden_danger_row(1)])
+    mapping = tmp_path / "unit.yaml"
+    mapping.write_text(hidden_danger_mapping_text(), encoding="utf-8")
+    folder = tmp_path / "var" / "deep"
+    done = _etl(["run", str(mapping), "--target", f"sqlite:///{folder / 'target.sqlite'}"],
+                {"UNIT_A_SOURCE_URL": source})
+    assert done.returncode == 0, done.stderr
+    assert _mode(folder / "target.sqlite") == 0o600
+    assert _mode(folder) == 0o700 and _mode(tmp_path / "var") == 0o700
+
+
+def test_an_existing_world_readable_sqlite_target_is_tightened(tmp_path):
+    path = tmp_path / "target.sqlite"
+    path.touch(mode=0o644)
+    os.chmod(path, 0o644)
+    engine = target.connect(f"sqlite:///{path}")
+    target.upgrade(engine)
+    engine.dispose()
+    assert _mode(path) == 0o600
+
+
+def test_staged_objects_are_private_whatever_the_umask(tmp_path):
+    from etl.staging import PathStore
+
+    old = os.umask(0o022)  # as an Airflow worker running other code might have it
+    try:
+        store = PathStore(tmp_path / "staging")
+        store.put("dag/run/unit/raw-00000.parquet", b"rows")
+        store.put_json("dag/run/plan.json", {"a": 1})
+    finally:
+        os.umask(old)
+    root = tmp_path / "staging"
+    made = [root, *root.rglob("*")]
+    assert {p.name for p in made} >= {"staging", "dag", "run", "unit", "raw-00000.parquet", "plan.json"}
+    assert {str(p.relative_to(tmp_path)): _mode(p) for p in made} == {
+        str(p.relative_to(tmp_path)): 0o700 if p.is_dir() else 0o600 for p in made}
+
+
+def test_cached_mappings_are_private_whatever_the_umask(tmp_path):
+    from etl.mapping import load_mapping_cached
+
+    path = tmp_path / "unit.yaml"
+    path.write_text(hidden_danger_mapping_text(), encoding="utf-8")
+    cache = tmp_path / "cache" / "mappings"
+    old = os.umask(0o022)
+    try:
+        load_mapping_cached(path, cache)
+    finally:
+        os.umask(old)
+    entries = list(cache.iterdir())
+    assert len(entries) == 1 and _mode(entries[0]) == 0o600
+    assert _mode(cache) == 0o700 and _mode(cache.parent) == 0o700
+
+
+def test_airflow_tasks_create_private_files(tmp_path, monkeypatch):
+    """The task bodies (plan, extract, transform, load) under a worker's loose umask: every
+    file and folder they make (target, cache, staging) is private."""
+    from etl import orchestrate
+
+    source = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_source(source, "t_hidden_danger", [hidden_danger_row(1), hidden_danger_row(2)])
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    (folder / "南京化工.yaml").write_text(hidden_danger_mapping_text(), encoding="utf-8")
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("UNIT_A_SOURCE_URL", source)
+    monkeypatch.setenv("ETL_HOME", str(home))
+    monkeypatch.setenv("ETL_STAGING_DIR", str(home / "var" / "staging"))
+    monkeypatch.setenv("ETL_CACHE_DIR", str(home / "var" / "cache"))
+    monkeypatch.delenv("ETL_TARGET_URL", raising=False)
+    monkeypatch.delenv("ETL_STAGING_URL", raising=False)
+    old = os.umask(0o022)
+    try:
+        refs = orchestrate.plan("daily", None, mappings=folder, dag_id="dual_prevention_daily",
+                                run_id="manual__2025-03-01T16:00:00+00:00", slots=1,
+                                params={"tx_codes": ["09"], "mode": "full"})
+        os.umask(0o022)
+        staged = orchestrate.transform(orchestrate.extract(refs[0]))
+        os.umask(0o022)
+        # look at what is staged before load removes it
+        made = [p for p in (home / "var").rglob("*")]
+        orchestrate.load(staged)
+    finally:
+        os.umask(old)
+    assert len(rows_of(f"sqlite:///{home / 'var' / 'target.sqlite'}", "hidden_danger")) == 2
+    assert any(p.name.endswith(".parquet") for p in made)
+    made += [home / "var", *(home / "var").rglob("*")]
+    loose = {str(p.relative_to(home)): oct(_mode(p)) for p in made if p.exists()
+             and _mode(p) != (0o700 if p.is_dir() else 0o600)}
+    assert loose == {}
+
+
+# --- binary values -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "mariadb", "postgresql"])
+def test_a_binary_value_in_a_text_field_rejects_only_its_row(kind, request, tmp_path, monkeypatch):
+    from etl import pipeline
+    from helpers import HIDDEN_DANGER_COLUMNS, hidden_danger_mapping
+
+    source = {"sqlite": lambda: f"sqlite:///{tmp_path / 'source.sqlite'}",
+              "mariadb": lambda: request.getfixturevalue("mariadb_url"),
+              "postgresql": lambda: request.getfixturevalue("pg_url")}[kind]()
+    engine = sa.create_engine(source)
+    meta = sa.MetaData()
+    t = sa.Table("t_hidden_danger", meta, *[
+        sa.Column(c, sa.Integer if c in ("id", "del_flag") else
+                  sa.LargeBinary if c == "problem" else sa.String(200)) for c in HIDDEN_DANGER_COLUMNS])
+    rows = [hidden_danger_row(i) for i in range(1, 5)]
+    rows[0]["problem"] = b"\x00\xff"                            # binary: rejected
+    rows[1]["problem"] = "安全阀校验过期".encode()                 # UTF-8 text in a BLOB: loaded
+    rows[2]["problem"] = "安全技术档案不全".encode("gb18030")      # GB18030 text: loaded
+    rows[3]["problem"] = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"  # an image: rejected
+    with engine.begin() as conn:
+        meta.create_all(conn)
+        conn.execute(t.insert(), rows)
+    engine.dispose()
+    mapping = hidden_danger_mapping(tmp_path, monkeypatch, source)
+    url = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    tgt = target.connect(url)
+
+    result = pipeline.run_dataset(tgt, mapping, "09")
+
+    assert result.status == "success"
+    assert (result.counts.inserted, result.counts.rejected) == (2, 2)
+    loaded = sorted(r["mainProblem"] for r in rows_of(url, "hidden_danger"))
+    assert loaded == sorted(["安全阀校验过期", "安全技术档案不全"])
+    rejects = rows_of(url, "ingest_reject")
+    assert sorted((r["sourceKey"], r["field"], r["rule"]) for r in rejects) == [
+        ("1", "mainProblem", "binary"), ("4", "mainProblem", "binary")]
+    assert all(re.search(r"binary value in field mainProblem \(隐患描述\).*map a text column",
+                         r["message"]) for r in rejects)
