@@ -84,7 +84,7 @@ _KIND_CHECKS: dict[str, Callable[[str], bool]] = {
 
 _KIND_MESSAGES = {
     "uscc": "is not a valid unified social credit code (GB 32100 check character)",
-    "idcard": "is not a valid resident ID number (GB 11643: 18 characters, birth date, check digit)",
+    "idcard": "is not a valid resident ID number (GB 11643)",
     "regno": "is not a 20-character equipment code",
     "phone": "is not a valid phone number",
     "city": "is not a city code: give the 6-digit GB/T 2260 code or a city name such as 南京市",
@@ -185,8 +185,11 @@ def _to_findings(cases: pd.DataFrame, frame: pd.DataFrame, ds: Dataset) -> list[
         else:
             f = ds.field(column)
             text = _errors(ds.tx_code).get((column, check), "breaks rule " + check)
-            out += [Finding(i, column, check, f"{column} ({f.zh}) {_shown(ds, column, v)} {text}")
-                    for i, v in zip(rows, group["failure_case"].tolist())]
+            values = group["failure_case"].tolist()
+            texts = [f"{text}: {'; '.join(checks.idcard_problems(str(v)))}" for v in values] \
+                if check == "idcard" else [text] * len(values)
+            out += [Finding(i, column, check, f"{column} ({f.zh}) {_shown(ds, column, v)} {t}")
+                    for i, v, t in zip(rows, values, texts)]
     return out
 
 

@@ -1,0 +1,159 @@
+"""The checkers of `etl.checks`, tested against numbers built from the authorities' rules, not
+from our own code: resident ID numbers from GB 11643's weights and the area codes of GB/T 2260
+as python-stdnum's table records them (every era).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from stdnum import numdb
+
+from etl import checks
+from etl.masking import mask_idcard
+
+# GB 11643-1999 4.2: W_i = 2^(i-1) mod 11 for the 17 positions counted from the right (the
+# check character is position 1); the check character is the one that makes the weighted
+# sum = 1 (mod 11): remainder 0..10 -> 1 0 X 9 8 7 6 5 4 3 2.
+_WEIGHTS = [pow(2, 17 - i, 11) for i in range(17)]
+_CHECK = "10X98765432"
+
+
+def gb11643(base17: str) -> str:
+    return base17 + _CHECK[sum(int(c) * w for c, w in zip(base17, _WEIGHTS)) % 11]
+
+
+def wrong_check(number: str) -> str:
+    return number[:17] + next(c for c in _CHECK if c != number[17])
+
+
+def every_area_code() -> list[str]:
+    """Every 6-digit code of GB/T 2260 in any era, as stdnum's table (from Wikipedia's lists of
+    the codes) holds them: provinces, cities and counties, retired ones included."""
+    codes = []
+    for _, low, _high, props, children in numdb.get("cn/loc").prefixes:
+        codes.append(low + "0000")
+        codes += [low + sub for _, sub, _h, sub_props, _c in children if "county" in sub_props]
+    return sorted(set(codes))
+
+
+def test_the_weights_are_gb11643s() -> None:
+    assert _WEIGHTS == [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
+    assert gb11643("11010519491231002") == "11010519491231002X"  # the standard's own example
+
+
+@pytest.mark.parametrize("number", ["320115198503141237", "320214199003076516"])
+def test_an_area_code_created_after_the_birth_year_is_valid(number: str) -> None:
+    """江宁区 320115 exists since 2000, 新吴区 320214 since 2015: numbers are assigned at
+    registration, often years after birth."""
+    assert gb11643(number[:17]) == number
+    assert checks.idcard_problems(number) == []
+    assert checks.is_valid_idcard(number)
+
+
+def test_every_area_code_of_any_era_with_any_birth_year_is_valid() -> None:
+    codes = every_area_code()
+    assert len(codes) > 6000 and "320115" in codes and "320103" in codes  # 白下区, retired 2013
+    bad = [n for code in codes for year in range(1930, 2011)
+           if not checks.is_valid_idcard(n := gb11643(f"{code}{year}0{1 + year % 9}{10 + year % 19}{year % 1000:03d}"))]
+    assert bad == []
+
+
+def test_a_wrong_check_character_is_named() -> None:
+    codes = every_area_code()
+    numbers = [wrong_check(gb11643(f"{code}19850314{i % 1000:03d}")) for i, code in enumerate(codes)]
+    assert {tuple(checks.idcard_problems(n)) for n in numbers} == {("wrong check character",)}
+
+
+@pytest.mark.parametrize("birth", ["19900230", "19901301", "19900000", "20230229", "19851332"])
+def test_an_impossible_birth_date_is_named(birth: str) -> None:
+    number = gb11643(f"320115{birth}123")
+    assert checks.idcard_problems(number) == [
+        f"no such birth date {birth[:4]}-{birth[4:6]}-{birth[6:]}"]
+
+
+def test_a_birth_date_in_the_future_is_named() -> None:
+    number = gb11643("32011520301231123")
+    assert checks.idcard_problems(number, today=date(2026, 12, 2)) == [
+        "birth date 2030-12-31 is in the future"]
+    assert checks.idcard_problems(number, today=date(2031, 1, 1)) == []
+
+
+@pytest.mark.parametrize("area", ["329999", "000000", "990101", "320199"])
+def test_an_area_code_that_never_existed_is_named(area: str) -> None:
+    assert area not in every_area_code()
+    assert checks.idcard_problems(gb11643(f"{area}19850314123")) == [
+        f"unknown area code {area} (never a GB/T 2260 code)"]
+
+
+@pytest.mark.parametrize("value", ["32011519850314123", "3201151985031412377", "32011519850314123x",
+                                   "3201151985031412A7", ""])
+def test_a_malformed_number_says_what_an_id_number_looks_like(value: str) -> None:
+    assert checks.idcard_problems(value) == ["is not 17 digits and a check character (0-9 or X)"]
+
+
+def test_every_failing_part_is_named_at_once() -> None:
+    number = wrong_check(gb11643("32999919900230123"))
+    assert checks.idcard_problems(number) == [
+        "wrong check character", "no such birth date 1990-02-30",
+        "unknown area code 329999 (never a GB/T 2260 code)"]
+
+
+# --- end to end: what loads, what is rejected and why ------------------------------------------
+
+
+PERSONS_MAPPING = """\
+unit: {{orgNo: "91320115MA1R7KX30X", comName: 南京某某化工有限公司}}
+source: {{url: "sqlite:///{db}"}}
+datasets:
+  "03":
+    table: person
+    key: [id]
+    fields:
+      psnName: name
+      idCardNo: id_no
+      isSecChief: {{value: "0"}}
+      isSecManager: {{value: "0"}}
+      isOpr: {{value: "0"}}
+      isRes: {{value: "0"}}
+"""
+
+
+def test_persons_load_by_gb11643_and_rejects_name_the_failing_part(tmp_path: Path) -> None:
+    from etl.cli import main
+
+    good = {1: "320115198503141237", 2: "320214199003076516", 3: gb11643("32010319620704001"),
+            4: gb11643("32011519850314100").lower()}  # 白下区 (retired 2013); a lower-case x
+    assert good[4].endswith("x")
+    bad = {5: (wrong_check(good[1]), "wrong check character"),
+           6: (gb11643("32011519850230123"), "no such birth date 1985-02-30"),
+           7: (gb11643("32999919850314123"), "unknown area code 329999 (never a GB/T 2260 code)")}
+    db = tmp_path / "source.sqlite"
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE person (id INTEGER PRIMARY KEY, name TEXT, id_no TEXT)")
+        rows = [{"id": i, "name": f"张{i}", "id_no": n} for i, n in {**good, **{i: v[0] for i, v in bad.items()}}.items()]
+        conn.execute(sa.text("INSERT INTO person VALUES (:id, :name, :id_no)"), rows)
+    engine.dispose()
+    mapping = tmp_path / "unit.yaml"
+    mapping.write_text(PERSONS_MAPPING.format(db=db), encoding="utf-8")
+    target = f"sqlite:///{tmp_path / 'target.sqlite'}"
+
+    assert main(["-q", "run", str(mapping), "--target", target]) == 0
+    engine = sa.create_engine(target)
+    with engine.connect() as conn:
+        loaded = {r[0] for r in conn.exec_driver_sql('SELECT "idCardNo" FROM unit_person')}
+        rejects = {r[0]: (r[1], r[2]) for r in conn.exec_driver_sql(
+            'SELECT "sourceKey", "rule", "message" FROM ingest_reject')}
+    engine.dispose()
+    assert loaded == {n.upper() for n in good.values()}
+    assert set(rejects) == {str(i) for i in bad}
+    for i, (number, part) in bad.items():
+        rule, message = rejects[str(i)]
+        assert rule == "idcard"
+        assert message == (f"idCardNo (身份证号码) {mask_idcard(number)!r} is not a valid resident "
+                           f"ID number (GB 11643): {part}")
+        assert number not in message
