@@ -157,3 +157,34 @@ def test_persons_load_by_gb11643_and_rejects_name_the_failing_part(tmp_path: Pat
         assert message == (f"idCardNo (身份证号码) {mask_idcard(number)!r} is not a valid resident "
                            f"ID number (GB 11643): {part}")
         assert number not in message
+
+
+# --- unified social credit codes (GB 32100) -------------------------------------------------
+
+# GB 32100-2015 4.3: code characters 0-9 and the capital letters without I, O, S, V, Z, valued
+# 0..30 in that order; weights 3^(i-1) mod 31; the check character makes the sum = 0 (mod 31).
+_USCC_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_USCC_WEIGHTS = [pow(3, i, 31) for i in range(17)]
+
+
+def gb32100(base17: str) -> str:
+    total = sum(_USCC_CHARS.index(c) * w for c, w in zip(base17, _USCC_WEIGHTS))
+    return base17 + _USCC_CHARS[(31 - total % 31) % 31]
+
+
+def test_the_uscc_weights_are_gb32100s() -> None:
+    assert _USCC_WEIGHTS == [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28]
+
+
+def test_every_authority_and_type_character_with_its_check_character_is_valid() -> None:
+    codes = [gb32100(f"{a}{t}320115{org}") for a in _USCC_CHARS for t in _USCC_CHARS
+             for org in ("MA1R7KX30", "134567890", "Y0000000W")]
+    assert [c for c in codes if not checks.is_valid_uscc(c)] == []
+    wrong = [c[:17] + next(x for x in _USCC_CHARS if x != c[17]) for c in codes]
+    assert [c for c in wrong if checks.is_valid_uscc(c)] == []
+
+
+@pytest.mark.parametrize("code", ["91320115MA1R7KX30", "91320115MA1R7KX30XX", "9132011SMA1R7KX30X",
+                                  "91320115MA1R7KI30X", "9A32O115MA1R7KX30X"])
+def test_a_malformed_uscc_is_invalid(code: str) -> None:
+    assert not checks.is_valid_uscc(code)
