@@ -64,11 +64,16 @@ def is_valid_regno(value: str) -> bool:
     return bool(_REGNO.match(value))
 
 
+_EXTENSION = re.compile(r"^(?P<main>.+?)转(?P<ext>\d{1,6})$")
+
+
 @lru_cache(maxsize=65536)
 def is_valid_phone(value: str) -> bool:
-    """A mainland mobile or landline number (libphonenumber's metadata)."""
+    """A number libphonenumber calls valid for CN (mobile, landline, toll-free, ...), with or
+    without an extension (cleaning spells it 025-52345678转8001)."""
+    m = _EXTENSION.match(value)
     try:
-        number = phonenumbers.parse(value, "CN")
+        number = phonenumbers.parse(m.group("main") if m else value, "CN")
     except phonenumbers.NumberParseException:
         return False
     return phonenumbers.is_valid_number(number)

@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl import divisions
+from etl import divisions, phones
 from etl.masking import mask, mask_text
 from etl.standard import DATASETS, ENVELOPE, UNIT_KEY, Dataset, Field
 
@@ -589,25 +589,54 @@ def _list(f: Field) -> Step:
     return step
 
 
-def _phone_one(value: str) -> tuple[str, str | None]:
-    """Mobiles to 11 digits (no +86, spaces or hyphens); landlines to 025-83451234.
-    Anything else (extensions, 400 numbers, several numbers) is left for validation."""
+_EXTENSION = re.compile(r"^(?P<main>.+?)\s*(?:转|分机|ext\.?|x|#|,|，|-)\s*(?P<ext>\d{1,6})$", re.I)
+
+
+def _phone_main(value: str, area: str | None) -> str | None:
+    """A mobile as 11 digits (no +86, spaces or hyphens), a landline as 025-83451234, a local
+    number (7-8 digits) completed with `area`, the unit's city's area code; None otherwise."""
     rest = _COUNTRY.sub("", value)
-    international = rest != value
     digits = _PHONE_NOISE.sub("", rest)
-    if international and digits[:1] not in ("0", "1"):
+    if rest != value and digits[:1] not in ("0", "1"):
         digits = "0" + digits
     if _MOBILE.match(digits):
-        out = digits
-    elif m := _LANDLINE.match(digits):
-        out = f"{m.group(1)}-{m.group(2)}"
-    else:
+        return digits
+    if area and digits[:1] not in ("0", "1") and len(digits) in (7, 8) and digits.isdigit():
+        digits = area + digits
+    if m := _LANDLINE.match(digits):
+        return f"{m.group(1)}-{m.group(2)}"
+    return None
+
+
+def _phone_one(value: str, area: str | None = None) -> tuple[str, str | None]:
+    """A phone in one spelling: see `_phone_main`; a landline's extension (转, 分机, ext, -)
+    kept as 025-52345678转8001. Anything else (400 numbers, several numbers) is left for
+    validation."""
+    out = _phone_main(value, area)
+    if out is None and (m := _EXTENSION.match(value)):
+        main = _phone_main(m.group("main"), area)
+        if main and "-" in main:
+            out = f"{main}转{m.group('ext')}"
+    if out is None or out == value:
         return value, None
-    return (out, "phone") if out != value else (value, None)
+    local = area and not _PHONE_NOISE.sub("", _COUNTRY.sub("", value)).startswith(("0", "1"))
+    return out, "phone_area_code" if local and out.startswith(area + "-") else "phone"
 
 
-def _phone(u: pd.Series) -> tuple[pd.Series, pd.Series]:
-    return _per_value(u, _phone_one)
+def _phone(context: pd.Series | None) -> Step:
+    """Phones in one spelling; `context` is each row's city, whose area code completes a local
+    number."""
+
+    def step(u: pd.Series) -> tuple[pd.Series, pd.Series]:
+        if context is None:
+            return _per_value(u, _phone_one)
+        pairs = [(None, None) if isinstance(v, float) else
+                 _phone_one(v, phones.area_code(c) if isinstance(c, str) else None)
+                 for v, c in zip(u.tolist(), context.tolist())]
+        values = pd.Series(pd.array([p[0] for p in pairs], dtype=TEXT), index=u.index)
+        return values, pd.Series([p[1] for p in pairs], index=u.index, dtype=object)
+
+    return step
 
 
 def _city(u: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -655,7 +684,7 @@ def _steps(f: Field, context: pd.Series | None) -> list[Step]:
     elif f.kind == "code":
         steps += [_halfwidth] + ([_zero_pad(f.length)] if f.type == "N" else [])
     elif f.kind == "phone":
-        steps += [_halfwidth, _phone]
+        steps += [_halfwidth, _phone(context)]
     elif f.kind == "city":
         steps += [_halfwidth, _city]
     elif f.kind == "district":
@@ -685,7 +714,7 @@ def clean_column(raw: pd.Series, f: Field, audit: Audit,
     """One column through its field's rules; `context` is the row's city for districts."""
     codes, u = _factorize_raw(raw, f, audit)
     u_context = None
-    if f.kind == "district" and context is not None:
+    if f.kind in ("district", "phone") and context is not None:
         codes, u, u_context = _with_context(codes, u, context)
     weights = np.bincount(codes[codes >= 0], minlength=len(u))
     for step in _steps(f, u_context):
@@ -707,14 +736,18 @@ def standard_fields(ds: Dataset) -> tuple[Field, ...]:
     return tuple(sorted(out.values(), key=lambda f: f.kind != "city"))
 
 
-def clean_frame(df: pd.DataFrame, ds: Dataset, audit: Audit) -> pd.DataFrame:
+def clean_frame(df: pd.DataFrame, ds: Dataset, audit: Audit, unit_city: str | None = None) -> pd.DataFrame:
     """Normalise every standard field column present in df; returns a new frame with the same
     columns (other columns, e.g. '_key', pass through untouched). Standard field columns come
-    back as pandas string dtype ("str"/StringDtype) holding the canonical spelling, NA for blank."""
+    back as pandas string dtype ("str"/StringDtype) holding the canonical spelling, NA for blank.
+    `unit_city` (a GB/T 2260 city code) completes local phone numbers where a row has no city."""
     out = df.copy(deep=False)
     fields = [f for f in standard_fields(ds) if f.name in df.columns]
     city = next((f.name for f in fields if f.kind == "city"), None)
     for f in fields:
         context = out[city] if f.kind == "district" and city else None
+        if f.kind == "phone":
+            row_city = out[city] if city else pd.Series(pd.NA, index=df.index, dtype=TEXT)
+            context = row_city.fillna(unit_city) if unit_city else (row_city if city else None)
         out[f.name] = clean_column(df[f.name], f, audit, context)
     return out

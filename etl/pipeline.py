@@ -19,7 +19,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import clock, extract, standard, target, transform, validate
+from etl import clock, extract, phones, standard, target, transform, validate
 from etl.clean import Audit, clean_frame
 from etl.errors import EtlError, TargetError
 from etl.load import REJECTED, Counts, DatasetLoad, allocate_batches, insert_rows, record_batches
@@ -205,7 +205,7 @@ def prepare(raw: pd.DataFrame, p: Plan, audit: Audit) -> Prepared:
     references to the unit's other datasets are checked when loading (`check_references`)."""
     ds, mapping, org = p.dataset, p.mapping, p.mapping.unit.orgNo
     frame = transform.apply_mapping(raw.reset_index(drop=True), mapping, ds.tx_code)
-    frame = clean_frame(frame, ds, audit)
+    frame = clean_frame(frame, ds, audit, phones.city_of_org(mapping.unit.orgNo))
     frame = transform.fill_rules(frame, ds, mapping)
     frame[UPDATED] = _timestamps(frame[UPDATED])
     found = _check_chunk(frame, ds, mapping, p.today)

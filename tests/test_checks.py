@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from stdnum import numdb
@@ -188,3 +189,75 @@ def test_every_authority_and_type_character_with_its_check_character_is_valid() 
                                   "91320115MA1R7KI30X", "9A32O115MA1R7KX30X"])
 def test_a_malformed_uscc_is_invalid(code: str) -> None:
     assert not checks.is_valid_uscc(code)
+
+
+# --- phones (libphonenumber's example numbers for CN) ---------------------------------------
+
+
+def _examples() -> list[str]:
+    import phonenumbers as pn
+
+    types = (pn.PhoneNumberType.FIXED_LINE, pn.PhoneNumberType.MOBILE, pn.PhoneNumberType.TOLL_FREE,
+             pn.PhoneNumberType.VOIP, pn.PhoneNumberType.PREMIUM_RATE, pn.PhoneNumberType.UAN,
+             pn.PhoneNumberType.SHARED_COST)
+    numbers = [n for t in types if (n := pn.example_number_for_type("CN", t)) is not None]
+    assert len(numbers) >= 4
+    return [pn.format_number(n, pn.PhoneNumberFormat.NATIONAL) for n in numbers]
+
+
+@pytest.mark.parametrize("number", _examples())
+def test_libphonenumbers_example_numbers_are_valid_with_and_without_an_extension(number: str) -> None:
+    from etl.clean import Audit, clean_column
+    from etl.standard import dataset
+
+    f = dataset("01").field("linkTel")
+    for raw in (number, f"{number}转8001"):
+        cleaned = clean_column(pd.Series([raw], dtype=object), f, Audit()).iloc[0]
+        assert checks.is_valid_phone(cleaned), (raw, cleaned)
+
+
+@pytest.mark.parametrize("value", ["025-5234567转", "12345", "025-52345678转1234567", "电话"])
+def test_what_libphonenumber_refuses_is_invalid(value: str) -> None:
+    assert not checks.is_valid_phone(value)
+
+
+DEPT_MAPPING = """\
+unit: {{orgNo: "91320506MA1W3L8P7L", comName: 苏州某某电梯有限公司}}
+source: {{url: "sqlite:///{db}"}}
+datasets:
+  "02":
+    table: dept
+    key: [id]
+    fields:
+      deptName: name
+      isSecDept: {{value: "0"}}
+      dLinkTel: tel
+"""
+
+
+def test_departments_load_phones_with_extensions_and_local_numbers_in_one_spelling(tmp_path: Path) -> None:
+    from etl.cli import main
+
+    tels = {1: "0512-52345678-8001", 2: "52345678", 3: "025-52345678转8001", 4: "13812345678",
+            5: "电话待补"}
+    db = tmp_path / "source.sqlite"
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE dept (id INTEGER PRIMARY KEY, name TEXT, tel TEXT)")
+        conn.execute(sa.text("INSERT INTO dept VALUES (:id, :name, :tel)"),
+                     [{"id": i, "name": f"部门{i}", "tel": t} for i, t in tels.items()])
+    engine.dispose()
+    mapping = tmp_path / "unit.yaml"
+    mapping.write_text(DEPT_MAPPING.format(db=db), encoding="utf-8")
+    target = f"sqlite:///{tmp_path / 'target.sqlite'}"
+
+    assert main(["-q", "run", str(mapping), "--target", target]) == 0
+    engine = sa.create_engine(target)
+    with engine.connect() as conn:
+        loaded = dict(conn.exec_driver_sql('SELECT "deptName", "dLinkTel" FROM unit_dept').all())
+        rejects = conn.exec_driver_sql('SELECT "sourceKey", "rule" FROM ingest_reject').all()
+    engine.dispose()
+    # orgNo 91320506...: registered in 苏州市 (320500), area code 0512
+    assert loaded == {"部门1": "0512-52345678转8001", "部门2": "0512-52345678",
+                      "部门3": "025-52345678转8001", "部门4": "13812345678"}
+    assert rejects == [("5", "phone")]
