@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -92,11 +93,24 @@ class FieldRule(_Model):
 
 
 def _as_key(v: Any) -> str:
-    """Source codes compare as text: 1, 1.0 and '1' are the same code."""
+    """Source codes compare as text: 1, 1.0, Decimal('1.0') and '1' are the same code, and
+    Decimal('2.50') is 2.5 (a unit altering a column to DECIMAL changes no code or record ID).
+    Bytes are their text when they are printable UTF-8, else a number (MySQL BIT(1): b'\x01' is 1)."""
     if isinstance(v, bool):
         return "1" if v else "0"
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
+    if isinstance(v, Decimal) and v.is_finite():
+        return str(int(v)) if v == v.to_integral_value() else format(v.normalize(), "f")
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        raw = bytes(v)
+        if not raw:
+            return ""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        return text.strip() if text.isprintable() and text.strip() else str(int.from_bytes(raw, "big"))
     return str(v).strip()
 
 
