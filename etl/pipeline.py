@@ -97,7 +97,8 @@ def _check_chunk(frame: pd.DataFrame, ds: standard.Dataset, mapping: Mapping,
         other = live["orgNo"].notna() & (live["orgNo"] != mapping.unit.orgNo)
         found += [validate.Finding(i, "orgNo", "unit", f"orgNo {live.at[i, 'orgNo']} is not the "
                                    f"mapping's unit.orgNo {mapping.unit.orgNo}") for i in live.index[other]]
-    return found + validate.warnings(live, ds, today)
+    errors = list({f.row for f in found if f.severity == validate.ERROR})
+    return found + validate.warnings(live[~live.index.isin(errors)], ds, today)  # rows that load
 
 
 def check_references(chunk: "Prepared", p: "Plan", refs: dict[str, set[str]]) -> "Prepared":
@@ -121,8 +122,12 @@ def check_references(chunk: "Prepared", p: "Plan", refs: dict[str, set[str]]) ->
     rejected = frame[REJECTED].to_numpy(copy=True)
     rejected[[pos for pos, *_ in found]] = 1
     frame[REJECTED] = rejected
-    findings = pd.concat([chunk.findings, pd.DataFrame(found, columns=list(Prepared.FINDING_COLUMNS))],
-                         ignore_index=True) if len(chunk.findings) else pd.DataFrame(
+    earlier = chunk.findings
+    if len(earlier):  # a row rejected now loses its warnings: they are listed for rows that load
+        dropped = earlier["severity"].eq(validate.WARNING) & earlier["pos"].isin([pos for pos, *_ in found])
+        earlier = earlier[~dropped]
+    findings = pd.concat([earlier, pd.DataFrame(found, columns=list(Prepared.FINDING_COLUMNS))],
+                         ignore_index=True) if len(earlier) else pd.DataFrame(
         found, columns=list(Prepared.FINDING_COLUMNS))
     return Prepared(frame, findings)
 

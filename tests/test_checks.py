@@ -261,3 +261,63 @@ def test_departments_load_phones_with_extensions_and_local_numbers_in_one_spelli
     assert loaded == {"部门1": "0512-52345678转8001", "部门2": "0512-52345678",
                       "部门3": "025-52345678转8001", "部门4": "13812345678"}
     assert rejects == [("5", "phone")]
+
+
+# --- warnings are for rows that load ---------------------------------------------------------
+
+
+def test_a_rejected_row_gets_no_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overdue (09) and expired (03) are warnings about records that load; a row rejected by a
+    rule, or later by a reference to a department the unit does not have, lists only its errors."""
+    from helpers import hidden_danger_mapping, hidden_danger_row, write_source
+
+    from etl import pipeline, target
+
+    source = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    open_ = dict(deal_info="未整改", limit_date="2024-05-16", deal_man=None, deal_date=None,
+                 accept_man=None, accept_date=None, accept_info=None)
+    write_source(source, "t_hidden_danger", [hidden_danger_row(1, **open_),
+                                             hidden_danger_row(2, reg_no="bad", **open_)])
+    mapping = hidden_danger_mapping(tmp_path, monkeypatch, source)
+    engine = target.connect(f"sqlite:///{tmp_path / 'target.sqlite'}")
+    pipeline.run_mapping(engine, mapping, ["09"], mode="full")
+    with engine.connect() as conn:
+        findings = sorted(conn.exec_driver_sql(
+            'SELECT "sourceKey", "rule", "severity" FROM ingest_reject').all())
+    engine.dispose()
+    assert findings == [("1", "overdue", "warning"), ("2", "regno", "error")]
+
+
+def test_a_row_rejected_by_a_reference_loses_its_warnings(tmp_path: Path) -> None:
+    db = tmp_path / "source.sqlite"
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE person (id INTEGER PRIMARY KEY, name TEXT, id_no TEXT, "
+                             "dept TEXT, end_date TEXT)")
+        conn.exec_driver_sql("CREATE TABLE dept (name TEXT PRIMARY KEY)")
+        conn.exec_driver_sql("INSERT INTO dept VALUES ('安全部')")
+        conn.execute(sa.text("INSERT INTO person VALUES (:id, :name, :id_no, :dept, '2020-01-01')"),
+                     [{"id": 1, "name": "张三", "id_no": "320115198503141237", "dept": "安全部"},
+                      {"id": 2, "name": "李四", "id_no": "320214199003076516", "dept": "不存在的部门"}])
+    engine.dispose()
+    mapping = tmp_path / "unit.yaml"
+    mapping.write_text(PERSONS_MAPPING.format(db=db) + """\
+      deptName: dept
+      endDate: end_date
+  "02":
+    table: dept
+    key: [name]
+    fields:
+      deptName: name
+      isSecDept: {value: "1"}
+""", encoding="utf-8")
+    from etl.cli import main
+
+    target = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    assert main(["-q", "run", str(mapping), "--target", target]) == 0
+    engine = sa.create_engine(target)
+    with engine.connect() as conn:
+        findings = sorted(conn.exec_driver_sql(
+            'SELECT "txCode", "sourceKey", "rule", "severity" FROM ingest_reject').all())
+    engine.dispose()
+    assert findings == [("03", "1", "expired", "warning"), ("03", "2", "reference", "error")]
