@@ -22,6 +22,7 @@ when not, which also spares the before/after comparison of the audit.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 import unicodedata
@@ -221,12 +222,16 @@ def _datetime_text(v: dt.date) -> str:
     return day
 
 
-def _scalar_text(v: object) -> tuple[str | None, str | None]:
-    """One raw value as text, and the rule name when its spelling changed (else None)."""
+def _scalar_text(v: object, sep: str = "、") -> tuple[str | None, str | None]:
+    """One raw value as text, and the rule name when its spelling changed (else None). An
+    array (PostgreSQL `text[]`, a JSON array) is its items joined by `sep`."""
     if isinstance(v, str):
         return _valid_unicode(v)
     if v is None or v is pd.NA or v is pd.NaT:
         return None, None
+    if isinstance(v, (list, tuple, np.ndarray)):
+        parts = [t.strip() for t, _ in (_scalar_text(x, sep) for x in v) if t and t.strip()]
+        return (sep.join(parts) or None), "array"
     if isinstance(v, (bytes, bytearray, memoryview)):
         return _decode(bytes(v)), "decode"
     if isinstance(v, (bool, np.bool_)):
@@ -276,7 +281,7 @@ def _factorize_raw(raw: pd.Series, f: Field, audit: Audit) -> tuple[np.ndarray, 
             return codes, pd.Series(pd.array(np.asarray(uniques, dtype=object), dtype=TEXT))
         except UnicodeEncodeError:
             return _factorize_objects(raw, f, audit)
-    converted = [_scalar_text(v) for v in uniques]
+    converted = [_scalar_text(v, f.separator or "、") for v in uniques]
     weights = np.bincount(codes[codes >= 0], minlength=len(converted))
     _audit_raw(audit, f, [(v, c, w) for v, c, w in zip(uniques, converted, weights)])
     return codes, pd.Series(pd.array([t for t, _ in converted], dtype=TEXT))
@@ -297,7 +302,7 @@ def _factorize_objects(raw: pd.Series, f: Field, audit: Audit) -> tuple[np.ndarr
             code, key = None, (type(v), id(v))
         if code is None:
             code = index[key] = len(converted)
-            converted.append(_scalar_text(v))
+            converted.append(_scalar_text(v, f.separator or "、"))
             raws.append(v)
         codes[i] = code
     weights = np.bincount(codes, minlength=len(converted))
@@ -553,12 +558,27 @@ def _enum(f: Field) -> Step:
     return step
 
 
+def _json_items(value: str) -> list[str] | None:
+    """The items of a JSON array of scalars (a MySQL JSON column arrives as its text)."""
+    if not (value.startswith("[") and value.endswith("]")):
+        return None
+    try:
+        items = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(items, list) or any(isinstance(x, (list, dict)) for x in items):
+        return None
+    return [str(x).strip() for x in items if x is not None and str(x).strip()]
+
+
 def _multi_enum(f: Field) -> Step:
     """Several enumeration values in one field: split on any usual separator, canonicalise
     each, drop duplicates keeping order, join with the field's separator."""
     enum, sep = f.enum or (), f.separator or "、"
 
     def one(value: str) -> tuple[str, str | None]:
+        if (items := _json_items(value)) is not None:
+            return (one(sep.join(items))[0] if items else None), "array"  # type: ignore[return-value]
         whole, rule = _canon_enum(value, enum)
         if whole in enum:
             return whole, rule
@@ -579,6 +599,8 @@ def _list(f: Field) -> Step:
     sep = f.separator or "，"
 
     def one(value: str) -> tuple[str, str | None]:
+        if (items := _json_items(value)) is not None:
+            return (sep.join(items) or None), "array"  # type: ignore[return-value]
         parts = [p.strip(_STRIP) for p in _LIST_SPLIT.split(value)]
         joined = sep.join(p for p in parts if p)
         return (joined, "multi_value") if joined != value else (value, None)

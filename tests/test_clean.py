@@ -621,3 +621,29 @@ def test_mixed_date_spellings_keep_their_rows() -> None:
     assert clean("09", "checkDate", ["2024-07-08", "2024/7/9", None, "2024.07.10", "x",
                                      "2024年7月11日", "0000-00-00", "20240712"]) == \
         ["2024-07-08", "2024-07-09", None, "2024-07-10", "x", "2024-07-11", None, "2024-07-12"]
+
+
+# --- arrays ------------------------------------------------------------------------------
+
+
+def test_an_array_of_names_is_joined_by_the_fields_separator() -> None:
+    audit = Audit()
+    assert clean("07", "dutyMan", [["王志刚", "刘洋"], ("张三",), [], ["李四", None, " "]], audit) == [
+        "王志刚，刘洋", "张三", None, "李四"]
+    assert audit.counts[("dutyMan", "array")] == 4
+
+
+def test_an_array_of_enumeration_values_is_joined_and_canonicalised() -> None:
+    f = next(f for f in dataset("07").fields if f.name == "accidentType")
+    first, second = f.enum[0], f.enum[1]
+    assert clean("07", "accidentType", [[first, second], [second]]) == [f"{first}、{second}", second]
+
+
+def test_a_json_array_in_text_is_joined() -> None:
+    assert clean("07", "dutyMan", ['["王志刚", "刘洋"]', "[]", "[王志刚]"]) == ["王志刚，刘洋", None, "[王志刚]"]
+    f = next(f for f in dataset("07").fields if f.name == "accidentType")
+    assert clean("07", "accidentType", [f'["{f.enum[0]}", "{f.enum[2]}"]']) == [f"{f.enum[0]}、{f.enum[2]}"]
+
+
+def test_an_array_in_a_single_valued_text_field_is_joined_not_stringified() -> None:
+    assert clean("09", "mainProblem", [["安全阀过期", "压力表损坏"]]) == ["安全阀过期、压力表损坏"]
