@@ -2,7 +2,8 @@
 every failure of a chunk, and turned into reject rows with personal data masked.
 
 Rule names (`length`, `enum`, `date`, `uscc`, `idcard`, `regno`, `phone`, `division`,
-`required`, `date_order`, `required_when`, `reference`) are what `ingest_reject.rule` holds.
+`required`, `date_order`, `required_when`, `reference`) are what `ingest_reject.rule` holds;
+warnings (`expired`, `overdue`, `division_within`, `outside_jiangsu`) load the row anyway.
 """
 
 from __future__ import annotations
@@ -207,10 +208,31 @@ def warnings(frame: pd.DataFrame, ds: Dataset, today: date) -> list[Finding]:
         expired = frame["endDate"].notna() & (frame["endDate"].fillna("9999") < iso)
         out += [Finding(i, "endDate", "expired", f"certificate expired on {frame.at[i, 'endDate']}",
                         WARNING) for i in frame.index[expired]]
+    if ds.tx_code == "01":
+        out += _division_warnings(frame)
     if ds.tx_code == "09":
         overdue = frame["dealInfo"].eq("未整改").fillna(False) & frame["limitDate"].notna() \
             & (frame["limitDate"].fillna("9999") < iso)
         out += [Finding(i, "limitDate", "overdue",
                         f"not rectified and past its deadline {frame.at[i, 'limitDate']}", WARNING)
                 for i in frame.index[overdue]]
+    return out
+
+
+JIANGSU = "32"
+
+
+def _division_warnings(frame: pd.DataFrame) -> list[Finding]:
+    """Plausible but odd places: a district outside its city, a unit outside Jiangsu (the
+    standard is Jiangsu's; a unit registered elsewhere may still run equipment here)."""
+    city, area = frame["cityCode"], frame["aeraCode"]
+    both = city.notna() & area.notna()
+    apart = both & (city.fillna("").str[:4] != area.fillna("").str[:4])
+    out = [Finding(i, "aeraCode", "division_within",
+                   f"aeraCode {frame.at[i, 'aeraCode']} is not a district of cityCode {frame.at[i, 'cityCode']}",
+                   WARNING) for i in frame.index[apart]]
+    outside = city.notna() & (city.fillna("").str[:2] != JIANGSU)
+    out += [Finding(i, "cityCode", "outside_jiangsu",
+                    f"cityCode {frame.at[i, 'cityCode']} is outside Jiangsu (32): loaded, check it", WARNING)
+            for i in frame.index[outside]]
     return out

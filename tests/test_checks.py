@@ -321,3 +321,27 @@ def test_a_row_rejected_by_a_reference_loses_its_warnings(tmp_path: Path) -> Non
             'SELECT "txCode", "sourceKey", "rule", "severity" FROM ingest_reject').all())
     engine.dispose()
     assert findings == [("03", "1", "expired", "warning"), ("03", "2", "reference", "error")]
+
+
+# --- places: plausible but odd loads with a warning --------------------------------------------
+
+
+@pytest.mark.parametrize(("city", "area", "expected"), [
+    ("320100", "320115", []),
+    ("320100", "320506", [("aeraCode", "division_within")]),
+    ("310100", "310101", [("cityCode", "outside_jiangsu")]),
+    ("310100", "320115", [("aeraCode", "division_within"), ("cityCode", "outside_jiangsu")]),
+])
+def test_a_district_outside_its_city_or_a_city_outside_jiangsu_is_a_warning(
+        city: str, area: str, expected: list) -> None:
+    from etl import validate
+    from etl.standard import dataset
+
+    frame = pd.DataFrame({"cityCode": [city], "aeraCode": [area]}, dtype="str")
+    for f in dataset("01").fields:
+        if f.name not in frame:
+            frame[f.name] = pd.Series([None], dtype="str")
+    found = validate.warnings(frame, dataset("01"), date(2026, 12, 2))
+    assert sorted((f.field, f.rule) for f in found) == sorted(expected)
+    assert all(f.severity == validate.WARNING for f in found)
+    assert not [f for f in validate.findings(frame, dataset("01")) if f.field in ("cityCode", "aeraCode")]
