@@ -320,8 +320,9 @@ def _load(conn: Connection, p: Plan, chunks: Iterable[Prepared], audit: Audit,
     counts.inserted, counts.updated = by_type.get("I", 0), by_type.get("U", 0)
     counts.deleted, counts.vanished = by_type.get("D", 0), loader.vanished
     counts.rejected = loader.rejected_count()
+    counts.skipped_deleted = loader.skipped_deleted_count()
     counts.unchanged = (loader.staged - counts.duplicates - counts.rejected - counts.inserted
-                        - counts.updated - (counts.deleted - counts.vanished))
+                        - counts.updated - (counts.deleted - counts.vanished) - counts.skipped_deleted)
     present = [bt for bt in ("I", "U", "D") if by_type.get(bt)]
     if present:
         numbers = allocate_batches(conn, p.today, len(present))
@@ -369,7 +370,8 @@ def _run_row(result: DatasetResult, run_id: str, now: datetime) -> dict:
             "windowEnd": result.window[1], "status": result.status,
             "extracted": c.extracted, "inserted": c.inserted, "updated": c.updated,
             "deleted": c.deleted, "unchanged": c.unchanged, "rejected": c.rejected,
-            "duplicates": c.duplicates, "warnings": c.warnings, "message": result.message or None,
+            "duplicates": c.duplicates, "warnings": c.warnings, "skippedDeleted": c.skipped_deleted,
+            "message": result.message or None,
             "startedAt": now, "endedAt": clock.now()}
 
 

@@ -9,7 +9,9 @@ from etl import standard
 from etl.mapping import Mapping
 
 COUNT_COLUMNS = ("extracted", "inserted", "updated", "deleted", "unchanged", "rejected",
-                 "duplicates", "warnings")
+                 "duplicates", "skipped_deleted", "warnings")
+#: `ingest_run` columns of counts whose name differs from the `Counts` attribute
+RUN_COLUMN = {"skipped_deleted": "skippedDeleted"}
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
