@@ -50,6 +50,7 @@ class Counts:
     warnings: int = 0
     vanished: int = 0
     skipped_deleted: int = 0
+    overridden: int = 0  # rows that loaded only because the mapping's `checks:` lowered an error
     batches: dict[str, str] = field(default_factory=dict)
 
     def balanced(self) -> bool:

@@ -91,14 +91,20 @@ def _references(conn: Connection, mapping: Mapping, tx_code: str) -> dict[str, s
 
 def _check_chunk(frame: pd.DataFrame, ds: standard.Dataset, mapping: Mapping,
                  today) -> list[validate.Finding]:
+    """Errors and warnings of a chunk's live rows, as the mapping's `checks:` lowers them;
+    warnings only for rows that load."""
     live = frame[~frame[DELETED]]
     found = validate.findings(live, ds)
     if ds.tx_code == "01":
         other = live["orgNo"].notna() & (live["orgNo"] != mapping.unit.orgNo)
         found += [validate.Finding(i, "orgNo", "unit", f"orgNo {live.at[i, 'orgNo']} is not the "
                                    f"mapping's unit.orgNo {mapping.unit.orgNo}") for i in live.index[other]]
+    overrides = mapping.checks_for(ds.tx_code)
+    found = validate.lower(found, overrides)
     errors = list({f.row for f in found if f.severity == validate.ERROR})
-    return found + validate.warnings(live[~live.index.isin(errors)], ds, today)  # rows that load
+    found = [f for f in found if f.severity == validate.ERROR or f.row not in errors]
+    loading = live[~live.index.isin(errors)]
+    return found + validate.lower(validate.warnings(loading, ds, today), overrides)
 
 
 def check_references(chunk: "Prepared", p: "Plan", refs: dict[str, set[str]]) -> "Prepared":
@@ -124,7 +130,7 @@ def check_references(chunk: "Prepared", p: "Plan", refs: dict[str, set[str]]) ->
     frame[REJECTED] = rejected
     earlier = chunk.findings
     if len(earlier):  # a row rejected now loses its warnings: they are listed for rows that load
-        dropped = earlier["severity"].eq(validate.WARNING) & earlier["pos"].isin([pos for pos, *_ in found])
+        dropped = earlier["severity"].ne(validate.ERROR) & earlier["pos"].isin([pos for pos, *_ in found])
         earlier = earlier[~dropped]
     findings = pd.concat([earlier, pd.DataFrame(found, columns=list(Prepared.FINDING_COLUMNS))],
                          ignore_index=True) if len(earlier) else pd.DataFrame(
@@ -343,13 +349,15 @@ def _record_findings(conn: Connection, result: DatasetResult, run_id: str, now: 
     rows = [{"runId": run_id, "orgNo": result.org_no, "txCode": result.tx_code, "sourceKey": key[:500],
              "field": f.field, "rule": f.rule, "severity": f.severity,
              "message": mask_text(f.message), "createdAt": now}
-            for seq, key, f in findings if seq not in lost]
+            for seq, key, f in findings if seq not in lost and f.severity != validate.OFF]
     rows += [{"runId": run_id, "orgNo": result.org_no, "txCode": result.tx_code, "sourceKey": key[:500],
               "field": "ID", "rule": kind, "severity": validate.DUPLICATE,
               "message": ("an exact duplicate of another source row (dropped)" if kind == "duplicate"
                           else f"same record ID {rid} as a later source row (kept the later one)"),
               "createdAt": now} for _, key, rid, kind in dropped]
     result.counts.warnings = sum(1 for r in rows if r["severity"] == validate.WARNING)
+    result.counts.overridden = len({seq for seq, _, f in findings if seq not in lost and (
+        f.severity == validate.OFF or f.message.endswith(validate.LOWERED))})
     result.reasons = Counter(f"{r['field']}:{r['rule']}" for r in rows if r["severity"] == validate.ERROR)
     insert_rows(conn, target.ingest_reject, rows)
 
@@ -371,6 +379,7 @@ def _run_row(result: DatasetResult, run_id: str, now: datetime) -> dict:
             "extracted": c.extracted, "inserted": c.inserted, "updated": c.updated,
             "deleted": c.deleted, "unchanged": c.unchanged, "rejected": c.rejected,
             "duplicates": c.duplicates, "warnings": c.warnings, "skippedDeleted": c.skipped_deleted,
+            "overridden": c.overridden,
             "message": result.message or None,
             "startedAt": now, "endedAt": clock.now()}
 

@@ -124,6 +124,8 @@ ingest_run = sa.Table(
         "warnings")],
     sa.Column("skippedDeleted", sa.Integer, nullable=False, default=0, server_default="0",
               comment="soft-deleted at the source before it was ever loaded"),
+    sa.Column("overridden", sa.Integer, nullable=False, default=0, server_default="0",
+              comment="rows that loaded only because the mapping's checks: lowered an error"),
     sa.Column("message", sa.Text, nullable=True),
     sa.Column("startedAt", sa.DateTime(timezone=True), nullable=False),
     sa.Column("endedAt", sa.DateTime(timezone=True), nullable=True),

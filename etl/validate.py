@@ -22,6 +22,7 @@ from etl.masking import mask
 from etl.standard import Dataset, Field
 
 ERROR, WARNING, DUPLICATE = "error", "warning", "duplicate"
+OFF = "off"  # an error a mapping's `checks:` switched off: never stored, counted as overridden
 
 
 @dataclass(frozen=True)
@@ -235,4 +236,49 @@ def _division_warnings(frame: pd.DataFrame) -> list[Finding]:
     out += [Finding(i, "cityCode", "outside_jiangsu",
                     f"cityCode {frame.at[i, 'cityCode']} is outside Jiangsu (32): loaded, check it", WARNING)
             for i in frame.index[outside]]
+    return out
+
+
+# --- lowering rules for a unit (a mapping's `checks:`) -----------------------------------------
+
+#: Rules a mapping's `checks:` may lower to a warning or switch off, for a unit with known
+#: legacy data: our format checks, conditional requirements and warnings. Never lowered: what
+#: the standard itself fixes or the target needs (length, date, enum, required, reference).
+LOWERABLE = ("idcard", "phone", "regno", "division", "date_order", "required_when",
+             "expired", "overdue", "division_within", "outside_jiangsu")
+LEVELS = ("warning", "off")
+LOWERED = " (an error lowered to a warning by the mapping's checks:)"
+_WARNING_RULES = {("03", "endDate"): "expired", ("09", "limitDate"): "overdue",
+                  ("01", "aeraCode"): "division_within", ("01", "cityCode"): "outside_jiangsu"}
+
+
+def lowerable_rules(ds: Dataset, field: str) -> tuple[str, ...]:
+    """The rules that can report on `field` of `ds` and that a mapping may lower."""
+    if field not in ds.field_names:
+        return ()
+    rules = {rule for rule, _, _ in _field_rules(ds.field(field))}
+    if any(o.after == field for o in ds.date_orders):
+        rules.add("date_order")
+    if any(field in r.fields for r in ds.required_when):
+        rules.add("required_when")
+    if (ds.tx_code, field) in _WARNING_RULES:
+        rules.add(_WARNING_RULES[(ds.tx_code, field)])
+    return tuple(r for r in LOWERABLE if r in rules)
+
+
+Overrides = dict[tuple[str, str], str]  # (field, rule) -> "warning" | "off"
+
+
+def lower(found: list[Finding], overrides: Overrides) -> list[Finding]:
+    """Findings as a unit's `checks:` wants them: a lowered error becomes a warning whose
+    message ends with `LOWERED`, a switched-off one severity `OFF` (not stored); either counts
+    its row as `overridden` when it loads. A switched-off warning is dropped."""
+    out: list[Finding] = []
+    for f in found:
+        level = overrides.get((f.field, f.rule))
+        if level is None or (level == "warning" and f.severity != ERROR):
+            out.append(f)
+        elif f.severity == ERROR:
+            severity, note = (WARNING, LOWERED) if level == "warning" else (OFF, "")
+            out.append(Finding(f.row, f.field, f.rule, f.message + note, severity))
     return out

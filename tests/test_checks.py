@@ -345,3 +345,97 @@ def test_a_district_outside_its_city_or_a_city_outside_jiangsu_is_a_warning(
     assert sorted((f.field, f.rule) for f in found) == sorted(expected)
     assert all(f.severity == validate.WARNING for f in found)
     assert not [f for f in validate.findings(frame, dataset("01")) if f.field in ("cityCode", "aeraCode")]
+
+
+# --- a unit's checks: lower a rule for known legacy data ---------------------------------------
+
+
+def _unit_with_checks(tmp_path: Path, checks: str, dataset_checks: str = "") -> Path:
+    db = tmp_path / "source.sqlite"
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS person")
+        conn.exec_driver_sql("CREATE TABLE person (id INTEGER PRIMARY KEY, name TEXT, id_no TEXT, opr TEXT)")
+        conn.execute(sa.text("INSERT INTO person VALUES (:id, :name, :id_no, :opr)"), [
+            {"id": 1, "name": "张三", "id_no": "320115198503141237", "opr": "0"},
+            {"id": 2, "name": "李四", "id_no": wrong_check("320115198503141237"), "opr": "0"},
+            {"id": 3, "name": "王五", "id_no": "320214199003076516", "opr": "1"},   # no certificate
+            {"id": 4, "name": "赵六", "id_no": wrong_check("320214199003076516"), "opr": "1"}])
+    engine.dispose()
+    text = PERSONS_MAPPING.format(db=db).replace('      isOpr: {value: "0"}\n', "      isOpr: opr\n")
+    text = text.replace("datasets:\n", f"{checks}datasets:\n") + dataset_checks
+    path = tmp_path / "unit.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _outcome(tmp_path: Path, mapping: Path) -> tuple[set, list, tuple]:
+    from etl.cli import main
+
+    target = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    assert main(["-q", "run", str(mapping), "--target", target]) == 0
+    engine = sa.create_engine(target)
+    with engine.connect() as conn:
+        loaded = {r[0] for r in conn.exec_driver_sql('SELECT "psnName" FROM unit_person')}
+        findings = sorted(conn.exec_driver_sql(
+            'SELECT "sourceKey", "field", "rule", "severity" FROM ingest_reject').all())
+        counts = conn.exec_driver_sql('SELECT "rejected", "warnings", "overridden" FROM ingest_run').one()
+    engine.dispose()
+    return loaded, findings, tuple(counts)
+
+
+def test_without_checks_bad_rows_are_rejected(tmp_path: Path) -> None:
+    loaded, findings, counts = _outcome(tmp_path, _unit_with_checks(tmp_path, ""))
+    assert loaded == {"张三"}
+    assert findings == [("2", "idCardNo", "idcard", "error"), ("3", "certNo", "required_when", "error"),
+                        ("3", "lcnsKind", "required_when", "error"),
+                        ("4", "certNo", "required_when", "error"), ("4", "idCardNo", "idcard", "error"),
+                        ("4", "lcnsKind", "required_when", "error")]
+    assert counts == (3, 0, 0)
+
+
+def test_a_unit_lowers_a_rule_to_a_warning_and_switches_others_off(tmp_path: Path) -> None:
+    mapping = _unit_with_checks(tmp_path, "checks:\n  idCardNo: {idcard: warning}\n  certNo: off\n",
+                                "    checks: {lcnsKind: off}\n")
+    loaded, findings, counts = _outcome(tmp_path, mapping)
+    assert loaded == {"张三", "李四", "王五", "赵六"}
+    assert findings == [("2", "idCardNo", "idcard", "warning"), ("4", "idCardNo", "idcard", "warning")]
+    assert counts == (0, 2, 3)  # 李四, 王五 and 赵六 load only thanks to the checks
+
+
+def test_a_row_with_an_error_left_keeps_only_its_errors(tmp_path: Path) -> None:
+    mapping = _unit_with_checks(tmp_path, "checks:\n  idCardNo: {idcard: warning}\n")
+    loaded, findings, counts = _outcome(tmp_path, mapping)
+    assert loaded == {"张三", "李四"}
+    assert ("4", "idCardNo", "idcard", "warning") not in findings
+    assert ("2", "idCardNo", "idcard", "warning") in findings
+    assert counts == (2, 1, 1)
+
+
+@pytest.mark.parametrize(("checks", "problem"), [
+    ("{psnName: off}", r"\[checks.psnName\] psnName has no rule a mapping may lower"),
+    ("{idCardNo: {enum: off}}", r"\[checks.idCardNo\] idCardNo has no rule 'enum' to lower: use idcard"),
+    ("{idCardNo: {idcard: error}}", r"\[checks.idCardNo.idcard\] 'error' is not a level: use warning or off"),
+    ("{idCardNo: on}", r"'True' is not a level|'on' is not a level"),
+    ("{nosuchField: off}", r"\[checks.nosuchField\] 'nosuchField' is not a field of 03"),
+])
+def test_a_checks_block_that_would_raise_or_miss_a_rule_is_refused(tmp_path: Path, checks: str,
+                                                                   problem: str) -> None:
+    from etl.errors import MappingError
+    from etl.mapping import load_mapping
+
+    path = tmp_path / "unit.yaml"
+    path.write_text(PERSONS_MAPPING.format(db=tmp_path / "x.sqlite").replace(
+        "datasets:\n", f"checks: {checks}\ndatasets:\n"), encoding="utf-8")
+    with pytest.raises(MappingError, match=problem):
+        load_mapping(path)
+
+
+def test_check_shows_the_lowered_rules_in_its_coverage_table(tmp_path: Path, capsys) -> None:
+    from etl.cli import main
+
+    mapping = _unit_with_checks(tmp_path, "checks:\n  idCardNo: {idcard: warning}\n  certNo: off\n")
+    assert main(["check", "--offline", str(mapping)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any("idCardNo" in line and "idcard warning" in line for line in lines)
+    assert any("certNo" in line and "required_when off" in line for line in lines)
