@@ -22,6 +22,7 @@ when not, which also spares the before/after comparison of the audit.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 import unicodedata
@@ -36,7 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl import divisions
+from etl import divisions, phones
 from etl.masking import mask, mask_text, personal_kind
 from etl.standard import DATASETS, ENVELOPE, UNIT_KEY, Dataset, Field
 
@@ -271,12 +272,16 @@ def _datetime_text(v: dt.date) -> str:
     return day
 
 
-def _scalar_text(v: object) -> tuple[str | None, str | None]:
-    """One raw value as text, and the rule name when its spelling changed (else None)."""
+def _scalar_text(v: object, sep: str = "、") -> tuple[str | None, str | None]:
+    """One raw value as text, and the rule name when its spelling changed (else None). An
+    array (PostgreSQL `text[]`, a JSON array) is its items joined by `sep`."""
     if isinstance(v, str):
         return _valid_unicode(v)
     if v is None or v is pd.NA or v is pd.NaT:
         return None, None
+    if isinstance(v, (list, tuple, np.ndarray)):
+        parts = [t.strip() for t, _ in (_scalar_text(x, sep) for x in v) if t and t.strip()]
+        return (sep.join(parts) or None), "array"
     if isinstance(v, (bytes, bytearray, memoryview)):
         return _decode(bytes(v)), "decode"
     if isinstance(v, (bool, np.bool_)):
@@ -326,7 +331,7 @@ def _factorize_raw(raw: pd.Series, f: Field, audit: Audit) -> tuple[np.ndarray, 
             return codes, pd.Series(pd.array(np.asarray(uniques, dtype=object), dtype=TEXT))
         except UnicodeEncodeError:
             return _factorize_objects(raw, f, audit)
-    converted = [_scalar_text(v) for v in uniques]
+    converted = [_scalar_text(v, f.separator or "、") for v in uniques]
     weights = np.bincount(codes[codes >= 0], minlength=len(converted))
     _audit_raw(audit, f, [(v, c, w) for v, c, w in zip(uniques, converted, weights)])
     return codes, pd.Series(pd.array([t for t, _ in converted], dtype=TEXT))
@@ -347,7 +352,7 @@ def _factorize_objects(raw: pd.Series, f: Field, audit: Audit) -> tuple[np.ndarr
             code, key = None, (type(v), id(v))
         if code is None:
             code = index[key] = len(converted)
-            converted.append(_scalar_text(v))
+            converted.append(_scalar_text(v, f.separator or "、"))
             raws.append(v)
         codes[i] = code
     weights = np.bincount(codes, minlength=len(converted))
@@ -598,12 +603,27 @@ def _enum(f: Field) -> Step:
     return step
 
 
+def _json_items(value: str) -> list[str] | None:
+    """The items of a JSON array of scalars (a MySQL JSON column arrives as its text)."""
+    if not (value.startswith("[") and value.endswith("]")):
+        return None
+    try:
+        items = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(items, list) or any(isinstance(x, (list, dict)) for x in items):
+        return None
+    return [str(x).strip() for x in items if x is not None and str(x).strip()]
+
+
 def _multi_enum(f: Field) -> Step:
     """Several enumeration values in one field: split on any usual separator, canonicalise
     each, drop duplicates keeping order, join with the field's separator."""
     enum, sep = f.enum or (), f.separator or "、"
 
     def one(value: str) -> tuple[str, str | None]:
+        if (items := _json_items(value)) is not None:
+            return (one(sep.join(items))[0] if items else None), "array"  # type: ignore[return-value]
         whole, rule = _canon_enum(value, enum)
         if whole in enum:
             return whole, rule
@@ -624,6 +644,8 @@ def _list(f: Field) -> Step:
     sep = f.separator or "，"
 
     def one(value: str) -> tuple[str, str | None]:
+        if (items := _json_items(value)) is not None:
+            return (sep.join(items) or None), "array"  # type: ignore[return-value]
         parts = [p.strip(_STRIP) for p in _LIST_SPLIT.split(value)]
         joined = sep.join(p for p in parts if p)
         return (joined, "multi_value") if joined != value else (value, None)
@@ -634,25 +656,54 @@ def _list(f: Field) -> Step:
     return step
 
 
-def _phone_one(value: str) -> tuple[str, str | None]:
-    """Mobiles to 11 digits (no +86, spaces or hyphens); landlines to 025-83451234.
-    Anything else (extensions, 400 numbers, several numbers) is left for validation."""
+_EXTENSION = re.compile(r"^(?P<main>.+?)\s*(?:转|分机|ext\.?|x|#|,|，|-)\s*(?P<ext>\d{1,6})$", re.I)
+
+
+def _phone_main(value: str, area: str | None) -> str | None:
+    """A mobile as 11 digits (no +86, spaces or hyphens), a landline as 025-83451234, a local
+    number (7-8 digits) completed with `area`, the unit's city's area code; None otherwise."""
     rest = _COUNTRY.sub("", value)
-    international = rest != value
     digits = _PHONE_NOISE.sub("", rest)
-    if international and digits[:1] not in ("0", "1"):
+    if rest != value and digits[:1] not in ("0", "1"):
         digits = "0" + digits
     if _MOBILE.match(digits):
-        out = digits
-    elif m := _LANDLINE.match(digits):
-        out = f"{m.group(1)}-{m.group(2)}"
-    else:
+        return digits
+    if area and digits[:1] not in ("0", "1") and len(digits) in (7, 8) and digits.isdigit():
+        digits = area + digits
+    if m := _LANDLINE.match(digits):
+        return f"{m.group(1)}-{m.group(2)}"
+    return None
+
+
+def _phone_one(value: str, area: str | None = None) -> tuple[str, str | None]:
+    """A phone in one spelling: see `_phone_main`; a landline's extension (转, 分机, ext, -)
+    kept as 025-52345678转8001. Anything else (400 numbers, several numbers) is left for
+    validation."""
+    out = _phone_main(value, area)
+    if out is None and (m := _EXTENSION.match(value)):
+        main = _phone_main(m.group("main"), area)
+        if main and "-" in main:
+            out = f"{main}转{m.group('ext')}"
+    if out is None or out == value:
         return value, None
-    return (out, "phone") if out != value else (value, None)
+    local = area and not _PHONE_NOISE.sub("", _COUNTRY.sub("", value)).startswith(("0", "1"))
+    return out, "phone_area_code" if local and out.startswith(area + "-") else "phone"
 
 
-def _phone(u: pd.Series) -> tuple[pd.Series, pd.Series]:
-    return _per_value(u, _phone_one)
+def _phone(context: pd.Series | None) -> Step:
+    """Phones in one spelling; `context` is each row's city, whose area code completes a local
+    number."""
+
+    def step(u: pd.Series) -> tuple[pd.Series, pd.Series]:
+        if context is None:
+            return _per_value(u, _phone_one)
+        pairs = [(None, None) if isinstance(v, float) else
+                 _phone_one(v, phones.area_code(c) if isinstance(c, str) else None)
+                 for v, c in zip(u.tolist(), context.tolist())]
+        values = pd.Series(pd.array([p[0] for p in pairs], dtype=TEXT), index=u.index)
+        return values, pd.Series([p[1] for p in pairs], index=u.index, dtype=object)
+
+    return step
 
 
 def _city(u: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -700,7 +751,7 @@ def _steps(f: Field, context: pd.Series | None) -> list[Step]:
     elif f.kind == "code":
         steps += [_halfwidth] + ([_zero_pad(f.length)] if f.type == "N" else [])
     elif f.kind == "phone":
-        steps += [_halfwidth, _phone]
+        steps += [_halfwidth, _phone(context)]
     elif f.kind == "city":
         steps += [_halfwidth, _city]
     elif f.kind == "district":
@@ -730,7 +781,7 @@ def clean_column(raw: pd.Series, f: Field, audit: Audit,
     """One column through its field's rules; `context` is the row's city for districts."""
     codes, u = _factorize_raw(raw, f, audit)
     u_context = None
-    if f.kind == "district" and context is not None:
+    if f.kind in ("district", "phone") and context is not None:
         codes, u, u_context = _with_context(codes, u, context)
     weights = np.bincount(codes[codes >= 0], minlength=len(u))
     for step in _steps(f, u_context):
@@ -752,14 +803,18 @@ def standard_fields(ds: Dataset) -> tuple[Field, ...]:
     return tuple(sorted(out.values(), key=lambda f: f.kind != "city"))
 
 
-def clean_frame(df: pd.DataFrame, ds: Dataset, audit: Audit) -> pd.DataFrame:
+def clean_frame(df: pd.DataFrame, ds: Dataset, audit: Audit, unit_city: str | None = None) -> pd.DataFrame:
     """Normalise every standard field column present in df; returns a new frame with the same
     columns (other columns, e.g. '_key', pass through untouched). Standard field columns come
-    back as pandas string dtype ("str"/StringDtype) holding the canonical spelling, NA for blank."""
+    back as pandas string dtype ("str"/StringDtype) holding the canonical spelling, NA for blank.
+    `unit_city` (a GB/T 2260 city code) completes local phone numbers where a row has no city."""
     out = df.copy(deep=False)
     fields = [f for f in standard_fields(ds) if f.name in df.columns]
     city = next((f.name for f in fields if f.kind == "city"), None)
     for f in fields:
         context = out[city] if f.kind == "district" and city else None
+        if f.kind == "phone":
+            row_city = out[city] if city else pd.Series(pd.NA, index=df.index, dtype=TEXT)
+            context = row_city.fillna(unit_city) if unit_city else (row_city if city else None)
         out[f.name] = clean_column(df[f.name], f, audit, context)
     return out

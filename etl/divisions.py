@@ -364,6 +364,11 @@ def district_code(name_or_code: str, city: str | None = None) -> str | None:
     return _city_prefix(rest, province)[1]
 
 
+def is_code_of_any_era(code: str) -> bool:
+    """Whether `code` is, or once was, a 6-digit GB/T 2260 code (province, city or county)."""
+    return code in _divisions()
+
+
 def division_name(code: str) -> str | None:
     """The latest name of a code (白下区 for the retired 320103), None when unknown."""
     d = _tables().divisions.get(_normalise(code))

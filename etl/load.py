@@ -36,7 +36,8 @@ BUS_TYPES = ("I", "U", "D")
 @dataclass
 class Counts:
     """Every extracted row ends in exactly one of inserted, updated, deleted (soft), unchanged,
-    rejected or duplicates; `vanished` are target records gone from a full snapshot, marked D
+    rejected, duplicates or skipped_deleted (soft-deleted at the source before it was ever
+    loaded: nothing to mark); `vanished` are target records gone from a full snapshot, marked D
     (included in `deleted`, not in `extracted`)."""
 
     extracted: int = 0
@@ -48,11 +49,14 @@ class Counts:
     duplicates: int = 0
     warnings: int = 0
     vanished: int = 0
+    skipped_deleted: int = 0
+    overridden: int = 0  # rows that loaded only because the mapping's `checks:` lowered an error
     batches: dict[str, str] = field(default_factory=dict)
 
     def balanced(self) -> bool:
         loaded = self.inserted + self.updated + self.deleted - self.vanished
-        return self.extracted == loaded + self.unchanged + self.rejected + self.duplicates
+        return self.extracted == (loaded + self.unchanged + self.rejected + self.duplicates
+                                  + self.skipped_deleted)
 
 
 def _stage_table(ds: Dataset, meta: sa.MetaData, indexed: bool = True) -> sa.Table:
@@ -179,6 +183,7 @@ class DatasetLoad:
         self.stage_columns = [c.name for c in self.stage.columns]
         self._copying: _Background | None = None
         self._rejected = 0  # rejected rows staged, until dedupe drops any
+        self._deleted = 0  # soft-deleted rows staged
         self._id_hashes: list[np.ndarray] = []  # 64-bit hashes of staged IDs (dedupe's shortcut)
 
     # --- staging ------------------------------------------------------------------------
@@ -198,6 +203,7 @@ class DatasetLoad:
                     data[name] = data[name].mask(by_id_only)
         self.staged += len(frame)
         self._rejected += int((data[REJECTED] == 1).sum())
+        self._deleted += int(((data[DELETED] == 1) & (data[REJECTED] == 0)).sum())
         self._id_hashes.append(_id_hashes(data[ID]))
         if self.dialect == "postgresql":
             self._copy(data)
@@ -320,6 +326,16 @@ class DatasetLoad:
                  .select_from(s.join(t, t.c[ID] == s.c[ID], full=full_join, isouter=True))
                  .where(sa.or_(*wanted)))
         self.conn.execute(sa.insert(c).from_select([ID, "busType", VANISHED], found))
+
+    def skipped_deleted_count(self) -> int:
+        """Soft-deleted source rows the target never held: there is nothing to mark D."""
+        self._flush()
+        if not self._deleted:
+            return 0
+        s, t = self.stage, self.target
+        return self.conn.execute(
+            sa.select(sa.func.count()).select_from(s.outerjoin(t, t.c[ID] == s.c[ID]))
+            .where(s.c[DELETED] == 1, s.c[REJECTED] == 0, t.c[ID].is_(None))).scalar_one()
 
     def rejected_count(self) -> int:
         self._flush()

@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -92,11 +93,24 @@ class FieldRule(_Model):
 
 
 def _as_key(v: Any) -> str:
-    """Source codes compare as text: 1, 1.0 and '1' are the same code."""
+    """Source codes compare as text: 1, 1.0, Decimal('1.0') and '1' are the same code, and
+    Decimal('2.50') is 2.5 (a unit altering a column to DECIMAL changes no code or record ID).
+    Bytes are their text when they are printable UTF-8, else a number (MySQL BIT(1): b'\x01' is 1)."""
     if isinstance(v, bool):
         return "1" if v else "0"
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
+    if isinstance(v, Decimal) and v.is_finite():
+        return str(int(v)) if v == v.to_integral_value() else format(v.normalize(), "f")
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        raw = bytes(v)
+        if not raw:
+            return ""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        return text.strip() if text.isprintable() and text.strip() else str(int.from_bytes(raw, "big"))
     return str(v).strip()
 
 
@@ -110,6 +124,7 @@ class DatasetSpec(_Model):
     source: SourceSpec | None = None
     frequency: str | None = None
     lookback_hours: float = 24.0
+    checks: dict[str, Any] | None = None
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -182,6 +197,7 @@ class UnitSpec(_Model):
 class MappingModel(_Model):
     unit: UnitSpec
     source: SourceSpec | None = None
+    checks: dict[str, Any] | None = None
     datasets: dict[str, DatasetSpec]
 
     @field_validator("datasets", mode="before")
@@ -213,6 +229,20 @@ class Mapping:
     @property
     def datasets(self) -> dict[str, DatasetSpec]:
         return dict(sorted(self.model.datasets.items()))
+
+    def checks_for(self, tx_code: str) -> dict[tuple[str, str], str]:
+        """{(field, rule): "warning" | "off"}: the unit's `checks:`, then the dataset's."""
+        from etl.validate import lowerable_rules
+
+        ds = standard.dataset(tx_code)
+        out: dict[tuple[str, str], str] = {}
+        for raw in (self.model.checks, self.model.datasets[tx_code].checks):
+            for name, setting in (raw or {}).items():
+                rules = lowerable_rules(ds, name)
+                levels = ({r: _level(setting) for r in rules} if not isinstance(setting, dict)
+                          else {r: _level(v) for r, v in setting.items() if r in rules})
+                out.update({(name, r): lv for r, lv in levels.items()})
+        return out
 
     def source_for(self, tx_code: str) -> SourceSpec:
         spec = self.model.datasets[tx_code].source or self.model.source
@@ -269,6 +299,41 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def _level(setting: Any) -> str:
+    """A `checks:` level: `off` (YAML 1.1 reads a bare off as false) or `warning`."""
+    return "off" if setting is False else str(setting)
+
+
+def checks_problems(where: str, raw: Any, datasets: list[standard.Dataset]) -> list[tuple[str, str]]:
+    """Problems of a `checks:` block that lowers rules for the fields of `datasets`."""
+    from etl.validate import LEVELS, lowerable_rules
+
+    if raw is None:
+        return []
+    if not isinstance(raw, dict):
+        return [(where, "checks: map a field to off, warning, or {rule: off/warning}")]
+    out: list[tuple[str, str]] = []
+    for name, setting in raw.items():
+        loc = f"{where}.{name}"
+        if not any(name in ds.field_names for ds in datasets):
+            out.append((loc, f"{name!r} is not a field of {', '.join(ds.tx_code for ds in datasets)}"))
+            continue
+        rules = sorted({r for ds in datasets for r in lowerable_rules(ds, name)})
+        if not rules:
+            out.append((loc, f"{name} has no rule a mapping may lower (length, date, enumeration, "
+                             f"required and references are the standard's): remove it"))
+            continue
+        settings = setting if isinstance(setting, dict) else {None: setting}
+        for rule, level in settings.items():
+            if rule is not None and rule not in rules:
+                out.append((loc, f"{name} has no rule {rule!r} to lower: use {', '.join(rules)}"))
+            elif _level(level) not in LEVELS:
+                out.append((f"{loc}.{rule}" if rule else loc,
+                            f"{_level(level)!r} is not a level: use warning or off (a rule is "
+                            f"never raised past what the standard allows)"))
+    return out
+
+
 def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
     out = []
     for e in err.errors():
@@ -308,6 +373,7 @@ def _dataset_problems(tx: str, raw: Any, has_top_source: bool) -> list[tuple[str
             out.append((f"{where}.fields",
                         f"required field {name!r} ({spec.field(name).zh}) is not mapped: "
                         f"map a column, a default or a constant"))
+    out += checks_problems(f"{where}.checks", raw.get("checks") if isinstance(raw, dict) else None, [spec])
     if parsed is None:
         return out
     if parsed.source is None and not has_top_source:
@@ -349,6 +415,9 @@ def _problems(raw: dict) -> list[tuple[str, str]]:
     for key, ds_raw in datasets.items():
         tx = str(key).zfill(2) if isinstance(key, int) else str(key)
         out += _dataset_problems(tx, ds_raw, bool(raw.get("source")))
+    mapped = [standard.BY_TX_CODE[str(k).zfill(2) if isinstance(k, int) else str(k)] for k in datasets
+              if (str(k).zfill(2) if isinstance(k, int) else str(k)) in standard.BY_TX_CODE]
+    out += checks_problems("checks", raw.get("checks"), mapped or list(standard.DATASETS))
     return out
 
 
@@ -418,7 +487,7 @@ def mapping_from_dict(d: dict[str, Any]) -> Mapping:
     return m
 
 
-_CODE = ("mapping.py", "standard.py", "clean.py", "divisions.py", "checks.py")
+_CODE = ("mapping.py", "standard.py", "clean.py", "divisions.py", "checks.py", "validate.py")
 
 
 @lru_cache(maxsize=1)

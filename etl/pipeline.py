@@ -19,7 +19,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import clock, extract, standard, target, transform, validate
+from etl import clock, extract, phones, standard, target, transform, validate
 from etl.clean import Audit, binary_values, clean_frame
 from etl.errors import EtlError, TargetError
 from etl.load import REJECTED, Counts, DatasetLoad, allocate_batches, insert_rows, record_batches
@@ -91,13 +91,20 @@ def _references(conn: Connection, mapping: Mapping, tx_code: str) -> dict[str, s
 
 def _check_chunk(frame: pd.DataFrame, ds: standard.Dataset, mapping: Mapping,
                  today) -> list[validate.Finding]:
+    """Errors and warnings of a chunk's live rows, as the mapping's `checks:` lowers them;
+    warnings only for rows that load."""
     live = frame[~frame[DELETED]]
     found = validate.findings(live, ds)
     if ds.tx_code == "01":
         other = live["orgNo"].notna() & (live["orgNo"] != mapping.unit.orgNo)
         found += [validate.Finding(i, "orgNo", "unit", f"orgNo {excerpt(live.at[i, 'orgNo'])} is not "
                                    f"the mapping's unit.orgNo {mapping.unit.orgNo}") for i in live.index[other]]
-    return found + validate.warnings(live, ds, today)
+    overrides = mapping.checks_for(ds.tx_code)
+    found = validate.lower(found, overrides)
+    errors = list({f.row for f in found if f.severity == validate.ERROR})
+    found = [f for f in found if f.severity == validate.ERROR or f.row not in errors]
+    loading = live[~live.index.isin(errors)]
+    return found + validate.lower(validate.warnings(loading, ds, today), overrides)
 
 
 def check_references(chunk: "Prepared", p: "Plan", refs: dict[str, set[str]]) -> "Prepared":
@@ -122,8 +129,12 @@ def check_references(chunk: "Prepared", p: "Plan", refs: dict[str, set[str]]) ->
     rejected = frame[REJECTED].to_numpy(copy=True)
     rejected[[pos for pos, *_ in found]] = 1
     frame[REJECTED] = rejected
-    findings = pd.concat([chunk.findings, pd.DataFrame(found, columns=list(Prepared.FINDING_COLUMNS))],
-                         ignore_index=True) if len(chunk.findings) else pd.DataFrame(
+    earlier = chunk.findings
+    if len(earlier):  # a row rejected now loses its warnings: they are listed for rows that load
+        dropped = earlier["severity"].ne(validate.ERROR) & earlier["pos"].isin([pos for pos, *_ in found])
+        earlier = earlier[~dropped]
+    findings = pd.concat([earlier, pd.DataFrame(found, columns=list(Prepared.FINDING_COLUMNS))],
+                         ignore_index=True) if len(earlier) else pd.DataFrame(
         found, columns=list(Prepared.FINDING_COLUMNS))
     return Prepared(frame, findings)
 
@@ -207,16 +218,20 @@ def prepare(raw: pd.DataFrame, p: Plan, audit: Audit) -> Prepared:
     ds, mapping, org = p.dataset, p.mapping, p.mapping.unit.orgNo
     frame = transform.apply_mapping(raw.reset_index(drop=True), mapping, ds.tx_code)
     frame, binary = binary_values(frame, ds)
-    frame = clean_frame(frame, ds, audit)
+    frame = clean_frame(frame, ds, audit, phones.city_of_org(mapping.unit.orgNo))
     frame = transform.fill_rules(frame, ds, mapping)
     frame[UPDATED] = _timestamps(frame[UPDATED])
     found = _check_chunk(frame, ds, mapping, p.today)
+    binary = [b for b in binary if not frame.at[b[0], DELETED]]  # a D keeps the target's values
     if binary:
         emptied = {(row, name) for row, name, _ in binary}
+        rows = {row for row, _ in emptied}
         found = [validate.Finding(row, name, "binary", f"binary value in field {name} "
                                   f"({ds.field(name).zh}): {n} bytes that are not text: map a "
                                   f"text column, or convert it in the dataset's query:")
-                 for row, name, n in binary] + [f for f in found if (f.row, f.field) not in emptied]
+                 for row, name, n in binary] + [
+            f for f in found if (f.row, f.field) not in emptied
+            and (f.severity == validate.ERROR or f.row not in rows)]  # warnings: rows that load
     errors = {f.row for f in found if f.severity == validate.ERROR}
     frame = transform.add_identity(frame, org, ds.tx_code)
     is_error = frame.index.isin(list(errors))
@@ -324,8 +339,9 @@ def _load(conn: Connection, p: Plan, chunks: Iterable[Prepared], audit: Audit,
     counts.inserted, counts.updated = by_type.get("I", 0), by_type.get("U", 0)
     counts.deleted, counts.vanished = by_type.get("D", 0), loader.vanished
     counts.rejected = loader.rejected_count()
+    counts.skipped_deleted = loader.skipped_deleted_count()
     counts.unchanged = (loader.staged - counts.duplicates - counts.rejected - counts.inserted
-                        - counts.updated - (counts.deleted - counts.vanished))
+                        - counts.updated - (counts.deleted - counts.vanished) - counts.skipped_deleted)
     present = [bt for bt in ("I", "U", "D") if by_type.get(bt)]
     if present:
         numbers = allocate_batches(conn, p.today, len(present))
@@ -382,7 +398,7 @@ def _record_findings(conn: Connection, result: DatasetResult, run_id: str, now: 
     rows = [{"runId": run_id, "orgNo": result.org_no, "txCode": result.tx_code,
              "sourceKey": shown_key(key), "field": f.field, "rule": f.rule,
              "severity": f.severity, "message": cap(f.message, MESSAGE_CHARS), "createdAt": now}
-            for seq, key, f in findings if seq not in lost]
+            for seq, key, f in findings if seq not in lost and f.severity != validate.OFF]
     rows += [{"runId": run_id, "orgNo": result.org_no, "txCode": result.tx_code,
               "sourceKey": shown_key(key),
               "field": "ID", "rule": kind, "severity": validate.DUPLICATE,
@@ -390,6 +406,8 @@ def _record_findings(conn: Connection, result: DatasetResult, run_id: str, now: 
                           else f"same record ID {rid} as a later source row (kept the later one)"),
               "createdAt": now} for _, key, rid, kind in dropped]
     result.counts.warnings = sum(1 for r in rows if r["severity"] == validate.WARNING)
+    result.counts.overridden = len({seq for seq, _, f in findings if seq not in lost and (
+        f.severity == validate.OFF or f.message.endswith(validate.LOWERED))})
     result.reasons = Counter(f"{r['field']}:{r['rule']}" for r in rows if r["severity"] == validate.ERROR)
     insert_rows(conn, target.ingest_reject, rows)
 
@@ -411,7 +429,8 @@ def _run_row(result: DatasetResult, run_id: str, now: datetime) -> dict:
             "windowEnd": result.window[1], "status": result.status,
             "extracted": c.extracted, "inserted": c.inserted, "updated": c.updated,
             "deleted": c.deleted, "unchanged": c.unchanged, "rejected": c.rejected,
-            "duplicates": c.duplicates, "warnings": c.warnings,
+            "duplicates": c.duplicates, "warnings": c.warnings, "skippedDeleted": c.skipped_deleted,
+            "overridden": c.overridden,
             "message": cap(result.message, RUN_MESSAGE_CHARS) if result.message else None,
             "startedAt": now, "endedAt": clock.now()}
 

@@ -9,7 +9,9 @@ from etl import standard
 from etl.mapping import Mapping
 
 COUNT_COLUMNS = ("extracted", "inserted", "updated", "deleted", "unchanged", "rejected",
-                 "duplicates", "warnings")
+                 "duplicates", "skipped_deleted", "warnings", "overridden")
+#: `ingest_run` columns of counts whose name differs from the `Counts` attribute
+RUN_COLUMN = {"skipped_deleted": "skippedDeleted"}
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -57,8 +59,9 @@ def coverage(mapping: Mapping) -> str:
     for ds in standard.DATASETS:
         spec = mapping.datasets.get(ds.tx_code)
         if spec is None:
-            rows.append([ds.tx_code, ds.table, "(not mapped)", "", ""])
+            rows.append([ds.tx_code, ds.table, "(not mapped)", "", "", ""])
             continue
+        checks = mapping.checks_for(ds.tx_code)
         for f in ds.fields:
             rule = spec.fields.get(f.name)
             if rule is None:
@@ -72,5 +75,6 @@ def coverage(mapping: Mapping) -> str:
                 src = rule.column
             else:
                 how, src = "default", rule.default or ""
-            rows.append([ds.tx_code, ds.table, f.name, how, src])
-    return table(["tx", "table", "field", "filled by", "source"], rows)
+            lowered = ", ".join(f"{r} {lv}" for (name, r), lv in sorted(checks.items()) if name == f.name)
+            rows.append([ds.tx_code, ds.table, f.name, how, src, lowered])
+    return table(["tx", "table", "field", "filled by", "source", "checks lowered"], rows)

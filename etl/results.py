@@ -32,7 +32,7 @@ def _results(conn: sa.Connection, run_id: str) -> dict[tuple[str, str], DatasetR
     r = target.ingest_run
     out: dict[tuple[str, str], DatasetResult] = {}
     for row in conn.execute(sa.select(r).where(r.c.runId == run_id).order_by(r.c.runKey)).mappings():
-        counts = Counts(**{k: row[k] or 0 for k in report.COUNT_COLUMNS})
+        counts = Counts(**{k: row[report.RUN_COLUMN.get(k, k)] or 0 for k in report.COUNT_COLUMNS})
         out[(row["mapping"], row["txCode"])] = DatasetResult(
             row["mapping"], row["orgNo"], row["txCode"], row["mode"], status=row["status"],
             counts=counts, window=(row["windowStart"], row["windowEnd"]),

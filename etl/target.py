@@ -122,6 +122,10 @@ ingest_run = sa.Table(
     *[sa.Column(name, sa.Integer, nullable=False, default=0) for name in (
         "extracted", "inserted", "updated", "deleted", "unchanged", "rejected", "duplicates",
         "warnings")],
+    sa.Column("skippedDeleted", sa.Integer, nullable=False, default=0, server_default="0",
+              comment="soft-deleted at the source before it was ever loaded"),
+    sa.Column("overridden", sa.Integer, nullable=False, default=0, server_default="0",
+              comment="rows that loaded only because the mapping's checks: lowered an error"),
     sa.Column("message", sa.Text, nullable=True),
     sa.Column("startedAt", sa.DateTime(timezone=True), nullable=False),
     sa.Column("endedAt", sa.DateTime(timezone=True), nullable=True),

@@ -3,7 +3,8 @@ every failure of a chunk, and turned into reject rows with personal data masked.
 
 Rule names (`length`, `enum`, `date`, `uscc`, `idcard`, `regno`, `phone`, `division`,
 `required`, `date_order`, `required_when`, `reference`, and `binary` from `etl.clean`) are what
-`ingest_reject.rule` holds.
+`ingest_reject.rule` holds; warnings (`expired`, `overdue`, `division_within`, `outside_jiangsu`)
+load the row anyway.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from etl.masking import excerpt, personal_kind
 from etl.standard import Dataset, Field
 
 ERROR, WARNING, DUPLICATE = "error", "warning", "duplicate"
+OFF = "off"  # an error a mapping's `checks:` switched off: never stored, counted as overridden
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ _KIND_CHECKS: dict[str, Callable[[str], bool]] = {
 
 _KIND_MESSAGES = {
     "uscc": "is not a valid unified social credit code (GB 32100 check character)",
-    "idcard": "is not a valid resident ID number (GB 11643: 18 characters, birth date, check digit)",
+    "idcard": "is not a valid resident ID number (GB 11643)",
     "regno": "is not a 20-character equipment code",
     "phone": "is not a valid phone number",
     "city": "is not a city code: give the 6-digit GB/T 2260 code or a city name such as 南京市",
@@ -186,8 +188,11 @@ def _to_findings(cases: pd.DataFrame, frame: pd.DataFrame, ds: Dataset) -> list[
         else:
             f = ds.field(column)
             text = _errors(ds.tx_code).get((column, check), "breaks rule " + check)
-            out += [Finding(i, column, check, f"{column} ({f.zh}) {_shown(ds, column, v)} {text}")
-                    for i, v in zip(rows, group["failure_case"].tolist())]
+            values = group["failure_case"].tolist()
+            texts = [f"{text}: {'; '.join(checks.idcard_problems(str(v)))}" for v in values] \
+                if check == "idcard" else [text] * len(values)
+            out += [Finding(i, column, check, f"{column} ({f.zh}) {_shown(ds, column, v)} {t}")
+                    for i, v, t in zip(rows, values, texts)]
     return out
 
 
@@ -205,6 +210,8 @@ def warnings(frame: pd.DataFrame, ds: Dataset, today: date) -> list[Finding]:
         expired = frame["endDate"].notna() & (frame["endDate"].fillna("9999") < iso)
         out += [Finding(i, "endDate", "expired", f"certificate expired on {_shown(ds, 'endDate', frame.at[i, 'endDate'])}",
                         WARNING) for i in frame.index[expired]]
+    if ds.tx_code == "01":
+        out += _division_warnings(frame)
     if ds.tx_code == "09":
         overdue = frame["dealInfo"].eq("未整改").fillna(False) & frame["limitDate"].notna() \
             & (frame["limitDate"].fillna("9999") < iso)
@@ -212,4 +219,68 @@ def warnings(frame: pd.DataFrame, ds: Dataset, today: date) -> list[Finding]:
                         f"not rectified and past its deadline {_shown(ds, 'limitDate', frame.at[i, 'limitDate'])}",
                         WARNING)
                 for i in frame.index[overdue]]
+    return out
+
+
+JIANGSU = "32"
+
+
+def _division_warnings(frame: pd.DataFrame) -> list[Finding]:
+    """Plausible but odd places: a district outside its city, a unit outside Jiangsu (the
+    standard is Jiangsu's; a unit registered elsewhere may still run equipment here)."""
+    city, area = frame["cityCode"], frame["aeraCode"]
+    both = city.notna() & area.notna()
+    apart = both & (city.fillna("").str[:4] != area.fillna("").str[:4])
+    out = [Finding(i, "aeraCode", "division_within",
+                   f"aeraCode {frame.at[i, 'aeraCode']} is not a district of cityCode {frame.at[i, 'cityCode']}",
+                   WARNING) for i in frame.index[apart]]
+    outside = city.notna() & (city.fillna("").str[:2] != JIANGSU)
+    out += [Finding(i, "cityCode", "outside_jiangsu",
+                    f"cityCode {frame.at[i, 'cityCode']} is outside Jiangsu (32): loaded, check it", WARNING)
+            for i in frame.index[outside]]
+    return out
+
+
+# --- lowering rules for a unit (a mapping's `checks:`) -----------------------------------------
+
+#: Rules a mapping's `checks:` may lower to a warning or switch off, for a unit with known
+#: legacy data: our format checks, conditional requirements and warnings. Never lowered: what
+#: the standard itself fixes or the target needs (length, date, enum, required, reference).
+LOWERABLE = ("idcard", "phone", "regno", "division", "date_order", "required_when",
+             "expired", "overdue", "division_within", "outside_jiangsu")
+LEVELS = ("warning", "off")
+LOWERED = " (an error lowered to a warning by the mapping's checks:)"
+_WARNING_RULES = {("03", "endDate"): "expired", ("09", "limitDate"): "overdue",
+                  ("01", "aeraCode"): "division_within", ("01", "cityCode"): "outside_jiangsu"}
+
+
+def lowerable_rules(ds: Dataset, field: str) -> tuple[str, ...]:
+    """The rules that can report on `field` of `ds` and that a mapping may lower."""
+    if field not in ds.field_names:
+        return ()
+    rules = {rule for rule, _, _ in _field_rules(ds.field(field))}
+    if any(o.after == field for o in ds.date_orders):
+        rules.add("date_order")
+    if any(field in r.fields for r in ds.required_when):
+        rules.add("required_when")
+    if (ds.tx_code, field) in _WARNING_RULES:
+        rules.add(_WARNING_RULES[(ds.tx_code, field)])
+    return tuple(r for r in LOWERABLE if r in rules)
+
+
+Overrides = dict[tuple[str, str], str]  # (field, rule) -> "warning" | "off"
+
+
+def lower(found: list[Finding], overrides: Overrides) -> list[Finding]:
+    """Findings as a unit's `checks:` wants them: a lowered error becomes a warning whose
+    message ends with `LOWERED`, a switched-off one severity `OFF` (not stored); either counts
+    its row as `overridden` when it loads. A switched-off warning is dropped."""
+    out: list[Finding] = []
+    for f in found:
+        level = overrides.get((f.field, f.rule))
+        if level is None or (level == "warning" and f.severity != ERROR):
+            out.append(f)
+        elif f.severity == ERROR:
+            severity, note = (WARNING, LOWERED) if level == "warning" else (OFF, "")
+            out.append(Finding(f.row, f.field, f.rule, f.message + note, severity))
     return out

@@ -187,9 +187,50 @@ def test_four_digit_area_codes_are_recognised() -> None:
     assert one("02", "dLinkTel", "0512 6523 1234") == "0512-65231234"
 
 
-@pytest.mark.parametrize("raw", ["400-800-1234", "83451234", "025-83451234转801", "电话未知"])
+@pytest.mark.parametrize("raw", ["400-800-1234", "83451234", "025-83451234转801", "电话未知",
+                                 "13812345678转8001"])
 def test_unrecognised_phones_are_left_for_validation(raw: str) -> None:
     assert one("01", "linkTel", raw) == raw
+
+
+@pytest.mark.parametrize("raw", ["025-52345678-8001", "025-52345678转8001", "025 5234 5678 转 8001",
+                                 "(025)52345678分机8001", "025-52345678 ext. 8001", "02552345678,8001",
+                                 "025-52345678#8001", "+86 25 5234 5678 x8001"])
+def test_a_landline_extension_is_kept_in_one_spelling(raw: str) -> None:
+    assert one("01", "linkTel", raw) == "025-52345678转8001"
+
+
+def test_a_local_number_gets_the_area_code_of_the_units_city() -> None:
+    audit = Audit()
+    frame = pd.DataFrame({"dLinkTel": pd.Series(["52345678", "5234567", "025-52345678", None], dtype=object)})
+    out = clean_frame(frame, dataset("02"), audit, unit_city="320100")  # 南京市
+    assert [None if pd.isna(v) else v for v in out["dLinkTel"]] == [
+        "025-52345678", "025-5234567", "025-52345678", None]
+    assert audit.counts[("dLinkTel", "phone_area_code")] == 2
+    out = clean_frame(frame, dataset("02"), Audit(), unit_city="320500")  # 苏州市
+    assert out["dLinkTel"].tolist()[:2] == ["0512-52345678", "0512-5234567"]
+
+
+def test_a_units_own_city_code_wins_over_its_registration_city() -> None:
+    frame = pd.DataFrame({"cityCode": ["320500", None], "linkTel": ["52345678", "52345678"]})
+    out = clean_frame(frame, UNIT, Audit(), unit_city="320100")
+    assert out["linkTel"].tolist() == ["0512-52345678", "025-52345678"]
+
+
+# From the telephone numbering plan (MIIT): the area codes of Jiangsu's thirteen cities.
+JIANGSU_AREA_CODES = {"320100": "025", "320200": "0510", "320300": "0516", "320400": "0519",
+                      "320500": "0512", "320600": "0513", "320700": "0518", "320800": "0517",
+                      "320900": "0515", "321000": "0514", "321100": "0511", "321200": "0523",
+                      "321300": "0527"}
+
+
+def test_area_codes_of_cities_come_from_libphonenumber() -> None:
+    from etl import phones
+
+    assert {c: phones.area_code(c) for c in JIANGSU_AREA_CODES} == JIANGSU_AREA_CODES
+    assert phones.area_code("320115") == "025"  # a district: its city's code
+    assert (phones.area_code("110100"), phones.area_code("310100")) == ("010", "021")
+    assert phones.city_of_org("91320115MA1R7KX30X") == "320100"
 
 
 # --- dates -------------------------------------------------------------------------------
@@ -580,3 +621,29 @@ def test_mixed_date_spellings_keep_their_rows() -> None:
     assert clean("09", "checkDate", ["2024-07-08", "2024/7/9", None, "2024.07.10", "x",
                                      "2024年7月11日", "0000-00-00", "20240712"]) == \
         ["2024-07-08", "2024-07-09", None, "2024-07-10", "x", "2024-07-11", None, "2024-07-12"]
+
+
+# --- arrays ------------------------------------------------------------------------------
+
+
+def test_an_array_of_names_is_joined_by_the_fields_separator() -> None:
+    audit = Audit()
+    assert clean("07", "dutyMan", [["王志刚", "刘洋"], ("张三",), [], ["李四", None, " "]], audit) == [
+        "王志刚，刘洋", "张三", None, "李四"]
+    assert audit.counts[("dutyMan", "array")] == 4
+
+
+def test_an_array_of_enumeration_values_is_joined_and_canonicalised() -> None:
+    f = next(f for f in dataset("07").fields if f.name == "accidentType")
+    first, second = f.enum[0], f.enum[1]
+    assert clean("07", "accidentType", [[first, second], [second]]) == [f"{first}、{second}", second]
+
+
+def test_a_json_array_in_text_is_joined() -> None:
+    assert clean("07", "dutyMan", ['["王志刚", "刘洋"]', "[]", "[王志刚]"]) == ["王志刚，刘洋", None, "[王志刚]"]
+    f = next(f for f in dataset("07").fields if f.name == "accidentType")
+    assert clean("07", "accidentType", [f'["{f.enum[0]}", "{f.enum[2]}"]']) == [f"{f.enum[0]}、{f.enum[2]}"]
+
+
+def test_an_array_in_a_single_valued_text_field_is_joined_not_stringified() -> None:
+    assert clean("09", "mainProblem", [["安全阀过期", "压力表损坏"]]) == ["安全阀过期、压力表损坏"]

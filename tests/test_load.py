@@ -183,7 +183,8 @@ def test_accounting_holds_on_dirty_rows(db_url, source, tmp_path, monkeypatch):
     m = hidden_danger_mapping(tmp_path, monkeypatch, source)
     r = run(db_url, m)
     c = r.counts
-    assert (c.extracted, c.duplicates, c.rejected, c.inserted, c.unchanged) == (9, 2, 2, 4, 1)
+    assert (c.extracted, c.duplicates, c.rejected, c.inserted, c.unchanged, c.skipped_deleted) == (
+        9, 2, 2, 4, 0, 1)
     assert c.balanced()
     assert live(db_url)["YH00000002"]["mainProblem"] == "更新后"
     rejects = {(x["sourceKey"], x["field"], x["rule"], x["severity"]) for x in rows_of(db_url, "ingest_reject")}
@@ -202,3 +203,21 @@ def test_a_rejected_row_keeps_its_loaded_version(db_url, source, tmp_path, monke
     r = run(db_url, m)
     assert (r.counts.rejected, r.counts.deleted, r.counts.updated) == (1, 0, 0)
     assert live(db_url)["YH00000001"]["busType"] == "I"
+
+
+def test_a_row_deleted_before_it_was_ever_loaded_is_counted_as_skipped_deleted(db_url, source, tmp_path,
+                                                                                monkeypatch):
+    rows = [hidden_danger_row(1), hidden_danger_row(2), hidden_danger_row(3, del_flag=1)]
+    write_source(source, "t_hidden_danger", rows)
+    m = hidden_danger_mapping(tmp_path, monkeypatch, source)
+    first = run(db_url, m).counts
+    assert (first.inserted, first.unchanged, first.skipped_deleted, first.deleted) == (2, 0, 1, 0)
+    assert first.balanced()
+    rows[1]["del_flag"] = 1  # loaded, now deleted: a D
+    write_source(source, "t_hidden_danger", rows)
+    second = run(db_url, m).counts
+    assert (second.deleted, second.unchanged, second.skipped_deleted) == (1, 1, 1)
+    third = run(db_url, m).counts  # already D: unchanged; never loaded: still skipped
+    assert (third.deleted, third.unchanged, third.skipped_deleted) == (0, 2, 1)
+    recorded = [(r["unchanged"], r["skippedDeleted"]) for r in rows_of(db_url, "ingest_run", 'ORDER BY "runKey"')]
+    assert recorded == [(0, 1), (1, 1), (2, 1)]

@@ -1,0 +1,160 @@
+"""Source column types real units use, on real SQLite, PostgreSQL and MariaDB sources: a value
+the standard accepts loads whatever type the unit stores it in, and a unit that alters a
+column's type changes no record ID and writes no spurious U batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from helpers import HIDDEN_DANGER_COLUMNS, hidden_danger_row
+
+from etl.cli import main
+
+MAPPING = """\
+unit: {{orgNo: "91320115MA1R7KX30X", comName: 南京某某化工有限公司}}
+source: {{url_env: {env}}}
+datasets:
+  "09":
+    table: t_hidden_danger
+    key: [id]
+    deleted: {{column: del_flag, value: 1}}
+    fields:
+      taskNo: task_no
+      regNo: reg_no
+      troubleType: kind
+      troubleLevel: {{column: level, values: {{1: 一般事故隐患, 2: 较大事故隐患}}}}
+      mainProblem: problem
+      checkMan: checker
+      checkDate: check_date
+      limitDate: limit_date
+      dealMan: deal_man
+      dealDate: deal_date
+      dealInfo: deal_info
+      acceptMan: accept_man
+      acceptDate: accept_date
+      acceptInfo: accept_info
+"""
+
+ROWS = [hidden_danger_row(2024001, level=1), hidden_danger_row(2024002, level=2),
+        hidden_danger_row(2024003, level=2, del_flag=1)]
+
+
+def _create(url: str, key_type: str, level_type: str, flag_type: str) -> None:
+    engine = sa.create_engine(url)
+    others = [c for c in HIDDEN_DANGER_COLUMNS if c not in ("id", "level", "del_flag")]
+    types = {"id": key_type, "level": level_type, "del_flag": flag_type}
+    ddl = ", ".join([f"{c} {types[c]}" for c in ("id", "level", "del_flag")]
+                    + [f"{c} VARCHAR(200)" for c in others])
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE t_hidden_danger ({ddl})")
+        for r in ROWS:
+            flag = f"b'{r['del_flag']}'" if flag_type == "BIT(1)" else str(r["del_flag"])
+            values = [str(r["id"]), str(r["level"]), flag] + [f"'{r[c]}'" for c in others]
+            conn.exec_driver_sql(f"INSERT INTO t_hidden_danger (id, level, del_flag, {', '.join(others)}) "
+                                 f"VALUES ({', '.join(values)})")
+    engine.dispose()
+
+
+def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, name: str) -> dict[str, tuple]:
+    monkeypatch.setenv(f"SOURCE_{name.upper()}", source)
+    mapping = tmp_path / f"{name}.yaml"
+    mapping.write_text(MAPPING.format(env=f"SOURCE_{name.upper()}"), encoding="utf-8")
+    target = f"sqlite:///{tmp_path / name}-target.sqlite"
+    assert main(["-q", "run", str(mapping), "--target", target]) == 0
+    engine = sa.create_engine(target)
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql('SELECT "taskNo", "ID", "troubleLevel", "busType" FROM hidden_danger').all()
+        rejects = conn.exec_driver_sql("SELECT COUNT(*) FROM ingest_reject").scalar()
+    engine.dispose()
+    assert rejects == 0
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def test_decimal_codes_keys_and_bit_flags_load_as_their_integer_twins(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DECIMAL(2,1) codes match the value map's `2`, DECIMAL keys give the IDs of integer keys,
+    a MariaDB BIT(1) `deleted:` flag is recognised."""
+    backend = sa.make_url(db_url).get_backend_name()
+    flag = "BIT(1)" if backend == "mysql" else "INTEGER"
+    _create(db_url, "DECIMAL(12,1)", "DECIMAL(2,1)", flag)
+    reference = f"sqlite:///{tmp_path / 'reference.sqlite'}"
+    _create(reference, "INTEGER", "INTEGER", "INTEGER")
+
+    got = _run(tmp_path, monkeypatch, db_url, "decimal")
+    expected = _run(tmp_path, monkeypatch, reference, "integer")
+    assert got == expected
+    assert {k: v[1] for k, v in got.items()} == {"YH02024001": "一般事故隐患", "YH02024002": "较大事故隐患"}
+
+
+# --- arrays ---------------------------------------------------------------------------------
+
+RISK_MAPPING = """\
+unit: {{orgNo: "91320115MA1R7KX30X", comName: 南京某某化工有限公司}}
+source: {{url_env: {env}}}
+datasets:
+  "06":
+    table: t_risk
+    key: [id]
+    fields:
+      riskNo: point_no
+      riskName: name
+      riskType: {{value: "1"}}
+      accidentType: kinds
+      inherentriskLevel: {{value: 较大风险}}
+      remainriskLevel: {{value: 一般风险}}
+      controlLevel: {{value: 公司（厂）级}}
+      dutyName: {{value: 设备部}}
+      dutyMan: men
+"""
+
+# (PostgreSQL array literal / JSON text) -> what the standard's field holds
+ARRAYS = [(["王志刚", "刘洋"], ["泄漏", "爆炸"], "王志刚，刘洋", "泄漏、爆炸"),
+          (["张三"], ["故障或者受困（滞留）"], "张三", "故障或者受困（滞留）"),
+          (["李四", "王五", "赵六"], ["坠落", "坠落", "碰撞"], "李四，王五，赵六", "坠落、碰撞")]
+
+
+def _array_source(url: str) -> None:
+    import json
+
+    backend = sa.make_url(url).get_backend_name()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        if backend == "postgresql":  # a text[] of names, a jsonb array of kinds
+            conn.exec_driver_sql("CREATE TABLE t_risk (id int, point_no text, name text, men text[], kinds jsonb, changed timestamp)")
+            rows = [{"id": i, "no": f"FX{i}", "name": f"风险点{i}", "men": men, "kinds": json.dumps(kinds, ensure_ascii=False)}
+                    for i, (men, kinds, *_) in enumerate(ARRAYS)]
+            conn.execute(sa.text("INSERT INTO t_risk VALUES (:id, :no, :name, :men, CAST(:kinds AS jsonb), '2025-03-01 10:00:00')"), rows)
+        else:  # MariaDB JSON columns, SQLite JSON text
+            kind = "JSON" if backend == "mysql" else "TEXT"
+            stamp = "DATETIME" if backend == "mysql" else "TEXT"
+            conn.exec_driver_sql(f"CREATE TABLE t_risk (id int, point_no varchar(20), name varchar(50), men {kind}, kinds {kind}, changed {stamp})")
+            rows = [{"id": i, "no": f"FX{i}", "name": f"风险点{i}", "men": json.dumps(men, ensure_ascii=False),
+                     "kinds": json.dumps(kinds, ensure_ascii=False)} for i, (men, kinds, *_) in enumerate(ARRAYS)]
+            conn.execute(sa.text("INSERT INTO t_risk VALUES (:id, :no, :name, :men, :kinds, '2025-03-01 10:00:00')"), rows)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("mode", ["full", "incremental"])
+def test_arrays_of_names_and_kinds_are_joined_by_the_standards_separators(
+        db_url: str, mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _array_source(db_url)
+    monkeypatch.setenv("RISK_SOURCE", db_url)
+    mapping = tmp_path / "unit.yaml"
+    text = RISK_MAPPING.format(env="RISK_SOURCE")
+    if mode == "incremental":  # the row path instead of PostgreSQL's COPY
+        text = text.replace("    key: [id]\n", "    key: [id]\n    updated_at: changed\n")
+    mapping.write_text(text, encoding="utf-8")
+    target = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    args = ["-q", "run", str(mapping), "--target", target, "--mode", mode]
+    assert main(args + (["--since", "2025-01-01", "--until", "2025-04-01"] if mode == "incremental" else [])) == 0
+    engine = sa.create_engine(target)
+    with engine.connect() as conn:
+        got = {r[0]: (r[1], r[2]) for r in conn.exec_driver_sql(
+            'SELECT "riskNo", "dutyMan", "accidentType" FROM risk_point')}
+        rejects = conn.exec_driver_sql('SELECT "sourceKey", "message" FROM ingest_reject').all()
+    engine.dispose()
+    assert rejects == []
+    assert got == {f"FX{i}": (men, kinds) for i, (*_, men, kinds) in enumerate(ARRAYS)}
