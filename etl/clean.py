@@ -227,9 +227,9 @@ def binary_values(frame: pd.DataFrame, ds: Dataset) -> tuple[pd.DataFrame, list[
     rejected (rule `binary`), one bad value costing one row; the cell is emptied so that
     cleaning neither converts nor audits it. Text in a byte column (a VARBINARY of UTF-8 or
     GBK) is kept and decoded by cleaning. Returns (row label, field, byte count) per value.
-    The source key and the `deleted:` column are read from the raw rows, not from here: a
-    MySQL BIT(1) flag (b'\x01') stays usable as `deleted:`, though mapped to a field it is
-    binary (issue 12 treats BIT columns)."""
+    A flag field (type N) reads a short byte value as the number it holds: a MySQL BIT(1)
+    column arrives as b'\x00' / b'\x01'. The source key and the `deleted:` column are read
+    from the raw rows (`mapping._as_key` reads bytes the same way)."""
     found: list[tuple[object, str, int]] = []
     out = frame
     for f in ds.fields:
@@ -238,14 +238,18 @@ def binary_values(frame: pd.DataFrame, ds: Dataset) -> tuple[pd.DataFrame, list[
         s = frame[f.name]
         if pd.api.types.infer_dtype(s, skipna=True) in _NO_BYTES:
             continue
-        bad = [i for i, v in zip(s.index, s.tolist())
-               if isinstance(v, _BINARY_TYPES) and not is_text_bytes(v)]
-        if not bad:
+        binary = [(i, v) for i, v in zip(s.index, s.tolist())
+                  if isinstance(v, _BINARY_TYPES) and not is_text_bytes(v)]
+        if not binary:
             continue
         if out is frame:
             out = frame.copy(deep=False)
-        found += [(i, f.name, len(bytes(s.at[i]))) for i in bad]
         col = s.copy()
+        bits = [(i, v) for i, v in binary if f.kind == "flag" and 0 < len(bytes(v)) <= 8]
+        for i, v in bits:
+            col.at[i] = int.from_bytes(bytes(v), "big")
+        bad = [i for i, v in binary if (i, v) not in bits]
+        found += [(i, f.name, len(bytes(s.at[i]))) for i in bad]
         col.loc[bad] = None
         out[f.name] = col
     return out, found

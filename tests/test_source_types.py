@@ -158,3 +158,34 @@ def test_arrays_of_names_and_kinds_are_joined_by_the_standards_separators(
     engine.dispose()
     assert rejects == []
     assert got == {f"FX{i}": (men, kinds) for i, (*_, men, kinds) in enumerate(ARRAYS)}
+
+
+def test_a_mariadb_bit_column_fills_a_flag_field(mariadb_url: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """pymysql returns BIT(1) as b'\\x00' / b'\\x01': it is the flag 0 / 1, not binary text."""
+    engine = sa.create_engine(mariadb_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE dept (id INT, name VARCHAR(50), safety BIT(1))")
+        conn.exec_driver_sql("INSERT INTO dept VALUES (1, '安全环保部', b'1'), (2, '生产部', b'0')")
+    engine.dispose()
+    monkeypatch.setenv("DEPT_SOURCE", mariadb_url)
+    mapping = tmp_path / "unit.yaml"
+    mapping.write_text("""\
+unit: {orgNo: "91320115MA1R7KX30X", comName: 南京某某化工有限公司}
+source: {url_env: DEPT_SOURCE}
+datasets:
+  "02":
+    table: dept
+    key: [id]
+    fields:
+      deptName: name
+      isSecDept: safety
+""", encoding="utf-8")
+    target = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    assert main(["-q", "run", str(mapping), "--target", target]) == 0
+    engine = sa.create_engine(target)
+    with engine.connect() as conn:
+        got = dict(conn.exec_driver_sql('SELECT "deptName", "isSecDept" FROM unit_dept').all())
+        rejects = conn.exec_driver_sql("SELECT COUNT(*) FROM ingest_reject").scalar()
+    engine.dispose()
+    assert (got, rejects) == ({"安全环保部": 1, "生产部": 0}, 0)
