@@ -474,7 +474,7 @@ def read_mapping_file(path: str | Path) -> bytes:
         raise MappingError([f"{shown}: no such mapping file"]) from None
     except OSError as e:
         raise MappingError([f"{shown}: cannot be read ({e.strerror}): check its permissions"]) from None
-    with os.fdopen(fd, "rb") as f:
+    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise MappingError([f"{shown}: not a regular file (a folder, device or pipe): "
@@ -482,10 +482,12 @@ def read_mapping_file(path: str | Path) -> bytes:
         if st.st_size > MAX_BYTES:
             raise MappingError([f"{shown}: {st.st_size:,} bytes, more than a mapping's "
                                 f"{MAX_BYTES:,}: is this the right file?"])
-        try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(MAX_BYTES + 1)
-        except OSError as e:
-            raise MappingError([f"{shown}: cannot be read ({e.strerror})"]) from None
+    except OSError as e:
+        raise MappingError([f"{shown}: cannot be read ({e.strerror})"]) from None
+    finally:
+        os.close(fd)
     if len(data) > MAX_BYTES:  # grew after fstat
         raise MappingError([f"{shown}: more than a mapping's {MAX_BYTES:,} bytes: is this the right file?"])
     return data
