@@ -480,8 +480,7 @@ def read_mapping_file(path: str | Path) -> bytes:
             raise MappingError([f"{shown}: not a regular file (a folder, device or pipe): "
                                 f"a mapping is a YAML file"])
         if st.st_size > MAX_BYTES:
-            raise MappingError([f"{shown}: {st.st_size:,} bytes, more than a mapping's "
-                                f"{MAX_BYTES:,}: is this the right file?"])
+            raise _too_big(shown, f"{st.st_size:,} bytes")
         with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(MAX_BYTES + 1)
     except OSError as e:
@@ -489,8 +488,13 @@ def read_mapping_file(path: str | Path) -> bytes:
     finally:
         os.close(fd)
     if len(data) > MAX_BYTES:  # grew after fstat
-        raise MappingError([f"{shown}: more than a mapping's {MAX_BYTES:,} bytes: is this the right file?"])
+        raise _too_big(shown, "more bytes")
     return data
+
+
+def _too_big(shown: str, size: str) -> MappingError:
+    return MappingError([f"{shown}: {size}, more than a mapping's {MAX_BYTES:,} bytes: "
+                         f"is this the right file?"])
 
 
 def load_mapping(path: str | Path) -> Mapping:
@@ -503,8 +507,7 @@ def parse_yaml(path: Path, data: bytes) -> Any:
     """A mapping file's YAML as Python values (not yet validated), within the bounds above."""
     shown = _display(path)
     if len(data) > MAX_BYTES:
-        raise MappingError([f"{shown}: {len(data):,} bytes, more than a mapping's {MAX_BYTES:,}: "
-                            f"is this the right file?"])
+        raise _too_big(shown, f"{len(data):,} bytes")
     try:
         return yaml.load(data.decode("utf-8"), Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as e:
