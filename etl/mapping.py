@@ -207,9 +207,9 @@ def _tx_twins(datasets: dict) -> list[tuple[str, str]]:
     by_tx: dict[str, list[Any]] = {}
     for k in datasets:
         by_tx.setdefault(_tx_key(k), []).append(k)
-    return [(f"datasets.{_short(tx)}", f"{' and '.join(_short(k) if isinstance(k, int) else repr(_short(k)) for k in keys)} "
-             f"both name txCode {_short(tx)}: keep one")
-            for tx, keys in by_tx.items() if len(keys) > 1]
+    shown = lambda k: _short(k) if isinstance(k, int) else repr(_short(k))  # noqa: E731
+    return [(f"datasets.{_short(tx)}", f"{' and '.join(map(shown, keys))} both name txCode "
+             f"{_short(tx)}: keep one") for tx, keys in by_tx.items() if len(keys) > 1]
 
 
 @dataclass(frozen=True)
@@ -360,6 +360,17 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _construct_int(loader: _UniqueKeyLoader, node: yaml.ScalarNode) -> int | str:
+    """An integer of more than 100 characters stays text as written: no code is that long, and
+    Python refuses to print one of more than 4,300 digits (a key's message would crash)."""
+    if len(node.value) > 100:
+        return loader.construct_scalar(node)
+    return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
@@ -524,6 +535,9 @@ def parse_yaml(path: Path, data: bytes) -> Any:
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
         raise MappingError([f"{shown} [line {line}] not UTF-8: save the file as UTF-8"]) from None
+    except (ValueError, TypeError, RecursionError) as e:  # whatever else a hostile file finds
+        raise MappingError([f"{shown}: not a mapping PyYAML can read ({type(e).__name__}: "
+                            f"{_short(' '.join(str(e).split()))})"]) from None
 
 
 def parse_mapping(path: Path, data: bytes) -> Mapping:

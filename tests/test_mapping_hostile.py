@@ -152,6 +152,17 @@ def test_messages_quote_huge_keys_and_values_only_in_part(tmp_path: Path) -> Non
         assert sum(len(p) for p in found) < 5000
 
 
+def test_a_huge_number_is_text_not_a_crash(tmp_path: Path) -> None:
+    """Python refuses to print an int of more than 4,300 digits: such a key crashed every message."""
+    digits = "9" * 5000
+    found = problems(write(tmp_path, GOOD.replace("{设备: 0,", f"{{设备: {digits},")))
+    assert len(found) == 1 and f"{digits[:79]}… not allowed for riskType" in found[0]
+    sexagesimal = "1:" * 3000 + "1"  # YAML 1.1's base 60: an int of ~5,300 digits
+    text = GOOD.replace("riskNo: point_no", f"riskNo:\n        value: {sexagesimal}")
+    m = load_mapping(write(tmp_path, text, "b.yaml"))
+    assert m.datasets["06"].fields["riskNo"].value == sexagesimal
+
+
 def test_a_problem_line_is_capped_with_an_ellipsis() -> None:
     err = MappingError(["short", "x" * 10_000_000])
     assert err.problems[0] == "short" and len(err.problems[1]) == 500
