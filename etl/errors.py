@@ -19,9 +19,12 @@ class MappingError(EtlError):
 
     exit_code = 2
 
+    MAX_LINE = 500  # a problem names a file, a key and what to do: never a whole huge value
+
     def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
+        self.problems = [p if len(p) <= self.MAX_LINE else p[:self.MAX_LINE - 1] + "…"
+                         for p in problems]
+        super().__init__("\n".join(self.problems))
 
 
 class ConfigError(EtlError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -204,8 +205,27 @@ class MappingModel(_Model):
     @classmethod
     def _tx_codes(cls, v: Any) -> Any:
         if isinstance(v, dict):
-            return {str(k).zfill(2) if isinstance(k, int) else str(k): d for k, d in v.items()}
+            twins = _tx_twins(v)
+            if twins:
+                raise ValueError(twins[0][1])
+            return {_tx_key(k): d for k, d in v.items()}
         return v
+
+
+def _tx_key(k: Any) -> str:
+    """A dataset key as a txCode: `6:` (a YAML number) is "06"."""
+    return str(k).zfill(2) if isinstance(k, int) and not isinstance(k, bool) else str(k)
+
+
+def _tx_twins(datasets: dict) -> list[tuple[str, str]]:
+    """Keys spelt differently that name one txCode (`"04":` and `4:`): one would silently
+    replace the other."""
+    by_tx: dict[str, list[Any]] = {}
+    for k in datasets:
+        by_tx.setdefault(_tx_key(k), []).append(k)
+    shown = lambda k: _short(k) if isinstance(k, int) else repr(_short(k))  # noqa: E731
+    return [(f"datasets.{_short(tx)}", f"{' and '.join(map(shown, keys))} both name txCode "
+             f"{_short(tx)}: keep one") for tx, keys in by_tx.items() if len(keys) > 1]
 
 
 @dataclass(frozen=True)
@@ -280,23 +300,107 @@ def is_single_select(sql: str) -> bool:
 # --- loading ---------------------------------------------------------------------------------
 
 
+MAX_BYTES = 1_000_000     # a mapping is a few KB; anything near this is a mistake or an attack
+MAX_ALIAS_NODES = 100_000  # nodes that aliases (*name) may add by repeating what they name
+MAX_QUOTED = 80            # characters of a file's own text quoted in a message
+
+
+def _short(v: Any) -> str:
+    """A value from the file, as a message may quote it: never the whole of a huge key."""
+    text = v if isinstance(v, str) else repr(v)
+    return text if len(text) <= MAX_QUOTED else text[:MAX_QUOTED - 1] + "…"
+
+
 class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: ~10x faster
-    """PyYAML keeps the last of two equal keys silently; a mapping must not."""
+    """Safe YAML as a mapping needs it: two equal keys are refused (PyYAML keeps the last one
+    silently); aliases may not expand a small file into a huge document (a "billion laughs");
+    yes/no/on/off stay text (YAML 1.2: only true/false are booleans), so `values: {yes: 是}`,
+    `deleted: {value: no}` and a column named `no` mean what they say."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.resolver.Resolver.yaml_implicit_resolvers.items()}
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        # no anchor, no alias: nothing to count (the count is ~15% of a load)
+        self.anchors_possible = not isinstance(stream, str) or "&" in stream
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        if self.anchors_possible:
+            _check_expansion(node)
+        return self.construct_document(node)
+
+
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose aliases would add more than MAX_ALIAS_NODES nodes, or refer to
+    themselves, before anything is built from it. The composed graph shares an anchored node
+    among its aliases, so its expanded size is counted in one pass over the distinct nodes."""
+    size: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if isinstance(node, yaml.ScalarNode):
+            size[id(node)] = 1
+            continue
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) \
+            else node.value
+        if done:
+            open_.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(c)] for c in children)
+            if size[id(node)] - len(size) > MAX_ALIAS_NODES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"aliases (*name) expand this file to more than "
+                    f"{MAX_ALIAS_NODES:,} values: write the values out or use fewer aliases",
+                    node.start_mark)
+            continue
+        if id(node) in size:
+            continue
+        if id(node) in open_:
+            raise yaml.composer.ComposerError(
+                None, None, "an alias refers to the value that contains it: remove it", node.start_mark)
+        open_.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
+        try:
+            twice = key in seen
+        except TypeError:  # a list or mapping as a key
             raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} appears twice (first at line {seen[key] + 1}); "
+                None, None, "a key must be text or a number", key_node.start_mark) from None
+        if twice:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {_short(key)!r} appears twice (first at line {seen[key] + 1}); "
                 f"keep one", key_node.start_mark)
         seen[key] = key_node.start_mark.line
     return yaml.constructor.SafeConstructor.construct_mapping(loader, node, deep=deep)
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _construct_int(loader: _UniqueKeyLoader, node: yaml.ScalarNode) -> int | str:
+    """An integer of more than 100 characters stays text as written: no code is that long, and
+    Python refuses to print one of more than 4,300 digits (a key's message would crash)."""
+    if len(node.value) > 100:
+        return loader.construct_scalar(node)
+    return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def _level(setting: Any) -> str:
@@ -337,7 +441,7 @@ def checks_problems(where: str, raw: Any, datasets: list[standard.Dataset]) -> l
 def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
     out = []
     for e in err.errors():
-        loc = [str(p) for p in e["loc"] if not str(p).startswith(("function-", "union["))]
+        loc = [_short(str(p)) for p in e["loc"] if not str(p).startswith(("function-", "union["))]
         kind, msg = e["type"], e["msg"].removeprefix("Value error, ")
         if kind == "extra_forbidden":
             msg = f"unknown key {loc[-1]!r}: remove it or fix its spelling"
@@ -349,9 +453,9 @@ def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
 
 def _dataset_problems(tx: str, raw: Any, has_top_source: bool) -> list[tuple[str, str]]:
     """Problems of one dataset entry, found even where its model does not parse."""
-    where = f"datasets.{tx}"
+    where = f"datasets.{_short(tx)}"
     if tx not in standard.BY_TX_CODE:
-        return [(where, f"unknown txCode {tx!r}: use one of {', '.join(standard.TX_CODES)}")]
+        return [(where, f"unknown txCode {_short(tx)!r}: use one of {', '.join(standard.TX_CODES)}")]
     out: list[tuple[str, str]] = []
     parsed: DatasetSpec | None = None
     try:
@@ -363,9 +467,9 @@ def _dataset_problems(tx: str, raw: Any, has_top_source: bool) -> list[tuple[str
     fields = fields if isinstance(fields, dict) else {}
     for name in fields:
         if name not in spec.field_names:
-            hint = _closest(name, spec.field_names)
-            out.append((f"{where}.fields.{name}",
-                        f"{name!r} is not a field of {spec.structure} {spec.zh}"
+            hint = _closest(str(name)[:100], spec.field_names)
+            out.append((f"{where}.fields.{_short(name)}",
+                        f"{_short(name)!r} is not a field of {spec.structure} {spec.zh}"
                         + (f": did you mean {hint!r}?" if hint else "")))
     implicit = {"orgNo", "comName"} if tx == "01" else set()
     for name in spec.required_fields:
@@ -379,6 +483,12 @@ def _dataset_problems(tx: str, raw: Any, has_top_source: bool) -> list[tuple[str
     if parsed.source is None and not has_top_source:
         out.append((where, "no source: add a top-level source: or one under this dataset"))
     for name, rule in parsed.fields.items():
+        unknown = [t for t in TEMPLATE_FIELD.findall(rule.default or "")
+                   if t.startswith("unit.") and t.removeprefix("unit.") not in UnitSpec.model_fields]
+        if unknown:
+            out.append((f"{where}.fields.{_short(name)}.default",
+                        f"{', '.join('{' + _short(t) + '}' for t in unknown)} is not a unit's value: "
+                        f"use {', '.join('{unit.' + n + '}' for n in UnitSpec.model_fields)}"))
         if rule.values and name in spec.field_names:
             f = spec.field(name)
             if f.enum and f.separator is None:
@@ -386,7 +496,8 @@ def _dataset_problems(tx: str, raw: Any, has_top_source: bool) -> list[tuple[str
                              if _canonical(v, f) not in f.enum)
                 if bad:
                     out.append((f"{where}.fields.{name}.values",
-                                f"{', '.join(bad)} not allowed for {name}: use {'、'.join(f.enum)}"))
+                                f"{', '.join(_short(b) for b in bad[:10])}{' …' if len(bad) > 10 else ''} "
+                                f"not allowed for {name}: use {'、'.join(f.enum)}"))
     return out
 
 
@@ -412,11 +523,10 @@ def _problems(raw: dict) -> list[tuple[str, str]]:
     if not isinstance(datasets, dict) or not datasets:
         out.append(("datasets", "no datasets: add at least one txCode such as \"06\" with its table"))
         return out
+    out += _tx_twins(datasets)
     for key, ds_raw in datasets.items():
-        tx = str(key).zfill(2) if isinstance(key, int) else str(key)
-        out += _dataset_problems(tx, ds_raw, bool(raw.get("source")))
-    mapped = [standard.BY_TX_CODE[str(k).zfill(2) if isinstance(k, int) else str(k)] for k in datasets
-              if (str(k).zfill(2) if isinstance(k, int) else str(k)) in standard.BY_TX_CODE]
+        out += _dataset_problems(_tx_key(key), ds_raw, bool(raw.get("source")))
+    mapped = [standard.BY_TX_CODE[_tx_key(k)] for k in datasets if _tx_key(k) in standard.BY_TX_CODE]
     out += checks_problems("checks", raw.get("checks"), mapped or list(standard.DATASETS))
     return out
 
@@ -437,26 +547,71 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+def read_mapping_file(path: str | Path) -> bytes:
+    """A mapping file's bytes, read only if it is a regular file of at most MAX_BYTES: never a
+    directory, a device (a link to /dev/zero would read forever) or a pipe (opening it would
+    wait for a writer)."""
+    path = Path(path)
+    shown = _display(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise MappingError([f"{shown}: no such mapping file"]) from None
+    except OSError as e:
+        raise MappingError([f"{shown}: cannot be read ({e.strerror}): check its permissions"]) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise MappingError([f"{shown}: not a regular file (a folder, device or pipe): "
+                                f"a mapping is a YAML file"])
+        if st.st_size > MAX_BYTES:
+            raise _too_big(shown, f"{st.st_size:,} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise MappingError([f"{shown}: cannot be read ({e.strerror})"]) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_BYTES:  # grew after fstat
+        raise _too_big(shown, "more bytes")
+    return data
+
+
+def _too_big(shown: str, size: str) -> MappingError:
+    return MappingError([f"{shown}: {size}, more than a mapping's {MAX_BYTES:,} bytes: "
+                         f"is this the right file?"])
+
+
 def load_mapping(path: str | Path) -> Mapping:
     """Parse and validate one mapping file; raise MappingError listing every problem."""
     path = Path(path)
-    if not path.is_file():
-        raise MappingError([f"{_display(path)}: no such mapping file"])
-    return parse_mapping(path, path.read_bytes())
+    return parse_mapping(path, read_mapping_file(path))
 
 
-def parse_mapping(path: Path, data: bytes) -> Mapping:
-    """Validate a mapping file's bytes (read once by the caller); `path` names it."""
+def parse_yaml(path: Path, data: bytes) -> Any:
+    """A mapping file's YAML as Python values (not yet validated), within the bounds above."""
     shown = _display(path)
+    if len(data) > MAX_BYTES:
+        raise _too_big(shown, f"{len(data):,} bytes")
     try:
-        raw = yaml.load(data.decode("utf-8"), Loader=_UniqueKeyLoader)
+        return yaml.load(data.decode("utf-8"), Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as e:
         line = e.problem_mark.line + 1 if e.problem_mark else "?"
         raise MappingError([f"{shown} [line {line}] not valid YAML: {e.problem}"]) from None
     except yaml.YAMLError as e:
         raise MappingError([f"{shown}: not valid YAML: {' '.join(str(e).split())}"]) from None
-    except UnicodeDecodeError:
-        raise MappingError([f"{shown}: not UTF-8: save the file as UTF-8"]) from None
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise MappingError([f"{shown} [line {line}] not UTF-8: save the file as UTF-8"]) from None
+    except (ValueError, TypeError, RecursionError) as e:  # whatever else a hostile file finds
+        raise MappingError([f"{shown}: not a mapping PyYAML can read ({type(e).__name__}: "
+                            f"{_short(' '.join(str(e).split()))})"]) from None
+
+
+def parse_mapping(path: Path, data: bytes) -> Mapping:
+    """Validate a mapping file's bytes (read once by the caller); `path` names it."""
+    shown = _display(path)
+    raw = parse_yaml(path, data)
     if not isinstance(raw, dict):
         raise MappingError([f"{shown}: expected keys unit:, source:, datasets:"])
     problems = _problems(raw)
@@ -506,10 +661,7 @@ def load_mapping_cached(path: str | Path, cache_dir: Path | None) -> Mapping:
     path = Path(path)
     if cache_dir is None:
         return load_mapping(path)
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return load_mapping(path)  # says what is wrong
+    data = read_mapping_file(path)
     digest = hashlib.sha256(data).hexdigest()
     entry = cache_dir / (hashlib.sha256(_code_digest() + data).hexdigest() + ".json")
     try:

@@ -221,10 +221,10 @@ def _same_unit(valid: list[tuple[Path, Mapping]]) -> dict[Path, str]:
 
 def _raw_org_no(path: Path) -> str:
     """An invalid mapping's orgNo as written, when it looks like one (for its run record)."""
-    import yaml
+    from etl.mapping import parse_yaml, read_mapping_file
 
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:  # within the same bounds as the mapping itself: the file may be hostile
+        raw = parse_yaml(path, read_mapping_file(path))
         org = str(raw["unit"]["orgNo"]).strip().upper()
     except Exception:
         return ""

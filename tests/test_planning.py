@@ -6,6 +6,7 @@ No data moves here: these tests read mapping files only (and write them, for a p
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -127,6 +128,45 @@ def test_an_invalid_mapping_is_planned_as_a_unit_with_its_problems(tmp_path: Pat
     assert not units["good"].problems
     # the frequent DAG leaves invalid mappings to the daily and weekly ones
     assert planning.plan_run("frequent", mappings=folder).shards == []
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_hostile_mapping_files_fail_only_their_own_units(tmp_path: Path, cached: bool) -> None:
+    """An alias bomb, an over-size file, GBK, binary, a folder, a link to /dev/zero and a pipe
+    among the mappings: each is planned as a unit with one short problem, the others as ever.
+    Planned in a child process bounded in memory and time: before, one of them took it all."""
+    from test_mapping_hostile import billion_laughs, run_bounded
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    shutil.copy(MAPPINGS / "demo_suzhou_lift.yaml", folder / "good.yaml")
+    shutil.copy(MAPPINGS / "demo_jinling_chem.yaml", folder / "zz_good.yaml")
+    (folder / "bomb.yaml").write_text(billion_laughs(), encoding="utf-8")
+    (folder / "huge.yaml").write_text("#" * 2_000_000, encoding="utf-8")
+    (folder / "gbk.yaml").write_bytes((MAPPINGS / "demo_suzhou_lift.yaml").read_text(
+        encoding="utf-8").encode("gbk"))
+    (folder / "binary.yaml").write_bytes(bytes(range(256)) * 40)
+    (folder / "folder.yaml").mkdir()
+    (folder / "zero.yaml").symlink_to("/dev/zero")
+    os.mkfifo(folder / "pipe.yaml")
+    cache = repr(str(tmp_path / "cache")) if cached else None
+    done = run_bounded(f"""
+        import json
+        from pathlib import Path
+        from etl import planning
+        plan = planning.plan_run("daily", mappings=Path({str(folder)!r}),
+                                 cache_dir=Path({cache}) if {cached} else None)
+        print(json.dumps({{u.name: [u.problems, len(u.datasets)] for s in plan.shards for u in s.units}}))
+        """)
+    assert done.returncode == 0, done.stderr[-2000:]
+    units = json.loads(done.stdout)
+    assert units.pop("good") == ["", 3] and units.pop("zz_good") == ["", 3]
+    expected = {"bomb": "aliases (*name) expand", "huge": "more than a mapping's 1,000,000 bytes",
+                "gbk": "not UTF-8", "binary": "binary.yaml", "folder": "not a regular file",
+                "zero": "not a regular file", "pipe": "not a regular file"}
+    assert set(units) == set(expected)
+    for name, (found, datasets) in units.items():
+        assert expected[name] in found and datasets == 0 and len(found) <= 500, (name, found)
 
 
 def test_two_files_of_one_unit_are_both_refused(tmp_path: Path) -> None:
