@@ -59,6 +59,13 @@ class Counts:
                                   + self.skipped_deleted)
 
 
+def shown_key(keys: pd.Series) -> pd.Series:
+    """Source keys as the target can store and people can read them: a NUL (which PostgreSQL
+    text cannot hold) spelt `\\x00`. The record ID is derived from the key as it is."""
+    has_nul = keys.str.contains("\x00", regex=False)
+    return keys.str.replace("\x00", "\\x00", regex=False) if has_nul.any() else keys
+
+
 def _stage_table(ds: Dataset, meta: sa.MetaData, indexed: bool = True) -> sa.Table:
     """A temporary twin of the target table: same types, plus bookkeeping columns. PostgreSQL
     joins it by hashing, so it gets no index there: keeping one up to date during the COPY
@@ -201,6 +208,7 @@ class DatasetLoad:
             for name in self.ds.field_names:
                 if name != standard.UNIT_KEY:
                     data[name] = data[name].mask(by_id_only)
+        data[KEY] = shown_key(data[KEY])
         self.staged += len(frame)
         self._rejected += int((data[REJECTED] == 1).sum())
         self._deleted += int(((data[DELETED] == 1) & (data[REJECTED] == 0)).sum())

@@ -377,7 +377,7 @@ def masked_source_key(ds: standard.Dataset, columns: list[str],
     personal = any(kinds)
 
     def shown(key: str) -> str:
-        parts = key.split("|")
+        parts = key.replace("\x00", "\\x00").split("|")
         if len(parts) == len(kinds):
             parts = [mask(p[:KEY_CHARS], k) or "" if k and p else p for p, k in zip(parts, kinds)]
         elif personal:

@@ -189,3 +189,37 @@ datasets:
         rejects = conn.exec_driver_sql("SELECT COUNT(*) FROM ingest_reject").scalar()
     engine.dispose()
     assert (got, rejects) == ({"安全环保部": 1, "生产部": 0}, 0)
+
+
+# --- one odd value costs at most its row ------------------------------------------------------
+
+
+def test_a_nul_in_a_source_key_loads_into_postgresql(pg_url: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL text cannot hold NUL: a key with one (`A\\x00B`) once failed the dataset's COPY,
+    and Airflow retried it as a transient target error. The record loads; where a key is shown
+    (rejects, duplicates) the NUL is spelt \\x00."""
+    from helpers import hidden_danger_mapping, write_source
+
+    source = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    rows = [hidden_danger_row(1), hidden_danger_row(2), hidden_danger_row(3, check_date="2024-02-30")]
+    write_source(source, "t_hidden_danger", rows)
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "source.sqlite")  # text keys, two of them with a NUL
+    con.execute("ALTER TABLE t_hidden_danger ADD COLUMN code TEXT")
+    for n, key in ((1, "A\x00B"), (2, "plain"), (3, "C\x00D")):
+        con.execute("UPDATE t_hidden_danger SET code = ? WHERE task_no = ?", (key, f"YH{n:08d}"))
+    con.commit()
+    con.close()
+    m = hidden_danger_mapping(tmp_path, monkeypatch, source)
+    m.path.write_text(m.path.read_text(encoding="utf-8").replace("key: [id]", "key: [code]"), encoding="utf-8")
+    assert main(["-q", "run", str(m.path), "--target", pg_url]) == 0
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as conn:
+        loaded = sorted(r[0] for r in conn.exec_driver_sql('SELECT "taskNo" FROM hidden_danger'))
+        rejects = conn.exec_driver_sql('SELECT "sourceKey", "rule" FROM ingest_reject').all()
+        status = conn.exec_driver_sql('SELECT "status" FROM ingest_run').scalar()
+    engine.dispose()
+    assert (status, loaded) == ("success", ["YH00000001", "YH00000002"])
+    assert rejects == [("C\\x00D", "date")]
