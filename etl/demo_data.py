@@ -530,6 +530,7 @@ def _unit_b(rng: random.Random) -> dict[str, tuple[list[tuple[str, str]], list[t
         people.append([rid, name, idno, dept, "是" if i == 1 else "否", "是" if i in (2, 3) else "否",
                        1 if kind else 0, res, *cert, phone,
                        _ts(date(2024, 12, 1) + timedelta(days=rng.randint(0, 120)), rng)])
+    people[2][2] = people[2][9] = "320214199003076516"  # RY0003: 新吴区 (code of 2015), born 1990: valid
     people[6][2] = _wrong_check(people[6][2])           # RY0007: wrong check digit
     people[21][2] = people[21][2][:17]                  # RY0022: 17 characters
     people[9][2] = _fullwidth(people[9][2])             # RY0010: full-width (valid)
@@ -547,7 +548,7 @@ def _unit_b(rng: random.Random) -> dict[str, tuple[list[tuple[str, str]], list[t
 
     by_dept = {d[1]: [p[1].strip() for p in people if p[3].strip() == d[1]] for d in depts}
     tels = {"BM01": "0512-6528 3300", "BM02": "+8613962118870", "BM03": "139 1355 2087",
-            "BM04": "  ", "BM05": "0512-65283305", "BM06": "15850011326", "BM07": ""}
+            "BM04": "  ", "BM05": "0512-65283305-8001", "BM06": "65283306", "BM07": ""}
     T["bm_xx"] = ([
         ("bmbh", "TEXT"), ("bmmc", "TEXT"), ("sjbmmc", "TEXT"), ("sfaqglbm", "INTEGER"),
         ("lxr", "TEXT"), ("lxdh", "TEXT"), ("last_update", "DATETIME"),
@@ -826,6 +827,9 @@ PLANTED: dict[str, dict[str, object]] = {
                                     "t_hazard.accident_type": [12]},
         "duty_man_separator": {"t_risk_point.duty_person": [5, 6], "t_hazard.duty_person": [17, 18]},
         "dirty_phone": {"t_company.contact_phone": [1], "t_department.manager_tel": [1, 3, 6]},
+        "post_birth_area_code": {},
+        "phone_extension": {},
+        "local_phone": {},
         "exact_duplicate": {"t_employee": [20], "t_risk_point": [8], "t_hazard": [13],
                             "t_hidden_danger": [40]},
         "newer_version": {"t_hidden_danger": {"key": 31, "newer": "2025-04-12 14:30:00",
@@ -848,6 +852,10 @@ PLANTED: dict[str, dict[str, object]] = {
         "duty_man_separator": {"fxd_xx.zrr": ["FXD-2023-0011", "FXD-2023-0013"],
                                "wxy_xx.zrr": ["WXY00009", "WXY00010"]},
         "dirty_phone": {"dw_jbxx.lxdh": ["DW001"], "bm_xx.lxdh": ["BM01", "BM02", "BM03"]},
+        # valid by GB 11643, though python-stdnum ties the area code to the birth year
+        "post_birth_area_code": {"ry_xx.sfzhm": ["RY0003"]},
+        "phone_extension": {"bm_xx.lxdh": ["BM05"]},
+        "local_phone": {"bm_xx.lxdh": ["BM06"]},
         "exact_duplicate": {"ry_xx": ["RY0018"], "wxy_xx": ["WXY00025"], "yh_pc": ["YHPC000040"]},
         "newer_version": {"fxd_xx": {"key": "FXD-2023-0006", "newer": "2025-01-15 16:20:00",
                                      "older": "2024-03-02 09:00:00"}},

@@ -11,38 +11,23 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from stdnum import numdb
+from helpers import GB11643_WEIGHTS, gb11643
+from helpers import every_area_code as area_codes
 
 from etl import checks
 from etl.masking import mask_idcard
 
-# GB 11643-1999 4.2: W_i = 2^(i-1) mod 11 for the 17 positions counted from the right (the
-# check character is position 1); the check character is the one that makes the weighted
-# sum = 1 (mod 11): remainder 0..10 -> 1 0 X 9 8 7 6 5 4 3 2.
-_WEIGHTS = [pow(2, 17 - i, 11) for i in range(17)]
-_CHECK = "10X98765432"
-
-
-def gb11643(base17: str) -> str:
-    return base17 + _CHECK[sum(int(c) * w for c, w in zip(base17, _WEIGHTS)) % 11]
-
 
 def wrong_check(number: str) -> str:
-    return number[:17] + next(c for c in _CHECK if c != number[17])
+    return number[:17] + next(c for c in "10X98765432" if c != number[17])
 
 
 def every_area_code() -> list[str]:
-    """Every 6-digit code of GB/T 2260 in any era, as stdnum's table (from Wikipedia's lists of
-    the codes) holds them: provinces, cities and counties, retired ones included."""
-    codes = []
-    for _, low, _high, props, children in numdb.get("cn/loc").prefixes:
-        codes.append(low + "0000")
-        codes += [low + sub for _, sub, _h, sub_props, _c in children if "county" in sub_props]
-    return sorted(set(codes))
+    return sorted(area_codes())
 
 
 def test_the_weights_are_gb11643s() -> None:
-    assert _WEIGHTS == [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
+    assert GB11643_WEIGHTS == [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
     assert gb11643("11010519491231002") == "11010519491231002X"  # the standard's own example
 
 

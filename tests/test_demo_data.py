@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from stdnum.cn import ric, uscc
+from helpers import valid_by_gb11643
 
 from etl import standard
 from etl.demo_data import (
@@ -248,7 +249,7 @@ def _one(stem: str, what: str) -> list:
 
 
 COLUMN_DIRT = {
-    "invalid_id_numbers": lambda v: not ric.is_valid(norm(v)),
+    "invalid_id_numbers": lambda v: not valid_by_gb11643(norm(v)),
     "fullwidth": lambda v: isinstance(v, str) and unicodedata.normalize("NFKC", v) != v,
     "untrimmed": lambda v: isinstance(v, str) and v.strip() != "" and v != v.strip(),
     "blank": lambda v: v is not None and str(v).strip() == "",
@@ -272,10 +273,29 @@ def test_planted_column_dirt_is_exactly_where_listed(stem, what, cons):
         assert hits == sorted(keys, key=str), (stem, target)
 
 
+NEW_DIRT = {  # issue 12: values the standard accepts that once were refused
+    "post_birth_area_code": lambda v: valid_by_gb11643(norm(v)) and not ric.is_valid(norm(v)),
+    "phone_extension": lambda v: bool(re.search(r"\d{7,8}\s*(-|转|分机|ext)\s*\d{1,6}$", str(v or ""))),
+    "local_phone": lambda v: bool(re.fullmatch(r"[2-9]\d{6,7}", str(v or "").strip())),
+}
+
+
+@pytest.mark.parametrize("what", sorted(NEW_DIRT))
+@pytest.mark.parametrize("stem", UNITS)
+def test_new_dirt_is_exactly_where_listed(stem, what, cons):
+    planted = _planted(stem, what)
+    for target, keys in planted.items():
+        table, column = target.split(".")
+        key = SOURCE_KEYS[stem][table]
+        rows = cons[stem].execute(f'SELECT "{key}", "{column}" FROM "{table}"').fetchall()
+        assert sorted({k for k, v in rows if NEW_DIRT[what](v)}, key=str) == sorted(keys, key=str)
+    assert planted or stem == UNITS[0]  # the Suzhou unit carries them
+
+
 @pytest.mark.parametrize("stem", UNITS)
 def test_exactly_two_invalid_id_numbers(stem, cons, mappings):
     persons = by_key(field_values(cons[stem], mappings[stem], "03"))
-    invalid = sorted(k[0] for k, r in persons.items() if not ric.is_valid(norm(r["idCardNo"])))
+    invalid = sorted(k[0] for k, r in persons.items() if not valid_by_gb11643(norm(r["idCardNo"])))
     assert len(invalid) == 2
     assert invalid == _one(stem, "invalid_id_numbers")
 

@@ -143,6 +143,17 @@ def test_values_are_normalised_to_the_standards_spelling(loaded):
             assert r["acceptInfo"] is None
 
 
+def test_values_the_standard_accepts_load_in_its_spelling(loaded):
+    """Issue 12's cases in the demo: an ID number whose area code is younger than its holder, a
+    landline with an extension, a local number without area code (Suzhou's 0512)."""
+    url, mappings = loaded
+    b = mappings[demo_data.UNIT_B].unit.orgNo
+    persons = {r["idCardNo"] for r in rows_of(url, "unit_person") if r["orgNo"] == b}
+    assert "320214199003076516" in persons
+    tels = {r["deptName"]: r["dLinkTel"] for r in rows_of(url, "unit_dept") if r["orgNo"] == b}
+    assert (tels["安装工程部"], tels["起重设备部"]) == ("0512-65283305转8001", "0512-65283306")
+
+
 def test_soft_deleted_rows_are_not_loaded(loaded):
     url, _, mappings = loaded
     a = mappings[demo_data.UNIT_A].unit.orgNo
