@@ -146,7 +146,7 @@ def test_values_are_normalised_to_the_standards_spelling(loaded):
 def test_values_the_standard_accepts_load_in_its_spelling(loaded):
     """Issue 12's cases in the demo: an ID number whose area code is younger than its holder, a
     landline with an extension, a local number without area code (Suzhou's 0512)."""
-    url, mappings = loaded
+    url, _, mappings = loaded
     b = mappings[demo_data.UNIT_B].unit.orgNo
     persons = {r["idCardNo"] for r in rows_of(url, "unit_person") if r["orgNo"] == b}
     assert "320214199003076516" in persons
