@@ -24,7 +24,7 @@ from etl.clean import Audit, clean_frame
 from etl.errors import EtlError, TargetError
 from etl.load import REJECTED, Counts, DatasetLoad, allocate_batches, insert_rows, record_batches
 from etl.mapping import Mapping, Mode
-from etl.masking import mask_text
+from etl.masking import mask_message, mask_text
 from etl.transform import DELETED, KEY, UPDATED
 
 log = logging.getLogger("etl")
@@ -284,7 +284,7 @@ def load(engine: Engine, p: Plan, chunks: Iterable[Prepared], audit: Audit,
         if dry_run:
             raise
         result.status = "failed"
-        result.message = mask_text(str(e) if isinstance(e, EtlError) else f"{type(e).__name__}: {e}")[:2000]
+        result.message = mask_message(str(e) if isinstance(e, EtlError) else f"{type(e).__name__}: {e}")[:2000]
         record_run(engine, result, p.run_id, p.now)
         error: BaseException = e
         if isinstance(e, sa.exc.DBAPIError):
@@ -392,8 +392,9 @@ def run_mapping(engine: Engine, mapping: Mapping, tx_codes: list[str] | None = N
         try:
             results.append(run_dataset(engine, mapping, tx, **kwargs))
         except EtlError as e:
-            log.error("%s %s failed: %s", mapping.name, tx, e)
+            message = mask_message(str(e))
+            log.error("%s %s failed: %s", mapping.name, tx, message)
             r = DatasetResult(mapping.name, mapping.unit.orgNo, tx, kwargs.get("mode", "full"),
-                              status="failed", message=str(e))
+                              status="failed", message=message)
             results.append(r)
     return results
