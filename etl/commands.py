@@ -27,7 +27,6 @@ def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "f
         since: datetime | None = None, until: datetime | None = None,
         target_url: str | None = None, chunk_rows: int = 100_000) -> int:
     from etl import pipeline
-
     from etl.extract import check_source_urls
 
     mappings = load_mappings(paths)  # every file valid before anything connects

@@ -100,10 +100,11 @@ SECRET_WORDS = ("password", "passwd", "pwd", "secret", "token", "credential")
 MASK = "***"
 MIN_SECRET_LENGTH = 4  # a shorter registered secret would mask ordinary words; the patterns still apply
 
-_USERINFO = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s:/@'\"]*:)[^\s'\"]+@")
+# Bounded repetitions: a long message without the expected `@` or `=` costs linear time.
+_USERINFO = re.compile(r"(\b[A-Za-z][\w+.-]{0,40}://[^\s:/@'\"]{0,256}:)[^\s'\"]{1,512}@")
 _KEY_VALUE = re.compile(
-    r"""(?P<key>[A-Za-z_][\w.-]*)(?P<sep>\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s&;,'")]+)"""
-    r"""|(?P<q>['"])(?P<qkey>[A-Za-z_][\w.-]*)(?P=q)(?P<qsep>\s*:\s*)(?P<qvalue>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+    r"""\b(?P<key>[A-Za-z_][\w.-]{0,63})(?P<sep>\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s&;,'")]+)"""
+    r"""|(?P<q>['"])(?P<qkey>[A-Za-z_][\w.-]{0,63})(?P=q)(?P<qsep>\s*:\s*)(?P<qvalue>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
 _known: set[str] = set()
 _known_lock = threading.Lock()
 
