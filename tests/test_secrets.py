@@ -237,6 +237,10 @@ def test_check_masks_a_source_url_from_the_environment(pg_target, unit, monkeypa
         assert main(["check", str(unit)]) == 2
         out = capsys.readouterr()
         assert "t_hidden_danger" in out.err and MARK not in out.out + out.err
+    monkeypatch.setenv("UNIT_A_SOURCE_URL", make_url(in_query).set(port=1).render_as_string(False))
+    assert main(["check", str(unit)]) == 2  # unreachable: the message quotes the URL, masked
+    out = capsys.readouterr()
+    assert "cannot connect" in out.err and "password=***" in out.err and MARK not in out.out + out.err
 
 
 # --- malformed URLs ------------------------------------------------------------------------
@@ -271,3 +275,40 @@ def test_a_malformed_source_url_in_the_environment_is_one_line_and_exit_2(bad, c
     assert len(err.splitlines()) == 1 and "UNIT_A_SOURCE_URL" in err
     assert "Traceback" not in err and MARK not in err
     assert not target.exists()  # nothing written
+
+
+# --- Airflow ------------------------------------------------------------------------------
+
+
+@pytest.mark.airflow
+def test_airflow_run_logs_and_records_no_password(pg_target, tmp_path, monkeypatch, capsys, caplog):
+    """A unit whose source (password in the query string) is down fails in the DAG; neither
+    the task logs nor the run record show the source's or the target's password."""
+    import logging
+    from datetime import datetime
+
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils import db
+    from test_dags import CST, DAGS, _demo_unit_mapping, _states
+
+    admin, _, in_query = pg_target
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    _demo_unit_mapping(folder, "苏州电梯", {"url_env": "SECRET_SOURCE_URL"})
+    monkeypatch.setenv("SECRET_SOURCE_URL", f"postgresql://{ROLE}@127.0.0.1:1/nodb?password={quote(PASSWORD)}")
+    monkeypatch.setenv("ETL_MAPPINGS_DIR", str(folder))
+    monkeypatch.setenv("ETL_STAGING_DIR", str(tmp_path / "staging"))
+    monkeypatch.setenv("ETL_TARGET_URL", in_query)
+    monkeypatch.setenv("ETL_RETRY_DELAY_SECONDS", "0")
+    monkeypatch.delenv("AIRFLOW_CONN_ETL_TARGET", raising=False)
+    caplog.set_level(logging.INFO)
+    db.initdb()  # the throwaway Airflow home's metadata database
+    dag = DagBag(dag_folder=str(DAGS)).dags["dual_prevention_daily"]
+    dr = dag.test(logical_date=datetime(2025, 4, 2, tzinfo=CST), run_conf={"tx_codes": ["06"], "mode": "full"})
+    assert str(dr.state) == "failed"
+    assert _states(dr)[("ingest.load", "1/1 苏州电梯 (1 unit) — failed: 苏州电梯 06")] == ("failed", 4)
+    out = capsys.readouterr()
+    logs = out.out + out.err + caplog.text
+    assert "cannot connect" in logs and MARK not in logs
+    rows = _bookkeeping_text(admin)
+    assert "cannot connect" in rows and MARK not in rows
