@@ -114,6 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the dataset being loaded was rolled back", file=sys.stderr)
         return 130
+    except Exception as e:  # the target refused a connection or a statement: one line, not a traceback
+        import sqlalchemy as sa
+
+        if not isinstance(e, sa.exc.SQLAlchemyError):
+            raise
+        reason = " ".join(str(getattr(e, "orig", None) or e).split())
+        print(f"error: the target database failed: {_masked(reason)[:300]}; check --target / "
+              f"ETL_TARGET_URL and that the server is up", file=sys.stderr)
+        return 1
 
 
 def _masked(text: str) -> str:

@@ -312,3 +312,14 @@ def test_airflow_run_logs_and_records_no_password(pg_target, tmp_path, monkeypat
     assert "cannot connect" in logs and MARK not in logs
     rows = _bookkeeping_text(admin)
     assert "cannot connect" in rows and MARK not in rows
+
+
+@pytest.mark.parametrize("command", ["init-target", "run"])
+def test_a_wrong_target_password_is_one_line_without_the_password(command, pg_target, unit, monkeypatch, capsys):
+    _, in_userinfo, _ = pg_target
+    wrong = make_url(in_userinfo).set(password=f"{MARK}-wrong").render_as_string(False)
+    monkeypatch.setenv("ETL_TARGET_URL", wrong)
+    assert main([command] + ([str(unit)] if command == "run" else [])) == 1
+    err = capsys.readouterr().err.strip()
+    assert "password authentication failed" in err and len(err.splitlines()) == 1
+    assert "Traceback" not in err and MARK not in err
