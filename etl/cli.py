@@ -99,22 +99,53 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _MaskSecrets) for f in handler.filters):
+            handler.addFilter(_MaskSecrets())
     for noisy in ("alembic", "airflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     old_umask = os.umask(private.UMASK)  # targets, staging, caches, Airflow's files: owner only
     try:
         return _COMMANDS[args.command](args)
     except MappingError as e:
-        print(str(e), file=sys.stderr)
+        print(_masked(str(e)), file=sys.stderr)
         return e.exit_code
     except EtlError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_masked(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted: the dataset being loaded was rolled back", file=sys.stderr)
         return 130
+    except Exception as e:  # the target refused a connection or a statement: one line, not a traceback
+        import sqlalchemy as sa
+
+        if not isinstance(e, sa.exc.SQLAlchemyError):
+            raise
+        reason = " ".join(str(getattr(e, "orig", None) or e).split())
+        print(f"error: the target database failed: {_masked(reason)[:300]}; check --target / "
+              f"ETL_TARGET_URL and that the server is up", file=sys.stderr)
+        return 1
     finally:
         os.umask(old_umask)
+
+
+def _masked(text: str) -> str:
+    from etl.masking import mask_secrets_in_text
+
+    return mask_secrets_in_text(text)
+
+
+class _MaskSecrets(logging.Filter):
+    """Whatever is logged, by us or a library, shows no password (`etl.masking`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            record.msg, record.args = _masked(record.getMessage()), ()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = _masked(logging.Formatter().formatException(record.exc_info))
+        except Exception:  # pragma: no cover - logging must not fail
+            pass
+        return True
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -3,26 +3,35 @@ returns the exit code. Errors are raised as `EtlError`s for the CLI to turn into
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from pathlib import Path
 
 from etl import report, target
 from etl.errors import MappingError
+from etl.masking import holds_secret, mask_url
 from etl.mapping import Mapping, Mode, load_mapping, load_mappings
 
 DEMO_MAPPINGS = ("mappings/demo_jinling_chem.yaml", "mappings/demo_suzhou_lift.yaml")
 
 
 def _engine(target_url: str | None):
-    return target.connect(target.target_url(target_url))
+    if target_url and holds_secret(target_url):
+        print("warning: --target holds a password: a password on the command line is visible to "
+              "other users (ps, shell history); put the URL in ETL_TARGET_URL instead",
+              file=sys.stderr)
+    return target.connect(target.target_url(target_url), target.target_origin(target_url))
 
 
 def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "full",
         since: datetime | None = None, until: datetime | None = None,
         target_url: str | None = None, chunk_rows: int = 100_000) -> int:
     from etl import pipeline
+    from etl.extract import check_source_urls
 
     mappings = load_mappings(paths)  # every file valid before anything connects
+    for m in mappings:
+        check_source_urls(m)
     engine = _engine(target_url)
     run_id = pipeline.new_run_id()
     results = []
@@ -30,7 +39,7 @@ def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "f
         results += pipeline.run_mapping(engine, m, tx_codes, mode=mode, since=since, until=until,
                                         run_id=run_id, chunk_rows=chunk_rows)
     print(report.run_summary(results))
-    print(f"run {run_id} -> {engine.url.render_as_string(hide_password=True)}")
+    print(f"run {run_id} -> {mask_url(engine.url)}")
     return 0 if all(r.status == "success" for r in results) else 1
 
 
@@ -71,7 +80,7 @@ def check(paths: list[Path], *, offline: bool = False) -> int:
 def init_target(target_url: str | None = None) -> int:
     engine = _engine(target_url)
     before, after = target.upgrade(engine)
-    where = engine.url.render_as_string(hide_password=True)
+    where = mask_url(engine.url)
     if before == after:
         print(f"{where}: schema already at revision {after}")
     else:
@@ -94,7 +103,7 @@ def reconcile(path: Path, *, tx_codes: list[str] | None = None, target_url: str 
         rows.append([r.tx_code, r.table, c.extracted - c.rejected - c.duplicates, c.inserted,
                      c.updated, c.deleted, c.rejected, state])
     print(f"{m.path}: {m.unit.comName} ({m.unit.orgNo}) against "
-          f"{engine.url.render_as_string(hide_password=True)}")
+          f"{mask_url(engine.url)}")
     print(report.table(["tx", "table", "valid source rows", "missing in target", "differ",
                         "only in target", "rejected", "state"], rows))
     return 0 if all(r.status == "success" for r in results) else 1

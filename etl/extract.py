@@ -30,6 +30,8 @@ from sqlalchemy.engine import Connection, Engine, URL, make_url
 
 from etl.errors import ConfigError, SourceError, SourceSchemaError
 from etl.mapping import DatasetSpec, Mapping, SourceSpec
+from etl.masking import (mask_secrets_in_text, mask_url, register_secrets, register_url_secrets,
+                         url_secrets)
 
 DEFAULT_CHUNK_ROWS = 100_000
 
@@ -37,11 +39,20 @@ _SCHEMES = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg"
             "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
 
 
-def normalise_url(url: str | URL) -> URL:
-    """Pick the project's drivers (psycopg 3, pymysql) when a URL names none."""
-    parsed = make_url(url)
-    if parsed.drivername in _SCHEMES:
-        parsed = parsed.set(drivername=_SCHEMES[parsed.drivername])
+def normalise_url(url: str | URL, origin: str = "the URL") -> URL:
+    """Pick the project's drivers (psycopg 3, pymysql) when a URL names none. A URL that does
+    not parse, or names a database SQLAlchemy cannot load, is a `ConfigError` naming `origin`
+    (where the URL came from) and showing the URL masked."""
+    try:
+        parsed = make_url(url)
+        if parsed.drivername in _SCHEMES:
+            parsed = parsed.set(drivername=_SCHEMES[parsed.drivername])
+        parsed.get_dialect()
+    except (sa.exc.ArgumentError, ValueError, TypeError) as e:
+        reason = ("unknown database or driver" if isinstance(e, sa.exc.NoSuchModuleError)
+                  else "bad port" if isinstance(e, ValueError) else "not a SQLAlchemy URL")
+        raise ConfigError(f"{origin} is not a usable database URL ({reason}): {mask_url(url)}; "
+                          f"write it as dialect+driver://user@host:port/database") from None
     if parsed.drivername.startswith("mysql") and "charset" not in parsed.query:
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
     return parsed
@@ -50,14 +61,27 @@ def normalise_url(url: str | URL) -> URL:
 def resolve_url(spec: SourceSpec) -> URL:
     """The SQLAlchemy URL a source spec points to; secrets stay out of mapping files."""
     if spec.url:
-        return normalise_url(spec.url)
+        return normalise_url(spec.url, "the mapping's url")
     if spec.url_env:
         value = os.environ.get(spec.url_env)
         if not value:
             raise ConfigError(f"environment variable {spec.url_env} is not set: export it with the "
                               f"unit's SQLAlchemy URL, e.g. postgresql+psycopg://user:***@host/db")
-        return normalise_url(value)
-    return normalise_url(connection_uri(spec.conn_id or ""))
+        return normalise_url(value, f"environment variable {spec.url_env}")
+    return normalise_url(connection_uri(spec.conn_id or ""), f"Airflow connection {spec.conn_id}")
+
+
+def check_source_urls(mapping: Mapping) -> None:
+    """Parse every source URL given in the environment, before anything connects: a malformed
+    one is a `ConfigError` (exit 2), not a failure of each dataset. Unset variables and Airflow
+    connections are left to `resolve_url`, which reports them per dataset."""
+    for tx in sorted(mapping.datasets):
+        spec = mapping.source_for(tx)
+        if spec.url_env and os.environ.get(spec.url_env):
+            try:
+                resolve_url(spec)
+            except ConfigError as e:
+                raise ConfigError(f"{mapping.path} [datasets.{tx}] {e}") from None
 
 
 def connection_uri(conn_id: str) -> str:
@@ -72,23 +96,15 @@ def connection_uri(conn_id: str) -> str:
     except AirflowNotFoundException:
         raise ConfigError(f"Airflow connection {conn_id!r} not found: add it with "
                           f"`airflow connections add {conn_id} --conn-uri ...`") from None
-    _mask_secret(conn.password)
-    return conn.get_uri()
+    register_secrets([conn.password])
+    uri = conn.get_uri()
+    register_url_secrets(uri)
+    return uri
 
 
 def _is_schema_problem(exc: BaseException) -> bool:
     text = str(getattr(exc, "orig", exc)).lower()
     return "no such table" in text or "no such column" in text
-
-
-def _mask_secret(secret: str | None) -> None:
-    if not secret:
-        return
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:
-        return
-    mask_secret(secret)
 
 
 ENGINES_KEPT = 8
@@ -103,7 +119,7 @@ def engine_for(url: URL) -> Engine:
     with _engines_lock:
         engine = _engines.pop(url, None)
         if engine is None:
-            _mask_secret(url.password)
+            register_url_secrets(url)
             engine = sa.create_engine(url, pool_pre_ping=True)
         _engines[url] = engine
         evicted = [_engines.popitem(last=False)[1] for _ in range(len(_engines) - ENGINES_KEPT)]
@@ -115,9 +131,7 @@ def engine_for(url: URL) -> Engine:
 def safe_error(exc: BaseException, url: URL) -> str:
     """The driver's reason in one line, with the password never shown."""
     text = " ".join(str(getattr(exc, "orig", None) or exc).split())
-    if url.password:
-        text = text.replace(str(url.password), "***")
-    return text[:300]
+    return mask_secrets_in_text(text, url_secrets(url))[:300]
 
 
 @contextmanager
@@ -126,7 +140,7 @@ def read_only(engine: Engine) -> Iterator[Connection]:
     try:
         conn = engine.connect()
     except sa.exc.DBAPIError as e:
-        raise SourceError(f"cannot connect to {engine.url.render_as_string(hide_password=True)}: "
+        raise SourceError(f"cannot connect to {mask_url(engine.url)}: "
                           f"{safe_error(e, engine.url)}") from None
     try:
         name = engine.dialect.name

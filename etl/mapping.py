@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError
 
 from etl import standard
 from etl.errors import MappingError
+from etl.masking import is_secret_param, mask_url
 
 FREQUENCY = re.compile(r"^(daily|weekly|hourly|\d+min)$")
 
@@ -46,11 +47,13 @@ class SourceSpec(_Model):
         if self.url:
             try:
                 parsed = make_url(self.url)
-            except ArgumentError:
+            except (ArgumentError, ValueError):
                 raise ValueError("url is not a SQLAlchemy URL (dialect+driver://user@host/db)") from None
-            if parsed.password:
-                raise ValueError("url holds a password: move it to an environment variable "
-                                 "(url_env) or an Airflow connection (conn_id)")
+            where = ["user info"] if parsed.password else []
+            where += [f"query parameter {k!r}" for k in parsed.query if is_secret_param(k)]
+            if where:
+                raise ValueError(f"url holds a password ({', '.join(where)}): move the URL to an "
+                                 f"environment variable (url_env) or an Airflow connection (conn_id)")
         return self
 
     def describe(self) -> str:
@@ -58,7 +61,7 @@ class SourceSpec(_Model):
             return f"env {self.url_env}"
         if self.conn_id:
             return f"Airflow connection {self.conn_id}"
-        return make_url(self.url).render_as_string(hide_password=True)
+        return mask_url(self.url or "")
 
 
 class DeletedSpec(_Model):

@@ -1,13 +1,22 @@
-"""Masking of personal data before it reaches logs, audit examples or reject reports.
+"""Masking of personal data and secrets before they reach logs, audit examples, reject reports,
+printed output or the run record.
 
 Those outputs are read by people who need to see *what kind* of value was wrong, not whose it
 was: ID numbers keep their region and last digits, phones their prefix or area code, names
-their family name. Codes of organisations (USCC) are public and stay readable.
+their family name. Codes of organisations (USCC) are public and stay readable. Passwords never
+show: `mask_url` is the one way a URL is printed or stored, `mask_secrets_in_text` the one way
+a message that may quote a URL or connection string is.
 """
 
 from __future__ import annotations
 
 import re
+import sys
+import threading
+from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
+
+from sqlalchemy.engine import URL, make_url
 
 # Two-character family names (复姓) keep both characters: 欧阳** rather than 欧***.
 _COMPOUND_SURNAMES = frozenset({
@@ -93,15 +102,16 @@ _MARGIN = 24
 
 
 def _cut(text: str, limit: int) -> str:
-    """`text` masked, cut to `limit` characters with its length said: …(N chars)."""
+    """`text` masked (`mask_message`), cut to `limit` characters with its length said:
+    …(N chars)."""
     if len(text) <= limit:
-        return mask_text(text)
+        return mask_message(text)
     tail = f"…({len(text)} chars)"
-    return mask_text(text[:limit + _MARGIN])[:max(limit - len(tail), 0)] + tail
+    return mask_message(text[:limit + _MARGIN])[:max(limit - len(tail), 0)] + tail
 
 
 def cap(text: str, limit: int = MESSAGE_CHARS) -> str:
-    """A message fit to store or print: ID numbers and mobiles masked, at most `limit`
+    """A message fit to store or print: secrets, ID numbers and mobiles masked, at most `limit`
     characters (a 10 MB value must not become a 10 MB message)."""
     return _cut(text, limit)
 
@@ -129,3 +139,138 @@ def excerpt(value: object, kind: str | None = None, limit: int = EXCERPT_CHARS) 
         head = mask(head, kind) or ""
     head = mask_text(head)[:limit]
     return repr(head) + (f"…({n} chars)" if n > limit else "")
+
+
+# --- secrets: passwords in URLs, connection strings and the messages that quote them --------
+
+#: Query / connection-string parameters whose value is a secret, matched case-insensitively
+#: with `-` read as `_`. Besides these names, any name containing one of `SECRET_WORDS` is a
+#: secret too (`sslpassword`, `db_password`, `aws_secret_access_key`, `auth_token`).
+#: `sslkey`, `sslcert` and `sslrootcert` are file paths, not secrets, and stay readable.
+SECRET_PARAMS = frozenset({"pass", "key", "apikey", "api_key", "access_key", "private_key",
+                           "sas", "sig", "signature"})
+SECRET_WORDS = ("password", "passwd", "pwd", "secret", "token", "credential")
+MASK = "***"
+MIN_SECRET_LENGTH = 4  # a shorter registered secret would mask ordinary words; the patterns still apply
+
+# Bounded repetitions: a long message without the expected `@` or `=` costs linear time.
+_USERINFO = re.compile(r"(\b[A-Za-z][\w+.-]{0,40}://[^\s:/@'\"]{0,256}:)[^\s'\"]{1,512}@")
+_KEY_VALUE = re.compile(
+    r"""\b(?P<key>[A-Za-z_][\w.-]{0,63})(?P<sep>\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s&;,'")]+)"""
+    r"""|(?P<q>['"])(?P<qkey>[A-Za-z_][\w.-]{0,63})(?P=q)(?P<qsep>\s*:\s*)(?P<qvalue>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+_known: set[str] = set()
+_known_lock = threading.Lock()
+
+
+def is_secret_param(name: str) -> bool:
+    """Whether a URL query or connection-string parameter named `name` carries a secret."""
+    n = name.strip().lower().replace("-", "_")
+    return n in SECRET_PARAMS or any(w in n for w in SECRET_WORDS)
+
+
+def _parse(url: str | URL) -> URL | None:
+    if isinstance(url, URL):
+        return url
+    try:
+        return make_url(url)
+    except Exception:  # not a URL: the text patterns still apply
+        return None
+
+
+def url_secrets(url: str | URL) -> list[str]:
+    """The secrets a URL carries: its password and every secret query parameter's value."""
+    parsed = _parse(url)
+    if parsed is None:
+        return []
+    found = [str(parsed.password)] if parsed.password else []
+    for key, value in parsed.query.items():
+        if is_secret_param(key):
+            found += [v for v in ((value,) if isinstance(value, str) else value) if v]
+    return found
+
+
+def holds_secret(url: str | URL) -> bool:
+    """Whether a URL (or a string that fails to parse as one) carries a password or secret."""
+    if _parse(url) is not None:
+        return bool(url_secrets(url))
+    return mask_secrets_in_text(str(url)) != str(url)
+
+
+def register_secrets(secrets: Iterable[str | None]) -> None:
+    """Remember secrets so every later masked text hides them, in whatever shape a driver
+    echoes them; inside Airflow also give them to its masker, so task logs show *** instead."""
+    new = []
+    for secret in secrets:
+        if not secret:
+            continue
+        forms = {str(secret), quote(str(secret), safe=""), quote_plus(str(secret), safe="")}
+        new += [f for f in forms if len(f) >= MIN_SECRET_LENGTH]
+    if not new:
+        return
+    with _known_lock:
+        _known.update(new)
+    if "airflow" in sys.modules:  # importing Airflow just to mask would cost the CLI a second
+        try:
+            from airflow.sdk.log import mask_secret
+        except ImportError:  # pragma: no cover - airflow is a dependency
+            return
+        for form in new:
+            mask_secret(form)
+
+
+def register_url_secrets(url: str | URL) -> None:
+    """`register_secrets` for a URL's password and secret query parameters; never raises."""
+    try:
+        register_secrets(url_secrets(url))
+    except Exception:  # pragma: no cover - registering must never break a connection
+        pass
+
+
+def _masked_pair(m: re.Match) -> str:
+    if m.group("key") is not None:
+        if not is_secret_param(m.group("key")):
+            return m.group()
+        return f"{m.group('key')}{m.group('sep')}{MASK}"
+    if not is_secret_param(m.group("qkey")):
+        return m.group()
+    return f"{m.group('q')}{m.group('qkey')}{m.group('q')}{m.group('qsep')}'{MASK}'"
+
+
+def mask_secrets_in_text(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """`text` with every password hidden: the given and registered secrets (also
+    percent-encoded), a URL's `user:password@`, and `password=...` / `token=...` pairs (query
+    strings, libpq conninfo, `'password': '...'`). For driver messages that may quote a URL
+    or a DSN. Never raises."""
+    try:
+        forms: set[str] = set()
+        for secret in secrets:
+            if secret:
+                forms.update({str(secret), quote(str(secret), safe=""), quote_plus(str(secret), safe="")})
+        with _known_lock:
+            forms.update(_known)
+        for form in sorted((f for f in forms if len(f) >= MIN_SECRET_LENGTH), key=len, reverse=True):
+            text = text.replace(form, MASK)
+        text = _USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+        return _KEY_VALUE.sub(_masked_pair, text)
+    except Exception:  # pragma: no cover - a message that cannot be masked is not shown
+        return "(message hidden: it could not be checked for passwords)"
+
+
+def mask_url(url: str | URL) -> str:
+    """A URL as it may be printed, logged or stored: `user:***@`, secret query parameters as
+    `***`. Strings that are not valid URLs are masked by pattern. Never raises."""
+    try:
+        parsed = _parse(url)
+        if parsed is None:
+            return mask_secrets_in_text(str(url))
+        query = {k: (MASK if is_secret_param(k) else v) for k, v in parsed.query.items()}
+        text = parsed.set(query=query).render_as_string(hide_password=True)
+        text = text.replace(quote_plus(MASK), MASK)
+        return mask_secrets_in_text(text, url_secrets(parsed))
+    except Exception:  # pragma: no cover
+        return mask_secrets_in_text(str(url))
+
+
+def mask_message(text: str) -> str:
+    """An error or log message as it may be shown or stored: secrets and personal data masked."""
+    return mask_text(mask_secrets_in_text(text))

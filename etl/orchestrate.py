@@ -87,13 +87,9 @@ def _in_project() -> Iterator[None]:
 
 def mask(secret: str | None) -> None:
     """Register a secret with Airflow's masker, so task logs show *** instead."""
-    if not secret:
-        return
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - airflow is a dependency
-        return
-    mask_secret(secret)
+    from etl.masking import register_secrets
+
+    register_secrets([secret])
 
 
 def _airflow_connection_uri(conn_id: str) -> str | None:
@@ -114,14 +110,11 @@ def _airflow_connection_uri(conn_id: str) -> str | None:
 def target_url() -> str:
     """The Airflow connection `etl_target` if defined, else `ETL_TARGET_URL`, else the default
     SQLite file under the project folder."""
-    from sqlalchemy.engine import make_url
+    from etl.masking import register_url_secrets
 
     url = (_airflow_connection_uri(TARGET_CONN_ID) or os.environ.get("ETL_TARGET_URL")
            or f"sqlite:///{project_dir() / 'var' / 'target.sqlite'}")
-    try:
-        mask(make_url(url).password)
-    except Exception:  # an unparsable URL fails in target.connect with a clear message
-        pass
+    register_url_secrets(url)  # never raises: an unparsable URL fails in target.connect, masked
     return url
 
 
@@ -130,7 +123,8 @@ def _target_and_store() -> Iterator[tuple[sa.Engine, staging.Store]]:
     """The target (one engine for every unit of the task) and the staging store."""
     from etl import target
 
-    engine = target.connect(target_url())
+    engine = target.connect(target_url(), f"the target URL (Airflow connection {TARGET_CONN_ID} "
+                                          f"or ETL_TARGET_URL)")
     target.ensure_schema(engine)  # created or upgraded by the first task that needs it
     store = staging.open_store(engine_factory=lambda: engine)
     try:
@@ -373,10 +367,14 @@ def _items(shard: planning.Shard, shard_prefix: str, records: MappingABC[str, An
 
 def _message(exc: BaseException) -> str:
     """What a failure says, personal data masked (it goes to logs and the run record)."""
+    return _message_text(str(exc) if isinstance(exc, EtlError) else f"{type(exc).__name__}: {exc}")
+
+
+def _message_text(text: str) -> str:
+    """A message as logged and stored: secrets and personal data masked, length capped."""
     from etl.masking import RUN_MESSAGE_CHARS, cap
 
-    return cap(str(exc) if isinstance(exc, EtlError) else f"{type(exc).__name__}: {exc}",
-               RUN_MESSAGE_CHARS)
+    return cap(text, RUN_MESSAGE_CHARS)
 
 
 def _fail_item(engine: sa.Engine, run: _Run, item: _Item, stage: str, exc: BaseException) -> dict[str, Any]:
@@ -389,7 +387,8 @@ def _fail_item(engine: sa.Engine, run: _Run, item: _Item, stage: str, exc: BaseE
     if isinstance(exc, EtlError):
         log.error("%s: %s failed (%s): %s", item.label, stage, "transient" if transient else "terminal", message)
     else:
-        log.error("%s: %s failed: %s", item.label, stage, "".join(traceback.format_exception(exc)))
+        log.error("%s: %s failed: %s", item.label, stage,
+                  _message_text("".join(traceback.format_exception(exc))))
     window = item.record.get("plan") or {}
     result = pipeline.DatasetResult(
         item.unit.name, item.unit.org_no, item.tx or "", run.mode, status="failed",

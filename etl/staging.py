@@ -511,7 +511,9 @@ class TargetStore(Store):
             conn.execute(sa.delete(self._table).where(self._under(prefix)))
 
     def describe(self) -> str:
-        return f"staging table ingest_stage in {self.engine.url.render_as_string(hide_password=True)}"
+        from etl.masking import mask_url
+
+        return f"staging table ingest_stage in {mask_url(self.engine.url)}"
 
     def close(self) -> None:
         if self._dispose:

@@ -179,12 +179,22 @@ def target_url(explicit: str | None = None) -> str:
     return explicit or os.environ.get("ETL_TARGET_URL") or DEFAULT_URL
 
 
-def connect(url: str) -> Engine:
-    """An engine for the target. SQLite gets a writer lock at BEGIN and a long busy timeout,
-    so parallel loaders queue instead of failing."""
-    from etl.extract import normalise_url
+def target_origin(explicit: str | None = None) -> str:
+    """Where `target_url(explicit)` came from, for messages."""
+    import os
 
-    parsed = normalise_url(url)
+    return "--target" if explicit else "ETL_TARGET_URL" if os.environ.get("ETL_TARGET_URL") else DEFAULT_URL
+
+
+def connect(url: str, origin: str = "the target URL") -> Engine:
+    """An engine for the target. SQLite gets a writer lock at BEGIN and a long busy timeout,
+    so parallel loaders queue instead of failing. A malformed URL is a `ConfigError` naming
+    `origin` (`--target`, `ETL_TARGET_URL`); its password is masked wherever it shows."""
+    from etl.extract import normalise_url
+    from etl.masking import register_url_secrets
+
+    register_url_secrets(url)
+    parsed = normalise_url(url, origin)
     if parsed.drivername.startswith("sqlite"):
         if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
             # the target holds personal data: its file (and so SQLite's journals, which take
