@@ -9,6 +9,7 @@ parsed by pyarrow (see `stream`).
 from __future__ import annotations
 
 import atexit
+import re
 import os
 import queue
 import threading
@@ -215,11 +216,13 @@ def query_text(ds: DatasetSpec) -> str:
     return (ds.query or "").strip().rstrip(";").rstrip()
 
 
-def guard_query(ds: DatasetSpec, dialect: str, where: str) -> None:
+def guard_query(mapping: Mapping, tx_code: str, dialect: str) -> None:
     """Refuse, as the dataset's mapping problem, a query that is not exactly one read-only
-    SELECT in the source's own dialect (the mapping check could not know the dialect)."""
+    SELECT in the source's own dialect (validating the file, the dialect was not known: a
+    text may parse as one harmless SELECT in one dialect and as nothing in another)."""
+    ds = mapping.datasets[tx_code]
     if ds.query and (problem := select_problem(query_text(ds), dialect)):
-        raise SourceSchemaError(f"{where}.query {problem}")
+        raise SourceSchemaError(f"{mapping.path} [datasets.{tx_code}.query] query: {problem}")
 
 
 def _source(ds: DatasetSpec) -> sa.FromClause:
@@ -258,7 +261,7 @@ def stream(mapping: Mapping, tx_code: str, *, since: datetime | None = None,
     engine = engine_for(url, spec)
     stmt = select_statement(ds, since, until)
     where = f"{mapping.path} [datasets.{tx_code}]"
-    guard_query(ds, engine.dialect.name, where)
+    guard_query(mapping, tx_code, engine.dialect.name)
     with read_only(engine, spec.statement_timeout_s) as conn:
         fast = copy_fast_path(conn)
         try:
@@ -505,7 +508,7 @@ def source_problems(mapping: Mapping) -> list[str]:
         try:
             url = resolve_url(spec)
             engine = engine_for(url, spec)
-            guard_query(ds, engine.dialect.name, where)
+            guard_query(mapping, tx, engine.dialect.name)
         except SourceSchemaError as e:
             problems.append(str(e))
             continue
@@ -549,3 +552,91 @@ def _source_columns(conn: Connection, ds: DatasetSpec) -> set[str] | None:
     if not inspector.has_table(name, schema=schema or None):
         return None
     return {c["name"] for c in inspector.get_columns(name, schema=schema or None)}
+
+
+# --- the source account's rights -------------------------------------------------------------
+
+
+def source_warnings(mapping: Mapping) -> list[str]:
+    """What `etl check` warns of without failing: a source account that can write. A
+    read-only transaction does not stop every write (dblink_exec, pg_read_file, lo_import run
+    inside a SELECT): only an account without those rights does."""
+    out: list[str] = []
+    seen: set[URL] = set()
+    for tx, ds in mapping.datasets.items():
+        spec = mapping.source_for(tx)
+        try:
+            url = resolve_url(spec)
+        except ConfigError:
+            continue  # reported by source_problems
+        if url in seen:
+            continue
+        seen.add(url)
+        try:
+            with read_only(engine_for(url, spec), spec.statement_timeout_s) as conn:
+                rights = write_rights(conn)
+        except (SourceError, sa.exc.DBAPIError):
+            continue
+        if rights:
+            key = f"datasets.{tx}.source" if ds.source else "source"
+            out.append(f"{mapping.path} [{key}] warning: the source account can write "
+                       f"({'; '.join(rights)[:300]}): give the ETL a read-only account without "
+                       f"superuser (README, \"The source account\")")
+    return out
+
+
+_PG_TABLES_WRITABLE = """
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND left(n.nspname, 3) <> 'pg_'
+  AND n.nspname <> 'information_schema'
+  AND (has_table_privilege(c.oid, 'INSERT') OR has_table_privilege(c.oid, 'UPDATE')
+       OR has_table_privilege(c.oid, 'DELETE') OR has_table_privilege(c.oid, 'TRUNCATE'))
+ORDER BY 1 LIMIT 4"""
+_PG_SCHEMAS_CREATE = """
+SELECT quote_ident(nspname) FROM pg_namespace
+WHERE has_schema_privilege(oid, 'CREATE') AND left(nspname, 3) <> 'pg_'
+  AND nspname <> 'information_schema' ORDER BY 1 LIMIT 4"""
+_PG_ROLES = """
+SELECT rolname FROM pg_roles
+WHERE rolname IN ('pg_write_server_files', 'pg_read_server_files', 'pg_execute_server_program',
+                  'pg_write_all_data', 'pg_signal_backend')
+  AND pg_has_role(current_user, oid, 'MEMBER') ORDER BY 1"""
+_MYSQL_READ_PRIVILEGES = {"SELECT", "USAGE", "SHOW VIEW"}
+
+
+def write_rights(conn: Connection) -> list[str]:
+    """What the connected account may do beyond reading, as short phrases (empty: read-only
+    as far as can be seen). PostgreSQL and MySQL/MariaDB; SQLite has no accounts."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        out = []
+        if conn.exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").scalar():
+            out.append("superuser")
+        if tables := conn.exec_driver_sql(_PG_TABLES_WRITABLE).scalars().all():
+            out.append(f"INSERT/UPDATE/DELETE/TRUNCATE on {', '.join(tables)}")
+        if schemas := conn.exec_driver_sql(_PG_SCHEMAS_CREATE).scalars().all():
+            out.append(f"CREATE on schema {', '.join(schemas)}")
+        if conn.exec_driver_sql("SELECT has_database_privilege(current_database(), 'CREATE')").scalar():
+            out.append("CREATE on the database")
+        out += [f"member of {r}" for r in conn.exec_driver_sql(_PG_ROLES).scalars().all()]
+        return out
+    if name in ("mysql", "mariadb"):
+        out = []
+        for line in conn.exec_driver_sql("SHOW GRANTS").scalars().all():
+            out += _mysql_write_grants(str(line))
+        return out
+    return []
+
+
+def _mysql_write_grants(line: str) -> list[str]:
+    """`GRANT SELECT, INSERT (a, b) ON db.* TO u@h WITH GRANT OPTION` -> what goes beyond reading."""
+    m = re.match(r"GRANT (.+?) ON (\S+) TO ", line, re.S)
+    if not m:  # a role granted: GRANT `role` TO `user`@`host`
+        role = re.match(r"GRANT (.+?) TO ", line, re.S)
+        return [f"role {role.group(1)}"] if role else []
+    privileges = [p.strip().upper() for p in re.sub(r"\([^)]*\)", "", m.group(1)).split(",")]
+    out = [f"{p} ON {m.group(2)}" for p in privileges if p not in _MYSQL_READ_PRIVILEGES]
+    if "WITH GRANT OPTION" in line.upper():
+        out.append(f"GRANT OPTION ON {m.group(2)}")
+    return out
