@@ -93,7 +93,7 @@ PG_DOLLAR = ("SELECT $a$ ' $a$ ) x; COMMIT; DELETE FROM victim; SELECT * FROM (S
              "AS a")
 PG_DROP = ("SELECT E'\\'' ) x; COMMIT; DROP TABLE victim; SELECT * FROM (SELECT 1 AS a --'\n"
            ", 2 AS b")
-MYSQL_BACKSLASH = ("SELECT 'a\\'' ) x; COMMIT; DELETE FROM victim; SELECT * FROM (SELECT '1' "
+MYSQL_BACKSLASH = ("SELECT 'a\\'' ) x; COMMIT; DELETE FROM victim; COMMIT; SELECT * FROM (SELECT '1' "
                    "AS a")
 
 
