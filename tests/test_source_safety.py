@@ -5,6 +5,7 @@ MariaDB and SQLite sources; each test asserts the effect on the source, not only
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,14 @@ def test_percent_in_a_query_survives_the_postgresql_copy_path(pg_url, tmp_path, 
     query = POSITIVE.replace("':name' AS person", "'100%' AS person")
     frames = list(extract.stream(load_mapping(write_mapping(tmp_path, query)), "06"))
     assert list(frames[0]["person"]) == ["100%"]
+    engine = extract.engine_for(extract.normalise_url(pg_url))
+    with extract.read_only(engine) as conn:  # with a window's parameters merged in
+        raw = conn.connection.driver_connection
+        sql = extract.copy_statement(raw, "SELECT %(since)s AS a, '100%%' AS b",
+                                     {"since": datetime(2024, 3, 1, 8, 30)})
+        extract._parse_once(raw, sql)
+        with raw.cursor() as cur, cur.copy(sql) as copy:
+            assert b"".join(bytes(row) for row in copy) == b"2024-03-01 08:30:00,100%\n"
 
 
 def test_postgresql_statement_timeout_comes_from_the_mapping(pg_url, tmp_path, monkeypatch):
