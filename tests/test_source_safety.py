@@ -319,3 +319,15 @@ def test_a_relative_sqlite_path_is_read_read_only(tmp_path, monkeypatch, capsys)
         with pytest.raises(sa.exc.OperationalError, match="readonly"):
             conn.exec_driver_sql("DELETE FROM victim")
     assert victim_rows("sqlite:///src.sqlite") == 3
+
+
+def test_a_query_the_source_refuses_is_reported_alike_by_check_and_run(pg_url, tmp_path,
+                                                                       monkeypatch, capsys):
+    seed(pg_url)
+    monkeypatch.setenv("UNIT_SOURCE_URL", pg_url)
+    query = f"SELECT {COLUMNS} FROM t_quirky WHERE no_such_column = 1"
+    check, check_out, run, run_out = check_and_run(write_mapping(tmp_path, query), tmp_path, capsys)
+    said = 'the source refused the query: column "no_such_column" does not exist'
+    assert check == 2 and said in check_out and "fix query: or the column names" in check_out
+    assert run == 1 and said in run_out and "fix query: or the column names" in run_out
+    assert "etl check" not in run_out
