@@ -9,9 +9,9 @@ parsed by pyarrow (see `stream`).
 from __future__ import annotations
 
 import atexit
-import re
 import os
 import queue
+import re
 import threading
 import weakref
 from collections import OrderedDict
