@@ -55,10 +55,11 @@ def demo(target_url: str | None = None) -> int:
 
 
 def check(paths: list[Path], *, offline: bool = False) -> int:
-    from etl.extract import source_problems
+    from etl.extract import source_problems, source_warnings
 
     mappings: list[Mapping] = []
     problems: list[str] = []
+    warnings: list[str] = []
     for p in paths:
         try:
             mappings.append(load_mapping(p))
@@ -67,10 +68,13 @@ def check(paths: list[Path], *, offline: bool = False) -> int:
     if not offline:
         for m in mappings:
             problems += source_problems(m)
+            warnings += source_warnings(m)
     for m in mappings:
         print(f"{m.path}: {m.unit.comName} ({m.unit.orgNo})")
         print(report.coverage(m))
         print()
+    for w in warnings:  # not a failure: the account is the unit's to change
+        print(w)
     if problems:
         raise MappingError(problems)
     print(f"{len(mappings)} mapping(s) valid" + (" (sources not checked)" if offline else ""))

@@ -11,13 +11,16 @@ from __future__ import annotations
 import atexit
 import os
 import queue
+import re
 import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 import psycopg
@@ -27,11 +30,13 @@ import sqlalchemy as sa
 from psycopg import postgres, pq
 from psycopg.types.string import TextLoader
 from sqlalchemy.engine import Connection, Engine, URL, make_url
+from sqlalchemy.ext.compiler import compiles
 
 from etl.errors import ConfigError, SourceError, SourceSchemaError
 from etl.mapping import DatasetSpec, Mapping, SourceSpec
 from etl.masking import (mask_secrets_in_text, mask_url, register_secrets, register_url_secrets,
                          url_secrets)
+from etl.sql_guard import select_problem, unsafe_url_options
 
 DEFAULT_CHUNK_ROWS = 100_000
 
@@ -59,16 +64,26 @@ def normalise_url(url: str | URL, origin: str = "the URL") -> URL:
 
 
 def resolve_url(spec: SourceSpec) -> URL:
-    """The SQLAlchemy URL a source spec points to; secrets stay out of mapping files."""
+    """The SQLAlchemy URL a source spec points to; secrets stay out of mapping files. Options
+    that would let a query do more than read are refused; SQLite files are opened read-only."""
+    return _sqlite_read_only(_parsed_url(spec))
+
+
+def _parsed_url(spec: SourceSpec) -> URL:
     if spec.url:
-        return normalise_url(spec.url, "the mapping's url")
-    if spec.url_env:
+        url = normalise_url(spec.url, "the mapping's url")
+    elif spec.url_env:
         value = os.environ.get(spec.url_env)
         if not value:
             raise ConfigError(f"environment variable {spec.url_env} is not set: export it with the "
                               f"unit's SQLAlchemy URL, e.g. postgresql+psycopg://user:***@host/db")
-        return normalise_url(value, f"environment variable {spec.url_env}")
-    return normalise_url(connection_uri(spec.conn_id or ""), f"Airflow connection {spec.conn_id}")
+        url = normalise_url(value, f"environment variable {spec.url_env}")
+    else:
+        url = normalise_url(connection_uri(spec.conn_id or ""), f"Airflow connection {spec.conn_id}")
+    if bad := unsafe_url_options(url):
+        raise ConfigError(f"the source URL of {spec.describe()} sets {', '.join(bad)}, which could "
+                          f"let a query do more than read: remove it")
+    return url
 
 
 def check_source_urls(mapping: Mapping) -> None:
@@ -79,9 +94,22 @@ def check_source_urls(mapping: Mapping) -> None:
         spec = mapping.source_for(tx)
         if spec.url_env and os.environ.get(spec.url_env):
             try:
-                resolve_url(spec)
+                _parsed_url(spec)
             except ConfigError as e:
                 raise ConfigError(f"{mapping.path} [datasets.{tx}] {e}") from None
+
+
+def _sqlite_read_only(url: URL) -> URL:
+    """A SQLite file source opened read-only (`mode=ro`): a mistyped path is reported, never
+    created as an empty database. Relative paths stay relative to the working directory."""
+    if not url.drivername.startswith("sqlite") or url.query.get("uri"):
+        return url
+    database = url.database or ""
+    if database in ("", ":memory:"):
+        return url
+    if not Path(database).is_file():
+        raise ConfigError(f"no such SQLite file {database}: check url")
+    return url.set(database=f"file:{quote(database)}?mode=ro").update_query_dict({"uri": "true"})
 
 
 def connection_uri(conn_id: str) -> str:
@@ -108,20 +136,38 @@ def _is_schema_problem(exc: BaseException) -> bool:
 
 
 ENGINES_KEPT = 8
-_engines: OrderedDict[URL, Engine] = OrderedDict()
+_engines: OrderedDict[tuple, Engine] = OrderedDict()
 _engines_lock = threading.Lock()
+_DEFAULTS = SourceSpec(url="sqlite://")  # the timeouts' defaults
 
 
-def engine_for(url: URL) -> Engine:
-    """One engine per source URL, so a unit's datasets share a pool. Only the most recently
-    used few are kept: a process loading a thousand units one after another must not hold a
-    thousand pools of idle connections open; an evicted engine closes its connections."""
+def _connect_args(url: URL, spec: SourceSpec) -> dict[str, Any]:
+    """Timeouts a driver takes at connect: connecting, reading (MySQL), a locked file (SQLite).
+    PostgreSQL's statement_timeout is set in each read's transaction (`read_only`)."""
+    name = url.get_backend_name()
+    if name == "postgresql" and url.get_driver_name() == "psycopg":
+        return {"connect_timeout": max(2, round(spec.connect_timeout_s))}
+    if name in ("mysql", "mariadb") and url.get_driver_name() == "pymysql":
+        return {"connect_timeout": max(1, round(spec.connect_timeout_s)),
+                "read_timeout": max(1, round(spec.statement_timeout_s))}
+    if name == "sqlite":
+        return {"timeout": spec.connect_timeout_s}
+    return {}
+
+
+def engine_for(url: URL, spec: SourceSpec | None = None) -> Engine:
+    """One engine per source URL (and timeouts), so a unit's datasets share a pool. Only the
+    most recently used few are kept: a process loading a thousand units one after another must
+    not hold a thousand pools of idle connections open; an evicted engine closes its
+    connections."""
+    spec = spec or _DEFAULTS
+    key = (url, spec.connect_timeout_s, spec.statement_timeout_s)
     with _engines_lock:
-        engine = _engines.pop(url, None)
+        engine = _engines.pop(key, None)
         if engine is None:
             register_url_secrets(url)
-            engine = sa.create_engine(url, pool_pre_ping=True)
-        _engines[url] = engine
+            engine = sa.create_engine(url, pool_pre_ping=True, connect_args=_connect_args(url, spec))
+        _engines[key] = engine
         evicted = [_engines.popitem(last=False)[1] for _ in range(len(_engines) - ENGINES_KEPT)]
     for old in evicted:
         old.dispose()
@@ -135,8 +181,10 @@ def safe_error(exc: BaseException, url: URL) -> str:
 
 
 @contextmanager
-def read_only(engine: Engine) -> Iterator[Connection]:
-    """A connection inside a read-only transaction: extraction can never write to a source."""
+def read_only(engine: Engine, statement_timeout_s: float | None = None) -> Iterator[Connection]:
+    """A connection inside a read-only transaction: extraction can never write to a source
+    through it (the source account's own rights are the real guard: README). On PostgreSQL,
+    each statement is stopped after `statement_timeout_s` (default: SourceSpec's)."""
     try:
         conn = engine.connect()
     except sa.exc.DBAPIError as e:
@@ -146,6 +194,8 @@ def read_only(engine: Engine) -> Iterator[Connection]:
         name = engine.dialect.name
         if name == "postgresql":
             conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            timeout_ms = round(1000 * (statement_timeout_s or _DEFAULTS.statement_timeout_s))
+            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
         elif name in ("mysql", "mariadb"):
             conn.rollback()
             conn.exec_driver_sql("START TRANSACTION READ ONLY")
@@ -161,11 +211,42 @@ def read_only(engine: Engine) -> Iterator[Connection]:
             conn.close()
 
 
+class QueryText(sa.sql.expression.TextClause):
+    """A mapping's query, sent as written: unlike `sa.text`, a `:name` in it is never taken
+    for a bind parameter (it is text, e.g. inside a literal), and `%` is escaped for drivers
+    that interpolate parameters (psycopg, pymysql) like any literal SQL text."""
+
+    inherit_cache = True
+
+    def __init__(self, text: str):  # no bind parameters: TextClause's scan is skipped
+        self._bindparams = {}
+        self.text = text
+
+
+@compiles(QueryText)
+def _compile_query_text(element: QueryText, compiler: Any, **kw: Any) -> str:
+    # the newline: a query ending in a `--` comment must not comment out what wraps it
+    return compiler.post_process_text(element.text) + "\n"
+
+
+def query_text(ds: DatasetSpec) -> str:
+    """The query as sent: without surrounding blanks and a final `;`."""
+    return (ds.query or "").strip().rstrip(";").rstrip()
+
+
+def guard_query(mapping: Mapping, tx_code: str, dialect: str) -> None:
+    """Refuse, as the dataset's mapping problem, a query that is not exactly one read-only
+    SELECT in the source's own dialect (validating the file, the dialect was not known: a
+    text may parse as one harmless SELECT in one dialect and as nothing in another)."""
+    ds = mapping.datasets[tx_code]
+    if ds.query and (problem := select_problem(query_text(ds), dialect)):
+        raise SourceSchemaError(f"{mapping.path} [datasets.{tx_code}.query] query: {problem}")
+
+
 def _source(ds: DatasetSpec) -> sa.FromClause:
     names = ds.columns()
     if ds.query:
-        query = ds.query.strip().rstrip(";")
-        return sa.text(query).columns(*[sa.column(c) for c in names]).subquery("src")
+        return QueryText(query_text(ds)).columns(*[sa.column(c) for c in names]).subquery("src")
     schema, _, name = ds.table.rpartition(".")  # type: ignore[union-attr]
     return sa.table(name, *[sa.column(c) for c in names], schema=schema or None)
 
@@ -188,34 +269,51 @@ def stream(mapping: Mapping, tx_code: str, *, since: datetime | None = None,
 
     PostgreSQL sources (psycopg, UTF-8) are read with `COPY (SELECT ...) TO STDOUT` parsed by
     pyarrow, several times faster than fetching rows; the frames are the same as the row
-    path's (values, dtypes), so nothing downstream can tell which path read them."""
+    path's (values, dtypes), so nothing downstream can tell which path read them. Every path
+    sends the mapping's text so that a source runs one statement only: PostgreSQL's extended
+    protocol (a server-side cursor; COPY's text parsed first), one statement per call in
+    pymysql and sqlite3."""
     ds = mapping.datasets[tx_code]
-    url = resolve_url(mapping.source_for(tx_code))
-    engine = engine_for(url)
+    spec = mapping.source_for(tx_code)
+    url = resolve_url(spec)
+    engine = engine_for(url, spec)
     stmt = select_statement(ds, since, until)
     where = f"{mapping.path} [datasets.{tx_code}]"
-    with read_only(engine) as conn:
+    guard_query(mapping, tx_code, engine.dialect.name)
+    with read_only(engine, spec.statement_timeout_s) as conn:
         fast = copy_fast_path(conn)
         try:
             result = conn.execution_options(stream_results=True, max_row_buffer=chunk_rows).execute(
                 stmt.limit(0) if fast else stmt)
         except sa.exc.ProgrammingError as e:
-            raise SourceSchemaError(f"{where} the source refused the "
-                                    f"query: {safe_error(e, url)}; run `etl check` on this mapping") from None
+            raise _refused(where, ds, e, url) from None
         except sa.exc.OperationalError as e:
             if _is_schema_problem(e):  # SQLite reports a missing table or column this way
-                raise SourceSchemaError(f"{where} the source refused the query: "
-                                        f"{safe_error(e, url)}; run `etl check` on this mapping") from None
-            raise SourceError(f"{where} reading the source failed: "
-                              f"{safe_error(e, url)}") from None
+                raise _refused(where, ds, e, url) from None
+            raise _failed(where, e, url) from None
         columns = list(result.keys())
         if fast:
             oids = [d[1] for d in result.cursor.description]
             result.close()
-            yield from _copy_frames(conn, stmt, columns, oids, chunk_rows, where, url)
+            yield from _copy_frames(conn, stmt, columns, oids, chunk_rows, where, url, ds)
             return
         for rows in result.partitions(chunk_rows):
             yield pd.DataFrame.from_records(rows, columns=columns, coerce_float=False)
+
+
+def _refused(where: str, ds: DatasetSpec, e: BaseException, url: URL) -> SourceSchemaError:
+    what = "query" if ds.query else "table"
+    return SourceSchemaError(f"{where} the source refused the {what}: {safe_error(e, url)}: "
+                             f"fix {what}: or the column names in the mapping")
+
+
+def _failed(where: str, e: BaseException, url: URL) -> SourceError:
+    text = safe_error(e, url)
+    hint = ""
+    if "statement timeout" in text or "timed out" in text:
+        hint = ("; it ran longer than the source's timeout: raise source.statement_timeout_s "
+                "in the mapping or narrow the query")
+    return SourceError(f"{where} reading the source failed: {text}{hint}")
 
 
 # --- the PostgreSQL fast path ----------------------------------------------------------------
@@ -231,23 +329,41 @@ def copy_fast_path(conn: Connection) -> bool:
 
 
 def _copy_frames(conn: Connection, stmt: sa.Select, columns: list[str], oids: list[int],
-                 chunk_rows: int, where: str, url: URL) -> Iterator[pd.DataFrame]:
+                 chunk_rows: int, where: str, url: URL, ds: DatasetSpec) -> Iterator[pd.DataFrame]:
     if len(set(columns)) != len(columns):
         raise SourceSchemaError(f"{where} the query returns a column name twice: "
                                 f"{', '.join(columns)}; give each column its own name")
-    compiled = stmt.compile(dialect=conn.dialect)
-    sql = f"COPY ({compiled}) TO STDOUT (FORMAT csv)"
     raw = conn.connection.driver_connection
+    compiled = stmt.compile(dialect=conn.dialect)
+    sql = copy_statement(raw, str(compiled), dict(compiled.params))
     with raw.cursor() as cur:
         columns_of = _column_readers(cur, columns, oids)
         try:
-            yield from _copy_out(cur, sql, dict(compiled.params), chunk_rows,
+            _parse_once(raw, sql)
+            yield from _copy_out(cur, sql, None, chunk_rows,
                                  lambda data, rows: _frame(data, rows, columns, columns_of))
         except psycopg.OperationalError as e:
-            raise SourceError(f"{where} reading the source failed: {safe_error(e, url)}") from None
+            raise _failed(where, e, url) from None
         except psycopg.ProgrammingError as e:
-            raise SourceSchemaError(f"{where} the source refused the query: {safe_error(e, url)}; "
-                                    f"run `etl check` on this mapping") from None
+            raise _refused(where, ds, e, url) from None
+
+
+def copy_statement(raw: psycopg.Connection, select: str, params: dict[str, Any]) -> str:
+    """`COPY (select) TO STDOUT` with the parameters merged in (COPY takes none from the
+    server); SQLAlchemy's `%%` (for psycopg's interpolation) undone when there are none."""
+    sql = f"COPY ({select}) TO STDOUT (FORMAT csv)"
+    if params:
+        return psycopg.ClientCursor(raw).mogrify(sql, params)
+    return sql.replace("%%", "%")
+
+
+def _parse_once(raw: psycopg.Connection, sql: str) -> None:
+    """Have the server parse `sql` by the extended protocol, which refuses a text of several
+    statements, before psycopg sends it for COPY by the simple protocol, which would run
+    them all."""
+    res = raw.pgconn.prepare(b"", sql.encode(raw.info.encoding))
+    if res.status != pq.ExecStatus.COMMAND_OK:
+        raise psycopg.ProgrammingError(" ".join((res.get_error_message() or "parse failed").split()))
 
 
 class _Stop(Exception):
@@ -401,24 +517,30 @@ def _frame(data: bytearray, rows: int, columns: list[str],
 
 
 def source_problems(mapping: Mapping) -> list[str]:
-    """Connect to each source and check that every table and column the mapping names exists."""
+    """Connect to each source and check that every table and column the mapping names exists,
+    and that a query is one read-only SELECT in the source's own dialect."""
     problems: list[str] = []
     for tx, ds in mapping.datasets.items():
         where = f"{mapping.path} [datasets.{tx}]"
+        spec = mapping.source_for(tx)
         try:
-            url = resolve_url(mapping.source_for(tx))
+            url = resolve_url(spec)
+            engine = engine_for(url, spec)
+            guard_query(mapping, tx, engine.dialect.name)
+        except SourceSchemaError as e:
+            problems.append(str(e))
+            continue
         except ConfigError as e:
             problems.append(f"{where} {e}")
             continue
         try:
-            with read_only(engine_for(url)) as conn:
+            with read_only(engine, spec.statement_timeout_s) as conn:
                 present = _source_columns(conn, ds)
         except SourceError as e:
             problems.append(f"{where} {e}")
             continue
         except sa.exc.DBAPIError as e:
-            problems.append(f"{where} the source refused the {'query' if ds.query else 'table'}: "
-                            f"{safe_error(e, url)}")
+            problems.append(str(_refused(where, ds, e, url)))
             continue
         if present is None:
             problems.append(f"{where}.table no table {ds.table!r} in the source: check its name")
@@ -434,10 +556,105 @@ def source_problems(mapping: Mapping) -> list[str]:
 
 def _source_columns(conn: Connection, ds: DatasetSpec) -> set[str] | None:
     if ds.query:
-        result = conn.execute(sa.text(f"SELECT * FROM ({ds.query.strip().rstrip(';')}) src WHERE 1=0"))
-        return set(result.keys())
+        # the query as `stream` sends it: by a server-side cursor (PostgreSQL: extended
+        # protocol, one statement only), no parameter interpretation
+        src = QueryText(query_text(ds)).columns().subquery("src")
+        stmt = sa.select(sa.literal_column("*")).select_from(src).limit(0)
+        result = conn.execution_options(stream_results=True).execute(stmt)
+        try:
+            return set(result.keys())
+        finally:
+            result.close()
     schema, _, name = ds.table.rpartition(".")  # type: ignore[union-attr]
     inspector = sa.inspect(conn)
     if not inspector.has_table(name, schema=schema or None):
         return None
     return {c["name"] for c in inspector.get_columns(name, schema=schema or None)}
+
+
+# --- the source account's rights -------------------------------------------------------------
+
+
+def source_warnings(mapping: Mapping) -> list[str]:
+    """What `etl check` warns of without failing: a source account that can write. A
+    read-only transaction does not stop every write (dblink_exec, pg_read_file, lo_import run
+    inside a SELECT): only an account without those rights does."""
+    out: list[str] = []
+    seen: set[URL] = set()
+    for tx, ds in mapping.datasets.items():
+        spec = mapping.source_for(tx)
+        try:
+            url = resolve_url(spec)
+        except ConfigError:
+            continue  # reported by source_problems
+        if url in seen:
+            continue
+        seen.add(url)
+        try:
+            with read_only(engine_for(url, spec), spec.statement_timeout_s) as conn:
+                rights = write_rights(conn)
+        except (SourceError, sa.exc.DBAPIError):
+            continue
+        if rights:
+            key = f"datasets.{tx}.source" if ds.source else "source"
+            out.append(f"{mapping.path} [{key}] warning: the source account can write "
+                       f"({'; '.join(rights)[:300]}): give the ETL a read-only account without "
+                       f"superuser (README, \"The source account\")")
+    return out
+
+
+_PG_TABLES_WRITABLE = """
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND left(n.nspname, 3) <> 'pg_'
+  AND n.nspname <> 'information_schema'
+  AND (has_table_privilege(c.oid, 'INSERT') OR has_table_privilege(c.oid, 'UPDATE')
+       OR has_table_privilege(c.oid, 'DELETE') OR has_table_privilege(c.oid, 'TRUNCATE'))
+ORDER BY 1 LIMIT 4"""
+_PG_SCHEMAS_CREATE = """
+SELECT quote_ident(nspname) FROM pg_namespace
+WHERE has_schema_privilege(oid, 'CREATE') AND left(nspname, 3) <> 'pg_'
+  AND nspname <> 'information_schema' ORDER BY 1 LIMIT 4"""
+_PG_ROLES = """
+SELECT rolname FROM pg_roles
+WHERE rolname IN ('pg_write_server_files', 'pg_read_server_files', 'pg_execute_server_program',
+                  'pg_write_all_data', 'pg_signal_backend')
+  AND pg_has_role(current_user, oid, 'MEMBER') ORDER BY 1"""
+_MYSQL_READ_PRIVILEGES = {"SELECT", "USAGE", "SHOW VIEW"}
+
+
+def write_rights(conn: Connection) -> list[str]:
+    """What the connected account may do beyond reading, as short phrases (empty: read-only
+    as far as can be seen). PostgreSQL and MySQL/MariaDB; SQLite has no accounts."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        out = []
+        if conn.exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").scalar():
+            out.append("superuser")
+        if tables := conn.exec_driver_sql(_PG_TABLES_WRITABLE).scalars().all():
+            out.append(f"INSERT/UPDATE/DELETE/TRUNCATE on {', '.join(tables)}")
+        if schemas := conn.exec_driver_sql(_PG_SCHEMAS_CREATE).scalars().all():
+            out.append(f"CREATE on schema {', '.join(schemas)}")
+        if conn.exec_driver_sql("SELECT has_database_privilege(current_database(), 'CREATE')").scalar():
+            out.append("CREATE on the database")
+        out += [f"member of {r}" for r in conn.exec_driver_sql(_PG_ROLES).scalars().all()]
+        return out
+    if name in ("mysql", "mariadb"):
+        out = []
+        for line in conn.exec_driver_sql("SHOW GRANTS").scalars().all():
+            out += _mysql_write_grants(str(line))
+        return out
+    return []
+
+
+def _mysql_write_grants(line: str) -> list[str]:
+    """`GRANT SELECT, INSERT (a, b) ON db.* TO u@h WITH GRANT OPTION` -> what goes beyond reading."""
+    m = re.match(r"GRANT (.+?) ON (\S+) TO ", line, re.S)
+    if not m:  # a role granted: GRANT `role` TO `user`@`host`
+        role = re.match(r"GRANT (.+?) TO ", line, re.S)
+        return [f"role {role.group(1)}"] if role else []
+    privileges = [p.strip().upper() for p in re.sub(r"\([^)]*\)", "", m.group(1)).split(",")]
+    out = [f"{p} ON {m.group(2)}" for p in privileges if p not in _MYSQL_READ_PRIVILEGES]
+    if "WITH GRANT OPTION" in line.upper():
+        out.append(f"GRANT OPTION ON {m.group(2)}")
+    return out

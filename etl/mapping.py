@@ -24,6 +24,7 @@ from sqlalchemy.exc import ArgumentError
 from etl import standard
 from etl.errors import MappingError
 from etl.masking import is_secret_param, mask_url
+from etl.sql_guard import select_problem, unsafe_url_options
 
 FREQUENCY = re.compile(r"^(daily|weekly|hourly|\d+min)$")
 
@@ -38,6 +39,15 @@ class SourceSpec(_Model):
     url_env: str | None = None
     conn_id: str | None = None
     url: str | None = None
+    statement_timeout_s: float = 3600.0  # one query (PostgreSQL statement_timeout, MySQL read_timeout)
+    connect_timeout_s: float = 30.0  # connecting; SQLite's wait for a locked file
+
+    @field_validator("statement_timeout_s", "connect_timeout_s")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError("give a number of seconds above 0")
+        return v
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "SourceSpec":
@@ -54,6 +64,9 @@ class SourceSpec(_Model):
             if where:
                 raise ValueError(f"url holds a password ({', '.join(where)}): move the URL to an "
                                  f"environment variable (url_env) or an Airflow connection (conn_id)")
+            if bad := unsafe_url_options(parsed):
+                raise ValueError(f"url sets {', '.join(bad)}, which could let a query do more "
+                                 f"than read: remove it")
         return self
 
     def describe(self) -> str:
@@ -159,8 +172,8 @@ class DatasetSpec(_Model):
     @field_validator("query")
     @classmethod
     def _single_select(cls, v: str | None) -> str | None:
-        if v is not None and not is_single_select(v):
-            raise ValueError("query: must be one SELECT (or WITH ... SELECT) statement, nothing else")
+        if v is not None and (problem := select_problem(v)):
+            raise ValueError(f"query: {problem}")
         return v
 
     @model_validator(mode="after")
@@ -281,23 +294,6 @@ def template_columns(template: str | None) -> list[str]:
     if not template:
         return []
     return [n for n in TEMPLATE_FIELD.findall(template) if not n.startswith("unit.")]
-
-
-_STRING = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
-_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
-
-
-def is_single_select(sql: str) -> bool:
-    """One read-only statement: starts with SELECT or WITH and holds no second statement."""
-    body = _COMMENT.sub(" ", _STRING.sub("''", sql)).strip().rstrip(";").strip()
-    if ";" in body:
-        return False
-    words = re.findall(r"[A-Za-z_]+", body.upper())
-    if not words or words[0] not in ("SELECT", "WITH"):
-        return False
-    forbidden = {"INSERT", "UPDATE", "DELETE", "MERGE", "DROP", "ALTER", "CREATE", "TRUNCATE",
-                 "GRANT", "REVOKE", "CALL", "EXEC", "EXECUTE", "COPY", "INTO", "LOCK", "REPLACE"}
-    return not forbidden.intersection(words)
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -645,7 +641,8 @@ def mapping_from_dict(d: dict[str, Any]) -> Mapping:
     return m
 
 
-_CODE = ("mapping.py", "standard.py", "clean.py", "divisions.py", "checks.py", "validate.py")
+_CODE = ("mapping.py", "standard.py", "clean.py", "divisions.py", "checks.py", "validate.py",
+         "sql_guard.py")
 
 
 @lru_cache(maxsize=1)

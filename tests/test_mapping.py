@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from etl.errors import MappingError
-from etl.mapping import discover, is_single_select, load_mapping, load_mappings
+from etl.mapping import discover, load_mapping, load_mappings
+from etl.sql_guard import select_problem
 
 GOOD = """\
 unit:
@@ -102,9 +103,20 @@ def test_query_must_be_one_select(tmp_path):
     ("SELECT 1; SELECT 2", False),
     ("DELETE FROM t", False),
     ("SELECT * INTO t2 FROM t", False),
+    ("SELECT REPLACE(name, ' ', '') AS n FROM t", True),
+    ("SELECT ':name' AS x, '100%' AS y FROM t", True),
+    ("SELECT a FROM t UNION ALL SELECT b FROM u", True),
+    ("SELECT E'\\'' ; COMMIT; DELETE FROM victim; SELECT 1 --'", False),
+    ("SELECT $$ ; COMMIT; DELETE FROM victim; $$ AS x", False),
+    ("SELECT 'a\\'' ; DELETE FROM victim; SELECT '1' AS x", False),
+    ("SELECT * FROM t FOR UPDATE", False),
+    ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", False),
+    ("SELECT dblink_exec('dbname=x', 'DELETE FROM t')", False),
+    ("CALL p()", False),
+    ("SELECT (", False),
 ])
 def test_single_select(sql, ok):
-    assert is_single_select(sql) is ok
+    assert (select_problem(sql) is None) is ok
 
 
 def test_invalid_org_no_is_refused(tmp_path):
