@@ -46,6 +46,13 @@ class SourceSchemaError(SourceError):
     exit_code = 2
 
 
+class SourceDataError(SourceError):
+    """The source itself failed on a value mid-read (a cast in a `query:` meeting bad data):
+    retrying reads the same value again."""
+
+    transient = False
+
+
 class TargetError(EtlError):
     """The target database refused the load; the dataset's transaction was rolled back."""
 

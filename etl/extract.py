@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import psycopg
@@ -32,13 +33,15 @@ from psycopg.types.string import TextLoader
 from sqlalchemy.engine import Connection, Engine, URL, make_url
 from sqlalchemy.ext.compiler import compiles
 
-from etl.errors import ConfigError, SourceError, SourceSchemaError
+from etl import clock
+from etl.errors import ConfigError, SourceDataError, SourceError, SourceSchemaError
 from etl.mapping import DatasetSpec, Mapping, SourceSpec
 from etl.masking import (mask_secrets_in_text, mask_url, register_secrets, register_url_secrets,
                          url_secrets)
 from etl.sql_guard import select_problem, unsafe_url_options
 
 DEFAULT_CHUNK_ROWS = 100_000
+CST_NAME = "Asia/Shanghai"
 
 _SCHEMES = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg",
             "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
@@ -155,6 +158,20 @@ def _connect_args(url: URL, spec: SourceSpec) -> dict[str, Any]:
     return {}
 
 
+def _sqlite_text(data: bytes) -> str | bytes:
+    """A SQLite TEXT value: UTF-8 as text, anything else as its bytes, so that one undecodable
+    value costs its row (cleaning decodes GBK text; other bytes are rejected as binary) rather
+    than sqlite3's "Could not decode to UTF-8" failing the whole read."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
+def _sqlite_text_as_read(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.text_factory = _sqlite_text
+
+
 def engine_for(url: URL, spec: SourceSpec | None = None) -> Engine:
     """One engine per source URL (and timeouts), so a unit's datasets share a pool. Only the
     most recently used few are kept: a process loading a thousand units one after another must
@@ -167,6 +184,8 @@ def engine_for(url: URL, spec: SourceSpec | None = None) -> Engine:
         if engine is None:
             register_url_secrets(url)
             engine = sa.create_engine(url, pool_pre_ping=True, connect_args=_connect_args(url, spec))
+            if url.get_backend_name() == "sqlite":
+                sa.event.listen(engine, "connect", _sqlite_text_as_read)
         _engines[key] = engine
         evicted = [_engines.popitem(last=False)[1] for _ in range(len(_engines) - ENGINES_KEPT)]
     for old in evicted:
@@ -181,10 +200,13 @@ def safe_error(exc: BaseException, url: URL) -> str:
 
 
 @contextmanager
-def read_only(engine: Engine, statement_timeout_s: float | None = None) -> Iterator[Connection]:
+def read_only(engine: Engine, statement_timeout_s: float | None = None,
+              timezone: str = CST_NAME) -> Iterator[Connection]:
     """A connection inside a read-only transaction: extraction can never write to a source
     through it (the source account's own rights are the real guard: README). On PostgreSQL,
-    each statement is stopped after `statement_timeout_s` (default: SourceSpec's)."""
+    each statement is stopped after `statement_timeout_s` (default: SourceSpec's). The session
+    runs in `timezone` (the source's, default CST), whatever the server's own zone: zone-aware
+    values (timestamptz, MySQL TIMESTAMP) and zone-less window bounds then mean one instant."""
     try:
         conn = engine.connect()
     except sa.exc.DBAPIError as e:
@@ -196,8 +218,10 @@ def read_only(engine: Engine, statement_timeout_s: float | None = None) -> Itera
             conn.exec_driver_sql("SET TRANSACTION READ ONLY")
             timeout_ms = round(1000 * (statement_timeout_s or _DEFAULTS.statement_timeout_s))
             conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+            conn.exec_driver_sql("SELECT set_config('TimeZone', %s, true)", (timezone,))
         elif name in ("mysql", "mariadb"):
             conn.rollback()
+            _mysql_time_zone(conn, timezone)
             conn.exec_driver_sql("START TRANSACTION READ ONLY")
         elif name == "sqlite":
             conn.exec_driver_sql("PRAGMA query_only = ON")
@@ -209,6 +233,59 @@ def read_only(engine: Engine, statement_timeout_s: float | None = None) -> Itera
             conn.rollback()
         finally:
             conn.close()
+
+
+def _mysql_time_zone(conn: Connection, timezone: str) -> None:
+    """The session's time_zone: the named zone where the server has its tables, else the zone's
+    current offset (Asia/Shanghai has had no daylight saving since 1991)."""
+    try:
+        conn.exec_driver_sql("SET time_zone = %s", (timezone,))
+    except sa.exc.DBAPIError:
+        conn.rollback()
+        offset = datetime.now(ZoneInfo(timezone)).strftime("%z")
+        conn.exec_driver_sql("SET time_zone = %s", (f"{offset[:3]}:{offset[3:]}",))
+
+
+# --- time zones --------------------------------------------------------------------------------
+
+
+def to_source_time(moment: datetime, timezone: str) -> datetime:
+    """A naive CST window bound as the source's zone-less wall-clock time."""
+    if timezone == CST_NAME:
+        return moment
+    return clock.to_cst(moment).astimezone(ZoneInfo(timezone)).replace(tzinfo=None)
+
+
+def in_cst(frame: pd.DataFrame, timezone: str) -> pd.DataFrame:
+    """Timestamps as naive CST wall-clock times, which is what everything downstream reads:
+    zone-aware values (timestamptz, read in the session's zone) converted; zone-less ones taken
+    as `timezone`'s wall clock (the mapping's source.timezone; CST: unchanged). Text is left as
+    written."""
+    zone = ZoneInfo(timezone)
+    for name in frame.columns:
+        s = frame[name]
+        if isinstance(s.dtype, pd.DatetimeTZDtype):
+            frame[name] = s.dt.tz_convert(clock.CST).dt.tz_localize(None)
+        elif pd.api.types.is_datetime64_dtype(s.dtype):
+            if timezone != CST_NAME:
+                frame[name] = (s.dt.tz_localize(zone, ambiguous="NaT", nonexistent="shift_forward")
+                               .dt.tz_convert(clock.CST).dt.tz_localize(None))
+        elif s.dtype == object and isinstance(s.get(s.first_valid_index()), datetime):
+            frame[name] = s.map(lambda v: _value_in_cst(v, zone), na_action="ignore")
+    return frame
+
+
+def _value_in_cst(v: Any, zone: ZoneInfo) -> Any:
+    if not isinstance(v, datetime):
+        return v
+    if v.tzinfo is None:
+        if zone.key == CST_NAME:
+            return v
+        v = v.replace(tzinfo=zone)
+    try:
+        return v.astimezone(clock.CST).replace(tzinfo=None)
+    except (OverflowError, ValueError):  # year 1 or 9999 at the edge of the calendar
+        return v.replace(tzinfo=None)
 
 
 class QueryText(sa.sql.expression.TextClause):
@@ -277,10 +354,17 @@ def stream(mapping: Mapping, tx_code: str, *, since: datetime | None = None,
     spec = mapping.source_for(tx_code)
     url = resolve_url(spec)
     engine = engine_for(url, spec)
-    stmt = select_statement(ds, since, until)
+    zone = spec.timezone
+    stmt = select_statement(ds, since and to_source_time(since, zone), until and to_source_time(until, zone))
     where = f"{mapping.path} [datasets.{tx_code}]"
     guard_query(mapping, tx_code, engine.dialect.name)
-    with read_only(engine, spec.statement_timeout_s) as conn:
+    for frame in _stream(engine, spec, ds, stmt, chunk_rows, where, url):
+        yield in_cst(frame, zone)
+
+
+def _stream(engine: Engine, spec: SourceSpec, ds: DatasetSpec, stmt: sa.Select, chunk_rows: int,
+            where: str, url: URL) -> Iterator[pd.DataFrame]:
+    with read_only(engine, spec.statement_timeout_s, spec.timezone) as conn:
         fast = copy_fast_path(conn)
         try:
             result = conn.execution_options(stream_results=True, max_row_buffer=chunk_rows).execute(
@@ -297,8 +381,20 @@ def stream(mapping: Mapping, tx_code: str, *, since: datetime | None = None,
             result.close()
             yield from _copy_frames(conn, stmt, columns, oids, chunk_rows, where, url, ds)
             return
-        for rows in result.partitions(chunk_rows):
-            yield pd.DataFrame.from_records(rows, columns=columns, coerce_float=False)
+        try:
+            for rows in result.partitions(chunk_rows):
+                yield pd.DataFrame.from_records(rows, columns=columns, coerce_float=False)
+        except sa.exc.DataError as e:
+            raise _bad_data(where, e, url) from None
+        except sa.exc.OperationalError as e:
+            raise _failed(where, e, url) from None
+        except sa.exc.DBAPIError as e:
+            raise _refused(where, ds, e, url) from None
+
+
+def _bad_data(where: str, e: BaseException, url: URL) -> SourceDataError:
+    return SourceDataError(f"{where} the source failed on a value mid-read: {safe_error(e, url)}: "
+                           f"fix the value at the source, or make the query's casts accept it")
 
 
 def _refused(where: str, ds: DatasetSpec, e: BaseException, url: URL) -> SourceSchemaError:
@@ -342,6 +438,8 @@ def _copy_frames(conn: Connection, stmt: sa.Select, columns: list[str], oids: li
             _parse_once(raw, sql)
             yield from _copy_out(cur, sql, None, chunk_rows,
                                  lambda data, rows: _frame(data, rows, columns, columns_of))
+        except psycopg.DataError as e:
+            raise _bad_data(where, e, url) from None
         except psycopg.OperationalError as e:
             raise _failed(where, e, url) from None
         except psycopg.ProgrammingError as e:

@@ -41,6 +41,19 @@ class SourceSpec(_Model):
     url: str | None = None
     statement_timeout_s: float = 3600.0  # one query (PostgreSQL statement_timeout, MySQL read_timeout)
     connect_timeout_s: float = 30.0  # connecting; SQLite's wait for a locked file
+    timezone: str = "Asia/Shanghai"  # the zone of the source's zone-less timestamps
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone: {v[:60]!r} is not an IANA time zone: use e.g. "
+                             f"Asia/Shanghai or UTC") from None
+        return v
 
     @field_validator("statement_timeout_s", "connect_timeout_s")
     @classmethod
@@ -123,10 +136,13 @@ def _as_key(v: Any) -> str:
         raw = bytes(v)
         if not raw:
             return ""
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = ""
+        text = ""
+        for encoding in ("utf-8", "gb18030"):  # GBK text of a legacy source
+            try:
+                text = raw.decode(encoding)
+                break
+            except UnicodeDecodeError:
+                continue
         return text.strip() if text.isprintable() and text.strip() else str(int.from_bytes(raw, "big"))
     return str(v).strip()
 

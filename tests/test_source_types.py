@@ -223,3 +223,140 @@ def test_a_nul_in_a_source_key_loads_into_postgresql(pg_url: str, tmp_path: Path
     engine.dispose()
     assert (status, loaded) == ("success", ["YH00000001", "YH00000002"])
     assert rejects == [("C\\x00D", "date")]
+
+
+# --- time zones of sources --------------------------------------------------------------------
+
+# Instants in UTC, and what they are in China Standard Time:
+#   late:  2025-02-28 19:00 UTC = 2025-03-01 03:00 CST  (inside the window's 24 h lookback)
+#   night: 2025-03-01 17:30 UTC = 2025-03-02 01:30 CST  (inside the window; a CST date of 03-02)
+#   after: 2025-03-02 17:00 UTC = 2025-03-03 01:00 CST  (after the window's end)
+INSTANTS = {1: "2025-02-28 19:00:00", 2: "2025-03-01 17:30:00", 3: "2025-03-02 17:00:00"}
+WINDOW = ["--mode", "incremental", "--since", "2025-03-02", "--until", "2025-03-03"]  # CST
+
+
+def _utc_source(url: str, kind: str) -> None:
+    """A hidden-danger table whose check and update times are the instants above, on a server
+    (or database) whose own time zone is UTC, as cloud databases usually run."""
+    backend = sa.make_url(url).get_backend_name()
+    engine = sa.create_engine(url)
+    stamp = {"aware": {"postgresql": "timestamptz", "mysql": "TIMESTAMP NULL"}[backend],
+             "naive": {"postgresql": "timestamp", "mysql": "DATETIME"}[backend]}[kind]
+    others = [c for c in HIDDEN_DANGER_COLUMNS if c not in ("id", "check_date", "modify_time", "del_flag")]
+    with engine.begin() as conn:
+        if backend == "postgresql":
+            conn.exec_driver_sql(f"ALTER DATABASE \"{engine.url.database}\" SET timezone TO 'UTC'")
+            conn.exec_driver_sql("SET timezone TO 'UTC'")
+        else:  # the server's own zone (restored by the test), and this session's
+            conn.exec_driver_sql("SET GLOBAL time_zone = '+00:00'")
+            conn.exec_driver_sql("SET time_zone = '+00:00'")
+        cols = ", ".join(f"{c} VARCHAR(200)" for c in others)
+        conn.exec_driver_sql(f"CREATE TABLE t_hidden_danger (id INT, check_date {stamp}, "
+                             f"modify_time {stamp}, del_flag INT, {cols})")
+        for i, instant in INSTANTS.items():
+            row = hidden_danger_row(i, limit_date="2025-04-30", deal_date="2025-04-01",
+                                    accept_date="2025-04-02")
+            conn.execute(sa.text(f"INSERT INTO t_hidden_danger (id, check_date, modify_time, del_flag, "
+                                 f"{', '.join(others)}) VALUES (:id, :at, :at, 0, "
+                                 f"{', '.join(':' + c for c in others)})"),
+                         {**{c: row[c] for c in others}, "id": i, "at": instant})
+    engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["aware", "naive"])
+@pytest.mark.parametrize("server", ["pg_url", "mariadb_url"])
+def test_a_utc_sources_instants_land_on_their_cst_days_and_windows(
+        server: str, kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zone-aware columns (timestamptz, MySQL TIMESTAMP) are instants, read in CST whatever the
+    server's zone; zone-less ones (timestamp, DATETIME) holding UTC wall-clock times are read
+    as such when the mapping says `timezone: UTC`. The window [03-02, 03-03) CST with 24 h of
+    lookback takes the late row and the night row, not the one after it."""
+    from helpers import hidden_danger_mapping_text
+
+    url = request.getfixturevalue(server)
+    _utc_source(url, kind)
+    monkeypatch.setenv("UTC_SOURCE", url)
+    text = hidden_danger_mapping_text(env="UTC_SOURCE")
+    if kind == "naive":
+        text = text.replace("source: {url_env: UTC_SOURCE}", "source: {url_env: UTC_SOURCE, timezone: UTC}")
+    mapping = tmp_path / "unit.yaml"
+    mapping.write_text(text, encoding="utf-8")
+    target = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    try:
+        assert main(["-q", "run", str(mapping), "--target", target, *WINDOW]) == 0
+    finally:
+        if server == "mariadb_url":
+            engine = sa.create_engine(url)
+            with engine.begin() as conn:
+                conn.exec_driver_sql("SET GLOBAL time_zone = 'SYSTEM'")
+            engine.dispose()
+    engine = sa.create_engine(target)
+    with engine.connect() as conn:
+        got = dict(conn.exec_driver_sql('SELECT "taskNo", "checkDate" FROM hidden_danger').all())
+    engine.dispose()
+    assert {k: str(v) for k, v in got.items()} == {"YH00000001": "2025-03-01", "YH00000002": "2025-03-02"}
+
+
+def test_undecodable_text_in_a_sqlite_source_costs_its_row_only(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """sqlite3 failed the whole read ("Could not decode to UTF-8") on one TEXT value that is
+    not UTF-8: GBK text now loads, bytes that are no text reject their row, the rest loads."""
+    from helpers import hidden_danger_mapping, write_source
+
+    source = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_source(source, "t_hidden_danger", [hidden_danger_row(i) for i in (1, 2, 3)])
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "source.sqlite")
+    gbk = "安全阀校验过期".encode("gbk").hex()
+    con.execute(f"UPDATE t_hidden_danger SET problem = CAST(X'{gbk}' AS TEXT) WHERE id = 2")
+    con.execute("UPDATE t_hidden_danger SET problem = CAST(X'FF00FE41' AS TEXT) WHERE id = 3")
+    con.commit()
+    assert con.execute("SELECT typeof(problem) FROM t_hidden_danger WHERE id = 3").fetchone() == ("text",)
+    con.close()
+    m = hidden_danger_mapping(tmp_path, monkeypatch, source)
+    target = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    assert main(["-q", "run", str(m.path), "--target", target]) == 0
+    engine = sa.create_engine(target)
+    with engine.connect() as conn:
+        got = dict(conn.exec_driver_sql('SELECT "taskNo", "mainProblem" FROM hidden_danger').all())
+        rejects = conn.exec_driver_sql('SELECT "sourceKey", "rule" FROM ingest_reject').all()
+    engine.dispose()
+    assert got == {"YH00000001": "安全阀校验过期 1", "YH00000002": "安全阀校验过期"}
+    assert rejects == [("3", "binary")]
+
+
+def test_a_cast_failing_mid_read_fails_its_dataset_in_one_line_and_the_next_unit_runs(
+        pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """A `query:` whose cast meets a bad value at row 1,501 of 2,000: that dataset fails with
+    the source's reason in one line (a data problem: not retried), the next unit loads."""
+    from helpers import hidden_danger_mapping_text, org_no, write_source
+
+    from etl.errors import SourceDataError
+
+    rows = [hidden_danger_row(i) for i in range(1, 2001)]
+    rows[1500]["level"] = "不是数字"
+    write_source(pg_url, "t_hidden_danger", rows)
+    monkeypatch.setenv("CAST_SOURCE", pg_url)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(hidden_danger_mapping_text(env="CAST_SOURCE").replace(
+        "    table: t_hidden_danger\n",
+        "    query: SELECT * FROM t_hidden_danger "
+        "WHERE CAST(CASE WHEN level = '不是数字' THEN level ELSE '1' END AS int) > 0\n"), encoding="utf-8")
+    good = tmp_path / "good.yaml"
+    good.write_text(hidden_danger_mapping_text(org=org_no("91320506MA1W3L8P7"), env="CAST_SOURCE"),
+                    encoding="utf-8")
+    target = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    assert main(["-q", "run", str(bad), str(good), "--target", target]) == 1
+    err = capsys.readouterr()
+    assert "Traceback" not in err.err + err.out
+    engine = sa.create_engine(target)
+    with engine.connect() as conn:
+        runs = dict(conn.exec_driver_sql('SELECT "mapping", "status" FROM ingest_run').all())
+        message = conn.exec_driver_sql('SELECT "message" FROM ingest_run WHERE "mapping" = \'bad\'').scalar()
+        loaded = conn.exec_driver_sql("SELECT COUNT(*) FROM hidden_danger").scalar()
+    engine.dispose()
+    assert runs == {"bad": "failed", "good": "success"} and loaded == 1999  # its 不是数字 is no level
+    assert "failed on a value mid-read" in message and "不是数字" in message and "\n" not in message
+    assert not SourceDataError.transient  # Airflow does not retry it
