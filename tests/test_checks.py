@@ -108,7 +108,8 @@ datasets:
 """
 
 
-def test_persons_load_by_gb11643_and_rejects_name_the_failing_part(tmp_path: Path) -> None:
+def test_persons_load_by_gb11643_and_rejects_name_the_failing_part(db_url: str, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from etl.cli import main
 
     good = {1: "320115198503141237", 2: "320214199003076516", 3: gb11643("32010319620704001"),
@@ -117,15 +118,16 @@ def test_persons_load_by_gb11643_and_rejects_name_the_failing_part(tmp_path: Pat
     bad = {5: (wrong_check(good[1]), "wrong check character"),
            6: (gb11643("32011519850230123"), "no such birth date 1985-02-30"),
            7: (gb11643("32999919850314123"), "unknown area code 329999 (never a GB/T 2260 code)")}
-    db = tmp_path / "source.sqlite"
-    engine = sa.create_engine(f"sqlite:///{db}")
+    engine = sa.create_engine(db_url)
     with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE person (id INTEGER PRIMARY KEY, name TEXT, id_no TEXT)")
+        conn.exec_driver_sql("CREATE TABLE person (id INTEGER PRIMARY KEY, name VARCHAR(20), id_no VARCHAR(40))")
         rows = [{"id": i, "name": f"张{i}", "id_no": n} for i, n in {**good, **{i: v[0] for i, v in bad.items()}}.items()]
         conn.execute(sa.text("INSERT INTO person VALUES (:id, :name, :id_no)"), rows)
     engine.dispose()
     mapping = tmp_path / "unit.yaml"
-    mapping.write_text(PERSONS_MAPPING.format(db=db), encoding="utf-8")
+    monkeypatch.setenv("PERSONS_SOURCE", db_url)
+    mapping.write_text(PERSONS_MAPPING.format(db="x").replace('url: "sqlite:///x"', "url_env: PERSONS_SOURCE"),
+                       encoding="utf-8")
     target = f"sqlite:///{tmp_path / 'target.sqlite'}"
 
     assert main(["-q", "run", str(mapping), "--target", target]) == 0
@@ -220,20 +222,22 @@ datasets:
 """
 
 
-def test_departments_load_phones_with_extensions_and_local_numbers_in_one_spelling(tmp_path: Path) -> None:
+def test_departments_load_phones_with_extensions_and_local_numbers_in_one_spelling(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from etl.cli import main
 
     tels = {1: "0512-52345678-8001", 2: "52345678", 3: "025-52345678转8001", 4: "13812345678",
             5: "电话待补"}
-    db = tmp_path / "source.sqlite"
-    engine = sa.create_engine(f"sqlite:///{db}")
+    engine = sa.create_engine(db_url)
     with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE dept (id INTEGER PRIMARY KEY, name TEXT, tel TEXT)")
+        conn.exec_driver_sql("CREATE TABLE dept (id INTEGER PRIMARY KEY, name VARCHAR(20), tel VARCHAR(40))")
         conn.execute(sa.text("INSERT INTO dept VALUES (:id, :name, :tel)"),
                      [{"id": i, "name": f"部门{i}", "tel": t} for i, t in tels.items()])
     engine.dispose()
     mapping = tmp_path / "unit.yaml"
-    mapping.write_text(DEPT_MAPPING.format(db=db), encoding="utf-8")
+    monkeypatch.setenv("DEPT_SOURCE", db_url)
+    mapping.write_text(DEPT_MAPPING.format(db="x").replace('url: "sqlite:///x"', "url_env: DEPT_SOURCE"),
+                       encoding="utf-8")
     target = f"sqlite:///{tmp_path / 'target.sqlite'}"
 
     assert main(["-q", "run", str(mapping), "--target", target]) == 0

@@ -360,3 +360,38 @@ def test_a_cast_failing_mid_read_fails_its_dataset_in_one_line_and_the_next_unit
     assert runs == {"bad": "failed", "good": "success"} and loaded == 1999  # its 不是数字 is no level
     assert "failed on a value mid-read" in message and "不是数字" in message and "\n" not in message
     assert not SourceDataError.transient  # Airflow does not retry it
+
+
+def test_a_percent_in_a_query_reads_alike_in_full_and_incremental_runs(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`100%` in a literal was doubled on one path (100%% in full mode, 100% incremental), so each
+    switch between modes wrote spurious U batches. The text is identical whatever the path."""
+    from helpers import hidden_danger_mapping_text, write_source
+
+    write_source(db_url, "t_hidden_danger", [hidden_danger_row(i) for i in (1, 2)])
+    if sa.make_url(db_url).get_backend_name() == "postgresql":
+        engine = sa.create_engine(db_url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE t_hidden_danger ALTER modify_time TYPE timestamp "
+                                 "USING modify_time::timestamp")
+        engine.dispose()
+    monkeypatch.setenv("PCT_SOURCE", db_url)
+    mapping = tmp_path / "unit.yaml"
+    mapping.write_text(hidden_danger_mapping_text(env="PCT_SOURCE").replace(
+        "    table: t_hidden_danger\n",
+        "    query: SELECT id, task_no, reg_no, kind, level, REPLACE(problem, '过期', '过期100%') AS problem, checker, "
+        "check_date, limit_date, deal_man, deal_date, deal_info, accept_man, accept_date, accept_info, "
+        "modify_time, del_flag FROM t_hidden_danger\n"), encoding="utf-8")
+    target = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    assert main(["-q", "run", str(mapping), "--target", target]) == 0
+    window = ["--mode", "incremental", "--since", "2024-05-01", "--until", "2024-06-01"]
+    assert main(["-q", "run", str(mapping), "--target", target, *window]) == 0
+    assert main(["-q", "run", str(mapping), "--target", target]) == 0
+    engine = sa.create_engine(target)
+    with engine.connect() as conn:
+        problems = {r[0] for r in conn.exec_driver_sql('SELECT "mainProblem" FROM hidden_danger')}
+        runs = conn.exec_driver_sql('SELECT "mode", "extracted", "inserted", "updated" FROM ingest_run '
+                                    'ORDER BY "runKey"').all()
+    engine.dispose()
+    assert problems == {"安全阀校验过期100% 1", "安全阀校验过期100% 2"}
+    assert [tuple(r) for r in runs] == [("full", 2, 2, 0), ("incremental", 2, 0, 0), ("full", 2, 0, 0)]
