@@ -133,6 +133,27 @@ def hidden_danger_mapping(tmp_path: Path, monkeypatch, source_url: str, org: str
     return load_mapping(p)
 
 
+def query(url: str, sql: str) -> list[tuple]:
+    """The rows of one statement on any database (a target, a source), as tuples."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.exec_driver_sql(sql)]
+    finally:
+        engine.dispose()
+
+
+def seed(url: str, ddl: str, insert: str, rows: list[dict]) -> None:
+    """Create one source table (`ddl`) and fill it with `rows` through `insert` (named binds)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(ddl)
+            conn.execute(sa.text(insert), rows)
+    finally:
+        engine.dispose()
+
+
 def rows_of(url: str, table: str, where: str = "") -> list[dict]:
     engine = target.connect(url)
     with engine.connect() as conn:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from helpers import GB11643_WEIGHTS, gb11643
+from helpers import GB11643_WEIGHTS, gb11643, query, seed
 from helpers import every_area_code as area_codes
 
 from etl import checks
@@ -118,12 +118,9 @@ def test_persons_load_by_gb11643_and_rejects_name_the_failing_part(db_url: str, 
     bad = {5: (wrong_check(good[1]), "wrong check character"),
            6: (gb11643("32011519850230123"), "no such birth date 1985-02-30"),
            7: (gb11643("32999919850314123"), "unknown area code 329999 (never a GB/T 2260 code)")}
-    engine = sa.create_engine(db_url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE person (id INTEGER PRIMARY KEY, name VARCHAR(20), id_no VARCHAR(40))")
-        rows = [{"id": i, "name": f"张{i}", "id_no": n} for i, n in {**good, **{i: v[0] for i, v in bad.items()}}.items()]
-        conn.execute(sa.text("INSERT INTO person VALUES (:id, :name, :id_no)"), rows)
-    engine.dispose()
+    seed(db_url, "CREATE TABLE person (id INTEGER PRIMARY KEY, name VARCHAR(20), id_no VARCHAR(40))",
+         "INSERT INTO person VALUES (:id, :name, :id_no)",
+         [{"id": i, "name": f"张{i}", "id_no": n} for i, n in {**good, **{i: v[0] for i, v in bad.items()}}.items()])
     mapping = tmp_path / "unit.yaml"
     monkeypatch.setenv("PERSONS_SOURCE", db_url)
     mapping.write_text(PERSONS_MAPPING.format(db="x").replace('url: "sqlite:///x"', "url_env: PERSONS_SOURCE"),
@@ -131,12 +128,8 @@ def test_persons_load_by_gb11643_and_rejects_name_the_failing_part(db_url: str, 
     target = f"sqlite:///{tmp_path / 'target.sqlite'}"
 
     assert main(["-q", "run", str(mapping), "--target", target]) == 0
-    engine = sa.create_engine(target)
-    with engine.connect() as conn:
-        loaded = {r[0] for r in conn.exec_driver_sql('SELECT "idCardNo" FROM unit_person')}
-        rejects = {r[0]: (r[1], r[2]) for r in conn.exec_driver_sql(
-            'SELECT "sourceKey", "rule", "message" FROM ingest_reject')}
-    engine.dispose()
+    loaded = {r[0] for r in query(target, 'SELECT "idCardNo" FROM unit_person')}
+    rejects = {r[0]: (r[1], r[2]) for r in query(target, 'SELECT "sourceKey", "rule", "message" FROM ingest_reject')}
     assert loaded == {n.upper() for n in good.values()}
     assert set(rejects) == {str(i) for i in bad}
     for i, (number, part) in bad.items():
@@ -228,12 +221,8 @@ def test_departments_load_phones_with_extensions_and_local_numbers_in_one_spelli
 
     tels = {1: "0512-52345678-8001", 2: "52345678", 3: "025-52345678转8001", 4: "13812345678",
             5: "电话待补"}
-    engine = sa.create_engine(db_url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE dept (id INTEGER PRIMARY KEY, name VARCHAR(20), tel VARCHAR(40))")
-        conn.execute(sa.text("INSERT INTO dept VALUES (:id, :name, :tel)"),
-                     [{"id": i, "name": f"部门{i}", "tel": t} for i, t in tels.items()])
-    engine.dispose()
+    seed(db_url, "CREATE TABLE dept (id INTEGER PRIMARY KEY, name VARCHAR(20), tel VARCHAR(40))",
+         "INSERT INTO dept VALUES (:id, :name, :tel)", [{"id": i, "name": f"部门{i}", "tel": t} for i, t in tels.items()])
     mapping = tmp_path / "unit.yaml"
     monkeypatch.setenv("DEPT_SOURCE", db_url)
     mapping.write_text(DEPT_MAPPING.format(db="x").replace('url: "sqlite:///x"', "url_env: DEPT_SOURCE"),
@@ -241,11 +230,8 @@ def test_departments_load_phones_with_extensions_and_local_numbers_in_one_spelli
     target = f"sqlite:///{tmp_path / 'target.sqlite'}"
 
     assert main(["-q", "run", str(mapping), "--target", target]) == 0
-    engine = sa.create_engine(target)
-    with engine.connect() as conn:
-        loaded = dict(conn.exec_driver_sql('SELECT "deptName", "dLinkTel" FROM unit_dept').all())
-        rejects = conn.exec_driver_sql('SELECT "sourceKey", "rule" FROM ingest_reject').all()
-    engine.dispose()
+    loaded = dict(query(target, 'SELECT "deptName", "dLinkTel" FROM unit_dept'))
+    rejects = query(target, 'SELECT "sourceKey", "rule" FROM ingest_reject')
     # orgNo 91320506...: registered in 苏州市 (320500), area code 0512
     assert loaded == {"部门1": "0512-52345678转8001", "部门2": "0512-52345678",
                       "部门3": "025-52345678转8001", "部门4": "13812345678"}

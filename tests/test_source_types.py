@@ -9,34 +9,15 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import HIDDEN_DANGER_COLUMNS, hidden_danger_row
+from helpers import HIDDEN_DANGER_COLUMNS, hidden_danger_mapping_text, hidden_danger_row, query
 
 from etl.cli import main
 
-MAPPING = """\
-unit: {{orgNo: "91320115MA1R7KX30X", comName: 南京某某化工有限公司}}
-source: {{url_env: {env}}}
-datasets:
-  "09":
-    table: t_hidden_danger
-    key: [id]
-    deleted: {{column: del_flag, value: 1}}
-    fields:
-      taskNo: task_no
-      regNo: reg_no
-      troubleType: kind
-      troubleLevel: {{column: level, values: {{1: 一般事故隐患, 2: 较大事故隐患}}}}
-      mainProblem: problem
-      checkMan: checker
-      checkDate: check_date
-      limitDate: limit_date
-      dealMan: deal_man
-      dealDate: deal_date
-      dealInfo: deal_info
-      acceptMan: accept_man
-      acceptDate: accept_date
-      acceptInfo: accept_info
-"""
+def _mapping(env: str) -> str:
+    """The hidden-danger unit of tests/helpers.py, its levels a value map of numeric codes."""
+    return hidden_danger_mapping_text(env=env).replace(
+        "      troubleLevel: level\n",
+        "      troubleLevel: {column: level, values: {1: 一般事故隐患, 2: 较大事故隐患}}\n")
 
 ROWS = [hidden_danger_row(2024001, level=1), hidden_danger_row(2024002, level=2),
         hidden_danger_row(2024003, level=2, del_flag=1)]
@@ -61,7 +42,7 @@ def _create(url: str, key_type: str, level_type: str, flag_type: str) -> None:
 def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, name: str) -> dict[str, tuple]:
     monkeypatch.setenv(f"SOURCE_{name.upper()}", source)
     mapping = tmp_path / f"{name}.yaml"
-    mapping.write_text(MAPPING.format(env=f"SOURCE_{name.upper()}"), encoding="utf-8")
+    mapping.write_text(_mapping(f"SOURCE_{name.upper()}"), encoding="utf-8")
     target = f"sqlite:///{tmp_path / name}-target.sqlite"
     assert main(["-q", "run", str(mapping), "--target", target]) == 0
     engine = sa.create_engine(target)
@@ -183,12 +164,8 @@ datasets:
 """, encoding="utf-8")
     target = f"sqlite:///{tmp_path / 'target.sqlite'}"
     assert main(["-q", "run", str(mapping), "--target", target]) == 0
-    engine = sa.create_engine(target)
-    with engine.connect() as conn:
-        got = dict(conn.exec_driver_sql('SELECT "deptName", "isSecDept" FROM unit_dept').all())
-        rejects = conn.exec_driver_sql("SELECT COUNT(*) FROM ingest_reject").scalar()
-    engine.dispose()
-    assert (got, rejects) == ({"安全环保部": 1, "生产部": 0}, 0)
+    assert dict(query(target, 'SELECT "deptName", "isSecDept" FROM unit_dept')) == {"安全环保部": 1, "生产部": 0}
+    assert query(target, "SELECT COUNT(*) FROM ingest_reject") == [(0,)]
 
 
 # --- one odd value costs at most its row ------------------------------------------------------
