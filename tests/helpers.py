@@ -162,6 +162,25 @@ def rows_of(url: str, table: str, where: str = "") -> list[dict]:
     return out
 
 
+QUIRKY_FIELDS = """\
+    key: [id]
+    fields:
+      riskNo: code
+      riskName: name
+      riskType: kind
+      registDate: reg_date
+      checkDate: check_time
+      inherentriskLevel: {{column: level, values: {{1: 重大风险, 2: 较大风险, 3: 一般风险, 4: 低风险}}}}
+      remainriskLevel: {{value: 低风险}}
+      controlLevel: {{value: 公司（厂）级}}
+      dutyName: {{value: "{{unit.comName}}"}}
+      dutyMan: person
+      regNo: reg_no
+"""
+"""The key and fields of a risk-point dataset read from the quirky legacy table of
+tests/test_extract.py (a format string: braces doubled)."""
+
+
 BROKEN_MAPPING = """\
 unit:
   orgNo: "91320115MA1R7KX30X"

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from etl import extract, pipeline, target
 from etl.mapping import SourceSpec, load_mapping
-from helpers import ORG_A, rows_of
+from helpers import ORG_A, QUIRKY_FIELDS, rows_of
 
 MAPPING = """\
 unit: {{orgNo: "{org}", comName: 南京某某化工有限公司}}
@@ -15,20 +15,7 @@ source: {{url_env: QUIRKY_URL}}
 datasets:
   "06":
     table: t_quirky
-    key: [id]
-    fields:
-      riskNo: code
-      riskName: name
-      riskType: kind
-      registDate: reg_date
-      checkDate: check_time
-      inherentriskLevel: {{column: level, values: {{1: 重大风险, 2: 较大风险, 3: 一般风险, 4: 低风险}}}}
-      remainriskLevel: {{value: 低风险}}
-      controlLevel: {{value: 公司（厂）级}}
-      dutyName: {{value: "{{unit.comName}}"}}
-      dutyMan: person
-      regNo: reg_no
-"""
+""" + QUIRKY_FIELDS
 
 
 def test_source_connection_is_read_only(pg_url):

@@ -15,7 +15,7 @@ from etl import extract
 from etl.cli import main
 from etl.errors import SourceError
 from etl.mapping import DatasetSpec, SourceSpec, load_mapping
-from helpers import ORG_A
+from helpers import ORG_A, QUIRKY_FIELDS
 
 COLUMNS = "id, code, name, kind, reg_date, check_time, level, person, reg_no"
 
@@ -25,20 +25,7 @@ source: {source}
 datasets:
   "06":
     query: {query}
-    key: [id]
-    fields:
-      riskNo: code
-      riskName: name
-      riskType: kind
-      registDate: reg_date
-      checkDate: check_time
-      inherentriskLevel: {{column: level, values: {{1: 重大风险, 2: 较大风险, 3: 一般风险, 4: 低风险}}}}
-      remainriskLevel: {{value: 低风险}}
-      controlLevel: {{value: 公司（厂）级}}
-      dutyName: {{value: "{{unit.comName}}"}}
-      dutyMan: person
-      regNo: reg_no
-"""
+""" + QUIRKY_FIELDS
 
 
 def seed(url: str) -> None:
