@@ -10,7 +10,6 @@ the bookkeeping tables (as an older version might have left them): no output fil
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import re
