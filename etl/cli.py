@@ -83,6 +83,19 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--tx", type=_tx_codes, help="txCodes to compare (default: all mapped)")
     rec.add_argument("--target", help=target_help)
 
+    rep = sub.add_parser("report", help="build the report site (overview, unit pages, reconciliation)",
+                         description="Build a static HTML site from the target's bookkeeping tables "
+                         "and the mapping files: an overview of every unit and dataset (status, last "
+                         "load, records, reject rate), a page per unit with its runs, rejects and "
+                         "CSV/XLSX exports, and the last reconciliations. Opens without a network.")
+    rep.add_argument("--out", help="folder to write (default: $ETL_REPORTS_DIR, else var/report)")
+    rep.add_argument("--since", type=_moment, help="unit pages show runs from this CST date or time "
+                     "(default: each dataset's last 20 runs)")
+    rep.add_argument("--unit", action="append", metavar="NAME", help="only this unit: its mapping "
+                     "name or orgNo (repeatable; default: every unit)")
+    rep.add_argument("--mappings-dir", default="mappings", help="folder of mapping files (default: mappings)")
+    rep.add_argument("--target", help=target_help)
+
     af = sub.add_parser("airflow", help="run an airflow command set up for this project",
                         description="Run `airflow ARGS` (default: standalone) with this project's "
                         "settings, unless already set: AIRFLOW_HOME=var/airflow, the DAGs folder "
@@ -187,6 +200,13 @@ def _reconcile(args: argparse.Namespace) -> int:
     return commands.reconcile(Path(args.mapping), tx_codes=args.tx, target_url=args.target)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from etl import commands, mapping
+
+    return commands.build_report(mapping.discover(args.mappings_dir), out=args.out, since=args.since, units=args.unit,
+                           target_url=args.target)
+
+
 def _airflow(args: argparse.Namespace) -> int:
     from etl import airflow_env
 
@@ -194,7 +214,7 @@ def _airflow(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"demo": _demo, "run": _run, "check": _check, "init-target": _init_target,
-             "reconcile": _reconcile, "airflow": _airflow}
+             "reconcile": _reconcile, "report": _report, "airflow": _airflow}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -51,7 +51,9 @@ def demo(target_url: str | None = None) -> int:
     if missing:
         raise MappingError([f"{p}: demo mapping missing: run `etl demo` from the project folder"
                             for p in missing])
-    return run([Path(p) for p in DEMO_MAPPINGS], target_url=target_url)
+    code = run([Path(p) for p in DEMO_MAPPINGS], target_url=target_url)
+    build_report([Path(p) for p in DEMO_MAPPINGS], target_url=target_url)
+    return code
 
 
 def check(paths: list[Path], *, offline: bool = False) -> int:
@@ -111,3 +113,22 @@ def reconcile(path: Path, *, tx_codes: list[str] | None = None, target_url: str 
     print(report.table(["tx", "table", "valid source rows", "missing in target", "differ",
                         "only in target", "rejected", "state"], rows))
     return 0 if all(r.status == "success" for r in results) else 1
+
+
+def build_report(paths: list[Path], *, out: str | Path | None = None, since: datetime | None = None,
+           units: list[str] | None = None, target_url: str | None = None) -> int:
+    """Build the report site for the units of these mapping files (`units`: only those named by
+    mapping name or orgNo)."""
+    from etl import site
+
+    mappings = load_mappings(paths)
+    if units:
+        unknown = [u for u in units if not any(u in (m.name, m.unit.orgNo) for m in mappings)]
+        if unknown:
+            raise MappingError([f"--unit {u}: no mapping file has this name or orgNo; use a "
+                                f"file name without .yaml or the unit's orgNo" for u in unknown])
+        mappings = [m for m in mappings if m.name in units or m.unit.orgNo in units]
+    engine = _engine(target_url)
+    index = site.build(engine, mappings, out, since=since)
+    print(f"report: {index}")
+    return 0

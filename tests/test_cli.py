@@ -12,7 +12,7 @@ import pytest
 from etl.cli import main
 from helpers import hidden_danger_mapping_text, hidden_danger_row, rows_of, write_source
 
-COMMANDS = ["demo", "run", "check", "init-target", "reconcile", "airflow"]
+COMMANDS = ["demo", "run", "check", "init-target", "reconcile", "report", "airflow"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -142,10 +142,12 @@ def test_demo_runs_twice_and_changes_nothing_the_second_time(tmp_path):
     (tmp_path / "mappings").mkdir()
     for m in (project / "mappings").glob("demo_*.yaml"):
         (tmp_path / "mappings" / m.name).write_text(m.read_text(encoding="utf-8"), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k != "ETL_TARGET_URL"}
+    env = {k: v for k, v in os.environ.items() if k not in ("ETL_TARGET_URL", "ETL_REPORTS_DIR")}
     first = subprocess.run([sys.executable, "-m", "etl", "demo"], cwd=tmp_path, env=env,
                            capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
+    assert first.stdout.rstrip().endswith("report: var/report/index.html")
+    assert (tmp_path / "var" / "report" / "index.html").is_file()
     target = f"sqlite:///{tmp_path / 'var' / 'target.sqlite'}"
     tables = ["unit_info", "unit_dept", "unit_person", "safety_rule", "safety_training", "risk_point",
               "hazard_source", "risk_gallery", "hidden_danger"]

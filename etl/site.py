@@ -1,0 +1,678 @@
+"""The report site: what the collecting organisation and each unit read (5.3 confirmation, 4.2
+timeliness), as static HTML built from the target's bookkeeping tables and the mapping files.
+
+    out/index.html               every unit x dataset: frequency, last load, status, records,
+                                 reject rate; sortable, filterable, paged by an inline script
+    out/units/<key>.html         one unit, shareable with it: runs, a chart, rejects and what to
+                                 fix, what cleaning changed; <key>-rejects.csv / .xlsx beside it
+    out/reconcile.html           the last automated comparison of each reconciled dataset
+
+No network is needed to open it: styles and scripts are inlined, charts are hand-written SVG,
+the overview's data is embedded once as JSON. Unit pages are named by `staging.token(orgNo)`,
+never by a (Chinese, user-chosen) mapping file name. Everything taken from data is HTML-escaped
+(or set as `textContent` by the script) and passed through `masking.cap`, which masks ID
+numbers and mobiles even where the bookkeeping tables should already hold them masked.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from etl import clock, standard, target
+from etl.mapping import Mapping
+from etl.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap
+from etl.report import COUNT_COLUMNS, RUN_COLUMN
+from etl.staging import token
+
+DEFAULT_DIR = "var/report"
+RUNS_SHOWN = 20        # a unit page's run history per dataset
+EXAMPLES_SHOWN = 3     # masked examples per reject group
+DETAILS_SHOWN = 200    # reconciliation entries listed per list
+PAGE_ROWS = 100        # the overview's rows per page
+
+STATUS_LABEL = {"on_time": "on time", "late": "late", "failing": "failing", "never": "never loaded"}
+
+#: What a unit does about a rule, beside the rule's own message.
+FIX = {
+    "required": "fill the field at source, or map a column or default for it",
+    "length": "shorten the value at source: the standard's field is shorter",
+    "date": "write the date as a real date (e.g. 2024-07-08) at source",
+    "enum": "use one of the standard's values, or map local codes with values:",
+    "idcard": "correct the resident ID number (18 characters, GB 11643 check) at source",
+    "phone": "correct the phone number at source",
+    "reference": "add the referenced record (e.g. its risk point) or correct the code",
+    "date_order": "correct the dates so they follow each other",
+    "required_when": "fill the fields the record's state requires",
+    "duplicate": "remove the repeated row at source",
+    "same_id": "give each record its own key at source",
+}
+
+
+def reports_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """`--out`, else `ETL_REPORTS_DIR`, else var/report."""
+    return Path(explicit or os.environ.get("ETL_REPORTS_DIR") or DEFAULT_DIR)
+
+
+def unit_key(org_no: str) -> str:
+    """A unit page's file name stem: from the orgNo, safe whatever it holds."""
+    return token(org_no)
+
+
+def _text(value: object, limit: int = MESSAGE_CHARS) -> str:
+    """Data as shown anywhere in the site: masked and bounded."""
+    return "" if value is None else cap(str(value), limit)
+
+
+def _e(value: object, limit: int = MESSAGE_CHARS) -> str:
+    return html.escape(_text(value, limit))
+
+
+def _when(moment: datetime | None) -> str:
+    return clock.naive(moment).strftime("%Y-%m-%d %H:%M") if moment else ""
+
+
+# --- reading the target -------------------------------------------------------------------------
+
+def _statuses(engine: Engine, mappings: list[Mapping], now: datetime | None) -> list:
+    try:
+        from etl.freshness import statuses
+    except ImportError:  # fallback until etl.freshness lands
+        statuses = _fallback_statuses
+    return statuses(engine, mappings, now=now)
+
+
+def _reconciliations(engine: Engine) -> list[dict]:
+    """The last reconciliation per dataset; none on a target that has never reconciled."""
+    if not sa.inspect(engine).has_table("ingest_reconcile"):
+        return []
+    try:
+        from etl.reconcile import latest
+    except ImportError:  # fallback until etl.reconcile lands
+        latest = _fallback_latest
+    return latest(engine)
+
+
+@dataclass
+class UnitData:
+    org_no: str
+    com_name: str
+    mapping: str
+    runs: dict[str, list[dict]]        # txCode -> runs, newest first
+    rejects: list[dict]                # of each dataset's last successful run
+    audit: list[dict]
+
+
+def _unit_data(engine: Engine, m: Mapping, since: datetime | None) -> UnitData:
+    org = m.unit.orgNo
+    r, rej, aud = target.ingest_run, target.ingest_reject, target.ingest_audit
+    q = sa.select(r).where(r.c.orgNo == org).order_by(r.c.startedAt.desc(), r.c.runKey.desc())
+    if since:
+        q = q.where(r.c.startedAt >= since)
+    runs: dict[str, list[dict]] = defaultdict(list)
+    with engine.connect() as conn:
+        for row in conn.execute(q).mappings():
+            if len(runs[row["txCode"]]) < RUNS_SHOWN:
+                runs[row["txCode"]].append(dict(row))
+        last_ok = conn.execute(
+            sa.select(r.c.txCode, r.c.runId).where(r.c.orgNo == org, r.c.status == "success")
+            .order_by(r.c.startedAt.desc(), r.c.runKey.desc())).all()
+        latest: dict[str, str] = {}
+        for tx, run_id in last_ok:
+            latest.setdefault(tx, run_id)
+        rejects, audit = [], []
+        for tx, run_id in sorted(latest.items()):
+            rejects += [dict(x) for x in conn.execute(
+                sa.select(rej).where(rej.c.runId == run_id, rej.c.orgNo == org, rej.c.txCode == tx)
+                .order_by(rej.c.rejectId)).mappings()]
+            audit += [dict(x) for x in conn.execute(
+                sa.select(aud).where(aud.c.runId == run_id, aud.c.orgNo == org, aud.c.txCode == tx)
+                .order_by(aud.c.auditId)).mappings()]
+    return UnitData(org, m.unit.comName, m.name, dict(runs), rejects, audit)
+
+
+# --- building -----------------------------------------------------------------------------------
+
+def build(engine: Engine, mappings: list[Mapping], out: str | os.PathLike[str] | None = None, *,
+          since: date | datetime | None = None, now: datetime | None = None) -> Path:
+    """Write the whole site into `out`; returns the overview's path."""
+    out = reports_dir(out)
+    (out / "units").mkdir(parents=True, exist_ok=True)
+    target.ensure_schema(engine)
+    now = clock.to_cst(now or clock.now())
+    start = datetime.combine(since, datetime.min.time()) if isinstance(since, date) and not isinstance(
+        since, datetime) else since
+    start = clock.to_cst(start) if start else None  # an instant: timestamptz compares it right
+    statuses = _statuses(engine, mappings, now)
+    recs = _reconciliations(engine)
+    written: set[str] = set()
+    by_org = {m.unit.orgNo: m for m in mappings}
+    for m in mappings:
+        data = _unit_data(engine, m, start)
+        mine = [s for s in statuses if s.org_no == m.unit.orgNo]
+        written |= write_unit(out, data, mine, now)
+    write_overview(out, statuses, now)
+    write_reconcile(out, [x for x in recs if x.get("orgNo") in by_org], by_org, now)
+    for old in (out / "units").iterdir():  # pages of units no longer mapped
+        if old.is_file() and old.name not in written:
+            old.unlink()
+    return out / "index.html"
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:1.5em;color:#222}
+h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
+th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.on_time{color:#1a7f37}.late{color:#b35900;font-weight:600}.failing{color:#c62828;font-weight:600}.never{color:#777}
+.agree{color:#1a7f37}.differ,.failed{color:#c62828;font-weight:600}
+.summary span{display:inline-block;margin-right:1.2em}.muted{color:#777}.msg{max-width:40em;word-break:break-word}
+th[data-key]{cursor:pointer}th[data-key]:hover{background:#e8e8e8}
+#controls input,#controls select,#controls button{font:inherit;margin-right:.6em}
+"""
+
+
+def _page(title: str, body: str, now: datetime, home: str = "") -> str:
+    nav = (f'<p><a href="{home}index.html">Overview</a> · <a href="{home}reconcile.html">'
+           f'Reconciliation</a></p>')
+    return (f'<!DOCTYPE html>\n<html lang="zh-CN"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>{nav}{body}'
+            f'<p class="muted">Built {_when(now)} CST from the target\'s bookkeeping tables '
+            f'(ingest_run, ingest_reject, ingest_audit). Personal data is masked.</p></body></html>\n')
+
+
+def _json_for_script(value: Any) -> str:
+    """JSON safe inside <script>: no `</script>`, no `<!--` can end or change the element."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+# --- overview -----------------------------------------------------------------------------------
+
+def overview_data(statuses: Sequence, now: datetime) -> dict:
+    """Units once, rows referring to them: 2,000 units x 9 datasets stay a few MB."""
+    units: list[list[str]] = []
+    index: dict[str, int] = {}
+    rows = []
+    for s in statuses:
+        if s.org_no not in index:
+            index[s.org_no] = len(units)
+            units.append([_text(s.com_name, 200), _text(s.org_no, 50),
+                          f"units/{unit_key(s.org_no)}.html"])
+        ds = standard.BY_TX_CODE.get(s.tx_code)
+        rate = round(100 * s.rejected / s.extracted, 1) if s.extracted else None
+        rows.append([index[s.org_no], s.tx_code, ds.zh if ds else "", s.frequency,
+                     _when(s.last_success), s.status, _text(s.message, 300) if s.message else "",
+                     s.records, rate])
+    counts = {k: sum(1 for s in statuses if s.status == k) for k in STATUS_LABEL}
+    return {"units": units, "rows": rows, "labels": STATUS_LABEL, "counts": counts,
+            "pageRows": PAGE_ROWS, "builtAt": _when(now)}
+
+
+_OVERVIEW_JS = r"""
+(function(){
+"use strict";
+var D=JSON.parse(document.getElementById("data").textContent);
+var U=D.units, R=D.rows, L=D.labels;
+var COLS=[["name",function(r){return U[r[0]][0];}],["orgNo",function(r){return U[r[0]][1];}],
+ ["tx",function(r){return r[1];}],["frequency",function(r){return r[3];}],
+ ["last",function(r){return r[4];}],["status",function(r){return r[5];}],
+ ["records",function(r){return r[7];}],["rate",function(r){return r[8]===null?-1:r[8];}]];
+var state={q:"",status:"",sort:"status",dir:1,page:0}, view=R;
+var ORDER={failing:0,late:1,never:2,on_time:3};
+function key(name){for(var i=0;i<COLS.length;i++){if(COLS[i][0]===name){return COLS[i][1];}}}
+function cmp(a,b){
+  var f=key(state.sort), x=f(a), y=f(b);
+  if(state.sort==="status"){x=ORDER[x];y=ORDER[y];}
+  if(x<y){return -state.dir;} if(x>y){return state.dir;}
+  var n=U[a[0]][0].localeCompare(U[b[0]][0]); return n!==0?n:(a[1]<b[1]?-1:a[1]>b[1]?1:0);
+}
+function apply(){
+  var q=state.q.trim().toLowerCase();
+  view=R.filter(function(r){
+    if(state.status&&r[5]!==state.status){return false;}
+    if(!q){return true;}
+    var u=U[r[0]]; return u[0].toLowerCase().indexOf(q)>=0||u[1].toLowerCase().indexOf(q)>=0;
+  });
+  view.sort(cmp); state.page=0; render();
+}
+function td(text,cls){var c=document.createElement("td"); c.textContent=text; if(cls){c.className=cls;} return c;}
+function render(){
+  var body=document.getElementById("rows"); body.textContent="";
+  var pages=Math.max(1,Math.ceil(view.length/D.pageRows));
+  if(state.page>=pages){state.page=pages-1;}
+  var from=state.page*D.pageRows, part=view.slice(from,from+D.pageRows), frag=document.createDocumentFragment();
+  part.forEach(function(r){
+    var u=U[r[0]], tr=document.createElement("tr"), name=document.createElement("td"), a=document.createElement("a");
+    tr.dataset.status=r[5]; tr.dataset.org=u[1]; tr.dataset.tx=r[1];
+    a.href=u[2]; a.textContent=u[0]; name.appendChild(a); tr.appendChild(name);
+    tr.appendChild(td(u[1])); tr.appendChild(td(r[1]+" "+r[2])); tr.appendChild(td(r[3]));
+    tr.appendChild(td(r[4]||"—")); tr.appendChild(td(L[r[5]],r[5]+" status"));
+    tr.appendChild(td(r[6],"msg")); tr.appendChild(td(String(r[7]),"n records"));
+    tr.appendChild(td(r[8]===null?"—":r[8].toFixed(1)+"%","n rate"));
+    frag.appendChild(tr);
+  });
+  body.appendChild(frag);
+  document.getElementById("shown").textContent=view.length?("rows "+(from+1)+"–"+(from+part.length)+" of "+view.length+(view.length!==R.length?" (filtered from "+R.length+")":"")):"no rows match";
+  document.getElementById("page").textContent="page "+(state.page+1)+" of "+pages;
+  document.getElementById("prev").disabled=state.page===0;
+  document.getElementById("next").disabled=state.page>=pages-1;
+  Array.prototype.forEach.call(document.querySelectorAll("th[data-key]"),function(th){
+    th.setAttribute("aria-sort",th.dataset.key===state.sort?(state.dir>0?"ascending":"descending"):"none");
+  });
+}
+document.getElementById("q").addEventListener("input",function(e){state.q=e.target.value; apply();});
+document.getElementById("status").addEventListener("change",function(e){state.status=e.target.value; apply();});
+document.getElementById("prev").addEventListener("click",function(){state.page--; render();});
+document.getElementById("next").addEventListener("click",function(){state.page++; render();});
+Array.prototype.forEach.call(document.querySelectorAll("th[data-key]"),function(th){
+  th.addEventListener("click",function(){
+    if(state.sort===th.dataset.key){state.dir=-state.dir;}else{state.sort=th.dataset.key; state.dir=1;}
+    apply();
+  });
+});
+apply();
+})();
+"""
+
+
+def overview_html(statuses: Sequence, now: datetime) -> str:
+    data = overview_data(statuses, now)
+    counts = data["counts"]
+    units = len(data["units"])
+    summary = "".join(f'<span class="{k}" data-count="{k}">{html.escape(v)}: {counts[k]}</span>'
+                      for k, v in STATUS_LABEL.items())
+    options = "".join(f'<option value="{k}">{html.escape(v)}</option>' for k, v in STATUS_LABEL.items())
+    heads = [("name", "unit"), ("orgNo", "orgNo"), ("tx", "dataset"), ("frequency", "frequency"),
+             ("last", "last successful load"), ("status", "status"), (None, "message"),
+             ("records", "records"), ("rate", "reject rate")]
+    thead = "".join(f'<th data-key="{k}">{v}</th>' if k else f"<th>{v}</th>" for k, v in heads)
+    body = (f"<h1>Ingestion overview</h1>"
+            f'<p class="summary"><span>{units} units, {len(data["rows"])} datasets</span>{summary}</p>'
+            f'<p id="controls"><input id="q" type="search" placeholder="search unit name or orgNo" '
+            f'aria-label="search unit name or orgNo" size="32"> <select id="status" aria-label="status">'
+            f'<option value="">every status</option>{options}</select>'
+            f'<button id="prev" type="button">‹ previous</button><span id="page"></span> '
+            f'<button id="next" type="button">next ›</button> <span id="shown" class="muted"></span></p>'
+            f'<table id="overview"><thead><tr>{thead}</tr></thead><tbody id="rows"></tbody></table>'
+            f'<noscript>This table needs JavaScript; the unit pages do not.</noscript>'
+            f'<p class="muted">Late: no successful load within the dataset\'s period plus a grace. '
+            f'Reject rate: rejected / extracted rows of the last successful load.</p>'
+            f'<script type="application/json" id="data">{_json_for_script(data)}</script>'
+            f"<script>{_OVERVIEW_JS}</script>")
+    return _page("Ingestion overview", body, now)
+
+
+def write_overview(out: Path, statuses: Sequence, now: datetime) -> Path:
+    path = Path(out) / "index.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write(path, overview_html(statuses, now))
+    return path
+
+
+# --- unit pages ---------------------------------------------------------------------------------
+
+def chart_svg(runs: Sequence[dict]) -> str:
+    """Extracted rows and rejects of each run (oldest left) as grouped bars."""
+    runs = list(reversed(runs))
+    if not runs:
+        return ""
+    w, h, left, bottom, top = 640, 180, 44, 22, 22
+    peak = max(max(r["extracted"] or 0 for r in runs), 1)
+    slot = (w - left - 8) / len(runs)
+    bar = max(min(slot / 2 - 2, 24), 1)
+    y = lambda v: top + (h - top - bottom) * (1 - v / peak)  # noqa: E731
+    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+             f'viewBox="0 0 {w} {h}" role="img" aria-label="rows extracted and rejected per run">',
+             f'<line x1="{left}" y1="{y(0):.1f}" x2="{w - 4}" y2="{y(0):.1f}" stroke="#999"/>',
+             f'<text x="{left - 4}" y="{y(peak) + 4:.1f}" font-size="11" text-anchor="end">{peak}</text>',
+             f'<text x="{left - 4}" y="{y(0) + 4:.1f}" font-size="11" text-anchor="end">0</text>']
+    for i, r in enumerate(runs):
+        x = left + i * slot + (slot - 2 * bar) / 2
+        ext, rej = r["extracted"] or 0, r["rejected"] or 0
+        when = html.escape(_when(r["startedAt"]))
+        for dx, value, colour, what in ((0, ext, "#4a78c2", "extracted"), (bar, rej, "#d64541", "rejected")):
+            top_y = y(value)
+            parts.append(f'<rect x="{x + dx:.1f}" y="{top_y:.1f}" width="{bar:.1f}" '
+                         f'height="{max(y(0) - top_y, 0):.1f}" fill="{colour}" class="{what}">'
+                         f'<title>{when} {r["status"]}: {value} {what}</title></rect>')
+        if r["status"] != "success":
+            parts.append(f'<text x="{x + bar:.1f}" y="{y(0) - 3:.1f}" font-size="12" fill="#c62828" '
+                         f'text-anchor="middle">✕<title>{when} failed</title></text>')
+        if len(runs) <= 10 or i % max(len(runs) // 8, 1) == 0:
+            parts.append(f'<text x="{x + bar:.1f}" y="{h - 6}" font-size="10" text-anchor="middle">'
+                         f'{when[5:10]}</text>')
+    parts.append(f'<g font-size="11"><rect x="{w - 190}" y="2" width="10" height="10" fill="#4a78c2"/>'
+                 f'<text x="{w - 176}" y="11">extracted</text><rect x="{w - 110}" y="2" width="10" '
+                 f'height="10" fill="#d64541"/><text x="{w - 96}" y="11">rejected</text></g></svg>')
+    return "".join(parts)
+
+
+def _runs_table(runs: Sequence[dict]) -> str:
+    cols = [c for c in COUNT_COLUMNS if c != "overridden"]
+    head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in cols)
+    rows = []
+    for r in runs:
+        cells = "".join(f'<td class="n">{int(r[RUN_COLUMN.get(c, c)] or 0)}</td>' for c in cols)
+        rows.append(f'<tr class="run" data-status="{html.escape(r["status"])}"><td>{_when(r["startedAt"])}'
+                    f'</td><td>{_e(r["mode"], 20)}</td><td class="{"on_time" if r["status"] == "success" else "failing"}">'
+                    f'{_e(r["status"], 20)}</td>{cells}<td class="msg">{_e(r["message"], RUN_MESSAGE_CHARS)}</td></tr>')
+    return (f'<table class="runs"><thead><tr><th>started (CST)</th><th>mode</th><th>status</th>{head}'
+            f'<th>message</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+def reject_groups(rejects: Iterable[dict]) -> list[dict]:
+    """Rejects by dataset, field, rule and severity, biggest first, with a few masked examples."""
+    groups: dict[tuple, dict] = {}
+    for x in rejects:
+        k = (x["txCode"], x["field"], x["rule"], x["severity"])
+        g = groups.setdefault(k, {"txCode": k[0], "field": k[1], "rule": k[2], "severity": k[3],
+                                  "count": 0, "examples": []})
+        g["count"] += 1
+        if len(g["examples"]) < EXAMPLES_SHOWN:
+            g["examples"].append((_text(x["sourceKey"], 100), _text(x["message"])))
+    order = {"error": 0, "duplicate": 1, "warning": 2}
+    return sorted(groups.values(), key=lambda g: (g["txCode"], order.get(g["severity"], 3), -g["count"]))
+
+
+def _rejects_table(groups: Sequence[dict]) -> str:
+    if not groups:
+        return '<p class="muted">No rejects, duplicates or warnings in the last successful load.</p>'
+    rows = []
+    for g in groups:
+        examples = "".join(f"<li><code>{html.escape(k)}</code>: {html.escape(msg)}</li>"
+                           for k, msg in g["examples"])
+        fix = FIX.get(g["rule"], "see the message; correct the value at source")
+        rows.append(f'<tr class="reject-group" data-field="{_e(g["field"], 50)}" data-rule="{_e(g["rule"], 50)}">'
+                    f'<td>{_e(g["field"], 50)}</td><td>{_e(g["rule"], 50)}</td><td>{_e(g["severity"], 20)}'
+                    f'</td><td class="n count">{g["count"]}</td><td><ul>{examples}</ul></td>'
+                    f'<td>{html.escape(fix)}</td></tr>')
+    return (f'<table class="rejects"><thead><tr><th>field</th><th>rule</th><th>severity</th>'
+            f'<th>rows</th><th>examples (source key: message)</th><th>what to fix</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+def _audit_table(audit: Sequence[dict]) -> str:
+    if not audit:
+        return '<p class="muted">Cleaning changed nothing in the last successful load.</p>'
+    rows = []
+    for a in audit:
+        try:
+            examples = json.loads(a["examples"])
+        except (TypeError, ValueError):
+            examples = []
+        shown = "".join(f"<li><code>{_e(pair[0], 100)}</code> → <code>{_e(pair[1], 100)}</code></li>"
+                        for pair in examples[:EXAMPLES_SHOWN] if isinstance(pair, list) and len(pair) == 2)
+        rows.append(f'<tr><td>{_e(a["field"], 50)}</td><td>{_e(a["rule"], 50)}</td>'
+                    f'<td class="n">{int(a["count"])}</td><td><ul>{shown}</ul></td></tr>')
+    return (f'<table class="audit"><thead><tr><th>field</th><th>cleaning rule</th><th>values changed</th>'
+            f'<th>examples (before → after)</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+EXPORT_COLUMNS = ("txCode", "dataset", "sourceKey", "field", "rule", "severity", "message",
+                  "whatToFix", "runId", "createdAt")
+
+
+def export_rows(rejects: Iterable[dict]) -> list[list[str]]:
+    out = []
+    for x in rejects:
+        ds = standard.BY_TX_CODE.get(x["txCode"])
+        out.append([x["txCode"], ds.zh if ds else "", _text(x["sourceKey"]), _text(x["field"], 50),
+                    _text(x["rule"], 50), _text(x["severity"], 20), _text(x["message"]),
+                    FIX.get(x["rule"], ""), _text(x["runId"], 200), _when(x["createdAt"])])
+    return out
+
+
+def _inert(value: str) -> str:
+    """A CSV cell a spreadsheet shows as text, never runs as a formula (=, +, -, @)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def write_exports(folder: Path, stem: str, rejects: Sequence[dict]) -> tuple[Path, Path]:
+    """`<stem>-rejects.csv` (UTF-8 with BOM, for Excel) and `.xlsx`: every reject, warning
+    and dropped duplicate of the last successful loads, masked."""
+    from openpyxl import Workbook
+    from openpyxl.cell.cell import TYPE_STRING
+
+    rows = export_rows(rejects)
+    csv_path, xlsx_path = folder / f"{stem}-rejects.csv", folder / f"{stem}-rejects.xlsx"
+    tmp = csv_path.with_name(csv_path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8-sig", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(EXPORT_COLUMNS)
+        w.writerows([[_inert(v) for v in r] for r in rows])
+    tmp.replace(csv_path)
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "rejects"
+    ws.append(list(EXPORT_COLUMNS))
+    for r in rows:
+        ws.append(r)
+    for row in ws.iter_rows(min_row=2):
+        for cell in row:
+            cell.data_type = TYPE_STRING  # text, never a formula
+    ws.freeze_panes = "A2"
+    for col, width in zip("ABCDEFGHIJ", (7, 14, 22, 14, 14, 10, 70, 40, 30, 17)):
+        ws.column_dimensions[col].width = width
+    tmp = xlsx_path.with_name(xlsx_path.name + ".tmp")
+    wb.save(tmp)
+    tmp.replace(xlsx_path)
+    return csv_path, xlsx_path
+
+
+def unit_html(data: UnitData, statuses: Sequence, now: datetime) -> str:
+    stem = unit_key(data.org_no)
+    by_tx = {s.tx_code: s for s in statuses}
+    groups = reject_groups(data.rejects)
+    sections = []
+    for tx in sorted(set(by_tx) | set(data.runs)):
+        ds = standard.BY_TX_CODE.get(tx)
+        s = by_tx.get(tx)
+        runs = data.runs.get(tx, [])
+        status = (f'<span class="{s.status} status">{STATUS_LABEL.get(s.status, s.status)}</span>, '
+                  f'{s.frequency}, last successful load {_when(s.last_success) or "never"}, '
+                  f'{s.records} records' if s else "")
+        mine = [g for g in groups if g["txCode"] == tx]
+        audit = [a for a in data.audit if a["txCode"] == tx]
+        sections.append(
+            f'<section class="dataset" id="tx{html.escape(tx)}" data-tx="{html.escape(tx)}">'
+            f'<h2>{html.escape(tx)} {html.escape(ds.zh if ds else "")} ({html.escape(ds.table if ds else "")})</h2>'
+            f'<p>{status}</p>'
+            + (f"<h3>Last runs</h3>{chart_svg(runs)}{_runs_table(runs)}" if runs else
+               '<p class="muted">No runs recorded.</p>')
+            + f"<h3>Rejects, duplicates and warnings</h3>{_rejects_table(mine)}"
+            f"<h3>What cleaning changed</h3>{_audit_table(audit)}</section>")
+    errors = sum(1 for x in data.rejects if x["severity"] == "error")
+    body = (f'<h1>{_e(data.com_name, 200)}</h1><p>orgNo <code>{_e(data.org_no, 50)}</code> · '
+            f'{len(data.rejects)} findings in the last successful loads ({errors} rejected rows)</p>'
+            f'<p>Download every finding to fix at source: <a class="export" href="{stem}-rejects.csv" '
+            f'download>CSV</a> · <a class="export" href="{stem}-rejects.xlsx" download>XLSX</a></p>'
+            + "".join(sections))
+    return _page(f"{_text(data.com_name, 200)} · ingestion", body, now, home="../")
+
+
+def write_unit(out: Path, data: UnitData, statuses: Sequence, now: datetime) -> set[str]:
+    """The unit's page and exports; returns their file names."""
+    folder = Path(out) / "units"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = unit_key(data.org_no)
+    _write(folder / f"{stem}.html", unit_html(data, statuses, now))
+    csv_path, xlsx_path = write_exports(folder, stem, data.rejects)
+    return {f"{stem}.html", csv_path.name, xlsx_path.name}
+
+
+# --- reconciliation -----------------------------------------------------------------------------
+
+def _items(values: Sequence, render) -> str:
+    shown = "".join(f"<li>{render(v)}</li>" for v in list(values)[:DETAILS_SHOWN])
+    more = len(values) - DETAILS_SHOWN
+    return f"<ul>{shown}</ul>" + (f'<p class="muted">… and {more} more</p>' if more > 0 else "")
+
+
+def reconcile_html(results: Sequence[dict], mappings: dict[str, Mapping], now: datetime) -> str:
+    if not results:
+        body = ("<h1>Reconciliation</h1><p id=\"none\">No reconciliation yet: run "
+                "<code>etl reconcile MAPPING</code> (the weekly DAG reconciles every unit).</p>")
+        return _page("Reconciliation", body, now)
+    rows, details = [], []
+    for x in sorted(results, key=lambda x: (x.get("orgNo", ""), x.get("txCode", ""))):
+        org, tx, state = x.get("orgNo", ""), x.get("txCode", ""), x.get("state", "")
+        m = mappings.get(org)
+        name = m.unit.comName if m else org
+        ds = standard.BY_TX_CODE.get(tx)
+        anchor = f"r-{unit_key(org)}-{token(tx)}"
+        counts = "".join(f'<td class="n">{int(x.get(k) or 0)}</td>' for k in (
+            "sourceValid", "targetActive", "missing", "differing", "extra", "notIngested"))
+        rows.append(f'<tr class="rec" data-org="{_e(org, 50)}" data-tx="{_e(tx, 10)}" data-state="{_e(state, 20)}">'
+                    f'<td><a href="units/{unit_key(org)}.html">{_e(name, 200)}</a></td><td>{_e(org, 50)}</td>'
+                    f'<td>{_e(tx, 10)} {html.escape(ds.zh if ds else "")}</td>'
+                    f'<td class="{html.escape(state)}"><a href="#{anchor}">{_e(state, 20)}</a></td>{counts}'
+                    f'<td>{_e(x.get("checkedAt"), 40) if not isinstance(x.get("checkedAt"), datetime) else _when(x["checkedAt"])}</td></tr>')
+        d = x.get("details") or {}
+        if isinstance(d, str):
+            try:
+                d = json.loads(d)
+            except ValueError:
+                d = {}
+        parts = []
+        if d.get("differing"):
+            parts.append("<h4>Differing records</h4><table class=\"differing\"><thead><tr><th>ID</th>"
+                         "<th>source key</th><th>field</th><th>source</th><th>target</th></tr></thead><tbody>"
+                         + "".join(f'<tr><td>{_e(v.get("id"), 80)}</td><td>{_e(v.get("source_key"), 100)}</td>'
+                                   f'<td>{_e(v.get("field"), 50)}</td><td>{_e(v.get("source"), 200)}</td>'
+                                   f'<td>{_e(v.get("target"), 200)}</td></tr>'
+                                   for v in d["differing"][:DETAILS_SHOWN] if isinstance(v, dict))
+                         + "</tbody></table>")
+        if d.get("missing"):
+            parts.append("<h4>Valid source records missing in the target</h4>"
+                         + _items(d["missing"], lambda v: f"<code>{_e(v, 100)}</code>"))
+        if d.get("extra"):
+            parts.append("<h4>Active target records not in the source</h4>"
+                         + _items(d["extra"], lambda v: f"<code>{_e(v, 100)}</code>"))
+        if d.get("not_ingested"):
+            parts.append("<h4>Not ingested (rejected at validation)</h4>" + _items(
+                d["not_ingested"], lambda v: " · ".join(_e(p) for p in (v if isinstance(v, list) else [v]))))
+        if parts:
+            details.append(f'<section id="{anchor}" class="rec-details"><h3>{_e(name, 200)} · '
+                           f'{_e(tx, 10)} · {_e(state, 20)}</h3>{"".join(parts)}</section>')
+    body = ("<h1>Reconciliation</h1><p>The last automated comparison of each reconciled dataset "
+            "with its source (5.3): in agreement when every valid source record is in the target "
+            "with equal standard fields and no other record is active.</p>"
+            '<table id="reconcile"><thead><tr><th>unit</th><th>orgNo</th><th>dataset</th><th>state</th>'
+            "<th>valid in source</th><th>active in target</th><th>missing</th><th>differing</th>"
+            "<th>extra</th><th>not ingested</th><th>checked</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>" + "".join(details))
+    return _page("Reconciliation", body, now)
+
+
+def write_reconcile(out: Path, results: Sequence[dict], mappings: dict[str, Mapping],
+                    now: datetime) -> Path:
+    path = Path(out) / "reconcile.html"
+    _write(path, reconcile_html(results, mappings, now))
+    return path
+
+
+# --- fallbacks ----------------------------------------------------------------------------------
+# fallback until etl.freshness lands: the same DatasetStatus, computed simply.
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    mapping: str
+    org_no: str
+    com_name: str
+    tx_code: str
+    frequency: str
+    last_success: datetime | None
+    last_run: datetime | None
+    status: str
+    message: str | None
+    records: int
+    rejected: int
+    extracted: int
+
+
+def _period(frequency: str) -> timedelta:
+    if frequency == "weekly":
+        return timedelta(days=7)
+    if frequency == "hourly":
+        return timedelta(hours=1)
+    if frequency.endswith("min"):
+        return timedelta(minutes=int(frequency[:-3]))
+    return timedelta(days=1)
+
+
+def _fallback_statuses(engine: Engine, mappings: list[Mapping], now: datetime | None = None,
+                       grace: timedelta | None = None) -> list[DatasetStatus]:
+    # fallback until etl.freshness lands
+    now = clock.to_cst(now or clock.now())
+    r = target.ingest_run
+    target.ensure_schema(engine)
+    orgs = [m.unit.orgNo for m in mappings]
+    last: dict[tuple[str, str], dict] = {}
+    ok: dict[tuple[str, str], dict] = {}
+    records: dict[tuple[str, str], int] = {}
+    with engine.connect() as conn:
+        for chunk in (orgs[i:i + 500] for i in range(0, len(orgs), 500)):
+            q = (sa.select(r.c.orgNo, r.c.txCode, r.c.status, r.c.message, r.c.startedAt,
+                           r.c.extracted, r.c.rejected, r.c.runKey)
+                 .where(r.c.orgNo.in_(chunk)).order_by(r.c.startedAt, r.c.runKey))
+            for row in conn.execute(q).mappings():
+                k = (row["orgNo"], row["txCode"])
+                last[k] = dict(row)
+                if row["status"] == "success":
+                    ok[k] = dict(row)
+        for tx, t in target.DATASET_TABLES.items():
+            q = (sa.select(t.c.orgNo, sa.func.count()).where(t.c.busType != "D")
+                 .group_by(t.c.orgNo))
+            for org, n in conn.execute(q):
+                records[(org, tx)] = n
+    out = []
+    for m in mappings:
+        for tx, spec in m.datasets.items():
+            k = (m.unit.orgNo, tx)
+            freq = spec.frequency or standard.dataset(tx).frequency
+            lr, ls = last.get(k), ok.get(k)
+            when_ok = clock.to_cst(ls["startedAt"]) if ls else None
+            if lr is None:
+                status = "never"
+            elif lr["status"] != "success":
+                status = "failing"
+            elif when_ok < now - _period(freq) - (grace if grace is not None else _period(freq) / 2):
+                status = "late"
+            else:
+                status = "on_time"
+            failed = lr if lr and lr["status"] != "success" else None
+            out.append(DatasetStatus(
+                m.name, m.unit.orgNo, m.unit.comName, tx, freq, when_ok,
+                clock.to_cst(lr["startedAt"]) if lr else None, status,
+                cap(failed["message"] or "", RUN_MESSAGE_CHARS) if failed else None,
+                records.get(k, 0), ls["rejected"] if ls else 0, ls["extracted"] if ls else 0))
+    return out
+
+
+def _fallback_latest(engine: Engine) -> list[dict]:
+    # fallback until etl.reconcile lands: the table's rows, the newest per (orgNo, txCode)
+    t = sa.Table("ingest_reconcile", sa.MetaData(), autoload_with=engine)
+    out: dict[tuple[str, str], dict] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(sa.select(t).order_by(t.c.checkedAt)).mappings():
+            out[(row["orgNo"], row["txCode"])] = dict(row)
+    return list(out.values())

@@ -1,0 +1,367 @@
+"""`etl report`: the static site, read in a real headless Chromium (Debian's `chromium`, driven by
+Playwright with `executable_path`; no `playwright install`).
+
+One target holds four units: demo unit A loaded now (on time, with an older run for the chart),
+demo unit B loaded 20 days ago (late), a unit whose source file is missing (failing) and whose
+name is an HTML script, and a unit never run. An ID number and a mobile are planted in clear in
+the bookkeeping tables (as an older version might have left them): no output file may hold them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import zipfile
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from etl import clock, pipeline, site, target
+from etl.cli import main
+from etl.demo_data import make_demo_sources, make_uscc
+from etl.mapping import load_mapping
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+PROJECT = Path(__file__).resolve().parent.parent
+HOSTILE = "<script>alert(1)</script>"
+NEVER_NAME = "从未上报特种设备有限公司"
+PLANTED_ID = "320102199003074518"
+PLANTED_MOBILE = "13912345678"
+ORG_FAIL = make_uscc("91320000", "MA1FAXL0")
+ORG_NEVER = make_uscc("91320000", "MA1NEWR0")
+
+
+def _mapping(folder: Path, demo: str, name: str, var: Path, org: str | None = None,
+             com: str | None = None, source: Path | None = None) -> Path:
+    text = (PROJECT / "mappings" / f"{demo}.yaml").read_text(encoding="utf-8")
+    text = text.replace("sqlite:///var/", f"sqlite:///{var}/")
+    if source:
+        text = re.sub(r"url: sqlite:///\S+", f"url: sqlite:///{source}", text)
+    if org:
+        text = re.sub(r'orgNo: "\w+"', f'orgNo: "{org}"', text, count=1)
+    if com:
+        text = re.sub(r"comName: .*", f"comName: {json.dumps(com, ensure_ascii=False)}", text, count=1)
+    path = folder / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _make_target(root: Path, url: str, units: str = "ABFN") -> dict:
+    var, maps = root / "var", root / "mappings"
+    maps.mkdir(parents=True, exist_ok=True)
+    make_demo_sources(var)
+    paths = {"A": _mapping(maps, "demo_jinling_chem", "demo_jinling_chem", var),
+             "B": _mapping(maps, "demo_suzhou_lift", "demo_suzhou_lift", var),
+             "F": _mapping(maps, "demo_suzhou_lift", "hostile", var, ORG_FAIL, HOSTILE,
+                           source=root / "no_such_source.sqlite"),
+             "N": _mapping(maps, "demo_jinling_chem", "never_run", var, ORG_NEVER, NEVER_NAME)}
+    paths = {k: v for k, v in paths.items() if k in units}
+    m = {k: load_mapping(p) for k, p in paths.items()}
+    engine = target.connect(url)
+    now = clock.now()
+    if "A" in m:
+        pipeline.run_mapping(engine, m["A"], now=now - timedelta(days=2))
+        pipeline.run_mapping(engine, m["A"], now=now)
+    if "B" in m:
+        pipeline.run_mapping(engine, m["B"], now=now - timedelta(days=20))
+    if "F" in m:
+        pipeline.run_mapping(engine, m["F"], now=now)
+    return {"engine": engine, "mappings": m, "now": now, "dir": maps}
+
+
+def _plant(engine) -> None:
+    """Clear personal data in a reject and an audit example of unit A's last 03 run."""
+    r = target.ingest_run
+    with engine.begin() as conn:
+        run_id = conn.execute(sa.select(r.c.runId).where(
+            r.c.orgNo == make_uscc("91320115", "MA1R7KX3"), r.c.txCode == "03", r.c.status == "success")
+            .order_by(r.c.startedAt.desc())).scalars().first()
+        conn.execute(sa.insert(target.ingest_reject), [{
+            "runId": run_id, "orgNo": make_uscc("91320115", "MA1R7KX3"), "txCode": "03",
+            "sourceKey": PLANTED_ID, "field": "idCardNo", "rule": "idcard", "severity": "error",
+            "message": f"planted {PLANTED_ID} call {PLANTED_MOBILE}", "createdAt": clock.now()}])
+        conn.execute(sa.insert(target.ingest_audit), [{
+            "runId": run_id, "orgNo": make_uscc("91320115", "MA1R7KX3"), "txCode": "03",
+            "field": "linkTel", "rule": "phone", "count": 1,
+            "examples": json.dumps([[PLANTED_MOBILE, PLANTED_ID]])}])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("site")
+    t = _make_target(root, f"sqlite:///{root / 'target.sqlite'}")
+    _plant(t["engine"])
+    out = root / "report"
+    index = site.build(t["engine"], list(t["mappings"].values()), out, now=t["now"])
+    return {**t, "out": out, "index": index}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)")
+        pytest.skip(f"{CHROMIUM} missing: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+class Opened:
+    """A page opened from file://, with every console error, page error and dialog kept."""
+
+    def __init__(self, browser, path: Path):
+        self.page = browser.new_page()
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("requestfailed", lambda r: self.errors.append(f"request failed {r.url}"))
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.goto(path.resolve().as_uri())
+
+    def rows(self) -> list[dict]:
+        return self.page.eval_on_selector_all("#rows tr", """trs => trs.map(tr => ({
+            org: tr.dataset.org, tx: tr.dataset.tx, status: tr.dataset.status,
+            cells: Array.from(tr.cells).map(c => c.textContent)}))""")
+
+
+@pytest.fixture
+def opened(browser):
+    pages: list[Opened] = []
+
+    def open_(path: Path) -> Opened:
+        pages.append(Opened(browser, path))
+        return pages[-1]
+
+    yield open_
+    for p in pages:
+        assert p.errors == [] and p.dialogs == []
+        p.page.close()
+
+
+def _unit_page(built, key: str) -> Path:
+    return built["out"] / "units" / f"{site.unit_key(built['mappings'][key].unit.orgNo)}.html"
+
+
+def test_overview_lists_every_unit_and_dataset_with_its_status(built, opened):
+    page = opened(built["index"])
+    rows = page.rows()
+    want = {"A": "on_time", "B": "late", "F": "failing", "N": "never"}
+    expected = {(m.unit.orgNo, tx): want[k] for k, m in built["mappings"].items() for tx in m.datasets}
+    assert {(r["org"], r["tx"]): r["status"] for r in rows} == expected
+    assert len(rows) == len(expected) == 36
+    failing = [r for r in rows if r["status"] == "failing"]
+    assert len(failing) == 9 and all("no such SQLite file" in r["cells"][6] for r in failing)
+    assert all(r["cells"][4] == "—" for r in rows if r["status"] in ("failing", "never"))
+    assert page.page.text_content('[data-count="late"]') == "late: 9"
+
+
+def test_overview_numbers_are_the_targets(built, opened):
+    """Records are the unit's active rows; the reject rate is the last successful run's."""
+    page = opened(built["index"])
+    org = built["mappings"]["A"].unit.orgNo
+    row = next(r for r in page.rows() if r["org"] == org and r["tx"] == "09")
+    with built["engine"].connect() as conn:
+        active = conn.execute(sa.text("SELECT count(*) FROM hidden_danger WHERE orgNo = :o AND "
+                                      "busType != 'D'"), {"o": org}).scalar()
+        ext, rej = conn.execute(sa.text("SELECT extracted, rejected FROM ingest_run WHERE orgNo = :o "
+                                        "AND txCode = '09' ORDER BY startedAt DESC"), {"o": org}).first()
+    assert row["cells"][7] == str(active) and active > 0
+    assert row["cells"][8] == f"{100 * rej / ext:.1f}%" and rej > 0
+
+
+def test_overview_filters_by_status_and_search(built, opened):
+    page = opened(built["index"])
+    page.page.select_option("#status", "late")
+    assert {r["org"] for r in page.rows()} == {built["mappings"]["B"].unit.orgNo}
+    assert len(page.rows()) == 9
+    page.page.select_option("#status", "")
+    page.page.fill("#q", "从未上报")
+    assert {r["status"] for r in page.rows()} == {"never"} and len(page.rows()) == 9
+    page.page.fill("#q", ORG_FAIL.lower()[:12])
+    assert {r["org"] for r in page.rows()} == {ORG_FAIL}
+    page.page.select_option("#status", "on_time")
+    assert page.rows() == [] and page.page.text_content("#shown") == "no rows match"
+
+
+def test_overview_sorts_by_a_column(built, opened):
+    page = opened(built["index"])
+    page.page.click('th[data-key="records"]')
+    records = [int(r["cells"][7]) for r in page.rows()]
+    assert records == sorted(records)
+    page.page.click('th[data-key="records"]')
+    assert [int(r["cells"][7]) for r in page.rows()] == sorted(records, reverse=True)
+
+
+def test_a_unit_name_that_is_html_renders_as_text(built, opened):
+    page = opened(built["index"])
+    page.page.fill("#q", "script")
+    assert {r["cells"][0] for r in page.rows()} == {HOSTILE}
+    unit = opened(_unit_page(built, "F"))
+    assert unit.page.text_content("h1") == HOSTILE
+    assert "<script>alert" not in _unit_page(built, "F").read_text(encoding="utf-8")
+    assert "<script>alert" not in built["index"].read_text(encoding="utf-8")
+    # the fixture asserts no dialog opened
+
+
+def test_a_failing_units_page_shows_the_failure(built, opened):
+    unit = opened(_unit_page(built, "F"))
+    statuses = unit.page.eval_on_selector_all("tr.run", "trs => trs.map(t => t.dataset.status)")
+    assert statuses and set(statuses) == {"failed"}
+    assert "no_such_source" in unit.page.text_content("section[data-tx='06'] tr.run .msg")
+
+
+def test_a_unit_page_shows_its_runs_chart_and_rejects(built, opened):
+    org = built["mappings"]["A"].unit.orgNo
+    unit = opened(_unit_page(built, "A"))
+    with built["engine"].connect() as conn:
+        runs = conn.execute(sa.text("SELECT extracted, rejected FROM ingest_run WHERE orgNo = :o AND "
+                                    "txCode = '07' ORDER BY startedAt DESC"), {"o": org}).all()
+        rejects = conn.execute(sa.text(
+            "SELECT field, rule, count(*) FROM ingest_reject WHERE orgNo = :o AND txCode = '07' AND "
+            "runId = (SELECT runId FROM ingest_run WHERE orgNo = :o AND txCode = '07' "
+            "ORDER BY startedAt DESC LIMIT 1) GROUP BY field, rule"), {"o": org}).all()
+    section = "section[data-tx='07']"
+    shown = unit.page.eval_on_selector_all(f"{section} tr.run", "trs => trs.map(t => "
+                                           "[+t.cells[3].textContent, +t.cells[8].textContent])")
+    assert [tuple(x) for x in shown] == [tuple(r) for r in runs] and len(runs) == 2
+    assert unit.page.locator(f"{section} svg rect.extracted").count() == 2
+    groups = unit.page.eval_on_selector_all(f"{section} tr.reject-group", "trs => trs.map(t => "
+                                            "[t.dataset.field, t.dataset.rule, +t.querySelector('.count').textContent])")
+    assert sorted(tuple(g) for g in groups) == sorted(tuple(r) for r in rejects)
+    assert ("riskNo", "reference", 3) in {tuple(g) for g in groups}
+    assert "FX202400000099" in unit.page.text_content(section)  # an example, to find at source
+    idcards = unit.page.text_content("section[data-tx='03'] tr.reject-group[data-rule='idcard']")
+    assert "320121********" in idcards and "correct the resident ID number" in idcards
+
+
+def test_exports_open_and_hold_every_reject_masked(built):
+    from openpyxl import load_workbook
+
+    org = built["mappings"]["A"].unit.orgNo
+    stem = built["out"] / "units" / f"{site.unit_key(org)}-rejects"
+    with built["engine"].connect() as conn:
+        expected = conn.execute(sa.text(
+            "SELECT count(*) FROM ingest_reject j WHERE orgNo = :o AND runId IN (SELECT runId FROM "
+            "ingest_run r WHERE r.orgNo = :o AND r.txCode = j.txCode AND r.startedAt = (SELECT "
+            "max(startedAt) FROM ingest_run WHERE orgNo = :o AND txCode = j.txCode))"), {"o": org}).scalar()
+    sheet = load_workbook(f"{stem}.xlsx").active
+    rows = list(sheet.iter_rows(values_only=True))
+    assert rows[0] == site.EXPORT_COLUMNS and len(rows) - 1 == expected > 10
+    with open(f"{stem}.csv", encoding="utf-8-sig", newline="") as f:
+        table = list(csv.reader(f))
+    assert [tuple(r) for r in table] == [tuple("" if v is None else v for v in r) for r in rows]
+    planted = next(r for r in rows if r[6] and r[6].startswith("planted"))
+    assert planted[2] == "320102********4518" and planted[6] == "planted 320102********4518 call 139****5678"
+    assert {r[4] for r in rows[1:]} >= {"idcard", "reference", "duplicate", "expired"}
+
+
+def _personal_values(engine) -> set[str]:
+    found = {PLANTED_ID, PLANTED_MOBILE}
+    with engine.connect() as conn:
+        for table, cols in (("unit_person", ("idCardNo", "certNo")), ("unit_info", ("linkTel",)),
+                            ("unit_dept", ("dLinkTel",))):
+            for row in conn.execute(sa.text(f"SELECT {', '.join(cols)} FROM {table}")):
+                found |= {v for v in row if v and re.fullmatch(r"\d{17}[\dX]|1[3-9]\d{9}", v)}
+    return found
+
+
+def test_no_output_file_holds_a_full_id_number_or_mobile(built):
+    personal = _personal_values(built["engine"])
+    assert len(personal) > 20
+    files = [p for p in built["out"].rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} == {".html", ".csv", ".xlsx"}
+    for p in files:
+        texts = ([z.read(n).decode("utf-8") for z in [zipfile.ZipFile(p)] for n in z.namelist()]
+                 if p.suffix == ".xlsx" else [p.read_text(encoding="utf-8-sig")])
+        for text in texts:
+            leaked = [v for v in personal if v in text]
+            assert not leaked, f"{p.name} holds {leaked[:3]}"
+
+
+def test_reconcile_page_without_results_says_none_yet(built, opened):
+    page = opened(built["out"] / "reconcile.html")
+    assert "No reconciliation yet" in page.page.text_content("#none")
+
+
+def test_reconcile_page_lists_differences_and_not_ingested_rows_masked(built, opened, tmp_path):
+    org = built["mappings"]["A"].unit.orgNo
+    results = [
+        {"orgNo": org, "txCode": "03", "state": "differ", "sourceValid": 24, "targetActive": 25,
+         "missing": 1, "differing": 1, "extra": 1, "notIngested": 2, "checkedAt": built["now"],
+         "details": {"missing": ["ID-M1"], "extra": ["ID-X1"],
+                     "differing": [{"id": "ID-D1", "source_key": "7", "field": "idCardNo",
+                                    "source": PLANTED_ID, "target": "320102199003071234"}],
+                     "not_ingested": [["9", "idCardNo:idcard", f"bad {PLANTED_ID}"],
+                                      ["17", "idCardNo:idcard", "no such birth date"]]}},
+        {"orgNo": org, "txCode": "06", "state": "agree", "sourceValid": 21, "targetActive": 21,
+         "missing": 0, "differing": 0, "extra": 0, "notIngested": 0, "checkedAt": built["now"],
+         "details": {}}]
+    path = site.write_reconcile(tmp_path, results, {org: built["mappings"]["A"]}, built["now"])
+    page = opened(path)
+    states = page.page.eval_on_selector_all("tr.rec", "trs => trs.map(t => [t.dataset.tx, t.dataset.state])")
+    assert states == [["03", "differ"], ["06", "agree"]]
+    text = page.page.text_content("body")
+    assert "ID-D1" in text and "320102********4518" in text and "ID-M1" in text and "ID-X1" in text
+    assert "no such birth date" in text
+    raw = path.read_text(encoding="utf-8")
+    assert PLANTED_ID not in raw and "320102199003071234" not in raw
+
+
+def test_a_2000_unit_overview_renders_pages_and_filters(browser, opened, tmp_path):
+    now = clock.now()
+    kinds = ["on_time", "late", "failing", "never"]
+    statuses = [site.DatasetStatus(f"unit{i}", make_uscc("91320100", f"MA{i:06d}"), f"单位{i:04d}有限公司",
+                                   tx, "daily", None if kinds[i % 4] == "never" else now, None,
+                                   kinds[i % 4], "source down" if i % 4 == 2 else None, i, i % 7, 100)
+                for i in range(2000) for tx in ("01", "03", "06", "07", "09")]
+    path = site.write_overview(tmp_path, statuses, now)
+    page = opened(path)
+    assert len(page.rows()) == 100
+    assert page.page.text_content("#page") == "page 1 of 100"
+    page.page.click("#next")
+    assert page.page.text_content("#page") == "page 2 of 100" and len(page.rows()) == 100
+    page.page.select_option("#status", "failing")
+    assert page.page.text_content("#shown") == "rows 1–100 of 2500 (filtered from 10000)"
+    page.page.fill("#q", "单位1234")
+    assert [(r["org"], r["status"]) for r in page.rows()] == [(make_uscc("91320100", "MA001234"), "failing")] * 5
+    page.page.fill("#q", make_uscc("91320100", "MA001237"))
+    page.page.select_option("#status", "")
+    assert {r["status"] for r in page.rows()} == {"late"} and len(page.rows()) == 5
+
+
+def test_the_site_builds_on_every_target_kind(db_url, tmp_path):
+    t = _make_target(tmp_path, db_url, units="AN")
+    index = site.build(t["engine"], list(t["mappings"].values()), tmp_path / "out", now=t["now"])
+    data = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>',
+                                index.read_text(encoding="utf-8"), re.S).group(1))
+    assert sorted({(data["units"][r[0]][1], r[5]) for r in data["rows"]}) == sorted(
+        [(t["mappings"]["A"].unit.orgNo, "on_time"), (ORG_NEVER, "never")])
+    assert all(r[7] > 0 for r in data["rows"] if r[5] == "on_time")
+    page = (tmp_path / "out" / "units" / f"{site.unit_key(t['mappings']['A'].unit.orgNo)}.html")
+    assert 'data-rule="idcard"' in page.read_text(encoding="utf-8")
+
+
+def test_etl_report_writes_the_site_and_says_where(built, tmp_path, capsys, monkeypatch):
+    url = str(built["engine"].url)
+    out = tmp_path / "r"
+    assert main(["report", "--target", url, "--mappings-dir", str(built["dir"]), "--out", str(out),
+                 "--unit", "demo_jinling_chem", "--since", "2000-01-01"]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {out / 'index.html'}"
+    assert [p.name for p in (out / "units").glob("*.html")] == [
+        f"{site.unit_key(built['mappings']['A'].unit.orgNo)}.html"]
+    monkeypatch.setenv("ETL_REPORTS_DIR", str(tmp_path / "env"))
+    assert main(["report", "--target", url, "--mappings-dir", str(built["dir"]), "--unit", ORG_NEVER]) == 0
+    assert (tmp_path / "env" / "index.html").is_file()
+    assert main(["report", "--target", url, "--mappings-dir", str(built["dir"]), "--unit", "nobody"]) == 2
+    assert "--unit nobody" in capsys.readouterr().err
