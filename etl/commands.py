@@ -115,7 +115,9 @@ def reconcile(path: Path, *, tx_codes: list[str] | None = None, target_url: str 
         print(report.table(["tx", "table", "valid source rows", "target active", "missing in target",
                             "differ", "only in target", "not ingested", "state"],
                            [[r.tx_code, r.table, r.source_valid, r.target_active, r.missing_count,
-                             r.differing_count, r.extra_count, r.not_ingested_count, r.state]
+                             r.differing_count, r.extra_count, r.not_ingested_count,
+                             r.state + (f", {r.not_ingested_count} not ingested"
+                                        if r.not_ingested_count else "")]
                             for r in results]))
         for r in results:
             if details := report.reconciliation_details(r):
