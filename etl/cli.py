@@ -78,10 +78,27 @@ def _parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("reconcile", help="compare a unit's source with the target (5.3)",
                          description="Compare a unit's source with the target (the standard's 5.3 "
-                         "confirmation): what a full load would insert, update or mark deleted.")
+                         "confirmation): a dataset agrees when every valid source record is in "
+                         "the target with equal standard fields and no other active record is. "
+                         "Prints the missing, extra and differing records (masked) and the "
+                         "source rows not ingested with their reasons, keeps the result in "
+                         "ingest_reconcile; exit 0 when every dataset agrees, else 1.")
     rec.add_argument("mapping", metavar="MAPPING")
     rec.add_argument("--tx", type=_tx_codes, help="txCodes to compare (default: all mapped)")
     rec.add_argument("--target", help=target_help)
+    rec.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    fresh = sub.add_parser("freshness", help="which units' datasets are late, failing or never loaded",
+                           description="Every unit x dataset of the mapping files with its required "
+                           "frequency (5.4, or the mapping's frequency:), last successful load and "
+                           "status: failing (the last run failed), late (older than its period plus "
+                           "a grace: daily 6 h, weekly 1 day, frequent one period; "
+                           "ETL_FRESHNESS_GRACE_HOURS sets one for all), never loaded, on time.")
+    fresh.add_argument("--mappings-dir", default="mappings", help="folder of mapping files (default: mappings)")
+    fresh.add_argument("--target", help=target_help)
+    fresh.add_argument("--fail-late", action="store_true",
+                       help="exit 1 when a mapped unit's dataset is late, failing or never loaded")
+    fresh.add_argument("--json", action="store_true", help="print the statuses as JSON")
 
     rep = sub.add_parser("report", help="build the report site (overview, unit pages, reconciliation)",
                          description="Build a static HTML site from the target's bookkeeping tables "
@@ -197,14 +214,22 @@ def _init_target(args: argparse.Namespace) -> int:
 def _reconcile(args: argparse.Namespace) -> int:
     from etl import commands
 
-    return commands.reconcile(Path(args.mapping), tx_codes=args.tx, target_url=args.target)
+    return commands.reconcile(Path(args.mapping), tx_codes=args.tx, target_url=args.target,
+                              as_json=args.json)
+
+
+def _freshness(args: argparse.Namespace) -> int:
+    from etl import commands
+
+    return commands.freshness(mappings_dir=Path(args.mappings_dir), target_url=args.target,
+                              fail_late=args.fail_late, as_json=args.json)
 
 
 def _report(args: argparse.Namespace) -> int:
-    from etl import commands, mapping
+    from etl import commands
 
-    return commands.build_report(mapping.discover(args.mappings_dir), out=args.out, since=args.since, units=args.unit,
-                           target_url=args.target)
+    return commands.build_report(args.mappings_dir, out=args.out, since=args.since, units=args.unit,
+                                 target_url=args.target)
 
 
 def _airflow(args: argparse.Namespace) -> int:
@@ -214,7 +239,7 @@ def _airflow(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"demo": _demo, "run": _run, "check": _check, "init-target": _init_target,
-             "reconcile": _reconcile, "report": _report, "airflow": _airflow}
+             "reconcile": _reconcile, "freshness": _freshness, "report": _report, "airflow": _airflow}
 
 
 if __name__ == "__main__":  # pragma: no cover

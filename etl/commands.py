@@ -52,7 +52,7 @@ def demo(target_url: str | None = None) -> int:
         raise MappingError([f"{p}: demo mapping missing: run `etl demo` from the project folder"
                             for p in missing])
     code = run([Path(p) for p in DEMO_MAPPINGS], target_url=target_url)
-    build_report([Path(p) for p in DEMO_MAPPINGS], target_url=target_url)
+    build_report(Path(DEMO_MAPPINGS[0]).parent, target_url=target_url)  # every unit of mappings/
     return code
 
 
@@ -95,40 +95,78 @@ def init_target(target_url: str | None = None) -> int:
     return 0
 
 
-def reconcile(path: Path, *, tx_codes: list[str] | None = None, target_url: str | None = None) -> int:
+def reconcile(path: Path, *, tx_codes: list[str] | None = None, target_url: str | None = None,
+              as_json: bool = False) -> int:
+    """Compare a unit's source with the target (5.3), print and keep the result
+    (`ingest_reconcile`); 0 when every dataset agrees, else 1."""
+    import json
+
     from etl import pipeline
+    from etl import reconcile as rec
 
     m = load_mapping(path)
     engine = _engine(target_url)
-    results = pipeline.run_mapping(engine, m, tx_codes, mode="full", dry_run=True)
-    rows = []
-    for r in results:
-        c = r.counts
-        state = "in sync" if r.status == "success" and not (c.inserted or c.updated or c.deleted) else (
-            r.status if r.status != "success" else "differs")
-        rows.append([r.tx_code, r.table, c.extracted - c.rejected - c.duplicates, c.inserted,
-                     c.updated, c.deleted, c.rejected, state])
-    print(f"{m.path}: {m.unit.comName} ({m.unit.orgNo}) against "
-          f"{mask_url(engine.url)}")
-    print(report.table(["tx", "table", "valid source rows", "missing in target", "differ",
-                        "only in target", "rejected", "state"], rows))
-    return 0 if all(r.status == "success" for r in results) else 1
+    results = rec.reconcile(engine, m, tx_codes)
+    run_id = pipeline.new_run_id()
+    rec.save(engine, run_id, results)
+    if as_json:
+        print(json.dumps({"mapping": str(m.path), "orgNo": m.unit.orgNo, "runId": run_id,
+                          "datasets": [r.to_dict() for r in results]}, ensure_ascii=False, indent=1))
+    else:
+        print(f"{m.path}: {m.unit.comName} ({m.unit.orgNo}) against {mask_url(engine.url)}")
+        print(report.table(["tx", "table", "valid source rows", "target active", "missing in target",
+                            "differ", "only in target", "not ingested", "state"],
+                           [[r.tx_code, r.table, r.source_valid, r.target_active, r.missing_count,
+                             r.differing_count, r.extra_count, r.not_ingested_count,
+                             r.state + (f", {r.not_ingested_count} not ingested"
+                                        if r.not_ingested_count else "")]
+                            for r in results]))
+        for r in results:
+            if details := report.reconciliation_details(r):
+                print(details)
+        print(f"saved as {run_id} in ingest_reconcile")
+    return 0 if results and all(r.state == "agree" for r in results) else 1
 
 
-def build_report(paths: list[Path], *, out: str | Path | None = None, since: datetime | None = None,
-           units: list[str] | None = None, target_url: str | None = None) -> int:
-    """Build the report site for the units of these mapping files (`units`: only those named by
-    mapping name or orgNo)."""
-    from etl import site
+def freshness(*, mappings_dir: Path = Path("mappings"), target_url: str | None = None,
+              fail_late: bool = False, as_json: bool = False) -> int:
+    """Every unit's datasets on time, late, failing or never loaded; with `fail_late`, 1 when
+    any mapped unit's dataset is not on time."""
+    import json
 
-    mappings = load_mappings(paths)
+    from etl import freshness as fr
+
+    units = fr.load_units(mappings_dir)
+    engine = _engine(target_url)
+    found = sorted(fr.statuses(engine, units), key=fr.sort_key)
+    if as_json:
+        print(json.dumps([{**s.__dict__, "last_success": s.last_success and s.last_success.isoformat(),
+                           "last_run": s.last_run and s.last_run.isoformat()} for s in found],
+                         ensure_ascii=False, indent=1))
+    else:
+        print(report.freshness(found))
+    bad = [s for s in found if fr.needs_attention(s)]
+    return 1 if fail_late and bad else 0
+
+
+def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | None = None,
+                 since: datetime | None = None, units: list[str] | None = None,
+                 target_url: str | None = None) -> int:
+    """Build the report site for the units of a folder of mapping files (`units`: only those
+    named by mapping name or orgNo); a file that does not load is listed as failing."""
+    from etl import freshness, site
+
+    found = freshness.load_units(mappings_dir)
     if units:
-        unknown = [u for u in units if not any(u in (m.name, m.unit.orgNo) for m in mappings)]
+        def org(m) -> str:
+            return m.unit.orgNo if isinstance(m, Mapping) else m.org_no
+
+        unknown = [u for u in units if not any(u in (m.name, org(m)) for m in found)]
         if unknown:
             raise MappingError([f"--unit {u}: no mapping file has this name or orgNo; use a "
                                 f"file name without .yaml or the unit's orgNo" for u in unknown])
-        mappings = [m for m in mappings if m.name in units or m.unit.orgNo in units]
+        found = [m for m in found if m.name in units or org(m) in units]
     engine = _engine(target_url)
-    index = site.build(engine, mappings, out, since=since)
+    index = site.build(engine, found, out, since=since)
     print(f"report: {index}")
     return 0

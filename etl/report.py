@@ -78,3 +78,56 @@ def coverage(mapping: Mapping) -> str:
             lowered = ", ".join(f"{r} {lv}" for (name, r), lv in sorted(checks.items()) if name == f.name)
             rows.append([ds.tx_code, ds.table, f.name, how, src, lowered])
     return table(["tx", "table", "field", "filled by", "source", "checks lowered"], rows)
+
+
+def _when(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else ""
+
+
+def freshness(statuses: Sequence) -> str:
+    """The `etl freshness` table (`etl.freshness.DatasetStatus` rows, in the order given)
+    and a count line."""
+    rows = [[s.mapping, s.org_no, s.com_name, s.tx_code, s.frequency, _when(s.last_success),
+             s.status, s.records, s.rejected, s.extracted,
+             " ".join((s.message or "").split())[:120]] for s in statuses]
+    counts = Counter(s.status for s in statuses)
+    line = ", ".join(f"{counts.get(k, 0)} {k.replace('_', ' ')}" for k in
+                     ("failing", "late", "never", "on_time"))
+    return "\n".join([table(["unit", "orgNo", "name", "tx", "frequency", "last success (CST)",
+                             "status", "records", "rejected", "extracted", "message"], rows),
+                      f"{len(statuses)} dataset(s): {line}"])
+
+
+SHOWN = 20  # examples of each kind printed per dataset (more with --json, all counted)
+
+
+def reconciliation_details(r) -> str:
+    """What differs in one `etl.reconcile.DatasetReconciliation`, masked, a few of each kind."""
+    out = []
+    head = f"{r.tx_code} {r.table}"
+
+    def more(listed: int, total: int) -> None:
+        if total > listed:
+            out.append(f"    … and {total - listed} more (--json lists up to 200)")
+
+    if r.message:
+        out.append(f"{head}: {r.state}: {r.message}")
+    if r.missing:
+        out.append(f"{head}: valid at the source, not in the target (source key):")
+        out += [f"    {k}" for k in r.missing[:SHOWN]]
+        more(min(len(r.missing), SHOWN), r.missing_count)
+    if r.extra:
+        out.append(f"{head}: active in the target, not (validly) at the source (ID):")
+        out += [f"    {k}" for k in r.extra[:SHOWN]]
+        more(min(len(r.extra), SHOWN), r.extra_count)
+    if r.differing:
+        out.append(f"{head}: differing fields (ID, source key, field: source -> target):")
+        out += [f"    {d.id} {d.source_key} {d.field}: {d.source!r} -> {d.target!r}"
+                for d in r.differing[:SHOWN]]
+        shown_ids = len({d.id for d in r.differing[:SHOWN]})
+        more(shown_ids, r.differing_count)
+    if r.not_ingested:
+        out.append(f"{head}: not ingested (rejected at the source; source key, field:rule, why):")
+        out += [f"    {k} {rule}: {msg}" for k, rule, msg in r.not_ingested[:SHOWN]]
+        more(len({k for k, *_ in r.not_ingested[:SHOWN]}), r.not_ingested_count)
+    return "\n".join(out)

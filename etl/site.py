@@ -30,7 +30,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import clock, standard, target
+from etl import clock, freshness, reconcile, standard, target
+from etl.freshness import InvalidMapping
 from etl.mapping import Mapping
 from etl.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap
 from etl.report import COUNT_COLUMNS, RUN_COLUMN
@@ -85,23 +86,15 @@ def _when(moment: datetime | None) -> str:
 
 # --- reading the target -------------------------------------------------------------------------
 
-def _statuses(engine: Engine, mappings: list[Mapping], now: datetime | None) -> list:
-    try:
-        from etl.freshness import statuses
-    except ImportError:  # fallback until etl.freshness lands
-        statuses = _fallback_statuses
-    return statuses(engine, mappings, now=now)
+def _statuses(engine: Engine, units: Sequence[Mapping | InvalidMapping], now: datetime | None) -> list:
+    return freshness.statuses(engine, list(units), now=now)
 
 
 def _reconciliations(engine: Engine) -> list[dict]:
     """The last reconciliation per dataset; none on a target that has never reconciled."""
     if not sa.inspect(engine).has_table("ingest_reconcile"):
         return []
-    try:
-        from etl.reconcile import latest
-    except ImportError:  # fallback until etl.reconcile lands
-        latest = _fallback_latest
-    return latest(engine)
+    return reconcile.latest(engine)
 
 
 @dataclass
@@ -144,9 +137,12 @@ def _unit_data(engine: Engine, m: Mapping, since: datetime | None) -> UnitData:
 
 # --- building -----------------------------------------------------------------------------------
 
-def build(engine: Engine, mappings: list[Mapping], out: str | os.PathLike[str] | None = None, *,
+def build(engine: Engine, units: Sequence[Mapping | InvalidMapping],
+          out: str | os.PathLike[str] | None = None, *,
           since: date | datetime | None = None, now: datetime | None = None) -> Path:
-    """Write the whole site into `out`; returns the overview's path."""
+    """Write the whole site into `out`; returns the overview's path. `units` are the mapping
+    files as `etl.freshness.load_units` reads them: an invalid one is listed as failing."""
+    mappings = [m for m in units if isinstance(m, Mapping)]
     out = reports_dir(out)
     (out / "units").mkdir(parents=True, exist_ok=True)
     target.ensure_schema(engine)
@@ -154,7 +150,7 @@ def build(engine: Engine, mappings: list[Mapping], out: str | os.PathLike[str] |
     start = datetime.combine(since, datetime.min.time()) if isinstance(since, date) and not isinstance(
         since, datetime) else since
     start = clock.to_cst(start) if start else None  # an instant: timestamptz compares it right
-    statuses = _statuses(engine, mappings, now)
+    statuses = _statuses(engine, units, now)
     recs = _reconciliations(engine)
     written: set[str] = set()
     by_org = {m.unit.orgNo: m for m in mappings}
@@ -588,91 +584,3 @@ def write_reconcile(out: Path, results: Sequence[dict], mappings: dict[str, Mapp
     path = Path(out) / "reconcile.html"
     _write(path, reconcile_html(results, mappings, now))
     return path
-
-
-# --- fallbacks ----------------------------------------------------------------------------------
-# fallback until etl.freshness lands: the same DatasetStatus, computed simply.
-
-@dataclass(frozen=True)
-class DatasetStatus:
-    mapping: str
-    org_no: str
-    com_name: str
-    tx_code: str
-    frequency: str
-    last_success: datetime | None
-    last_run: datetime | None
-    status: str
-    message: str | None
-    records: int
-    rejected: int
-    extracted: int
-
-
-def _period(frequency: str) -> timedelta:
-    if frequency == "weekly":
-        return timedelta(days=7)
-    if frequency == "hourly":
-        return timedelta(hours=1)
-    if frequency.endswith("min"):
-        return timedelta(minutes=int(frequency[:-3]))
-    return timedelta(days=1)
-
-
-def _fallback_statuses(engine: Engine, mappings: list[Mapping], now: datetime | None = None,
-                       grace: timedelta | None = None) -> list[DatasetStatus]:
-    # fallback until etl.freshness lands
-    now = clock.to_cst(now or clock.now())
-    r = target.ingest_run
-    target.ensure_schema(engine)
-    orgs = [m.unit.orgNo for m in mappings]
-    last: dict[tuple[str, str], dict] = {}
-    ok: dict[tuple[str, str], dict] = {}
-    records: dict[tuple[str, str], int] = {}
-    with engine.connect() as conn:
-        for chunk in (orgs[i:i + 500] for i in range(0, len(orgs), 500)):
-            q = (sa.select(r.c.orgNo, r.c.txCode, r.c.status, r.c.message, r.c.startedAt,
-                           r.c.extracted, r.c.rejected, r.c.runKey)
-                 .where(r.c.orgNo.in_(chunk)).order_by(r.c.startedAt, r.c.runKey))
-            for row in conn.execute(q).mappings():
-                k = (row["orgNo"], row["txCode"])
-                last[k] = dict(row)
-                if row["status"] == "success":
-                    ok[k] = dict(row)
-        for tx, t in target.DATASET_TABLES.items():
-            q = (sa.select(t.c.orgNo, sa.func.count()).where(t.c.busType != "D")
-                 .group_by(t.c.orgNo))
-            for org, n in conn.execute(q):
-                records[(org, tx)] = n
-    out = []
-    for m in mappings:
-        for tx, spec in m.datasets.items():
-            k = (m.unit.orgNo, tx)
-            freq = spec.frequency or standard.dataset(tx).frequency
-            lr, ls = last.get(k), ok.get(k)
-            when_ok = clock.to_cst(ls["startedAt"]) if ls else None
-            if lr is None:
-                status = "never"
-            elif lr["status"] != "success":
-                status = "failing"
-            elif when_ok < now - _period(freq) - (grace if grace is not None else _period(freq) / 2):
-                status = "late"
-            else:
-                status = "on_time"
-            failed = lr if lr and lr["status"] != "success" else None
-            out.append(DatasetStatus(
-                m.name, m.unit.orgNo, m.unit.comName, tx, freq, when_ok,
-                clock.to_cst(lr["startedAt"]) if lr else None, status,
-                cap(failed["message"] or "", RUN_MESSAGE_CHARS) if failed else None,
-                records.get(k, 0), ls["rejected"] if ls else 0, ls["extracted"] if ls else 0))
-    return out
-
-
-def _fallback_latest(engine: Engine) -> list[dict]:
-    # fallback until etl.reconcile lands: the table's rows, the newest per (orgNo, txCode)
-    t = sa.Table("ingest_reconcile", sa.MetaData(), autoload_with=engine)
-    out: dict[tuple[str, str], dict] = {}
-    with engine.connect() as conn:
-        for row in conn.execute(sa.select(t).order_by(t.c.checkedAt)).mappings():
-            out[(row["orgNo"], row["txCode"])] = dict(row)
-    return list(out.values())

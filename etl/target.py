@@ -130,6 +130,7 @@ ingest_run = sa.Table(
     sa.Column("startedAt", sa.DateTime(timezone=True), nullable=False),
     sa.Column("endedAt", sa.DateTime(timezone=True), nullable=True),
     sa.Index("ix_ingest_run_unit", "orgNo", "txCode", "status"),
+    sa.Index("ix_ingest_run_latest", "orgNo", "txCode", "status", "runKey"),  # freshness: 0005
     comment="one row per run and dataset: counts, mode, window (naive CST), status",
 )
 
@@ -143,6 +144,20 @@ ingest_audit = sa.Table(
     sa.Column("examples", sa.Text, nullable=False),
     sa.Index("ix_ingest_audit_run", "runId", "orgNo", "txCode"),
     comment="what cleaning did per run, dataset, field and rule, with masked examples",
+)
+
+ingest_reconcile = sa.Table(
+    "ingest_reconcile", metadata,
+    _serial("reconcileId"),
+    *_scope(),
+    sa.Column("state", sa.String(10), nullable=False),
+    *[sa.Column(name, sa.Integer, nullable=False, default=0) for name in (
+        "sourceValid", "targetActive", "missing", "differing", "extra", "notIngested")],
+    sa.Column("details", sa.Text, nullable=False),
+    sa.Column("checkedAt", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_ingest_reconcile_unit", "orgNo", "txCode", "reconcileId"),
+    comment="one row per reconciliation (etl reconcile, 5.3) and dataset: exact counts, and "
+            "the missing, extra and differing records and rejected rows as masked, capped JSON",
 )
 
 ingest_stage = sa.Table(

@@ -12,7 +12,7 @@ import pytest
 from etl.cli import main
 from helpers import hidden_danger_mapping_text, hidden_danger_row, rows_of, write_source
 
-COMMANDS = ["demo", "run", "check", "init-target", "reconcile", "report", "airflow"]
+COMMANDS = ["demo", "run", "check", "init-target", "reconcile", "freshness", "report", "airflow"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -123,17 +123,17 @@ def test_init_target_on_real_servers(kind, request):
     assert "already at revision" in out.stdout
 
 
-def test_reconcile_tells_in_sync_from_differs(unit, tmp_path, capsys):
+def test_reconcile_tells_agree_from_differ(unit, tmp_path, capsys):
     target = f"sqlite:///{tmp_path / 't.sqlite'}"
     main(["-q", "run", str(unit), "--target", target])
     capsys.readouterr()
     assert main(["reconcile", str(unit), "--target", target]) == 0
-    assert "in sync" in capsys.readouterr().out
+    assert "agree" in capsys.readouterr().out
     write_source(os.environ["UNIT_A_SOURCE_URL"], "t_hidden_danger",
                  [hidden_danger_row(1, problem="改了"), hidden_danger_row(2)])
-    assert main(["reconcile", str(unit), "--target", target]) == 0
+    assert main(["reconcile", str(unit), "--target", target]) == 1
     out = capsys.readouterr().out
-    assert "differs" in out
+    assert "differ" in out and "mainProblem: '改了' -> '安全阀校验过期 1'" in out
     assert len(rows_of(target, "ingest_batch")) == 1  # reconcile wrote nothing
 
 

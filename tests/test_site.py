@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from etl import clock, pipeline, site, target
+from etl import clock, freshness, pipeline, site, target
 from etl.cli import main
 from etl.demo_data import make_demo_sources, make_uscc
 from etl.mapping import load_mapping
@@ -321,7 +321,7 @@ def test_reconcile_page_lists_differences_and_not_ingested_rows_masked(built, op
 def test_a_2000_unit_overview_renders_pages_and_filters(browser, opened, tmp_path):
     now = clock.now()
     kinds = ["on_time", "late", "failing", "never"]
-    statuses = [site.DatasetStatus(f"unit{i}", make_uscc("91320100", f"MA{i:06d}"), f"单位{i:04d}有限公司",
+    statuses = [freshness.DatasetStatus(f"unit{i}", make_uscc("91320100", f"MA{i:06d}"), f"单位{i:04d}有限公司",
                                    tx, "daily", None if kinds[i % 4] == "never" else now, None,
                                    kinds[i % 4], "source down" if i % 4 == 2 else None, i, i % 7, 100)
                 for i in range(2000) for tx in ("01", "03", "06", "07", "09")]

@@ -1,0 +1,197 @@
+"""Timeliness (4.2, 5.4): whether each unit delivered each dataset as often as it must.
+
+Read from the target's bookkeeping (`ingest_run`) and the mapping files: the mappings say which
+units and datasets are expected and how often (the standard's 5.4, or a dataset's
+`frequency:`); the runs say when each last loaded. A few GROUP BY statements answer for every
+unit at once, so thousands of units cost what one does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from etl import clock, standard, target
+from etl.errors import ConfigError, MappingError
+from etl.mapping import Mapping, discover, load_mapping
+from etl.planning import _period_minutes
+
+STATUSES = ("on_time", "late", "failing", "never")
+#: How the terminal and the report order statuses: what needs attention first.
+ORDER = ("failing", "late", "never", "on_time")
+GRACE_ENV = "ETL_FRESHNESS_GRACE_HOURS"
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    mapping: str          # mapping file stem ("" when only known from the target)
+    org_no: str
+    com_name: str         # from the mapping, else ""
+    tx_code: str
+    frequency: str        # daily | weekly | hourly | 15min ...
+    last_success: datetime | None   # startedAt of the last successful ingest_run (aware, CST):
+                                    # the moment its data is as of (its run's `now`)
+    last_run: datetime | None
+    status: str           # "on_time" | "late" | "failing" | "never"
+    message: str | None   # the last failed run's message (already masked in the table), when failing
+    records: int          # active records of this unit in the dataset table (busType != 'D')
+    rejected: int         # rejected rows in the last successful run
+    extracted: int        # extracted rows in the last successful run
+
+
+@dataclass(frozen=True)
+class InvalidMapping:
+    """A mapping file that does not load: its unit is listed as failing, with the problem."""
+
+    path: Path
+    org_no: str       # as written in the file when it looks like an orgNo, else ""
+    problem: str
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def load_units(folder: str | Path = "mappings") -> list[Mapping | InvalidMapping]:
+    """Every mapping file of `folder`, loaded, or with its problem when it does not load."""
+    from etl.planning import _raw_org_no
+
+    out: list[Mapping | InvalidMapping] = []
+    for path in discover(folder):
+        try:
+            out.append(load_mapping(path))
+        except MappingError as e:
+            out.append(InvalidMapping(path, _raw_org_no(path), str(e)))
+    return out
+
+
+def period(frequency: str) -> timedelta:
+    """How often a dataset of this frequency must load."""
+    if frequency == "daily":
+        return timedelta(days=1)
+    if frequency == "weekly":
+        return timedelta(days=7)
+    minutes = _period_minutes(frequency)
+    if minutes is None:
+        raise ValueError(f"unknown frequency {frequency!r}")
+    return timedelta(minutes=minutes)
+
+
+def default_grace(frequency: str) -> timedelta:
+    """How long past its period a load may come before it counts as late: a daily run 6 h (a
+    slow night), a weekly one a day, a frequent one one more period; `ETL_FRESHNESS_GRACE_HOURS`
+    sets one grace for all."""
+    hours = os.environ.get(GRACE_ENV, "").strip()
+    if hours:
+        try:
+            value = float(hours)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise ConfigError(f"{GRACE_ENV}={hours!r}: give a number of hours, 0 or more")
+        return timedelta(hours=value)
+    if frequency == "daily":
+        return timedelta(hours=6)
+    if frequency == "weekly":
+        return timedelta(days=1)
+    return period(frequency)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """A run's time as CST: SQLite and MariaDB hand back naive values, written as CST instants
+    (naive on MariaDB: the server's zone is not ours to trust, the loader writes CST)."""
+    return None if moment is None else clock.to_cst(moment)
+
+
+def _latest_runs(conn: sa.Connection) -> tuple[dict, dict]:
+    """{(orgNo, txCode): row} of the last run and of the last successful run: two statements."""
+    r = target.ingest_run
+    last = sa.select(sa.func.max(r.c.runKey).label("k")).group_by(r.c.orgNo, r.c.txCode).subquery()
+    runs = {(row.orgNo, row.txCode): row for row in conn.execute(
+        sa.select(r.c.orgNo, r.c.txCode, r.c.mapping, r.c.status, r.c.message, r.c.endedAt,
+                  r.c.startedAt).join(last, r.c.runKey == last.c.k))}
+    ok = (sa.select(sa.func.max(r.c.runKey).label("k")).where(r.c.status == "success")
+          .group_by(r.c.orgNo, r.c.txCode).subquery())
+    successes = {(row.orgNo, row.txCode): row for row in conn.execute(
+        sa.select(r.c.orgNo, r.c.txCode, r.c.startedAt, r.c.rejected, r.c.extracted)
+        .join(ok, r.c.runKey == ok.c.k))}
+    return runs, successes
+
+
+def _record_counts(conn: sa.Connection) -> dict[tuple[str, str], int]:
+    """{(orgNo, txCode): active records}: one UNION ALL of a GROUP BY per dataset table."""
+    parts = [sa.select(t.c[standard.UNIT_KEY].label("orgNo"), sa.literal(tx).label("txCode"),
+                       sa.func.count().label("n"))
+             .where(t.c.busType != "D").group_by(t.c[standard.UNIT_KEY])
+             for tx, t in target.DATASET_TABLES.items()]
+    return {(row.orgNo, row.txCode): int(row.n) for row in conn.execute(sa.union_all(*parts))}
+
+
+def statuses(engine: Engine, mappings: Sequence[Mapping | InvalidMapping],
+             now: datetime | None = None, grace: timedelta | None = None) -> list[DatasetStatus]:
+    """Every unit × every dataset its mapping maps, with its status; a mapping that does not
+    load is one row (tx_code "", failing, its problem); a unit known only from the target
+    (its mapping file gone) is listed with mapping "". Three statements in all.
+
+    failing: the last run failed; never: no successful run; late: the last success is older
+    than the dataset's period plus `grace` (`default_grace` when None); else on_time."""
+    now = clock.to_cst(now or clock.now())
+    target.ensure_schema(engine)
+    with engine.connect() as conn:
+        runs, successes = _latest_runs(conn)
+        counts = _record_counts(conn)
+
+    def status_of(mapping: str, org: str, name: str, tx: str, frequency: str) -> DatasetStatus:
+        run, ok = runs.get((org, tx)), successes.get((org, tx))
+        last_success = _aware(ok.startedAt) if ok else None
+        last_run = _aware(run.startedAt) if run else None
+        message = None
+        if run is not None and run.status == "failed":
+            status, message = "failing", run.message
+        elif ok is None:
+            status = "never"
+        elif last_success is None or now - last_success > period(frequency) + (
+                grace if grace is not None else default_grace(frequency)):
+            status = "late"
+        else:
+            status = "on_time"
+        return DatasetStatus(mapping, org, name, tx, frequency, last_success, last_run, status,
+                             message, counts.get((org, tx), 0), int(ok.rejected) if ok else 0,
+                             int(ok.extracted) if ok else 0)
+
+    out: list[DatasetStatus] = []
+    claimed: set[str] = set()
+    for m in mappings:
+        if isinstance(m, InvalidMapping):
+            claimed.add(m.org_no)
+            out.append(DatasetStatus(m.name, m.org_no, "", "", "", None, None, "failing",
+                                     m.problem, 0, 0, 0))
+            continue
+        org = m.unit.orgNo
+        claimed.add(org)
+        for tx, spec in m.datasets.items():
+            frequency = spec.frequency or standard.dataset(tx).frequency
+            out.append(status_of(m.name, org, m.unit.comName, tx, frequency))
+    for org, tx in sorted(set(runs) | set(successes)):
+        if org in claimed or tx not in standard.BY_TX_CODE:
+            continue  # mapped above; or a unit's failure recorded without a dataset
+        out.append(status_of("", org, "", tx, standard.dataset(tx).frequency))
+    return out
+
+
+def sort_key(s: DatasetStatus) -> tuple:
+    """Failing, late, never, on time; then by unit and dataset."""
+    return ORDER.index(s.status), s.mapping or "~", s.org_no, s.tx_code
+
+
+def needs_attention(s: DatasetStatus) -> bool:
+    """What `etl freshness --fail-late` fails on: a mapped unit's dataset that is late, failing
+    or never loaded. Units known only from the target (mapping removed) are listed, not counted:
+    nobody expects them to deliver."""
+    return bool(s.mapping) and s.status != "on_time"
