@@ -21,6 +21,11 @@ stops the others: `load` loads every other unit first, then fails naming the fai
 retry loads only those. An invalid mapping fails its shard without retries. `summarise` logs
 the run's table from the target's run records and fails the run when any dataset failed.
 
+**After the loads**, whatever they did: the weekly DAG's `reconcile` compares each shard's units
+with the target (5.3) and keeps the results (before `summarise`); in the daily and weekly DAGs,
+`report` then refreshes the report site (`ETL_REPORTS_DIR`, default `var/report/`); `freshness` fails when any unit's dataset
+is late, failing or never loaded, so Airflow's alerting (email, callbacks) fires.
+
 **Windows.** Scheduled runs and backfills read rows changed within their data interval
 (incremental; datasets without `updated_at` are loaded in full). A manual trigger takes the form's
 params: `units` (mapping file names without `.yaml`, orgNos, or patterns such as `南京*`; empty =
@@ -175,8 +180,31 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
 
             return orchestrate.summarise(shards, get_current_context())
 
+        @task(map_index_template="{{ label }}", trigger_rule=TriggerRule.ALL_DONE, retries=0)
+        def reconcile(ref: dict) -> dict:
+            from etl import orchestrate
+
+            return orchestrate.reconcile(ref, get_current_context())
+
+        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+        def report() -> str:
+            from etl import orchestrate
+
+            return orchestrate.build_report(get_current_context())
+
+        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+        def freshness() -> dict:
+            from etl import orchestrate
+
+            return orchestrate.check_freshness(get_current_context())
+
         shards = plan()
-        summarise(shards, ingest.expand(shard=shards))
+        loaded = ingest.expand(shard=shards)
+        summary = summarise(shards, loaded)
+        if frequency == "weekly":  # before summarise, which removes a successful run's staging
+            loaded >> reconcile.expand(ref=shards) >> summary
+        if frequency in ("daily", "weekly"):  # the report site and the timeliness gate (4.2, 5.3)
+            summary >> report() >> freshness()
 
     return ingestion()
 

@@ -636,3 +636,75 @@ def summarise(refs: list[dict[str, Any]] | None, context: MutableMapping[str, An
             f"the other units were loaded")
     return summary.totals
 
+
+
+# --- after the loads: reconciliation, the report site, timeliness ------------------------------
+
+
+@private.private_files
+def reconcile(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = None) -> dict[str, Any]:
+    """Compare every mapped dataset of the shard's units with the target (5.3) and keep the
+    results in `ingest_reconcile` for the report. A difference is a finding for the report, not
+    a task failure; a dataset whose source cannot be read is kept as `failed`."""
+    from etl import reconcile as rec
+
+    label = _label(context, ref["label"])
+    states: dict[str, int] = {}
+    differ: list[str] = []
+    with _airflow_errors(label), _target_and_store() as (engine, store), _in_project():
+        run, shard = _shard(store, ref)
+        for unit in shard.units:
+            if unit.problems:
+                continue
+            found = rec.reconcile(engine, unit.validated(), chunk_rows=chunk_rows())
+            rec.save(engine, run.run_id, found)
+            for r in found:
+                states[r.state] = states.get(r.state, 0) + 1
+                if r.state != "agree":
+                    differ.append(f"{unit.name} {r.tx_code} {r.state}")
+    log.info("%s: reconciled %s%s", label, ", ".join(f"{n} {s}" for s, n in sorted(states.items())),
+             ("; not in agreement: " + ", ".join(differ[:50]) + (" …" if len(differ) > 50 else ""))
+             if differ else "")
+    return {"label": ref["label"], **states}
+
+
+def _units() -> list:
+    from etl import freshness
+
+    with _in_project():
+        return freshness.load_units(mappings_dir())
+
+
+@private.private_files
+def build_report(context: MutableMapping[str, Any] | None = None) -> str:
+    """Refresh the report site (`ETL_REPORTS_DIR`, default var/report under the project) from
+    the target's bookkeeping tables and the mapping files."""
+    from etl import site
+
+    out = site.reports_dir()
+    out = out if out.is_absolute() else project_dir() / out
+    units = _units()
+    with _target_and_store() as (engine, _store):
+        index = site.build(engine, units, out)
+    log.info("report site refreshed: %s (%d units)", index, len(units))
+    return str(index)
+
+
+@private.private_files
+def check_freshness(context: MutableMapping[str, Any] | None = None) -> dict[str, int]:
+    """Every unit's datasets on time, late, failing or never loaded (4.2, 5.4); fail, so that
+    Airflow's alerting fires, when any mapped unit's dataset is not on time."""
+    from etl import freshness, report
+
+    with _target_and_store() as (engine, _store):
+        found = sorted(freshness.statuses(engine, _units()), key=freshness.sort_key)
+    counts = {s: sum(1 for x in found if x.status == s) for s in freshness.STATUSES}
+    bad = [s for s in found if freshness.needs_attention(s)]
+    log.info("freshness\n%s", report.freshness(found))
+    if bad:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        names = ", ".join(f"{s.mapping or s.org_no} {s.tx_code} {s.status}" for s in bad[:20])
+        raise AirflowFailException(f"{len(bad)} dataset(s) not on time: {names}"
+                                   f"{' …' if len(bad) > 20 else ''}; see the report site")
+    return counts

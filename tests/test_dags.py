@@ -62,6 +62,7 @@ def dagbag(monkeypatch: pytest.MonkeyPatch):
 def staging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "staging"
     monkeypatch.setenv("ETL_STAGING_DIR", str(folder))
+    monkeypatch.setenv("ETL_REPORTS_DIR", str(tmp_path / "report"))  # not the project's var/
     return folder
 
 
@@ -126,8 +127,8 @@ def test_every_dag_has_tags_and_every_work_task_retries_with_backoff(dagbag, dag
     dag = dagbag().dags[dag_id]
     assert {"dual-prevention", "etl"} <= set(dag.tags)
     for t in dag.tasks:
-        if t.task_id == "summarise":
-            assert t.retries == 0  # it only reports; a failed unit fails it on purpose
+        if t.task_id in ("summarise", "reconcile", "report", "freshness"):
+            assert t.retries == 0  # they only report; a failed or late unit fails them on purpose
             continue
         assert t.retries >= 2, t.task_id
         assert t.retry_exponential_backoff, t.task_id
@@ -140,11 +141,18 @@ def test_task_graph_is_plan_then_extract_transform_load_per_shard_then_summary(d
 
     dag = dagbag().dags[dag_id]
     edges = {(up, t.task_id) for t in dag.tasks for up in t.upstream_task_ids}
+    after = {"dual_prevention_frequent": set(),  # then: the report site, the timeliness gate
+             "dual_prevention_daily": {("summarise", "report"), ("report", "freshness")},
+             "dual_prevention_weekly": {("summarise", "report"), ("report", "freshness"),
+                                        ("plan", "reconcile"), ("ingest.load", "reconcile"),
+                                        ("reconcile", "summarise")}}[dag_id]
     assert set(dag.task_ids) == {"plan", "ingest.extract", "ingest.transform", "ingest.load",
-                                 "summarise"}
+                                 "summarise"} | {t for edge in after for t in edge}
     assert {("plan", "ingest.extract"), ("ingest.extract", "ingest.transform"),
             ("ingest.transform", "ingest.load"), ("ingest.load", "summarise"),
-            ("plan", "summarise")} == edges
+            ("plan", "summarise")} | after == edges
+    for t in {t for edge in after for t in edge} - {"plan", "summarise", "ingest.load"}:
+        assert dag.get_task(t).trigger_rule == TriggerRule.ALL_DONE, t  # whatever the loads did
     for stage in ("extract", "transform", "load"):
         task = dag.get_task(f"ingest.{stage}")
         assert type(task.task_group).__name__ == "MappedTaskGroup", task  # one per shard
@@ -329,10 +337,13 @@ def _count(url: str, sql: str) -> int:
 
 
 def _assert_all_succeeded(dr) -> None:
+    """Every task succeeded but the timeliness gate, which fails on these tests' old logical
+    dates and never-loaded datasets (test_the_freshness_gate_... says it right)."""
     states = _states(dr)
-    bad = {k: v for k, v in states.items() if v[0] not in ("success", "skipped")}
+    bad = {k: v for k, v in states.items() if v[0] not in ("success", "skipped") and k[0] != "freshness"}
     assert not bad, bad
-    assert str(dr.state) == "success"
+    assert str(dr.state) == ("success" if states.get(("freshness", None), ("success",))[0] == "success"
+                             else "failed")
 
 
 def _loaded(url: str) -> set[tuple[str, str]]:
@@ -404,6 +415,44 @@ def test_weekly_dag_loads_from_postgres_and_mariadb_into_postgres(
     from etl.demo_data import ORG_A, ORG_B
     assert {modes[(ORG_A, tx)] for tx in WEEKLY} == {"full"}
     assert {modes[(ORG_B, tx)] for tx in WEEKLY} == {"incremental"}
+    # the weekly DAG reconciled every dataset of both units (5.3) and kept the results
+    kept = _count(pg_target, 'SELECT COUNT(DISTINCT "orgNo" || "txCode") FROM ingest_reconcile')
+    assert kept == 18
+    assert (tmp_path / "report" / "reconcile.html").is_file()
+
+
+@pytest.mark.airflow
+def test_the_freshness_gate_fails_on_late_datasets_and_passes_once_every_unit_is_on_time(
+        airflow_db, dagbag, tmp_path: Path, sqlite_url: str, staging: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daily DAG ends by refreshing the report site, then a gate that fails, naming them,
+    while any unit's dataset is late or never loaded (weekly ones included), so Airflow's
+    alerting fires; once the weekly run has loaded the rest, the daily run passes."""
+    from etl.demo_data import UNIT_B, make_demo_sources
+
+    made = make_demo_sources(tmp_path / "demo")
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    _demo_unit_mapping(folder, "苏州电梯", {"url": f"sqlite:///{made[UNIT_B]}"})
+    monkeypatch.setenv("ETL_MAPPINGS_DIR", str(folder))
+    monkeypatch.setenv("ETL_TARGET_URL", sqlite_url)
+    monkeypatch.delenv("AIRFLOW_CONN_ETL_TARGET", raising=False)
+    now = datetime.now(CST).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    daily = dagbag().dags["dual_prevention_daily"]
+    dr = daily.test(logical_date=now, run_conf={"mode": "full"})
+    states = _states(dr)
+    assert states[("summarise", None)][0] == states[("report", None)][0] == "success"
+    assert states[("freshness", None)] == ("failed", 1) and str(dr.state) == "failed"
+    index = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    assert "苏州吴中电梯安装维保有限公司" in index
+
+    weekly = dagbag().dags["dual_prevention_weekly"]
+    _assert_all_succeeded(weekly.test(logical_date=now - timedelta(days=now.weekday()),
+                                      run_conf={"mode": "full"}))
+    dr = daily.test(logical_date=now + timedelta(days=1), run_conf={"mode": "full"})
+    states = _states(dr)
+    assert states[("freshness", None)][0] == "success" and str(dr.state) == "success"
 
 
 def _demo_unit_mapping(folder: Path, name: str, source: dict) -> Path:
@@ -496,7 +545,7 @@ def test_units_with_purely_chinese_file_names_each_land_under_their_own_org_no(
 
     dr = dagbag().dags["dual_prevention_daily"].test(
         logical_date=datetime(2025, 4, 2, tzinfo=CST), run_conf={"tx_codes": ["06"], "mode": "full"})
-    assert str(dr.state) == "success"
+    _assert_all_succeeded(dr)
     # each unit alone, outside Airflow, into a target of its own
     expected: dict[str, set[str]] = {}
     for name in ("南京化工", "苏州电梯"):
