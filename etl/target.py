@@ -190,11 +190,13 @@ def connect(url: str, origin: str = "the target URL") -> Engine:
     """An engine for the target. SQLite gets a writer lock at BEGIN and a long busy timeout,
     so parallel loaders queue instead of failing. A malformed URL is a `ConfigError` naming
     `origin` (`--target`, `ETL_TARGET_URL`); its password is masked wherever it shows."""
+    from etl import tls
     from etl.extract import normalise_url
     from etl.masking import register_url_secrets
 
     register_url_secrets(url)
-    parsed = normalise_url(url, origin)
+    why = tls.requirement()  # ETL_REQUIRE_TLS; SQLite is local and never needs it
+    parsed = tls.enforce(normalise_url(url, origin), why, origin)
     if parsed.drivername.startswith("sqlite"):
         if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
             # the target holds personal data: its file (and so SQLite's journals, which take
@@ -217,8 +219,13 @@ def connect(url: str, origin: str = "the target URL") -> Engine:
     if parsed.drivername.startswith(("mysql", "mariadb")):
         # READ COMMITTED: InnoDB's default REPEATABLE READ takes gap locks in INSERT ... SELECT,
         # which makes loaders of different units deadlock on shared tables.
-        return sa.create_engine(parsed, pool_pre_ping=True, isolation_level="READ COMMITTED")
-    return sa.create_engine(parsed, pool_pre_ping=True)
+        engine = sa.create_engine(parsed, pool_pre_ping=True, isolation_level="READ COMMITTED",
+                                  connect_args=tls.mysql_connect_args(parsed))
+    else:
+        engine = sa.create_engine(parsed, pool_pre_ping=True)
+    if why:
+        tls.verify_on_connect(engine, why, origin)
+    return engine
 
 
 # --- schema versions -------------------------------------------------------------------------
