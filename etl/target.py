@@ -110,6 +110,15 @@ ingest_reject = sa.Table(
     comment="rejected rows (severity error), dropped duplicates and warnings; personal data masked",
 )
 
+#: Who and what ran each load (etl.provenance): name, length, comment.
+RUN_AUDIT_COLUMNS = (
+    ("dagRunId", 250, "the Airflow DAG run id; null outside Airflow"),
+    ("host", 255, "the host the load ran on"),
+    ("osUser", 128, "the OS account it ran as"),
+    ("mappingHash", 64, "sha256 of the mapping file's bytes"),
+    ("codeVersion", 64, "package version, +g<commit> from a git checkout"),
+)
+
 ingest_run = sa.Table(
     "ingest_run", metadata,
     _serial("runKey"),
@@ -129,6 +138,8 @@ ingest_run = sa.Table(
     sa.Column("message", sa.Text, nullable=True),
     sa.Column("startedAt", sa.DateTime(timezone=True), nullable=False),
     sa.Column("endedAt", sa.DateTime(timezone=True), nullable=True),
+    *[sa.Column(name, sa.String(length), nullable=True, comment=comment)  # migration 0006
+      for name, length, comment in RUN_AUDIT_COLUMNS],
     sa.Index("ix_ingest_run_unit", "orgNo", "txCode", "status"),
     comment="one row per run and dataset: counts, mode, window (naive CST), status",
 )
