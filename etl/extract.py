@@ -33,7 +33,7 @@ from psycopg.types.string import TextLoader
 from sqlalchemy.engine import Connection, Engine, URL, make_url
 from sqlalchemy.ext.compiler import compiles
 
-from etl import clock
+from etl import clock, tls
 from etl.errors import ConfigError, SourceDataError, SourceError, SourceSchemaError
 from etl.mapping import DatasetSpec, Mapping, SourceSpec
 from etl.masking import (mask_secrets_in_text, mask_url, register_secrets, register_url_secrets,
@@ -86,7 +86,7 @@ def _parsed_url(spec: SourceSpec) -> URL:
     if bad := unsafe_url_options(url):
         raise ConfigError(f"the source URL of {spec.describe()} sets {', '.join(bad)}, which could "
                           f"let a query do more than read: remove it")
-    return url
+    return tls.enforce(url, tls.requirement(spec), f"the source URL of {spec.describe()}")
 
 
 def check_source_urls(mapping: Mapping) -> None:
@@ -152,7 +152,8 @@ def _connect_args(url: URL, spec: SourceSpec) -> dict[str, Any]:
         return {"connect_timeout": max(2, round(spec.connect_timeout_s))}
     if name in ("mysql", "mariadb") and url.get_driver_name() == "pymysql":
         return {"connect_timeout": max(1, round(spec.connect_timeout_s)),
-                "read_timeout": max(1, round(spec.statement_timeout_s))}
+                "read_timeout": max(1, round(spec.statement_timeout_s)),
+                **tls.mysql_connect_args(url)}
     if name == "sqlite":
         return {"timeout": spec.connect_timeout_s}
     return {}
@@ -178,7 +179,8 @@ def engine_for(url: URL, spec: SourceSpec | None = None) -> Engine:
     not hold a thousand pools of idle connections open; an evicted engine closes its
     connections."""
     spec = spec or _DEFAULTS
-    key = (url, spec.connect_timeout_s, spec.statement_timeout_s)
+    why = tls.requirement(spec)
+    key = (url, spec.connect_timeout_s, spec.statement_timeout_s, why)
     with _engines_lock:
         engine = _engines.pop(key, None)
         if engine is None:
@@ -186,6 +188,8 @@ def engine_for(url: URL, spec: SourceSpec | None = None) -> Engine:
             engine = sa.create_engine(url, pool_pre_ping=True, connect_args=_connect_args(url, spec))
             if url.get_backend_name() == "sqlite":
                 sa.event.listen(engine, "connect", _sqlite_text_as_read)
+            elif why:
+                tls.verify_on_connect(engine, why, f"the source {mask_url(url)}")
         _engines[key] = engine
         evicted = [_engines.popitem(last=False)[1] for _ in range(len(_engines) - ENGINES_KEPT)]
     for old in evicted:

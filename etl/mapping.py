@@ -42,6 +42,7 @@ class SourceSpec(_Model):
     statement_timeout_s: float = 3600.0  # one query (PostgreSQL statement_timeout, MySQL read_timeout)
     connect_timeout_s: float = 30.0  # connecting; SQLite's wait for a locked file
     timezone: str = "Asia/Shanghai"  # the zone of the source's zone-less timestamps
+    require_tls: bool = False  # refuse a connection without TLS (etl.tls; ETL_REQUIRE_TLS: all)
 
     @field_validator("timezone")
     @classmethod

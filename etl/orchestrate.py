@@ -394,10 +394,21 @@ def _fail_item(engine: sa.Engine, run: _Run, item: _Item, stage: str, exc: BaseE
         item.unit.name, item.unit.org_no, item.tx or "", run.mode, status="failed",
         window=tuple(datetime.fromisoformat(w["datetime"]) if isinstance(w, dict) else None
                      for w in (window.get("since"), window.get("until"))),
-        message=message)
+        message=message, mapping_hash=_mapping_hash(item.unit), dag_run_id=run.airflow_run_id)
     pipeline.record_run(engine, result, run.run_id, run.now)
     return {**item.record, "state": "failed", "stage": stage, "transient": transient,
             "message": message}
+
+
+def _mapping_hash(unit: planning.Unit) -> str | None:
+    """The sha256 of the unit's mapping file as planned; of the file as it is now when it did
+    not validate (the audit trail names which version of a broken file failed)."""
+    if unit.mapping:
+        return unit.mapping.get("digest") or None
+    try:
+        return hashlib.sha256(Path(unit.path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _extract_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Item) -> dict[str, Any]:
@@ -408,7 +419,7 @@ def _extract_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Ite
         p = pipeline.plan(engine, item.unit.validated(), item.tx, mode=run.mode,
                           since=planning.parse_moment(ds["since"], "since"),
                           until=planning.parse_moment(ds["until"], "until"),
-                          run_id=run.run_id, now=run.now)
+                          run_id=run.run_id, now=run.now, dag_run_id=run.airflow_run_id)
     record = {"dataset": ds, "plan": _plan_args(p)}
     store.delete(item.prefix + "/")  # a retry starts clean
     files, rows = [], 0

@@ -19,7 +19,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import clock, extract, phones, standard, target, transform, validate
+from etl import clock, extract, phones, provenance, standard, target, transform, validate
 from etl.clean import Audit, binary_values, clean_frame
 from etl.errors import EtlError, TargetError
 from etl.load import REJECTED, Counts, DatasetLoad, allocate_batches, insert_rows, record_batches
@@ -43,6 +43,8 @@ class DatasetResult:
     window: tuple[datetime | None, datetime | None] = (None, None)
     message: str = ""
     reasons: Counter = field(default_factory=Counter)
+    mapping_hash: str | None = None  # sha256 of the mapping file (ingest_run.mappingHash)
+    dag_run_id: str | None = None    # the Airflow DAG run, when run in Airflow
 
     @property
     def table(self) -> str:
@@ -153,6 +155,7 @@ class Plan:
     until: datetime | None = None
     read_since: datetime | None = None  # since minus the lookback
     message: str = ""
+    dag_run_id: str | None = None  # the Airflow DAG run (ingest_run.dagRunId)
 
     @property
     def dataset(self) -> standard.Dataset:
@@ -175,7 +178,8 @@ class Prepared:
 
 def plan(engine: Engine, mapping: Mapping, tx_code: str, *, mode: Mode = "full",
          since: datetime | None = None, until: datetime | None = None,
-         run_id: str | None = None, now: datetime | None = None) -> Plan:
+         run_id: str | None = None, now: datetime | None = None,
+         dag_run_id: str | None = None) -> Plan:
     """Resolve mode and window: an incremental run without `since` starts where the last
     successful run of the unit and dataset ended; without `updated_at` it falls back to full."""
     ds = standard.dataset(tx_code)
@@ -185,9 +189,9 @@ def plan(engine: Engine, mapping: Mapping, tx_code: str, *, mode: Mode = "full",
     if mode == "incremental" and not spec.updated_at:
         msg = "no updated_at in the mapping: ran a full load instead of incremental"
         log.warning("%s %s: %s", mapping.name, ds.tx_code, msg)
-        return Plan(mapping, ds.tx_code, "full", run_id, now, message=msg)
+        return Plan(mapping, ds.tx_code, "full", run_id, now, message=msg, dag_run_id=dag_run_id)
     if mode == "full":
-        return Plan(mapping, ds.tx_code, "full", run_id, now)
+        return Plan(mapping, ds.tx_code, "full", run_id, now, dag_run_id=dag_run_id)
     until = clock.naive(until) if until else clock.naive(now)
     if since is None:
         target.ensure_schema(engine)
@@ -196,7 +200,8 @@ def plan(engine: Engine, mapping: Mapping, tx_code: str, *, mode: Mode = "full",
     else:
         since = clock.naive(since)
     read_since = since - timedelta(hours=spec.lookback_hours) if since else None
-    return Plan(mapping, ds.tx_code, "incremental", run_id, now, since, until, read_since)
+    return Plan(mapping, ds.tx_code, "incremental", run_id, now, since, until, read_since,
+                dag_run_id=dag_run_id)
 
 
 def extract_chunks(p: Plan, chunk_rows: int = extract.DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
@@ -296,7 +301,8 @@ def load(engine: Engine, p: Plan, chunks: Iterable[Prepared], audit: Audit,
     """Stage every prepared chunk and apply the changes, as one target transaction. A failure
     rolls it all back and leaves a `failed` row in ingest_run."""
     result = DatasetResult(p.mapping.name, p.mapping.unit.orgNo, p.tx_code, p.mode,
-                           window=(p.since, p.until), message=p.message)
+                           window=(p.since, p.until), message=p.message,
+                           mapping_hash=p.mapping.digest or None, dag_run_id=p.dag_run_id)
     target.ensure_schema(engine)
     try:
         with engine.connect() as conn, conn.begin() as tx:
@@ -432,7 +438,9 @@ def _run_row(result: DatasetResult, run_id: str, now: datetime) -> dict:
             "duplicates": c.duplicates, "warnings": c.warnings, "skippedDeleted": c.skipped_deleted,
             "overridden": c.overridden,
             "message": cap(result.message, RUN_MESSAGE_CHARS) if result.message else None,
-            "startedAt": now, "endedAt": clock.now()}
+            "startedAt": now, "endedAt": clock.now(),
+            "dagRunId": result.dag_run_id, "host": provenance.host(), "osUser": provenance.os_user(),
+            "mappingHash": result.mapping_hash, "codeVersion": provenance.code_version()}
 
 
 def _insert_run(conn: Connection, result: DatasetResult, run_id: str, now: datetime) -> None:

@@ -110,6 +110,15 @@ ingest_reject = sa.Table(
     comment="rejected rows (severity error), dropped duplicates and warnings; personal data masked",
 )
 
+#: Who and what ran each load (etl.provenance): name, length, comment.
+RUN_AUDIT_COLUMNS = (
+    ("dagRunId", 250, "the Airflow DAG run id; null outside Airflow"),
+    ("host", 255, "the host the load ran on"),
+    ("osUser", 128, "the OS account it ran as"),
+    ("mappingHash", 64, "sha256 of the mapping file's bytes"),
+    ("codeVersion", 64, "package version, +g<commit> from a git checkout"),
+)
+
 ingest_run = sa.Table(
     "ingest_run", metadata,
     _serial("runKey"),
@@ -129,6 +138,8 @@ ingest_run = sa.Table(
     sa.Column("message", sa.Text, nullable=True),
     sa.Column("startedAt", sa.DateTime(timezone=True), nullable=False),
     sa.Column("endedAt", sa.DateTime(timezone=True), nullable=True),
+    *[sa.Column(name, sa.String(length), nullable=True, comment=comment)  # migration 0006
+      for name, length, comment in RUN_AUDIT_COLUMNS],
     sa.Index("ix_ingest_run_unit", "orgNo", "txCode", "status"),
     sa.Index("ix_ingest_run_latest", "orgNo", "txCode", "status", "runKey"),  # freshness: 0005
     comment="one row per run and dataset: counts, mode, window (naive CST), status",
@@ -205,11 +216,13 @@ def connect(url: str, origin: str = "the target URL") -> Engine:
     """An engine for the target. SQLite gets a writer lock at BEGIN and a long busy timeout,
     so parallel loaders queue instead of failing. A malformed URL is a `ConfigError` naming
     `origin` (`--target`, `ETL_TARGET_URL`); its password is masked wherever it shows."""
+    from etl import tls
     from etl.extract import normalise_url
     from etl.masking import register_url_secrets
 
     register_url_secrets(url)
-    parsed = normalise_url(url, origin)
+    why = tls.requirement()  # ETL_REQUIRE_TLS; SQLite is local and never needs it
+    parsed = tls.enforce(normalise_url(url, origin), why, origin)
     if parsed.drivername.startswith("sqlite"):
         if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
             # the target holds personal data: its file (and so SQLite's journals, which take
@@ -232,8 +245,13 @@ def connect(url: str, origin: str = "the target URL") -> Engine:
     if parsed.drivername.startswith(("mysql", "mariadb")):
         # READ COMMITTED: InnoDB's default REPEATABLE READ takes gap locks in INSERT ... SELECT,
         # which makes loaders of different units deadlock on shared tables.
-        return sa.create_engine(parsed, pool_pre_ping=True, isolation_level="READ COMMITTED")
-    return sa.create_engine(parsed, pool_pre_ping=True)
+        engine = sa.create_engine(parsed, pool_pre_ping=True, isolation_level="READ COMMITTED",
+                                  connect_args=tls.mysql_connect_args(parsed))
+    else:
+        engine = sa.create_engine(parsed, pool_pre_ping=True)
+    if why:
+        tls.verify_on_connect(engine, why, origin)
+    return engine
 
 
 # --- schema versions -------------------------------------------------------------------------

@@ -369,8 +369,24 @@ def _pg_conf(base: Path) -> str:
     )
 
 
-def start_postgres(timeout: float = DEFAULT_TIMEOUT) -> Server:
-    """Start a throwaway PostgreSQL cluster; returns once it accepts connections."""
+def _place_files(folder: Path, files: dict[str, bytes] | None, user: _RunAs) -> None:
+    """Write `files` (name: content) into `folder`, owned by the server's user, mode 0600
+    (PostgreSQL refuses a key file others can read)."""
+    for name, content in (files or {}).items():
+        path = folder / name
+        path.write_bytes(content)
+        path.chmod(0o600)
+        if os.geteuid() == 0:
+            os.chown(path, user.uid, user.gid)
+
+
+def start_postgres(timeout: float = DEFAULT_TIMEOUT, *, settings: dict[str, str] | None = None,
+                   files: dict[str, bytes] | None = None) -> Server:
+    """Start a throwaway PostgreSQL cluster; returns once it accepts connections.
+
+    `files` (name: bytes) are written into the data directory before start, and `settings`
+    appended to postgresql.conf as ``key = 'value'`` (relative paths there are relative to the
+    data directory), e.g. ``settings={"ssl": "on", "ssl_cert_file": "server.crt", ...}``."""
     bindir = _find_pg_bindir()
     user = _service_user(("postgres", "mysql"))
     started = time.monotonic()
@@ -402,6 +418,8 @@ def start_postgres(timeout: float = DEFAULT_TIMEOUT) -> Server:
         )
         with (data / "postgresql.conf").open("a") as conf:
             conf.write(_pg_conf(base))
+            conf.writelines(f"{k} = '{v}'\n" for k, v in (settings or {}).items())
+        _place_files(data, files, user)
         for attempt in range(_PORT_ATTEMPTS):
             port = _free_port()
             try:
@@ -477,8 +495,13 @@ def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait(timeout=10)
 
 
-def start_mariadb(timeout: float = DEFAULT_TIMEOUT) -> Server:
-    """Start a throwaway MariaDB server; returns once it accepts connections."""
+def start_mariadb(timeout: float = DEFAULT_TIMEOUT, *, args: Sequence[str] = (),
+                  files: dict[str, bytes] | None = None) -> Server:
+    """Start a throwaway MariaDB server; returns once it accepts connections.
+
+    `files` (name: bytes) are written into the server's directory before start, and `args`
+    added to the server's command line with ``{dir}`` standing for that directory, e.g.
+    ``args=["--ssl-ca={dir}/ca.pem", ...]``."""
     server_exe, install_db = _find_mariadb()
     user = _service_user(("mysql", "postgres"))
     started = time.monotonic()
@@ -505,6 +528,7 @@ def start_mariadb(timeout: float = DEFAULT_TIMEOUT) -> Server:
             base,
             timeout,
         )
+        _place_files(base, files, user)
         for attempt in range(_PORT_ATTEMPTS):
             port = _free_port()
             log.unlink(missing_ok=True)
@@ -525,6 +549,7 @@ def start_mariadb(timeout: float = DEFAULT_TIMEOUT) -> Server:
                     "--performance-schema=OFF",
                     "--max-connections=200",
                     *_mariadb_innodb_args(),
+                    *(a.replace("{dir}", str(base)) for a in args),
                 ],
                 cwd=base,
                 env=_child_env(base),

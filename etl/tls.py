@@ -1,0 +1,159 @@
+"""Encrypted transport to PostgreSQL and MySQL/MariaDB sources and targets.
+
+TLS options come from the URL (an Airflow connection's extras arrive as its query parameters):
+psycopg reads libpq's own (`sslmode=verify-full&sslrootcert=/path/ca.pem`); MySQL URLs take
+`ssl_ca`, `ssl_capath`, `ssl_cert`, `ssl_key`, `ssl_cipher`, `ssl_verify_cert`,
+`ssl_verify_identity` (alias `ssl_check_hostname`), `ssl_disabled` and `ssl=true`, translated
+here into what pymysql understands: SQLAlchemy moves some of them into an `ssl` dict and
+passes the rest on as strings, so `ssl_ca` with `ssl_verify_cert=true` would lose the CA and
+`ssl_verify_cert=false` would count as true.
+
+When TLS is required (`require_tls: true` under a mapping's `source:`, or `ETL_REQUIRE_TLS=1`
+for every source and the target) a URL that asks for no TLS is refused before connecting, and
+every new connection is checked to be encrypted by the server's own account of the session.
+SQLite is a local file, not a network connection: the requirement does not apply to it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine
+
+from etl.errors import ConfigError
+
+ENV = "ETL_REQUIRE_TLS"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+_PLAIN_SSLMODES = ("disable", "allow", "prefer")  # libpq may then talk in clear
+MYSQL_TLS_OPTIONS = ("ssl", "ssl_ca", "ssl_capath", "ssl_cert", "ssl_key", "ssl_cipher",
+                     "ssl_check_hostname", "ssl_verify_cert", "ssl_verify_identity", "ssl_disabled")
+# pymysql.connect's own keywords among them: given in connect_args to override the URL's strings
+_PYMYSQL_KWARGS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_disabled", "ssl_verify_cert",
+                   "ssl_verify_identity")
+
+
+def requirement(spec: Any = None) -> str | None:
+    """Why TLS is required here (for messages), or None: `ETL_REQUIRE_TLS` (sources and the
+    target) or the source spec's `require_tls`."""
+    value = os.environ.get(ENV, "").strip().lower()
+    if value in _TRUE:
+        return f"{ENV}={os.environ[ENV].strip()}"
+    if value not in _FALSE:
+        raise ConfigError(f"{ENV}={os.environ[ENV][:20]!r} is not a yes/no value: use 1 or 0")
+    if spec is not None and getattr(spec, "require_tls", False):
+        return "source.require_tls"
+    return None
+
+
+def _flag(value: Any, name: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, tuple):  # a key repeated in the query string: the last one counts
+        value = value[-1]
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"URL option {name}={str(value)[:20]!r} is not a yes/no value: use true or false")
+
+
+def _mysql_options(url: URL) -> dict[str, str]:
+    return {k.lower(): (v[-1] if isinstance(v, tuple) else v) for k, v in url.query.items()
+            if k.lower() in MYSQL_TLS_OPTIONS}
+
+
+def mysql_connect_args(url: URL) -> dict[str, Any]:
+    """pymysql's TLS arguments for a MySQL URL's ssl options ({} when it has none). A CA
+    (`ssl_ca`, `ssl_capath`) means verify the server's certificate and host name unless
+    `ssl_verify_cert` / `ssl_verify_identity` say false; `ssl=true` alone encrypts without
+    verifying (like libpq's sslmode=require)."""
+    q = _mysql_options(url)
+    if not q:
+        return {}
+    overrides: dict[str, Any] = {k: None for k in _PYMYSQL_KWARGS}
+    if _flag(q.get("ssl_disabled"), "ssl_disabled", False):
+        return {**overrides, "ssl": None, "ssl_disabled": True}
+    has_ca = bool(q.get("ssl_ca") or q.get("ssl_capath"))
+    verify = _flag(q.get("ssl_verify_cert"), "ssl_verify_cert", has_ca)
+    identity = _flag(q.get("ssl_verify_identity", q.get("ssl_check_hostname")),
+                     "ssl_verify_identity", verify)
+    wanted = (has_ca or verify or identity or bool(q.get("ssl_cert") or q.get("ssl_key"))
+              or _flag(q.get("ssl"), "ssl", False))
+    if not wanted:
+        return {**overrides, "ssl": None}
+    ssl: dict[str, Any] = {"verify_mode": verify, "check_hostname": identity and verify}
+    for key in ("ca", "capath", "cert", "key", "cipher"):
+        if q.get(f"ssl_{key}"):
+            ssl[key] = q[f"ssl_{key}"]
+    return {**overrides, "ssl": ssl}
+
+
+def asks_for_tls(url: URL) -> bool:
+    """Does the URL itself make the driver encrypt (or refuse to connect)?"""
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        return url.query.get("sslmode", "prefer") not in _PLAIN_SSLMODES
+    if backend in ("mysql", "mariadb"):
+        return bool(mysql_connect_args(url).get("ssl"))
+    return False
+
+
+def enforce(url: URL, why: str | None, origin: str) -> URL:
+    """The URL to connect with when TLS is required (`why`), else `url` as given. PostgreSQL
+    without an sslmode gets `sslmode=require`; a URL that asks for a plain connection
+    (sslmode disable/allow/prefer; a MySQL URL without ssl_ca or ssl=true) is a `ConfigError`.
+    SQLite is local: returned unchanged."""
+    backend = url.get_backend_name()
+    if why is None or backend == "sqlite":
+        return url
+    if backend == "postgresql":
+        mode = url.query.get("sslmode")
+        if mode is None:
+            return url.update_query_dict({"sslmode": "require"})
+        if mode in _PLAIN_SSLMODES:
+            raise ConfigError(f"{origin} sets sslmode={mode} but TLS is required ({why}): use "
+                              f"sslmode=verify-full&sslrootcert=/path/to/ca.pem (or at least "
+                              f"sslmode=require)")
+        return url
+    if backend in ("mysql", "mariadb"):
+        if not asks_for_tls(url):
+            raise ConfigError(f"{origin} has no TLS options but TLS is required ({why}): add "
+                              f"?ssl_ca=/path/to/ca.pem (verifies the server) or ?ssl=true")
+        return url
+    raise ConfigError(f"{origin}: TLS is required ({why}) but cannot be checked for a "
+                      f"{backend} database: use PostgreSQL or MySQL/MariaDB, or unset it")
+
+
+def _encrypted(dbapi_conn: Any, backend: str) -> bool:
+    cur = dbapi_conn.cursor()
+    try:
+        if backend == "postgresql":
+            cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            row = cur.fetchone()
+            return bool(row and row[0])
+        cur.execute("SHOW STATUS LIKE 'Ssl_cipher'")
+        row = cur.fetchone()
+        return bool(row and row[1])
+    finally:
+        cur.close()
+        dbapi_conn.rollback()
+
+
+def verify_on_connect(engine: Engine, why: str, origin: str) -> None:
+    """Check each new connection of `engine` is encrypted, by asking the server; a plain one is
+    closed and refused (`ConfigError`)."""
+    backend = engine.dialect.name
+    if backend not in ("postgresql", "mysql", "mariadb"):
+        return
+
+    @sa.event.listens_for(engine, "connect")
+    def _check(dbapi_conn: Any, _record: Any) -> None:
+        if not _encrypted(dbapi_conn, backend):
+            dbapi_conn.close()
+            raise ConfigError(f"{origin}: the server accepted a connection without TLS, but TLS "
+                              f"is required ({why}): turn on TLS in the URL (sslmode=verify-full "
+                              f"or ssl_ca=...) and on the server")
