@@ -38,7 +38,7 @@ VERSION_TABLE = "alembic_version"
 #: the one table the loader may DELETE from: staged objects, removed once loaded (etl.staging)
 DELETABLE = ("ingest_stage",)
 _ORG_NO = re.compile(r"[0-9A-Z]{18}")
-_PERMISSION_DENIED = {"42501", 1142, 1143, 1044, 1227, 1370}
+_MYSQL_DENIED = {1044, 1142, 1143, 1227, 1370}
 
 
 def pipeline_tables() -> list[str]:
@@ -58,9 +58,11 @@ def unit_role(org_no: str) -> str:
 
 
 def is_permission_error(e: BaseException) -> bool:
+    """PostgreSQL's SQLSTATE 42501, or MySQL's error numbers (its SQLSTATE, 42000, is shared
+    with syntax errors)."""
     orig = getattr(e, "orig", None)
-    code = getattr(orig, "sqlstate", None) or (orig.args[0] if orig is not None and orig.args else None)
-    return code in _PERMISSION_DENIED
+    errno = orig.args[0] if orig is not None and orig.args else None
+    return getattr(orig, "sqlstate", None) == "42501" or (isinstance(errno, int) and errno in _MYSQL_DENIED)
 
 
 # --- migrations as the owner -----------------------------------------------------------------
@@ -218,14 +220,14 @@ def _apply_mariadb(conn: Connection) -> None:
     for role in (OWNER, LOADER, READER):
         conn.exec_driver_sql(f"CREATE ROLE IF NOT EXISTS {role}")
     conn.exec_driver_sql(f"GRANT ALL PRIVILEGES ON {db}.* TO {OWNER}")
-    conn.exec_driver_sql(f"GRANT SELECT ON {db}.* TO {READER}")
+    # SELECT on the database, not per table: without it MariaDB answers "command denied" rather
+    # than "no such table" when the load asks whether its temporary stage exists
+    conn.exec_driver_sql(f"GRANT SELECT ON {db}.* TO {READER}, {LOADER}")
     conn.exec_driver_sql(f"GRANT CREATE TEMPORARY TABLES ON {db}.* TO {LOADER}")
-    for name in [*pipeline_tables(), VERSION_TABLE]:
-        if name.lower() not in present:
-            continue
-        rights = "SELECT" if name == VERSION_TABLE else "SELECT, INSERT, UPDATE" + (
-            ", DELETE" if name in DELETABLE else "")
-        conn.exec_driver_sql(f"GRANT {rights} ON {db}.{_q(conn, name)} TO {LOADER}")
+    for name in pipeline_tables():
+        if name.lower() in present:
+            rights = "INSERT, UPDATE" + (", DELETE" if name in DELETABLE else "")
+            conn.exec_driver_sql(f"GRANT {rights} ON {db}.{_q(conn, name)} TO {LOADER}")
 
 
 def _ensure_role(conn: Connection, role: str, login: bool) -> None:
@@ -260,4 +262,10 @@ def hints(engine: Engine, units: list[str]) -> list[str]:
                  + f", or ALTER ROLE {LOADER} PASSWORD '...'")
     lines.append(f"loads: ETL_TARGET_URL=postgresql://{LOADER}:***@host/db; migrations: `etl "
                  f"init-target` as a member of {OWNER} (it sets role {OWNER})")
+    with engine.connect() as conn:
+        schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
+        if conn.execute(sa.text("SELECT has_schema_privilege(:r, :s, 'CREATE')"),
+                        {"r": LOADER, "s": schema}).scalar():
+            lines.append(f"warning: everyone may CREATE in schema {schema} (PostgreSQL before 15), "
+                         f"{LOADER} too: REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC")
     return lines

@@ -108,6 +108,13 @@ def test_the_owner_owns_every_pipeline_table_and_the_roles_have_no_password(pg_u
         ("etl_unit_reader", False, True, False, False, False)]
 
 
+def test_a_schema_everyone_may_create_in_is_named(pg_url, scram_roles, capsys):
+    with sa.create_engine(pg_url).begin() as conn:
+        conn.exec_driver_sql("GRANT CREATE ON SCHEMA public TO PUBLIC")  # PostgreSQL 14's default
+    assert _init(pg_url) == 0
+    assert "REVOKE CREATE ON SCHEMA public FROM PUBLIC" in capsys.readouterr().out
+
+
 def test_a_target_made_before_roles_is_handed_to_the_owner(pg_url, scram_roles):
     assert cli.main(["init-target", "--target", pg_url]) == 0  # as the DBA, no roles yet
     assert _init(pg_url) == 0
@@ -157,6 +164,20 @@ def test_the_loader_may_not_change_the_schema_nor_remove_records(demo_target):
     assert rights == [("ingest_stage", "DELETE")]
     with sa.create_engine(loader).begin() as conn:  # what staging needs: its rows only
         conn.exec_driver_sql("DELETE FROM ingest_stage WHERE \"stageKey\" = 'none'")
+
+
+def test_the_loader_hands_objects_over_in_the_target_staging_table(demo_target):
+    from etl import staging
+
+    _, loader, _ = demo_target
+    store = staging.open_store("target", engine_factory=lambda: target.connect(loader))
+    try:
+        store.put("run/unit/06.parquet", b"x" * 10)
+        assert store.get("run/unit/06.parquet") == b"x" * 10
+        store.delete("run/")
+        assert store.keys("run/") == set()
+    finally:
+        store.close()
 
 
 def test_the_reader_reads_everything_and_writes_nothing(demo_target):
@@ -241,9 +262,16 @@ def test_a_loader_meeting_an_old_schema_says_to_run_init_target_as_the_owner(dem
 # --- MariaDB and SQLite ----------------------------------------------------------------------
 
 
+def _grants(url: str) -> list:
+    return [query(url, f"SHOW GRANTS FOR {r}") for r in (roles.OWNER, roles.LOADER, roles.READER)]
+
+
 @pytest.fixture
 def mariadb_loader(mariadb_url):
     assert _init(mariadb_url) == 0
+    before = _grants(mariadb_url)
+    assert _init(mariadb_url) == 0
+    assert _grants(mariadb_url) == before  # rerunning changes nothing
     admin = make_url(mariadb_url)
     user = "etl_load14"
     with sa.create_engine(admin, isolation_level="AUTOCOMMIT").connect() as conn:
