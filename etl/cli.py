@@ -73,8 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--offline", action="store_true", help="don't connect to the sources")
 
     init = sub.add_parser("init-target", help="create or upgrade the target schema in place",
-                          description="Create or upgrade the target schema; harmless to repeat.")
+                          description="Create or upgrade the target schema; harmless to repeat. "
+                          "Run it as the owner (a member of etl_owner once --roles made it).")
     init.add_argument("--target", help=target_help)
+    init.add_argument("--roles", action="store_true",
+                      help="also create the roles etl_owner (owns the tables), etl_loader (SELECT, "
+                      "INSERT, UPDATE: run the loads as it), etl_reader (SELECT) and etl_unit_reader "
+                      "(row-level security by orgNo), and grant them; PostgreSQL, MariaDB without "
+                      "unit scope; sets no password")
+    init.add_argument("--unit-roles", nargs="*", metavar="ORGNO",
+                      help="with --roles: a login role etl_unit_<orgno> per unit that sees only "
+                      "its unit's rows (PostgreSQL); no ORGNO: every unit the target holds")
 
     rec = sub.add_parser("reconcile", help="compare a unit's source with the target (5.3)",
                          description="Compare a unit's source with the target (the standard's 5.3 "
@@ -208,7 +217,7 @@ def _check(args: argparse.Namespace) -> int:
 def _init_target(args: argparse.Namespace) -> int:
     from etl import commands
 
-    return commands.init_target(args.target)
+    return commands.init_target(args.target, roles=args.roles, unit_roles=args.unit_roles)
 
 
 def _reconcile(args: argparse.Namespace) -> int:

@@ -83,8 +83,18 @@ def check(paths: list[Path], *, offline: bool = False) -> int:
     return 0
 
 
-def init_target(target_url: str | None = None) -> int:
+def init_target(target_url: str | None = None, *, roles: bool = False,
+                unit_roles: list[str] | None = None) -> int:
+    """Create or upgrade the schema; with `roles`, first the owner, loader and reader roles
+    (`etl.roles`), after it their grants and row-level security; `unit_roles` (a list, empty
+    for every unit the target holds) adds a login role per unit."""
+    from etl import roles as access
+
     engine = _engine(target_url)
+    roles = roles or unit_roles is not None
+    if roles:
+        access.check_supported(engine, unit_roles is not None)
+        access.prepare(engine)
     before, after = target.upgrade(engine)
     where = mask_url(engine.url)
     if before == after:
@@ -92,6 +102,15 @@ def init_target(target_url: str | None = None) -> int:
     else:
         print(f"{where}: schema {'created' if before is None else 'upgraded from ' + before} "
               f"at revision {after}")
+    if roles:
+        units = access.apply(engine, (unit_roles or access.held_units(engine))
+                             if unit_roles is not None else None)
+        print("\n".join(access.hints(engine, units)))
+    elif engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            again = access.installed(conn)
+        if again:  # a migration may have added a table: grants and policies for it too
+            access.apply(engine)
     return 0
 
 

@@ -57,3 +57,10 @@ class TargetError(EtlError):
     """The target database refused the load; the dataset's transaction was rolled back."""
 
     transient = True
+
+
+class TargetSchemaError(TargetError):
+    """The target's schema is behind the code and this account may not upgrade it (the loader
+    role): the owner runs `etl init-target`; retrying will not help."""
+
+    transient = False

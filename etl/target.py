@@ -15,6 +15,7 @@ from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from etl import standard
+from etl.errors import TargetSchemaError
 from etl.standard import Dataset, Field
 
 HASH_COLUMN = "rowHash"
@@ -286,10 +287,21 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Create or upgrade the target schema in place; returns (revision before, after)."""
     from alembic import command
 
+    from etl import roles
+
     with engine.begin() as conn:
         before = current_revision(conn)
         if before != head_revision():
-            command.upgrade(_alembic_config(conn), "head")
+            roles.migrate_as_owner(conn)
+            try:
+                command.upgrade(_alembic_config(conn), "head")
+            except sa.exc.DBAPIError as e:
+                if not roles.is_permission_error(e):
+                    raise
+                raise TargetSchemaError(
+                    f"the target schema is at {before or 'nothing (empty)'}, the code needs "
+                    f"{head_revision()}: run `etl init-target` as the owner ({roles.OWNER} or a "
+                    f"member of it)") from None
     return before, head_revision()
 
 

@@ -150,7 +150,7 @@ def test_a_target_at_0004_gains_ingest_reconcile(db_url):
         conn.execute(sa.text("DROP INDEX ix_ingest_run_latest" + (" ON ingest_run" if conn.dialect.name
                                                                     in ("mysql", "mariadb") else "")))
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0004'"))
-    assert target.upgrade(engine) == ("0004", "0005")
+    assert target.upgrade(engine) == ("0004", target.head_revision())
     with engine.connect() as conn:
         assert [d for d in compare_metadata(MigrationContext.configure(conn), target.metadata)
                 if d[0] != "remove_table"] == []

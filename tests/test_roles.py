@@ -1,0 +1,306 @@
+"""Least privilege in the target (issue 14): `etl init-target --roles` makes an owner, a loader,
+a reader and unit-scoped readers; each role, logged in with its own password, is refused what it
+must not do, and the whole ingestion runs as the loader.
+
+The PostgreSQL roles log in with scram passwords (a pg_hba line asks them, and only them, for
+one; the test server trusts everyone else); the MariaDB loader is a user with a password holding
+the `etl_loader` role.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from etl import cli, clock, roles, target
+from etl.demo_data import UNIT_A, UNIT_B, make_demo_sources
+from tests.helpers import ORG_A, hidden_danger_mapping, hidden_danger_row, query, write_source
+
+PASSWORD = "R0le-Pw_14"
+MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
+
+
+def _orgs_of_demo() -> tuple[str, str]:
+    import yaml
+
+    return tuple(yaml.safe_load((MAPPINGS / f"{stem}.yaml").read_text(encoding="utf-8"))["unit"]["orgNo"]
+                 for stem in (UNIT_A, UNIT_B))
+
+
+@pytest.fixture(scope="module")
+def scram_roles(pg_server):
+    """pg_hba asks the pipeline's login roles (and unit roles) for their scram password."""
+    admin = sa.create_engine(pg_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        hba = conn.exec_driver_sql("SHOW hba_file").scalar()
+        rules = Path(hba).read_text(encoding="utf-8")
+        line = f"host all {roles.LOADER},{roles.READER},+{roles.UNIT_READER} 127.0.0.1/32 scram-sha-256\n"
+        if line not in rules:
+            Path(hba).write_text(line + rules, encoding="utf-8")
+            conn.exec_driver_sql("SELECT pg_reload_conf()")
+    admin.dispose()
+
+
+def _login(admin_url: str, role: str) -> str:
+    """The URL of `role` after the operator set its password (as the hint says)."""
+    with sa.create_engine(admin_url, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.exec_driver_sql(f"ALTER ROLE \"{role}\" PASSWORD '{PASSWORD}'")
+    url = make_url(admin_url).set(username=role)
+    with pytest.raises(sa.exc.OperationalError, match="password authentication failed"):
+        sa.create_engine(url.set(password="wrong")).connect()  # the password really is asked
+    return url.set(password=PASSWORD).render_as_string(hide_password=False)
+
+
+def _init(url: str, *extra: str) -> int:
+    return cli.main(["init-target", "--target", url, "--roles", *extra])
+
+
+def _refused(url: str, sql: str) -> str:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn, pytest.raises(sa.exc.DBAPIError, match=".") as e:
+            conn.exec_driver_sql(sql)
+            pytest.fail(f"not refused: {sql}")
+    finally:
+        engine.dispose()
+    assert roles.is_permission_error(e.value), sql
+    return str(e.value.orig)
+
+
+@pytest.fixture
+def demo_target(pg_url, scram_roles, tmp_path, monkeypatch):
+    """A PostgreSQL target set up with roles and unit roles, the demo units loaded as the loader."""
+    monkeypatch.chdir(tmp_path)
+    make_demo_sources(tmp_path / "var")
+    (tmp_path / "mappings").mkdir()
+    for stem in (UNIT_A, UNIT_B):  # absolute source paths: a cached engine of a relative one
+        text = (MAPPINGS / f"{stem}.yaml").read_text(encoding="utf-8")  # may hold another cwd's file
+        (tmp_path / "mappings" / f"{stem}.yaml").write_text(
+            text.replace("sqlite:///var/", f"sqlite:///{tmp_path}/var/"), encoding="utf-8")
+    a, b = _orgs_of_demo()
+    assert _init(pg_url, "--unit-roles", a, b) == 0
+    loader = _login(pg_url, roles.LOADER)
+    monkeypatch.setenv("ETL_TARGET_URL", loader)
+    assert cli.main(["run", "--all"]) == 0
+    return pg_url, loader, (a, b)
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+def test_the_owner_owns_every_pipeline_table_and_the_roles_have_no_password(pg_url, scram_roles, capsys):
+    assert _init(pg_url) == 0
+    out = capsys.readouterr().out
+    assert "\\password etl_loader" in out and "ETL_TARGET_URL" in out
+    owners = query(pg_url, "SELECT relname, pg_get_userbyid(relowner) FROM pg_class WHERE relkind IN "
+                           "('r', 'S') AND relnamespace = 'public'::regnamespace")
+    assert {name for name, _ in owners} >= {*roles.pipeline_tables(), "alembic_version", "etl_unit_role"}
+    assert {o for _, o in owners} == {roles.OWNER}
+    assert query(pg_url, "SELECT rolname, rolcanlogin, rolpassword IS NULL, rolsuper, rolcreaterole, "
+                         "rolbypassrls FROM pg_authid WHERE rolname IN ('etl_owner', 'etl_loader', 'etl_reader', "
+                         "'etl_unit_reader') ORDER BY 1") == [
+        ("etl_loader", True, True, False, False, False), ("etl_owner", False, True, False, False, False),
+        ("etl_reader", True, True, False, False, False),
+        ("etl_unit_reader", False, True, False, False, False)]
+
+
+def test_a_schema_everyone_may_create_in_is_named(pg_url, scram_roles, capsys):
+    with sa.create_engine(pg_url).begin() as conn:
+        conn.exec_driver_sql("GRANT CREATE ON SCHEMA public TO PUBLIC")  # PostgreSQL 14's default
+    assert _init(pg_url) == 0
+    assert "REVOKE CREATE ON SCHEMA public FROM PUBLIC" in capsys.readouterr().out
+
+
+def test_a_target_made_before_roles_is_handed_to_the_owner(pg_url, scram_roles):
+    assert cli.main(["init-target", "--target", pg_url]) == 0  # as the DBA, no roles yet
+    assert _init(pg_url) == 0
+    assert query(pg_url, "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class WHERE relkind IN "
+                         "('r', 'S') AND relnamespace = 'public'::regnamespace") == [(roles.OWNER,)]
+
+
+def _catalogue(url: str) -> list:
+    """Everything --roles decides, as the catalogue holds it."""
+    return [query(url, sql) for sql in (
+        "SELECT rolname, rolcanlogin, rolinherit FROM pg_roles WHERE rolname LIKE 'etl\\_%%' ORDER BY 1",
+        "SELECT r.rolname, m.rolname FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid "
+        "JOIN pg_roles m ON m.oid = a.member WHERE r.rolname LIKE 'etl\\_%%' ORDER BY 1, 2",
+        "SELECT relname, pg_get_userbyid(relowner), relacl::text, relrowsecurity FROM pg_class "
+        "WHERE relnamespace = 'public'::regnamespace ORDER BY 1",
+        "SELECT tablename, policyname, roles::text, cmd, qual, with_check FROM pg_policies ORDER BY 1, 2",
+        "SELECT defaclobjtype, defaclacl::text FROM pg_default_acl ORDER BY 1",
+        "SELECT nspacl::text FROM pg_namespace WHERE nspname = 'public'",
+        "SELECT datacl::text FROM pg_database WHERE datname = current_database()",
+        "SELECT * FROM etl_unit_role ORDER BY 1",
+        "SELECT version_num FROM alembic_version")]
+
+
+def test_rerunning_init_target_roles_changes_nothing(pg_url, scram_roles):
+    assert _init(pg_url, "--unit-roles", ORG_A) == 0
+    before = _catalogue(pg_url)
+    assert _init(pg_url, "--unit-roles", ORG_A) == 0
+    assert cli.main(["init-target", "--target", pg_url]) == 0  # re-applies grants: still the same
+    assert _catalogue(pg_url) == before
+
+
+def test_the_loader_may_not_change_the_schema_nor_remove_records(demo_target):
+    admin, loader, _ = demo_target
+    assert query(admin, "SELECT count(*) FROM risk_point")[0][0] > 0
+    for sql in ("CREATE TABLE x (a int)", "DROP TABLE risk_point", "ALTER TABLE risk_point ADD COLUMN x int",
+                "ALTER TABLE ingest_change DROP COLUMN record", "CREATE INDEX ix ON risk_point (\"riskNo\")",
+                "DELETE FROM risk_point", "DELETE FROM ingest_change", "DELETE FROM ingest_batch",
+                "DELETE FROM ingest_run", "DELETE FROM ingest_reject", "TRUNCATE risk_point",
+                "TRUNCATE ingest_change", "DROP POLICY etl_unit_rows ON risk_point",
+                "ALTER TABLE risk_point DISABLE ROW LEVEL SECURITY", "UPDATE alembic_version SET version_num = 'x'",
+                "INSERT INTO etl_unit_role VALUES ('etl_loader', '91320115MA1R7KX30X')",
+                "SET ROLE etl_owner"):
+        _refused(loader, sql)
+    rights = query(admin, "SELECT c.relname, p FROM pg_class c, unnest(ARRAY['DELETE', 'TRUNCATE', "
+                          "'REFERENCES', 'TRIGGER']) p WHERE c.relnamespace = 'public'::regnamespace AND "
+                          "c.relkind = 'r' AND has_table_privilege('etl_loader', c.oid, p)")
+    assert rights == [("ingest_stage", "DELETE")]
+    with sa.create_engine(loader).begin() as conn:  # what staging needs: its rows only
+        conn.exec_driver_sql("DELETE FROM ingest_stage WHERE \"stageKey\" = 'none'")
+
+
+def test_the_loader_hands_objects_over_in_the_target_staging_table(demo_target):
+    from etl import staging
+
+    _, loader, _ = demo_target
+    store = staging.open_store("target", engine_factory=lambda: target.connect(loader))
+    try:
+        store.put("run/unit/06.parquet", b"x" * 10)
+        assert store.get("run/unit/06.parquet") == b"x" * 10
+        store.delete("run/")
+        assert store.keys("run/") == set()
+    finally:
+        store.close()
+
+
+def test_the_reader_reads_everything_and_writes_nothing(demo_target):
+    admin, _, _ = demo_target
+    reader = _login(admin, roles.READER)
+    for t in ("risk_point", "ingest_change", "ingest_reject", "unit_info"):
+        assert query(reader, f"SELECT count(*) FROM {t}") == query(admin, f"SELECT count(*) FROM {t}")
+    for sql in ("INSERT INTO ingest_batch_seq VALUES ('20990101', 1)", "UPDATE risk_point SET \"riskName\" = 'x'",
+                "DELETE FROM risk_point", "CREATE TABLE x (a int)", "TRUNCATE ingest_run"):
+        _refused(reader, sql)
+
+
+def test_a_unit_role_sees_only_its_units_rows(demo_target):
+    admin, _, (a, b) = demo_target
+    unit_a = _login(admin, roles.unit_role(a))
+    for t in ("unit_info", "risk_point", "hidden_danger", "ingest_reject", "ingest_run", "ingest_batch"):
+        mine = query(admin, f"SELECT count(*) FROM {t} WHERE \"orgNo\" = '{a}'")[0][0]
+        theirs = query(admin, f"SELECT count(*) FROM {t} WHERE \"orgNo\" = '{b}'")[0][0]
+        assert mine > 0 and theirs > 0, t  # both units have rows: the filter is really tested
+        assert query(unit_a, f"SELECT \"orgNo\", count(*) FROM {t} GROUP BY 1") == [(a, mine)], t
+        assert query(unit_a, f"SELECT count(*) FROM {t} WHERE \"orgNo\" = '{b}'") == [(0,)], t
+    ledger = query(admin, f"SELECT count(*) FROM ingest_change c JOIN ingest_batch b USING (\"batchNo\") "
+                          f"WHERE b.\"orgNo\" = '{a}'")
+    assert query(unit_a, "SELECT count(*) FROM ingest_change") == ledger
+    assert query(unit_a, "SELECT \"orgNo\" FROM etl_unit_role") == [(a,)]
+    # a setting cannot widen it, nor can becoming the group role
+    assert query(unit_a, f"SELECT set_config('etl.org_no', '{b}', false), count(*) FROM risk_point "
+                         f"WHERE \"orgNo\" = '{b}'")[0][1] == 0
+    for sql in ("SELECT * FROM ingest_stage", "SELECT * FROM alembic_version", "INSERT INTO etl_unit_role "
+                f"VALUES (current_user, '{b}')", "UPDATE risk_point SET \"riskName\" = 'x'",
+                f"SET ROLE {roles.unit_role(b)}", "SET ROLE etl_reader"):
+        _refused(unit_a, sql)
+
+
+def test_unit_roles_for_every_unit_the_target_holds(demo_target, capsys):
+    admin, _, (a, b) = demo_target
+    assert _init(admin, "--unit-roles") == 0
+    assert {roles.unit_role(a), roles.unit_role(b)} <= set(capsys.readouterr().out.split())
+    assert query(admin, "SELECT \"orgNo\" FROM etl_unit_role ORDER BY 1") == sorted([(a,), (b,)])
+
+
+def test_an_orgno_that_is_not_one_is_refused(pg_url, capsys):
+    assert _init(pg_url, "--unit-roles", "x; DROP ROLE etl_owner") == 2
+    assert "not an orgNo" in capsys.readouterr().err
+
+
+def _mutate(url: str, sql: str, *params) -> None:
+    with sqlite3.connect(make_url(url).database) as conn:
+        conn.execute(sql, params)
+
+
+def test_incremental_updates_and_a_full_run_marking_d_run_as_the_loader(demo_target, capsys):
+    admin, _, (a, _) = demo_target
+    source = f"sqlite:///{Path.cwd() / 'var' / f'{UNIT_A}.sqlite'}"
+    now = clock.naive(clock.now()).strftime("%Y-%m-%d %H:%M:%S")
+    _mutate(source, "UPDATE t_hidden_danger SET description = description || ' (复查)', modify_time = ? "
+                    "WHERE id = (SELECT min(id) FROM t_hidden_danger WHERE del_flag = 0)", now)
+    _mutate(source, "DELETE FROM t_risk_point WHERE id = (SELECT max(id) FROM t_risk_point WHERE del_flag = 0)")
+    mapping = f"mappings/{UNIT_A}.yaml"
+    assert cli.main(["run", mapping, "--tx", "09", "--mode", "incremental"]) == 0
+    assert cli.main(["run", mapping, "--tx", "06"]) == 0
+    capsys.readouterr()
+    runs = query(admin, f"SELECT \"txCode\", mode, status, updated, deleted FROM ingest_run WHERE \"orgNo\" "
+                        f"= '{a}' AND (updated > 0 OR deleted > 0) ORDER BY 1")
+    assert runs == [("06", "full", "success", 0, 1), ("09", "incremental", "success", 1, 0)]
+    assert query(admin, f"SELECT count(*) FROM ingest_batch WHERE \"orgNo\" = '{a}' AND \"busType\" "
+                        f"IN ('U', 'D')") == [(2,)]
+
+
+def test_a_loader_meeting_an_old_schema_says_to_run_init_target_as_the_owner(demo_target, capsys):
+    admin, _, _ = demo_target
+    with sa.create_engine(admin).begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0003'")
+    target._ready.clear()
+    assert cli.main(["run", f"mappings/{UNIT_A}.yaml", "--tx", "06"]) == 1
+    failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAILED")]
+    assert failed == [f"FAILED {UNIT_A} 06: the target schema is at 0003, the code needs "
+                      f"{target.head_revision()}: run `etl init-target` as the owner (etl_owner or a "
+                      f"member of it)"]
+
+
+# --- MariaDB and SQLite ----------------------------------------------------------------------
+
+
+def _grants(url: str) -> list:
+    return [query(url, f"SHOW GRANTS FOR {r}") for r in (roles.OWNER, roles.LOADER, roles.READER)]
+
+
+@pytest.fixture
+def mariadb_loader(mariadb_url):
+    assert _init(mariadb_url) == 0
+    before = _grants(mariadb_url)
+    assert _init(mariadb_url) == 0
+    assert _grants(mariadb_url) == before  # rerunning changes nothing
+    admin = make_url(mariadb_url)
+    user = "etl_load14"
+    with sa.create_engine(admin, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.exec_driver_sql(f"CREATE USER IF NOT EXISTS '{user}'@'%%' IDENTIFIED BY '{PASSWORD}'")
+        conn.exec_driver_sql(f"GRANT {roles.LOADER} TO '{user}'@'%%'")
+        conn.exec_driver_sql(f"SET DEFAULT ROLE {roles.LOADER} FOR '{user}'@'%%'")
+    return mariadb_url, admin.set(username=user, password=PASSWORD).render_as_string(hide_password=False)
+
+
+def test_mariadb_loader_loads_and_may_not_change_the_schema_nor_remove_records(
+        mariadb_loader, tmp_path, monkeypatch):
+    admin, loader = mariadb_loader
+    source = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_source(source, "t_hidden_danger", [hidden_danger_row(i) for i in range(1, 5)])
+    m = hidden_danger_mapping(tmp_path, monkeypatch, source)
+    monkeypatch.setenv("ETL_TARGET_URL", loader)
+    assert cli.main(["run", str(m.path)]) == 0
+    write_source(source, "t_hidden_danger", [hidden_danger_row(i, problem="改") for i in range(1, 4)])
+    assert cli.main(["run", str(m.path)]) == 0
+    assert query(admin, "SELECT busType, count(*) FROM hidden_danger GROUP BY 1 ORDER BY 1") == [
+        ("D", 1), ("U", 3)]
+    for sql in ("CREATE TABLE x (a int)", "DROP TABLE hidden_danger", "ALTER TABLE hidden_danger ADD x int",
+                "DELETE FROM hidden_danger", "DELETE FROM ingest_change", "TRUNCATE TABLE ingest_change",
+                "TRUNCATE TABLE hidden_danger", "UPDATE alembic_version SET version_num = 'x'"):
+        _refused(loader, sql)
+
+
+def test_unit_roles_are_refused_where_there_is_no_row_level_security(mariadb_url, sqlite_url, capsys):
+    assert _init(mariadb_url, "--unit-roles", ORG_A) == 2
+    assert "no row-level security" in capsys.readouterr().err
+    assert _init(sqlite_url) == 2
+    assert "SQLite has no roles" in capsys.readouterr().err
