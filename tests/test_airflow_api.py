@@ -38,6 +38,7 @@ def airflow_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflo
     with AirflowCluster(home, parallelism=8, env={
         "ETL_MAPPINGS_DIR": str(home / "mappings"),
         "ETL_STAGING_DIR": str(home / "staging"),
+        "ETL_REPORTS_DIR": str(home / "report"),
         # a decoy: the run must write to the etl_target connection, never here
         "ETL_TARGET_URL": f"sqlite:///{home / 'decoy-target.sqlite'}",
     }) as cluster:
