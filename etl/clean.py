@@ -679,6 +679,16 @@ def _phone_main(value: str, area: str | None) -> str | None:
     return None
 
 
+_LOCAL = re.compile(r"^[2-9](?:\d{6,7}|\d{2,3}-\d{4})(?:(?:转|分机|ext\.?|x|#|,|，|-)\d{1,6})?$", re.I)
+
+
+def _local(value: str) -> bool:
+    """Whether a phone looks like a local number without area code (52345678, 5234-5678,
+    52345678-8001): only then is the area code table looked up, since libphonenumber's
+    geocoding data behind it is large."""
+    return bool(_LOCAL.match(re.sub(r"[\s()（）]", "", value)))
+
+
 def _phone_one(value: str, area: str | None = None) -> tuple[str, str | None]:
     """A phone in one spelling: see `_phone_main`; a landline's extension (转, 分机, ext, -)
     kept as 025-52345678转8001. Anything else (400 numbers, several numbers) is left for
@@ -702,7 +712,7 @@ def _phone(context: pd.Series | None) -> Step:
         if context is None:
             return _per_value(u, _phone_one)
         pairs = [(None, None) if isinstance(v, float) else
-                 _phone_one(v, phones.area_code(c) if isinstance(c, str) else None)
+                 _phone_one(v, phones.area_code(c) if isinstance(c, str) and _local(v) else None)
                  for v, c in zip(u.tolist(), context.tolist())]
         values = pd.Series(pd.array([p[0] for p in pairs], dtype=TEXT), index=u.index)
         return values, pd.Series([p[1] for p in pairs], index=u.index, dtype=object)

@@ -13,7 +13,6 @@ import re
 from functools import cache
 
 import phonenumbers
-from phonenumbers import geocoder
 
 from etl import divisions
 
@@ -25,7 +24,9 @@ _PROVINCE = re.compile(r"^(.+?(?:省|自治区|市(?=.)))")
 @cache
 def area_codes() -> dict[str, str]:
     """{GB/T 2260 city code: trunk area code such as '025'}, for every city libphonenumber
-    places under exactly one area code."""
+    places under exactly one area code. Its geocoding data (~100 MB) is imported only here."""
+    from phonenumbers import geocoder
+
     by_city: dict[str, set[str]] = {}
     for area in _AREAS:
         for local in ("62345678", "6234567"):

@@ -647,3 +647,10 @@ def test_a_json_array_in_text_is_joined() -> None:
 
 def test_an_array_in_a_single_valued_text_field_is_joined_not_stringified() -> None:
     assert clean("09", "mainProblem", [["安全阀过期", "压力表损坏"]]) == ["安全阀过期、压力表损坏"]
+
+
+@pytest.mark.parametrize("raw", ["52345678-8001", "5234 5678 转 8001", "5234-5678"])
+def test_a_local_number_with_an_extension_or_a_hyphen_is_completed_too(raw: str) -> None:
+    out = clean_frame(pd.DataFrame({"dLinkTel": pd.Series([raw], dtype=object)}), dataset("02"), Audit(),
+                      unit_city="320100")["dLinkTel"].iloc[0]
+    assert out.startswith("025-5234") and ("转8001" in out) == ("8001" in raw)
