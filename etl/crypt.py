@@ -189,3 +189,140 @@ def encrypt_frame(frame: pd.DataFrame, ds: standard.Dataset, key: DataKey,
         frame[f.name] = enc
         frame[hmac_column(f.name)] = idx
     return frame
+
+
+# --- the target: rotation and reading ----------------------------------------------------------
+
+
+def _new_value(value: str | None, field: str, record_id: str, new: DataKey,
+               keys: list[DataKey], where: str) -> tuple[str, str] | None:
+    """(plaintext, ciphertext under `new`) for a stored value, None when it is NULL or under
+    `new` already; a value in clear is encrypted too (encryption turned on for old records)."""
+    if value is None or (is_encrypted(value) and key_id_of(value) == new.id):
+        return None
+    try:
+        plain = decrypt(value, field, record_id, keys)
+    except DecryptError as e:
+        raise ConfigError(f"{where}: {e}; set {OLD_KEYS_ENV} to the key(s) it was under") from None
+    return plain, encrypt(plain, field, record_id, new)
+
+
+def rotate(engine, new: DataKey, old: list[DataKey], batch_rows: int = 1000) -> dict[str, int]:
+    """Re-encrypt every encrypted value of the target (tables and ledger) under `new`, in
+    batches of `batch_rows` each committed on its own, in place: rowHash, busType, batchNo and
+    updateDate are untouched, no batch is written. Values under `new` already are skipped, so
+    a rotation that stopped halfway is finished by running it again. Returns values changed
+    per table (`ingest_change`: ledger rows)."""
+    import sqlalchemy as sa
+
+    from etl import target
+    from etl.transform import ID
+
+    keys = [new, *old]
+    counts: dict[str, int] = {}
+    ikey = new.index_key()
+
+    for ds in standard.DATASETS:
+        fields = [f.name for f in standard.encrypted_fields(ds)]
+        if not fields:
+            continue
+        t = target.table(ds.tx_code)
+        counts[ds.table] = 0
+        last = ""
+        while True:
+            with engine.begin() as conn:
+                rows = conn.execute(sa.select(t.c[ID], *[t.c[f] for f in fields])
+                                    .where(t.c[ID] > last).order_by(t.c[ID]).limit(batch_rows)).all()
+                if not rows:
+                    break
+                last = rows[-1][0]
+                for row in rows:
+                    values = {}
+                    for f, v in zip(fields, row[1:]):
+                        done = _new_value(v, f, row[0], new, keys, f"{ds.table} record {row[0]} {f}")
+                        if done:
+                            values[f] = done[1]
+                            values[target.hmac_column(f)] = blind_index(done[0], new, ikey)
+                    if values:
+                        conn.execute(sa.update(t).where(t.c[ID] == row[0]).values(values))
+                        counts[ds.table] += len([k for k in values if k in fields])
+    counts["ingest_change"] = _rotate_ledger(engine, new, keys, ikey, batch_rows)
+    return counts
+
+
+def _rotate_ledger(engine, new: DataKey, keys: list[DataKey], ikey: bytes, batch_rows: int) -> int:
+    import json
+
+    import sqlalchemy as sa
+
+    from etl import target
+
+    fields_of = {ds.tx_code: [f.name for f in standard.encrypted_fields(ds)] for ds in standard.DATASETS}
+    codes = [tx for tx, names in fields_of.items() if names]
+    c, b = target.ingest_change, target.ingest_batch
+    changed, last = 0, 0
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(c.c.changeId, c.c.ID, c.c.record, b.c.txCode)
+                .select_from(c.join(b, b.c.batchNo == c.c.batchNo))
+                .where(c.c.changeId > last, b.c.txCode.in_(codes))
+                .order_by(c.c.changeId).limit(batch_rows)).all()
+            if not rows:
+                return changed
+            last = rows[-1][0]
+            for change_id, rid, text, tx in rows:
+                record = json.loads(text)
+                dirty = False
+                for f in fields_of[tx]:
+                    done = _new_value(record.get(f), f, rid, new, keys,
+                                      f"ingest_change {change_id} (record {rid}) {f}")
+                    if done:
+                        record[f] = done[1]
+                        record[target.hmac_column(f)] = blind_index(done[0], new, ikey)
+                        dirty = True
+                if dirty:
+                    conn.execute(sa.update(c).where(c.c.changeId == change_id).values(
+                        record=json.dumps(record, ensure_ascii=False, separators=(",", ":"))))
+                    changed += 1
+
+
+def shown(value: str | None, field: standard.Field, clear: bool) -> str | None:
+    """A decrypted value as `etl decrypt` prints it: masked unless `clear`."""
+    from etl.masking import mask, personal_kind
+
+    if value is None or clear:
+        return value
+    kind = personal_kind(field)
+    if kind:
+        return mask(value, kind)
+    return value[:2] + "*" * max(len(value) - 4, 0) + value[-2:] if len(value) > 4 else "*" * len(value)
+
+
+def records(engine, org_no: str, tx_code: str, keys: list[DataKey], clear: bool = False,
+            find: str | None = None) -> list[dict]:
+    """A unit's records of one dataset with the encrypted fields decrypted (masked unless
+    `clear`); `find`: only records where an encrypted field equals it (by the blind index)."""
+    import sqlalchemy as sa
+
+    from etl import target
+    from etl.transform import ID
+
+    ds = standard.dataset(tx_code)
+    t = target.table(ds.tx_code)
+    fields = standard.encrypted_fields(ds)
+    q = sa.select(*[t.c[n] for n in standard.record_columns(ds)]).where(
+        t.c[standard.UNIT_KEY] == org_no).order_by(t.c[ID])
+    if find is not None:
+        indexes = [blind_index(find, k) for k in keys]
+        q = q.where(sa.or_(sa.false(), *[t.c[target.hmac_column(f.name)].in_(indexes) for f in fields],
+                           *[t.c[f.name] == find for f in fields]))
+    out = []
+    with engine.connect() as conn:
+        for row in conn.execute(q).mappings():
+            rec = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+            for f in fields:
+                rec[f.name] = shown(decrypt(rec[f.name], f.name, rec[ID], keys)
+                                    if rec[f.name] is not None else None, f, clear)
+            out.append(rec)
+    return out

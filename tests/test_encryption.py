@@ -25,7 +25,9 @@ CERTS = ["T320115000001", "T320115000002", "T320115000003"]
 UNIT_TEL = "13700001111"
 DEPT_TELS = ["18600002222", "18600003333"]
 PHONES = [UNIT_TEL, *DEPT_TELS]
-SECRETS = [*ID_NUMBERS, *CERTS, *PHONES]
+_GOOD = gb11643("32011519900104124")
+BAD_ID = _GOOD[:17] + ("1" if _GOOD[17] != "1" else "2")  # a wrong check character: rejected
+SECRETS = [*ID_NUMBERS, *CERTS, *PHONES, BAD_ID]
 
 MAPPING = f"""\
 unit: {{orgNo: "{ORG_A}", comName: 南京某某化工有限公司}}
@@ -75,6 +77,8 @@ def write_source(url: str) -> None:
         for i, (id_no, cert) in enumerate(zip(ID_NUMBERS, CERTS), 1):
             conn.execute(sa.text("INSERT INTO t_person VALUES (:i, :n, :id, '安全部', :c)"),
                          {"i": i, "n": f"张{i}", "id": id_no, "c": cert})
+        conn.execute(sa.text("INSERT INTO t_person VALUES (9, '赵九', :id, '安全部', 'T9')"),
+                     {"id": BAD_ID})
     engine.dispose()
 
 
@@ -185,6 +189,7 @@ def test_encrypted_fields_derive_from_the_standard():
 
 def test_with_a_key_no_id_number_or_phone_is_stored_in_clear(url, key, tmp_path, monkeypatch):
     _load(url, tmp_path, monkeypatch)
+    assert [r["field"] for r in rows_of(url, "ingest_reject")] == ["idCardNo"]  # kept masked
     assert _found(url, SECRETS) == []
     k = crypt.parse_key(key, "k")
     persons = _persons(url)
@@ -227,3 +232,130 @@ def test_the_row_hash_is_that_of_the_plaintext(url, tmp_path, monkeypatch):
     results = _load(url, tmp_path, monkeypatch)  # the same data, now with a key: nothing changed
     assert [r.counts.updated for r in results] == [0, 0, 0]
     assert {n: r["rowHash"] for n, r in _persons(url).items()} == clear
+
+
+# --- rotation, decryption, the migration ------------------------------------------------------
+
+
+def _state(url):
+    """What a rotation must not touch: every record's envelope and hash, the batches, the
+    ledger's rows."""
+    recs = {tx: {r["ID"]: (r["rowHash"], r["busType"], r["batchNo"], str(r["updateDate"]))
+                 for r in rows_of(url, target.table(tx).name)} for tx in ("01", "02", "03")}
+    ledger = [(c["changeId"], c["batchNo"], c["ID"], c["busType"]) for c in rows_of(url, "ingest_change")]
+    return recs, len(rows_of(url, "ingest_batch")), sorted(ledger)
+
+
+def _every_encrypted_value(url):
+    """(field, record ID, stored value) of every encrypted field in the tables and the ledger."""
+    out = []
+    for tx in ("01", "02", "03"):
+        ds = standard.dataset(tx)
+        for r in rows_of(url, ds.table):
+            out += [(f.name, r["ID"], r[f.name]) for f in standard.encrypted_fields(ds)
+                    if r[f.name] is not None]
+    for c in rows_of(url, "ingest_change"):
+        rec = json.loads(c["record"])
+        out += [(name, c["ID"], rec[name]) for name in ("linkTel", "dLinkTel", "idCardNo", "certNo")
+                if rec.get(name) is not None]
+    return out
+
+
+def test_rotate_key_reencrypts_everything_in_place_without_a_batch(url, key, tmp_path, monkeypatch, capsys):
+    from etl import cli
+
+    _load(url, tmp_path, monkeypatch)
+    before = _state(url)
+    old, new = crypt.parse_key(key, "old"), crypt.parse_key(new_key(), "new")
+    monkeypatch.setenv("ETL_DATA_KEY", base64.b64encode(new.secret).decode())
+    monkeypatch.setenv("ETL_DATA_KEY_OLD", f"{new_key()},{key}")
+    assert cli.main(["rotate-key", "--target", url, "--batch-rows", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "unit_person: 6 values" in out and "ingest_change: 6 ledger rows" in out
+    assert _state(url) == before  # no batch, no ledger row, rowHash/busType/batchNo/updateDate kept
+    values = _every_encrypted_value(url)
+    assert len(values) == 9 + 9  # 3 ID numbers, 3 certificates, 3 phones: tables and ledger
+    plain = set()
+    for name, rid, v in values:
+        assert crypt.key_id_of(v) == new.id
+        plain.add(crypt.decrypt(v, name, rid, [new]))
+        with pytest.raises(crypt.DecryptError):
+            crypt.decrypt(v, name, rid, [old])  # the old key no longer reads it
+    assert plain == set(SECRETS) - {BAD_ID}
+    for r in rows_of(url, "unit_person"):
+        assert r["idCardNoHmac"] == crypt.blind_index(crypt.decrypt(r["idCardNo"], "idCardNo", r["ID"], [new]), new)
+    assert _found(url, SECRETS) == []
+    assert cli.main(["rotate-key", "--target", url]) == 0  # idempotent
+    assert "unit_person: 0 values" in capsys.readouterr().out
+    results = _load(url, tmp_path, monkeypatch)  # a later load under the new key: nothing changed
+    assert [r.counts.batches for r in results] == [{}] * 3
+    assert _state(url) == before
+
+
+def test_rotate_key_without_the_old_key_fails_naming_it(tmp_path, key, monkeypatch, capsys):
+    from etl import cli
+
+    url = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    _load(url, tmp_path, monkeypatch)
+    monkeypatch.setenv("ETL_DATA_KEY", new_key())
+    assert cli.main(["rotate-key", "--target", url]) == 2
+    err = capsys.readouterr().err
+    assert "ETL_DATA_KEY_OLD" in err and crypt.parse_key(key, "k").id in err
+
+
+def test_decrypt_needs_the_key_and_masks_unless_clear(tmp_path, key, monkeypatch, capsys):
+    from etl import cli
+
+    url = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    _load(url, tmp_path, monkeypatch)
+    args = ["decrypt", "--org", ORG_A, "--tx", "03", "--target", url]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 3 and not any(s in out for s in SECRETS)
+    assert {r["idCardNo"][:6] for r in rows} == {"320115"}  # masked, not ciphertext
+    assert cli.main([*args, "--clear", "--find", ID_NUMBERS[1]]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["idCardNo"], r["certNo"]) for r in rows] == [(ID_NUMBERS[1], CERTS[1])]
+    monkeypatch.delenv("ETL_DATA_KEY")
+    assert cli.main(args) == 2
+    assert "needs the data key: set ETL_DATA_KEY" in capsys.readouterr().err
+
+
+def test_without_a_key_the_etl_run_cli_stores_what_it_always_did(tmp_path, monkeypatch):
+    monkeypatch.delenv("ETL_DATA_KEY", raising=False)
+    url = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    _mapping(tmp_path, monkeypatch)
+    env = {k: v for k, v in os.environ.items() if k != "ETL_DATA_KEY"}
+    p = subprocess.run([sys.executable, "-m", "etl", "run", str(tmp_path / "unit.yaml"), "--target", url],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert {r["idCardNo"] for r in rows_of(url, "unit_person")} == set(ID_NUMBERS)
+
+
+def test_0007_widens_and_indexes_a_target_made_before_it(url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    engine = target.connect(url)
+    target.upgrade(engine)
+    with engine.begin() as conn:
+        q = conn.dialect.identifier_preparer.quote
+        for tx in ("01", "02", "03"):
+            ds = standard.dataset(tx)
+            for f in standard.encrypted_fields(ds):
+                conn.exec_driver_sql(f"ALTER TABLE {ds.table} DROP COLUMN {q(f.name + 'Hmac')}")
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql(f"ALTER TABLE {ds.table} ALTER COLUMN {q(f.name)} "
+                                         f"TYPE VARCHAR({f.length})")
+                elif conn.dialect.name != "sqlite":
+                    conn.exec_driver_sql(f"ALTER TABLE {ds.table} MODIFY {q(f.name)} VARCHAR({f.length})"
+                                         + " NULL")
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0006'"))
+    assert target.upgrade(engine) == ("0006", target.head_revision())
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), target.metadata) == []
+    if engine.dialect.name != "sqlite":
+        col = {c["name"]: c for c in sa.inspect(engine).get_columns("unit_person")}["idCardNo"]
+        assert col["type"].length == standard.ENCRYPTED_LENGTH
+    engine.dispose()
