@@ -32,6 +32,9 @@ def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "f
     mappings = load_mappings(paths)  # every file valid before anything connects
     for m in mappings:
         check_source_urls(m)
+    from etl import crypt
+
+    crypt.data_key()  # a malformed ETL_DATA_KEY fails here, before anything is written
     engine = _engine(target_url)
     run_id = pipeline.new_run_id()
     results = []

@@ -359,3 +359,13 @@ def test_0007_widens_and_indexes_a_target_made_before_it(url):
         col = {c["name"]: c for c in sa.inspect(engine).get_columns("unit_person")}["idCardNo"]
         assert col["type"].length == standard.ENCRYPTED_LENGTH
     engine.dispose()
+
+
+def test_a_malformed_key_stops_etl_run_before_anything_is_written(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    _mapping(tmp_path, monkeypatch)
+    env = {**os.environ, "ETL_DATA_KEY": "not-a-key"}
+    p = subprocess.run([sys.executable, "-m", "etl", "run", str(tmp_path / "unit.yaml"), "--target", url],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "ETL_DATA_KEY: not a data key" in p.stderr
+    assert "not-a-key" not in p.stderr and not (tmp_path / "target.sqlite").exists()
