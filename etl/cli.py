@@ -122,6 +122,26 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--mappings-dir", default="mappings", help="folder of mapping files (default: mappings)")
     rep.add_argument("--target", help=target_help)
 
+    rot = sub.add_parser("rotate-key", help="re-encrypt the personal data under a new data key",
+                         description="Re-encrypt every encrypted value of the target (records and "
+                         "ledger) under ETL_DATA_KEY, the new key, reading it with ETL_DATA_KEY_OLD "
+                         "(the old key or keys, comma-separated); values in clear are encrypted too. "
+                         "In place, in batches: rowHash, busType, batchNo and updateDate are kept, "
+                         "no batch is written; rerunning finishes a stopped rotation. Prints counts.")
+    rot.add_argument("--target", help=target_help)
+    rot.add_argument("--batch-rows", type=int, default=1000, help="rows per transaction (default 1000)")
+
+    dec = sub.add_parser("decrypt", help="print a unit's records with the personal data decrypted",
+                         description="Print a unit's records of one dataset as JSON lines, the "
+                         "encrypted fields decrypted with ETL_DATA_KEY (and ETL_DATA_KEY_OLD) and "
+                         "masked unless --clear. Refused without a key.")
+    dec.add_argument("--org", required=True, metavar="ORGNO", help="the unit's orgNo")
+    dec.add_argument("--tx", required=True, help="the txCode, e.g. 03")
+    dec.add_argument("--find", metavar="VALUE", help="only records where an encrypted field "
+                     "(ID number, certificate number, phone) equals VALUE (by the blind index)")
+    dec.add_argument("--clear", action="store_true", help="print the values unmasked")
+    dec.add_argument("--target", help=target_help)
+
     af = sub.add_parser("airflow", help="run an airflow command set up for this project",
                         description="Run `airflow ARGS` (default: standalone) with this project's "
                         "settings, unless already set: AIRFLOW_HOME=var/airflow, the DAGs folder "
@@ -241,6 +261,19 @@ def _report(args: argparse.Namespace) -> int:
                                  target_url=args.target)
 
 
+def _rotate_key(args: argparse.Namespace) -> int:
+    from etl import commands
+
+    return commands.rotate_key(args.target, batch_rows=args.batch_rows)
+
+
+def _decrypt(args: argparse.Namespace) -> int:
+    from etl import commands
+
+    return commands.decrypt(args.org, args.tx, target_url=args.target, clear=args.clear,
+                            find=args.find)
+
+
 def _airflow(args: argparse.Namespace) -> int:
     from etl import airflow_env
 
@@ -248,7 +281,8 @@ def _airflow(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"demo": _demo, "run": _run, "check": _check, "init-target": _init_target,
-             "reconcile": _reconcile, "freshness": _freshness, "report": _report, "airflow": _airflow}
+             "reconcile": _reconcile, "freshness": _freshness, "report": _report, "airflow": _airflow,
+             "rotate-key": _rotate_key, "decrypt": _decrypt}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,6 +32,9 @@ def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "f
     mappings = load_mappings(paths)  # every file valid before anything connects
     for m in mappings:
         check_source_urls(m)
+    from etl import crypt
+
+    crypt.data_key()  # a malformed ETL_DATA_KEY fails here, before anything is written
     engine = _engine(target_url)
     run_id = pipeline.new_run_id()
     results = []
@@ -188,4 +191,51 @@ def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | Non
     engine = _engine(target_url)
     index = site.build(engine, found, out, since=since)
     print(f"report: {index}")
+    return 0
+
+
+def _keys(purpose: str):
+    from etl import crypt
+    from etl.errors import ConfigError
+
+    key = crypt.data_key()
+    if key is None:
+        raise ConfigError(f"{purpose} needs the data key: set {crypt.KEY_ENV} (base64 of 32 random "
+                          f"bytes; make one with {crypt.MAKE_KEY})")
+    return key, crypt.old_keys()
+
+
+def rotate_key(target_url: str | None = None, batch_rows: int = 1000) -> int:
+    from etl import crypt
+
+    new, old = _keys("etl rotate-key")
+    engine = _engine(target_url)
+    target.ensure_schema(engine)
+    counts = crypt.rotate(engine, new, old, batch_rows=batch_rows)
+    for table, n in counts.items():
+        print(f"{table}: {n} {'ledger rows' if table == 'ingest_change' else 'values'} "
+              f"re-encrypted under key {new.id}")
+    return 0
+
+
+def decrypt(org_no: str, tx_code: str, *, target_url: str | None = None, clear: bool = False,
+            find: str | None = None) -> int:
+    import json
+
+    from etl import crypt, standard
+    from etl.errors import ConfigError
+
+    new, old = _keys("etl decrypt")
+    try:
+        tx = standard.dataset(tx_code).tx_code
+    except KeyError as e:
+        raise ConfigError(f"--tx: {e.args[0]}") from None
+    engine = _engine(target_url)
+    target.ensure_schema(engine)
+    try:
+        rows = crypt.records(engine, org_no, tx, [new, *old], clear=clear, find=find)
+    except crypt.DecryptError as e:
+        raise ConfigError(f"{e}; set {crypt.OLD_KEYS_ENV} to the key(s) it was under") from None
+    for r in rows:
+        print(json.dumps(r, ensure_ascii=False, default=str))
     return 0

@@ -19,7 +19,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import clock, extract, phones, provenance, standard, target, transform, validate
+from etl import clock, crypt, extract, phones, provenance, standard, target, transform, validate
 from etl.clean import Audit, binary_values, clean_frame
 from etl.errors import EtlError, TargetError
 from etl.load import REJECTED, Counts, DatasetLoad, allocate_batches, insert_rows, record_batches
@@ -246,6 +246,9 @@ def prepare(raw: pd.DataFrame, p: Plan, audit: Audit) -> Prepared:
         frame[standard.UNIT_KEY] = org
     frame[REJECTED] = is_error.astype(int)
     frame[DELETED] = frame[DELETED].astype(int)
+    key = crypt.data_key()
+    if key is not None:  # after rowHash: change detection reads the plaintext
+        frame = crypt.encrypt_frame(frame, ds, key, (frame[REJECTED] == 0) & (frame[DELETED] == 0))
     findings = pd.DataFrame([(int(f.row), f.field, f.rule, f.severity, f.message) for f in found],
                             columns=list(Prepared.FINDING_COLUMNS))
     return Prepared(frame, findings)

@@ -55,6 +55,13 @@ class Field:
     enum: tuple[str, ...] | None = None
     separator: str | None = None  # multi-valued enumerations/lists are joined by this
     note: str = ""
+    encrypted: bool = False  # personal data encrypted at rest when a data key is set (etl.crypt)
+
+    @property
+    def storage_length(self) -> int:
+        """The target column's length: room for the ciphertext of an `encrypted` field
+        (`enc:v1:<key id>:<base64>`); validation still checks `length` on the plaintext."""
+        return max(self.length, ENCRYPTED_LENGTH) if self.encrypted else self.length
 
     @property
     def is_date(self) -> bool:
@@ -116,6 +123,14 @@ class Dataset:
         return tuple(f.name for f in self.fields if f.required)
 
 
+ENCRYPTED_LENGTH = 255  # storage length of an encrypted field (etl.crypt)
+
+
+def encrypted_fields(ds: "Dataset") -> tuple[Field, ...]:
+    """The fields of a dataset that hold personal data encrypted at rest with a data key."""
+    return tuple(f for f in ds.fields if f.encrypted)
+
+
 def _c(name: str, zh: str, length: int = 100, **kw) -> Field:
     return Field(name, zh, "C", length, **kw)
 
@@ -133,7 +148,7 @@ def _m(name: str, zh: str, **kw) -> Field:
 
 
 def _phone(name: str, zh: str, **kw) -> Field:
-    return Field(name, zh, "C", 20, kind="phone", **kw)
+    return Field(name, zh, "C", 20, kind="phone", encrypted=True, **kw)
 
 
 ENVELOPE: tuple[Field, ...] = (
@@ -166,14 +181,14 @@ DATASETS: tuple[Dataset, ...] = (
     )),
     Dataset("03", "unit_person", "A.5", "人员基本信息", "weekly", (
         _c("psnName", "姓名", 50, required=True),
-        _c("idCardNo", "身份证号码", 18, required=True, kind="idcard"),
+        _c("idCardNo", "身份证号码", 18, required=True, kind="idcard", encrypted=True),
         _c("deptName", "所属部门"),
         _flag("isSecChief", "是否安全总监", required=True),
         _flag("isSecManager", "是否安全员", required=True),
         _flag("isOpr", "特种设备作业人员", required=True),
         _flag("isRes", "特种设备应急救援人员", required=True),
         _c("lcnsKind", "特种设备作业人员证书种类", 50, kind="enum", enum=LICENCE_KINDS),
-        _c("certNo", "特种设备作业人员证书编号", 50, kind="code"),
+        _c("certNo", "特种设备作业人员证书编号", 50, kind="code", encrypted=True),
         _d("authDate", "批准日期"),
         _d("endDate", "有效日期"),
         _c("authCom", "发证部门"),

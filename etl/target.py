@@ -19,6 +19,8 @@ from etl.errors import TargetSchemaError
 from etl.standard import Dataset, Field
 
 HASH_COLUMN = "rowHash"
+HMAC_SUFFIX = "Hmac"  # `<field>Hmac`: the blind index of an encrypted field (etl.crypt)
+HMAC_LENGTH = 64
 TEXT_THRESHOLD = 500  # longer C fields become TEXT (MariaDB's row size limit)
 
 metadata = sa.MetaData()
@@ -29,9 +31,15 @@ def _column_type(f: Field) -> sa.types.TypeEngine:
         return sa.Date()
     if f.type == "N" and f.name != "txCode":
         return sa.SmallInteger()
-    if f.length > TEXT_THRESHOLD:
+    if f.storage_length > TEXT_THRESHOLD:
         return sa.Text()
-    return sa.String(f.length)
+    return sa.String(f.storage_length)
+
+
+def hmac_column(name: str) -> str:
+    """The blind-index column of encrypted field `name`: HMAC-SHA256 of the plaintext, hex;
+    NULL when the value is stored in clear (no data key) or is NULL."""
+    return f"{name}{HMAC_SUFFIX}"
 
 
 def _dataset_table(ds: Dataset) -> sa.Table:
@@ -41,6 +49,9 @@ def _dataset_table(ds: Dataset) -> sa.Table:
         Field(standard.UNIT_KEY, "统一社会信用代码", "C", 18, required=True), *ds.fields)
     columns = [sa.Column(f.name, _column_type(f), nullable=f.name != standard.UNIT_KEY)
                for f in fields]
+    columns += [sa.Column(hmac_column(f.name), sa.String(HMAC_LENGTH), nullable=True,
+                          comment=f"blind index of {f.name} (migration 0007)")
+                for f in standard.encrypted_fields(ds)]
     indexes = [sa.Index(f"ix_{ds.table}_orgNo", standard.UNIT_KEY)]
     referenced = {r.target_field for d in standard.DATASETS for r in d.references
                   if r.tx_code == ds.tx_code}

@@ -1,0 +1,328 @@
+"""Encryption at rest of personal data (issue 14): optional, off without a data key.
+
+With a data key (`ETL_DATA_KEY`, or the Airflow variable / connection `etl_data_key` inside an
+Airflow task) the fields `etl.standard` marks `encrypted` (ID number, certificate number,
+phones) are stored as `enc:v1:<key id>:<base64(nonce + ciphertext)>`: AES-256-GCM, a fresh
+96-bit nonce per value, the field name and the record ID as associated data (a ciphertext moved
+to another record or field fails to decrypt), key id = the first 8 hex digits of sha256(key)
+so that rotation knows which key a value used. Beside each such field, `<field>Hmac` holds
+HMAC-SHA256 of the plaintext under a key derived from the data key (HKDF): the blind index
+that lets a lookup find a value without decrypting every row.
+
+Encryption happens after validation and identity (`pipeline.prepare`): validation reads the
+plaintext, and `rowHash` digests it, so an unchanged record is unchanged although each run's
+ciphertext differs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from etl import standard
+from etl.errors import ConfigError
+
+PREFIX = "enc:v1:"
+KEY_ENV, OLD_KEYS_ENV = "ETL_DATA_KEY", "ETL_DATA_KEY_OLD"
+AIRFLOW_KEY = "etl_data_key"  # Airflow variable or connection (its password)
+MAKE_KEY = 'python -c "import os,base64;print(base64.b64encode(os.urandom(32)).decode())"'
+NONCE_BYTES = 12
+
+
+class DecryptError(ValueError):
+    """A value could not be decrypted: no key with its id, or it was altered or moved."""
+
+
+@dataclass(frozen=True)
+class DataKey:
+    """A 256-bit data key; `str()` shows only its id."""
+
+    secret: bytes
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(self.secret).hexdigest()[:8]
+
+    def __repr__(self) -> str:
+        return f"DataKey({self.id})"
+
+    __str__ = __repr__
+
+    def _aead(self):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        return AESGCM(self.secret)
+
+    def index_key(self) -> bytes:
+        """The blind index's HMAC key: HKDF-SHA256 of the data key, never the key itself."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                    info=b"etl blind index v1").derive(self.secret)
+
+
+def parse_key(text: str, origin: str) -> DataKey:
+    """A key from its base64 text; a `ConfigError` naming `origin` (never the text) if it is
+    not base64 of 32 bytes."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError(f"{origin}: not a data key (base64 of 32 random bytes); make one "
+                          f"with {MAKE_KEY}")
+    return DataKey(raw)
+
+
+def _airflow_key() -> str | None:
+    """`etl_data_key` from Airflow: a variable, else a connection's password; only inside an
+    Airflow task (whose runner sets AIRFLOW_CTX_DAG_ID), as `etl_target` is read there."""
+    if not os.environ.get("AIRFLOW_CTX_DAG_ID"):
+        return None
+    try:
+        from airflow.sdk import Connection, Variable
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        value = Variable.get(AIRFLOW_KEY, default=None)
+    except Exception:  # no such variable or no way to ask: try the connection
+        value = None
+    if not value:
+        try:
+            value = Connection.get(AIRFLOW_KEY).password
+        except Exception:
+            value = None
+    if value:
+        from etl.masking import register_secrets
+
+        register_secrets([value])
+    return value or None
+
+
+def data_key() -> DataKey | None:
+    """The data key to encrypt with, or None: encryption is off."""
+    text = os.environ.get(KEY_ENV)
+    if text:
+        return parse_key(text, KEY_ENV)
+    text = _airflow_key()
+    return parse_key(text, f"Airflow {AIRFLOW_KEY}") if text else None
+
+
+def old_keys() -> list[DataKey]:
+    """`ETL_DATA_KEY_OLD`: the keys values may still be under (comma-separated), for rotation."""
+    text = os.environ.get(OLD_KEYS_ENV, "")
+    return [parse_key(part, f"{OLD_KEYS_ENV} (key {i})")
+            for i, part in enumerate(text.split(","), 1) if part.strip()]
+
+
+def _aad(field: str, record_id: str) -> bytes:
+    return f"{field}\x1f{record_id}".encode()
+
+
+def is_encrypted(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(PREFIX)
+
+
+def key_id_of(value: str) -> str:
+    return value[len(PREFIX):].split(":", 1)[0]
+
+
+def encrypt(value: str, field: str, record_id: str, key: DataKey) -> str:
+    nonce = os.urandom(NONCE_BYTES)
+    ct = key._aead().encrypt(nonce, value.encode(), _aad(field, record_id))
+    return f"{PREFIX}{key.id}:{base64.b64encode(nonce + ct).decode()}"
+
+
+def decrypt(value: str, field: str, record_id: str, keys: Iterable[DataKey]) -> str:
+    """The plaintext of a stored value (a value in clear is returned as it is)."""
+    if not is_encrypted(value):
+        return value
+    kid = key_id_of(value)
+    key = next((k for k in keys if k.id == kid), None)
+    if key is None:
+        raise DecryptError(f"{field} of record {record_id}: encrypted under key {kid}, which "
+                           f"is not given (ETL_DATA_KEY, ETL_DATA_KEY_OLD)")
+    from cryptography.exceptions import InvalidTag
+
+    try:
+        raw = base64.b64decode(value[len(PREFIX) + len(kid) + 1:], validate=True)
+        return key._aead().decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:],
+                                   _aad(field, record_id)).decode()
+    except (InvalidTag, binascii.Error, ValueError):
+        raise DecryptError(f"{field} of record {record_id}: does not decrypt under key {kid} "
+                           f"(altered, or moved from another record or field)") from None
+
+
+def blind_index(value: str, key: DataKey, index_key: bytes | None = None) -> str:
+    """HMAC-SHA256 of the plaintext, hex: equal values have equal indexes under one key."""
+    return hmac.new(index_key or key.index_key(), value.encode(), hashlib.sha256).hexdigest()
+
+
+def encrypt_frame(frame: pd.DataFrame, ds: standard.Dataset, key: DataKey,
+                  rows: pd.Series) -> pd.DataFrame:
+    """Encrypt the encrypted fields of `rows` (a boolean mask: the rows that load) in place of
+    their plaintext, and fill their `<field>Hmac`; other rows keep NULL indexes."""
+    from etl.target import hmac_column
+    from etl.transform import ID
+
+    fields = standard.encrypted_fields(ds)
+    if not fields:
+        return frame
+    ikey = key.index_key()
+    for f in fields:
+        col = frame[f.name]
+        todo = rows & col.notna() & ~col.map(is_encrypted, na_action="ignore").fillna(False).astype(bool)
+        enc = col.astype(object).copy()
+        idx = pd.Series(None, index=frame.index, dtype=object)
+        for i in frame.index[todo]:
+            plain = str(col.at[i])
+            enc.at[i] = encrypt(plain, f.name, frame.at[i, ID], key)
+            idx.at[i] = blind_index(plain, key, ikey)
+        frame[f.name] = enc
+        frame[hmac_column(f.name)] = idx
+    return frame
+
+
+# --- the target: rotation and reading ----------------------------------------------------------
+
+
+def _new_value(value: str | None, field: str, record_id: str, new: DataKey,
+               keys: list[DataKey], where: str) -> tuple[str, str] | None:
+    """(plaintext, ciphertext under `new`) for a stored value, None when it is NULL or under
+    `new` already; a value in clear is encrypted too (encryption turned on for old records)."""
+    if value is None or (is_encrypted(value) and key_id_of(value) == new.id):
+        return None
+    try:
+        plain = decrypt(value, field, record_id, keys)
+    except DecryptError as e:
+        raise ConfigError(f"{where}: {e}; set {OLD_KEYS_ENV} to the key(s) it was under") from None
+    return plain, encrypt(plain, field, record_id, new)
+
+
+def rotate(engine, new: DataKey, old: list[DataKey], batch_rows: int = 1000) -> dict[str, int]:
+    """Re-encrypt every encrypted value of the target (tables and ledger) under `new`, in
+    batches of `batch_rows` each committed on its own, in place: rowHash, busType, batchNo and
+    updateDate are untouched, no batch is written. Values under `new` already are skipped, so
+    a rotation that stopped halfway is finished by running it again. Returns values changed
+    per table (`ingest_change`: ledger rows)."""
+    import sqlalchemy as sa
+
+    from etl import target
+    from etl.transform import ID
+
+    keys = [new, *old]
+    counts: dict[str, int] = {}
+    ikey = new.index_key()
+
+    for ds in standard.DATASETS:
+        fields = [f.name for f in standard.encrypted_fields(ds)]
+        if not fields:
+            continue
+        t = target.table(ds.tx_code)
+        counts[ds.table] = 0
+        last = ""
+        while True:
+            with engine.begin() as conn:
+                rows = conn.execute(sa.select(t.c[ID], *[t.c[f] for f in fields])
+                                    .where(t.c[ID] > last).order_by(t.c[ID]).limit(batch_rows)).all()
+                if not rows:
+                    break
+                last = rows[-1][0]
+                for row in rows:
+                    values = {}
+                    for f, v in zip(fields, row[1:]):
+                        done = _new_value(v, f, row[0], new, keys, f"{ds.table} record {row[0]} {f}")
+                        if done:
+                            values[f] = done[1]
+                            values[target.hmac_column(f)] = blind_index(done[0], new, ikey)
+                    if values:
+                        conn.execute(sa.update(t).where(t.c[ID] == row[0]).values(values))
+                        counts[ds.table] += len([k for k in values if k in fields])
+    counts["ingest_change"] = _rotate_ledger(engine, new, keys, ikey, batch_rows)
+    return counts
+
+
+def _rotate_ledger(engine, new: DataKey, keys: list[DataKey], ikey: bytes, batch_rows: int) -> int:
+    import json
+
+    import sqlalchemy as sa
+
+    from etl import target
+
+    fields_of = {ds.tx_code: [f.name for f in standard.encrypted_fields(ds)] for ds in standard.DATASETS}
+    codes = [tx for tx, names in fields_of.items() if names]
+    c, b = target.ingest_change, target.ingest_batch
+    changed, last = 0, 0
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(c.c.changeId, c.c.ID, c.c.record, b.c.txCode)
+                .select_from(c.join(b, b.c.batchNo == c.c.batchNo))
+                .where(c.c.changeId > last, b.c.txCode.in_(codes))
+                .order_by(c.c.changeId).limit(batch_rows)).all()
+            if not rows:
+                return changed
+            last = rows[-1][0]
+            for change_id, rid, text, tx in rows:
+                record = json.loads(text)
+                dirty = False
+                for f in fields_of[tx]:
+                    done = _new_value(record.get(f), f, rid, new, keys,
+                                      f"ingest_change {change_id} (record {rid}) {f}")
+                    if done:
+                        record[f] = done[1]
+                        record[target.hmac_column(f)] = blind_index(done[0], new, ikey)
+                        dirty = True
+                if dirty:
+                    conn.execute(sa.update(c).where(c.c.changeId == change_id).values(
+                        record=json.dumps(record, ensure_ascii=False, separators=(",", ":"))))
+                    changed += 1
+
+
+def shown(value: str | None, field: standard.Field, clear: bool) -> str | None:
+    """A decrypted value as `etl decrypt` prints it: masked unless `clear`."""
+    from etl.masking import mask, personal_kind
+
+    if value is None or clear:
+        return value
+    kind = personal_kind(field)
+    if kind:
+        return mask(value, kind)
+    return value[:2] + "*" * max(len(value) - 4, 0) + value[-2:] if len(value) > 4 else "*" * len(value)
+
+
+def records(engine, org_no: str, tx_code: str, keys: list[DataKey], clear: bool = False,
+            find: str | None = None) -> list[dict]:
+    """A unit's records of one dataset with the encrypted fields decrypted (masked unless
+    `clear`); `find`: only records where an encrypted field equals it (by the blind index)."""
+    import sqlalchemy as sa
+
+    from etl import target
+    from etl.transform import ID
+
+    ds = standard.dataset(tx_code)
+    t = target.table(ds.tx_code)
+    fields = standard.encrypted_fields(ds)
+    q = sa.select(*[t.c[n] for n in standard.record_columns(ds)]).where(
+        t.c[standard.UNIT_KEY] == org_no).order_by(t.c[ID])
+    if find is not None:
+        indexes = [blind_index(find, k) for k in keys]
+        q = q.where(sa.or_(sa.false(), *[t.c[target.hmac_column(f.name)].in_(indexes) for f in fields],
+                           *[t.c[f.name] == find for f in fields]))
+    out = []
+    with engine.connect() as conn:
+        for row in conn.execute(q).mappings():
+            rec = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+            for f in fields:
+                rec[f.name] = shown(decrypt(rec[f.name], f.name, rec[ID], keys)
+                                    if rec[f.name] is not None else None, f, clear)
+            out.append(rec)
+    return out
