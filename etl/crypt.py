@@ -24,6 +24,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from etl import standard
@@ -176,18 +177,24 @@ def encrypt_frame(frame: pd.DataFrame, ds: standard.Dataset, key: DataKey,
     fields = standard.encrypted_fields(ds)
     if not fields:
         return frame
-    ikey = key.index_key()
-    for f in fields:
-        col = frame[f.name]
-        todo = rows & col.notna() & ~col.map(is_encrypted, na_action="ignore").fillna(False).astype(bool)
-        enc = col.astype(object).copy()
-        idx = pd.Series(None, index=frame.index, dtype=object)
-        for i in frame.index[todo]:
-            plain = str(col.at[i])
-            enc.at[i] = encrypt(plain, f.name, frame.at[i, ID], key)
-            idx.at[i] = blind_index(plain, key, ikey)
-        frame[f.name] = enc
-        frame[hmac_column(f.name)] = idx
+    ikey, aead = key.index_key(), key._aead()
+    head = f"{PREFIX}{key.id}:"
+    ids = frame[ID].to_numpy(dtype=object)
+    wanted = rows.to_numpy(dtype=bool)
+    for f in fields:  # a plain loop over arrays: per-cell pandas access cost 10x the cipher
+        values = frame[f.name].to_numpy(dtype=object, na_value=None).copy()
+        idx = np.full(len(values), None, dtype=object)
+        for i in np.flatnonzero(wanted):
+            v = values[i]
+            if v is None or (isinstance(v, str) and v.startswith(PREFIX)):
+                continue
+            plain = str(v).encode()
+            nonce = os.urandom(NONCE_BYTES)
+            ct = aead.encrypt(nonce, plain, _aad(f.name, ids[i]))
+            values[i] = head + base64.b64encode(nonce + ct).decode()
+            idx[i] = hmac.new(ikey, plain, hashlib.sha256).hexdigest()
+        frame[f.name] = pd.Series(values, index=frame.index, dtype=object)
+        frame[hmac_column(f.name)] = pd.Series(idx, index=frame.index, dtype=object)
     return frame
 
 
