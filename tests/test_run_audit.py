@@ -52,6 +52,8 @@ def _unit(tmp_path: Path, name: str = "苏州电梯") -> Path:
 
 
 def test_code_version_is_the_package_version_and_the_checkout_commit() -> None:
+    provenance.git_commit.cache_clear()  # once per process; the checkout may have moved since
+    provenance.code_version.cache_clear()
     version = provenance.code_version()
     assert version.startswith(metadata.version("dual-prevention-etl"))
     if (ROOT / ".git").exists():
