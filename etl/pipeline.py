@@ -257,30 +257,26 @@ def prepare(raw: pd.DataFrame, p: Plan, audit: Audit) -> Prepared:
 def run_dataset(engine: Engine, mapping: Mapping, tx_code: str, *, mode: Mode = "full",
                 since: datetime | None = None, until: datetime | None = None,
                 run_id: str | None = None, now: datetime | None = None,
-                chunk_rows: int = extract.DEFAULT_CHUNK_ROWS, dry_run: bool = False) -> DatasetResult:
-    """Ingest one dataset of one unit in one process, streaming chunks through every stage.
-
-    `dry_run` does everything in a transaction that is rolled back: the counts say what a
-    load would change (reconciliation, 5.3)."""
+                chunk_rows: int = extract.DEFAULT_CHUNK_ROWS) -> DatasetResult:
+    """Ingest one dataset of one unit in one process, streaming chunks through every stage."""
     p = plan(engine, mapping, tx_code, mode=mode, since=since, until=until, run_id=run_id, now=now)
 
     def read() -> tuple[Iterator[Prepared], Audit]:
         audit = Audit()
         return (prepare(raw, p, audit) for raw in extract_chunks(p, chunk_rows)), audit
 
-    return load_checked(engine, p, read, dry_run=dry_run)
+    return load_checked(engine, p, read)
 
 
-def load_checked(engine: Engine, p: Plan, read: Callable[[], tuple[Iterable[Prepared], Audit]],
-                 dry_run: bool = False) -> DatasetResult:
+def load_checked(engine: Engine, p: Plan,
+                 read: Callable[[], tuple[Iterable[Prepared], Audit]]) -> DatasetResult:
     """Check references against the target as it is now, then `load`; a deadlock (the
     database rolled the load back) is retried with the chunks read afresh from `read`."""
     for attempt in range(1, DEADLOCK_RETRIES + 1):
         refs = references(engine, p)
         chunks, audit = read()
         try:
-            return load(engine, p, (check_references(c, p, refs) for c in chunks), audit,
-                        dry_run=dry_run)
+            return load(engine, p, (check_references(c, p, refs) for c in chunks), audit)
         except TargetError as e:
             if attempt == DEADLOCK_RETRIES or not is_deadlock(e.__cause__):
                 raise
@@ -299,8 +295,7 @@ def is_deadlock(exc: BaseException | None) -> bool:
     return code in ("40P01", "40001", 1213, 1205) or "database is locked" in str(orig)
 
 
-def load(engine: Engine, p: Plan, chunks: Iterable[Prepared], audit: Audit,
-         dry_run: bool = False) -> DatasetResult:
+def load(engine: Engine, p: Plan, chunks: Iterable[Prepared], audit: Audit) -> DatasetResult:
     """Stage every prepared chunk and apply the changes, as one target transaction. A failure
     rolls it all back and leaves a `failed` row in ingest_run."""
     result = DatasetResult(p.mapping.name, p.mapping.unit.orgNo, p.tx_code, p.mode,
@@ -308,13 +303,9 @@ def load(engine: Engine, p: Plan, chunks: Iterable[Prepared], audit: Audit,
                            mapping_hash=p.mapping.digest or None, dag_run_id=p.dag_run_id)
     target.ensure_schema(engine)
     try:
-        with engine.connect() as conn, conn.begin() as tx:
+        with engine.connect() as conn, conn.begin():
             _load(conn, p, chunks, audit, result)
-            if dry_run:
-                tx.rollback()
     except Exception as e:
-        if dry_run:
-            raise
         result.status = "failed"
         result.message = cap(str(e) if isinstance(e, EtlError) else f"{type(e).__name__}: {e}",
                              RUN_MESSAGE_CHARS)
