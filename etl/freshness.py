@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from etl import clock, standard, target
 from etl.errors import ConfigError, MappingError
-from etl.mapping import Mapping, discover, load_mapping
+from etl.mapping import Mapping, discover, load_mapping_cached
 from etl.planning import _period_minutes
 
 STATUSES = ("on_time", "late", "failing", "never")
@@ -58,14 +58,16 @@ class InvalidMapping:
         return self.path.stem
 
 
-def load_units(folder: str | Path = "mappings") -> list[Mapping | InvalidMapping]:
-    """Every mapping file of `folder`, loaded, or with its problem when it does not load."""
+def load_units(folder: str | Path = "mappings",
+               cache_dir: Path | None = None) -> list[Mapping | InvalidMapping]:
+    """Every mapping file of `folder`, loaded, or with its problem when it does not load;
+    valid files remembered in `cache_dir` as planning does (a province has thousands)."""
     from etl.planning import _raw_org_no
 
     out: list[Mapping | InvalidMapping] = []
     for path in discover(folder):
         try:
-            out.append(load_mapping(path))
+            out.append(load_mapping_cached(path, cache_dir))
         except MappingError as e:
             out.append(InvalidMapping(path, _raw_org_no(path), str(e)))
     return out

@@ -683,7 +683,7 @@ def _units() -> list:
     from etl import freshness
 
     with _in_project():
-        return freshness.load_units(mappings_dir())
+        return freshness.load_units(mappings_dir(), cache_dir())
 
 
 @private.private_files
