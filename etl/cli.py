@@ -69,8 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate mapping files without loading",
                            description="Validate mapping files, check their sources' tables and "
                            "columns, and print which standard fields each dataset fills.")
-    check.add_argument("mappings", nargs="+", metavar="MAPPING")
+    check.add_argument("mappings", nargs="+", metavar="MAPPING",
+                       help="unit files, folders of them (one summary table, no coverage tables), "
+                       "or templates (mappings/systems/x.yaml: checks every unit extending it)")
     check.add_argument("--offline", action="store_true", help="don't connect to the sources")
+    check.add_argument("--resolved", action="store_true", help="print each mapping as it resolves "
+                       "with its templates, as YAML (source URLs masked), instead of its coverage")
+    check.add_argument("--mappings-dir", type=Path, help="the mappings folder of a template's units "
+                       "(default: the folder above the template's, e.g. mappings/ for "
+                       "mappings/systems/x.yaml)")
 
     init = sub.add_parser("init-target", help="create or upgrade the target schema in place",
                           description="Create or upgrade the target schema; harmless to repeat. "
@@ -231,7 +238,8 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from etl import commands
 
-    return commands.check([Path(p) for p in args.mappings], offline=args.offline)
+    return commands.check([Path(p) for p in args.mappings], offline=args.offline,
+                          resolved=args.resolved, mappings_dir=args.mappings_dir)
 
 
 def _init_target(args: argparse.Namespace) -> int:

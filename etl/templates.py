@@ -303,3 +303,96 @@ def templates_of(path: Path, root: Path | None = None) -> list[Path]:
         seen.add(current)
         out.append(current)
     return out
+
+
+def template_root(path: Path, mappings_dir: Path | None = None) -> Path | None:
+    """The mappings folder of `path` when it is a template (a file without `unit:`, or one
+    that does not parse but that a unit extends), else None. Templates live in a folder of the
+    mappings folder (mappings/systems/), so that is the default."""
+    from etl.mapping import parse_yaml, read_mapping_file
+
+    if not path.is_file():
+        return None
+    root = Path(os.path.normpath(mappings_dir or path.parent.parent))
+    try:
+        raw = parse_yaml(path, read_mapping_file(path))
+    except MappingError:
+        return root if users(path, root) else None
+    return root if is_template(raw) else None
+
+
+def users(template: Path, root: Path) -> list[Path]:
+    """The unit files of `root` that extend `template`, directly or through a chain."""
+    from etl.mapping import discover
+
+    target = Path(os.path.normpath(template))
+    return [p for p in discover(root) if target in templates_of(p, root)]
+
+
+PLACEHOLDER_SOURCE = {"url_env": "ETL_TEMPLATE_CHECK_URL"}
+
+
+def standalone_problems(template: Path, root: Path) -> list[str]:
+    """A template no unit extends, validated as a unit with a stand-in unit (and source, when
+    it has none) would be."""
+    from stdnum.cn import uscc
+
+    from etl.mapping import _problems, read_mapping_file
+
+    try:
+        layer = read_layer(template, read_mapping_file(template))
+        resolved = resolve(template, layer.data, layer.raw, root)
+    except MappingError as e:
+        return e.problems
+    base = "91320000MA0000000"
+    raw = {"unit": {"orgNo": base + uscc.calc_check_digit(base), "comName": "(template check)"},
+           **resolved.raw}
+    raw.setdefault("source", PLACEHOLDER_SOURCE)
+    return resolved.problems(_problems(raw)).problems
+
+
+def field_origins(m) -> dict[tuple[str, str], str]:
+    """{(txCode, field): the template (path in the mappings folder) or "unit"} for a unit that
+    extends: which file each field's rule came from, for the coverage table."""
+    from etl.mapping import read_mapping_file
+
+    data = read_mapping_file(m.path)
+    layer = read_layer(m.path, data)
+    resolved = resolve(m.path, data, layer.raw)
+    out = {}
+    for tx, ds in m.datasets.items():
+        for name in ds.fields:
+            path = resolved.origin(("datasets", tx, "fields", name))
+            out[(tx, name)] = "unit" if path == m.path else relative(resolved.root, path)
+    return out
+
+
+def resolved_yaml(m) -> str:
+    """A validated mapping as the YAML it resolves to, its source URLs masked (`etl check
+    --resolved`): what a unit that extends a template really maps."""
+    import yaml
+
+    from etl.masking import mask_url
+
+    raw = m.model.model_dump(mode="json", exclude_defaults=True)
+    for spec in [raw.get("source"), *(ds.get("source") for ds in raw.get("datasets", {}).values())]:
+        if isinstance(spec, dict) and spec.get("url"):
+            spec["url"] = mask_url(spec["url"])
+    head = f"# {m.path} resolved" + (f" (extends {' -> '.join(t for t, _ in m.templates)})"
+                                     if m.templates else "")
+    return head + "\n" + yaml.safe_dump(raw, allow_unicode=True, sort_keys=False, width=100)
+
+
+def raw_unit(path: Path) -> tuple[str, str, str]:
+    """An invalid file's orgNo, comName and extends as written, when they are text (for the
+    summary table); read within a mapping's bounds."""
+    from etl.mapping import _short, parse_yaml, read_mapping_file
+
+    try:
+        raw = parse_yaml(path, read_mapping_file(path))
+    except MappingError:
+        return "", "", ""
+    raw = raw if isinstance(raw, dict) else {}
+    unit = raw.get("unit") if isinstance(raw.get("unit"), dict) else {}
+    text = [unit.get("orgNo"), unit.get("comName"), raw.get(EXTENDS)]
+    return tuple(_short(v) if isinstance(v, str) else "" for v in text)  # type: ignore[return-value]
