@@ -132,6 +132,19 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
     return 0
 
 
+def onboard(register: Path, extends: str, *, mappings_dir: Path = Path("mappings"),
+            overwrite: bool = False) -> int:
+    """`etl onboard`: the refused rows on stderr, one line each; 2 when any was refused."""
+    from etl import onboard as register_
+
+    out = register_.onboard(register, extends, mappings_dir=mappings_dir, overwrite=overwrite)
+    for line in out.refused:
+        print(line, file=sys.stderr)
+    print(f"{register}: {len(out.written)} unit file(s) written, {len(out.unchanged)} unchanged, "
+          f"{len(out.refused)} row(s) refused, in {mappings_dir} (extends {extends})")
+    return 2 if out.refused else 0
+
+
 def init_target(target_url: str | None = None, *, roles: bool = False,
                 unit_roles: list[str] | None = None) -> int:
     """Create or upgrade the schema; with `roles`, first the owner, loader and reader roles
