@@ -80,9 +80,9 @@ def coverage(mapping: Mapping, origins: dict[tuple[str, str], str] | None = None
             lowered = ", ".join(f"{r} {lv}" for (name, r), lv in sorted(checks.items()) if name == f.name)
             rows.append([ds.tx_code, ds.table, f.name, how, src, lowered]
                         + ([origins.get((ds.tx_code, f.name), "")] if origins is not None else []))
-        if origins is not None:
-            for r in rows:
-                r.extend([""] * (7 - len(r)))
+    if origins is not None:
+        for r in rows:
+            r.extend([""] * (7 - len(r)))
     return table(["tx", "table", "field", "filled by", "source", "checks lowered"]
                  + (["from"] if origins is not None else []), rows)
 
