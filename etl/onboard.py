@@ -276,13 +276,16 @@ def onboard(register: Path, extends: str, *, mappings_dir: Path = Path("mappings
             overwrite: bool = False) -> Outcome:
     """Write a unit file per good row of `register`; the refused rows' lines in `refused`."""
     from etl.mapping import SourceSpec, UnitSpec, parse_yaml, read_mapping_file
+    from etl.templates import CONNECTION, resolve
 
     extends = extends.strip().replace(os.sep, "/")
     _check_template(mappings_dir, extends)
     rows = read_register(register)
-    template = parse_yaml(mappings_dir / extends, read_mapping_file(mappings_dir / extends))
+    path = mappings_dir / extends
+    data = read_mapping_file(path)
+    template = resolve(path, data, parse_yaml(path, data), mappings_dir).raw
     base_source = {k: v for k, v in (template.get("source") or {}).items()
-                   if k not in ("url_env", "conn_id", "url")}
+                   if k not in CONNECTION}
     existing = _onboarded(mappings_dir)
     seen: dict[str, int] = {}
     out = Outcome([], [], [])

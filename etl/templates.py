@@ -159,19 +159,21 @@ def chain(path: Path, data: bytes, raw: dict, root: Path | None = None) -> list[
         except MappingError as e:
             raise ChainError(unit, [(_display(where), p) for p in e.problems]) from None
         names = [Path(os.path.normpath(lay.path)) for lay in layers]
-        if target in names:
-            loop = " -> ".join(relative(root, p) for p in [*names, target])
+        if target in names:  # named from the template it starts at: the same line for every unit
+            loop = " -> ".join(relative(root, p) for p in [*names[names.index(target):], target])
             raise ChainError(unit, [(_display(where), f"{_display(where)} [extends] {loop} is a "
                                      f"cycle: one of them must not extend the other")])
         if len(layers) > MAX_DEPTH:
             raise ChainError(unit, [(_display(where), f"{_display(where)} [extends] more than "
                                      f"{MAX_DEPTH} templates in a chain: flatten some of them")])
+        if not target.exists():  # the file that names it is wrong
+            raise ChainError(unit, [(_display(where), f"{_display(where)} [extends] no such "
+                                     f"template {relative(root, target)} in {_display(root)}: "
+                                     f"templates live in its systems/ folder")])
         try:
             layer = read_layer(target)
         except MappingError as e:
-            problems = [p.replace("no such mapping file", "no such template (extends: "
-                                  f"{relative(root, target)} from {_display(where)})") for p in e.problems]
-            raise ChainError(unit, [(_display(target), p) for p in problems]) from None
+            raise ChainError(unit, [(_display(target), p) for p in e.problems]) from None
         if "unit" in layer.raw:
             raise ChainError(unit, [(_display(target), f"{_display(target)} [unit] a template "
                                      f"names no unit: keep unit: in the unit files that extend it")])
@@ -347,7 +349,9 @@ def standalone_problems(template: Path, root: Path) -> list[str]:
     base = "91320000MA0000000"
     raw = {"unit": {"orgNo": base + uscc.calc_check_digit(base), "comName": "(template check)"},
            **resolved.raw}
-    raw.setdefault("source", PLACEHOLDER_SOURCE)
+    source = raw.get("source")
+    if source is None or (isinstance(source, dict) and not any(source.get(k) for k in CONNECTION)):
+        raw["source"] = {**PLACEHOLDER_SOURCE, **(source or {})}  # the units give the connection
     return resolved.problems(_problems(raw)).problems
 
 

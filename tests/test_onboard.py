@@ -200,3 +200,16 @@ def test_onboard_has_help(capsys) -> None:
         main(["onboard", "--help"])
     assert e.value.code == 0
     assert "Exit 2 when any row was refused" in capsys.readouterr().out
+
+
+def test_the_template_source_settings_are_kept(mappings: Path, tmp_path: Path) -> None:
+    """A template may set how its system's sources are read (timezone, timeouts): a unit file
+    adds only its connection."""
+    (mappings / "systems" / "utc.yaml").write_text(
+        "extends: systems/ehs_demo.yaml\nsource: {timezone: UTC, statement_timeout_s: 600}\n",
+        encoding="utf-8")
+    register = write_csv(tmp_path / "units.csv", [["orgNo", "comName", "url_env"], [org(1), "一号", "U1"]])
+    assert main(["onboard", str(register), "--extends", "systems/utc.yaml", "--mappings-dir",
+                 str(mappings)]) == 0
+    source = load_mapping(mappings / f"{org(1)}.yaml").source_for("06")
+    assert (source.url_env, source.timezone, source.statement_timeout_s) == ("U1", "UTC", 600)

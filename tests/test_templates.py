@@ -144,7 +144,7 @@ def test_a_cycle_and_a_too_long_chain_are_refused(folder: Path) -> None:
     (systems / "y.yaml").write_text("extends: systems/x.yaml\n" + VENDOR, encoding="utf-8")
     (folder / "a.yaml").write_text(unit(ORG_A, "甲", "url_env: A", "systems/x.yaml"), encoding="utf-8")
     [line] = problems_of(folder / "a.yaml")
-    assert "[extends] a.yaml -> systems/x.yaml -> systems/y.yaml -> systems/x.yaml is a cycle" in line
+    assert "[extends] systems/x.yaml -> systems/y.yaml -> systems/x.yaml is a cycle" in line
     assert line.startswith(str(systems / "y.yaml")) and line.endswith(f"(used by {folder / 'a.yaml'})")
     for n in range(12):
         (systems / f"t{n}.yaml").write_text(f"extends: systems/t{n + 1}.yaml\n", encoding="utf-8")
@@ -158,7 +158,7 @@ def test_a_cycle_and_a_too_long_chain_are_refused(folder: Path) -> None:
     ("/etc/passwd", "is an absolute path"),
     ("../outside.yaml", "leaves the mappings folder"),
     ("systems/../../outside.yaml", "leaves the mappings folder"),
-    ("systems/missing.yaml", "no such template (extends: systems/missing.yaml"),
+    ("systems/missing.yaml", "[extends] no such template systems/missing.yaml in"),
     ("[1, 2]", "give a template file relative to the mappings folder"),
 ])
 def test_extends_must_name_a_template_inside_the_folder(folder: Path, ref: str, says: str) -> None:
@@ -331,3 +331,18 @@ def test_files_stay_private_when_the_cache_writes(folder: Path, tmp_path: Path) 
     [entry] = (tmp_path / "cache").iterdir()
     assert entry.read_text(encoding="utf-8").startswith("#templates [[\"systems/vendor.yaml\"")
     assert os.stat(entry).st_mode & 0o077 == 0
+
+
+def test_a_chain_broken_in_a_template_is_one_line_for_all_its_units(folder: Path, capsys) -> None:
+    vendor = folder / "systems" / "vendor.yaml"
+    vendor.write_text("extends: systems/gone.yaml\n" + VENDOR, encoding="utf-8")
+    assert main(["check", "--offline", str(folder)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"{vendor} [extends] no such template systems/gone.yaml in {folder}: templates "
+                   f"live in its systems/ folder (breaks 2 unit(s): {folder / 'a.yaml'}, "
+                   f"{folder / 'b.yaml'})"]
+    (folder / "systems" / "gone.yaml").write_text("extends: systems/vendor.yaml\n", encoding="utf-8")
+    assert main(["check", "--offline", str(folder)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert "[extends] systems/vendor.yaml -> systems/gone.yaml -> systems/vendor.yaml is a cycle" in line
+    assert line.endswith("(breaks 2 unit(s): " f"{folder / 'a.yaml'}, {folder / 'b.yaml'})")
