@@ -275,6 +275,8 @@ def _write(path: Path, text: str, overwrite: bool) -> bool:
 def onboard(register: Path, extends: str, *, mappings_dir: Path = Path("mappings"),
             overwrite: bool = False) -> Outcome:
     """Write a unit file per good row of `register`; the refused rows' lines in `refused`."""
+    from pydantic import ValidationError
+
     from etl.mapping import SourceSpec, UnitSpec, parse_yaml, read_mapping_file
     from etl.templates import CONNECTION, resolve
 
@@ -304,8 +306,9 @@ def onboard(register: Path, extends: str, *, mappings_dir: Path = Path("mappings
                 UnitSpec.model_validate({"orgNo": org, "comName": row.values["comName"]})
                 SourceSpec.model_validate(base_source | {k: row.values[k] for k in ("conn_id", "url_env")
                                                          if row.values.get(k)})
-            except Exception as e:  # pydantic's ValidationError: one line
-                problem = " ".join(str(e).split())[:200]
+            except ValidationError as e:
+                problem = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'source'}: "
+                                    f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())[:300]
         seen.setdefault(org, row.line)
         if problem is not None:
             out.refused.append(f"{register} line {row.line}: {problem}")

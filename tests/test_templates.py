@@ -281,7 +281,7 @@ def test_a_broken_template_is_reported_once_with_every_unit_it_breaks(folder: Pa
                                    f'source: {{url_env: D}}\ndatasets: {{}}\n', encoding="utf-8")
     for args in (["check", "--offline", str(vendor)], ["check", "--offline", str(folder)]):
         assert main(args) == 2
-        out, err = capsys.readouterr()
+        err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if "'riskTyp'" in line]
         assert len(lines) == 1, err
         assert lines[0].startswith(f"{vendor} [datasets.06.fields.riskTyp]")
