@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,7 @@ class Resolved:
             problems = [p for p in problems if p not in sourceless]
             problems.append(("source", "no source: give the unit's source: (url_env, conn_id or "
                              "url) in the unit file"))
-        return ChainError(unit, [(shown, f"{shown} [{loc}] {msg}") for loc, msg in problems
+        return ChainError(str(unit), [(shown, f"{shown} [{loc}] {msg}") for loc, msg in problems
                                  for shown in [_display(self.origin(loc))]])
 
 
@@ -132,16 +133,36 @@ def template_path(root: Path, ref: Any, where: Path) -> Path:
     return path
 
 
+class _Shown:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __str__(self) -> str:
+        from etl.mapping import _display
+
+        return _display(self.path)
+
+
 def read_layer(path: Path, data: bytes | None = None) -> Layer:
     """One file of a chain, read and parsed within a mapping's bounds."""
-    from etl.mapping import _display, parse_yaml, read_mapping_file
+    from etl.mapping import read_mapping_file
 
     if data is None:
         data = read_mapping_file(path)
-    raw = parse_yaml(path, data)
+    return Layer(path, data, _parsed(str(path), data))
+
+
+@lru_cache(maxsize=64)
+def _parsed(path: str, data: bytes) -> dict:
+    """A template's YAML, parsed once per content: a province's units share a few templates
+    (parsing one is most of resolving a unit). Merging copies before it changes anything, so
+    the shared value is never modified."""
+    from etl.mapping import _display, parse_yaml
+
+    raw = parse_yaml(Path(path), data)
     if not isinstance(raw, dict):
-        raise MappingError([f"{_display(path)}: expected keys such as extends:, source:, datasets:"])
-    return Layer(path, data, raw)
+        raise MappingError([f"{_display(Path(path))}: expected keys such as extends:, source:, datasets:"])
+    return raw
 
 
 def chain(path: Path, data: bytes, raw: dict, root: Path | None = None) -> list[Layer]:
@@ -151,31 +172,31 @@ def chain(path: Path, data: bytes, raw: dict, root: Path | None = None) -> list[
 
     root = Path(os.path.normpath(root or path.parent))
     layers = [Layer(path, data, raw)]
-    unit = _display(path)
+    unit = _Shown(path)  # named only when something is wrong: resolving a path costs
     while EXTENDS in layers[-1].raw:
         where = layers[-1].path
         try:
             target = template_path(root, layers[-1].raw[EXTENDS], where)
         except MappingError as e:
-            raise ChainError(unit, [(_display(where), p) for p in e.problems]) from None
+            raise ChainError(str(unit), [(_display(where), p) for p in e.problems]) from None
         names = [Path(os.path.normpath(lay.path)) for lay in layers]
         if target in names:  # named from the template it starts at: the same line for every unit
             loop = " -> ".join(relative(root, p) for p in [*names[names.index(target):], target])
-            raise ChainError(unit, [(_display(where), f"{_display(where)} [extends] {loop} is a "
+            raise ChainError(str(unit), [(_display(where), f"{_display(where)} [extends] {loop} is a "
                                      f"cycle: one of them must not extend the other")])
         if len(layers) > MAX_DEPTH:
-            raise ChainError(unit, [(_display(where), f"{_display(where)} [extends] more than "
+            raise ChainError(str(unit), [(_display(where), f"{_display(where)} [extends] more than "
                                      f"{MAX_DEPTH} templates in a chain: flatten some of them")])
         if not target.exists():  # the file that names it is wrong
-            raise ChainError(unit, [(_display(where), f"{_display(where)} [extends] no such "
+            raise ChainError(str(unit), [(_display(where), f"{_display(where)} [extends] no such "
                                      f"template {relative(root, target)} in {_display(root)}: "
                                      f"templates live in its systems/ folder")])
         try:
             layer = read_layer(target)
         except MappingError as e:
-            raise ChainError(unit, [(_display(target), p) for p in e.problems]) from None
+            raise ChainError(str(unit), [(_display(target), p) for p in e.problems]) from None
         if "unit" in layer.raw:
-            raise ChainError(unit, [(_display(target), f"{_display(target)} [unit] a template "
+            raise ChainError(str(unit), [(_display(target), f"{_display(target)} [unit] a template "
                                      f"names no unit: keep unit: in the unit files that extend it")])
         layers.append(layer)
     return layers
