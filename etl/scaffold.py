@@ -37,25 +37,26 @@ from etl.errors import ConfigError
 # Chinese name is cut into these words (longest first); each word also gives its pinyin.
 CONCEPTS: dict[str, tuple[str, ...]] = {
     "隐患": ("hazard", "danger", "hd", "hidden", "trouble", "hidden_danger", "yh"),
-    "编号": ("no", "code", "num", "number", "sn", "id"),
+    "编号": ("no", "code", "num", "number", "sn"),
     "代码": ("code", "cd", "no"),
     "日期": ("date", "dt", "day", "time"),
     "时间": ("time", "date", "dt"),
     "名称": ("name", "nm", "title"),
-    "标题": ("title", "name"),
+    "标题": ("title", "name", "topic", "subject"),
+    "主题": ("topic", "subject", "theme", "title"),
     "部门": ("dept", "department", "org"),
-    "负责人": ("duty", "charge", "manager", "leader"),
+    "负责人": ("duty", "charge", "manager", "leader", "mgr", "head"),
     "责任人": ("duty_person", "duty_man", "duty", "charge_person", "responsible", "owner"),
     "责任": ("duty", "resp", "charge"),
     "单位": ("unit", "company", "org", "com", "corp"),
     "电话": ("tel", "phone", "mobile"),
     "联系": ("contact", "link"),
     "整改": ("rectify", "rect", "deal", "fix", "rectification", "correct"),
-    "排查": ("check", "find", "inspect", "found", "discover"),
-    "检查": ("check", "inspect", "insp"),
+    "排查": ("check", "chk", "find", "inspect", "found", "discover"),
+    "检查": ("check", "chk", "inspect", "insp"),
     "验收": ("accept", "acceptance", "acpt", "verify"),
     "审核": ("review", "audit", "check", "approve"),
-    "人": ("man", "person", "er", "or", "user", "staff", "psn"),
+    "人": ("man", "person", "er", "or", "user", "staff", "psn", "by"),
     "类别": ("type", "category", "cat", "kind", "class", "lb"),
     "类型": ("type", "kind", "category", "cat"),
     "种类": ("type", "kind", "category"),
@@ -68,7 +69,7 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
     "限期": ("deadline", "limit", "due"),
     "风险点": ("risk_point", "point", "rp", "risk"),
     "风险": ("risk",),
-    "危险源": ("hazard", "source", "hazard_source", "danger_source"),
+    "危险源": ("hazard", "source", "hazard_source", "danger_source", "hz"),
     "设备": ("equip", "equipment", "device", "eq", "dev"),
     "固有": ("inherent", "init", "initial", "orig"),
     "剩余": ("residual", "remain", "rest", "resid"),
@@ -78,7 +79,8 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
     "特征": ("feature", "type", "character"),
     "区域": ("area", "region", "zone"),
     "位置": ("location", "position", "loc", "place", "pos"),
-    "地点": ("place", "location", "addr", "site"),
+    "地点": ("place", "location", "addr", "site", "venue"),
+    "路径": ("path", "url", "dir"),
     "地址": ("address", "addr"),
     "登记": ("register", "reg", "regist", "record"),
     "培训": ("train", "training", "trn"),
@@ -96,7 +98,8 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
     "身份证号码": ("id_card", "idcard", "id_no", "id_number", "sfz"),
     "证书": ("cert", "certificate", "license", "licence", "lcns"),
     "批准": ("approve", "auth", "issue", "approval"),
-    "有效": ("valid", "expire", "expiry", "valid_until"),
+    "有效期": ("valid_until", "expiry", "exp", "exp_dt", "expire_date", "exp_date"),
+    "有效": ("valid", "expire", "expiry", "valid_until", "exp"),
     "发证": ("issue", "issuer", "cert_issuer", "auth"),
     "机关": ("authority", "org"),
     "是否": ("is", "if", "flag"),
@@ -131,6 +134,9 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "所在地市": ("地市", "所在市", "城市", "地市代码"),
     "所在区县": ("区县", "所在区", "区县代码"),
     "联系地址": ("地址", "注册地址"),
+    "联系人": ("负责人", "部门负责人"),
+    "联系电话": ("负责人电话",),
+    "发布人": ("上传人",),
     "上级部门": ("上级部门名称", "父部门"),
     "上传日期": ("上传时间", "发布日期", "发布时间"),
     "是否安全管理部门": ("安全管理部门", "是否安全部门"),
@@ -142,9 +148,9 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "特种设备作业人员证书种类": ("证书种类", "证书类别", "作业类别", "证书类型"),
     "特种设备作业人员证书编号": ("证书编号", "证号"),
     "批准日期": ("发证日期",),
-    "有效日期": ("有效期", "有效期至"),
+    "有效日期": ("有效期", "有效期至", "证书有效期"),
     "发证部门": ("发证机关", "发证单位"),
-    "制度附件": ("附件", "附件名称", "文件"),
+    "制度附件": ("附件", "附件名称", "附件路径", "文件"),
     "安全培训计划编号": ("计划编号", "培训计划编号"),
     "安全培训计划名称": ("计划名称", "培训计划名称"),
     "计划开始日期": ("开始日期",),
@@ -158,7 +164,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "关联风险点编号": ("风险点编号",),
     "管控措施类别": ("措施类别", "措施分类", "管控措施分类"),
     "风险图库类别": ("图库类别", "类别", "图片类别"),
-    "风险图库文件": ("文件", "文件名称", "图片"),
+    "风险图库文件": ("文件", "文件名称", "图片", "文件路径", "图片路径"),
     "隐患描述": ("问题描述", "主要问题", "隐患内容"),
     "限期整改日期": ("整改期限", "整改限期", "限期"),
     "整改结果": ("整改情况", "整改状态"),
@@ -285,7 +291,7 @@ def english_forms(zh: str, limit: int = 400) -> set[str]:
     """English spellings from CONCEPTS: each word's choices combined, `_`-joined and run
     together; words without English are left out (安全培训计划编号 -> plan_no ...)."""
     words = _words(zh)
-    options = [CONCEPTS[w] for w in words if w in CONCEPTS and CONCEPTS[w]]
+    options = [_english(w) for w in words if w in CONCEPTS and CONCEPTS[w]]
     out: set[str] = set()
     if zh in CONCEPTS:
         out.update(CONCEPTS[zh])
@@ -294,6 +300,16 @@ def english_forms(zh: str, limit: int = 400) -> set[str]:
         out.add("".join(combo))
     out.discard("")
     return out
+
+
+def _english(word: str) -> tuple[str, ...]:
+    """A word's English spellings, and those of its two parts when both are words too
+    (排查人: finder, and check_by from 排查 + 人)."""
+    out = list(CONCEPTS[word])
+    head, tail = word[:-1], word[-1:]
+    if len(word) > 2 and head in CONCEPTS and tail in CONCEPTS:
+        out += [f"{a}_{b}" for a in CONCEPTS[head] for b in CONCEPTS[tail]]
+    return tuple(dict.fromkeys(out))
 
 
 def identifier_forms(name: str) -> set[str]:
@@ -310,7 +326,9 @@ class Spellings:
 
 @cache
 def spellings(f: standard.Field) -> Spellings:
-    zh_names = (f.zh, *ALIASES.get(f.zh, ()))
+    zh_names: tuple[str, ...] = (f.zh, *ALIASES.get(f.zh, ()))
+    # a date is as often kept as a time: 排查日期 is also 排查时间
+    zh_names += tuple(z[:-2] + "时间" for z in zh_names if z.endswith("日期"))
     ascii_forms: set[str] = set(identifier_forms(f.name))
     for zh in zh_names:
         ascii_forms |= pinyin_forms(zh) | english_forms(zh)
@@ -375,6 +393,8 @@ def column_score(f: standard.Field, col: Column) -> tuple[float, str]:
     is_date_col = any(t in col.type.upper() for t in DATE_TYPES)
     if is_date_col and not f.is_date:
         by_name -= 20
+    if "INT" in col.type.upper() and f.type == "C" and f.kind == "text":
+        by_name -= 10  # a number is rarely a name or a text
     return max(0.0, by_name), how
 
 
