@@ -20,7 +20,7 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -175,6 +175,12 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "设备代码": ("设备编号",),
 }
 
+# Last words that systems use for one another: 排查日期 is as often 排查时间, 隐患类别 隐患类型.
+ENDINGS: dict[str, tuple[str, ...]] = {
+    "日期": ("时间",), "类别": ("类型", "分类"), "类型": ("类别", "分类"), "级别": ("等级",),
+    "等级": ("级别",), "编号": ("编码",), "代码": ("编号", "编码"),
+}
+
 # Words that name a dataset's table, besides its Chinese name and the target table's name.
 DATASET_WORDS: dict[str, tuple[str, ...]] = {
     "01": ("单位", "企业", "公司", "单位基本信息", "company", "enterprise", "unit", "corp", "org"),
@@ -224,29 +230,39 @@ class Table:
 
 
 def read_catalogue(conn: sa.Connection, schema: str | None = None) -> list[Table]:
-    """Tables and views of the source with their columns, types, keys and comments."""
+    """Tables and views of the source with their columns, types, keys and comments, read with
+    SQLAlchemy's batch inspection (a few queries for the whole schema, not several per table:
+    a vendor's schema may hold a thousand tables)."""
+    from sqlalchemy.engine.reflection import ObjectKind
+
     insp = sa.inspect(conn)
-    names = sorted(insp.get_table_names(schema=schema)) + sorted(insp.get_view_names(schema=schema))
+    kind = ObjectKind.TABLE | ObjectKind.VIEW
+
+    def multi(method: str) -> dict:
+        try:
+            return getattr(insp, f"get_multi_{method}")(schema=schema, kind=kind)
+        except NotImplementedError:  # SQLite keeps no comments
+            return {}
+
+    columns, comments = multi("columns"), multi("table_comment")
+    pks, uniques, indexes = multi("pk_constraint"), multi("unique_constraints"), multi("indexes")
     out = []
-    for name in names:
-        cols = tuple(Column(c["name"], str(c["type"]), (c.get("comment") or "").strip())
-                     for c in insp.get_columns(name, schema=schema))
-        comment = ""
-        try:
-            comment = (insp.get_table_comment(name, schema=schema).get("text") or "").strip()
-        except NotImplementedError:
-            pass
-        pk: tuple[str, ...] = ()
-        unique: list[tuple[str, ...]] = []
-        try:
-            pk = tuple(insp.get_pk_constraint(name, schema=schema).get("constrained_columns") or ())
-            unique += [tuple(u["column_names"]) for u in insp.get_unique_constraints(name, schema=schema)]
-            unique += [tuple(i["column_names"]) for i in insp.get_indexes(name, schema=schema)
-                       if i.get("unique") and all(i["column_names"])]
-        except NotImplementedError:
-            pass
-        out.append(Table(name, cols, comment, pk, tuple(unique)))
+    for key in sorted(columns, key=lambda k: k[1]):
+        cols = tuple(Column(c["name"], _type_name(c["type"]), (c.get("comment") or "").strip())
+                     for c in columns[key])
+        unique = [tuple(u["column_names"]) for u in uniques.get(key, [])]
+        unique += [tuple(i["column_names"]) for i in indexes.get(key, [])
+                   if i.get("unique") and all(i["column_names"])]
+        out.append(Table(key[1], cols, ((comments.get(key) or {}).get("text") or "").strip(),
+                         tuple((pks.get(key) or {}).get("constrained_columns") or ()), tuple(unique)))
     return out
+
+
+def _type_name(t: Any) -> str:
+    try:
+        return str(t)
+    except Exception:  # a type the dialect cannot spell: its class is enough here
+        return type(t).__name__.upper()
 
 
 def distinct_values(conn: sa.Connection, table: str, column: str, schema: str | None = None,
@@ -322,18 +338,23 @@ def identifier_forms(name: str) -> set[str]:
 class Spellings:
     chinese: tuple[str, ...]
     ascii: tuple[str, ...]
+    origin: dict[str, str] = field(default_factory=dict, compare=False)  # spelling -> whence
 
 
 @cache
 def spellings(f: standard.Field) -> Spellings:
     zh_names: tuple[str, ...] = (f.zh, *ALIASES.get(f.zh, ()))
-    # a date is as often kept as a time: 排查日期 is also 排查时间
-    zh_names += tuple(z[:-2] + "时间" for z in zh_names if z.endswith("日期"))
-    ascii_forms: set[str] = set(identifier_forms(f.name))
-    for zh in zh_names:
-        ascii_forms |= pinyin_forms(zh) | english_forms(zh)
-    return Spellings(tuple(dict.fromkeys(_norm_zh(z) for z in zh_names)),
-                     tuple(sorted({_norm_ascii(a) for a in ascii_forms} - {""})))
+    zh_names += tuple(z[:-len(end)] + other for z in zh_names for end, others in ENDINGS.items()
+                      if z.endswith(end) for other in others)
+    origin: dict[str, str] = {}
+    for zh in reversed(zh_names):  # the standard's own name wins where two give one spelling
+        origin.update({_norm_ascii(a): f"English for {zh}" for a in english_forms(zh)})
+        origin.update({_norm_ascii(a): f"pinyin of {zh}" for a in pinyin_forms(zh)})
+        origin[_norm_zh(zh)] = "the Chinese name" if zh == f.zh else f"alias {zh}"
+    origin.update({_norm_ascii(a): "the identifier" for a in identifier_forms(f.name)})
+    origin.pop("", None)
+    chinese = tuple(dict.fromkeys(_norm_zh(z) for z in zh_names))
+    return Spellings(chinese, tuple(sorted(set(origin) - set(chinese))), origin)
 
 
 def _norm_zh(text: str) -> str:
@@ -370,7 +391,7 @@ def _text_score(text: str, sp: Spellings) -> tuple[float, str]:
     if _has_cjk(text):
         t = _norm_zh(text)
         hit = process.extractOne(t, sp.chinese, scorer=fuzz.ratio)
-        return (hit[1], "Chinese name") if hit else (0.0, "")
+        return (hit[1], _why(hit[0], hit[1], sp)) if hit else (0.0, "")
     t = _norm_ascii(text)
     if not t:
         return 0.0, ""
@@ -380,16 +401,23 @@ def _text_score(text: str, sp: Spellings) -> tuple[float, str]:
     score = hit[1]
     if len(t) <= 3 and score < 100:  # short names: one letter off is another word
         score -= 15
-    return score, f"spelling {hit[0]!r}"
+    return score, _why(hit[0], score, sp)
 
 
+def _why(spelling: str, score: float, sp: Spellings) -> str:
+    """Which spelling a guess rests on, for the draft's comment: `= 'yhbh', pinyin of 隐患编号`."""
+    return f"{'=' if score >= 100 else '≈'} {spelling!r}, {sp.origin.get(spelling, 'a spelling')}"
+
+
+@lru_cache(maxsize=200_000)  # sources repeat column names (id, update_time) across tables
 def column_score(f: standard.Field, col: Column) -> tuple[float, str]:
     """A column's fit for a field, by its name and its comment, nudged by type."""
     sp = spellings(f)
     by_name, how = _text_score(col.name, sp)
+    how = f"name {how}"
     by_comment, how_c = _text_score(col.comment, sp)
     if by_comment > by_name:
-        by_name, how = by_comment, f"comment ({how_c})"
+        by_name, how = by_comment, f"comment {how_c}"
     is_date_col = any(t in col.type.upper() for t in DATE_TYPES)
     if is_date_col and not f.is_date:
         by_name -= 20
@@ -399,7 +427,7 @@ def column_score(f: standard.Field, col: Column) -> tuple[float, str]:
 
 
 def assign(fields: Iterable[standard.Field], table: Table,
-           exclude: set[str] = frozenset()) -> list[Guess]:  # type: ignore[assignment]
+           exclude: frozenset[str] | set[str] = frozenset()) -> list[Guess]:
     """Fields to columns, each column used once: greedily by score, best pair first."""
     pairs = []
     for f in fields:
@@ -422,6 +450,7 @@ def assign(fields: Iterable[standard.Field], table: Table,
     return out
 
 
+@cache
 def _dataset_spellings(ds: standard.Dataset) -> Spellings:
     words = (ds.zh, ds.zh.removesuffix("信息"), *DATASET_WORDS.get(ds.tx_code, ()))
     chinese = tuple(_norm_zh(w) for w in words if _has_cjk(w))
@@ -578,11 +607,22 @@ def plan(tables: list[Table]) -> list[DatasetDraft]:
     return drafts
 
 
+_YAML_WORDS = {"null", "true", "false", "yes", "no", "on", "off", "y", "n", "todo"}
+
+
 def _q(v: str) -> str:
-    """A YAML scalar: plain when safe, else a JSON string (valid YAML)."""
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v) and v.lower() not in ("null", "true", "false", "todo"):
+    """A YAML scalar: plain when safe, else a double-quoted string with every character that
+    is not printable escaped (a source's names and values may hold line breaks, U+2028 ...)."""
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v) and v.lower() not in _YAML_WORDS:
         return v
-    return json.dumps(v, ensure_ascii=False)
+    return "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" if ord(ch) < 0x10000
+                   else f"\\U{ord(ch):08x}" for ch in json.dumps(v, ensure_ascii=False))
+
+
+def _listed(values: list[str], limit: int = 200) -> str:
+    """Source values inside a YAML comment: each quoted and escaped, so none ends the comment."""
+    text = ", ".join(_q(v) for v in values)
+    return text if len(text) <= limit else text[:limit] + " …"
 
 
 def _comment(lines: list[str], text: str, width: int = 46) -> None:
@@ -616,7 +656,7 @@ def render(drafts: list[DatasetDraft], *, source_key: str, source_value: str, or
         _comment(lines, f"{ds.zh}: table score {d.score:g}")
         lines.append(f"    table: {_q(table_name)}")
         if d.table.comment:
-            _comment(lines, d.table.comment.replace("\n", " ")[:60])
+            _comment(lines, _q(d.table.comment[:60]))
         if d.key:
             lines.append(f"    key: [{', '.join(_q(k) for k in d.key)}]")
             _comment(lines, d.key_how)
@@ -641,7 +681,7 @@ def render(drafts: list[DatasetDraft], *, source_key: str, source_value: str, or
                     lines.append(f"      # {f.name}:")
                     _comment(lines, f"{f.zh}: no column found")
                 continue
-            note = f"{g.confidence} {g.score:g}: {f.zh} by {g.how}"
+            note = f"{g.confidence} {g.score:g}: {f.zh}; {g.how}"
             vals = d.values.get(f.name)
             if vals and (vals[0] or vals[2]):
                 mapped, understood, unknown = vals
@@ -649,15 +689,14 @@ def render(drafts: list[DatasetDraft], *, source_key: str, source_value: str, or
                 _comment(lines, note)
                 lines.append(f"        column: {_q(g.column)}")
                 if mapped:
-                    body = ", ".join(f"{json.dumps(k, ensure_ascii=False)}: "
-                                     f"{json.dumps(v, ensure_ascii=False)}" for k, v in mapped.items())
+                    body = ", ".join(f"{_q(k)}: {_q(v)}" for k, v in mapped.items())
                     lines.append(f"        values: {{{body}}}")
                     _comment(lines, "proposed from the column's values: check them")
                 if understood:
-                    lines.append(f"        # read by cleaning as they are: {', '.join(understood)[:200]}")
+                    lines.append(f"        # read by cleaning as they are: {_listed(understood)}")
                 if unknown:
                     lines.append(f"        # TODO values not recognised (map them under values:): "
-                                 f"{', '.join(unknown)[:200]}")
+                                 f"{_listed(unknown)}")
             else:
                 lines.append(f"      {f.name}: {_q(g.column)}")
                 _comment(lines, note)

@@ -16,9 +16,11 @@ from etl.demo_data import make_demo_sources
 from etl.extract import read_only
 from etl.mapping import load_mapping
 
-# Floors a little under what the benchmark measures (benchmarks/scaffold_accuracy.py: 97-100%
-# recall per schema, 99.8% precision overall), so a change that loses fields fails here.
+# Floors a little under what the benchmark measures (benchmarks/scaffold_accuracy.py: 96-100%
+# recall and 98.8-100% precision per schema tuned on; the held-out schema 90.2% and 97.4%), so a
+# change that loses fields fails here.
 RECALL_FLOOR = 0.9
+HELD_OUT_RECALL_FLOOR = 0.85
 PRECISION_FLOOR = 0.95
 
 
@@ -44,7 +46,8 @@ def _assert_measured(name: str, url: str) -> schemas.Score:
     shown = "; ".join(f"{w[0]}.{w[1]}->{w[2]} ({w[3]}), truth {w[5]}" for w in s.wrong_list)
     assert s.truth >= 70, name  # the truth covers most of the standard
     assert s.wrong_high == 0, f"{name}: a wrong guess marked high: {shown}"
-    assert s.recall >= RECALL_FLOOR, f"{name}: recall {s.recall:.1%}: {shown}"
+    floor = HELD_OUT_RECALL_FLOOR if name in schemas.HELD_OUT else RECALL_FLOOR
+    assert s.recall >= floor, f"{name}: recall {s.recall:.1%}: {shown}"
     assert s.precision >= PRECISION_FLOOR, f"{name}: precision {s.precision:.1%}: {shown}"
     return s
 
@@ -213,3 +216,71 @@ def test_mariadb_schemas_with_comments(name, mariadb_url, tmp_path, monkeypatch,
         drafts = _plan(mariadb_url)
         assert any(g.how.startswith("comment") for d in drafts for g in d.guesses)
         assert s.recall == 1.0
+
+
+def test_a_connection_id_and_a_schema_on_postgresql(pg_url, tmp_path, monkeypatch, capsys):
+    """--conn-id (an Airflow connection, with a password to keep out of sight) and --schema: the
+    draft names the schema's tables and says `conn_id:`."""
+    u = sa.engine.make_url(pg_url)
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql('CREATE SCHEMA "ehs"')
+    engine.dispose()
+    schemas.build("english", pg_url, schema="ehs")
+    password = "s3cret-scaffold-pw"  # the test server trusts 127.0.0.1 and ignores it
+    monkeypatch.setenv("AIRFLOW_CONN_SCAFFOLD_SOURCE",
+                       f"postgres://{u.username}:{password}@{u.host}:{u.port}/{u.database}")
+    out = tmp_path / "unit.yaml"
+    assert main(["scaffold", "--conn-id", "scaffold_source", "--schema", "ehs", "--out", str(out),
+                 "--org", "91320506MA1W3L8P7L", "--name", "某公司"]) == 0
+    printed = capsys.readouterr()
+    text = out.read_text(encoding="utf-8")
+    assert password not in printed.out + printed.err + text
+    assert "conn_id: scaffold_source" in text
+    m = load_mapping(out)
+    assert m.model.datasets["09"].table == "ehs.hd_rec"
+    assert m.model.datasets["09"].fields["taskNo"].column == "hd_no"
+
+
+def test_datasets_without_a_plausible_table_are_commented_out(tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path / 'one.sqlite'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t_yhpc (yhbh TEXT PRIMARY KEY, yhlb TEXT, yhjb TEXT, "
+                             "yhms TEXT, pcr TEXT, pcrq DATE, zgjg TEXT, gxsj TIMESTAMP)")
+        conn.exec_driver_sql("CREATE TABLE sys_log (log_id INTEGER, message TEXT, level TEXT)")
+    engine.dispose()
+    monkeypatch.setenv("SCAFFOLD_SRC", url)
+    out = tmp_path / "unit.yaml"
+    assert main(["scaffold", "--url-env", "SCAFFOLD_SRC", "--out", str(out),
+                 "--org", "91320506MA1W3L8P7L", "--name", "某公司"]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert '  "09":' in text and "table: t_yhpc" in text and "updated_at: gxsj" in text
+    for tx in ("01", "02", "03", "04", "05", "06", "07", "08"):
+        assert f'  # "{tx}": no table looks like' in text
+    assert "sys_log" not in text
+    m = load_mapping(out)  # every required field of 09 found: a valid mapping as drafted
+    assert list(m.datasets) == ["09"] and m.model.datasets["09"].key == ["yhbh"]
+
+
+def test_hostile_names_and_values_cannot_change_the_drafts_structure(tmp_path, monkeypatch, capsys):
+    """Table and column names, comments and sampled values come from the source: a line break
+    or U+2028 in them stays inside its quoted scalar or comment."""
+    url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    engine = sa.create_engine(url)
+    evil = 'x\ny: 1\u2028  "09": {table: evil}'
+    with engine.begin() as conn:
+        conn.exec_driver_sql('CREATE TABLE "隐患排查记录" ("隐患编号" TEXT PRIMARY KEY, "隐患类别" TEXT, '
+                             '"隐患级别" TEXT, "隐患描述" TEXT, "排查人" TEXT, "排查日期" DATE, '
+                             '"整改结果" TEXT, "x\ny: 1\u2028z" TEXT)')
+        conn.exec_driver_sql('INSERT INTO "隐患排查记录" VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+                             ("1", evil, "一般", "d", "p", "2024-01-01", evil, "v"))
+    engine.dispose()
+    monkeypatch.setenv("SCAFFOLD_SRC", url)
+    out = tmp_path / "unit.yaml"
+    assert main(["scaffold", "--url-env", "SCAFFOLD_SRC", "--out", str(out),
+                 "--org", "91320506MA1W3L8P7L", "--name", "某公司"]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "\u2028" not in text and "evil" in text  # listed as an unknown value, escaped
+    m = load_mapping(out)
+    assert list(m.datasets) == ["09"] and m.model.datasets["09"].table == "隐患排查记录"
