@@ -207,7 +207,8 @@ HIGH = 95.0
 MEDIUM = 85.0
 PLACE = 70.0
 TABLE_PLACE = 40.0  # a dataset whose best table scores below this is commented out
-VALUES_SAMPLE = 50  # distinct values read from an enumerated column
+VALUES_SAMPLE = 50  # distinct values read from an enumerated column ...
+SAMPLE_ROWS = 100_000  # ... among its first rows
 
 
 # --- reading the source ------------------------------------------------------------------------
@@ -266,14 +267,20 @@ def _type_name(t: Any) -> str:
 
 
 def distinct_values(conn: sa.Connection, table: str, column: str, schema: str | None = None,
-                    limit: int = VALUES_SAMPLE) -> list[str]:
-    """Up to `limit` distinct non-blank values of a column, as text (the sample a value map is
-    proposed from)."""
-    t = sa.table(table, sa.column(column), schema=schema)
-    stmt = sa.select(t.c[column]).where(t.c[column].is_not(None)).distinct().limit(limit)
+                    limit: int = VALUES_SAMPLE, rows: int = SAMPLE_ROWS) -> list[str] | None:
+    """Up to `limit` distinct non-blank values of a column among its first `rows` rows, as
+    text: the sample a value map is proposed from, bounded however big the table. None when the
+    source refuses the read (a column this account may not select): the draft then says so."""
     from etl.mapping import _as_key
 
-    return sorted({_as_key(v) for (v,) in conn.execute(stmt)} - {""})
+    t = sa.table(table, sa.column(column), schema=schema)
+    first = sa.select(t.c[column].label("v")).where(t.c[column].is_not(None)).limit(rows).subquery()
+    stmt = sa.select(first.c.v).distinct().limit(limit)
+    try:
+        with conn.begin_nested():  # a refusal must not abort the session's other reads
+            return sorted({_as_key(v) for (v,) in conn.execute(stmt)} - {""})
+    except sa.exc.DBAPIError:
+        return None
 
 
 # --- spellings of a field ----------------------------------------------------------------------
@@ -494,7 +501,9 @@ class DatasetDraft:
     key_how: str = ""
     updated_at: str | None = None
     deleted: str | None = None
-    values: dict[str, tuple[dict[str, str], list[str], list[str]]] = field(default_factory=dict)
+    # enumerated fields: (value map, values cleaning reads as they are, values not recognised),
+    # or None when the source refused the sample
+    values: dict[str, tuple[dict[str, str], list[str], list[str]] | None] = field(default_factory=dict)
 
 
 def _fit(ds: standard.Dataset, table: Table) -> tuple[float, list[Guess]]:
@@ -682,8 +691,12 @@ def render(drafts: list[DatasetDraft], *, source_key: str, source_value: str, or
                     _comment(lines, f"{f.zh}: no column found")
                 continue
             note = f"{g.confidence} {g.score:g}: {f.zh}; {g.how}"
-            vals = d.values.get(f.name)
-            if vals and (vals[0] or vals[2]):
+            vals = d.values.get(f.name, ({}, [], []))
+            if vals is None:
+                lines.append(f"      {f.name}: {_q(g.column)}")
+                _comment(lines, note)
+                lines.append("        # TODO its values could not be read: map its codes under values:")
+            elif vals[0] or vals[2]:
                 mapped, understood, unknown = vals
                 lines.append(f"      {f.name}:")
                 _comment(lines, note)
@@ -717,7 +730,7 @@ def scaffold(conn: sa.Connection, *, schema: str | None = None) -> list[DatasetD
             f = d.ds.field(g.field)
             if f.enum and f.kind != "flag":
                 sample = distinct_values(conn, d.table.name, g.column, schema)
-                d.values[f.name] = propose_values(f, sample)
+                d.values[f.name] = None if sample is None else propose_values(f, sample)
     return drafts
 
 

@@ -284,3 +284,27 @@ def test_hostile_names_and_values_cannot_change_the_drafts_structure(tmp_path, m
     assert "\u2028" not in text and "evil" in text  # listed as an unknown value, escaped
     m = load_mapping(out)
     assert list(m.datasets) == ["09"] and m.model.datasets["09"].table == "隐患排查记录"
+
+
+def test_a_column_whose_values_cannot_be_read_is_drafted_with_a_todo(pg_url, tmp_path,
+                                                                      monkeypatch, capsys):
+    """The source refuses one sample (here a view's column that fails when read): that field
+    says so, and the session goes on reading the others (a savepoint per sample)."""
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE base (n int)")
+        conn.exec_driver_sql("INSERT INTO base VALUES (0), (1)")
+        conn.exec_driver_sql(
+            "CREATE VIEW t_yhpc AS SELECT 'YH' || n AS yhbh, (1 / n)::text AS yhlb, "
+            "CASE n WHEN 0 THEN 'YB' ELSE 'YZ' END AS yhjb, 'd' AS yhms, 'p' AS pcr, "
+            "current_date AS pcrq, '已整改' AS zgjg FROM base")
+    engine.dispose()
+    monkeypatch.setenv("SCAFFOLD_SRC", pg_url)
+    out = tmp_path / "unit.yaml"
+    assert main(["scaffold", "--url-env", "SCAFFOLD_SRC", "--out", str(out),
+                 "--org", "91320506MA1W3L8P7L", "--name", "某公司"]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "troubleType: yhlb" in text and "TODO its values could not be read" in text
+    assert 'values: {YB: "一般事故隐患", YZ: "严重事故隐患"}' in text
+    assert load_mapping(out).model.datasets["09"].fields["troubleLevel"].values == \
+        {"YB": "一般事故隐患", "YZ": "严重事故隐患"}
