@@ -557,18 +557,17 @@ def _with_todos(raw: Any, problems: list[tuple[str, str]]) -> list[tuple[str, st
     """A draft's `TODO` values as one line each, in place of what else they break (an orgNo
     of TODO is no credit code), so a draft fails only on its TODOs."""
     todos: list[str] = []
-
-    def walk(v: Any, loc: list[str]) -> None:
+    stack: list[tuple[Any, list[str]]] = [(raw, [])]  # no recursion: a hostile file may nest deep
+    while stack:
+        v, loc = stack.pop()
         if isinstance(v, str) and v.strip() == TODO:
             todos.append(".".join(loc))
         elif isinstance(v, dict):
-            for k, item in v.items():
-                walk(item, [*loc, _tx_key(k) if loc == ["datasets"] else _short(str(k))])
+            stack += [(item, [*loc, _tx_key(k) if loc == ["datasets"] else _short(str(k))])
+                      for k, item in reversed(v.items())]
         elif isinstance(v, list):
-            for i, item in enumerate(v):
-                walk(item, loc if loc[-1:] == ["key"] else [*loc, str(i)])
-
-    walk(raw, [])
+            stack += [(item, loc if loc[-1:] == ["key"] else [*loc, str(i)])
+                      for i, item in reversed(list(enumerate(v)))]
     if not todos:
         return problems
     covered = lambda loc: any(loc == t or loc.startswith(t + ".") for t in todos)  # noqa: E731
