@@ -47,6 +47,13 @@ def airflow_db() -> None:
     db.initdb()
 
 
+@pytest.fixture(autouse=True)
+def _own_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target of the test's own unless the test names one: never the project's
+    var/target.sqlite, which `etl demo` (the README's first command) fills."""
+    monkeypatch.setenv("ETL_TARGET_URL", f"sqlite:///{tmp_path / 'own-target.sqlite'}")
+
+
 @pytest.fixture
 def dagbag(monkeypatch: pytest.MonkeyPatch):
     """Parse the DAGs folder (each test may set ETL_MAPPINGS_DIR first)."""
