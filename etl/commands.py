@@ -60,6 +60,7 @@ def demo(target_url: str | None = None) -> int:
 
 
 def check(paths: list[Path], *, offline: bool = False) -> int:
+    from etl import attachments
     from etl.extract import source_problems, source_warnings
 
     mappings: list[Mapping] = []
@@ -74,6 +75,7 @@ def check(paths: list[Path], *, offline: bool = False) -> int:
         for m in mappings:
             problems += source_problems(m)
             warnings += source_warnings(m)
+            warnings += attachments.base_warnings(m)
     for m in mappings:
         print(f"{m.path}: {m.unit.comName} ({m.unit.orgNo})")
         print(report.coverage(m))
