@@ -279,3 +279,27 @@ def _unreachable(base: str) -> str | None:
     except Exception as e:  # noqa: BLE001 - classified as the loads would
         return str(source.classify(e, source.shown))
     return None
+
+
+def summary(engine: sa.Engine) -> str:
+    """What `ingest_media` holds, per unit, dataset and field (a few names each), and where the
+    store is: the lines `etl demo` prints."""
+    from etl import media
+    from etl.masking import cap
+
+    t = target.ingest_media
+    target.ensure_schema(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.orgNo, t.c.txCode, t.c.field, t.c.name, t.c.size)
+                            .order_by(t.c.orgNo, t.c.txCode, t.c.field, t.c.name)).all()
+        distinct = conn.execute(sa.select(sa.func.count(sa.distinct(t.c.sha256)))).scalar_one()
+    groups: dict[tuple[str, str, str], list[tuple[str, int]]] = {}
+    for org, tx, fld, name, size in rows:
+        groups.setdefault((org, tx, fld), []).append((name, size))
+    lines = [f"attachments: {len(rows)} file(s) recorded in ingest_media, {distinct} distinct, "
+             f"stored in {media.MediaStore().describe}"]
+    for (org, tx, fld), files in groups.items():
+        names = ", ".join(n for n, _ in files[:3]) + (", …" if len(files) > 3 else "")
+        lines.append(f"  {org} {tx} {fld}: {len(files)} file(s), {sum(s for _, s in files):,} "
+                     f"bytes ({cap(names, 200)})")
+    return "\n".join(lines)

@@ -47,6 +47,7 @@ def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "f
 
 
 def demo(target_url: str | None = None) -> int:
+    from etl import attachments
     from etl.demo_data import make_demo_sources
 
     make_demo_sources(Path("var"))
@@ -55,6 +56,11 @@ def demo(target_url: str | None = None) -> int:
         raise MappingError([f"{p}: demo mapping missing: run `etl demo` from the project folder"
                             for p in missing])
     code = run([Path(p) for p in DEMO_MAPPINGS], target_url=target_url)
+    engine = target.connect(target.target_url(target_url), target.target_origin(target_url))
+    try:
+        print(attachments.summary(engine))
+    finally:
+        engine.dispose()
     build_report(Path(DEMO_MAPPINGS[0]).parent, target_url=target_url)  # every unit of mappings/
     return code
 
