@@ -816,8 +816,9 @@ def fetch(source: FileSource, rel: str, store: MediaStore, *, name: str | None =
         try:
             stored = store.put(reader, name=file_name, limit_bytes=limit_bytes, progress=progress)
         except MediaError as exc:
-            if exc.rule in ("file_type", "file_size") and located.location not in str(exc):
-                raise MediaError(exc.rule, f"{located.location}: {exc}") from None
+            text, named = str(exc), _shown(file_name)
+            if text.startswith(named + ":"):  # name the file by its whole location
+                raise MediaError(exc.rule, located.location + text[len(named):]) from None
             raise
     finally:
         reader.close()
