@@ -331,7 +331,8 @@ class FileSource:
                     total=None, sock_connect=self.CONNECT_TIMEOUT, sock_read=self.READ_TIMEOUT)}
                 kwargs["skip_instance_cache"] = True
             elif self.protocol == "sftp":
-                kwargs["timeout"] = self.CONNECT_TIMEOUT
+                # one connection per source: a cached one outlives a server restart
+                kwargs.update(timeout=self.CONNECT_TIMEOUT, skip_instance_cache=True)
             try:
                 self._fs, self._root = url_to_fs(self._raw, **kwargs)
             except Exception as exc:  # noqa: BLE001 - classified below

@@ -28,6 +28,11 @@ from etl.media import (CHUNK_BYTES, FileServerUnreachable, FileSource, Located, 
 from etl.sample_files import (docx_bytes, gif_bytes, jpeg_bytes, mp4_header, ole_header,
                               pdf_bytes, png_bytes, pptx_bytes, xlsx_bytes)
 
+try:
+    from sftp_server import sftp_server
+except ImportError:  # tests/ became a package
+    from tests.sftp_server import sftp_server  # type: ignore[no-redef]
+
 DOC_NAME = "制度/XX 管理制度（２０２５版）.docx"  # Chinese, a space, full-width digits and brackets
 
 
@@ -393,6 +398,34 @@ def test_server_without_head_or_length_still_works(unit_files, store, tmp_path):
     assert first[0].size is None
     assert first[1].extension == "docx" and first[1].copied and not second[1].copied
     assert gets(server, "docx") >= 3  # no size to trust: the file is read again each time
+
+
+# --- SFTP ------------------------------------------------------------------------------------
+
+def test_sftp_server(unit_files, store, tmp_path):
+    with sftp_server(unit_files.parent, "collector", "Sh1ny-pa55") as (port, opened):
+        base = f"sftp://collector:Sh1ny-pa55@127.0.0.1:{port}/unit"
+        source = FileSource(base, label="无锡锅炉")
+        assert "Sh1ny-pa55" not in repr(source)
+        located, stored = fetch(source, DOC_NAME, store)
+        assert stored.extension == "docx" and stored.copied
+        assert stored.sha256 == hashlib.sha256((unit_files / DOC_NAME).read_bytes()).hexdigest()
+        assert located.location == f"sftp://collector@127.0.0.1:{port}/unit/{DOC_NAME}"
+        assert located.size == (unit_files / DOC_NAME).stat().st_size and located.mtime
+        assert len(opened) == 1
+        again = fetch(source, DOC_NAME, store)[1]
+        assert not again.copied and len(opened) == 1  # unchanged: not opened again
+        for rel, rule in [("制度/不存在.doc", "file_missing"), ("风险/假的.pdf", "file_type"),
+                          ("../secret.pdf", "file_path")]:
+            with pytest.raises(MediaError) as err:
+                fetch(source, rel, store)
+            assert err.value.rule == rule
+            assert "Sh1ny-pa55" not in str(err.value)
+        wrong = FileSource(base.replace("Sh1ny-pa55", "wrong-pa55"), label="无锡锅炉")
+        with pytest.raises(FileServerUnreachable) as err:
+            fetch(wrong, DOC_NAME, store)
+        assert not err.value.transient  # a wrong password stays wrong: no retry
+        assert "wrong-pa55" not in str(err.value) and "credentials" in str(err.value)
 
 
 # --- unreachable servers -----------------------------------------------------------------------
