@@ -464,6 +464,24 @@ class FileSource:
         except Exception as exc:  # noqa: BLE001 - classified
             raise self.classify(exc, shown) from None
 
+    def check(self) -> None:
+        """Whether the base can be reached now, for `etl check`: `FileServerUnreachable` when
+        not (a folder that does not exist, a server that refuses, a wrong password). A server
+        that answers 404 for the base itself (no index page) is reachable."""
+        if self._local is not None:
+            if self._base_gone():
+                raise FileServerUnreachable(
+                    f"{self.label + ': ' if self.label else ''}the unit's file folder "
+                    f"{self.shown} does not exist: check that the share is mounted on this machine")
+            return
+        fs, root = self._filesystem()
+        try:
+            fs.info(root or "/")
+        except Exception as exc:  # noqa: BLE001 - classified
+            problem = self.classify(exc, self.shown)
+            if isinstance(problem, FileServerUnreachable):
+                raise problem from None
+
     def location(self, rel: str) -> str:
         """Where `rel` is, as a location is shown and stored (no credentials)."""
         return self._path(rel)[1]

@@ -439,6 +439,17 @@ def test_unreachable_http_server_fails_the_dataset(store):
     assert "check" in str(err.value)
 
 
+def test_check_says_whether_a_base_can_be_reached(unit_files, web, tmp_path):
+    FileSource(str(unit_files)).check()
+    FileSource(web[0]).check()
+    FileSource(web[0] + "/no-such-folder").check()  # the server answers: reachable
+    for base in (str(tmp_path / "not-mounted"), f"http://127.0.0.1:{closed_port()}/files",
+                 f"sftp://u:secret-pw@127.0.0.1:{closed_port()}/files"):
+        with pytest.raises(FileServerUnreachable) as err:
+            FileSource(base).check()
+        assert "secret-pw" not in str(err.value)
+
+
 def test_unknown_host_is_unreachable(store):
     with pytest.raises(FileServerUnreachable):
         fetch(FileSource("http://files.unit.invalid/x"), "a.pdf", store)
