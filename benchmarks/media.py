@@ -6,8 +6,8 @@ from a local folder and from an HTTP file server, beside the plain copies they c
 
 The file is written once (an MP4 header, then filler that is not all zeros). The HTTP server is
 Python's `http.server` in its own process on 127.0.0.1, so it does not share the measuring
-process's interpreter. Every copy runs in a fresh child process, into a fresh store, and
-reports its own wall time and peak RSS (`ru_maxrss`) minus the peak before the copy (imports,
+process's interpreter. Every copy runs in a fresh child process, into a fresh store (the
+previous case's files removed and `sync`ed first, so no write-back overlaps), and reports its own wall time and peak RSS (`ru_maxrss`) minus the peak before the copy (imports,
 a small warm-up fetch). Cases:
 
 * `cp`: `shutil.copyfileobj` with 1 MiB buffers, file to file: the disk's own limit here;
@@ -119,6 +119,7 @@ def run_case(case: str, base: str, rel: str, work: Path) -> dict:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir()
+    os.sync()  # the previous case's gigabyte is written back now, not during this one
     out = subprocess.run([sys.executable, "-c", CHILD, case, base, rel, str(work)], cwd=ROOT,
                          capture_output=True, text=True, timeout=3600)
     if out.returncode:
@@ -149,8 +150,8 @@ def main() -> None:
                     time.sleep(0.1)
             http = f"http://127.0.0.1:{port}"
             results: dict[str, list[dict]] = {c: [] for c in CASES}
-            for _ in range(args.rounds):  # interleaved, so drift on a shared machine spreads
-                for case in CASES:
+            for n in range(args.rounds):  # interleaved and rotated: drift spreads over cases
+                for case in CASES[n % len(CASES):] + CASES[:n % len(CASES)]:
                     base = http if case in ("http GET", "store http") else str(folder)
                     r = run_case(case, base, rel, tmp_path / "work")
                     if "sha256" in r and r["sha256"] != sha:
@@ -163,16 +164,20 @@ def main() -> None:
     print(f"{size / 2**20:,.0f} MiB file, {args.rounds} round(s), medians; "
           f"{os.cpu_count()} cores, Python {platform.python_version()}, load {load}")
     print()
-    print("| case | MB/s | seconds | peak RSS growth MB | RSS before MB |")
-    print("|---|---:|---:|---:|---:|")
+    print("| case | MB/s (median) | MB/s (slowest–fastest) | seconds | peak RSS growth MB "
+          "(largest) | RSS before MB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    mib = size / 2**20
     for case in CASES:
-        secs = statistics.median(r["seconds"] for r in results[case])
+        times = [r["seconds"] for r in results[case]]
+        secs = statistics.median(times)
         grew = max(r["grew_mb"] for r in results[case])
         before = statistics.median(r["baseline_mb"] for r in results[case])
         if case == "skip":
-            print(f"| {case} (per file) | — | {secs * 1000:.2f} ms | {grew:.1f} | {before:.0f} |")
+            print(f"| {case} (per file) | — | — | {secs * 1000:.2f} ms | {grew:.1f} | {before:.0f} |")
         else:
-            print(f"| {case} | {size / 2**20 / secs:,.0f} | {secs:.2f} | {grew:.1f} | {before:.0f} |")
+            print(f"| {case} | {mib / secs:,.0f} | {mib / max(times):,.0f}–{mib / min(times):,.0f} "
+                  f"| {secs:.2f} | {grew:.1f} | {before:.0f} |")
 
 
 if __name__ == "__main__":

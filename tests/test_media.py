@@ -100,6 +100,14 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         if "forbidden" in self.path:
             self.send_error(403)
             return
+        if "truncated" in self.path:  # promises 4 MiB, sends 1 MiB and hangs up
+            self.send_response(200)
+            self.send_header("Content-Length", str(4 * 1024 * 1024))
+            self.end_headers()
+            self.wfile.write(mp4_header() + bytes(1024 * 1024))
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if not self.server.no_length:  # type: ignore[attr-defined]
             super().do_GET()
             return
@@ -448,6 +456,14 @@ def test_check_says_whether_a_base_can_be_reached(unit_files, web, tmp_path):
         with pytest.raises(FileServerUnreachable) as err:
             FileSource(base).check()
         assert "secret-pw" not in str(err.value)
+
+
+def test_a_connection_lost_mid_copy_fails_the_dataset(unit_files, web, store, tmp_path):
+    write(unit_files, "truncated/录像.mp4", mp4_header() + bytes(4 * 1024 * 1024 - 40))
+    with pytest.raises(FileServerUnreachable) as err:
+        fetch(FileSource(web[0], label="常州"), "truncated/录像.mp4", store)
+    assert err.value.transient and "常州" in str(err.value)
+    assert objects(tmp_path / "media") == [] and leftovers(tmp_path / "media") == []
 
 
 def test_unknown_host_is_unreachable(store):
