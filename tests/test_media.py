@@ -190,6 +190,7 @@ def test_evidence_is_stored_by_content(kind, unit_files, web, store, tmp_path):
         assert located.size == len(data)
         assert located.mtime
         assert located.location.endswith(rel)
+        assert located.name == rel.rsplit("/", 1)[-1]
         assert stored.sha256 == hashlib.sha256(data).hexdigest()
         assert (stored.size, stored.extension, stored.media_type) == \
             (len(data), ext, media.EVIDENCE_TYPES[ext])
@@ -496,6 +497,24 @@ def test_credentials_never_reach_a_location(unit_files, web, store):
 
 
 # --- incremental: an unchanged file is not read again ------------------------------------------
+
+def test_base_with_chinese_path_and_a_token(unit_files, store):
+    root = unit_files.parent / "www-cn"
+    (root / "单位 附件").mkdir(parents=True)
+    write(root / "单位 附件", "制度/XX 管理制度.pdf", pdf_bytes())
+    with http_files(root) as (base, server):
+        base = base.rsplit("/files", 1)[0] + "/单位 附件?token=Sekr3t-value"
+        located, stored = fetch(FileSource(base), "制度/XX 管理制度.pdf", store)
+        assert stored.extension == "pdf"
+        assert located.location.endswith("/单位 附件/制度/XX 管理制度.pdf?token=***")
+        assert located.name == "XX 管理制度.pdf"
+        assert "Sekr3t-value" not in located.location
+        with pytest.raises(MediaError) as err:
+            fetch(FileSource(base), "制度/没有.pdf", store)
+        assert "Sekr3t-value" not in str(err.value) and "没有.pdf" in str(err.value)
+    with pytest.raises(EtlError):
+        FileSource("http://[::1]:8080/docs")
+
 
 def test_unchanged_http_file_is_not_downloaded_again(unit_files, web, store):
     base, server = web
