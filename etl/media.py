@@ -48,12 +48,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any, BinaryIO
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from etl import private
 from etl.errors import (ConfigError, EtlError, FileServerUnreachable, MediaError,
                         MediaStoreError)
-from etl.masking import mask_secrets_in_text, mask_url, register_url_secrets
+from etl.masking import (MASK, is_secret_param, mask_secrets_in_text, mask_url,
+                         register_url_secrets)
 
 __all__ = [
     "CHUNK_BYTES", "DEFAULT_LIMIT_BYTES", "EVIDENCE_TYPES", "FileServerUnreachable",
@@ -149,6 +150,7 @@ class Located:
     location: str  # the file's location at the source, credentials removed: safe to store/show
     size: int | None  # bytes, None when the source does not say (an HTTP server without length)
     mtime: str | None  # modification time / ETag / Last-Modified as the source reports it
+    name: str = ""  # the file's name: the path's last segment (`XX 管理制度.doc`), never a query
 
 
 @dataclass(frozen=True)
@@ -245,11 +247,17 @@ def _clean_base(base: str) -> str:
     if not parts.scheme or len(parts.scheme) == 1:  # a folder (or C:\...)
         return mask_secrets_in_text(base)
     netloc = parts.hostname or ""
+    if ":" in netloc:  # IPv6
+        netloc = f"[{netloc}]"
     if parts.username:
         netloc = f"{parts.username}@{netloc}"
     if parts.port:
         netloc += f":{parts.port}"
-    return mask_url(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")))
+    query = "&".join(
+        f"{k}={MASK}" if is_secret_param(unquote(k)) else (f"{k}={v}" if sep else k)
+        for k, sep, v in (pair.partition("=") for pair in parts.query.split("&") if pair))
+    # not `mask_url`: it would percent-encode a Chinese path, and locations are read by people
+    return mask_secrets_in_text(urlunsplit((parts.scheme, netloc, parts.path, query, "")))
 
 
 def _relative_parts(rel: str, shown_base: str) -> list[str]:
@@ -270,6 +278,20 @@ def _relative_parts(rel: str, shown_base: str) -> list[str]:
         raise MediaError("file_path", f"{_shown(rel)}: climbs out of the unit's file folder "
                                       f"{shown_base} with '..': store paths inside that folder")
     return parts
+
+
+def _append(base: str, rel: str) -> str:
+    """`rel` appended to the path of `base` (a URL's query, such as a signed server's
+    `?token=`, stays at the end)."""
+    if "?" in base and "://" in base:
+        parts = urlsplit(base)
+        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + rel,
+                           parts.query, ""))
+    return base.rstrip("/") + "/" + rel
+
+
+def _file_name(rel: str) -> str:
+    return rel.strip().replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
 
 
 def _walk(exc: BaseException) -> list[BaseException]:
@@ -303,6 +325,10 @@ class FileSource:
         self._raw = base
         self.shown = _clean_base(base)  # the base as messages and locations show it
         scheme = urlsplit(base).scheme.lower() if "://" in base else ""
+        if scheme and "::" in base:
+            raise ConfigError(f"{label or 'a unit'}: file base {self.shown}: fsspec reads '::' "
+                              f"as a chain of file systems, so an IPv6 address cannot be a host "
+                              f"here: use a host name")
         self.protocol = scheme or "file"
         self._fs: Any = None
         self._root: str = ""
@@ -331,7 +357,8 @@ class FileSource:
                     total=None, sock_connect=self.CONNECT_TIMEOUT, sock_read=self.READ_TIMEOUT)}
                 kwargs["skip_instance_cache"] = True
             elif self.protocol == "sftp":
-                kwargs["timeout"] = self.CONNECT_TIMEOUT
+                # one connection per source: a cached one outlives a server restart
+                kwargs.update(timeout=self.CONNECT_TIMEOUT, skip_instance_cache=True)
             try:
                 self._fs, self._root = url_to_fs(self._raw, **kwargs)
             except Exception as exc:  # noqa: BLE001 - classified below
@@ -342,7 +369,7 @@ class FileSource:
     def _path(self, rel: str) -> tuple[str, str]:
         """(the path fsspec reads, the location shown) for `rel`."""
         parts = _relative_parts(rel, self.shown)
-        shown = self.shown.rstrip("/") + "/" + "/".join(parts)
+        shown = _append(self.shown, "/".join(parts))
         if self._local is not None:
             path = os.path.join(self._local, *parts)
             real = os.path.realpath(path)
@@ -353,7 +380,7 @@ class FileSource:
         fs, root = self._filesystem()
         if self.protocol in ("http", "https"):
             # each segment percent-encoded: a `#`, `?` or `%` in a Chinese file name is a name
-            return root + "/" + "/".join(quote(p, safe="") for p in parts), shown
+            return _append(root, "/".join(quote(p, safe="") for p in parts)), shown
         return root + "/" + "/".join(parts), shown
 
     # -- errors --
@@ -431,7 +458,7 @@ class FileSource:
                 raise MediaError("file_missing", f"{shown}: a folder, not a file: the record "
                                                  f"should name the file inside it")
             mtime = datetime.fromtimestamp(st.st_mtime_ns / 1e9, timezone.utc).isoformat()
-            return Located(shown, st.st_size, mtime)
+            return Located(shown, st.st_size, mtime, _file_name(rel))
         fs, _ = self._filesystem()
         try:
             info = fs.info(path)
@@ -441,7 +468,8 @@ class FileSource:
             raise MediaError("file_missing", f"{shown}: a folder, not a file: the record should "
                                              f"name the file inside it")
         size = info.get("size")
-        return Located(shown, int(size) if size is not None else None, _mtime_of(info))
+        return Located(shown, int(size) if size is not None else None, _mtime_of(info),
+                       _file_name(rel))
 
     def open(self, rel: str) -> BinaryIO:
         """A stream of the file's bytes, read as they are consumed (one HTTP GET, no range
@@ -458,10 +486,28 @@ class FileSource:
             if self.protocol in ("http", "https"):
                 # block_size=0 streams one GET; a size given stops fsspec from sending a HEAD
                 # first (`locate` did), any true value does
-                return fs.open(path, "rb", block_size=0, size=1)
+                return _FilledHttpStream(fs.open(path, "rb", block_size=0, size=1))
             return fs.open(path, "rb")
         except Exception as exc:  # noqa: BLE001 - classified
             raise self.classify(exc, shown) from None
+
+    def check(self) -> None:
+        """Whether the base can be reached now, for `etl check`: `FileServerUnreachable` when
+        not (a folder that does not exist, a server that refuses, a wrong password). A server
+        that answers 404 for the base itself (no index page) is reachable."""
+        if self._local is not None:
+            if self._base_gone():
+                raise FileServerUnreachable(
+                    f"{self.label + ': ' if self.label else ''}the unit's file folder "
+                    f"{self.shown} does not exist: check that the share is mounted on this machine")
+            return
+        fs, root = self._filesystem()
+        try:
+            fs.info(root or "/")
+        except Exception as exc:  # noqa: BLE001 - classified
+            problem = self.classify(exc, self.shown)
+            if isinstance(problem, FileServerUnreachable):
+                raise problem from None
 
     def location(self, rel: str) -> str:
         """Where `rel` is, as a location is shown and stored (no credentials)."""
@@ -482,6 +528,44 @@ def _mtime_of(info: Mapping[str, Any]) -> str | None:
             return value.isoformat()
         return str(value)
     return None
+
+
+class _FilledHttpStream(io.RawIOBase):
+    """fsspec's streaming HTTP file, read a whole chunk per call: its `read(n)` hands back
+    whatever aiohttp has buffered (a 512 MiB file took 860-3,700 reads of "1 MiB"), one hop to
+    fsspec's event-loop thread each; filling `n` bytes on the loop makes one hop per chunk
+    (512 reads) and memory stays one chunk."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        from fsspec.asyn import sync
+
+        content = self._f.r.content  # the aiohttp response's body stream
+
+        async def fill() -> bytes:
+            if n is None or n < 0:
+                return await content.read()
+            parts, got = [], 0
+            while got < n:
+                part = await content.read(n - got)
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+            return b"".join(parts)
+
+        return sync(self._f.loop, fill)
+
+    def close(self) -> None:
+        try:
+            self._f.close()
+        finally:
+            super().close()
 
 
 class _ClassifiedReader(io.RawIOBase):
@@ -803,7 +887,7 @@ def fetch(source: FileSource, rel: str, store: MediaStore, *, name: str | None =
     remember it. `name` (default: the path's last segment) is the name whose extension the
     content must agree with. A file the source says is over the limit is refused unread."""
     located = source.locate(rel)
-    file_name = name or located.location.rsplit("/", 1)[-1]
+    file_name = name or located.name or _file_name(rel)
     if located.size is not None and located.size > limit_bytes:
         raise MediaError("file_size", f"{located.location}: {_human(located.size)}, larger than "
                                       f"the limit of {_human(limit_bytes)}: ask the unit for a "
@@ -816,8 +900,9 @@ def fetch(source: FileSource, rel: str, store: MediaStore, *, name: str | None =
         try:
             stored = store.put(reader, name=file_name, limit_bytes=limit_bytes, progress=progress)
         except MediaError as exc:
-            if exc.rule in ("file_type", "file_size") and located.location not in str(exc):
-                raise MediaError(exc.rule, f"{located.location}: {exc}") from None
+            text, named = str(exc), _shown(file_name)
+            if text.startswith(named + ":"):  # name the file by its whole location
+                raise MediaError(exc.rule, located.location + text[len(named):]) from None
             raise
     finally:
         reader.close()
