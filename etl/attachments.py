@@ -138,7 +138,7 @@ def collect(frame: pd.DataFrame, raw: pd.DataFrame, mapping: Mapping, tx_code: s
                         assert source is not None
                         located, stored = media.fetch(source, str(text), store,
                                                       limit_bytes=limit, progress=progress.add)
-                        file_name = located.location.rsplit("/", 1)[-1]
+                        file_name = located.name or base_name(str(text))
                 except MediaError as e:
                     found.append(Finding(i, name, e.rule, str(e)))
                     refused.add(i)
@@ -181,7 +181,7 @@ def _from_blob(store, data: object, column: str, file_name: str, limit: int):
                                       f"larger than the limit of {limit:,} bytes: ask the unit "
                                       f"for a smaller export, or raise max_mb")
     stored = store.put_bytes(blob, name=file_name, limit_bytes=limit)
-    return media.Located(f"column {column} (BLOB)", len(blob), None), stored
+    return media.Located(f"column {column} (BLOB)", len(blob), None, file_name), stored
 
 
 # --- loading --------------------------------------------------------------------------------
