@@ -247,6 +247,8 @@ def record(conn: Connection, rows: list[dict], org_no: str, tx_code: str, run_id
 def base_warnings(mapping: Mapping) -> list[str]:
     """`warning:` lines for file bases `etl check` cannot reach now (not set, not mounted, the
     server down): not a failure, a share may be mounted only where the loads run."""
+    from etl import media
+
     out = []
     for tx in sorted(mapping.datasets):
         for name, rule in file_rules(mapping, tx).items():
@@ -256,29 +258,10 @@ def base_warnings(mapping: Mapping) -> list[str]:
                 continue
             where = f"{mapping.path} [datasets.{tx}.fields.{name}.file]"
             try:
-                problem = _unreachable(resolve_base(spec, where))
+                media.FileSource(resolve_base(spec, where)).check()
             except Exception as e:  # noqa: BLE001 - reported, never raised by a check
-                problem = str(e)
-            if problem:
-                out.append(f"warning: {where} files cannot be reached now: {problem}")
+                out.append(f"warning: {where} files cannot be reached now: {e}")
     return out
-
-
-def _unreachable(base: str) -> str | None:
-    """Why the base folder or URL cannot be listed now, or None."""
-    from etl import media
-
-    source = media.FileSource(base)
-    if source.protocol == "file":
-        return None if os.path.isdir(source.shown) else f"no folder {source.shown} (is the share mounted?)"
-    try:
-        fs, root = source._filesystem()
-        fs.info(root or "/")
-    except FileNotFoundError:
-        return None  # the server answers: a base without an index page is fine
-    except Exception as e:  # noqa: BLE001 - classified as the loads would
-        return str(source.classify(e, source.shown))
-    return None
 
 
 def summary(engine: sa.Engine) -> str:

@@ -324,3 +324,175 @@ def test_blob_column_on_each_database(db_url, tmp_path, monkeypatch, sqlite_url)
     assert media["四色图.png"]["location"] == "column map_bytes (BLOB)"
     assert {x["rule"] for x in rows_of(sqlite_url, "ingest_reject")} == {"file_missing", "file_type"}
     assert _run(sqlite_url, m, "08").counts.batches == {}
+
+
+# --- an HTTP file server on loopback ----------------------------------------------------------
+
+
+def test_path_column_on_an_http_file_server(tmp_path, monkeypatch, sqlite_url, media_store):
+    from urllib.parse import quote
+
+    from test_media import gets, http_files
+
+    pdf, docx = sample_files.pdf_bytes("over http"), sample_files.docx_bytes("网上的制度")
+    root = _files(tmp_path / "www", {"docs/制度/安全 #1.pdf": pdf, "docs/制度/规程.docx": docx})
+    url = _source(tmp_path, "s.sqlite", [_rule(1, "制度/安全 #1.pdf"), _rule(2, "制度/规程.docx"),
+                                          _rule(3, "制度/没有.pdf")])
+    with http_files(root) as (base, server):
+        monkeypatch.setenv("UNIT_A_FILES", base.replace("127.0.0.1", "collector:pw-9x@127.0.0.1")
+                           .removesuffix("/files") + "/docs")
+        m = _mapping(tmp_path, monkeypatch, url, "{base_env: UNIT_A_FILES}")
+        r = _run(sqlite_url, m)
+        assert (r.counts.inserted, r.counts.rejected) == (2, 1) and _balanced(r)
+        media = {x["name"]: x for x in rows_of(sqlite_url, "ingest_media")}
+        assert {k: v["sha256"] for k, v in media.items()} == {"安全 #1.pdf": _sha(pdf), "规程.docx": _sha(docx)}
+        assert all("pw-9x" not in v["location"] and v["location"].startswith("http://collector@127.0.0.1")
+                   for v in media.values())
+        [reject] = rows_of(sqlite_url, "ingest_reject")
+        assert (reject["rule"], reject["sourceKey"]) == ("file_missing", "3") and "HTTP 404" in reject["message"]
+        stored = [quote(n) for n in ("安全 #1.pdf", "规程.docx")]
+        got = [gets(server, n) for n in stored]
+        assert got == [1, 1]
+        again = _run(sqlite_url, m)  # unchanged: the quick-skip index, no file read again
+        assert again.counts.batches == {} and [gets(server, n) for n in stored] == got
+
+
+# --- etl check ---------------------------------------------------------------------------------
+
+
+def test_check_shows_file_fields_and_warns_on_an_unreachable_base(tmp_path, monkeypatch, capsys):
+    from etl.cli import main
+
+    url = _source(tmp_path, "s.sqlite", [_rule(1, "a.pdf")])
+    m = _mapping(tmp_path, monkeypatch, url, f"{{base: '{tmp_path / 'not_mounted'}', max_mb: 5}}")
+    assert main(["check", str(m.path)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "fileAppendix" in x)
+    assert "column + file" in line and f"attach_path (files under {tmp_path / 'not_mounted'})" in line
+    assert f"warning: {m.path} [datasets.04.fields.fileAppendix.file] files cannot be reached now" in out
+    assert "does not exist" in out
+    monkeypatch.setenv("UNIT_A_FILES", "sftp://u:Pa55-word@127.0.0.1:1/x")
+    m = _mapping(tmp_path, monkeypatch, url, "{base_env: UNIT_A_FILES}")
+    assert main(["check", str(m.path)]) == 0
+    out = capsys.readouterr().out
+    assert "files from env UNIT_A_FILES" in out and "cannot be reached" in out and "Pa55-word" not in out
+    assert main(["check", "--offline", str(m.path)]) == 0
+    assert "cannot be reached" not in capsys.readouterr().out
+
+
+# --- the demo ----------------------------------------------------------------------------------
+
+
+def test_demo_units_collect_their_attachments_once(tmp_path, sqlite_url, media_store):
+    from etl.demo_data import ORG_A as DEMO_A, ORG_B as DEMO_B, SHARED_NOTICE, UNIT_A, UNIT_B, make_demo_sources
+
+    made = make_demo_sources(tmp_path / "var")
+    project = Path(__file__).resolve().parent.parent
+    engine = target.connect(sqlite_url)
+    for unit in (UNIT_A, UNIT_B):
+        text = (project / "mappings" / f"{unit}.yaml").read_text(encoding="utf-8")
+        text = text.replace(f"sqlite:///var/{unit}.sqlite", f"sqlite:///{made[unit]}").replace(
+            "base: var/", f"base: {tmp_path / 'var'}/")
+        (tmp_path / f"{unit}.yaml").write_text(text, encoding="utf-8")
+        results = pipeline.run_mapping(engine, load_mapping(tmp_path / f"{unit}.yaml"), ["04", "05", "08"], now=NOW)
+        assert all(r.status == "success" and r.counts.rejected == 0 for r in results)
+    engine.dispose()
+    media = rows_of(sqlite_url, "ingest_media")
+    by = {(r["orgNo"], r["txCode"], r["field"]) for r in media}
+    assert by == {(DEMO_A, "04", "fileAppendix"), (DEMO_A, "05", "trainFile"), (DEMO_A, "08", "riskFile"),
+                  (DEMO_B, "04", "fileAppendix"), (DEMO_B, "08", "riskFile")}
+    assert {r["mediaType"].rsplit("/", 1)[-1] for r in media} >= {
+        "vnd.openxmlformats-officedocument.wordprocessingml.document", "pdf", "jpeg", "png"}
+    shared = [r for r in media if r["sha256"] == _sha(SHARED_NOTICE)]
+    assert {r["orgNo"] for r in shared} == {DEMO_A, DEMO_B}
+    assert len(list(media_store.rglob(f"{_sha(SHARED_NOTICE)}.*"))) == 1
+    names = {r["riskFile"] for r in rows_of(sqlite_url, "risk_gallery")}
+    assert "锅炉房设备风险告知牌.pdf" in names and not any("/" in n for n in names)
+
+
+# --- Airflow -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def airflow_db() -> None:
+    from airflow.utils import db
+
+    db.initdb()
+
+
+@pytest.mark.airflow
+@pytest.mark.parametrize("staging", ["folder", "target"])
+def test_weekly_dag_collects_attachments_through_staging(airflow_db, staging, tmp_path, monkeypatch,
+                                                         request, media_store):
+    """The transform task fetches the files, the hidden columns ride through staging (Parquet
+    files into a SQLite target, or `ingest_stage` in a PostgreSQL target), the load task
+    writes ingest_media."""
+    sqlite_url = request.getfixturevalue("sqlite_url" if staging == "folder" else "pg_url")
+    from zoneinfo import ZoneInfo
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    jpg, png = sample_files.jpeg_bytes(), sample_files.png_bytes()
+    folder = _files(tmp_path / "files", {"制度/a.pdf": sample_files.pdf_bytes("a"), "制度/b.pdf": b"not a pdf"})
+    url = _source(tmp_path, "s.sqlite", [_rule(1, "制度/a.pdf"), _rule(2, "制度/b.pdf")])
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    a = _mapping(tmp_path, monkeypatch, url, f"{{base: '{folder}'}}")
+    (mappings / "单位甲.yaml").write_text(a.path.read_text(encoding="utf-8"), encoding="utf-8")
+    blob_url = f"sqlite:///{tmp_path / 'blob.sqlite'}"
+    _blob_source(blob_url, [
+        {"id": 1, "kind": "风险四色分布图", "map_name": "图.jpg", "map_bytes": jpg, "upload_date": "2024-05-01"},
+        {"id": 2, "kind": "设备风险告知牌", "map_name": "牌.png", "map_bytes": png, "upload_date": "2024-05-01"}])
+    monkeypatch.setenv("UNIT_B_URL", blob_url)
+    (mappings / "单位乙.yaml").write_text(MAP_MAPPING.format(org=ORG_B, env="UNIT_B_URL"), encoding="utf-8")
+    monkeypatch.setenv("ETL_MAPPINGS_DIR", str(mappings))
+    monkeypatch.setenv("ETL_TARGET_URL", sqlite_url)
+    monkeypatch.delenv("AIRFLOW_CONN_ETL_TARGET", raising=False)
+    monkeypatch.setenv("ETL_REPORTS_DIR", str(tmp_path / "report"))
+    if staging == "target":
+        monkeypatch.setenv("ETL_STAGING_URL", "target")
+    else:
+        monkeypatch.delenv("ETL_STAGING_URL", raising=False)
+        monkeypatch.setenv("ETL_STAGING_DIR", str(tmp_path / "staging"))
+    dag = DagBag(dag_folder=str(Path(__file__).resolve().parent.parent / "dags")).dags["dual_prevention_weekly"]
+    dag.test(logical_date=datetime(2025, 3, 3, tzinfo=ZoneInfo("Asia/Shanghai")),
+             run_conf={"tx_codes": ["04", "08"], "mode": "full"})
+    runs = {(r["orgNo"], r["txCode"]): r for r in rows_of(sqlite_url, "ingest_run")}
+    assert {k: (r["status"], r["inserted"], r["rejected"]) for k, r in runs.items()} == {
+        (ORG_A, "04"): ("success", 1, 1), (ORG_B, "08"): ("success", 2, 0)}
+    media = {(r["orgNo"], r["name"]): r["sha256"] for r in rows_of(sqlite_url, "ingest_media")}
+    assert media == {(ORG_A, "a.pdf"): _sha(sample_files.pdf_bytes("a")), (ORG_B, "图.jpg"): _sha(jpg),
+                     (ORG_B, "牌.png"): _sha(png)}
+    [reject] = rows_of(sqlite_url, "ingest_reject")
+    assert (reject["orgNo"], reject["field"], reject["rule"]) == (ORG_A, "fileAppendix", "file_type")
+    assert all(runs[k]["runId"] == r["runId"] for k in runs
+               for r in rows_of(sqlite_url, "ingest_media") if (r["orgNo"], r["txCode"]) == k)
+
+
+# --- the report site ---------------------------------------------------------------------------
+
+
+def test_unit_page_links_to_the_stored_attachments(tmp_path, monkeypatch, sqlite_url, media_store):
+    import re
+    from urllib.parse import unquote
+
+    from etl import site
+
+    pdf, jpg = sample_files.pdf_bytes("linked"), sample_files.jpeg_bytes()
+    folder = _files(tmp_path / "f", {"<img src=x onerror=alert(1)>.pdf": pdf, "照片 & 签到.jpg": jpg})
+    url = _source(tmp_path, "s.sqlite", [_rule(1, "<img src=x onerror=alert(1)>.pdf"), _rule(2, "照片 & 签到.jpg")])
+    m = _mapping(tmp_path, monkeypatch, url, f"{{base: '{folder}'}}")
+    _run(sqlite_url, m)
+    out = tmp_path / "report"
+    engine = target.connect(sqlite_url)
+    site.build(engine, [m], out)
+    engine.dispose()
+    page = (out / "units" / f"{site.unit_key(ORG_A)}.html").read_text(encoding="utf-8")
+    assert "<h3>Attachments</h3>" in page and "<img src=x" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;.pdf" in page and "照片 &amp; 签到.jpg" in page
+    hrefs = re.findall(r'<a href="([^"]+)">([^<]+)</a>', page)
+    linked = {name: (out / "units" / unquote(href.replace("&amp;", "&"))).resolve()
+              for href, name in hrefs if "media" in href}
+    assert {n: p.read_bytes() for n, p in linked.items()} == {
+        "&lt;img src=x onerror=alert(1)&gt;.pdf": pdf, "照片 &amp; 签到.jpg": jpg}
+    assert all(not href.startswith("/") for href, _ in hrefs)
