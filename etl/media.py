@@ -41,6 +41,7 @@ import secrets
 import socket
 import stat
 import time
+import unicodedata
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -167,7 +168,10 @@ class Stored:
 # --- types -------------------------------------------------------------------------------------
 
 def _name_ext(name: str) -> str:
-    ext = posixpath.splitext(name.replace("\\", "/"))[1].lstrip(".").lower()
+    """The name's extension, lower case, full-width letters and dot read as ASCII (NFKC:
+    `制度．ＤＯＣ` is a `.doc`), spellings aliased (`jpeg` -> `jpg`)."""
+    plain = unicodedata.normalize("NFKC", name).replace("\\", "/")
+    ext = posixpath.splitext(plain)[1].lstrip(".").lower()
     return _ALIASES.get(ext, ext)
 
 

@@ -233,6 +233,7 @@ def test_office_kinds_judged_by_content(store):
     assert store.put_bytes(pptx_bytes(), name="风险四色图.pptx").extension == "pptx"
     assert store.put_bytes(gif_bytes(), name="a.GIF").extension == "gif"
     assert store.put_bytes(jpeg_bytes(), name="照片.JPEG").extension == "jpg"  # alias, any case
+    assert store.put_bytes(docx_bytes("全角"), name="制度．ＤＯＣＸ").extension == "docx"  # full width
     # a 2007+ Word file named .doc opens in Word and WPS alike: kept, typed by its content
     stored = store.put_bytes(docx_bytes("另存为"), name="XX 管理制度.doc")
     assert (stored.extension, stored.media_type) == ("docx", media.EVIDENCE_TYPES["docx"])
