@@ -910,7 +910,8 @@ def fetch(source: FileSource, rel: str, store: MediaStore, *, name: str | None =
             raise
     finally:
         reader.close()
-    store.remember(located.location, located.size, located.mtime, stored)
+    if located.size == stored.size:  # else it changed while being read: ask again next time
+        store.remember(located.location, located.size, located.mtime, stored)
     return located, stored
 
 
