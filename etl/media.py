@@ -42,6 +42,7 @@ import socket
 import stat
 import time
 import unicodedata
+import weakref
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -368,7 +369,23 @@ class FileSource:
             except Exception as exc:  # noqa: BLE001 - classified below
                 raise self._unreachable(exc) from None
             self._root = self._root.rstrip("/")
+            if self.protocol == "sftp":  # an SSH transport is a thread and a socket until closed
+                self._finalizer = weakref.finalize(self, _close_sftp, self._fs)
         return self._fs, self._root
+
+    def close(self) -> None:
+        """Close the connection to the server (an SFTP session; HTTP sessions close when the
+        source is dropped). The source opens a new one if used again."""
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer()
+        self._fs = None
+
+    def __enter__(self) -> FileSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _path(self, rel: str) -> tuple[str, str]:
         """(the path fsspec reads, the location shown) for `rel`."""
@@ -516,6 +533,15 @@ class FileSource:
     def location(self, rel: str) -> str:
         """Where `rel` is, as a location is shown and stored (no credentials)."""
         return self._path(rel)[1]
+
+
+def _close_sftp(fs: Any) -> None:
+    for thing in (getattr(fs, "ftp", None), getattr(fs, "client", None)):
+        try:
+            if thing is not None:
+                thing.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection
+            pass
 
 
 def _mtime_of(info: Mapping[str, Any]) -> str | None:

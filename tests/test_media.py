@@ -431,6 +431,13 @@ def test_sftp_server(unit_files, store, tmp_path):
                 fetch(source, rel, store)
             assert err.value.rule == rule
             assert "Sh1ny-pa55" not in str(err.value)
+        transport = source._fs.client.get_transport()
+        assert transport.is_active()
+        with source:
+            assert fetch(source, DOC_NAME, store)[1].sha256 == stored.sha256
+        assert not transport.is_active()  # closed: no SSH thread and socket left per source
+        assert not fetch(source, DOC_NAME, store)[1].copied  # reconnects when used again
+        source.close()
         wrong = FileSource(base.replace("Sh1ny-pa55", "wrong-pa55"), label="无锡锅炉")
         with pytest.raises(FileServerUnreachable) as err:
             fetch(wrong, DOC_NAME, store)
