@@ -41,6 +41,8 @@ import secrets
 import socket
 import stat
 import time
+import unicodedata
+import weakref
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -167,7 +169,10 @@ class Stored:
 # --- types -------------------------------------------------------------------------------------
 
 def _name_ext(name: str) -> str:
-    ext = posixpath.splitext(name.replace("\\", "/"))[1].lstrip(".").lower()
+    """The name's extension, lower case, full-width letters and dot read as ASCII (NFKC:
+    `制度．ＤＯＣ` is a `.doc`), spellings aliased (`jpeg` -> `jpg`)."""
+    plain = unicodedata.normalize("NFKC", name).replace("\\", "/")
+    ext = posixpath.splitext(plain)[1].lstrip(".").lower()
     return _ALIASES.get(ext, ext)
 
 
@@ -364,7 +369,23 @@ class FileSource:
             except Exception as exc:  # noqa: BLE001 - classified below
                 raise self._unreachable(exc) from None
             self._root = self._root.rstrip("/")
+            if self.protocol == "sftp":  # an SSH transport is a thread and a socket until closed
+                self._finalizer = weakref.finalize(self, _close_sftp, self._fs)
         return self._fs, self._root
+
+    def close(self) -> None:
+        """Close the connection to the server (an SFTP session; HTTP sessions close when the
+        source is dropped). The source opens a new one if used again."""
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer()
+        self._fs = None
+
+    def __enter__(self) -> FileSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _path(self, rel: str) -> tuple[str, str]:
         """(the path fsspec reads, the location shown) for `rel`."""
@@ -512,6 +533,15 @@ class FileSource:
     def location(self, rel: str) -> str:
         """Where `rel` is, as a location is shown and stored (no credentials)."""
         return self._path(rel)[1]
+
+
+def _close_sftp(fs: Any) -> None:
+    for thing in (getattr(fs, "ftp", None), getattr(fs, "client", None)):
+        try:
+            if thing is not None:
+                thing.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection
+            pass
 
 
 def _mtime_of(info: Mapping[str, Any]) -> str | None:
@@ -906,7 +936,8 @@ def fetch(source: FileSource, rel: str, store: MediaStore, *, name: str | None =
             raise
     finally:
         reader.close()
-    store.remember(located.location, located.size, located.mtime, stored)
+    if located.size == stored.size:  # else it changed while being read: ask again next time
+        store.remember(located.location, located.size, located.mtime, stored)
     return located, stored
 
 

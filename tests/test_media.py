@@ -233,6 +233,7 @@ def test_office_kinds_judged_by_content(store):
     assert store.put_bytes(pptx_bytes(), name="风险四色图.pptx").extension == "pptx"
     assert store.put_bytes(gif_bytes(), name="a.GIF").extension == "gif"
     assert store.put_bytes(jpeg_bytes(), name="照片.JPEG").extension == "jpg"  # alias, any case
+    assert store.put_bytes(docx_bytes("全角"), name="制度．ＤＯＣＸ").extension == "docx"  # full width
     # a 2007+ Word file named .doc opens in Word and WPS alike: kept, typed by its content
     stored = store.put_bytes(docx_bytes("另存为"), name="XX 管理制度.doc")
     assert (stored.extension, stored.media_type) == ("docx", media.EVIDENCE_TYPES["docx"])
@@ -430,6 +431,13 @@ def test_sftp_server(unit_files, store, tmp_path):
                 fetch(source, rel, store)
             assert err.value.rule == rule
             assert "Sh1ny-pa55" not in str(err.value)
+        transport = source._fs.client.get_transport()
+        assert transport.is_active()
+        with source:
+            assert fetch(source, DOC_NAME, store)[1].sha256 == stored.sha256
+        assert not transport.is_active()  # closed: no SSH thread and socket left per source
+        assert not fetch(source, DOC_NAME, store)[1].copied  # reconnects when used again
+        source.close()
         wrong = FileSource(base.replace("Sh1ny-pa55", "wrong-pa55"), label="无锡锅炉")
         with pytest.raises(FileServerUnreachable) as err:
             fetch(wrong, DOC_NAME, store)
