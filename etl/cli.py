@@ -142,6 +142,23 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("--clear", action="store_true", help="print the values unmasked")
     dec.add_argument("--target", help=target_help)
 
+    sc = sub.add_parser("scaffold", help="draft a mapping from a source's tables, columns and comments",
+                        description="Connect read-only to a source (URL from an environment "
+                        "variable or an Airflow connection, never printed or written), read its "
+                        "tables, columns, types, keys and comments, and write a draft mapping: "
+                        "for each dataset the best table, for each standard field the best column "
+                        "with its confidence as a comment, value maps proposed for enumerations, "
+                        "and TODO for every required field not found. `etl check --offline` on "
+                        "the draft fails only on its TODOs.")
+    how = sc.add_mutually_exclusive_group(required=True)
+    how.add_argument("--url-env", metavar="VAR", help="environment variable holding the source URL")
+    how.add_argument("--conn-id", metavar="ID", help="Airflow connection of the source")
+    sc.add_argument("--org", metavar="ORGNO", help="the unit's orgNo (default: TODO in the draft)")
+    sc.add_argument("--name", metavar="NAME", help="the unit's comName, 单位名称 (default: TODO)")
+    sc.add_argument("--out", metavar="FILE", help="write the draft here (default: print it)")
+    sc.add_argument("--schema", help="the source schema to read (default: the connection's)")
+    sc.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+
     af = sub.add_parser("airflow", help="run an airflow command set up for this project",
                         description="Run `airflow ARGS` (default: standalone) with this project's "
                         "settings, unless already set: AIRFLOW_HOME=var/airflow, the DAGs folder "
@@ -274,6 +291,14 @@ def _decrypt(args: argparse.Namespace) -> int:
                             find=args.find)
 
 
+def _scaffold(args: argparse.Namespace) -> int:
+    from etl import commands
+
+    return commands.scaffold(url_env=args.url_env, conn_id=args.conn_id, org=args.org,
+                             name=args.name, out=Path(args.out) if args.out else None,
+                             schema=args.schema, force=args.force)
+
+
 def _airflow(args: argparse.Namespace) -> int:
     from etl import airflow_env
 
@@ -282,7 +307,7 @@ def _airflow(args: argparse.Namespace) -> int:
 
 _COMMANDS = {"demo": _demo, "run": _run, "check": _check, "init-target": _init_target,
              "reconcile": _reconcile, "freshness": _freshness, "report": _report, "airflow": _airflow,
-             "rotate-key": _rotate_key, "decrypt": _decrypt}
+             "rotate-key": _rotate_key, "decrypt": _decrypt, "scaffold": _scaffold}
 
 
 if __name__ == "__main__":  # pragma: no cover

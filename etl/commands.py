@@ -3,6 +3,7 @@ returns the exit code. Errors are raised as `EtlError`s for the CLI to turn into
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -246,4 +247,28 @@ def decrypt(org_no: str, tx_code: str, *, target_url: str | None = None, clear: 
         raise ConfigError(f"{e}; set {crypt.OLD_KEYS_ENV} to the key(s) it was under") from None
     for r in rows:
         print(json.dumps(r, ensure_ascii=False, default=str))
+    return 0
+
+
+def scaffold(*, url_env: str | None, conn_id: str | None, org: str | None, name: str | None,
+             out: Path | None, schema: str | None, force: bool) -> int:
+    from etl import scaffold as drafting
+    from etl.checks import is_valid_uscc
+    from etl.errors import ConfigError, SourceError
+
+    if org is not None and not is_valid_uscc(org.strip().upper()):
+        raise ConfigError(f"--org {org[:40]!r} is not an 18-character unified social credit code "
+                          f"with a valid check character")
+    try:
+        text = drafting.run(url_env=url_env, conn_id=conn_id, org=org and org.strip().upper(),
+                            name=name, out=out, schema=schema, force=force)
+    except SourceError as e:  # the driver's reason, never the URL
+        where = f"env {url_env}" if url_env else f"Airflow connection {conn_id}"
+        reason = str(e).split(": ", 1)[-1] if str(e).startswith("cannot connect") else str(e)
+        raise SourceError(f"cannot read the source of {where}: {reason}") from None
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        todos = sum(1 for line in text.splitlines() if re.search(r":\s*TODO\b", line))
+        print(f"{out}: draft written ({todos} TODO); check it with `etl check --offline {out}`")
     return 0

@@ -614,7 +614,37 @@ def _problems(raw: dict) -> list[tuple[str, str]]:
         out += _dataset_problems(_tx_key(key), ds_raw, bool(raw.get("source")))
     mapped = [standard.BY_TX_CODE[_tx_key(k)] for k in datasets if _tx_key(k) in standard.BY_TX_CODE]
     out += checks_problems("checks", raw.get("checks"), mapped or list(standard.DATASETS))
-    return out
+    return _with_todos(raw, out)
+
+
+TODO = "TODO"  # what `etl scaffold` writes where it found nothing
+_TODO_HINTS = {"orgNo": "give the unit's unified social credit code",
+               "comName": "give the unit's name (单位名称)", "key": "name the column(s) that identify a row",
+               "table": "name the source table"}
+
+
+def _with_todos(raw: Any, problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A draft's `TODO` values as one line each, in place of what else they break (an orgNo
+    of TODO is no credit code), so a draft fails only on its TODOs."""
+    todos: list[str] = []
+    stack: list[tuple[Any, list[str]]] = [(raw, [])]  # no recursion: a hostile file may nest deep
+    while stack:
+        v, loc = stack.pop()
+        if isinstance(v, str) and v.strip() == TODO:
+            todos.append(".".join(loc))
+        elif isinstance(v, dict):
+            stack += [(item, [*loc, _tx_key(k) if loc == ["datasets"] else _short(str(k))])
+                      for k, item in reversed(v.items())]
+        elif isinstance(v, list):
+            stack += [(item, loc if loc[-1:] == ["key"] else [*loc, str(i)])
+                      for i, item in reversed(list(enumerate(v)))]
+    if not todos:
+        return problems
+    covered = lambda loc: any(loc == t or loc.startswith(t + ".") for t in todos)  # noqa: E731
+    rest = [(loc, msg) for loc, msg in problems if not covered(loc)]
+    hint = lambda loc: _TODO_HINTS.get(loc.split(".")[-1], "name the source column" if ".fields." in loc
+                                       else "replace it")  # noqa: E731
+    return [(t, f"TODO left by etl scaffold: {hint(t)}") for t in dict.fromkeys(todos)] + rest
 
 
 def _closest(name: str, names: tuple[str, ...]) -> str | None:

@@ -47,7 +47,7 @@ def _seed(url: str, folder: Path) -> sa.Engine:
     """a: loaded now; b: last success 3 days ago; c: a success, then a failed run; d: nothing;
     an orgNo without a mapping file, loaded 2 days ago."""
     engine = target.connect(url)
-    pipeline.run_mapping(engine, load_mapping(folder / "a_on_time.yaml"))
+    pipeline.run_mapping(engine, load_mapping(folder / "a_on_time.yaml"), now=NOW)
     with engine.begin() as conn:
         conn.execute(sa.insert(target.ingest_run), [
             _run_row(LATE, "success", NOW - timedelta(days=3), extracted=7, rejected=2),

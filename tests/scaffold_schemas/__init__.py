@@ -1,0 +1,143 @@
+"""Schemas `etl scaffold` is measured on, with their true mappings written by hand.
+
+`chinese`, `pinyin`, `english` are YAML files here (tables, columns, types, comments, a few
+sample values; each column's `field:` is its true place); `demo_jinling_chem` and
+`demo_suzhou_lift` are the demo's SQLite sources with mappings/demo_*.yaml as their truth.
+Used by tests/test_scaffold.py and benchmarks/scaffold_accuracy.py.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+import yaml
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+WRITTEN = ("chinese", "pinyin", "english")
+HELD_OUT = ("camel",)  # written after the vocabulary was frozen; measured, never tuned on
+DEMO = ("demo_jinling_chem", "demo_suzhou_lift")
+ALL = (*DEMO, *WRITTEN, *HELD_OUT)
+
+Truth = dict[str, tuple[str | None, dict[str, str]]]  # txCode -> (table or None, {field: column})
+
+
+def spec(name: str) -> dict:
+    return yaml.safe_load((HERE / f"{name}.yaml").read_text(encoding="utf-8"))
+
+
+def _type(text: str) -> sa.types.TypeEngine:
+    m = re.fullmatch(r"(VARCHAR|CHAR)\((\d+)\)", text)
+    if m:
+        return sa.String(int(m.group(2)))
+    return {"INTEGER": sa.Integer(), "DATE": sa.Date(), "TIMESTAMP": sa.DateTime(),
+            "TEXT": sa.Text()}[text]
+
+
+def build(name: str, url: str, schema: str | None = None) -> None:
+    """Create a written schema's tables (with comments where the database keeps them) and a
+    few rows carrying its sample values."""
+    s = spec(name)
+    md = sa.MetaData(schema=schema)
+    tables = []
+    for tname, t in s["tables"].items():
+        cols = [sa.Column(c["name"], _type(c["type"]), primary_key=bool(c.get("pk")),
+                          comment=c.get("comment"), autoincrement=False) for c in t["columns"]]
+        tables.append((sa.Table(tname, md, *cols, comment=t.get("comment")), t))
+    engine = sa.create_engine(url)
+    try:
+        md.create_all(engine)
+        with engine.begin() as conn:
+            for table, t in tables:
+                n = max([len(c.get("values", [])) for c in t["columns"]] + [3])
+                rows = []
+                for i in range(n):
+                    row = {}
+                    for c in t["columns"]:
+                        if c.get("pk"):
+                            row[c["name"]] = i + 1 if c["type"] == "INTEGER" else f"K{i + 1:04d}"
+                        elif c.get("values"):
+                            row[c["name"]] = c["values"][i % len(c["values"])]
+                    rows.append(row)
+                conn.execute(table.insert(), rows)
+    finally:
+        engine.dispose()
+
+
+def truth(name: str) -> Truth:
+    """The hand-written truth: a written schema's `field:` annotations, or a demo mapping
+    (a dataset read by `query:` has no single table; its columns are compared by name)."""
+    if name in DEMO:
+        raw = yaml.safe_load((ROOT / "mappings" / f"{name}.yaml").read_text(encoding="utf-8"))
+        out: Truth = {}
+        for tx, ds in raw["datasets"].items():
+            fields = {}
+            for f, rule in ds["fields"].items():
+                col = rule if isinstance(rule, str) else rule.get("column")
+                if col:
+                    fields[f] = col
+            out[str(tx)] = (ds.get("table"), fields)
+        return out
+    out = {}
+    for tname, t in spec(name)["tables"].items():
+        out[t["dataset"]] = (tname, {c["field"]: c["name"] for c in t["columns"] if c.get("field")})
+    return out
+
+
+@dataclass
+class Score:
+    truth: int = 0  # mapped fields in the truth
+    correct: int = 0
+    wrong: int = 0  # a guess that is not the truth's column (or a field the truth leaves unmapped)
+    missed: int = 0  # a truth field with no guess
+    wrong_high: int = 0
+    high: int = 0  # guesses marked high, right or wrong
+    wrong_list: tuple = ()  # (txCode, field, guess or None when missed, confidence, score, truth)
+
+    @property
+    def precision(self) -> float:
+        return self.correct / (self.correct + self.wrong) if self.correct + self.wrong else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.correct / self.truth if self.truth else 1.0
+
+    def add(self, other: "Score") -> "Score":
+        return Score(self.truth + other.truth, self.correct + other.correct,
+                     self.wrong + other.wrong, self.missed + other.missed,
+                     self.wrong_high + other.wrong_high, self.high + other.high,
+                     self.wrong_list + other.wrong_list)
+
+
+def measure(drafts, expected: Truth) -> Score:
+    """Compare a scaffold plan (`etl.scaffold.plan`/`scaffold`) with the truth, field by field."""
+    from etl.scaffold import truth_pairs
+
+    got = truth_pairs(drafts)
+    s = Score()
+    wrong = []
+    for tx in sorted(set(expected) | set(got)):
+        t_table, t_fields = expected.get(tx, (None, {}))
+        g_table, g_fields = got.get(tx, (None, {}))
+        same_table = tx in expected and (t_table is None or g_table == t_table)
+        for f in sorted(set(t_fields) | set(g_fields)):
+            g = g_fields.get(f)
+            if f in t_fields:
+                s.truth += 1
+            s.high += g is not None and g.confidence == "high"
+            if g is None:
+                s.missed += f in t_fields
+                if f in t_fields:
+                    wrong.append((tx, f, None, "missed", 0.0, t_fields[f]))
+            elif same_table and f in t_fields and g.column.lower() == t_fields[f].lower():
+                s.correct += 1
+            else:
+                s.wrong += 1
+                s.wrong_high += g.confidence == "high"
+                wrong.append((tx, f, f"{g_table}.{g.column}", g.confidence, g.score,
+                              t_fields.get(f)))
+    s.wrong_list = tuple(wrong)
+    return s
