@@ -108,6 +108,7 @@ def collect(frame: pd.DataFrame, raw: pd.DataFrame, mapping: Mapping, tx_code: s
     deleted = frame[DELETED].astype(bool)
     live = [i for i in frame.index if i not in skip and not deleted.at[i]]
     fetched_at = clock.now().isoformat()
+    sources: list = []  # closed at the end: an SFTP source holds a connection
     try:
         for name, rule in rules.items():
             spec = rule.file
@@ -116,6 +117,7 @@ def collect(frame: pd.DataFrame, raw: pd.DataFrame, mapping: Mapping, tx_code: s
             source = None if spec.blob else media.FileSource(
                 resolve_base(spec, f"{mapping.path} [datasets.{tx_code}.fields.{name}.file]"),
                 label=f"{label} {name}")
+            sources.append(source)
             values = frame[name].astype(object).copy()
             for i in live:
                 if i in refused:
@@ -153,6 +155,9 @@ def collect(frame: pd.DataFrame, raw: pd.DataFrame, mapping: Mapping, tx_code: s
             frame[name] = values
     finally:
         progress.close()
+        for source in sources:
+            if source is not None:
+                source.close()
     for i in refused:  # a refused row keeps no facts of its other files
         facts.pop(i, None)
     frame[MEDIA_SHA] = pd.Series(
