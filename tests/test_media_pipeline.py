@@ -496,3 +496,21 @@ def test_unit_page_links_to_the_stored_attachments(tmp_path, monkeypatch, sqlite
     assert {n: p.read_bytes() for n, p in linked.items()} == {
         "&lt;img src=x onerror=alert(1)&gt;.pdf": pdf, "照片 &amp; 签到.jpg": jpg}
     assert all(not href.startswith("/") for href, _ in hrefs)
+
+
+def test_conn_id_base_from_an_airflow_connection(tmp_path, monkeypatch, sqlite_url):
+    """`file: {conn_id: ...}`: the connection's URI is the base, its password masked."""
+    from test_media import http_files
+
+    pdf = sample_files.pdf_bytes("from a connection")
+    root = _files(tmp_path / "www", {"docs/a.pdf": pdf})
+    url = _source(tmp_path, "s.sqlite", [_rule(1, "a.pdf")])
+    with http_files(root) as (base, _):
+        port = base.split(":")[2].split("/")[0]
+        monkeypatch.setenv("AIRFLOW_CONN_UNIT_A_FILES", f"http://collector:Conn-pw-7@127.0.0.1:{port}/docs")
+        m = _mapping(tmp_path, monkeypatch, url, "{conn_id: unit_a_files}")
+        r = _run(sqlite_url, m)
+    assert r.counts.inserted == 1 and _balanced(r)
+    [row] = rows_of(sqlite_url, "ingest_media")
+    assert row["sha256"] == _sha(pdf) and "Conn-pw-7" not in row["location"]
+    assert row["location"].endswith("/docs/a.pdf")
