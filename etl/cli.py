@@ -69,8 +69,32 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate mapping files without loading",
                            description="Validate mapping files, check their sources' tables and "
                            "columns, and print which standard fields each dataset fills.")
-    check.add_argument("mappings", nargs="+", metavar="MAPPING")
+    check.add_argument("mappings", nargs="+", metavar="MAPPING",
+                       help="unit files, folders of them (one summary table, no coverage tables), "
+                       "or templates (mappings/systems/x.yaml: checks every unit extending it)")
     check.add_argument("--offline", action="store_true", help="don't connect to the sources")
+    check.add_argument("--resolved", action="store_true", help="print each mapping as it resolves "
+                       "with its templates, as YAML (source URLs masked), instead of its coverage")
+    check.add_argument("--mappings-dir", type=Path, help="the mappings folder of a template's units "
+                       "(default: the folder above the template's, e.g. mappings/ for "
+                       "mappings/systems/x.yaml)")
+
+    onb = sub.add_parser("onboard", help="write a unit file per row of a register of units",
+                         description="Write one unit file, <orgNo>.yaml in --mappings-dir, per row "
+                         "of a register (CSV in UTF-8 or GB18030, or XLSX; header row: orgNo / "
+                         "统一社会信用代码, comName / 单位名称, and conn_id / 连接 or url_env / "
+                         "环境变量), each extending the template --extends. Refuses rows with an "
+                         "invalid orgNo (GB 32100 check character), a duplicate, an orgNo another "
+                         "file already holds, and (without --overwrite) a file that exists and "
+                         "differs, one line each with its line number; the good rows are still "
+                         "written. Exit 2 when any row was refused, else 0.")
+    onb.add_argument("register", type=Path, metavar="REGISTER", help="units.csv or units.xlsx")
+    onb.add_argument("--extends", required=True, metavar="TEMPLATE",
+                     help="the system template, relative to --mappings-dir: systems/x.yaml")
+    onb.add_argument("--mappings-dir", type=Path, default=Path("mappings"),
+                     help="folder of unit files (default: mappings)")
+    onb.add_argument("--overwrite", action="store_true",
+                     help="replace unit files that exist and differ from their row")
 
     init = sub.add_parser("init-target", help="create or upgrade the target schema in place",
                           description="Create or upgrade the target schema; harmless to repeat. "
@@ -248,7 +272,15 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from etl import commands
 
-    return commands.check([Path(p) for p in args.mappings], offline=args.offline)
+    return commands.check([Path(p) for p in args.mappings], offline=args.offline,
+                          resolved=args.resolved, mappings_dir=args.mappings_dir)
+
+
+def _onboard(args: argparse.Namespace) -> int:
+    from etl import commands
+
+    return commands.onboard(args.register, args.extends, mappings_dir=args.mappings_dir,
+                            overwrite=args.overwrite)
 
 
 def _init_target(args: argparse.Namespace) -> int:
@@ -307,7 +339,8 @@ def _airflow(args: argparse.Namespace) -> int:
 
 _COMMANDS = {"demo": _demo, "run": _run, "check": _check, "init-target": _init_target,
              "reconcile": _reconcile, "freshness": _freshness, "report": _report, "airflow": _airflow,
-             "rotate-key": _rotate_key, "decrypt": _decrypt, "scaffold": _scaffold}
+             "rotate-key": _rotate_key, "decrypt": _decrypt, "scaffold": _scaffold,
+             "onboard": _onboard}
 
 
 if __name__ == "__main__":  # pragma: no cover

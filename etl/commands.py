@@ -66,33 +66,92 @@ def demo(target_url: str | None = None) -> int:
     return code
 
 
-def check(paths: list[Path], *, offline: bool = False) -> int:
-    from etl import attachments
-    from etl.extract import source_problems, source_warnings
+def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
+          mappings_dir: Path | None = None) -> int:
+    """Validate unit files, folders of them (`mappings/`: units only, a summary table instead
+    of each unit's coverage) and templates (a template and every unit of the mappings folder
+    that extends it; a template's problem is reported once, with the units it breaks)."""
+    import os
 
-    mappings: list[Mapping] = []
+    from etl import attachments
+    from etl import templates as tpl
+    from etl.extract import source_problems, source_warnings
+    from etl.mapping import discover, load_mapping_cached
+
+    cache = Path(os.environ.get("ETL_CACHE_DIR") or "var/cache/mappings")
+    units: list[Path] = []
     problems: list[str] = []
-    warnings: list[str] = []
+    folder = False
     for p in paths:
+        if p.is_dir():
+            units += discover(p)
+            folder = True
+        elif (root := tpl.template_root(p, mappings_dir)) is not None:
+            users = tpl.users(p, root)
+            print(f"{p}: template, extended by {len(users)} unit(s) of {root}")
+            units += users
+            if not users:
+                problems += tpl.standalone_problems(p, root)
+        else:
+            units.append(p)
+    units = list(dict.fromkeys(units))
+    loaded: dict[Path, Mapping] = {}
+    failed: dict[Path, MappingError] = {}
+    for p in units:
         try:
-            mappings.append(load_mapping(p))
+            loaded[p] = load_mapping_cached(p, cache)
         except MappingError as e:
-            problems += e.problems
+            failed[p] = e
+    by_unit: dict[Path, list[str]] = {p: [] for p in units}
+    warnings: list[str] = []
     if not offline:
-        for m in mappings:
-            problems += source_problems(m)
+        for p, m in loaded.items():
+            by_unit[p] += source_problems(m)
             warnings += source_warnings(m)
             warnings += attachments.base_warnings(m)
-    for m in mappings:
-        print(f"{m.path}: {m.unit.comName} ({m.unit.orgNo})")
-        print(report.coverage(m))
-        print()
+    for p, m in loaded.items():
+        if resolved:
+            print(tpl.resolved_yaml(m))
+        elif not folder:
+            print(f"{m.path}: {m.unit.comName} ({m.unit.orgNo})"
+                  + (f", extends {' -> '.join(t for t, _ in m.templates)}" if m.templates else ""))
+            print(report.coverage(m, tpl.field_origins(m) if m.templates else None))
+            print()
     for w in warnings:  # not a failure: the account is the unit's to change
         print(w)
+    shared: dict[str, list[str]] = {}  # a template's problem -> the units it breaks
+    for p, e in failed.items():
+        items = e.items if isinstance(e, tpl.ChainError) else [(str(p), q) for q in e.problems]
+        for origin, line in items:
+            if isinstance(e, tpl.ChainError) and origin != e.unit:
+                shared.setdefault(line, []).append(e.unit)
+            else:
+                problems.append(line)
+        by_unit[p] += [line for _, line in items]
+    for line, users in shared.items():
+        shown = ", ".join(users[:20]) + (f" … ({len(users)} units)" if len(users) > 20 else "")
+        problems.append(f"{line} (breaks {len(users)} unit(s): {shown})")
+    for p in loaded:
+        problems += by_unit[p]
+    if len(units) > 1 or folder:
+        print(report.unit_summary([(p, loaded.get(p), len(by_unit[p])) for p in units]))
     if problems:
         raise MappingError(problems)
-    print(f"{len(mappings)} mapping(s) valid" + (" (sources not checked)" if offline else ""))
+    print(f"{len(loaded)} mapping(s) valid" + (" (sources not checked)" if offline else ""))
     return 0
+
+
+def onboard(register: Path, extends: str, *, mappings_dir: Path = Path("mappings"),
+            overwrite: bool = False) -> int:
+    """`etl onboard`: the refused rows on stderr, one line each; 2 when any was refused."""
+    from etl import onboard as register_
+
+    out = register_.onboard(register, extends, mappings_dir=mappings_dir, overwrite=overwrite)
+    for line in out.refused:
+        print(line, file=sys.stderr)
+    print(f"{register}: {len(out.written)} unit file(s) written, {len(out.unchanged)} unchanged, "
+          f"{len(out.refused)} row(s) refused, in {mappings_dir} (extends {extends})")
+    return 2 if out.refused else 0
 
 
 def init_target(target_url: str | None = None, *, roles: bool = False,

@@ -335,6 +335,7 @@ class Mapping:
     model: MappingModel
     digest: str = ""
     exact_json: str = field(default="", compare=False, repr=False)  # the model as JSON, when that is exact
+    templates: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)  # extends: (path, sha256)
 
     @property
     def name(self) -> str:
@@ -725,11 +726,20 @@ def parse_yaml(path: Path, data: bytes) -> Any:
 
 
 def parse_mapping(path: Path, data: bytes) -> Mapping:
-    """Validate a mapping file's bytes (read once by the caller); `path` names it."""
+    """Validate a mapping file's bytes (read once by the caller); `path` names it. A file that
+    says `extends:` is validated merged with its templates (etl.templates)."""
     shown = _display(path)
     raw = parse_yaml(path, data)
     if not isinstance(raw, dict):
         raise MappingError([f"{shown}: expected keys unit:, source:, datasets:"])
+    if "extends" in raw:
+        from etl import templates
+
+        resolved = templates.resolve(path, data, raw)
+        if problems := _problems(resolved.raw):
+            raise resolved.problems(problems)
+        return Mapping(path, MappingModel.model_validate(resolved.raw), resolved.digest,
+                       templates=tuple(resolved.templates))
     problems = _problems(raw)
     if problems:
         raise MappingError([f"{shown} [{loc}] {msg}" for loc, msg in problems])
@@ -759,7 +769,7 @@ def mapping_from_dict(d: dict[str, Any]) -> Mapping:
 
 
 _CODE = ("mapping.py", "standard.py", "clean.py", "divisions.py", "checks.py", "validate.py",
-         "sql_guard.py")
+         "sql_guard.py", "templates.py")
 
 
 @lru_cache(maxsize=1)
@@ -779,28 +789,60 @@ def load_mapping_cached(path: str | Path, cache_dir: Path | None) -> Mapping:
     if cache_dir is None:
         return load_mapping(path)
     data = read_mapping_file(path)
-    digest = hashlib.sha256(data).hexdigest()
     entry = cache_dir / (hashlib.sha256(_code_digest() + data).hexdigest() + ".json")
     try:
         cached = entry.read_text(encoding="utf-8")
-        return Mapping(path, MappingModel.model_validate_json(cached), digest, cached)
-    except (OSError, ValidationError, ValueError):
+        templates, cached = _cached_chain(cached)
+        digest = _chain_digest(path, data, templates)
+        if digest is not None:
+            return Mapping(path, MappingModel.model_validate_json(cached), digest, cached,
+                           tuple(templates))
+    except (OSError, ValidationError, ValueError, MappingError):
         pass
     m = parse_mapping(path, data)
     dumped = m.model.model_dump_json()
     if MappingModel.model_validate_json(dumped) == m.model:
-        m = Mapping(m.path, m.model, m.digest, dumped)
+        m = Mapping(m.path, m.model, m.digest, dumped, m.templates)
         try:
+            import json
+
             from etl import private
 
             private.private_dir(cache_dir)  # a mapping names a unit's sources and columns
+            chain = [list(t) for t in m.templates]
             tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
             with private.create(tmp, exclusive=False) as f:
+                if chain:  # the templates it was resolved with: checked on every hit
+                    f.write(f"{CHAIN_MARK}{json.dumps(chain)}\n".encode("utf-8"))
                 f.write(dumped.encode("utf-8"))
             tmp.replace(entry)
         except OSError:
             pass  # a cache that cannot be written only costs time
     return m
+
+
+CHAIN_MARK = "#templates "
+
+
+def _cached_chain(cached: str) -> tuple[list[tuple[str, str]], str]:
+    """A cache entry's templates (relative path, sha256) and model JSON."""
+    import json
+
+    if not cached.startswith(CHAIN_MARK):
+        return [], cached
+    head, _, body = cached.partition("\n")
+    return [(str(rel), str(sha)) for rel, sha in json.loads(head[len(CHAIN_MARK):])], body
+
+
+def _chain_digest(path: Path, data: bytes, templates: list[tuple[str, str]]) -> str | None:
+    """The unit's digest when each template of a cached chain is still as it was, else None
+    (a changed template misses the cache)."""
+    from etl import templates as tpl
+
+    for rel, sha in templates:
+        if hashlib.sha256(read_mapping_file(path.parent / rel)).hexdigest() != sha:
+            return None
+    return tpl.chain_digest(data, templates)
 
 
 def load_mappings(paths: list[str | Path]) -> list[Mapping]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 from etl import standard
 from etl.mapping import Mapping
@@ -52,9 +53,10 @@ def run_summary(results: Sequence) -> str:
     return "\n".join(out)
 
 
-def coverage(mapping: Mapping) -> str:
+def coverage(mapping: Mapping, origins: dict[tuple[str, str], str] | None = None) -> str:
     """Per dataset, how each standard field is filled: column, column+default, default,
-    constant, or missing (required ones flagged)."""
+    constant, or missing (required ones flagged); with `origins` (a unit that extends a
+    template), also which file each rule comes from."""
     rows = []
     for ds in standard.DATASETS:
         spec = mapping.datasets.get(ds.tx_code)
@@ -78,8 +80,32 @@ def coverage(mapping: Mapping) -> str:
             else:
                 how, src = "default", rule.default or ""
             lowered = ", ".join(f"{r} {lv}" for (name, r), lv in sorted(checks.items()) if name == f.name)
-            rows.append([ds.tx_code, ds.table, f.name, how, src, lowered])
-    return table(["tx", "table", "field", "filled by", "source", "checks lowered"], rows)
+            rows.append([ds.tx_code, ds.table, f.name, how, src, lowered]
+                        + ([origins.get((ds.tx_code, f.name), "")] if origins is not None else []))
+    if origins is not None:
+        for r in rows:
+            r.extend([""] * (7 - len(r)))
+    return table(["tx", "table", "field", "filled by", "source", "checks lowered"]
+                 + (["from"] if origins is not None else []), rows)
+
+
+def unit_summary(units: Sequence[tuple[Any, Any, int]]) -> str:
+    """`etl check` over many files: one line a unit (file, orgNo, name, template, datasets,
+    ok or its number of problems) and a count line. `units`: (path, Mapping or None, problems)."""
+    from etl.templates import raw_unit
+
+    rows = []
+    for path, m, n in units:
+        if m is not None:
+            org, name = m.unit.orgNo, m.unit.comName
+            extends, datasets = (m.templates[0][0] if m.templates else ""), ",".join(m.datasets)
+        else:
+            org, name, extends = raw_unit(path)
+            datasets = ""
+        rows.append([str(path), org, name, extends, datasets, "ok" if not n else f"{n} problem(s)"])
+    bad = sum(1 for _, _, n in units if n)
+    return "\n".join([table(["unit file", "orgNo", "comName", "extends", "datasets", "status"], rows),
+                      f"{len(units)} unit(s): {len(units) - bad} ok, {bad} with problems"])
 
 
 def _when(moment) -> str:

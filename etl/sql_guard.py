@@ -15,6 +15,7 @@ This is one control of three: the drivers are also kept from running several sta
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from typing import Any
 
 import sqlglot
@@ -61,6 +62,7 @@ SIDE_EFFECT_FUNCTIONS = frozenset({
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # its "falling back to Command" notes
 
 
+@lru_cache(maxsize=4096)  # a province's units share a few vendors' queries; parsing one is ~2 ms
 def select_problem(sql: str, dialect: str | None = None) -> str | None:
     """Why `sql` is not exactly one read-only SELECT (or WITH ... SELECT, UNION of SELECTs),
     or None when it is. `dialect` is a SQLAlchemy dialect name (postgresql, mysql, mariadb,

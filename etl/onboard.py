@@ -1,0 +1,334 @@
+"""The register: `etl onboard units.csv --extends systems/x.yaml` turns a list of units that run
+one vendor's system (one row each: orgNo, comName, and the Airflow connection or environment
+variable holding its source URL) into one unit file each, `<orgNo>.yaml`, that extends the
+system's template.
+
+Why `<orgNo>.yaml`: the orgNo is the unit's identity, 18 characters from [0-9A-Z] once checked,
+so a file name made from it is safe on every file system and cannot collide, where two units'
+Chinese names may (分公司 of one group) or be unfit for a path.
+
+Rows that are wrong are refused, each on one line with its line number, and the good rows are
+still written: fixing the refused rows and running again writes only them (a file that exists
+with the same content is left as it is). Exit 2 when any row was refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from etl import private
+from etl.errors import ConfigError, MappingError
+
+MAX_REGISTER_BYTES = 50_000_000   # a province's register is a few MB
+MAX_ROWS = 200_000
+COLUMNS = ("orgNo", "comName", "conn_id", "url_env")
+#: Header spellings accepted for each column (compared without case, spaces, _ - and brackets).
+HEADERS: dict[str, tuple[str, ...]] = {
+    "orgNo": ("orgNo", "org_no", "uscc", "统一社会信用代码", "社会信用代码", "信用代码"),
+    "comName": ("comName", "com_name", "单位名称", "使用单位名称", "企业名称", "使用单位", "名称"),
+    "conn_id": ("conn_id", "connection", "Airflow连接", "连接", "连接ID", "连接标识"),
+    "url_env": ("url_env", "环境变量", "URL环境变量", "连接环境变量", "源环境变量"),
+}
+CONN_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")   # Airflow's rule for a connection id
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+COM_NAME_LENGTH = 200                                 # the standard's comName (A.2)
+
+
+def _norm(header: str) -> str:
+    return re.sub(r"[\s_\-()（）]", "", header).casefold()
+
+
+_BY_HEADER = {_norm(h): col for col, names in HEADERS.items() for h in names}
+
+
+@dataclass
+class Row:
+    line: int
+    values: dict[str, str]
+    numeric_org: bool = False  # Excel held the orgNo as a number (digits lost past 15)
+
+
+@dataclass
+class Outcome:
+    written: list[Path]
+    unchanged: list[Path]
+    refused: list[str]
+
+
+# --- reading the register -----------------------------------------------------------------------
+
+
+def read_register(path: Path) -> list[Row]:
+    """The register's rows with their line numbers (CSV: UTF-8 with or without BOM, or GB18030
+    as Excel in China saves it; XLSX: the first sheet). The header row names the columns."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such register file: give a .csv or .xlsx of units")
+    if path.stat().st_size > MAX_REGISTER_BYTES:
+        raise ConfigError(f"{path}: more than {MAX_REGISTER_BYTES:,} bytes: is this a register of units?")
+    if path.suffix.lower() in (".xlsx", ".xlsm"):
+        lines = _xlsx_lines(path)
+    else:
+        lines = _csv_lines(path)
+    try:
+        header_line, header = next(lines)
+    except StopIteration:
+        raise ConfigError(f"{path}: empty: the first row names the columns "
+                          f"({', '.join(COLUMNS)})") from None
+    columns: dict[int, str] = {}
+    for i, name in enumerate(header):
+        col = _BY_HEADER.get(_norm(str(name or "")))
+        if col and col in columns.values():
+            raise ConfigError(f"{path} line {header_line}: two columns are {col}: keep one")
+        if col:
+            columns[i] = col
+    missing = [c for c in ("orgNo", "comName") if c not in columns.values()]
+    if missing or not {"conn_id", "url_env"} & set(columns.values()):
+        need = missing + ([] if {"conn_id", "url_env"} & set(columns.values()) else ["conn_id or url_env"])
+        raise ConfigError(f"{path} line {header_line}: no column {', '.join(need)}: the header "
+                          f"row must name orgNo (统一社会信用代码), comName (单位名称) and conn_id "
+                          f"(连接) or url_env (环境变量)")
+    rows: list[Row] = []
+    for line, cells in lines:
+        if len(rows) >= MAX_ROWS:
+            raise ConfigError(f"{path}: more than {MAX_ROWS:,} rows: split the register")
+        values = {col: _text(cells[i]) if i < len(cells) else "" for i, col in columns.items()}
+        if not any(_text(c) for c in cells):
+            continue  # an empty line
+        numeric = "orgNo" in values and any(isinstance(cells[i], (int, float)) for i, c in
+                                           columns.items() if c == "orgNo" and i < len(cells))
+        rows.append(Row(line, values, numeric))
+    return rows
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v).strip()
+
+
+def _csv_lines(path: Path):
+    data = path.read_bytes()
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:  # pragma: no cover - GB18030 decodes nearly any bytes
+        raise ConfigError(f"{path}: neither UTF-8 nor GB18030: save it as CSV UTF-8")
+    first = text.split("\n", 1)[0]
+    delimiter = max(",;\t", key=first.count) if any(d in first for d in ",;\t") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    start = 1
+    try:
+        for cells in reader:
+            yield start, cells
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise ConfigError(f"{path} line {reader.line_num}: not a CSV row ({e}): check its quotes") from None
+
+
+def _xlsx_lines(path: Path):
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError) as e:
+        raise ConfigError(f"{path}: not an .xlsx workbook ({type(e).__name__}): save it from "
+                          f"Excel as .xlsx or .csv") from None
+    try:
+        for n, cells in enumerate(book.worksheets[0].iter_rows(values_only=True), start=1):
+            yield n, list(cells)
+    finally:
+        book.close()
+
+
+# --- checking rows ------------------------------------------------------------------------------
+
+
+def org_no_problem(value: str) -> str | None:
+    """Why `value` is not a unified social credit code (GB 32100), or None: as `etl.checks`
+    validates orgNo, with the part that is wrong."""
+    from stdnum.cn import uscc
+
+    from etl.checks import _USCC, is_valid_uscc
+
+    code = value.strip().upper()
+    if not code:
+        return "orgNo is empty: give the unit's unified social credit code (统一社会信用代码)"
+    if len(code) != 18:
+        return f"orgNo {code[:40]} has {len(code)} characters, not 18"
+    if not _USCC.match(code):
+        return (f"orgNo {code} holds a character a credit code cannot (I, O, S, V, Z or "
+                f"punctuation), or its characters 3-8 are not digits")
+    if not is_valid_uscc(code):
+        return (f"orgNo {code} check character wrong: {code[-1]} where GB 32100 gives "
+                f"{uscc.calc_check_digit(code)}: copy the code again from the unit's licence")
+    return None
+
+
+def row_problem(row: Row) -> str | None:
+    v = row.values
+    if problem := org_no_problem(v.get("orgNo", "")):
+        return problem + (" (Excel held it as a number: format the column as text)"
+                          if row.numeric_org else "")
+    name = v.get("comName", "")
+    if not name:
+        return "comName is empty: give the unit's name (单位名称)"
+    if len(name) > COM_NAME_LENGTH or not name.isprintable():
+        return f"comName is longer than {COM_NAME_LENGTH} characters or holds control characters"
+    conn, env = v.get("conn_id", ""), v.get("url_env", "")
+    if bool(conn) == bool(env):
+        return "give exactly one of conn_id (an Airflow connection) or url_env (an environment variable)"
+    if conn and not CONN_ID.match(conn):
+        return f"conn_id {conn[:60]!r} is not an Airflow connection id (letters, digits, _ . -)"
+    if env and not ENV_NAME.match(env):
+        return f"url_env {env[:60]!r} is not an environment variable name (letters, digits, _)"
+    return None
+
+
+def unit_text(extends: str, row: Row) -> str:
+    """A unit file: its template, its unit and its source, nothing else. Values are written as
+    JSON strings, which YAML reads as they are (a name with `:` or `#` stays one value)."""
+    def q(s: str) -> str:
+        return json.dumps(s, ensure_ascii=False)
+
+    v = row.values
+    source = f"  conn_id: {q(v['conn_id'])}" if v.get("conn_id") else f"  url_env: {q(v['url_env'])}"
+    return (f"# Written by `etl onboard`: this unit's own keys; its datasets come from the template.\n"
+            f"extends: {q(extends)}\n"
+            f"unit:\n  orgNo: {q(v['orgNo'].strip().upper())}\n  comName: {q(v['comName'])}\n"
+            f"source:\n{source}\n")
+
+
+def _onboarded(mappings_dir: Path) -> dict[str, Path]:
+    """orgNo -> unit file, for the unit files already in the folder (read within bounds)."""
+    from etl.mapping import discover
+    from etl.templates import raw_unit
+
+    out: dict[str, Path] = {}
+    for p in discover(mappings_dir):
+        org = raw_unit(p)[0].strip().upper()
+        if org:
+            out.setdefault(org, p)
+    return out
+
+
+def _check_template(mappings_dir: Path, extends: str) -> None:
+    """The template must be inside the mappings folder, be a template, and give a valid
+    mapping once a unit and a source are added: else nothing is written."""
+    from etl import templates as tpl
+
+    try:
+        path = tpl.template_path(mappings_dir, extends, mappings_dir)
+    except MappingError as e:
+        raise ConfigError("--extends" + e.problems[0].split("[extends]", 1)[-1]) from None
+    if not path.is_file():
+        raise ConfigError(f"--extends {extends}: no such template in {mappings_dir}: templates "
+                          f"live in {mappings_dir}/systems/")
+    if tpl.template_root(path, mappings_dir) is None:
+        raise ConfigError(f"--extends {extends}: {path} names a unit (it has unit:): extend a "
+                          f"template, a file without unit:")
+    if problems := tpl.standalone_problems(path, mappings_dir):
+        raise MappingError([f"--extends {extends}: the template does not make a valid mapping:",
+                            *problems])
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def _write(path: Path, text: str, overwrite: bool) -> bool:
+    """Write `text` to `path` atomically, 0600; False when `path` appeared meanwhile and
+    `overwrite` is off."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with private.create(tmp) as f:
+        f.write(text.encode("utf-8"))
+    try:
+        if overwrite:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)  # never over a file that appeared meanwhile
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links
+            if path.exists():
+                return False
+            os.replace(tmp, path)
+        return True
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def onboard(register: Path, extends: str, *, mappings_dir: Path = Path("mappings"),
+            overwrite: bool = False) -> Outcome:
+    """Write a unit file per good row of `register`; the refused rows' lines in `refused`."""
+    from pydantic import ValidationError
+
+    from etl.mapping import SourceSpec, UnitSpec, parse_yaml, read_mapping_file
+    from etl.templates import CONNECTION, resolve
+
+    extends = extends.strip().replace(os.sep, "/")
+    _check_template(mappings_dir, extends)
+    rows = read_register(register)
+    path = mappings_dir / extends
+    data = read_mapping_file(path)
+    template = resolve(path, data, parse_yaml(path, data), mappings_dir).raw
+    base_source = {k: v for k, v in (template.get("source") or {}).items()
+                   if k not in CONNECTION}
+    existing = _onboarded(mappings_dir)
+    seen: dict[str, int] = {}
+    out = Outcome([], [], [])
+    private.makedirs(mappings_dir)
+    for row in rows:
+        problem = row_problem(row)
+        org = row.values.get("orgNo", "").strip().upper()
+        target = mappings_dir / f"{org}.yaml"
+        if problem is None and org in seen:
+            problem = f"orgNo {org} is also on line {seen[org]}: keep one row per unit"
+        if problem is None and org in existing and existing[org].name != target.name:
+            problem = (f"orgNo {org} is already onboarded in {existing[org]}: remove the row, or "
+                       f"that file first")
+        if problem is None:
+            try:  # what the template leaves to the unit: its unit and its source
+                UnitSpec.model_validate({"orgNo": org, "comName": row.values["comName"]})
+                SourceSpec.model_validate(base_source | {k: row.values[k] for k in ("conn_id", "url_env")
+                                                         if row.values.get(k)})
+            except ValidationError as e:
+                problem = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'source'}: "
+                                    f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())[:300]
+        seen.setdefault(org, row.line)
+        if problem is not None:
+            out.refused.append(f"{register} line {row.line}: {problem}")
+            continue
+        text = unit_text(extends, row)
+        if target.exists():
+            try:
+                same = target.read_bytes() == text.encode("utf-8")
+            except OSError:
+                same = False
+            if same:
+                out.unchanged.append(target)
+                continue
+            if not overwrite:
+                out.refused.append(f"{register} line {row.line}: {target} exists and differs "
+                                   f"from this row: kept; pass --overwrite to replace it")
+                continue
+        if _write(target, text, overwrite):
+            out.written.append(target)
+        else:
+            out.refused.append(f"{register} line {row.line}: {target} appeared meanwhile: kept; "
+                               f"pass --overwrite to replace it")
+    return out

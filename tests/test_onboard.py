@@ -1,0 +1,215 @@
+"""The register (`etl onboard`): one `<orgNo>.yaml` per good row, each extending the template;
+invalid, duplicate and already-onboarded rows refused by line number; existing files kept unless
+--overwrite; CSV in UTF-8 (with or without BOM) or GB18030, XLSX; Chinese headers. OrgNos here
+are made by GB 32100's own rule (helpers.gb32100), not by the code under test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+from helpers import gb32100
+
+from etl.cli import main
+from etl.mapping import discover, load_mapping
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = "systems/ehs_demo.yaml"
+
+
+def org(n: int) -> str:
+    return gb32100(f"9132011{n:08d}MA")
+
+
+def wrong_check(code: str) -> str:
+    return code[:-1] + ("1" if code[-1] != "1" else "2")
+
+
+@pytest.fixture
+def mappings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ETL_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "mappings"
+    (folder / "systems").mkdir(parents=True)
+    shutil.copy(ROOT / "mappings" / TEMPLATE, folder / TEMPLATE)
+    return folder
+
+
+def write_csv(path: Path, rows: list[list[str]], encoding: str = "utf-8") -> Path:
+    path.write_bytes("\r\n".join(",".join(r) for r in rows).encode(encoding) + b"\r\n")
+    return path
+
+
+def onboard(register: Path, mappings: Path, *extra: str) -> int:
+    return main(["onboard", str(register), "--extends", TEMPLATE, "--mappings-dir", str(mappings), *extra])
+
+
+def test_valid_rows_become_private_unit_files_that_check(mappings: Path, tmp_path: Path, capsys) -> None:
+    register = write_csv(tmp_path / "units.csv", [
+        ["orgNo", "comName", "conn_id", "url_env"],
+        [org(1), "南京一号化工有限公司", "unit_one", ""],
+        [org(2), "\"苏州二号: 电梯 #1\"", "", "UNIT_TWO_URL"],
+    ])
+    assert onboard(register, mappings) == 0
+    assert "2 unit file(s) written, 0 unchanged, 0 row(s) refused" in capsys.readouterr().out
+    one, two = load_mapping(mappings / f"{org(1)}.yaml"), load_mapping(mappings / f"{org(2)}.yaml")
+    assert (one.unit.orgNo, one.unit.comName, one.source_for("06").conn_id) == (
+        org(1), "南京一号化工有限公司", "unit_one")
+    assert two.unit.comName == "苏州二号: 电梯 #1" and two.source_for("06").url_env == "UNIT_TWO_URL"
+    assert one.datasets == load_mapping(ROOT / "mappings" / "demo_jinling_chem.yaml").datasets
+    assert one.templates[0][0] == TEMPLATE
+    for p in (mappings / f"{org(1)}.yaml", mappings / f"{org(2)}.yaml"):
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
+    assert not [p for p in mappings.iterdir() if p.name.startswith(".")]  # no temporary file left
+    assert main(["check", "--offline", str(mappings)]) == 0
+    assert "2 unit(s): 2 ok, 0 with problems" in capsys.readouterr().out
+
+
+def test_invalid_duplicate_and_onboarded_rows_are_refused_by_line(mappings: Path, tmp_path: Path,
+                                                                   capsys) -> None:
+    (mappings / "南京老单位.yaml").write_text(
+        f'extends: {TEMPLATE}\nunit: {{orgNo: "{org(9)}", comName: 老单位}}\nsource: {{conn_id: old}}\n',
+        encoding="utf-8")
+    register = write_csv(tmp_path / "units.csv", [
+        ["统一社会信用代码", "单位名称", "连接"],
+        [org(1), "一号", "c1"],
+        [wrong_check(org(2)), "二号", "c2"],                 # line 3
+        [org(3)[:17], "三号", "c3"],                         # line 4
+        [org(1).lower(), "一号又一行", "c1b"],                # line 5: the same unit
+        [org(9), "老单位", "old"],                           # line 6: in 南京老单位.yaml
+        [org(4), "", "c4"],                                   # line 7
+        [org(5), "五号", "bad id!"],                          # line 8
+        ["", "", ""],                                         # an empty line: skipped
+        [org(6), "六号", "c6"],
+    ])
+    assert onboard(register, mappings) == 2
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert lines[0] == (f"{register} line 3: orgNo {wrong_check(org(2))} check character wrong: "
+                        f"{wrong_check(org(2))[-1]} where GB 32100 gives {org(2)[-1]}: copy the code "
+                        f"again from the unit's licence")
+    assert lines[1].startswith(f"{register} line 4: orgNo {org(3)[:17]} has 17 characters, not 18")
+    assert lines[2] == f"{register} line 5: orgNo {org(1)} is also on line 2: keep one row per unit"
+    assert lines[3].startswith(f"{register} line 6: orgNo {org(9)} is already onboarded in "
+                               f"{mappings / '南京老单位.yaml'}")
+    assert lines[4].startswith(f"{register} line 7: comName is empty")
+    assert lines[5].startswith(f"{register} line 8: conn_id 'bad id!' is not an Airflow connection id")
+    assert len(lines) == 6
+    assert "2 unit file(s) written, 0 unchanged, 6 row(s) refused" in out
+    assert sorted(p.name for p in discover(mappings)) == sorted(
+        [f"{org(1)}.yaml", f"{org(6)}.yaml", "南京老单位.yaml"])  # the good rows are written
+
+
+def test_existing_files_are_kept_unless_overwrite(mappings: Path, tmp_path: Path, capsys) -> None:
+    register = write_csv(tmp_path / "units.csv", [["orgNo", "comName", "conn_id"], [org(1), "一号", "c1"]])
+    assert onboard(register, mappings) == 0
+    path = mappings / f"{org(1)}.yaml"
+    first = path.read_bytes()
+    assert onboard(register, mappings) == 0  # again: unchanged
+    assert "0 unit file(s) written, 1 unchanged" in capsys.readouterr().out
+    write_csv(register, [["orgNo", "comName", "conn_id"], [org(1), "一号", "c1_new"]])
+    assert onboard(register, mappings) == 2
+    assert f"line 2: {path} exists and differs from this row: kept; pass --overwrite" in capsys.readouterr().err
+    assert path.read_bytes() == first
+    assert onboard(register, mappings, "--overwrite") == 0
+    assert load_mapping(path).source_for("06").conn_id == "c1_new"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+@pytest.mark.parametrize("encoding", ["gb18030", "utf-8-sig", "utf-8"])
+def test_csv_as_excel_in_china_saves_it(mappings: Path, tmp_path: Path, encoding: str) -> None:
+    register = write_csv(tmp_path / "单位名册.csv", [
+        ["统一社会信用代码", "单位名称", "环境变量", "备注"],
+        [org(1), "南京市江宁区某某锅炉厂", "JN_URL", "一期"],
+        [org(2), "徐州𠀋化工有限公司", "XZ_URL", ""],
+    ], encoding)
+    assert onboard(register, mappings) == 0
+    m = load_mapping(mappings / f"{org(1)}.yaml")
+    assert m.unit.comName == "南京市江宁区某某锅炉厂" and m.source_for("01").url_env == "JN_URL"
+    if encoding != "utf-8":  # GB18030 holds CJK Extension B too
+        assert load_mapping(mappings / f"{org(2)}.yaml").unit.comName == "徐州𠀋化工有限公司"
+
+
+def test_xlsx_register(mappings: Path, tmp_path: Path, capsys) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["统一社会信用代码", "单位名称", "连接"])
+    sheet.append([org(1), "一号", "c1"])
+    sheet.append([None, None, None])
+    sheet.append([wrong_check(org(2)), "二号", "c2"])  # row 4
+    sheet.append([913201150000000000, "数字", "c3"])    # row 5: Excel held the code as a number
+    book.save(tmp_path / "units.xlsx")
+    assert onboard(tmp_path / "units.xlsx", mappings) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"{tmp_path / 'units.xlsx'} line 4: orgNo {wrong_check(org(2))} check character wrong")
+    assert err[1].startswith(f"{tmp_path / 'units.xlsx'} line 5: orgNo 913201150000000000")
+    assert err[1].endswith("(Excel held it as a number: format the column as text)")
+    assert [p.name for p in discover(mappings)] == [f"{org(1)}.yaml"]
+
+
+@pytest.mark.parametrize("extends, says", [
+    ("../outside.yaml", "leaves the mappings folder"),
+    ("/tmp/x.yaml", "is an absolute path"),
+    ("systems/none.yaml", "no such template"),
+])
+def test_a_bad_template_writes_nothing(mappings: Path, tmp_path: Path, capsys, extends: str, says: str) -> None:
+    register = write_csv(tmp_path / "units.csv", [["orgNo", "comName", "conn_id"], [org(1), "一号", "c1"]])
+    assert main(["onboard", str(register), "--extends", extends, "--mappings-dir", str(mappings)]) == 2
+    assert says in capsys.readouterr().err and not discover(mappings)
+
+
+def test_a_unit_file_or_a_broken_template_is_not_extended(mappings: Path, tmp_path: Path, capsys) -> None:
+    register = write_csv(tmp_path / "units.csv", [["orgNo", "comName", "conn_id"], [org(1), "一号", "c1"]])
+    shutil.copy(ROOT / "mappings" / "demo_suzhou_lift.yaml", mappings / "systems" / "lift.yaml")
+    assert main(["onboard", str(register), "--extends", "systems/lift.yaml", "--mappings-dir",
+                 str(mappings)]) == 2
+    assert "names a unit (it has unit:)" in capsys.readouterr().err
+    (mappings / TEMPLATE).write_text("datasets:\n  \"06\": {table: t, key: id, fields: {riskTyp: x}}\n",
+                                     encoding="utf-8")
+    assert onboard(register, mappings) == 2
+    err = capsys.readouterr().err
+    assert "the template does not make a valid mapping" in err and "'riskTyp' is not a field" in err
+    assert not discover(mappings)
+
+
+def test_missing_columns_are_named(mappings: Path, tmp_path: Path, capsys) -> None:
+    register = write_csv(tmp_path / "units.csv", [["单位名称", "连接"], ["一号", "c1"]])
+    assert onboard(register, mappings) == 2
+    assert f"{register} line 1: no column orgNo" in capsys.readouterr().err
+
+
+def test_a_thousand_rows_become_a_thousand_valid_unit_files(mappings: Path, tmp_path: Path, capsys) -> None:
+    rows = [["orgNo", "comName", "conn_id"]] + [[org(n), f"江苏第{n}号化工有限公司", f"unit_{n}"]
+                                                for n in range(1000)]
+    register = write_csv(tmp_path / "units.csv", rows)
+    assert onboard(register, mappings) == 0
+    assert len(discover(mappings)) == 1000
+    capsys.readouterr()
+    assert main(["check", "--offline", str(mappings)]) == 0
+    out = capsys.readouterr().out
+    assert "1000 unit(s): 1000 ok, 0 with problems" in out and "1000 mapping(s) valid" in out
+    assert out.count(" ok\n") == 1000
+
+
+def test_onboard_has_help(capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["onboard", "--help"])
+    assert e.value.code == 0
+    assert "Exit 2 when any row was refused" in capsys.readouterr().out
+
+
+def test_the_template_source_settings_are_kept(mappings: Path, tmp_path: Path) -> None:
+    """A template may set how its system's sources are read (timezone, timeouts): a unit file
+    adds only its connection."""
+    (mappings / "systems" / "utc.yaml").write_text(
+        "extends: systems/ehs_demo.yaml\nsource: {timezone: UTC, statement_timeout_s: 600}\n",
+        encoding="utf-8")
+    register = write_csv(tmp_path / "units.csv", [["orgNo", "comName", "url_env"], [org(1), "一号", "U1"]])
+    assert main(["onboard", str(register), "--extends", "systems/utc.yaml", "--mappings-dir",
+                 str(mappings)]) == 0
+    source = load_mapping(mappings / f"{org(1)}.yaml").source_for("06")
+    assert (source.url_env, source.timezone, source.statement_timeout_s) == ("U1", "UTC", 600)
