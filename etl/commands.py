@@ -48,6 +48,7 @@ def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "f
 
 
 def demo(target_url: str | None = None) -> int:
+    from etl import attachments
     from etl.demo_data import make_demo_sources
 
     make_demo_sources(Path("var"))
@@ -56,6 +57,11 @@ def demo(target_url: str | None = None) -> int:
         raise MappingError([f"{p}: demo mapping missing: run `etl demo` from the project folder"
                             for p in missing])
     code = run([Path(p) for p in DEMO_MAPPINGS], target_url=target_url)
+    engine = target.connect(target.target_url(target_url), target.target_origin(target_url))
+    try:
+        print(attachments.summary(engine))
+    finally:
+        engine.dispose()
     build_report(Path(DEMO_MAPPINGS[0]).parent, target_url=target_url)  # every unit of mappings/
     return code
 
@@ -67,6 +73,7 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
     that extends it; a template's problem is reported once, with the units it breaks)."""
     import os
 
+    from etl import attachments
     from etl import templates as tpl
     from etl.extract import source_problems, source_warnings
     from etl.mapping import discover, load_mapping_cached
@@ -101,6 +108,7 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
         for p, m in loaded.items():
             by_unit[p] += source_problems(m)
             warnings += source_warnings(m)
+            warnings += attachments.base_warnings(m)
     for p, m in loaded.items():
         if resolved:
             print(tpl.resolved_yaml(m))

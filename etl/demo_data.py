@@ -14,6 +14,11 @@
 Both contain deliberate dirt that real sources have; `PLANTED` lists it with the keys, so tests
 can assert on it. Everything derives from `random.Random(SEED)` and fixed dates: two calls give
 identical table contents on any machine, any day.
+
+Attachments (the M fields, `etl.attachments`): unit A keeps its documents as files under
+`var/demo_files/demo_jinling_chem/` (docx rules, jpg sign-in sheets, jpg/pdf/png risk images),
+its tables naming them by relative path; unit B keeps them as BLOBs beside their names (`zd_gl.fjnr`,
+`fxtk.wjnr`). One risk notice is the same PDF in both units (stored once).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from stdnum.cn import ric, uscc
+
+from etl import sample_files
 
 SEED = 20241008
 
@@ -261,7 +268,7 @@ def _unit_a(rng: random.Random) -> dict[str, tuple[list[tuple[str, str]], list[t
     rule_rows = []
     for i, title in enumerate(rules):
         d = date(2023, 3, 1) + timedelta(days=37 * i + rng.randint(0, 20))
-        rule_rows.append((i + 1, f"JL-ZD-{2023 + i // 3}-{i + 1:03d}", title, f"{title}.docx",
+        rule_rows.append((i + 1, f"JL-ZD-{2023 + i // 3}-{i + 1:03d}", title, f"制度/{title}.docx",
                           _spell_a(d, rng), rng.choice([chief, officer1]), f"V{1 + i % 2}.0"))
     T["t_rule_doc"] = ([
         ("id", "INTEGER"), ("doc_no", "TEXT"), ("doc_title", "TEXT"), ("file_name", "TEXT"),
@@ -281,7 +288,7 @@ def _unit_a(rng: random.Random) -> dict[str, tuple[list[tuple[str, str]], list[t
         start, end = date(year, 1, 10), date(year, 12, 20)
         td = _day(rng, date(year, 3, 1), date(year, 6, 30))
         tr_rows.append((i + 1, f"{year}{i + 1:03d}", plan, _spell_a(start, rng), _spell_a(end, rng),
-                        title, _spell_a(td, rng), place, content, f"{title}签到表.jpg"))
+                        title, _spell_a(td, rng), place, content, f"培训\\{title}签到表.jpg"))
     T["t_training_plan"] = ([
         ("id", "INTEGER"), ("plan_code", "TEXT"), ("plan_name", "TEXT"), ("plan_begin", "TEXT"),
         ("plan_finish", "TEXT"), ("train_title", "TEXT"), ("train_date", "TEXT"),
@@ -292,9 +299,9 @@ def _unit_a(rng: random.Random) -> dict[str, tuple[list[tuple[str, str]], list[t
         ("id", "INTEGER"), ("image_type", "TEXT"), ("file_path", "TEXT"), ("upload_date", "TEXT"),
         ("uploader", "TEXT"),
     ], [
-        (1, "风险四色分布图", f"/upload/risk/{COM_A}特种设备风险四色分布图.jpg", "2024-05-20", officer1),
-        (2, "设备风险告知牌", "/upload/risk/锅炉房设备风险告知牌.pdf", "2024/6/3", officer1),
-        (3, "岗位风险告知卡", "/upload/risk/司炉工岗位风险告知卡.png", "2024年6月3日", officer2),
+        (1, "风险四色分布图", f"upload/risk/{COM_A}特种设备风险四色分布图.jpg", "2024-05-20", officer1),
+        (2, "设备风险告知牌", "upload/risk/锅炉房设备风险告知牌.pdf", "2024/6/3", officer1),
+        (3, "岗位风险告知卡", "upload/risk/司炉工岗位风险告知卡.png", "2024年6月3日", officer2),
     ])
 
     # -- risk points -----------------------------------------------------------------------
@@ -563,9 +570,10 @@ def _unit_b(rng: random.Random) -> dict[str, tuple[list[tuple[str, str]], list[t
     rules = ["电梯维护保养管理制度", "起重机械安全管理制度", "电梯应急救援管理制度", "特种设备作业人员管理制度"]
     T["zd_gl"] = ([
         ("zdbh", "TEXT"), ("zdmc", "TEXT"), ("fjmc", "TEXT"), ("scsj", "DATETIME"), ("fbr", "TEXT"),
-        ("last_update", "DATETIME"),
+        ("last_update", "DATETIME"), ("fjnr", "BLOB"),
     ], [(f"ZD{i + 1:03d}", t, f"{t}.docx", _ts(date(2023, 6, 1) + timedelta(days=45 * i), rng),
-         chief, "2024-11-20 10:00:00") for i, t in enumerate(rules)])
+         chief, "2024-11-20 10:00:00", sample_files.docx_bytes(f"{COM_B} {t}"))
+        for i, t in enumerate(rules)])
 
     plans = [("PX2024-01", "2024年度电梯维保人员培训计划", date(2024, 1, 5), date(2024, 12, 25)),
              ("PX2024-02", "2024年度起重机械安全培训计划", date(2024, 2, 1), date(2024, 11, 30)),
@@ -593,12 +601,16 @@ def _unit_b(rng: random.Random) -> dict[str, tuple[list[tuple[str, str]], list[t
 
     T["fxtk"] = ([
         ("tkbh", "TEXT"), ("tklb", "TEXT"), ("wjmc", "TEXT"), ("scrq", "DATE"), ("scr", "TEXT"),
-        ("last_update", "DATETIME"),
+        ("last_update", "DATETIME"), ("wjnr", "BLOB"),
     ], [
-        ("TK001", "01", f"{COM_B}特种设备风险四色分布图.jpg", "2024-06-18", officer1, "2024-06-18 09:00:00"),
-        ("TK002", "02", "曳引式电梯设备风险告知牌.pdf", "2024-06-18", officer1, "2024-06-18 09:05:00"),
-        ("TK003", "03", "起重机司机岗位风险告知卡.png", "2024-07-02", officer2, "2024-07-02 14:20:00"),
-        ("TK004", "99", "维保作业安全提示海报.jpg", "2024-08-15", officer2, "2024-08-15 16:45:00"),
+        ("TK001", "01", f"{COM_B}特种设备风险四色分布图.jpg", "2024-06-18", officer1, "2024-06-18 09:00:00",
+         _jpeg(f"{COM_B} risk map")),
+        ("TK002", "02", "曳引式电梯设备风险告知牌.pdf", "2024-06-18", officer1, "2024-06-18 09:05:00",
+         SHARED_NOTICE),  # the province's template: the same bytes as unit A's, stored once
+        ("TK003", "03", "起重机司机岗位风险告知卡.png", "2024-07-02", officer2, "2024-07-02 14:20:00",
+         sample_files.png_bytes(4, 3, (30, 90, 200))),
+        ("TK004", "99", "维保作业安全提示海报.jpg", "2024-08-15", officer2, "2024-08-15 16:45:00",
+         _jpeg("poster")),
     ])
 
     # -- risk points ------------------------------------------------------------------------
@@ -767,6 +779,52 @@ def _unit_b(rng: random.Random) -> dict[str, tuple[list[tuple[str, str]], list[t
     return T
 
 
+# --------------------------------------------------------------------------- attachments
+
+#: A risk notice both units print from the province's template: identical bytes, stored once.
+SHARED_NOTICE = sample_files.pdf_bytes("Jiangsu special equipment risk notice (template)")
+
+
+def _jpeg(text: str) -> bytes:
+    """A small valid JPEG whose bytes differ by `text` (a comment segment after APP0)."""
+    base = sample_files.jpeg_bytes()
+    comment = text.encode("utf-8")
+    com = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
+    app0_end = 2 + 2 + int.from_bytes(base[4:6], "big")
+    return base[:app0_end] + com + base[app0_end:]
+
+
+def demo_files(tables: dict[str, tuple[list[tuple[str, str]], list[tuple]]]) -> dict[str, bytes]:
+    """Unit A's attachments, by path under its file folder (`var/demo_files/<unit>/`): the
+    documents its tables name (rule documents, training sign-in sheets, risk images)."""
+    out: dict[str, bytes] = {}
+    for row in tables["t_rule_doc"][1]:
+        out[row[3]] = sample_files.docx_bytes(f"{COM_A} {row[2]}")
+    for row in tables["t_training_plan"][1]:
+        out[row[9].replace("\\", "/")] = _jpeg(f"sign-in sheet {row[5]}")
+    for _, kind, path, *_ in tables["t_risk_image"][1]:
+        ext = path.rsplit(".", 1)[-1]
+        out[path] = (SHARED_NOTICE if ext == "pdf" else _jpeg(kind) if ext == "jpg"
+                     else sample_files.png_bytes(3, 3, (200, 30, 30)))
+    return out
+
+
+def _write_files(folder: Path, files: dict[str, bytes]) -> None:
+    """Write the files, leaving those already there with the same bytes untouched (their
+    modification time too: a rerun of the demo reads nothing again)."""
+    for rel, data in files.items():
+        path = folder / rel
+        try:
+            if path.read_bytes() == data:
+                continue
+        except OSError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+
 # --------------------------------------------------------------------------- writing
 
 def _write(path: Path, tables: dict[str, tuple[list[tuple[str, str]], list[tuple]]]) -> None:
@@ -797,7 +855,10 @@ def make_demo_sources(var_dir: Path) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for stem, build in ((UNIT_A, _unit_a), (UNIT_B, _unit_b)):
         path = var_dir / f"{stem}.sqlite"
-        _write(path, build(rng))
+        tables = build(rng)
+        _write(path, tables)
+        if stem == UNIT_A:  # its attachments in a folder; unit B keeps them in BLOB columns
+            _write_files(var_dir / "demo_files" / stem, demo_files(tables))
         out[stem] = path
     return out
 

@@ -64,3 +64,28 @@ class TargetSchemaError(TargetError):
     role): the owner runs `etl init-target`; retrying will not help."""
 
     transient = False
+
+
+class MediaError(EtlError):
+    """One attachment (an M field's file) is missing, unreadable, of a type that is not
+    evidence, or too large: its row is rejected with this reason, the dataset goes on.
+    `rule` is one of `etl.media.MEDIA_RULES`."""
+
+    def __init__(self, rule: str, message: str):
+        self.rule = rule
+        super().__init__(message)
+
+
+class FileServerUnreachable(EtlError):
+    """A unit's file server or share cannot be reached at all (refused, DNS, timeout, not
+    mounted, 5xx): every file of the dataset would fail alike, so the dataset fails and is
+    retried, instead of rejecting each row for a fault that is not the data's."""
+
+    transient = True
+
+
+class MediaStoreError(EtlError):
+    """The collecting organisation's own file store refused a write (full disk, permissions,
+    object store down): nothing about the unit's file is known to be wrong."""
+
+    transient = True

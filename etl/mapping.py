@@ -96,13 +96,73 @@ class DeletedSpec(_Model):
     value: Any = 1
 
 
+class FileSpec(_Model):
+    """Where an M (multimedia) field's file comes from (`etl.attachments`): the field's column
+    holds a path relative to a base folder or URL (`base`, `base_env`, `conn_id`), or names
+    the file whose bytes are in a BLOB column (`blob`). Exactly one of the four."""
+
+    base: str | None = None       # a folder or URL without credentials (a mounted share, https://...)
+    base_env: str | None = None   # an environment variable holding the base (may hold credentials)
+    conn_id: str | None = None    # an Airflow connection whose URI is the base
+    blob: str | None = None       # a source column holding the file's bytes
+    max_mb: float | None = None   # the largest file accepted, in MiB (default etl.media's 2 GiB)
+
+    @field_validator("max_mb")
+    @classmethod
+    def _positive_mb(cls, v: float | None) -> float | None:
+        if v is not None and not v > 0:
+            raise ValueError("max_mb: give a size in MiB above 0")
+        return v
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "FileSpec":
+        given = [k for k in ("base", "base_env", "conn_id", "blob") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("file: give exactly one of base (a folder or URL), base_env (an "
+                             "environment variable holding it), conn_id (an Airflow connection) "
+                             "or blob (a column holding the bytes)")
+        if self.base and (where := _base_secrets(self.base)):
+            raise ValueError(f"file.base holds a password ({', '.join(where)}): put the base in an "
+                             f"environment variable (base_env) or an Airflow connection (conn_id)")
+        return self
+
+    @property
+    def limit_bytes(self) -> int | None:
+        return int(self.max_mb * 1024 * 1024) if self.max_mb is not None else None
+
+    def describe(self) -> str:
+        if self.base_env:
+            return f"files from env {self.base_env}"
+        if self.conn_id:
+            return f"files from Airflow connection {self.conn_id}"
+        if self.blob:
+            return f"bytes in column {self.blob}"
+        return f"files under {mask_url(self.base or '')}"
+
+
+def _base_secrets(base: str) -> list[str]:
+    """Where a literal file base holds a secret: `user:password@` or a secret query parameter."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    if "://" not in base:
+        return []
+    try:
+        parts = urlsplit(base)
+        where = ["user info"] if parts.password else []
+    except ValueError:
+        return ["an address that cannot be read"]
+    return where + [f"query parameter {k!r}" for k, _ in parse_qsl(parts.query) if is_secret_param(k)]
+
+
 class FieldRule(_Model):
-    """A standard field's source: a column (with optional value map and default) or a constant."""
+    """A standard field's source: a column (with optional value map and default) or a constant;
+    an M field's column may name a file to collect (`file:`)."""
 
     column: str | None = None
     values: dict[str, Any] | None = None
     default: str | None = None
     value: Any = None
+    file: FileSpec | None = None
 
     @field_validator("values", mode="before")
     @classmethod
@@ -120,6 +180,9 @@ class FieldRule(_Model):
             raise ValueError("give column: (a source column), value: (a constant) or default:")
         if self.values is not None and not self.column:
             raise ValueError("values: maps a column's codes; add column:")
+        if self.file is not None and (not self.column or self.values is not None):
+            raise ValueError("file: needs column: (the file's path, or its name with blob:) and "
+                             "no values:")
         return self
 
 
@@ -209,6 +272,8 @@ class DatasetSpec(_Model):
         for rule in self.fields.values():
             if rule.column:
                 cols.append(rule.column)
+            if rule.file is not None and rule.file.blob:
+                cols.append(rule.file.blob)
             cols.extend(template_columns(rule.default))
         return list(dict.fromkeys(cols))
 
@@ -500,6 +565,11 @@ def _dataset_problems(tx: str, raw: Any, has_top_source: bool) -> list[tuple[str
     if parsed.source is None and not has_top_source:
         out.append((where, "no source: add a top-level source: or one under this dataset"))
     for name, rule in parsed.fields.items():
+        if rule.file is not None and name in spec.field_names and spec.field(name).type != "M":
+            out.append((f"{where}.fields.{_short(name)}.file",
+                        f"file: collects an attachment, only for multimedia (M) fields "
+                        f"({', '.join(f.name for f in spec.fields if f.type == 'M') or 'none in ' + tx}): "
+                        f"remove it"))
         unknown = [t for t in TEMPLATE_FIELD.findall(rule.default or "")
                    if t.startswith("unit.") and t.removeprefix("unit.") not in UnitSpec.model_fields]
         if unknown:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import clock, crypt, extract, phones, provenance, standard, target, transform, validate
+from etl import attachments, clock, crypt, extract, phones, provenance, standard, target, transform, validate
 from etl.clean import Audit, binary_values, clean_frame
 from etl.errors import EtlError, TargetError
 from etl.load import REJECTED, Counts, DatasetLoad, allocate_batches, insert_rows, record_batches
@@ -238,6 +238,11 @@ def prepare(raw: pd.DataFrame, p: Plan, audit: Audit) -> Prepared:
             f for f in found if (f.row, f.field) not in emptied
             and (f.severity == validate.ERROR or f.row not in rows)]  # warnings: rows that load
     errors = {f.row for f in found if f.severity == validate.ERROR}
+    media = attachments.collect(frame, raw.reset_index(drop=True), mapping, ds.tx_code, errors)
+    if media:  # a refused file rejects its row, which then loses its warnings
+        refused = {f.row for f in media}
+        found = [f for f in found if f.severity == validate.ERROR or f.row not in refused] + media
+        errors |= refused
     frame = transform.add_identity(frame, org, ds.tx_code)
     is_error = frame.index.isin(list(errors))
     if ds.tx_code == "01":
@@ -326,8 +331,10 @@ def _load(conn: Connection, p: Plan, chunks: Iterable[Prepared], audit: Audit,
     loader = DatasetLoad(conn, ds, org)
     counts = result.counts
     findings: list[tuple[int, str, validate.Finding]] = []  # (stage seq, source key, finding)
+    media: list[tuple[int, dict]] = []  # (stage seq, ingest_media row) of rows that may load
     for chunk in chunks:
         base, keys = loader.staged, chunk.frame[KEY]
+        media += [(base + pos, row) for pos, row in attachments.facts_of(chunk.frame)]
         findings += [(base + pos, keys.iat[pos], validate.Finding(pos, fld, rule, msg, sev))
                      for pos, fld, rule, sev, msg in chunk.findings.itertuples(index=False, name=None)]
         counts.extracted += len(chunk.frame)
@@ -349,6 +356,10 @@ def _load(conn: Connection, p: Plan, chunks: Iterable[Prepared], audit: Audit,
         loader.apply(counts.batches, p.today)
         record_batches(conn, counts.batches, by_type, org, p.tx_code, p.run_id, p.now)
     loader.close()
+    if media:  # the files of rows that load: not rejected, deleted or dropped as duplicates
+        lost = {seq for seq, *_ in dropped}
+        attachments.record(conn, [row for seq, row in media if seq not in lost], org,
+                           p.tx_code, p.run_id)
     spec = p.mapping.datasets[ds.tx_code]
     _record_findings(conn, result, p.run_id, p.now, findings, dropped,
                      masked_source_key(ds, spec.key, spec.fields))

@@ -75,6 +75,8 @@ def coverage(mapping: Mapping, origins: dict[tuple[str, str], str] | None = None
             elif rule.column:
                 how = "column" + (" + values" if rule.values else "") + (" + default" if rule.default else "")
                 src = rule.column
+                if rule.file is not None:  # an attachment collected (etl.attachments)
+                    how, src = how + " + file", f"{src} ({rule.file.describe()})"
             else:
                 how, src = "default", rule.default or ""
             lowered = ", ".join(f"{r} {lv}" for (name, r), lv in sorted(checks.items()) if name == f.name)

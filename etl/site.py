@@ -22,7 +22,7 @@ import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ RUNS_SHOWN = 20        # a unit page's run history per dataset
 EXAMPLES_SHOWN = 3     # masked examples per reject group
 DETAILS_SHOWN = 200    # reconciliation entries listed per list
 PAGE_ROWS = 100        # the overview's rows per page
+MEDIA_SHOWN = 2000     # attachments listed on a unit page
 
 STATUS_LABEL = {"on_time": "on time", "late": "late", "failing": "failing", "never": "never loaded"}
 
@@ -105,6 +106,7 @@ class UnitData:
     runs: dict[str, list[dict]]        # txCode -> runs, newest first
     rejects: list[dict]                # of each dataset's last successful run
     audit: list[dict]
+    media: list[dict] = field(default_factory=list)  # ingest_media rows, each with its "href"
 
 
 def _unit_data(engine: Engine, m: Mapping, since: datetime | None) -> UnitData:
@@ -132,7 +134,33 @@ def _unit_data(engine: Engine, m: Mapping, since: datetime | None) -> UnitData:
             audit += [dict(x) for x in conn.execute(
                 sa.select(aud).where(aud.c.runId == run_id, aud.c.orgNo == org, aud.c.txCode == tx)
                 .order_by(aud.c.auditId)).mappings()]
-    return UnitData(org, m.unit.comName, m.name, dict(runs), rejects, audit)
+        media = [dict(x) for x in conn.execute(
+            sa.select(target.ingest_media).where(target.ingest_media.c.orgNo == org)
+            .order_by(target.ingest_media.c.txCode, target.ingest_media.c.field,
+                      target.ingest_media.c.name).limit(MEDIA_SHOWN)).mappings()]
+    return UnitData(org, m.unit.comName, m.name, dict(runs), rejects, audit, media)
+
+
+def _link_media(rows: list[dict], units_dir: Path) -> None:
+    """Give each attachment row its link from the unit pages to the stored file: a relative
+    path when the media store is a local folder (the site and the store move together, or
+    both stay on this machine), none for an object store (a bucket needs credentials)."""
+    if not rows:
+        return
+    from etl.errors import EtlError
+    from etl.media import MediaStore
+
+    try:
+        store = MediaStore()
+    except (EtlError, OSError):
+        return
+    for row in rows:
+        try:
+            where = store.path_of(row["sha256"])
+        except (FileNotFoundError, ValueError, OSError):
+            continue
+        if "://" not in where:
+            row["href"] = Path(os.path.relpath(where, units_dir)).as_posix()
 
 
 # --- building -----------------------------------------------------------------------------------
@@ -156,6 +184,7 @@ def build(engine: Engine, units: Sequence[Mapping | InvalidMapping],
     by_org = {m.unit.orgNo: m for m in mappings}
     for m in mappings:
         data = _unit_data(engine, m, start)
+        _link_media(data.media, out / "units")
         mine = [s for s in statuses if s.org_no == m.unit.orgNo]
         written |= write_unit(out, data, mine, now)
     write_overview(out, statuses, now)
@@ -474,6 +503,24 @@ def write_exports(folder: Path, stem: str, rejects: Sequence[dict]) -> tuple[Pat
     return csv_path, xlsx_path
 
 
+def _media_table(rows: Sequence[dict]) -> str:
+    """The dataset's collected attachments (ingest_media): each name links to the stored file."""
+    if not rows:
+        return ""
+    from urllib.parse import quote
+
+    body = []
+    for r in rows:
+        name = _e(r["name"], 200)
+        link = (f'<a href="{html.escape(quote(r["href"], safe="/.-_~"))}">{name}</a>'
+                if r.get("href") else name)
+        body.append(f'<tr><td>{_e(r["field"], 50)}</td><td>{link}</td><td>{_e(r["mediaType"], 100)}</td>'
+                    f'<td class="n">{int(r["size"]):,}</td><td><code>{_e(r["sha256"][:12], 20)}</code></td>'
+                    f'<td>{_when(r["fetchedAt"])}</td></tr>')
+    return ("<h3>Attachments</h3><table><tr><th>field</th><th>file</th><th>type</th>"
+            "<th>bytes</th><th>sha256</th><th>fetched (CST)</th></tr>" + "".join(body) + "</table>")
+
+
 def unit_html(data: UnitData, statuses: Sequence, now: datetime) -> str:
     stem = unit_key(data.org_no)
     by_tx = {s.tx_code: s for s in statuses}
@@ -495,7 +542,8 @@ def unit_html(data: UnitData, statuses: Sequence, now: datetime) -> str:
             + (f"<h3>Last runs</h3>{chart_svg(runs)}{_runs_table(runs)}" if runs else
                '<p class="muted">No runs recorded.</p>')
             + f"<h3>Rejects, duplicates and warnings</h3>{_rejects_table(mine)}"
-            f"<h3>What cleaning changed</h3>{_audit_table(audit)}</section>")
+            + _media_table([x for x in data.media if x["txCode"] == tx])
+            +             f"<h3>What cleaning changed</h3>{_audit_table(audit)}</section>")
     errors = sum(1 for x in data.rejects if x["severity"] == "error")
     body = (f'<h1>{_e(data.com_name, 200)}</h1><p>orgNo <code>{_e(data.org_no, 50)}</code> · '
             f'{len(data.rejects)} findings in the last successful loads ({errors} rejected rows)</p>'

@@ -183,6 +183,27 @@ ingest_reconcile = sa.Table(
             "the missing, extra and differing records and rejected rows as masked, capped JSON",
 )
 
+ingest_media = sa.Table(
+    "ingest_media", metadata,
+    sa.Column("ID", sa.String(64), primary_key=True),
+    sa.Column("field", sa.String(50), primary_key=True),
+    sa.Column("orgNo", sa.String(18), nullable=False),
+    sa.Column("txCode", sa.String(2), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mediaType", sa.String(100), nullable=False),
+    sa.Column("name", sa.String(500), nullable=False),
+    sa.Column("location", sa.String(1000), nullable=False),
+    sa.Column("sourceSize", sa.BigInteger, nullable=True),
+    sa.Column("sourceMtime", sa.String(64), nullable=True),
+    sa.Column("fetchedAt", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("runId", sa.String(200), nullable=False),
+    sa.Index("ix_ingest_media_unit", "orgNo", "txCode"),
+    sa.Index("ix_ingest_media_sha256", "sha256"),
+    comment="the file behind each record's M field (etl.attachments; migration 0008): one "
+            "current row per record and field, its content in the media store by sha256",
+)
+
 ingest_stage = sa.Table(
     "ingest_stage", metadata,
     # Byte-wise collation: keys differing only in case are different objects, and a prefix

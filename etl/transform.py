@@ -20,6 +20,7 @@ from etl.mapping import FieldRule, Mapping, TEMPLATE_FIELD, _as_key
 from etl.standard import Dataset
 
 KEY, UPDATED, DELETED, SEQ = "_key", "_updated", "_deleted", "_seq"
+MEDIA_SHA = "_media_sha256"  # the digests of a row's attachments (etl.attachments): in rowHash
 ID, HASH = "ID", "rowHash"
 SEPARATOR, NULL_MARK = "\x1f", "\x00"  # rowHash: between field values, in place of NULL
 
@@ -173,12 +174,15 @@ def _digest(values: pd.Series | pa.Array | pa.ChunkedArray, size: int) -> np.nda
 def add_identity(frame: pd.DataFrame, org_no: str, tx_code: str) -> pd.DataFrame:
     """`ID` = orgNo + txCode + digest of the source key: stable per source row, unique per unit
     (52 characters, within A.2's 64); `rowHash` = digest of the standard fields' values, joined
-    by U+001F with NULL as U+0000 (the join is Arrow's, the spelling pandas' `astype("string")`)."""
+    by U+001F with NULL as U+0000 (the join is Arrow's, the spelling pandas' `astype("string")`).
+    Where the mapping collects attachments, their digests (`_media_sha256`) are digested too:
+    a file changed under the same name changes the record; datasets without them hash as before."""
     ds = standard.dataset(tx_code)
     prefix = f"{org_no}{tx_code}"
     frame[ID] = prefix + pd.Series(_digest(frame[KEY], 16), index=frame.index, dtype=object)
+    names = [*ds.field_names, *([MEDIA_SHA] if MEDIA_SHA in frame.columns else [])]
     texts = [pa.array(frame[name].astype("string").fillna(NULL_MARK), type=pa.large_string())
-             for name in ds.field_names]
+             for name in names]
     joined = pc.binary_join_element_wise(*texts, pa.scalar(SEPARATOR, pa.large_string()))
     frame[HASH] = pd.Series(_digest(joined, 16), index=frame.index, dtype=object)
     return frame

@@ -192,6 +192,10 @@ def pytest_configure(config: pytest.Config) -> None:
     import tempfile
 
     config.addinivalue_line("markers", "redis: needs a throwaway Redis server")
+    if not os.environ.get("ETL_MEDIA_URL"):  # attachments collected by tests: never the project's var/media
+        media = Path(tempfile.mkdtemp(prefix="etl-media-test-"))
+        atexit.register(shutil.rmtree, media, ignore_errors=True)
+        os.environ["ETL_MEDIA_URL"] = str(media)
     if os.environ.get("ETL_TEST_AIRFLOW_HOME"):
         return
     home = Path(tempfile.mkdtemp(prefix="etl-airflow-test-"))

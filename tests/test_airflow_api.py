@@ -59,7 +59,9 @@ def _copy_tables(sqlite_path: Path, url: str) -> None:
             for col in frame.columns:
                 if frame[col].dtype == object and len({type(v) for v in frame[col] if v is not None}) > 1:
                     frame[col] = frame[col].map(lambda v: None if v is None else str(v))
-            frame.to_sql(name, engine, index=False)
+            blobs = {c: sa.LargeBinary for c in frame.columns  # attachments' bytes stay bytes
+                     if any(isinstance(v, bytes) for v in frame[c])}
+            frame.to_sql(name, engine, index=False, dtype=blobs)
     engine.dispose()
 
 

@@ -246,7 +246,9 @@ def _copy_demo_tables(sqlite_path: Path, url: str, updated_at: str, stale_every:
             if updated_at in frame.columns:
                 frame[updated_at] = [OUT_OF_WINDOW if n % stale_every == stale_every - 1 else IN_WINDOW
                                      for n in range(len(frame))]
-            frame.to_sql(name, engine, index=False)
+            blobs = {c: sa.LargeBinary for c in frame.columns  # attachments' bytes stay bytes
+                     if any(isinstance(v, bytes) for v in frame[c])}
+            frame.to_sql(name, engine, index=False, dtype=blobs)
     engine.dispose()
 
 
@@ -272,9 +274,18 @@ def real_sources(tmp_path: Path, pg_url: str, mariadb_url: str, monkeypatch: pyt
                          (UNIT_B, {"conn_id": "test_unit_b_source"})):
         raw = yaml.safe_load((MAPPINGS / f"{stem}.yaml").read_text(encoding="utf-8"))
         raw["source"] = source
+        _files_under(raw, tmp_path / "demo")
         (folder / f"{stem}.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     monkeypatch.setenv("ETL_MAPPINGS_DIR", str(folder))
     return folder
+
+
+def _files_under(raw: dict, var: Path) -> None:
+    """Point a demo mapping's attachment folders (`file: {base: var/...}`) at `var`."""
+    for ds in raw["datasets"].values():
+        for rule in ds["fields"].values():
+            if isinstance(rule, dict) and str((rule.get("file") or {}).get("base", "")).startswith("var/"):
+                rule["file"]["base"] = str(var / rule["file"]["base"].removeprefix("var/"))
 
 
 TARGET_PASSWORD = "s3cret-target-pw"  # the test server trusts 127.0.0.1 and ignores it

@@ -153,7 +153,8 @@ def test_overwrites_in_place(tmp_path):
     second = make_demo_sources(tmp_path)
     assert second == first
     assert {stem: dump(p) for stem, p in second.items()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{s}.sqlite" for s in UNITS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(f"{s}.sqlite" for s in UNITS),
+                                                                 "demo_files"])  # unit A's attachments
 
 
 # ------------------------------------------------------------------------- (2) row counts
@@ -212,7 +213,11 @@ def test_mapping_matches_source_and_standard(stem, sources, cons, mappings):
                 assert rule in cols, (where, name, rule)
                 continue
             assert isinstance(rule, dict) and rule, (where, name)
-            assert set(rule) <= {"column", "values", "default", "value"}, (where, name)
+            assert set(rule) <= {"column", "values", "default", "value", "file"}, (where, name)
+            if "file" in rule:  # an attachment: a blob column of the source, or a demo folder
+                assert ds_std.field(name).type == "M", (where, name)
+                f = rule["file"]
+                assert f.get("blob") in cols if "blob" in f else f["base"] == f"var/demo_files/{stem}"
             if "value" in rule:
                 assert set(rule) == {"value"}, (where, name)
                 continue

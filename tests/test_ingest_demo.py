@@ -36,7 +36,9 @@ def _copy_sqlite_to(sqlite_path: Path, url: str) -> None:
         tables = [r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         for t in tables:
             frame = pd.read_sql(f'SELECT * FROM "{t}"', src)
-            frame.to_sql(t, engine, index=False, if_exists="replace")
+            blobs = {c: sa.LargeBinary for c in frame.columns  # attachments' bytes stay bytes
+                     if any(isinstance(v, bytes) for v in frame[c])}
+            frame.to_sql(t, engine, index=False, if_exists="replace", dtype=blobs)
     engine.dispose()
 
 
@@ -62,6 +64,7 @@ def loaded(request, tmp_path, monkeypatch):
         monkeypatch.setenv(env, url)
         text = (PROJECT / "mappings" / f"{unit}.yaml").read_text(encoding="utf-8")
         text = text.replace(f"url: sqlite:///var/{unit}.sqlite", f"url_env: {env}")
+        text = text.replace("base: var/", f"base: {tmp_path / 'var'}/")  # the unit's attachments
         path = tmp_path / f"{unit}.yaml"
         path.write_text(text, encoding="utf-8")
         mappings[unit] = load_mapping(path)

@@ -40,7 +40,7 @@ ORG_NEVER = make_uscc("91320000", "MA1NEWR0")
 def _mapping(folder: Path, demo: str, name: str, var: Path, org: str | None = None,
              com: str | None = None, source: Path | None = None) -> Path:
     text = (PROJECT / "mappings" / f"{demo}.yaml").read_text(encoding="utf-8")
-    text = text.replace("sqlite:///var/", f"sqlite:///{var}/")
+    text = text.replace("sqlite:///var/", f"sqlite:///{var}/").replace("base: var/", f"base: {var}/")
     if source:
         text = re.sub(r"url: sqlite:///\S+", f"url: sqlite:///{source}", text)
     if org:
