@@ -267,16 +267,20 @@ def _clean_base(base: str) -> str:
 
 def _relative_parts(rel: str, shown_base: str) -> list[str]:
     """The segments of a path from the unit's data, refused (`file_path`) when it is not a
-    plain relative path under the base: absolute, a drive or URL, or climbing with `..`.
-    Backslashes count as separators: Windows servers write `附件\\2024\\x.doc`."""
+    plain relative path under the base: a drive, a network path (`//host/...`) or URL, or
+    climbing with `..`. Backslashes count as separators: Windows servers write
+    `附件\\2024\\x.doc`. One leading `/` is the root of the unit's file base, as web systems
+    store `/upload/risk/x.jpg` under their web root: it never reaches the server's own root."""
     text = rel.strip().replace("\\", "/")
     if not text:
         raise MediaError("file_missing", f"an empty file path (under {shown_base}): the record "
                                          f"names no file")
+    if text.startswith("/") and not text.startswith("//"):
+        text = text[1:]
     if "\x00" in text or text.startswith("/") or _DRIVE.match(text) or _SCHEME.match(text) \
             or "://" in text:
         raise MediaError("file_path", f"{_shown(rel)}: not a path relative to the unit's file "
-                                      f"folder {shown_base} (absolute paths, drives and URLs "
+                                      f"folder {shown_base} (drives, network paths and URLs "
                                       f"are refused): store paths relative to that folder")
     parts = [p for p in text.split("/") if p not in ("", ".")]
     if ".." in parts or not parts:

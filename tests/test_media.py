@@ -324,8 +324,8 @@ def test_http_forbidden_is_unreadable(unit_files, web, store):
 def test_paths_may_not_leave_the_base(via, unit_files, web, store, tmp_path):
     write(tmp_path, "secret.pdf", pdf_bytes("not the unit's"))
     source = sources(unit_files, web)[0 if via == "local" else 1]
-    for rel in ["../secret.pdf", "培训/../../secret.pdf", "..\\secret.pdf", "/etc/passwd",
-                str(tmp_path / "secret.pdf"), "C:\\Windows\\win.ini",
+    for rel in ["../secret.pdf", "培训/../../secret.pdf", "..\\secret.pdf", "/../secret.pdf",
+                "C:\\Windows\\win.ini",
                 "http://example.com/x.pdf", "//example.com/x.pdf", "file:///etc/passwd"]:
         with pytest.raises(MediaError) as err:
             fetch(source, rel, store)
@@ -333,6 +333,22 @@ def test_paths_may_not_leave_the_base(via, unit_files, web, store, tmp_path):
     assert web[1].requests == Counter() or via == "local" or \
         all("secret" not in p for _, p in web[1].requests)
     assert objects(tmp_path / "media") == []
+
+
+@pytest.mark.parametrize("via", ["local", "http"])
+def test_a_leading_slash_is_the_root_of_the_unit_base_not_the_server(via, unit_files, web, store,
+                                                                     tmp_path):
+    """Web systems store `/upload/risk/x.jpg` under their web root: read under the unit's base."""
+    write(tmp_path, "secret.pdf", pdf_bytes("not the unit's"))
+    source = sources(unit_files, web)[0 if via == "local" else 1]
+    for rel in ["/etc/passwd", str(tmp_path / "secret.pdf")]:
+        with pytest.raises(MediaError) as err:
+            fetch(source, rel, store)
+        assert err.value.rule == "file_missing", rel
+    write(unit_files, "upload/risk/图.pdf", pdf_bytes("the unit's"))
+    located, stored = fetch(source, "/upload/risk/图.pdf", store)
+    assert located.name == "图.pdf" and stored.media_type == "application/pdf"
+    assert [p.read_bytes() for p in objects(tmp_path / "media")] == [pdf_bytes("the unit's")]
 
 
 def test_a_symlink_out_of_a_local_base_is_refused(unit_files, store, tmp_path):
