@@ -607,6 +607,10 @@ def _problems(raw: dict) -> list[tuple[str, str]]:
         MappingModel.model_validate({**raw, "datasets": {}})
     except ValidationError as e:
         out += _pydantic_problems(e)
+    if "unit" not in raw:  # the one key a system template never has
+        out = [(loc, msg + " (unit: {orgNo: ..., comName: ...}); a file without one reads as a "
+                "system template: keep templates in mappings/systems/, which is not planned")
+               if loc == "unit" else (loc, msg) for loc, msg in out]
     if not isinstance(datasets, dict) or not datasets:
         out.append(("datasets", "no datasets: add at least one txCode such as \"06\" with its table"))
         return out

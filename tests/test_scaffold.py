@@ -52,6 +52,15 @@ def _assert_measured(name: str, url: str) -> schemas.Score:
     return s
 
 
+def _draft(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """`etl scaffold` of `url` (through an env var) into tmp_path/unit.yaml: the file and its text."""
+    monkeypatch.setenv("SCAFFOLD_SRC", url)
+    out = tmp_path / "unit.yaml"
+    assert main(["scaffold", "--url-env", "SCAFFOLD_SRC", "--out", str(out),
+                 "--org", "91320506MA1W3L8P7L", "--name", "某公司"]) == 0
+    return out, out.read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize("name", schemas.ALL)
 def test_scaffold_places_the_fields_of_each_schema_on_sqlite(name, tmp_path):
     _assert_measured(name, _source(name, tmp_path))
@@ -250,11 +259,7 @@ def test_datasets_without_a_plausible_table_are_commented_out(tmp_path, monkeypa
                              "yhms TEXT, pcr TEXT, pcrq DATE, zgjg TEXT, gxsj TIMESTAMP)")
         conn.exec_driver_sql("CREATE TABLE sys_log (log_id INTEGER, message TEXT, level TEXT)")
     engine.dispose()
-    monkeypatch.setenv("SCAFFOLD_SRC", url)
-    out = tmp_path / "unit.yaml"
-    assert main(["scaffold", "--url-env", "SCAFFOLD_SRC", "--out", str(out),
-                 "--org", "91320506MA1W3L8P7L", "--name", "某公司"]) == 0
-    text = out.read_text(encoding="utf-8")
+    out, text = _draft(url, tmp_path, monkeypatch)
     assert '  "09":' in text and "table: t_yhpc" in text and "updated_at: gxsj" in text
     for tx in ("01", "02", "03", "04", "05", "06", "07", "08"):
         assert f'  # "{tx}": no table looks like' in text
@@ -276,11 +281,7 @@ def test_hostile_names_and_values_cannot_change_the_drafts_structure(tmp_path, m
         conn.exec_driver_sql('INSERT INTO "隐患排查记录" VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
                              ("1", evil, "一般", "d", "p", "2024-01-01", evil, "v"))
     engine.dispose()
-    monkeypatch.setenv("SCAFFOLD_SRC", url)
-    out = tmp_path / "unit.yaml"
-    assert main(["scaffold", "--url-env", "SCAFFOLD_SRC", "--out", str(out),
-                 "--org", "91320506MA1W3L8P7L", "--name", "某公司"]) == 0
-    text = out.read_text(encoding="utf-8")
+    out, text = _draft(url, tmp_path, monkeypatch)
     assert "\u2028" not in text and "evil" in text  # listed as an unknown value, escaped
     m = load_mapping(out)
     assert list(m.datasets) == ["09"] and m.model.datasets["09"].table == "隐患排查记录"
@@ -299,11 +300,7 @@ def test_a_column_whose_values_cannot_be_read_is_drafted_with_a_todo(pg_url, tmp
             "CASE n WHEN 0 THEN 'YB' ELSE 'YZ' END AS yhjb, 'd' AS yhms, 'p' AS pcr, "
             "current_date AS pcrq, '已整改' AS zgjg FROM base")
     engine.dispose()
-    monkeypatch.setenv("SCAFFOLD_SRC", pg_url)
-    out = tmp_path / "unit.yaml"
-    assert main(["scaffold", "--url-env", "SCAFFOLD_SRC", "--out", str(out),
-                 "--org", "91320506MA1W3L8P7L", "--name", "某公司"]) == 0
-    text = out.read_text(encoding="utf-8")
+    out, text = _draft(pg_url, tmp_path, monkeypatch)
     assert "troubleType: yhlb" in text and "TODO its values could not be read" in text
     assert 'values: {YB: "一般事故隐患", YZ: "严重事故隐患"}' in text
     assert load_mapping(out).model.datasets["09"].fields["troubleLevel"].values == \

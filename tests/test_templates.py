@@ -246,6 +246,16 @@ def test_planning_sees_units_not_templates(folder: Path, tmp_path: Path) -> None
     assert [p.name for p in discover(folder)] == ["a.yaml", "b.yaml"]
 
 
+
+def test_a_template_left_in_the_units_folder_fails_alone_saying_where_templates_go(
+        folder: Path, tmp_path: Path) -> None:
+    shutil.copy(folder / "systems" / "vendor.yaml", folder / "vendor.yaml")
+    plan = planning.plan_run("daily", mappings=folder, cache_dir=tmp_path / "cache")
+    units = {u.name: u for s in plan.shards for u in s.units}
+    assert not units["a"].problems and not units["b"].problems
+    assert "missing key 'unit'" in units["vendor"].problems
+    assert "keep templates in mappings/systems/" in units["vendor"].problems
+
 # --- etl check -----------------------------------------------------------------------------------
 
 
