@@ -542,6 +542,12 @@ def open_store(spec: str | None = None, *,
         from etl import target
 
         engine = (engine_factory or (lambda: target.connect(target.target_url())))()
+        if engine.dialect.name == "sqlite":
+            engine.dispose()
+            raise ConfigError("ETL_STAGING_URL=target with a SQLite target: a SQLite file has one "
+                              "writer, and the load would wait forever for it while reading its "
+                              "own stage; stage in a folder (unset ETL_STAGING_URL, or set "
+                              "ETL_STAGING_DIR) or use a PostgreSQL or MariaDB target")
         target.ensure_schema(engine)
         return TargetStore(engine, dispose_on_close=True)
     if _has_scheme(spec):

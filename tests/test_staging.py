@@ -450,11 +450,18 @@ def no_staging_env(monkeypatch, tmp_path):
     return monkeypatch
 
 
-def test_target_spec_gives_a_target_store_with_its_table(no_staging_env, sqlite_url):
-    with open_store("target", engine_factory=lambda: target.connect(sqlite_url)) as store:
+def test_target_spec_gives_a_target_store_with_its_table(no_staging_env, pg_url):
+    with open_store("target", engine_factory=lambda: target.connect(pg_url)) as store:
         assert isinstance(store, TargetStore)
         store.put("k/plan.json", b"{}")
         assert store.keys("k/") == {"k/plan.json"}
+
+
+def test_target_staging_on_a_sqlite_target_is_refused_not_left_to_wait(no_staging_env, sqlite_url):
+    """The load holds the SQLite file's one write lock while it reads its stage from that file:
+    a `dag.test()` so configured waited forever in the load task."""
+    with pytest.raises(ConfigError, match="SQLite target.*stage in a folder"):
+        open_store("target", engine_factory=lambda: target.connect(sqlite_url))
 
 
 def test_a_folder_spec_gives_a_path_store_rooted_there(no_staging_env, tmp_path):
