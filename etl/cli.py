@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--since", type=_moment, help="incremental window start, CST "
                      "(default: where the last successful run ended)")
     run.add_argument("--until", type=_moment, help="incremental window end, CST (default: now)")
+    run.add_argument("--allow-mass-delete", action="store_true",
+                     help="confirm that the source really lost many records: without it, a load "
+                     "that would mark more than a fifth of a unit's active records (at least 10), "
+                     "or all of them, deleted is refused and loads nothing")
     run.add_argument("--target", help=target_help)
     run.add_argument("--chunk-rows", type=int, default=100_000, help="rows per chunk (bounds memory)")
 
@@ -266,7 +270,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.mode == "full" and (args.since or args.until):
         raise ConfigError("--since/--until need --mode incremental")
     return commands.run(paths, tx_codes=args.tx, mode=args.mode, since=args.since,
-                        until=args.until, target_url=args.target, chunk_rows=args.chunk_rows)
+                        until=args.until, target_url=args.target, chunk_rows=args.chunk_rows,
+                        allow_mass_delete=args.allow_mass_delete)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -26,7 +26,8 @@ def _engine(target_url: str | None):
 
 def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "full",
         since: datetime | None = None, until: datetime | None = None,
-        target_url: str | None = None, chunk_rows: int = 100_000) -> int:
+        target_url: str | None = None, chunk_rows: int = 100_000,
+        allow_mass_delete: bool = False) -> int:
     from etl import pipeline
     from etl.extract import check_source_urls
 
@@ -41,7 +42,8 @@ def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "f
     results = []
     for m in mappings:
         results += pipeline.run_mapping(engine, m, tx_codes, mode=mode, since=since, until=until,
-                                        run_id=run_id, chunk_rows=chunk_rows)
+                                        run_id=run_id, chunk_rows=chunk_rows,
+                                        allow_mass_delete=allow_mass_delete)
     print(report.run_summary(results))
     print(f"run {run_id} -> {mask_url(engine.url)}")
     return 0 if all(r.status == "success" for r in results) else 1

@@ -89,3 +89,10 @@ class MediaStoreError(EtlError):
     object store down): nothing about the unit's file is known to be wrong."""
 
     transient = True
+
+
+class MassDeleteRefused(EtlError):
+    """A load would mark a large share of a unit's active records deleted because the source
+    no longer returns them (an emptied table, a broken view, a wrong schema look exactly like
+    that). Nothing was marked; a person confirms (`--allow-mass-delete`, the Airflow param
+    `allow_mass_delete`) once the source really lost them. Retrying reads the same source."""

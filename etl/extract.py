@@ -366,6 +366,24 @@ def stream(mapping: Mapping, tx_code: str, *, since: datetime | None = None,
         yield in_cst(frame, zone)
 
 
+def stream_keys(mapping: Mapping, tx_code: str, *,
+                chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """The dataset's key columns of every source row, whatever its window: what rows deleted at
+    the source are found from (the target's active records whose keys are no longer there).
+    Only the key travels, by the same paths and in the same types as `stream`'s, so each key
+    reads as the same text and so the same record ID."""
+    ds = mapping.datasets[tx_code]
+    spec = mapping.source_for(tx_code)
+    url = resolve_url(spec)
+    engine = engine_for(url, spec)
+    src = _source(ds)
+    stmt = sa.select(*[src.c[c] for c in ds.key])
+    where = f"{mapping.path} [datasets.{tx_code}]"
+    guard_query(mapping, tx_code, engine.dialect.name)
+    for frame in _stream(engine, spec, ds, stmt, chunk_rows, where, url):
+        yield in_cst(frame, spec.timezone)
+
+
 def _stream(engine: Engine, spec: SourceSpec, ds: DatasetSpec, stmt: sa.Select, chunk_rows: int,
             where: str, url: URL) -> Iterator[pd.DataFrame]:
     with read_only(engine, spec.statement_timeout_s, spec.timezone) as conn:

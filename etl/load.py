@@ -174,7 +174,7 @@ class DatasetLoad:
     def __init__(self, conn: Connection, ds: Dataset, org_no: str):
         self.conn, self.ds, self.org_no = conn, ds, org_no
         self.dialect = conn.dialect.name
-        meta = sa.MetaData()
+        meta = self.meta = sa.MetaData()
         self.target = target.table(ds.tx_code)
         hashing = self.dialect == "postgresql"
         if hashing:
@@ -192,6 +192,9 @@ class DatasetLoad:
         self._rejected = 0  # rejected rows staged, until dedupe drops any
         self._deleted = 0  # soft-deleted rows staged
         self._id_hashes: list[np.ndarray] = []  # 64-bit hashes of staged IDs (dedupe's shortcut)
+        self.keys: sa.Table | None = None  # every ID the source has now (`_sweep`), when compared
+        self.swept: int | None = None  # how many source keys `_sweep` compared
+        self.vanished = 0
 
     # --- staging ------------------------------------------------------------------------
 
@@ -286,13 +289,16 @@ class DatasetLoad:
 
     # --- diff -----------------------------------------------------------------------------
 
-    def diff(self, full: bool) -> dict[str, int]:
+    def diff(self, full: bool, keys: Iterable[pd.Series] | None = None) -> dict[str, int]:
         """Fill the change table with each changed ID's busType; return counts per busType.
 
         One pass of the stage against the target: new (I), changed or revived (U) and
         soft-deleted (D) rows come out of a single outer join rather than three joins. A full
         load also marks the unit's records its snapshot lacks (D, vanished): on PostgreSQL in
-        the same pass, a full outer join with the unit's records (MariaDB has no full join)."""
+        the same pass, a full outer join with the unit's records (MariaDB has no full join).
+        An incremental load given `keys` (the record IDs of every row the source has now, in
+        chunks) marks the unit's active records missing from them (D, vanished) the same way:
+        hard deletes at the source, found without reading more than the keys."""
         self._flush()
         t = self.target
         if full and self.dialect == "postgresql":
@@ -307,6 +313,8 @@ class DatasetLoad:
                           .where(t.c[standard.UNIT_KEY] == self.org_no, t.c.busType != "D",
                                  ~sa.exists().where(s.c[ID] == t.c[ID])))
                 self.conn.execute(sa.insert(self.changes).from_select([ID, "busType", VANISHED], absent))
+        if keys is not None:
+            self._sweep(keys)
         if self.dialect == "postgresql":
             self.conn.exec_driver_sql(f'ANALYZE "{self.changes.name}"')
         c = self.changes
@@ -314,6 +322,53 @@ class DatasetLoad:
                                  .group_by(c.c.busType)).all()
         self.vanished = sum(int(v or 0) for _, _, v in rows)
         return {bt: n for bt, n, _ in rows}
+
+    def _sweep(self, keys: Iterable[pd.Series]) -> None:
+        """Stage every ID the source has now, then mark the unit's active records that are not
+        among them, and that this load does not change otherwise, as vanished Ds."""
+        pg = self.dialect == "postgresql"
+        name = f"keys_{self.ds.table}"  # not unique: a source without a key constraint may repeat one
+        index = [] if pg else [sa.Index(f"ix_{name}_id", ID)]  # PostgreSQL hashes the anti-join
+        self.keys = sa.Table(name, self.meta, sa.Column(ID, sa.String(64)), *index,
+                             prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
+        if not pg:
+            self.keys.drop(self.conn, checkfirst=True)
+        self.keys.create(self.conn)
+        self.swept = 0
+        for ids in keys:
+            self.swept += len(ids)
+            if len(ids):
+                self._insert_ids(ids.tolist())
+        if pg:
+            self.conn.exec_driver_sql(f'ANALYZE "{name}"')
+        t, k, c = self.target, self.keys, self.changes
+        absent = (sa.select(t.c[ID], sa.literal("D"), sa.literal(1, sa.SmallInteger))
+                  .where(t.c[standard.UNIT_KEY] == self.org_no, t.c.busType != "D",
+                         ~sa.exists().where(k.c[ID] == t.c[ID]),
+                         ~sa.exists().where(c.c[ID] == t.c[ID])))
+        self.conn.execute(sa.insert(c).from_select([ID, "busType", VANISHED], absent))
+
+    def _insert_ids(self, ids: list[str]) -> None:
+        """Record IDs (ASCII: orgNo, txCode, hex) into the keys table: COPY on PostgreSQL."""
+        assert self.keys is not None
+        if self.dialect == "postgresql":
+            raw = self.conn.connection.driver_connection
+            with raw.cursor() as cur, cur.copy(f'COPY "{self.keys.name}" ("{ID}") FROM STDIN') as copy:
+                copy.write("\n".join(ids) + "\n")
+            return
+        mark = "?" if self.dialect == "sqlite" else "%s"
+        cur = self.conn.connection.driver_connection.cursor()
+        try:
+            cur.executemany(f"INSERT INTO {self._q(self.keys.name)} ({self._q(ID)}) VALUES ({mark})",
+                            [(i,) for i in ids])
+        finally:
+            cur.close()
+
+    def active_count(self) -> int:
+        """The unit's active records in the target, before this load applies anything."""
+        t = self.target
+        return self.conn.execute(sa.select(sa.func.count()).where(
+            t.c[standard.UNIT_KEY] == self.org_no, t.c.busType != "D")).scalar_one()
 
     def _insert_changes(self, t: sa.FromClause, full_join: bool) -> None:
         """I, U and soft D of the stage against `t` (the target, or the unit's records of it);
@@ -411,8 +466,32 @@ class DatasetLoad:
     def close(self) -> None:
         self._flush()
         if self.dialect != "postgresql":
-            for t in (self.stage, self.changes):
-                t.drop(self.conn, checkfirst=True)
+            for t in (self.stage, self.changes, self.keys):
+                if t is not None:
+                    t.drop(self.conn, checkfirst=True)
+
+
+# --- the mass-delete guard ---------------------------------------------------------------------
+
+#: A load that would mark more than this share of a unit's active records deleted because the
+#: source no longer has them (and at least MASS_DELETE_MIN of them), or any of them when the
+#: source returned nothing at all, is refused until a person confirms: an emptied table, a
+#: broken view or a wrong schema look exactly like a source that deleted them, and the
+#: standard's records must not go on a source's word alone. Below that, deletions are a
+#: unit's daily life.
+MASS_DELETE_SHARE = 0.2
+MASS_DELETE_MIN = 10
+
+
+def mass_delete(vanished: int, active: int, returned: int, rekeyed: bool = False) -> bool:
+    """Whether marking `vanished` of a unit's `active` records deleted, after the source
+    `returned` that many rows or keys, needs a person's word. A mapping whose key changed
+    (`rekeyed`) replaces every record by design: only an empty source is suspect then."""
+    if vanished <= 0:
+        return False
+    if returned == 0 or rekeyed:
+        return returned == 0
+    return vanished >= MASS_DELETE_MIN and vanished > MASS_DELETE_SHARE * active
 
 
 # --- batch numbers ---------------------------------------------------------------------------

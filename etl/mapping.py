@@ -221,6 +221,7 @@ class DatasetSpec(_Model):
     source: SourceSpec | None = None
     frequency: str | None = None
     lookback_hours: float = 24.0
+    hard_deletes: Literal["each_run", "daily", "weekly", "never"] = "each_run"
     checks: dict[str, Any] | None = None
 
     @field_validator("fields", mode="before")

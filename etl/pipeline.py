@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -19,10 +19,11 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import attachments, clock, crypt, extract, phones, provenance, standard, target, transform, validate
+from etl import attachments, clock, crypt, extract, history, phones, provenance, standard, target, transform, validate
 from etl.clean import Audit, binary_values, clean_frame
-from etl.errors import EtlError, TargetError
-from etl.load import REJECTED, Counts, DatasetLoad, allocate_batches, insert_rows, record_batches
+from etl.errors import EtlError, MassDeleteRefused, TargetError
+from etl.load import (MASS_DELETE_MIN, MASS_DELETE_SHARE, REJECTED, Counts, DatasetLoad,
+                      allocate_batches, insert_rows, mass_delete, record_batches)
 from etl.mapping import FieldRule, Mapping, Mode
 from etl.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, excerpt, mask, personal_kind
 from etl.transform import DELETED, KEY, UPDATED
@@ -45,6 +46,8 @@ class DatasetResult:
     reasons: Counter = field(default_factory=Counter)
     mapping_hash: str | None = None  # sha256 of the mapping file (ingest_run.mappingHash)
     dag_run_id: str | None = None    # the Airflow DAG run, when run in Airflow
+    key_columns: str | None = None   # the source key records were identified by (keyColumns)
+    swept: int | None = None         # source keys compared to find hard deletes (sweptKeys)
 
     @property
     def table(self) -> str:
@@ -53,14 +56,6 @@ class DatasetResult:
 
 def new_run_id() -> str:
     return f"cli__{clock.now().strftime('%Y%m%dT%H%M%S')}__{uuid.uuid4().hex[:8]}"
-
-
-def last_window_end(conn: Connection, org_no: str, tx_code: str) -> datetime | None:
-    """Where the last successful run of this unit and dataset stopped reading."""
-    r = target.ingest_run
-    return conn.execute(
-        sa.select(sa.func.max(r.c.windowEnd)).where(
-            r.c.orgNo == org_no, r.c.txCode == tx_code, r.c.status == "success")).scalar()
 
 
 def _timestamps(s: pd.Series) -> pd.Series:
@@ -156,10 +151,17 @@ class Plan:
     read_since: datetime | None = None  # since minus the lookback
     message: str = ""
     dag_run_id: str | None = None  # the Airflow DAG run (ingest_run.dagRunId)
+    sweep: bool = False  # compare every source key with the target: hard deletes become D
+    allow_mass_delete: bool = False  # a person confirmed that the source lost many records
+    rekeyed: bool = False  # a full load because the mapping's record key changed
 
     @property
     def dataset(self) -> standard.Dataset:
         return standard.dataset(self.tx_code)
+
+    @property
+    def key_columns(self) -> str:
+        return history.key_columns(self.mapping.datasets[self.tx_code].key)
 
     @property
     def today(self):
@@ -177,37 +179,68 @@ class Prepared:
 
 
 def plan(engine: Engine, mapping: Mapping, tx_code: str, *, mode: Mode = "full",
-         since: datetime | None = None, until: datetime | None = None,
+         since: datetime | None = None, until: datetime | None = None, scheduled: bool = False,
          run_id: str | None = None, now: datetime | None = None,
-         dag_run_id: str | None = None) -> Plan:
-    """Resolve mode and window: an incremental run without `since` starts where the last
-    successful run of the unit and dataset ended; without `updated_at` it falls back to full."""
+         dag_run_id: str | None = None, allow_mass_delete: bool = False) -> Plan:
+    """Resolve mode and window from the target's memory of the dataset (`etl.history`).
+
+    `full` reads everything and marks what the source lacks as D. `incremental` reads the rows
+    updated in the window, starting, without `since`, where the last successful load's read
+    ended; a `scheduled` window (the run's data interval, not one a person gave) reaches back
+    there too when a failed day left a gap. An incremental run without a person's window is a
+    full load when the dataset has no successful load under its record key yet (a new unit, a
+    newly mapped dataset, a changed key), or has no `updated_at`. Incremental runs compare every
+    source key with the target as often as `hard_deletes:` says. `until` of a full load is `now`:
+    the next incremental reads from there (less the lookback)."""
     ds = standard.dataset(tx_code)
     spec = mapping.datasets[ds.tx_code]
     now = clock.to_cst(now or clock.now())
     run_id = run_id or new_run_id()
-    if mode == "incremental" and not spec.updated_at:
+    common = dict(dag_run_id=dag_run_id, allow_mass_delete=allow_mass_delete)
+    full = Plan(mapping, ds.tx_code, "full", run_id, now, until=clock.naive(now), **common)
+    if mode == "full":
+        return full
+    if not spec.updated_at:
         msg = "no updated_at in the mapping: ran a full load instead of incremental"
         log.warning("%s %s: %s", mapping.name, ds.tx_code, msg)
-        return Plan(mapping, ds.tx_code, "full", run_id, now, message=msg, dag_run_id=dag_run_id)
-    if mode == "full":
-        return Plan(mapping, ds.tx_code, "full", run_id, now, dag_run_id=dag_run_id)
+        return replace(full, message=msg)
+    target.ensure_schema(engine)
+    key = history.key_columns(spec.key)
+    with engine.connect() as conn:
+        past = history.read(conn, mapping.unit.orgNo, ds.tx_code, key)
+    automatic = since is None or scheduled
+    if automatic and (why := past.why_full(key)):
+        log.info("%s %s: %s", mapping.name, ds.tx_code, why)
+        return replace(full, message=why, rekeyed=bool(past.other_keys))
     until = clock.naive(until) if until else clock.naive(now)
+    message = ""
     if since is None:
-        target.ensure_schema(engine)
-        with engine.connect() as conn:
-            since = last_window_end(conn, mapping.unit.orgNo, ds.tx_code)
+        since = past.covered_until
     else:
         since = clock.naive(since)
+        if scheduled and past.covered_until is not None and past.covered_until < since:
+            message = (f"read from {past.covered_until:%Y-%m-%d %H:%M} (where the last successful "
+                       f"load ended), not {since:%Y-%m-%d %H:%M}: no successful load in between")
+            since = past.covered_until
     read_since = since - timedelta(hours=spec.lookback_hours) if since else None
+    sweep = history.sweep_due(spec.hard_deletes, past.last_sweep, now)
     return Plan(mapping, ds.tx_code, "incremental", run_id, now, since, until, read_since,
-                dag_run_id=dag_run_id)
+                message=message, sweep=sweep, **common)
 
 
 def extract_chunks(p: Plan, chunk_rows: int = extract.DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
     """The plan's source rows, raw, in chunks."""
     return extract.stream(p.mapping, p.tx_code, since=p.read_since,
                           until=p.until if p.mode == "incremental" else None, chunk_rows=chunk_rows)
+
+
+def key_chunks(p: Plan, chunk_rows: int = extract.DEFAULT_CHUNK_ROWS) -> Iterator[pd.Series]:
+    """The record ID of every row the source has now, in chunks (`extract.stream_keys`): what
+    an incremental load with `sweep` compares the target's active records with."""
+    spec = p.mapping.datasets[p.tx_code]
+    for raw in extract.stream_keys(p.mapping, p.tx_code, chunk_rows=chunk_rows):
+        keys = transform.source_key(raw.reset_index(drop=True), spec.key)
+        yield transform.record_ids(keys, p.mapping.unit.orgNo, p.tx_code)
 
 
 def references(engine: Engine, p: Plan) -> dict[str, set[str]]:
@@ -262,26 +295,30 @@ def prepare(raw: pd.DataFrame, p: Plan, audit: Audit) -> Prepared:
 def run_dataset(engine: Engine, mapping: Mapping, tx_code: str, *, mode: Mode = "full",
                 since: datetime | None = None, until: datetime | None = None,
                 run_id: str | None = None, now: datetime | None = None,
-                chunk_rows: int = extract.DEFAULT_CHUNK_ROWS) -> DatasetResult:
+                chunk_rows: int = extract.DEFAULT_CHUNK_ROWS,
+                allow_mass_delete: bool = False) -> DatasetResult:
     """Ingest one dataset of one unit in one process, streaming chunks through every stage."""
-    p = plan(engine, mapping, tx_code, mode=mode, since=since, until=until, run_id=run_id, now=now)
+    p = plan(engine, mapping, tx_code, mode=mode, since=since, until=until, run_id=run_id, now=now,
+             allow_mass_delete=allow_mass_delete)
 
     def read() -> tuple[Iterator[Prepared], Audit]:
         audit = Audit()
         return (prepare(raw, p, audit) for raw in extract_chunks(p, chunk_rows)), audit
 
-    return load_checked(engine, p, read)
+    return load_checked(engine, p, read, (lambda: key_chunks(p, chunk_rows)) if p.sweep else None)
 
 
-def load_checked(engine: Engine, p: Plan,
-                 read: Callable[[], tuple[Iterable[Prepared], Audit]]) -> DatasetResult:
+def load_checked(engine: Engine, p: Plan, read: Callable[[], tuple[Iterable[Prepared], Audit]],
+                 keys: Callable[[], Iterable[pd.Series]] | None = None) -> DatasetResult:
     """Check references against the target as it is now, then `load`; a deadlock (the
-    database rolled the load back) is retried with the chunks read afresh from `read`."""
+    database rolled the load back) is retried with the chunks (and `keys`, the source's
+    record IDs when the plan sweeps) read afresh."""
     for attempt in range(1, DEADLOCK_RETRIES + 1):
         refs = references(engine, p)
         chunks, audit = read()
         try:
-            return load(engine, p, (check_references(c, p, refs) for c in chunks), audit)
+            return load(engine, p, (check_references(c, p, refs) for c in chunks), audit,
+                        keys() if keys is not None else None)
         except TargetError as e:
             if attempt == DEADLOCK_RETRIES or not is_deadlock(e.__cause__):
                 raise
@@ -300,16 +337,19 @@ def is_deadlock(exc: BaseException | None) -> bool:
     return code in ("40P01", "40001", 1213, 1205) or "database is locked" in str(orig)
 
 
-def load(engine: Engine, p: Plan, chunks: Iterable[Prepared], audit: Audit) -> DatasetResult:
-    """Stage every prepared chunk and apply the changes, as one target transaction. A failure
-    rolls it all back and leaves a `failed` row in ingest_run."""
+def load(engine: Engine, p: Plan, chunks: Iterable[Prepared], audit: Audit,
+         keys: Iterable[pd.Series] | None = None) -> DatasetResult:
+    """Stage every prepared chunk and apply the changes, as one target transaction; with
+    `keys` (the source's record IDs), also mark the unit's records the source no longer has.
+    A failure rolls it all back and leaves a `failed` row in ingest_run."""
     result = DatasetResult(p.mapping.name, p.mapping.unit.orgNo, p.tx_code, p.mode,
                            window=(p.since, p.until), message=p.message,
-                           mapping_hash=p.mapping.digest or None, dag_run_id=p.dag_run_id)
+                           mapping_hash=p.mapping.digest or None, dag_run_id=p.dag_run_id,
+                           key_columns=p.key_columns)
     target.ensure_schema(engine)
     try:
         with engine.connect() as conn, conn.begin():
-            _load(conn, p, chunks, audit, result)
+            _load(conn, p, chunks, audit, result, keys)
     except Exception as e:
         result.status = "failed"
         result.message = cap(str(e) if isinstance(e, EtlError) else f"{type(e).__name__}: {e}",
@@ -326,7 +366,7 @@ def load(engine: Engine, p: Plan, chunks: Iterable[Prepared], audit: Audit) -> D
 
 
 def _load(conn: Connection, p: Plan, chunks: Iterable[Prepared], audit: Audit,
-          result: DatasetResult) -> None:
+          result: DatasetResult, source_ids: Iterable[pd.Series] | None = None) -> None:
     ds, org = p.dataset, p.mapping.unit.orgNo
     loader = DatasetLoad(conn, ds, org)
     counts = result.counts
@@ -342,9 +382,13 @@ def _load(conn: Connection, p: Plan, chunks: Iterable[Prepared], audit: Audit,
         log.info("%s %s: %d rows staged", p.mapping.name, p.tx_code, counts.extracted)
     dropped = loader.dedupe()
     counts.duplicates = len(dropped)
-    by_type = loader.diff(full=p.mode == "full")
+    by_type = loader.diff(full=p.mode == "full", keys=source_ids)
     counts.inserted, counts.updated = by_type.get("I", 0), by_type.get("U", 0)
     counts.deleted, counts.vanished = by_type.get("D", 0), loader.vanished
+    result.swept = loader.swept
+    if counts.vanished and not p.allow_mass_delete:
+        _guard_mass_delete(p, counts.vanished, loader.active_count(),
+                           loader.swept if loader.swept is not None else counts.extracted)
     counts.rejected = loader.rejected_count()
     counts.skipped_deleted = loader.skipped_deleted_count()
     counts.unchanged = (loader.staged - counts.duplicates - counts.rejected - counts.inserted
@@ -366,6 +410,23 @@ def _load(conn: Connection, p: Plan, chunks: Iterable[Prepared], audit: Audit,
     _record_audit(conn, result, p.run_id, audit)
     result.status = "success"
     _insert_run(conn, result, p.run_id, p.now)
+
+
+def _guard_mass_delete(p: Plan, vanished: int, active: int, read: int) -> None:
+    """Refuse, before anything is written, to mark many records deleted on the source's word."""
+    if not mass_delete(vanished, active, read, p.rekeyed):
+        return
+    what = "keys" if p.mode == "incremental" else "rows"
+    share = "all" if vanished >= active else f"more than {MASS_DELETE_SHARE:.0%}"
+    raise MassDeleteRefused(
+        f"{p.mapping.path} [datasets.{p.tx_code}] the source returned {read:,} {what} where the "
+        f"target holds {active:,} active records of this unit: {vanished:,} ({share}) would be "
+        f"marked deleted (D), so nothing of this dataset was loaded. Check the source (an emptied "
+        f"table, a broken view, a wrong schema look like this); if it really lost them, confirm "
+        f"with `etl run {p.mapping.path} --tx {p.tx_code} --allow-mass-delete` or an Airflow run "
+        f"with the params units={p.mapping.name}, tx_codes={p.tx_code}, allow_mass_delete on "
+        f"(needed for more than {MASS_DELETE_SHARE:.0%} and at least {MASS_DELETE_MIN} records, "
+        f"or any when the source returns nothing)")
 
 
 KEY_CHARS = 500  # ingest_reject.sourceKey
@@ -445,7 +506,8 @@ def _run_row(result: DatasetResult, run_id: str, now: datetime) -> dict:
             "message": cap(result.message, RUN_MESSAGE_CHARS) if result.message else None,
             "startedAt": now, "endedAt": clock.now(),
             "dagRunId": result.dag_run_id, "host": provenance.host(), "osUser": provenance.os_user(),
-            "mappingHash": result.mapping_hash, "codeVersion": provenance.code_version()}
+            "mappingHash": result.mapping_hash, "codeVersion": provenance.code_version(),
+            "keyColumns": result.key_columns, "sweptKeys": result.swept}
 
 
 def _insert_run(conn: Connection, result: DatasetResult, run_id: str, now: datetime) -> None:

@@ -152,6 +152,10 @@ ingest_run = sa.Table(
     sa.Column("endedAt", sa.DateTime(timezone=True), nullable=True),
     *[sa.Column(name, sa.String(length), nullable=True, comment=comment)  # migration 0006
       for name, length, comment in RUN_AUDIT_COLUMNS],
+    sa.Column("keyColumns", sa.String(500), nullable=True,  # migration 0009
+              comment="the source key columns (JSON) records were identified by"),
+    sa.Column("sweptKeys", sa.Integer, nullable=True,
+              comment="source keys compared with the target to find hard deletes; null: none"),
     sa.Index("ix_ingest_run_unit", "orgNo", "txCode", "status"),
     sa.Index("ix_ingest_run_latest", "orgNo", "txCode", "status", "runKey"),  # freshness: 0005
     comment="one row per run and dataset: counts, mode, window (naive CST), status",

@@ -171,6 +171,11 @@ def _digest(values: pd.Series | pa.Array | pa.ChunkedArray, size: int) -> np.nda
     return out
 
 
+def record_ids(keys: pd.Series, org_no: str, tx_code: str) -> pd.Series:
+    """Each source key's record `ID` (`source_key` text): orgNo + txCode + its digest."""
+    return f"{org_no}{tx_code}" + pd.Series(_digest(keys, 16), index=keys.index, dtype=object)
+
+
 def add_identity(frame: pd.DataFrame, org_no: str, tx_code: str) -> pd.DataFrame:
     """`ID` = orgNo + txCode + digest of the source key: stable per source row, unique per unit
     (52 characters, within A.2's 64); `rowHash` = digest of the standard fields' values, joined
@@ -178,8 +183,7 @@ def add_identity(frame: pd.DataFrame, org_no: str, tx_code: str) -> pd.DataFrame
     Where the mapping collects attachments, their digests (`_media_sha256`) are digested too:
     a file changed under the same name changes the record; datasets without them hash as before."""
     ds = standard.dataset(tx_code)
-    prefix = f"{org_no}{tx_code}"
-    frame[ID] = prefix + pd.Series(_digest(frame[KEY], 16), index=frame.index, dtype=object)
+    frame[ID] = record_ids(frame[KEY], org_no, tx_code)
     names = [*ds.field_names, *([MEDIA_SHA] if MEDIA_SHA in frame.columns else [])]
     texts = [pa.array(frame[name].astype("string").fillna(NULL_MARK), type=pa.large_string())
              for name in names]

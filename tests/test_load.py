@@ -165,7 +165,7 @@ def test_units_do_not_touch_each_other(db_url, source, tmp_path, monkeypatch):
     run(db_url, a)
     run(db_url, b)
     write_source(source, "t_hidden_danger", [])
-    run(db_url, a)  # unit A's snapshot is now empty: only A's record becomes D
+    run(db_url, a, allow_mass_delete=True)  # unit A's snapshot is now empty: only A's record becomes D
     rows = rows_of(db_url, "hidden_danger")
     assert sorted((r["orgNo"], r["busType"]) for r in rows) == sorted(
         [(ORG_A, "D"), (org_no("91320506MA1W3L8P7"), "I")])
