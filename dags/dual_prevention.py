@@ -123,6 +123,12 @@ def _params(tx_codes: list[str]) -> dict[str, Param]:
             None, type=["null", "string"], title="Until",
             description="Window end (exclusive). Empty: the run's data interval end, or now.",
         ),
+        "allow_mass_delete": Param(
+            False, type="boolean", title="Allow mass delete",
+            description="Confirm that the sources really lost many records: without it, a "
+                        "dataset whose load would mark more than a fifth of a unit's active "
+                        "records (at least 10), or all of them, deleted fails and loads nothing.",
+        ),
         "units_per_shard": Param(
             None, type=["null", "integer"], minimum=1, title="Units per shard",
             description="Units each extract/transform/load task handles. Empty: "

@@ -254,11 +254,14 @@ class _Run:
     run_id: str
     mode: str
     now: datetime
+    choice: planning.Choice
+    header: MappingABC[str, Any]
 
     @classmethod
-    def of(cls, header: MappingABC[str, str]) -> _Run:
+    def of(cls, header: MappingABC[str, Any]) -> _Run:
         return cls(header["dag_id"], header["airflow_run_id"], header["run_id"], header["mode"],
-                   datetime.fromisoformat(header["now"]))
+                   datetime.fromisoformat(header["now"]), planning.Choice.of(header.get("choice")),
+                   header)
 
 
 def _plan_args(p) -> dict[str, Any]:
@@ -419,19 +422,28 @@ def _extract_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Ite
         p = pipeline.plan(engine, item.unit.validated(), item.tx, mode=run.mode,
                           since=planning.parse_moment(ds["since"], "since"),
                           until=planning.parse_moment(ds["until"], "until"),
-                          run_id=run.run_id, now=run.now, dag_run_id=run.airflow_run_id)
+                          scheduled=run.choice.scheduled, run_id=run.run_id, now=run.now,
+                          dag_run_id=run.airflow_run_id,
+                          allow_mass_delete=run.choice.allow_mass_delete)
     record = {"dataset": ds, "plan": _plan_args(p)}
     store.delete(item.prefix + "/")  # a retry starts clean
-    files, rows = [], 0
+    files, keys, rows, swept = [], [], 0, 0
     meta = _meta(run, item.unit, item.tx)
     with _in_project():
         for n, raw in enumerate(pipeline.extract_chunks(p, chunk_rows())):
             files.append(f"raw-{n:05d}.parquet")
             store.put_frame(_k(item.prefix, files[-1]), raw, meta)
             rows += len(raw)
+        if p.sweep:  # every key the source has now: the load marks the rest D
+            for n, ids in enumerate(pipeline.key_chunks(p, chunk_rows())):
+                keys.append(f"keys-{n:05d}.parquet")
+                store.put_frame(_k(item.prefix, keys[-1]), ids.to_frame(), meta)
+                swept += len(ids)
     window = f" window [{p.since}, {p.until})" if p.mode == "incremental" else ""
-    log.info("%s: %d source rows extracted (%s%s)", item.label, rows, p.mode, window)
-    return {**record, "state": "extracted", "raw": files, "rows": rows}
+    why = f"; {p.message}" if p.message else ""
+    log.info("%s: %d source rows extracted (%s%s%s)%s", item.label, rows, p.mode, window, why,
+             f"; {swept} keys to find hard deletes" if p.sweep else "")
+    return {**record, "state": "extracted", "raw": files, "rows": rows, "keys": keys}
 
 
 def _transform_item(store: staging.Store, run: _Run, item: _Item) -> dict[str, Any]:
@@ -458,8 +470,10 @@ def _transform_item(store: staging.Store, run: _Run, item: _Item) -> dict[str, A
 
 
 def _load_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Item):
-    """Load the prepared chunks in one target transaction, then drop the dataset's staging."""
+    """Load the prepared chunks (and, when the plan compares keys, the source's record IDs) in
+    one target transaction, then drop the dataset's staging."""
     from etl import pipeline
+    from etl.transform import ID
     from etl.clean import Audit
 
     p = _rebuild_plan(item.unit.validated(), item.record["plan"])
@@ -477,7 +491,11 @@ def _load_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Item):
                     store.get_frame(_k(item.prefix, findings_name), expect=meta))
         return chunks(), audit
 
-    result = pipeline.load_checked(engine, p, read)
+    def keys() -> Iterator[Any]:
+        for name in item.record.get("keys") or ():
+            yield store.get_frame(_k(item.prefix, name), expect=meta)[ID]
+
+    result = pipeline.load_checked(engine, p, read, keys if p.sweep else None)
     store.delete(item.prefix + "/")
     c = result.counts
     log.info("%s: %s; inserted %d, updated %d, deleted %d, unchanged %d, rejected %d", item.label,
@@ -485,30 +503,67 @@ def _load_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Item):
     return result
 
 
+def _refresh(engine: sa.Engine, store: staging.Store, ref: MappingABC[str, Any], run: _Run,
+             shard: planning.Shard, records: dict[str, Any]) -> tuple[planning.Shard, dict[str, Any]]:
+    """A retry takes fixes: each unit of the shard this run has not loaded yet is planned again
+    from its mapping file as it is now when the file changed since planning, or did not
+    validate then (`planning.replan`), and its earlier stages' records are dropped, so it is read
+    again from its source. The shard's plan is stored again for the stages after this one."""
+    loaded = _loaded(engine, run.run_id)
+    units, dropped = [], set()
+    with _in_project():
+        for unit in shard.units:
+            done = unit.datasets and all((unit.org_no, ds["tx"]) in loaded for ds in unit.datasets)
+            fresh = unit if done else planning.replan(run.choice, unit, cache_dir())
+            if fresh is not unit:
+                log.info("%s: its mapping file changed since the run was planned: %s", unit.name,
+                         f"planned again, {len(fresh.datasets)} dataset(s)" if not fresh.problems
+                         else f"not loaded: {fresh.problems[:300]}")
+                dropped.add(_unit_part(unit))
+            units.append(fresh)
+    if not dropped:
+        return shard, records
+    shard = planning.Shard(shard.index, shard.of, units)
+    store.put_json(_k(ref["prefix"], "plan.json"), planning.shard_dict(run.header, shard))
+    return shard, {k: v for k, v in records.items() if k.split("/", 1)[0] not in dropped}
+
+
 def _stage(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None, name: str,
            source: str | None, work) -> dict[str, Any]:
     """Run `work(engine, store, run, item)` for each of the shard's datasets that the previous
-    stage passed on, record failures and go on; store this stage's manifest."""
+    stage passed on, record failures and go on; store this stage's manifest. A retry (a try
+    after the first: Airflow's, or a person clearing the task) takes fixes (`_refresh`) and
+    runs failed datasets again from the source."""
     label = _label(context, ref["label"])
+    retry = _try_number(context) > 1
     with _airflow_errors(label), _target_and_store() as (engine, store):
         run, shard = _shard(store, ref)
         records = store.get_json(_k(ref["prefix"], source))["items"] if source else {}
+        if retry:
+            shard, records = _refresh(engine, store, ref, run, shard, records)
         out, done, failed = {}, 0, 0
         items = list(_items(shard, ref["prefix"], records))
         for n, item in enumerate(items, 1):
             if n % PROGRESS_EVERY == 0:
                 log.info("%s: %s %d of %d dataset(s), %d failed so far", label, name, n, len(items), failed)
-            if item.tx is None and source is None:  # the run record of an invalid mapping
-                out[item.id] = _fail_item(engine, run, item, "plan", MappingError([item.unit.problems]))
+            if item.tx is None:  # an invalid mapping: its run record, once
+                out[item.id] = item.record or _fail_item(engine, run, item, "plan",
+                                                         MappingError([item.unit.problems]))
                 continue
-            if item.tx is None or item.record.get("state") == "failed":
+            state = item.record.get("state")
+            if state == "failed" and not retry:
                 out[item.id] = item.record
                 continue
+            stage = name
             try:
+                if source is not None and state != "extracted":  # failed, or planned again
+                    stage = "extract"
+                    item.record = _extract_item(engine, store, run, item)
+                    stage = name
                 out[item.id] = work(engine, store, run, item)
                 done += 1
             except Exception as e:  # one unit's failure never stops the others
-                out[item.id] = _fail_item(engine, run, item, name, e)
+                out[item.id] = _fail_item(engine, run, item, stage, e)
                 failed += 1
         store.put_json(_k(ref["prefix"], f"{name}.json"), {"items": out})
     log.info("%s: %s %d dataset(s), %d failed", label, name, done, failed)
@@ -534,16 +589,25 @@ def load(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = N
     """Load every transformed dataset of the shard, unit after unit, each in its own target
     transaction; then fail, naming them, if any unit failed at any stage.
 
-    A retry (try 2 and later) skips what an earlier try loaded, loads what is staged, and for
-    datasets that failed transiently in extract or transform, runs those stages again first."""
+    A retry (try 2 and later: Airflow's, or a person clearing this task after a fix) skips what
+    an earlier try loaded, takes fixed mapping files (`_refresh`), and runs every dataset that
+    failed again from its source; only a load that failed because the target was away loads
+    what is staged."""
     label = _label(context, ref["label"])
     retry = _try_number(context) > 1
     results, failures = 0, []
     with _airflow_errors(label), _target_and_store() as (engine, store):
         run, shard = _shard(store, ref)
         records = store.get_json(_k(ref["prefix"], "transform.json"))["items"]
+        if retry:
+            try:  # what an earlier try of this task loaded or failed to
+                records = {**records, **store.get_json(_k(ref["prefix"], "load.json"))["items"]}
+            except staging.StagingMissing:
+                pass
+            shard, records = _refresh(engine, store, ref, run, shard, records)
         staged = {k.rsplit("/", 1)[0] for k in store.keys(ref["prefix"] + "/")}
         loaded = _loaded(engine, run.run_id)
+        out: dict[str, Any] = {}
         items = list(_items(shard, ref["prefix"], records))
         for n, item in enumerate(items, 1):
             if n % PROGRESS_EVERY == 0:
@@ -553,31 +617,42 @@ def load(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = N
                 failures.append((item.label, "plan", item.unit.problems, False))
                 continue
             state = item.record.get("state")
-            if state == "transformed" and item.prefix not in staged \
-                    and (item.unit.org_no, item.tx) in loaded:
+            if state == "loaded" or (state == "transformed" and item.prefix not in staged
+                                     and (item.unit.org_no, item.tx) in loaded):
                 log.info("%s: loaded by an earlier try", item.label)
+                out[item.id] = {**item.record, "state": "loaded"}
                 continue
-            if state == "failed" and not (retry and item.record.get("transient")):
+            if state == "failed" and not retry:
                 failures.append((item.label, item.record["stage"], item.record["message"],
                                  item.record["transient"]))
+                out[item.id] = item.record
                 continue
+            staged_ok = state == "transformed" or (
+                state == "failed" and item.record.get("stage") == "load"
+                and item.record.get("transient") and item.prefix in staged)
             stage = "extract"
             try:
-                if state == "failed":  # a retry: redo the stages it failed in
-                    log.info("%s: %s failed in an earlier try: running it again", item.label,
-                             item.record["stage"])
+                if not staged_ok:  # failed in an earlier try, or planned again: from the source
+                    if state == "failed":
+                        log.info("%s: %s failed in an earlier try: reading it again", item.label,
+                                 item.record["stage"])
                     item.record = _extract_item(engine, store, run, item)
                     stage = "transform"
                     item.record = _transform_item(store, run, item)
                 stage = "load"
                 _load_item(engine, store, run, item)
+                out[item.id] = {**item.record, "state": "loaded"}
                 results += 1
             except Exception as e:
                 if not getattr(e, "run_recorded", False):  # pipeline.load records its own
                     _fail_item(engine, run, item, stage, e)
-                failures.append((item.label, stage, _message(e)[:500], _is_transient(e)))
-                continue
-    out = {**ref, "loaded": results, "failed": [f"{lbl} ({stage})" for lbl, stage, *_ in failures[:200]]}
+                message, transient = _message(e)[:500], _is_transient(e)
+                failures.append((item.label, stage, message, transient))
+                out[item.id] = {**item.record, "state": "failed", "stage": stage,
+                                "transient": transient, "message": message}
+        store.put_json(_k(ref["prefix"], "load.json"), {"items": out})
+    out_ref = {**ref, "loaded": results,
+               "failed": [f"{lbl} ({stage})" for lbl, stage, *_ in failures[:200]]}
     if failures:
         names = ", ".join(lbl for lbl, *_ in failures[:5]) + (" …" if len(failures) > 5 else "")
         _label(context, f"{ref['label']} — failed: {names}")
@@ -587,10 +662,12 @@ def load(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = N
                   results, lines)
         with _airflow_errors(label):
             raise ShardFailed(f"{len(failures)} failed ({names}); {results} loaded"
-                              + ("; a retry redoes the failed ones" if transient else
-                                 "; these fail the same way on every try: fix them, then clear "
-                                 "this shard"), transient)
-    return out
+                              + ("; a retry reads them again" if transient else
+                                 "; these fail the same way on every try: fix them (mapping file, "
+                                 "source, or an environment variable: restart Airflow after "
+                                 "setting one), then clear this load task: it reads their mapping "
+                                 "files and sources again"), transient)
+    return out_ref
 
 
 def _loaded(engine: sa.Engine, run_id: str) -> set[tuple[str, str]]:

@@ -88,9 +88,56 @@ class RunPlan:
     mode: str
     now: str               # ISO, CST: the run's "today"
     shards: list[Shard]
+    choice: Choice = field(default_factory=lambda: Choice("daily"))
 
-    def header(self) -> dict[str, str]:
-        return {k: getattr(self, k) for k in ("dag_id", "airflow_run_id", "run_id", "mode", "now")}
+    def header(self) -> dict[str, Any]:
+        return {**{k: getattr(self, k) for k in HEADER}, "choice": asdict(self.choice)}
+
+
+HEADER = ("dag_id", "airflow_run_id", "run_id", "mode", "now")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """How a run chose each unit's datasets and windows: kept with the plan, so that a unit
+    whose mapping file was fixed after planning is planned again the same way (`replan`)."""
+
+    frequency: str
+    tx_codes: tuple[str, ...] = ()
+    since: str | None = None        # ISO, CST: the run-wide window, when it has one
+    until: str | None = None
+    tick_end: str | None = None     # the data interval's end, when the window is the interval
+    allow_mass_delete: bool = False
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether the windows are the run's data interval (a scheduled run or a backfill), not
+        one a person gave: such runs load a never-loaded dataset in full and fill gaps."""
+        return self.tick_end is not None
+
+    @classmethod
+    def of(cls, d: MappingABC[str, Any] | None) -> Choice:
+        return cls(**{**d, "tx_codes": tuple(d.get("tx_codes") or ())}) if d else cls("daily")
+
+    def datasets(self, mapping: Mapping) -> list[dict[str, str | None]]:
+        """The mapping's datasets this run ingests, with their windows, in txCode order."""
+        since, until = parse_moment(self.since, "since"), parse_moment(self.until, "until")
+        tick_end = parse_moment(self.tick_end, "tick_end")
+        chosen = []
+        for tx, spec in mapping.datasets.items():
+            freq = spec.frequency or standard.dataset(tx).frequency
+            if dag_frequency(freq) != self.frequency or (self.tx_codes and tx not in self.tx_codes):
+                continue
+            item_since, item_until = since, until
+            if self.frequency == "frequent":
+                period = _period_minutes(freq)
+                assert period is not None
+                if tick_end is not None:  # else: a manual run takes every override
+                    if int(tick_end.timestamp() // 60) % period:
+                        continue  # not due at this tick
+                    item_since, item_until = tick_end - timedelta(minutes=period), tick_end
+            chosen.append({"tx": tx, "since": _iso(item_since), "until": _iso(item_until)})
+        return chosen
 
 
 @lru_cache(maxsize=8)
@@ -100,12 +147,17 @@ def _rebuilt(path: str, digest: str, model: str | None, text: str | None) -> Map
 
 
 def shard_to_dict(plan: RunPlan, shard: Shard) -> dict[str, Any]:
-    return {**plan.header(), "index": shard.index, "of": shard.of, "label": shard.label,
+    return shard_dict(plan.header(), shard)
+
+
+def shard_dict(header: MappingABC[str, Any], shard: Shard) -> dict[str, Any]:
+    """A shard's part of the plan from the run's header (`shard_from_dict`'s) and its units."""
+    return {**header, "index": shard.index, "of": shard.of, "label": shard.label,
             "units": [asdict(u) for u in shard.units]}
 
 
-def shard_from_dict(d: MappingABC[str, Any]) -> tuple[dict[str, str], Shard]:
-    header = {k: d[k] for k in ("dag_id", "airflow_run_id", "run_id", "mode", "now")}
+def shard_from_dict(d: MappingABC[str, Any]) -> tuple[dict[str, Any], Shard]:
+    header = {**{k: d[k] for k in HEADER}, "choice": d.get("choice")}
     return header, Shard(d["index"], d["of"], [Unit(**u) for u in d["units"]])
 
 
@@ -231,6 +283,50 @@ def _raw_org_no(path: Path) -> str:
     return org if re.fullmatch(r"[0-9A-Z]{18}", org) else ""
 
 
+def replan(choice: Choice, unit: Unit, cache_dir: Path | None = None) -> Unit:
+    """A unit of a planned run as its mapping file says now, its datasets chosen as the run
+    chose them: what a retried task loads after someone fixed the file. The same `unit` when
+    the file did not change. A unit with problems, failing by name, when the file is gone or
+    invalid, names another orgNo than the run planned (data staged and recorded under one orgNo
+    must never load as another's: a new run loads it), or claims the orgNo of another file."""
+    path = Path(unit.path)
+    try:
+        mapping = load_mapping_cached(path, cache_dir)
+    except MappingError as e:
+        problem = (f"{unit.path}: the mapping file is gone since this run was planned: its unit "
+                   f"is not loaded by this run (a new run plans it where it is now)"
+                   if not path.exists() else str(e)[:4000])
+        return unit if problem == unit.problems else Unit(unit.name, unit.path, unit.org_no,
+                                                          problems=problem)
+    if unit.mapping is not None and mapping.digest == unit.mapping.get("digest"):
+        return unit
+    org = mapping.unit.orgNo
+    problem = ""
+    if unit.org_no and org != unit.org_no:
+        problem = (f"{path} [unit.orgNo] is now {org}, but this run planned the file as "
+                   f"{unit.org_no}: a new run loads it under its new orgNo")
+    elif unit.problems and (twin := _claimed_elsewhere(path, org, cache_dir)):
+        problem = (f"{path} [unit.orgNo] {org} is also the orgNo of {twin}: keep one mapping "
+                   f"file per unit")
+    if problem:
+        return unit if problem == unit.problems else Unit(unit.name, unit.path, unit.org_no,
+                                                          problems=problem)
+    return Unit(unit.name, unit.path, org, mapping_to_dict(mapping), datasets=choice.datasets(mapping))
+
+
+def _claimed_elsewhere(path: Path, org_no: str, cache_dir: Path | None) -> Path | None:
+    """Another mapping file of the folder naming the same orgNo, if any."""
+    for other in discover(path.parent):
+        if other == path:
+            continue
+        try:
+            if load_mapping_cached(other, cache_dir).unit.orgNo == org_no:
+                return other
+        except MappingError:
+            continue
+    return None
+
+
 def plan_run(frequency: str, *, mappings: Path, params: MappingABC[str, Any] | None = None,
              interval: tuple[datetime, datetime] | None = None, dag_id: str = "dual_prevention",
              run_id: str = "manual", now: datetime | None = None, slots: int = 16,
@@ -284,6 +380,8 @@ def plan_run(frequency: str, *, mappings: Path, params: MappingABC[str, Any] | N
             and not params.get("resume"):
         since, until = clock.to_cst(interval[0]), clock.to_cst(interval[1])
         tick_end = until
+    choice = Choice(frequency, tuple(wanted_tx), _iso(since), _iso(until), _iso(tick_end),
+                    bool(params.get("allow_mass_delete")))
 
     valid: list[tuple[Path, Mapping]] = []
     units: list[Unit] = []
@@ -298,20 +396,7 @@ def plan_run(frequency: str, *, mappings: Path, params: MappingABC[str, Any] | N
         if path in twins:
             units.append(Unit(path.stem, str(path), mapping.unit.orgNo, problems=twins[path]))
             continue
-        chosen = []
-        for tx, spec in mapping.datasets.items():
-            freq = spec.frequency or standard.dataset(tx).frequency
-            if dag_frequency(freq) != frequency or (wanted_tx and tx not in wanted_tx):
-                continue
-            item_since, item_until = since, until
-            if frequency == "frequent":
-                period = _period_minutes(freq)
-                assert period is not None
-                if tick_end is not None:  # else: a manual run takes every override
-                    if int(tick_end.timestamp() // 60) % period:
-                        continue  # not due at this tick
-                    item_since, item_until = tick_end - timedelta(minutes=period), tick_end
-            chosen.append({"tx": tx, "since": _iso(item_since), "until": _iso(item_until)})
+        chosen = choice.datasets(mapping)
         if chosen:
             units.append(Unit(path.stem, str(path), mapping.unit.orgNo, mapping_to_dict(mapping),
                               datasets=chosen))
@@ -331,7 +416,8 @@ def plan_run(frequency: str, *, mappings: Path, params: MappingABC[str, Any] | N
     shards = [s for s in shards if s.units]
     for s in shards:
         s.of = len(shards)
-    plan = RunPlan(dag_id, run_id, f"airflow__{dag_id}__{run_id}", mode, now.isoformat(), shards)
+    plan = RunPlan(dag_id, run_id, f"airflow__{dag_id}__{run_id}", mode, now.isoformat(), shards,
+                   choice)
     log.info("%s: %d unit(s), %d dataset(s), %d invalid mapping(s), in %d shard(s) of up to %d "
              "(%d parallel task slots)", frequency, len(units),
              sum(len(u.datasets) for u in units), sum(1 for u in units if u.problems),

@@ -171,8 +171,9 @@ def test_trigger_form_offers_optional_units_and_tx_codes_mode_resume_window_and_
     dag = dagbag().dags["dual_prevention_daily"]
     params = dag.params
     assert set(params.keys()) == {"units", "tx_codes", "mode", "resume", "since", "until",
-                                  "units_per_shard"}
+                                  "allow_mass_delete", "units_per_shard"}
     assert params["mode"] == "incremental" and params["resume"] is False
+    assert params["allow_mass_delete"] is False  # a mass delete is confirmed run by run
     assert params["units"] is None and params["tx_codes"] is None
     # the form marks a field required unless its type allows null: empty means all
     for name in ("units", "tx_codes", "since", "until", "units_per_shard"):
