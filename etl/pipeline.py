@@ -295,11 +295,12 @@ def prepare(raw: pd.DataFrame, p: Plan, audit: Audit) -> Prepared:
 def run_dataset(engine: Engine, mapping: Mapping, tx_code: str, *, mode: Mode = "full",
                 since: datetime | None = None, until: datetime | None = None,
                 run_id: str | None = None, now: datetime | None = None,
-                chunk_rows: int = extract.DEFAULT_CHUNK_ROWS,
+                chunk_rows: int = extract.DEFAULT_CHUNK_ROWS, scheduled: bool = False,
                 allow_mass_delete: bool = False) -> DatasetResult:
-    """Ingest one dataset of one unit in one process, streaming chunks through every stage."""
-    p = plan(engine, mapping, tx_code, mode=mode, since=since, until=until, run_id=run_id, now=now,
-             allow_mass_delete=allow_mass_delete)
+    """Ingest one dataset of one unit in one process, streaming chunks through every stage
+    (`plan` says what `scheduled` and `allow_mass_delete` change)."""
+    p = plan(engine, mapping, tx_code, mode=mode, since=since, until=until, scheduled=scheduled,
+             run_id=run_id, now=now, allow_mass_delete=allow_mass_delete)
 
     def read() -> tuple[Iterator[Prepared], Audit]:
         audit = Audit()
