@@ -173,7 +173,8 @@ def _digest(values: pd.Series | pa.Array | pa.ChunkedArray, size: int) -> np.nda
 
 def record_ids(keys: pd.Series, org_no: str, tx_code: str) -> pd.Series:
     """Each source key's record `ID` (`source_key` text): orgNo + txCode + its digest."""
-    return f"{org_no}{tx_code}" + pd.Series(_digest(keys, 16), index=keys.index, dtype=object)
+    return f"{org_no}{tx_code}" + pd.Series(_digest(keys, 16), index=keys.index, dtype=object,
+                                            name=ID)
 
 
 def add_identity(frame: pd.DataFrame, org_no: str, tx_code: str) -> pd.DataFrame:

@@ -306,7 +306,8 @@ def pg_target(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def _reference_run(mappings: Path, tx_codes: tuple[str, ...], since: datetime, until: datetime,
                    url: str) -> None:
-    """What `etl run --mode incremental --since --until` makes of the same sources."""
+    """What an in-process incremental run of the same scheduled window makes of the same
+    sources (a dataset never loaded is loaded in full, as on the schedule)."""
     from etl import orchestrate, pipeline, target
     from etl.mapping import discover, load_mapping
 
@@ -315,7 +316,7 @@ def _reference_run(mappings: Path, tx_codes: tuple[str, ...], since: datetime, u
         with orchestrate._in_project():
             for path in discover(mappings):
                 pipeline.run_mapping(engine, load_mapping(path), list(tx_codes), mode="incremental",
-                                     since=since, until=until)
+                                     since=since, until=until, scheduled=True)
     finally:
         engine.dispose()
 
@@ -402,19 +403,28 @@ def test_daily_dag_loads_its_window_from_postgres_and_mariadb_into_postgres_and_
     got = _run_and_compare(dagbag, "dual_prevention_daily", DAILY_RUN, timedelta(days=1), DAILY,
                            real_sources, pg_target, tmp_path, conf={"units_per_shard": 1})
     assert all(got[t] for t in ("risk_point", "hazard_source", "hidden_danger"))
-    # the window held: stale source rows were not read
-    extracted = _count(pg_target, 'SELECT SUM("extracted") FROM ingest_run')
-    assert 0 < extracted < 231  # 231 = every daily source row of both units
-    assert _count(pg_target, "SELECT COUNT(*) FROM ingest_run WHERE \"windowStart\" <> '2025-03-01 00:00:00'"
-                             " OR \"windowEnd\" <> '2025-03-02 00:00:00'") == 0
+    # never loaded: each dataset's first scheduled run loads its history, and says so
+    assert _count(pg_target, 'SELECT SUM("extracted") FROM ingest_run') == 231  # every daily row
+    assert _count(pg_target, "SELECT COUNT(*) FROM ingest_run WHERE \"mode\" = 'full' "
+                             "AND \"message\" LIKE 'first load%'") == 6
     assert not [p for p in staging.rglob("*") if p.is_file()]  # a successful run leaves no staging
 
     from airflow.sdk.log import _secrets_masker  # the target password was registered for masking
     assert TARGET_PASSWORD not in _secrets_masker().redact(f"url with {TARGET_PASSWORD} in it")
 
+    # the next day is incremental: its window (and lookback) only, stale source rows not read
+    runs = _count(pg_target, "SELECT COUNT(*) FROM ingest_run")
+    next_day = DAILY_RUN + timedelta(days=1)
+    _assert_all_succeeded(dagbag().dags["dual_prevention_daily"].test(logical_date=next_day))
+    new_runs = f'FROM ingest_run WHERE "runKey" > {runs}'
+    assert 0 < _count(pg_target, f'SELECT SUM("extracted") {new_runs}') < 231
+    assert _count(pg_target, f"SELECT COUNT(*) {new_runs} AND \"mode\" = 'incremental' AND "
+                             f"\"windowStart\" = '2025-03-02 00:00:00' AND "
+                             f"\"windowEnd\" = '2025-03-03 00:00:00'") == 6
+
     batches = _count(pg_target, "SELECT COUNT(*) FROM ingest_batch")
     runs = _count(pg_target, "SELECT COUNT(*) FROM ingest_run")
-    again = dagbag().dags["dual_prevention_daily"].test(logical_date=DAILY_RUN)
+    again = dagbag().dags["dual_prevention_daily"].test(logical_date=next_day)
     _assert_all_succeeded(again)
     assert _count(pg_target, "SELECT COUNT(*) FROM ingest_batch") == batches
     assert _count(pg_target, "SELECT COUNT(*) FROM ingest_run") == runs + 6
@@ -429,11 +439,9 @@ def test_weekly_dag_loads_from_postgres_and_mariadb_into_postgres(
                            real_sources, pg_target, tmp_path)
     assert all(got[t] for t in ("unit_info", "unit_dept", "unit_person", "safety_rule",
                                 "safety_training", "risk_gallery"))
-    # unit A has no updated_at on its weekly tables: full loads; unit B's are incremental
+    # unit A has no updated_at on its weekly tables, unit B's were never loaded: full loads
     modes = {(org, tx): mode for org, tx, mode, *_ in got["runs"]}
-    from etl.demo_data import ORG_A, ORG_B
-    assert {modes[(ORG_A, tx)] for tx in WEEKLY} == {"full"}
-    assert {modes[(ORG_B, tx)] for tx in WEEKLY} == {"incremental"}
+    assert set(modes.values()) == {"full"} and len(modes) == 12
     # the weekly DAG reconciled every dataset of both units (5.3) and kept the results
     kept = _count(pg_target, 'SELECT COUNT(DISTINCT "orgNo" || "txCode") FROM ingest_reconcile')
     assert kept == 18
