@@ -208,3 +208,34 @@ def pytest_configure(config: pytest.Config) -> None:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
     })
+
+
+# --- Airflow in this process (dag.test()) ---------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """A migrated Airflow metadata database (SQLite in the throwaway AIRFLOW_HOME)."""
+    from airflow.utils import db
+
+    db.initdb()
+
+
+@pytest.fixture
+def dagbag():
+    """Parse the DAGs folder (each test may set ETL_MAPPINGS_DIR first)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    def parse():
+        return DagBag(dag_folder=str(Path(__file__).resolve().parent.parent / "dags"))
+
+    return parse
+
+
+@pytest.fixture
+def staging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test's own staging folder and report site (never the project's var/)."""
+    folder = tmp_path / "staging"
+    monkeypatch.setenv("ETL_STAGING_DIR", str(folder))
+    monkeypatch.setenv("ETL_REPORTS_DIR", str(tmp_path / "report"))
+    return folder

@@ -1,0 +1,197 @@
+"""A unit's life on the schedule (issue 21), driven as Airflow drives it: the daily DAG's
+`dag.test()` over consecutive logical dates, every task in this process, into a SQLite target.
+
+Between two runs, as a collecting organisation lives it: a unit's mapping file is dropped into
+the folder, a dataset is added to a unit's mapping, a row is deleted at a unit's source, a
+source table is emptied by mistake. The next scheduled run must load the new unit's history,
+mark the deleted row D, and refuse to mark the emptied table's records until a person confirms.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+MAPPINGS = ROOT / "mappings"
+CST = ZoneInfo("Asia/Shanghai")
+# the demo sources' rows all changed before 2025-08: nothing falls in these days' windows
+DAY1 = datetime(2025, 9, 2, tzinfo=CST)   # the run for 1 September (CST)
+DAY2 = DAY1 + timedelta(days=1)
+DAY3 = DAY2 + timedelta(days=1)
+DAILY = ("06", "07", "09")
+
+
+@pytest.fixture
+def demo(tmp_path: Path, sqlite_url: str, staging: Path, monkeypatch: pytest.MonkeyPatch):
+    """The demo units' SQLite sources, an empty mappings folder the DAGs read, the target."""
+    from etl.demo_data import make_demo_sources
+
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    monkeypatch.setenv("ETL_MAPPINGS_DIR", str(folder))
+    monkeypatch.setenv("ETL_TARGET_URL", sqlite_url)
+    monkeypatch.delenv("AIRFLOW_CONN_ETL_TARGET", raising=False)
+    return folder, make_demo_sources(tmp_path / "demo")
+
+
+def _drop_in(folder: Path, name: str, unit: str, source: Path, without: tuple[str, ...] = ()) -> Path:
+    """A demo unit's mapping file, reading its own SQLite source, as an operator drops it in."""
+    import yaml
+
+    raw = yaml.safe_load((MAPPINGS / f"{unit}.yaml").read_text(encoding="utf-8"))
+    raw["source"] = {"url": f"sqlite:///{source}"}
+    for tx in without:
+        del raw["datasets"][tx]
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _source_sql(path: Path, sql: str) -> None:
+    with sqlite3.connect(path) as con:
+        con.execute(sql)
+
+
+def _runs(url: str, after: int = 0) -> list[dict]:
+    from etl import target
+
+    engine = target.connect(url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                sa.select(target.ingest_run).where(target.ingest_run.c.runKey > after)
+                .order_by(target.ingest_run.c.runKey))]
+    finally:
+        engine.dispose()
+
+
+def _last_key(url: str) -> int:
+    return max((r["runKey"] for r in _runs(url)), default=0)
+
+
+def _scalar(url: str, sql: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text(sql)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def _states(dr) -> dict[tuple[str, str | None], str]:
+    return {(ti.task_id, ti.rendered_map_index): str(ti.state) for ti in dr.get_task_instances()}
+
+
+def _ingested(dr) -> None:
+    """Every ingestion task succeeded (the freshness gate speaks for data, not for the run)."""
+    bad = {k: v for k, v in _states(dr).items() if v != "success" and k[0] != "freshness"}
+    assert not bad, bad
+
+
+def _source_count(path: Path, table: str) -> int:
+    with sqlite3.connect(path) as con:
+        return int(con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+@pytest.mark.airflow
+def test_a_unit_and_a_dataset_added_between_two_daily_runs_get_their_history_on_the_next(
+        airflow_db, dagbag, demo, sqlite_url: str) -> None:
+    from etl.demo_data import UNIT_A, UNIT_B
+
+    folder, made = demo
+    _drop_in(folder, "苏州电梯", UNIT_B, made[UNIT_B], without=("09",))
+    daily = dagbag().dags["dual_prevention_daily"]
+    _ingested(daily.test(logical_date=DAY1))
+    first = _runs(sqlite_url)
+    assert {(r["mapping"], r["txCode"], r["mode"]) for r in first} == {
+        ("苏州电梯", "06", "full"), ("苏州电梯", "07", "full")}
+    assert all(r["message"].startswith("first load") for r in first)
+    assert [r["extracted"] for r in first] == [_source_count(made[UNIT_B], "fxd_xx"),
+                                               _source_count(made[UNIT_B], "wxy_xx")]
+
+    # between the runs: a new unit's file dropped in, and 09 added to the first unit's mapping
+    _drop_in(folder, "南京化工", UNIT_A, made[UNIT_A])
+    _drop_in(folder, "苏州电梯", UNIT_B, made[UNIT_B])
+    before = _last_key(sqlite_url)
+    _ingested(daily.test(logical_date=DAY2))
+    second = {(r["mapping"], r["txCode"]): r for r in _runs(sqlite_url, before)}
+    assert {k: r["mode"] for k, r in second.items()} == {
+        ("南京化工", "06"): "full", ("南京化工", "07"): "full", ("南京化工", "09"): "full",
+        ("苏州电梯", "06"): "incremental", ("苏州电梯", "07"): "incremental",
+        ("苏州电梯", "09"): "full"}
+    assert second[("南京化工", "09")]["extracted"] == _source_count(made[UNIT_A], "t_hidden_danger")
+    assert second[("苏州电梯", "09")]["extracted"] == _source_count(made[UNIT_B], "yh_pc")
+    assert second[("苏州电梯", "06")]["extracted"] == 0  # nothing changed in its window
+    assert _scalar(sqlite_url, "SELECT COUNT(*) FROM hidden_danger") > 0
+
+    before = _last_key(sqlite_url)
+    _ingested(daily.test(logical_date=DAY3))
+    assert {r["mode"] for r in _runs(sqlite_url, before)} == {"incremental"}  # afterwards
+
+
+@pytest.mark.airflow
+def test_a_row_deleted_at_the_source_between_two_daily_runs_is_d_after_the_next(
+        airflow_db, dagbag, demo, sqlite_url: str) -> None:
+    from etl.demo_data import UNIT_B
+
+    folder, made = demo
+    _drop_in(folder, "苏州电梯", UNIT_B, made[UNIT_B])
+    daily = dagbag().dags["dual_prevention_daily"]
+    _ingested(daily.test(logical_date=DAY1))
+    hidden = _source_count(made[UNIT_B], "yh_pc")
+    with sqlite3.connect(made[UNIT_B]) as con:  # a hard delete: this ERP keeps no delete flag
+        gone = [r[0] for r in con.execute("SELECT yhbh FROM yh_pc ORDER BY yhbh LIMIT 2")]
+        con.execute(f"DELETE FROM yh_pc WHERE yhbh IN ({', '.join('?' * len(gone))})", gone)
+
+    before = _last_key(sqlite_url)
+    _ingested(daily.test(logical_date=DAY2))
+    run = next(r for r in _runs(sqlite_url, before) if r["txCode"] == "09")
+    assert (run["mode"], run["extracted"], run["deleted"], run["sweptKeys"]) == (
+        "incremental", 0, 2, hidden - 2)
+    assert _scalar(sqlite_url, "SELECT COUNT(*) FROM hidden_danger WHERE \"busType\" = 'D'") == 2
+    assert _scalar(sqlite_url, "SELECT COUNT(*) FROM ingest_batch WHERE \"busType\" = 'D'") == 1
+
+
+@pytest.mark.airflow
+def test_a_source_table_emptied_by_mistake_fails_its_dataset_and_marks_nothing_until_confirmed(
+        airflow_db, dagbag, demo, sqlite_url: str) -> None:
+    from etl.demo_data import UNIT_A, UNIT_B
+
+    folder, made = demo
+    _drop_in(folder, "苏州电梯", UNIT_B, made[UNIT_B])
+    _drop_in(folder, "南京化工", UNIT_A, made[UNIT_A])
+    daily = dagbag().dags["dual_prevention_daily"]
+    _ingested(daily.test(logical_date=DAY1))
+    active = "SELECT COUNT(*) FROM risk_point WHERE \"orgNo\" = '91320506MA1W3L8P7L' AND \"busType\" != 'D'"
+    points = _scalar(sqlite_url, active)
+    assert points > 10
+    _source_sql(made[UNIT_B], "DELETE FROM fxd_xx")  # a cleanup script run on the wrong table
+
+    before = _last_key(sqlite_url)
+    dr = daily.test(logical_date=DAY2)
+    states = _states(dr)
+    load = next(k for k in states if k[0] == "ingest.load")
+    assert states[load] == "failed" and "苏州电梯 06" in load[1]
+    assert str(dr.state) == "failed"
+    runs = {(r["mapping"], r["txCode"]): r for r in _runs(sqlite_url, before)}
+    refused = runs[("苏州电梯", "06")]
+    assert refused["status"] == "failed"
+    assert f"returned 0 keys where the target holds {points} active records" in refused["message"]
+    assert "allow_mass_delete" in refused["message"]
+    assert {k: r["status"] for k, r in runs.items() if k != ("苏州电梯", "06")} == dict.fromkeys(
+        [("南京化工", tx) for tx in DAILY] + [("苏州电梯", "07"), ("苏州电梯", "09")], "success")
+    assert _scalar(sqlite_url, active) == points  # nothing was marked
+
+    # a person checked: the unit really removed its risk points; a manual run confirms
+    before = _last_key(sqlite_url)
+    _ingested(daily.test(logical_date=DAY2 + timedelta(hours=1), run_conf={
+        "units": ["苏州电梯"], "tx_codes": ["06"], "allow_mass_delete": True}))
+    (run,) = _runs(sqlite_url, before)
+    assert (run["status"], run["deleted"]) == ("success", points)
+    assert _scalar(sqlite_url, active) == 0
