@@ -613,7 +613,9 @@ def load(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = N
             if n % PROGRESS_EVERY == 0:
                 log.info("%s: load %d of %d dataset(s), %d failed so far", label, n, len(items),
                          len(failures))
-            if item.tx is None:
+            if item.tx is None:  # invalid, or refused when planned again: its run record, once
+                out[item.id] = item.record or _fail_item(engine, run, item, "plan",
+                                                         MappingError([item.unit.problems]))
                 failures.append((item.label, "plan", item.unit.problems, False))
                 continue
             state = item.record.get("state")

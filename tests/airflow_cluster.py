@@ -4,6 +4,7 @@
                         env={"ETL_MAPPINGS_DIR": ..., "AIRFLOW_CONN_ETL_TARGET": ...}) as af:
         af.wait_for_dag("dual_prevention_daily")
         run_id = af.trigger("dual_prevention_daily", conf={"mode": "full"})
+        af.clear("dual_prevention_daily", run_id, [("ingest.load", 0)])  # Clear, with downstream
         assert af.wait_for_run("dual_prevention_daily", run_id, timeout=300) == "success", af.logs()
         states = [ti["state"] for ti in af.task_instances("dual_prevention_daily", run_id)]
 
@@ -360,6 +361,16 @@ class AirflowCluster:
         run = self.api.call("POST", f"/api/v2/dags/{quote(dag_id)}/dagRuns",
                             {"logical_date": logical_date, "conf": conf or {}})
         return str(run["dag_run_id"])
+
+    def clear(self, dag_id: str, run_id: str, task_ids: list[str | tuple[str, int]], *,
+              downstream: bool = True) -> list[dict[str, Any]]:
+        """Clear task instances of a run as the UI's "Clear Task Instance" does (with its
+        downstream tasks by default): the scheduler runs them again. The cleared instances."""
+        body = {"dag_run_id": run_id, "task_ids": [list(t) if isinstance(t, tuple) else t
+                                                   for t in task_ids],
+                "include_downstream": downstream, "only_failed": False, "dry_run": False}
+        cleared = self.api.call("POST", f"/api/v2/dags/{quote(dag_id)}/clearTaskInstances", body)
+        return list(cleared.get("task_instances", []))
 
     def create_connection(self, connection_id: str, **fields: Any) -> None:
         """An Airflow connection through the API (conn_type, host, port, login, password, schema...)."""

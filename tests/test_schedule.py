@@ -195,3 +195,81 @@ def test_a_source_table_emptied_by_mistake_fails_its_dataset_and_marks_nothing_u
     (run,) = _runs(sqlite_url, before)
     assert (run["status"], run["deleted"]) == ("success", points)
     assert _scalar(sqlite_url, active) == 0
+
+
+# --- fix, then clear the failed shard (a real scheduler) ------------------------------------------
+
+
+def _rewrite(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, old
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+@pytest.mark.airflow
+def test_fixing_a_failed_unit_then_clearing_its_shards_load_loads_it(tmp_path: Path) -> None:
+    """As an operator does it: a run fails naming its broken units; the operator fixes their
+    mapping files and clears the failed `ingest.load` (with its downstream tasks), as the
+    failure text says. The scheduler runs the load again: it reads the fixed files and loads
+    those units from their sources, leaves the unit it loaded alone, and refuses, by name, a unit
+    whose file now names another orgNo and one whose file is gone."""
+    from etl.demo_data import ORG_B, UNIT_A, UNIT_B, make_demo_sources
+    from helpers import org_no
+
+    try:
+        from airflow_cluster import AirflowCluster
+    except ImportError:  # tests/ became a package
+        from tests.airflow_cluster import AirflowCluster  # type: ignore[no-redef]
+
+    made = make_demo_sources(tmp_path / "demo")
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    _drop_in(folder, "苏州电梯", UNIT_B, made[UNIT_B])
+    nanjing = _drop_in(folder, "南京化工", UNIT_A, made[UNIT_A])
+    _rewrite(nanjing, "riskNo:", "riskNumber:")  # invalid: no such field
+    wuxi, changzhou, taizhou = (_drop_in(folder, name, UNIT_B, made[UNIT_B])
+                                for name in ("无锡机械", "常州电梯", "泰州锅炉"))
+    orgs = {wuxi: org_no("91320211MA1N2P3Q4"), changzhou: org_no("91320412MA1N2P3Q5"),
+            taizhou: org_no("91321202MA1N2P3Q6")}
+    for path, org in orgs.items():
+        _rewrite(path, ORG_B, org)
+        _rewrite(path, "table: yh_pc", "table: yh_pc_v2")  # no such table: fails at extract
+    _rewrite(changzhou, "riskNo:", "riskNumber:")          # and invalid too
+    target = tmp_path / "target.sqlite"
+    with AirflowCluster(tmp_path / "airflow", parallelism=4, env={
+            "ETL_MAPPINGS_DIR": str(folder), "ETL_STAGING_DIR": str(tmp_path / "staging"),
+            "ETL_REPORTS_DIR": str(tmp_path / "report"), "ETL_TARGET_URL": f"sqlite:///{target}",
+    }) as af:
+        af.wait_for_dag("dual_prevention_daily")
+        run_id = af.trigger("dual_prevention_daily", logical_date=DAY1)
+        assert af.wait_for_run("dual_prevention_daily", run_id, timeout=240) == "failed", af.logs()
+        (load,) = [t for t in af.task_instances("dual_prevention_daily", run_id)
+                   if t["task_id"] == "ingest.load"]
+        assert load["state"] == "failed"
+        for name in ("南京化工", "无锡机械", "常州电梯", "泰州锅炉"):
+            assert name in load["rendered_map_index"]
+        assert "then clear this load task" in af.task_log("dual_prevention_daily", run_id,
+                                                          "ingest.load", 0)
+
+        # the fixes: two files mended, one mended under another orgNo, one removed
+        _rewrite(nanjing, "riskNumber:", "riskNo:")
+        _rewrite(wuxi, "table: yh_pc_v2", "table: yh_pc")
+        _rewrite(changzhou, "riskNumber:", "riskNo:")
+        _rewrite(changzhou, orgs[changzhou], org_no("91320412MA1N2P3Q7"))
+        taizhou.unlink()
+        cleared = af.clear("dual_prevention_daily", run_id, [("ingest.load", 0)])
+        assert {t["task_id"] for t in cleared} >= {"ingest.load", "summarise"}
+        assert af.wait_for_run("dual_prevention_daily", run_id, timeout=240) == "failed", af.logs()
+
+    url = f"sqlite:///{target}"
+    runs = _runs(url)
+    ok = {(r["mapping"], r["txCode"]) for r in runs if r["status"] == "success"}
+    assert ok == {(u, tx) for u in ("苏州电梯", "南京化工", "无锡机械") for tx in DAILY} | {
+        ("泰州锅炉", "06"), ("泰州锅炉", "07")}  # its 09 failed, then its file was removed
+    assert sum(1 for r in runs if r["mapping"] == "苏州电梯") == 3  # loaded once, left alone
+    assert [r["mode"] for r in runs if r["mapping"] == "无锡机械" and r["txCode"] == "09"
+            and r["status"] == "success"] == ["full"]  # its first load, once it could be read
+    last = {r["mapping"]: r for r in runs if r["status"] == "failed"}
+    assert "is now 91320412MA1N2P3Q7" in last["常州电梯"]["message"]
+    assert "planned the file as " + orgs[changzhou] in last["常州电梯"]["message"]
+    assert "gone since this run was planned" in last["泰州锅炉"]["message"]
