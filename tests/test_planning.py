@@ -250,3 +250,60 @@ def test_a_province_of_10000_units_plans_into_a_bounded_number_of_small_tasks(
                              run_id="scheduled__2025-03-02T16:00:00+00:00", slots=32)
     assert [r["label"] for r in again] == [r["label"] for r in refs]
     assert len(list((tmp_path / "cache").glob("*.json"))) == 10_000
+
+
+# --- planning a unit again (a retry takes fixes) ------------------------------------------------
+
+
+def _planned(folder: Path, name: str) -> tuple[planning.RunPlan, planning.Unit]:
+    start, end = datetime(2025, 3, 1, tzinfo=CST), datetime(2025, 3, 2, tzinfo=CST)
+    plan = planning.plan_run("daily", mappings=folder, interval=(start, end),
+                             params={"tx_codes": ["06", "09"]})
+    return plan, next(u for s in plan.shards for u in s.units if u.name == name)
+
+
+def test_a_unit_is_planned_again_from_its_fixed_file_as_the_run_chose(tmp_path: Path) -> None:
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    (folder / "南京化工.yaml").write_text(BROKEN_MAPPING, encoding="utf-8")
+    plan, broken = _planned(folder, "南京化工")
+    choice = planning.Choice.of(plan.header()["choice"])
+    assert choice.scheduled and choice.tx_codes == ("06", "09")
+    assert planning.replan(choice, broken) is broken  # unchanged, still invalid: as planned
+
+    shutil.copy(MAPPINGS / "demo_jinling_chem.yaml", folder / "南京化工.yaml")
+    fixed = planning.replan(choice, broken)
+    assert not fixed.problems and fixed.org_no == broken.org_no == "91320115MA1R7KX30X"
+    assert [d["tx"] for d in fixed.datasets] == ["06", "09"]  # the run's tx_codes, its window
+    assert {d["since"] for d in fixed.datasets} == {"2025-03-01T00:00:00+08:00"}
+    assert planning.replan(choice, fixed) is fixed
+
+
+def test_planning_again_refuses_a_file_gone_or_naming_another_org_no(tmp_path: Path) -> None:
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    path = folder / "苏州电梯.yaml"
+    shutil.copy(MAPPINGS / "demo_suzhou_lift.yaml", path)
+    plan, unit = _planned(folder, "苏州电梯")
+    choice = planning.Choice.of(plan.header()["choice"])
+
+    other = "91320506MA1W3L8P8" + uscc.calc_check_digit("91320506MA1W3L8P8")
+    path.write_text(path.read_text(encoding="utf-8").replace("91320506MA1W3L8P7L", other), encoding="utf-8")
+    moved = planning.replan(choice, unit)
+    assert moved.datasets == [] and moved.org_no == unit.org_no
+    assert f"is now {other}, but this run planned the file as 91320506MA1W3L8P7L" in moved.problems
+
+    path.unlink()
+    gone = planning.replan(choice, unit)
+    assert "gone since this run was planned" in gone.problems and gone.datasets == []
+
+
+def test_a_file_invalid_when_planned_is_refused_if_another_file_holds_its_org_no(tmp_path: Path) -> None:
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    (folder / "a.yaml").write_text(BROKEN_MAPPING, encoding="utf-8")
+    plan, broken = _planned(folder, "a")
+    shutil.copy(MAPPINGS / "demo_jinling_chem.yaml", folder / "b.yaml")  # the same orgNo
+    shutil.copy(MAPPINGS / "demo_jinling_chem.yaml", folder / "a.yaml")
+    refused = planning.replan(planning.Choice.of(plan.header()["choice"]), broken)
+    assert "is also the orgNo of" in refused.problems and "b.yaml" in refused.problems
