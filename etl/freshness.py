@@ -177,7 +177,7 @@ def statuses(engine: Engine, mappings: Sequence[Mapping | InvalidMapping],
     """Every unit × every dataset its mapping maps, with its status; a mapping that does not
     load is one row (tx_code "", failing, its problem); a unit known only from the target
     (its mapping file gone) is listed with mapping "". Three statements in all, and a stat per
-    mapping file and template.
+    mapping file with a dataset never loaded, and per template it extends.
 
     failing: the last run failed; pending: no successful run yet, and the mapping appeared
     (`appeared`) less than the dataset's period plus `grace` (`default_grace` when None) ago;
@@ -222,7 +222,8 @@ def statuses(engine: Engine, mappings: Sequence[Mapping | InvalidMapping],
             continue
         org = m.unit.orgNo
         claimed.add(org)
-        since = appeared(m, templates)
+        # a stat only for a unit with a dataset never loaded: once all loaded, its age is moot
+        since = appeared(m, templates) if any((org, tx) not in successes for tx in m.datasets) else None
         for tx, spec in m.datasets.items():
             frequency = spec.frequency or standard.dataset(tx).frequency
             out.append(status_of(m.name, org, m.unit.comName, tx, frequency, since))
