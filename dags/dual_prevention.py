@@ -9,6 +9,7 @@ unit in `mappings/` (`ETL_MAPPINGS_DIR`). A new file is picked up by the next ru
 | `dual_prevention_daily` | every day at 00:00, for the day before | the standard's daily txCodes 06, 07, 09 |
 | `dual_prevention_weekly` | Mondays at 00:00, for the week before | the weekly txCodes 01, 02, 03, 04, 05, 08 |
 | `dual_prevention_frequent` | every 5 minutes | datasets a mapping sets to `frequency: hourly` or `Nmin` |
+| `dual_prevention_freshness` | daily at 08:00, and after every daily or weekly run | checks timeliness (4.2, 5.4); loads nothing |
 
 A mapping's `frequency:` moves a dataset from its standard DAG to another one.
 
@@ -23,8 +24,19 @@ the run's table from the target's run records and fails the run when any dataset
 
 **After the loads**, whatever they did: the weekly DAG's `reconcile` compares each shard's units
 with the target (5.3) and keeps the results (before `summarise`); in the daily and weekly DAGs,
-`report` then refreshes the report site (`ETL_REPORTS_DIR`, default `var/report/`); `freshness` fails when any unit's dataset
-is late, failing or never loaded, so Airflow's alerting (email, callbacks) fires.
+`report` then refreshes the report site (`ETL_REPORTS_DIR`, default `var/report/`) and updates
+the asset `dual_prevention_ingestion`. `report` is a teardown: it runs whatever the loads did and
+leaves the run's state to `summarise`, so an ingestion run is red exactly when its own work failed.
+
+**Timeliness** is `dual_prevention_freshness`'s: its one task fails, naming them, when any
+unit's dataset is late, failing or never loaded; a dataset never loaded whose mapping appeared
+less than a period plus a grace ago is *pending first load*, not late. It runs at 08:00 (so a
+paused or stuck ingestion is noticed too) and after each update of the asset. Attach alerting
+(`on_failure_callback`, notifiers) to it. A DAG of its own because a DAG run's state is what the
+UI colours and the REST API and alerting read: a red ingestion run means "ingestion broke", a red
+freshness run "data is late". Airflow 3 has no SLA misses, and its deadline alerts time a DAG
+run, not the age of a unit's data; assets are how Airflow 3 runs one DAG after another's data
+changed.
 
 **Windows.** Scheduled runs and backfills read rows changed within their data interval
 (incremental; datasets without `updated_at` are loaded in full). A manual trigger takes the form's
@@ -41,7 +53,10 @@ from pathlib import Path
 
 import pendulum
 from airflow.sdk import (
+    Asset,
+    AssetOrTimeSchedule,
     CronDataIntervalTimetable,
+    CronTriggerTimetable,
     Param,
     TriggerRule,
     dag,
@@ -69,6 +84,13 @@ SCHEDULES = {
     "weekly": ("0 0 * * 1", "the standard's weekly datasets (01-05, 08), for the week before",
                ["01", "02", "03", "04", "05", "08"]),
 }
+
+# updated by the daily and weekly runs' `report` task after every run, whatever the loads did:
+# the target's bookkeeping (ingest_run) changed, so timeliness is worth checking again
+INGESTED = Asset(name="dual_prevention_ingestion", uri="x-dual-prevention://target/ingest_run",
+                 group="dual-prevention")
+# the timeliness check also runs once a day (CST) whatever ran: a paused DAG makes no event
+FRESHNESS_CRON = "0 8 * * *"
 
 DEFAULT_ARGS = {
     "owner": "dual-prevention",
@@ -192,28 +214,48 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
 
             return orchestrate.reconcile(ref, get_current_context())
 
-        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+        @task(retries=0, outlets=[INGESTED])
         def report() -> str:
             from etl import orchestrate
 
             return orchestrate.build_report(get_current_context())
-
-        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
-        def freshness() -> dict:
-            from etl import orchestrate
-
-            return orchestrate.check_freshness(get_current_context())
 
         shards = plan()
         loaded = ingest.expand(shard=shards)
         summary = summarise(shards, loaded)
         if frequency == "weekly":  # before summarise, which removes a successful run's staging
             loaded >> reconcile.expand(ref=shards) >> summary
-        if frequency in ("daily", "weekly"):  # the report site and the timeliness gate (4.2, 5.3)
-            summary >> report() >> freshness()
+        if frequency in ("daily", "weekly"):  # the report site (5.3); its asset wakes freshness
+            # a teardown runs whatever the work did and leaves the run's state to summarise: an
+            # ALL_DONE leaf that succeeds would make a run whose loads failed green
+            summary >> report().as_teardown()
 
     return ingestion()
 
 
+@dag(
+    dag_id="dual_prevention_freshness",
+    description="Dual prevention timeliness (4.2, 5.4): fails, naming them, when units' datasets "
+                "are late, failing or never loaded",
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(FRESHNESS_CRON, timezone=TIMEZONE),
+                                 assets=INGESTED),
+    start_date=pendulum.datetime(2025, 1, 1, tz=TIMEZONE),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["dual-prevention", "etl", "freshness"],
+    doc_md=__doc__,
+)
+def timeliness():
+    @task(retries=0)  # a late unit stays late on a retry; the next run comes with the next event
+    def freshness() -> dict:
+        from etl import orchestrate
+
+        return orchestrate.check_freshness(get_current_context())
+
+    freshness()
+
+
 for _frequency, (_cron, _summary, _tx_codes) in sorted(SCHEDULES.items()):
     build(_frequency, _cron, _summary, _tx_codes)
+timeliness()

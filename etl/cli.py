@@ -130,11 +130,14 @@ def _parser() -> argparse.ArgumentParser:
                            "frequency (5.4, or the mapping's frequency:), last successful load and "
                            "status: failing (the last run failed), late (older than its period plus "
                            "a grace: daily 6 h, weekly 1 day, frequent one period; "
-                           "ETL_FRESHNESS_GRACE_HOURS sets one for all), never loaded, on time.")
+                           "ETL_FRESHNESS_GRACE_HOURS sets one for all), never loaded, pending "
+                           "(never loaded, but its mapping file or a template it extends changed "
+                           "less than a period plus the grace ago: not due yet), on time.")
     fresh.add_argument("--mappings-dir", default="mappings", help="folder of mapping files (default: mappings)")
     fresh.add_argument("--target", help=target_help)
     fresh.add_argument("--fail-late", action="store_true",
-                       help="exit 1 when a mapped unit's dataset is late, failing or never loaded")
+                       help="exit 1 when a mapped unit's dataset is late, failing or never "
+                            "loaded (pending ones are not due yet: exit 0)")
     fresh.add_argument("--json", action="store_true", help="print the statuses as JSON")
 
     rep = sub.add_parser("report", help="build the report site (overview, unit pages, reconciliation)",

@@ -222,8 +222,8 @@ def reconcile(path: Path, *, tx_codes: list[str] | None = None, target_url: str 
 
 def freshness(*, mappings_dir: Path = Path("mappings"), target_url: str | None = None,
               fail_late: bool = False, as_json: bool = False) -> int:
-    """Every unit's datasets on time, late, failing or never loaded; with `fail_late`, 1 when
-    any mapped unit's dataset is not on time."""
+    """Every unit's datasets on time, late, failing, never loaded or pending; with `fail_late`,
+    1 when any mapped unit's dataset needs attention (`freshness.needs_attention`)."""
     import json
 
     from etl import freshness as fr

@@ -4,12 +4,16 @@ Read from the target's bookkeeping (`ingest_run`) and the mapping files: the map
 units and datasets are expected and how often (the standard's 5.4, or a dataset's
 `frequency:`); the runs say when each last loaded. A few GROUP BY statements answer for every
 unit at once, so thousands of units cost what one does.
+
+Freshness speaks about data, not about the deployment: a dataset nobody could have loaded yet
+(its mapping appeared less than a period and a grace ago) is `pending`, not late. The mapping's
+age is its file's modification time, and its templates' (a stat per file, each template once).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,9 +26,9 @@ from etl.errors import ConfigError, MappingError
 from etl.mapping import Mapping, discover, load_mapping_cached
 from etl.planning import _period_minutes
 
-STATUSES = ("on_time", "late", "failing", "never")
+STATUSES = ("on_time", "late", "failing", "never", "pending")
 #: How the terminal and the report order statuses: what needs attention first.
-ORDER = ("failing", "late", "never", "on_time")
+ORDER = ("failing", "late", "never", "pending", "on_time")
 GRACE_ENV = "ETL_FRESHNESS_GRACE_HOURS"
 
 
@@ -38,8 +42,9 @@ class DatasetStatus:
     last_success: datetime | None   # startedAt of the last successful ingest_run (aware, CST):
                                     # the moment its data is as of (its run's `now`)
     last_run: datetime | None
-    status: str           # "on_time" | "late" | "failing" | "never"
-    message: str | None   # the last failed run's message (already masked in the table), when failing
+    status: str           # "on_time" | "late" | "failing" | "never" | "pending" (first load not yet due)
+    message: str | None   # failing: the last failed run's message (already masked in the table);
+                          # pending: when the first load is due
     records: int          # active records of this unit in the dataset table (busType != 'D')
     rejected: int         # rejected rows in the last successful run
     extracted: int        # extracted rows in the last successful run
@@ -105,6 +110,38 @@ def default_grace(frequency: str) -> timedelta:
     return period(frequency)
 
 
+def allowed(frequency: str, grace: timedelta | None = None) -> timedelta:
+    """How long after its last load (or after its mapping appeared) a dataset may go without
+    one: its period plus `grace` (`default_grace` when None)."""
+    return period(frequency) + (grace if grace is not None else default_grace(frequency))
+
+
+def _mtime(path: Path) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, clock.CST)
+    except OSError:
+        return None
+
+
+def appeared(m: Mapping, seen: MutableMapping[Path, datetime | None] | None = None) -> datetime | None:
+    """When the unit's mapping took its present form (CST): the newest modification time of its
+    file and of every template it extends, since either may have added the dataset. None when
+    the unit's file cannot be read any more (nothing is then pending). A province's units share
+    a few templates: `seen` keeps each template's time, so each is stat'ed once per call."""
+    own = _mtime(m.path)
+    if own is None:
+        return None
+    seen = {} if seen is None else seen
+    newest = own
+    for rel, _sha in m.templates:  # relative to the unit's folder, as etl.templates resolved them
+        path = Path(os.path.normpath(m.path.parent / rel))
+        if path not in seen:
+            seen[path] = _mtime(path)
+        if (moment := seen[path]) is not None and moment > newest:
+            newest = moment
+    return newest
+
+
 def _aware(moment: datetime | None) -> datetime | None:
     """A run's time as CST: SQLite and MariaDB hand back naive values, written as CST instants
     (naive on MariaDB: the server's zone is not ours to trust, the loader writes CST)."""
@@ -139,17 +176,21 @@ def statuses(engine: Engine, mappings: Sequence[Mapping | InvalidMapping],
              now: datetime | None = None, grace: timedelta | None = None) -> list[DatasetStatus]:
     """Every unit × every dataset its mapping maps, with its status; a mapping that does not
     load is one row (tx_code "", failing, its problem); a unit known only from the target
-    (its mapping file gone) is listed with mapping "". Three statements in all.
+    (its mapping file gone) is listed with mapping "". Three statements in all, and a stat per
+    mapping file with a dataset never loaded, and per template it extends.
 
-    failing: the last run failed; never: no successful run; late: the last success is older
-    than the dataset's period plus `grace` (`default_grace` when None); else on_time."""
+    failing: the last run failed; pending: no successful run yet, and the mapping appeared
+    (`appeared`) less than the dataset's period plus `grace` (`default_grace` when None) ago;
+    never: no successful run, and past that; late: the last success is older than the period
+    plus the grace; else on_time."""
     now = clock.to_cst(now or clock.now())
     target.ensure_schema(engine)
     with engine.connect() as conn:
         runs, successes = _latest_runs(conn)
         counts = _record_counts(conn)
 
-    def status_of(mapping: str, org: str, name: str, tx: str, frequency: str) -> DatasetStatus:
+    def status_of(mapping: str, org: str, name: str, tx: str, frequency: str,
+                  since: datetime | None = None) -> DatasetStatus:
         run, ok = runs.get((org, tx)), successes.get((org, tx))
         last_success = _aware(ok.startedAt) if ok else None
         last_run = _aware(run.startedAt) if run else None
@@ -157,9 +198,12 @@ def statuses(engine: Engine, mappings: Sequence[Mapping | InvalidMapping],
         if run is not None and run.status == "failed":
             status, message = "failing", run.message
         elif ok is None:
-            status = "never"
-        elif last_success is None or now - last_success > period(frequency) + (
-                grace if grace is not None else default_grace(frequency)):
+            due = since + allowed(frequency, grace) if since is not None else None
+            if due is not None and now < due:
+                status, message = "pending", f"first load due by {due:%Y-%m-%d %H:%M} CST"
+            else:
+                status = "never"
+        elif last_success is None or now - last_success > allowed(frequency, grace):
             status = "late"
         else:
             status = "on_time"
@@ -169,6 +213,7 @@ def statuses(engine: Engine, mappings: Sequence[Mapping | InvalidMapping],
 
     out: list[DatasetStatus] = []
     claimed: set[str] = set()
+    templates: dict[Path, datetime | None] = {}
     for m in mappings:
         if isinstance(m, InvalidMapping):
             claimed.add(m.org_no)
@@ -177,9 +222,11 @@ def statuses(engine: Engine, mappings: Sequence[Mapping | InvalidMapping],
             continue
         org = m.unit.orgNo
         claimed.add(org)
+        # a stat only for a unit with a dataset never loaded: once all loaded, its age is moot
+        since = appeared(m, templates) if any((org, tx) not in successes for tx in m.datasets) else None
         for tx, spec in m.datasets.items():
             frequency = spec.frequency or standard.dataset(tx).frequency
-            out.append(status_of(m.name, org, m.unit.comName, tx, frequency))
+            out.append(status_of(m.name, org, m.unit.comName, tx, frequency, since))
     for org, tx in sorted(set(runs) | set(successes)):
         if org in claimed or tx not in standard.BY_TX_CODE:
             continue  # mapped above; or a unit's failure recorded without a dataset
@@ -188,12 +235,13 @@ def statuses(engine: Engine, mappings: Sequence[Mapping | InvalidMapping],
 
 
 def sort_key(s: DatasetStatus) -> tuple:
-    """Failing, late, never, on time; then by unit and dataset."""
+    """Failing, late, never, pending, on time; then by unit and dataset."""
     return ORDER.index(s.status), s.mapping or "~", s.org_no, s.tx_code
 
 
 def needs_attention(s: DatasetStatus) -> bool:
-    """What `etl freshness --fail-late` fails on: a mapped unit's dataset that is late, failing
-    or never loaded. Units known only from the target (mapping removed) are listed, not counted:
+    """What `etl freshness --fail-late` and the freshness DAG fail on: a mapped unit's dataset
+    that is late, failing or never loaded. Pending ones are not due yet: a fresh deployment is
+    not an alarm. Units known only from the target (mapping removed) are listed, not counted:
     nobody expects them to deliver."""
-    return bool(s.mapping) and s.status != "on_time"
+    return bool(s.mapping) and s.status not in ("on_time", "pending")

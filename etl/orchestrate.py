@@ -782,8 +782,10 @@ def build_report(context: MutableMapping[str, Any] | None = None) -> str:
 
 @private.private_files
 def check_freshness(context: MutableMapping[str, Any] | None = None) -> dict[str, int]:
-    """Every unit's datasets on time, late, failing or never loaded (4.2, 5.4); fail, so that
-    Airflow's alerting fires, when any mapped unit's dataset is not on time."""
+    """Every unit's datasets on time, late, failing, never loaded or pending (4.2, 5.4), as of
+    now: the data's age is the question, whenever the run was scheduled. Fail, so that the
+    freshness DAG's alerting fires, when any mapped unit's dataset is late, failing or never
+    loaded; a pending one (first load not due yet) is not an alarm."""
     from etl import freshness, report
 
     with _target_and_store() as (engine, _store):
@@ -795,6 +797,6 @@ def check_freshness(context: MutableMapping[str, Any] | None = None) -> dict[str
         from airflow.sdk.exceptions import AirflowFailException
 
         names = ", ".join(f"{s.mapping or s.org_no} {s.tx_code} {s.status}" for s in bad[:20])
-        raise AirflowFailException(f"{len(bad)} dataset(s) not on time: {names}"
+        raise AirflowFailException(f"{len(bad)} dataset(s) late, failing or never loaded: {names}"
                                    f"{' …' if len(bad) > 20 else ''}; see the report site")
     return counts

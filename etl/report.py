@@ -114,13 +114,13 @@ def _when(moment) -> str:
 
 def freshness(statuses: Sequence) -> str:
     """The `etl freshness` table (`etl.freshness.DatasetStatus` rows, in the order given)
-    and a count line."""
+    and a count line (pending: never loaded, first load not yet due)."""
     rows = [[s.mapping, s.org_no, s.com_name, s.tx_code, s.frequency, _when(s.last_success),
              s.status, s.records, s.rejected, s.extracted,
              " ".join((s.message or "").split())[:120]] for s in statuses]
     counts = Counter(s.status for s in statuses)
     line = ", ".join(f"{counts.get(k, 0)} {k.replace('_', ' ')}" for k in
-                     ("failing", "late", "never", "on_time"))
+                     ("failing", "late", "never", "pending", "on_time"))
     return "\n".join([table(["unit", "orgNo", "name", "tx", "frequency", "last success (CST)",
                              "status", "records", "rejected", "extracted", "message"], rows),
                       f"{len(statuses)} dataset(s): {line}"])

@@ -44,7 +44,8 @@ DETAILS_SHOWN = 200    # reconciliation entries listed per list
 PAGE_ROWS = 100        # the overview's rows per page
 MEDIA_SHOWN = 2000     # attachments listed on a unit page
 
-STATUS_LABEL = {"on_time": "on time", "late": "late", "failing": "failing", "never": "never loaded"}
+STATUS_LABEL = {"on_time": "on time", "late": "late", "failing": "failing", "never": "never loaded",
+                "pending": "pending first load"}
 
 #: What a unit does about a rule, beside the rule's own message.
 FIX = {
@@ -206,7 +207,7 @@ body{font:14px/1.45 system-ui,"Noto Sans CJK SC","Microsoft YaHei",sans-serif;ma
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.on_time{color:#1a7f37}.late{color:#b35900;font-weight:600}.failing{color:#c62828;font-weight:600}.never{color:#777}
+.on_time{color:#1a7f37}.late{color:#b35900;font-weight:600}.failing{color:#c62828;font-weight:600}.never{color:#777}.pending{color:#4a78c2;font-style:italic}
 .agree{color:#1a7f37}.differ,.failed{color:#c62828;font-weight:600}
 .summary span{display:inline-block;margin-right:1.2em}.muted{color:#777}.msg{max-width:40em;word-break:break-word}
 th[data-key]{cursor:pointer}th[data-key]:hover{background:#e8e8e8}
@@ -249,7 +250,7 @@ def overview_data(statuses: Sequence, now: datetime) -> dict:
                      s.records, rate])
     counts = {k: sum(1 for s in statuses if s.status == k) for k in STATUS_LABEL}
     return {"units": units, "rows": rows, "labels": STATUS_LABEL, "counts": counts,
-            "pageRows": PAGE_ROWS, "builtAt": _when(now)}
+            "order": list(freshness.ORDER), "pageRows": PAGE_ROWS, "builtAt": _when(now)}
 
 
 _OVERVIEW_JS = r"""
@@ -262,7 +263,7 @@ var COLS=[["name",function(r){return U[r[0]][0];}],["orgNo",function(r){return U
  ["last",function(r){return r[4];}],["status",function(r){return r[5];}],
  ["records",function(r){return r[7];}],["rate",function(r){return r[8]===null?-1:r[8];}]];
 var state={q:"",status:"",sort:"status",dir:1,page:0}, view=R;
-var ORDER={failing:0,late:1,never:2,on_time:3};
+var ORDER={}; D.order.forEach(function(k,i){ORDER[k]=i;});  // etl.freshness.ORDER
 function key(name){for(var i=0;i<COLS.length;i++){if(COLS[i][0]===name){return COLS[i][1];}}}
 function cmp(a,b){
   var f=key(state.sort), x=f(a), y=f(b);
@@ -340,6 +341,8 @@ def overview_html(statuses: Sequence, now: datetime) -> str:
             f'<table id="overview"><thead><tr>{thead}</tr></thead><tbody id="rows"></tbody></table>'
             f'<noscript>This table needs JavaScript; the unit pages do not.</noscript>'
             f'<p class="muted">Late: no successful load within the dataset\'s period plus a grace. '
+            f'Pending first load: never loaded, and its mapping (or a template it extends) changed '
+            f'less than a period plus a grace ago, so the first load is not due yet. '
             f'Reject rate: rejected / extracted rows of the last successful load.</p>'
             f'<script type="application/json" id="data">{_json_for_script(data)}</script>'
             f"<script>{_OVERVIEW_JS}</script>")

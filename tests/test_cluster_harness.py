@@ -55,11 +55,9 @@ def _run_one_unit(cluster: AirflowCluster, unit: Unit) -> tuple[str, list[dict[s
     state = cluster.wait_for_run(DAG_ID, run_id, timeout=RUN_TIMEOUT)
     tis = cluster.task_instances(DAG_ID, run_id)
     states = sorted((t["task_id"], t["map_index"], t["state"]) for t in tis)
-    # every task succeeds but the timeliness gate, which fails the run on purpose: the unit's
-    # other datasets were never loaded
-    assert state == "failed", f"{states}\n{cluster.logs()}"
-    assert tis and {(t["task_id"], t["state"]) for t in tis if t["state"] not in ("success", "skipped")} \
-        == {("freshness", "failed")}, states
+    # every task succeeds: the unit's other datasets' timeliness is the freshness DAG's to say
+    assert state == "success", f"{states}\n{cluster.logs()}"
+    assert tis and all(t["state"] in ("success", "skipped") for t in tis), states
     assert cluster.run(DAG_ID, run_id)["conf"] == conf
     for ti in tis:  # every log that exists is readable through the API, e.g. a mapped one
         if ti["state"] == "success":

@@ -1,5 +1,6 @@
 """The Airflow DAGs (dags/dual_prevention.py) and their task bodies (etl/orchestrate.py):
-a shard of units is the unit of Airflow work (plan -> extract -> transform -> load -> summarise).
+a shard of units is the unit of Airflow work (plan -> extract -> transform -> load -> summarise);
+timeliness is a DAG of its own, woken by the ingestion runs' asset and a daily cron.
 
 Airflow reads its configuration when first imported, so tests/conftest.py points `AIRFLOW_HOME`
 at a throwaway folder (SQLite metadata database) before any test imports airflow; the database is
@@ -11,6 +12,7 @@ with an in-process `pipeline.run_mapping` of the same sources and windows.
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 import sqlite3
 from datetime import datetime, timedelta
@@ -26,7 +28,9 @@ DAG_FILE = DAGS / "dual_prevention.py"
 MAPPINGS = ROOT / "mappings"
 CST = ZoneInfo("Asia/Shanghai")
 
-DAG_IDS = ("dual_prevention_daily", "dual_prevention_frequent", "dual_prevention_weekly")
+INGESTION = ("dual_prevention_daily", "dual_prevention_frequent", "dual_prevention_weekly")
+FRESHNESS = "dual_prevention_freshness"
+DAG_IDS = tuple(sorted((*INGESTION, FRESHNESS)))
 # the standard's 5.4
 DAILY, WEEKLY = ("06", "07", "09"), ("01", "02", "03", "04", "05", "08")
 # dag.test(logical_date=...) runs the interval that ends at the logical date
@@ -137,34 +141,74 @@ def test_every_dag_has_tags_and_every_work_task_retries_with_backoff(dagbag, dag
         if t.task_id in ("summarise", "reconcile", "report", "freshness"):
             assert t.retries == 0  # they only report; a failed or late unit fails them on purpose
             continue
+        assert dag_id != FRESHNESS, t.task_id  # its one task is the check
         assert t.retries >= 2, t.task_id
         assert t.retry_exponential_backoff, t.task_id
         assert t.max_retry_delay is not None, t.task_id
 
 
-@pytest.mark.parametrize("dag_id", DAG_IDS)
+@pytest.mark.parametrize("dag_id", INGESTION)
 def test_task_graph_is_plan_then_extract_transform_load_per_shard_then_summary(dagbag, dag_id: str) -> None:
     from airflow.sdk import TriggerRule
 
     dag = dagbag().dags[dag_id]
     edges = {(up, t.task_id) for t in dag.tasks for up in t.upstream_task_ids}
-    after = {"dual_prevention_frequent": set(),  # then: the report site, the timeliness gate
-             "dual_prevention_daily": {("summarise", "report"), ("report", "freshness")},
-             "dual_prevention_weekly": {("summarise", "report"), ("report", "freshness"),
-                                        ("plan", "reconcile"), ("ingest.load", "reconcile"),
-                                        ("reconcile", "summarise")}}[dag_id]
+    after = {"dual_prevention_frequent": set(),  # then: the report site (timeliness is a DAG's own)
+             "dual_prevention_daily": {("summarise", "report")},
+             "dual_prevention_weekly": {("summarise", "report"), ("plan", "reconcile"),
+                                        ("ingest.load", "reconcile"), ("reconcile", "summarise")}}[dag_id]
     assert set(dag.task_ids) == {"plan", "ingest.extract", "ingest.transform", "ingest.load",
                                  "summarise"} | {t for edge in after for t in edge}
     assert {("plan", "ingest.extract"), ("ingest.extract", "ingest.transform"),
             ("ingest.transform", "ingest.load"), ("ingest.load", "summarise"),
             ("plan", "summarise")} | after == edges
-    for t in {t for edge in after for t in edge} - {"plan", "summarise", "ingest.load"}:
+    for t in {t for edge in after for t in edge} - {"plan", "summarise", "ingest.load", "report"}:
         assert dag.get_task(t).trigger_rule == TriggerRule.ALL_DONE, t  # whatever the loads did
+    if "report" in dag.task_ids:  # whatever the loads did, and the run's state stays summarise's
+        report = dag.get_task("report")
+        assert report.is_teardown and not report.on_failure_fail_dagrun
+        assert report.trigger_rule == TriggerRule.ALL_DONE_SETUP_SUCCESS  # = ALL_DONE: no setups
+        assert not any(t.is_setup for t in dag.tasks)
     for stage in ("extract", "transform", "load"):
         task = dag.get_task(f"ingest.{stage}")
         assert type(task.task_group).__name__ == "MappedTaskGroup", task  # one per shard
         assert task.trigger_rule == TriggerRule.ALL_SUCCESS
     assert dag.get_task("summarise").trigger_rule == TriggerRule.ALL_DONE
+
+
+@pytest.mark.parametrize("dag_id", INGESTION)
+def test_only_the_daily_and_weekly_report_updates_the_ingestion_asset(dagbag, dag_id: str) -> None:
+    """The report runs after every daily or weekly run, whatever the loads did (ALL_DONE), so its
+    asset event says "the target's bookkeeping changed" after each of them; the 5-minute DAG,
+    with no report, would wake the freshness DAG 288 times a day."""
+    from airflow.sdk import Asset
+
+    dag = dagbag().dags[dag_id]
+    assert "freshness" not in dag.task_ids  # lateness never fails an ingestion run
+    outlets = {t.task_id: t.outlets for t in dag.tasks if t.outlets}
+    if dag_id == "dual_prevention_frequent":
+        assert outlets == {}
+    else:
+        assert outlets == {"report": [Asset(name="dual_prevention_ingestion",
+                                            uri="x-dual-prevention://target/ingest_run",
+                                            group="dual-prevention")]}
+
+
+def test_the_freshness_dag_runs_on_the_ingestion_asset_or_a_cst_cron(dagbag) -> None:
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    dag = dagbag().dags[FRESHNESS]
+    report = dagbag().dags["dual_prevention_daily"].get_task("report")
+    assert isinstance(dag.timetable, AssetOrTimeSchedule)
+    assert dag.timetable.asset_condition == report.outlets[0]
+    cron = dag.timetable.timetable
+    assert isinstance(cron, CronTriggerTimetable)
+    assert cron.expression == "0 8 * * *"
+    assert getattr(cron.timezone, "name", cron.timezone) == "Asia/Shanghai"
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert dag.start_date == datetime(2025, 1, 1, tzinfo=CST)
+    assert dag.task_ids == ["freshness"] and dag.get_task("freshness").retries == 0
+    assert "freshness" in dag.tags and "pending first load" in dag.doc_md
 
 
 def test_trigger_form_offers_optional_units_and_tx_codes_mode_resume_window_and_shard_size(dagbag) -> None:
@@ -357,13 +401,11 @@ def _count(url: str, sql: str) -> int:
 
 
 def _assert_all_succeeded(dr) -> None:
-    """Every task succeeded but the timeliness gate, which fails on these tests' old logical
-    dates and never-loaded datasets (test_the_freshness_gate_... says it right)."""
+    """Every task succeeded (or was skipped), and so did the run."""
     states = _states(dr)
-    bad = {k: v for k, v in states.items() if v[0] not in ("success", "skipped") and k[0] != "freshness"}
+    bad = {k: v for k, v in states.items() if v[0] not in ("success", "skipped")}
     assert not bad, bad
-    assert str(dr.state) == ("success" if states.get(("freshness", None), ("success",))[0] == "success"
-                             else "failed")
+    assert str(dr.state) == "success"
 
 
 def _loaded(url: str) -> set[tuple[str, str]]:
@@ -448,38 +490,96 @@ def test_weekly_dag_loads_from_postgres_and_mariadb_into_postgres(
     assert (tmp_path / "report" / "reconcile.html").is_file()
 
 
+def _asset_events(run_id: str) -> list[tuple[str, str]]:
+    """(source DAG, source task) of the ingestion asset's events from a run."""
+    import sqlalchemy as sa
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return [tuple(r) for r in session.execute(
+            sa.select(AssetEvent.source_dag_id, AssetEvent.source_task_id)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.name == "dual_prevention_ingestion", AssetEvent.source_run_id == run_id))]
+
+
+def _age(path: Path, when: datetime) -> None:
+    """Set a mapping file's modification time: when its unit was onboarded, for freshness."""
+    os.utime(path, (when.timestamp(), when.timestamp()))
+
+
 @pytest.mark.airflow
-def test_the_freshness_gate_fails_on_late_datasets_and_passes_once_every_unit_is_on_time(
+def test_lateness_fails_the_freshness_dag_never_an_ingestion_run_that_loaded_everything(
         airflow_db, dagbag, tmp_path: Path, sqlite_url: str, staging: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The daily DAG ends by refreshing the report site, then a gate that fails, naming them,
-    while any unit's dataset is late or never loaded (weekly ones included), so Airflow's
-    alerting fires; once the weekly run has loaded the rest, the daily run passes."""
+        monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """A fresh deployment: the daily run loads its datasets and succeeds, though the unit's
+    weekly datasets were never loaded (their first load is not due yet: pending); its report
+    updates the asset, which queues the freshness DAG. That DAG passes while datasets are only
+    pending, fails naming them once they are overdue, and passes once the weekly run loaded them."""
+    import sqlalchemy as sa
+    from airflow.models.asset import AssetDagRunQueue, AssetModel
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    from etl import freshness, target
     from etl.demo_data import UNIT_B, make_demo_sources
 
     made = make_demo_sources(tmp_path / "demo")
     folder = tmp_path / "mappings"
     folder.mkdir()
-    _demo_unit_mapping(folder, "苏州电梯", {"url": f"sqlite:///{made[UNIT_B]}"})
+    mapping = _demo_unit_mapping(folder, "苏州电梯", {"url": f"sqlite:///{made[UNIT_B]}"})
     monkeypatch.setenv("ETL_MAPPINGS_DIR", str(folder))
     monkeypatch.setenv("ETL_TARGET_URL", sqlite_url)
     monkeypatch.delenv("AIRFLOW_CONN_ETL_TARGET", raising=False)
-    now = datetime.now(CST).replace(hour=0, minute=0, second=0, microsecond=0)
+    today = datetime.now(CST).replace(hour=0, minute=0, second=0, microsecond=0)
+    check = dagbag().dags[FRESHNESS]
 
-    daily = dagbag().dags["dual_prevention_daily"]
-    dr = daily.test(logical_date=now, run_conf={"mode": "full"})
-    states = _states(dr)
-    assert states[("summarise", None)][0] == states[("report", None)][0] == "success"
-    assert states[("freshness", None)] == ("failed", 1) and str(dr.state) == "failed"
-    index = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
-    assert "苏州吴中电梯安装维保有限公司" in index
+    def statuses() -> dict[str, str]:
+        engine = target.connect(sqlite_url)
+        try:
+            return {s.tx_code: s.status for s in freshness.statuses(engine, freshness.load_units(folder))}
+        finally:
+            engine.dispose()
+
+    # deployed just now, nothing loaded: the 08:00 check has nothing to alert about
+    _assert_all_succeeded(check.test(logical_date=today + timedelta(hours=8)))
+    assert set(statuses().values()) == {"pending"}
+
+    with create_session() as session:  # the operator unpauses it (DAGs start paused)
+        session.get(DagModel, FRESHNESS).is_paused = False
+    try:
+        dr = dagbag().dags["dual_prevention_daily"].test(logical_date=today, run_conf={"mode": "full"})
+        _assert_all_succeeded(dr)  # green: it loaded everything it had to
+        assert {task for task, _ in _states(dr)} == {
+            "plan", "ingest.extract", "ingest.transform", "ingest.load", "summarise", "report"}
+        assert statuses() == {**{tx: "on_time" for tx in DAILY}, **{tx: "pending" for tx in WEEKLY}}
+        assert "苏州吴中电梯安装维保有限公司" in (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+        assert _asset_events(dr.run_id) == [("dual_prevention_daily", "report")]
+        with create_session() as session:  # the report's asset event queued a freshness run
+            asset = session.scalar(sa.select(AssetModel).where(
+                AssetModel.name == "dual_prevention_ingestion"))
+            assert session.scalars(sa.select(AssetDagRunQueue.target_dag_id).where(
+                AssetDagRunQueue.asset_id == asset.id)).all() == [FRESHNESS]
+    finally:
+        with create_session() as session:
+            session.get(DagModel, FRESHNESS).is_paused = True
+
+    _assert_all_succeeded(check.test(logical_date=today + timedelta(hours=9)))
+
+    # nine days on, still no weekly load: the weekly datasets are overdue, and only this DAG says so
+    _age(mapping, datetime.now(CST) - timedelta(days=9))
+    capfd.readouterr()
+    dr = check.test(logical_date=today + timedelta(hours=10))
+    assert _states(dr) == {("freshness", None): ("failed", 1)} and str(dr.state) == "failed"
+    log = "".join(capfd.readouterr())  # the task's log: its failure names every overdue dataset
+    assert ("AirflowFailException: 6 dataset(s) late, failing or never loaded: 苏州电梯 01 never, "
+            "苏州电梯 02 never") in log, log[-3000:]
 
     weekly = dagbag().dags["dual_prevention_weekly"]
-    _assert_all_succeeded(weekly.test(logical_date=now - timedelta(days=now.weekday()),
+    _assert_all_succeeded(weekly.test(logical_date=today - timedelta(days=today.weekday()),
                                       run_conf={"mode": "full"}))
-    dr = daily.test(logical_date=now + timedelta(days=1), run_conf={"mode": "full"})
-    states = _states(dr)
-    assert states[("freshness", None)][0] == "success" and str(dr.state) == "success"
+    assert set(statuses().values()) == {"on_time"}
+    _assert_all_succeeded(check.test(logical_date=today + timedelta(hours=11)))
 
 
 def _demo_unit_mapping(folder: Path, name: str, source: dict) -> Path:
@@ -524,7 +624,9 @@ def test_a_broken_mapping_fails_its_shard_by_name_without_retries_after_the_othe
     # the shard's load fails naming the unit, at once (an invalid mapping fails every try)
     assert states[("ingest.load", f"{shard} — failed: 南京化工 (invalid mapping)")] == ("failed", 1)
     assert states[("summarise", None)][0] == "failed"
-    assert str(dr.state) == "failed"
+    assert str(dr.state) == "failed"  # red, though the report after it succeeded
+    assert states[("report", None)][0] == "success"  # and told the freshness DAG, as after any run
+    assert _asset_events(dr.run_id) == [("dual_prevention_daily", "report")]
     assert _count(sqlite_url, "SELECT COUNT(*) FROM risk_point") == 20  # the other unit is loaded
     engine = target.connect(sqlite_url)
     with engine.connect() as conn:

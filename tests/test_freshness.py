@@ -1,9 +1,10 @@
-"""Timeliness (4.2, 5.4): on time, late, failing and never-loaded units, from ingest_run and the
-mapping files, on all three targets; `etl freshness --fail-late` for monitoring."""
+"""Timeliness (4.2, 5.4): on time, late, failing, never-loaded and pending units, from ingest_run
+and the mapping files, on all three targets; `etl freshness --fail-late` for monitoring."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import os
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,13 @@ from helpers import (BROKEN_MAPPING, hidden_danger_mapping_text, hidden_danger_r
 
 ON_TIME, LATE, FAILING, NEVER, GONE = (org_no(f"9132011{n}MA1R7KX30") for n in range(5))
 NOW = clock.now()
+LONG_AGO = NOW - timedelta(days=30)  # a mapping file in place since long before the test
+
+
+def _age(path: Path, when: datetime) -> Path:
+    """Set a file's modification time: when its mapping appeared, for freshness."""
+    os.utime(path, (when.timestamp(), when.timestamp()))
+    return path
 
 
 def _run_row(org: str, status: str, started, *, mapping: str = "m", message: str | None = None,
@@ -29,7 +37,8 @@ def _run_row(org: str, status: str, started, *, mapping: str = "m", message: str
 
 @pytest.fixture
 def units(tmp_path, monkeypatch) -> Path:
-    """A mappings folder: four units delivering hidden dangers (09, daily) and a broken file."""
+    """A mappings folder: four units delivering hidden dangers (09, daily) and a broken file,
+    all in place for a month (so a unit never loaded is overdue, not pending)."""
     folder = tmp_path / "mappings"
     folder.mkdir()
     source = f"sqlite:///{tmp_path / 'source.sqlite'}"
@@ -40,6 +49,8 @@ def units(tmp_path, monkeypatch) -> Path:
         (folder / f"{name}.yaml").write_text(hidden_danger_mapping_text(org, name=f"单位{name}"),
                                              encoding="utf-8")
     (folder / "e_broken.yaml").write_text(BROKEN_MAPPING, encoding="utf-8")
+    for path in folder.iterdir():
+        _age(path, LONG_AGO)
     return folder
 
 
@@ -124,7 +135,7 @@ def test_fail_late_exits_1_when_a_unit_is_late_or_failing(sqlite_url, units, cap
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if ln.startswith(("a_", "b_", "c_", "d_", "e_"))]
     assert [ln.split()[0] for ln in lines] == ["c_failing", "e_broken", "b_late", "d_never", "a_on_time"]
-    assert "6 dataset(s): 2 failing, 2 late, 1 never, 1 on time" in out
+    assert "6 dataset(s): 2 failing, 2 late, 1 never, 0 pending, 1 on time" in out
     assert main([*args, "--fail-late"]) == 1
 
 
@@ -134,7 +145,7 @@ def test_fail_late_passes_when_every_mapped_unit_is_on_time(sqlite_url, units, c
         (units / f"{name}.yaml").unlink()
     # units known only from the target (their mappings gone) are listed, but not counted
     assert main(["freshness", "--mappings-dir", str(units), "--target", sqlite_url, "--fail-late"]) == 0
-    assert "4 dataset(s): 1 failing, 2 late, 0 never, 1 on time" in capsys.readouterr().out
+    assert "4 dataset(s): 1 failing, 2 late, 0 never, 0 pending, 1 on time" in capsys.readouterr().out
 
 
 def test_never_loaded_counts_as_late_for_fail_late(sqlite_url, units):
@@ -147,6 +158,8 @@ def test_json_lists_every_status(sqlite_url, units, capsys):
     import json
 
     _seed(sqlite_url, units).dispose()
+    (units / "f_new.yaml").write_text(hidden_danger_mapping_text(org_no("91320117MA1R7KX30")),
+                                      encoding="utf-8")  # just onboarded: pending
     assert main(["freshness", "--mappings-dir", str(units), "--target", sqlite_url, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["status"] for r in rows} == set(freshness.STATUSES)
@@ -174,3 +187,101 @@ def test_thousands_of_units_cost_a_bounded_number_of_statements(db_url, tmp_path
     assert counts["never"] == 400 and counts["failing"] == 400
     assert counts["on_time"] + counts["late"] == 1200
     engine.dispose()
+
+
+# --- pending first load: freshness speaks about data, not about the deployment ---------------
+
+FRESH = org_no("91320118MA1R7KX30")
+
+
+def _weekly(text: str) -> str:
+    return text.replace("    key: [id]", "    key: [id]\n    frequency: weekly")
+
+
+def _one(engine: sa.Engine, path: Path, now=NOW) -> freshness.DatasetStatus:
+    [s] = freshness.statuses(engine, [load_mapping(path)], now=now)
+    return s
+
+
+def test_a_dataset_is_pending_until_its_first_load_is_due_then_never(sqlite_url, tmp_path):
+    engine = target.connect(sqlite_url)
+    daily = tmp_path / "daily.yaml"
+    daily.write_text(hidden_danger_mapping_text(FRESH), encoding="utf-8")
+    # daily: a period (1 day) plus the grace (6 h) after the mapping appeared
+    s = _one(engine, _age(daily, NOW - timedelta(hours=29)))
+    assert (s.status, s.last_success, s.last_run) == ("pending", None, None)
+    due = NOW - timedelta(hours=29) + timedelta(hours=30)
+    assert s.message == f"first load due by {due:%Y-%m-%d %H:%M} CST"
+    assert not freshness.needs_attention(s)
+    s = _one(engine, _age(daily, NOW - timedelta(hours=31)))
+    assert (s.status, s.message) == ("never", None) and freshness.needs_attention(s)
+    # weekly: 7 days plus a day
+    weekly = tmp_path / "weekly.yaml"
+    weekly.write_text(_weekly(hidden_danger_mapping_text(FRESH)), encoding="utf-8")
+    assert _one(engine, _age(weekly, NOW - timedelta(days=7, hours=23))).status == "pending"
+    assert _one(engine, _age(weekly, NOW - timedelta(days=8, hours=1))).status == "never"
+    # the grace is the one freshness uses everywhere
+    assert freshness.statuses(engine, [load_mapping(weekly)], now=NOW,
+                              grace=timedelta(days=2))[0].status == "pending"
+    engine.dispose()
+
+
+def test_a_failed_first_run_is_failing_not_pending(sqlite_url, tmp_path):
+    engine = target.connect(sqlite_url)
+    target.ensure_schema(engine)
+    path = tmp_path / "u.yaml"
+    path.write_text(hidden_danger_mapping_text(FRESH), encoding="utf-8")
+    assert _one(engine, _age(path, NOW)).status == "pending"
+    with engine.begin() as conn:
+        conn.execute(sa.insert(target.ingest_run), [_run_row(
+            FRESH, "failed", NOW - timedelta(minutes=5), message="no such table t_hidden_danger")])
+    s = _one(engine, path)
+    assert (s.status, s.message) == ("failing", "no such table t_hidden_danger")
+    assert freshness.needs_attention(s)
+    engine.dispose()
+
+
+def test_a_changed_template_makes_its_units_never_loaded_datasets_pending(sqlite_url, tmp_path):
+    """Unit -> systems/v2.yaml -> systems/base.yaml: the newest file of the chain is when the
+    unit's mapping took its form; a dataset already loaded keeps its own status."""
+    folder = tmp_path / "mappings"
+    (folder / "systems").mkdir(parents=True)
+    body = hidden_danger_mapping_text(FRESH).split("\n", 2)[2]  # without unit: and source:
+    (folder / "systems" / "base.yaml").write_text(body, encoding="utf-8")
+    (folder / "systems" / "v2.yaml").write_text("extends: systems/base.yaml\n", encoding="utf-8")
+    for n, org in ((1, FRESH), (2, LATE)):
+        (folder / f"unit{n}.yaml").write_text(
+            f'extends: systems/v2.yaml\nunit: {{orgNo: "{org}", comName: 单位{n}}}\n'
+            f"source: {{url_env: UNIT_A_SOURCE_URL}}\n", encoding="utf-8")
+    for path in [*folder.glob("*.yaml"), *folder.glob("systems/*.yaml")]:
+        _age(path, LONG_AGO)
+    engine = target.connect(sqlite_url)
+    target.ensure_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(target.ingest_run), [_run_row(LATE, "success", NOW - timedelta(days=3))])
+
+    def status() -> dict[str, str]:
+        units = freshness.load_units(folder)
+        assert [rel for rel, _sha in units[0].templates] == ["systems/v2.yaml", "systems/base.yaml"]
+        return {s.org_no: s.status for s in freshness.statuses(engine, units, now=NOW)}
+
+    assert status() == {FRESH: "never", LATE: "late"}
+    _age(folder / "systems" / "base.yaml", NOW - timedelta(hours=1))  # the deepest template changed
+    assert status() == {FRESH: "pending", LATE: "late"}
+    engine.dispose()
+
+
+def test_fail_late_passes_while_datasets_are_only_pending(sqlite_url, tmp_path, capsys):
+    """A fresh deployment: every unit just onboarded, nothing loaded yet, nothing late."""
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    (folder / "daily.yaml").write_text(hidden_danger_mapping_text(FRESH), encoding="utf-8")
+    (folder / "weekly.yaml").write_text(_weekly(hidden_danger_mapping_text(NEVER)), encoding="utf-8")
+    args = ["freshness", "--mappings-dir", str(folder), "--target", sqlite_url, "--fail-late"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 dataset(s): 0 failing, 0 late, 0 never, 2 pending, 0 on time" in out
+    assert "first load due by" in out
+    _age(folder / "daily.yaml", LONG_AGO)  # a month on, still nothing: the daily one is overdue
+    assert main(args) == 1
+    assert "2 dataset(s): 0 failing, 0 late, 1 never, 1 pending, 0 on time" in capsys.readouterr().out

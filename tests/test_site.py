@@ -65,6 +65,9 @@ def _make_target(root: Path, url: str, units: str = "ABFN") -> dict:
     m = {k: load_mapping(p) for k, p in paths.items()}
     engine = target.connect(url)
     now = clock.now()
+    month_ago = (now - timedelta(days=30)).timestamp()
+    for path in paths.values():  # onboarded long ago: a unit never run is overdue, not pending
+        os.utime(path, (month_ago, month_ago))
     if "A" in m:
         pipeline.run_mapping(engine, m["A"], now=now - timedelta(days=2))
         pipeline.run_mapping(engine, m["A"], now=now)
@@ -338,6 +341,27 @@ def test_a_2000_unit_overview_renders_pages_and_filters(browser, opened, tmp_pat
     page.page.fill("#q", make_uscc("91320100", "MA001237"))
     page.page.select_option("#status", "")
     assert {r["status"] for r in page.rows()} == {"late"} and len(page.rows()) == 5
+
+
+def test_pending_first_loads_are_labelled_sorted_and_filtered(browser, opened, tmp_path):
+    """A dataset whose first load is not due yet is neither late nor never loaded: it has its
+    own label, sorts after those that need attention, and has a filter of its own."""
+    now = clock.now()
+    kinds = ["on_time", "pending", "never", "late", "failing"]
+    statuses = [freshness.DatasetStatus(f"unit{i}", make_uscc("91320100", f"MA{i:06d}"), f"单位{i}",
+                                        "01", "weekly", now if kind in ("on_time", "late") else None,
+                                        None, kind, "first load due by 2031-01-08 00:00 CST"
+                                        if kind == "pending" else None, 0, 0, 0)
+                for i, kind in enumerate(kinds)]
+    page = opened(site.write_overview(tmp_path, statuses, now))
+    assert [r["status"] for r in page.rows()] == ["failing", "late", "never", "pending", "on_time"]
+    pending = next(r for r in page.rows() if r["status"] == "pending")
+    assert pending["cells"][5] == "pending first load" and "due by" in pending["cells"][6]
+    assert page.page.text_content('[data-count="pending"]') == "pending first load: 1"
+    page.page.select_option("#status", "pending")
+    assert [r["org"] for r in page.rows()] == [make_uscc("91320100", "MA000001")]
+    page.page.select_option("#status", "never")
+    assert [r["org"] for r in page.rows()] == [make_uscc("91320100", "MA000002")]
 
 
 def test_the_site_builds_on_every_target_kind(db_url, tmp_path):
