@@ -25,8 +25,8 @@ the run's table from the target's run records and fails the run when any dataset
 **After the loads**, whatever they did: the weekly DAG's `reconcile` compares each shard's units
 with the target (5.3) and keeps the results (before `summarise`); in the daily and weekly DAGs,
 `report` then refreshes the report site (`ETL_REPORTS_DIR`, default `var/report/`) and updates
-the asset `dual_prevention_ingestion`. `report` is a teardown: it runs whatever the loads did and
-leaves the run's state to `summarise`, so an ingestion run is red exactly when its own work failed.
+the asset `dual_prevention_ingestion`; `summarise` comes last, so the run's state is its own: an
+ingestion run is red exactly when a dataset (or the planning) failed.
 
 **Timeliness** is `dual_prevention_freshness`'s: its one task fails, naming them, when any
 unit's dataset is late, failing or never loaded; a dataset never loaded whose mapping appeared
@@ -214,7 +214,7 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
 
             return orchestrate.reconcile(ref, get_current_context())
 
-        @task(retries=0, outlets=[INGESTED])
+        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[INGESTED])
         def report() -> str:
             from etl import orchestrate
 
@@ -223,12 +223,12 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
         shards = plan()
         loaded = ingest.expand(shard=shards)
         summary = summarise(shards, loaded)
+        done = loaded  # what comes before summarise: the run's state is summarise's (the leaf)
         if frequency == "weekly":  # before summarise, which removes a successful run's staging
-            loaded >> reconcile.expand(ref=shards) >> summary
+            done = done >> reconcile.expand(ref=shards)
         if frequency in ("daily", "weekly"):  # the report site (5.3); its asset wakes freshness
-            # a teardown runs whatever the work did and leaves the run's state to summarise: an
-            # ALL_DONE leaf that succeeds would make a run whose loads failed green
-            summary >> report().as_teardown()
+            done = done >> report()
+        done >> summary
 
     return ingestion()
 
