@@ -189,14 +189,14 @@ def test_check_names_a_url_env_variable_the_running_scheduler_lacks_never_its_va
         assert SHARED_VALUE not in done.stdout + done.stderr
         return [line for line in done.stdout.splitlines() if "warning:" in line or "note:" in line]
 
+    missing = (f"{late} [source.url_env] warning: WUXI_EXPORTED_LATE_URL is not in the "
+               f"environment of the running Airflow scheduler (pid {scheduler}): {restart}")
     try:
-        assert check() == [
-            f"{late} [source.url_env] warning: WUXI_EXPORTED_LATE_URL is not in the environment of "
-            f"the running Airflow scheduler (pid {scheduler}): {restart}"]
-        assert check(**{SHARED_VARIABLE: SHARED_VALUE + "2"})[1:] == [
-            f"{shared} [source.url_env] warning: {SHARED_VARIABLE} has another value in the "
-            f"environment of the running Airflow scheduler (pid {scheduler}) than in this shell: "
-            f"{restart}"]
+        assert check() == [missing]
+        assert check(**{SHARED_VARIABLE: SHARED_VALUE + "2"}) == [
+            missing, f"{shared} [source.url_env] warning: {SHARED_VARIABLE} has another value in "
+                     f"the environment of the running Airflow scheduler (pid {scheduler}) than in "
+                     f"this shell: {restart}"]
     finally:
         late.unlink()
         shared.unlink()
