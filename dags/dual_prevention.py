@@ -2,7 +2,10 @@
 ### Dual prevention ingestion (特种设备双重预防数据归集)
 
 Ingests each using unit's dual-prevention data into the target database, one mapping file per
-unit in `mappings/` (`ETL_MAPPINGS_DIR`). A new file is picked up by the next run: no code change.
+unit in `mappings/` (`ETL_MAPPINGS_DIR`). A new file is picked up by the next run: no code change,
+no restart. A unit's environment variables (`url_env`, `base_env`) are another matter: tasks see
+only those the scheduler or Celery workers started with, so set them there and restart them
+(an Airflow connection, `conn_id`, needs no restart).
 
 | DAG | runs (Asia/Shanghai) | datasets |
 |---|---|---|

@@ -1,25 +1,40 @@
-"""`etl airflow`: Airflow's own command line, set up for this project in one step.
+"""Airflow's environment: what `etl airflow` starts Airflow with, what the running Airflow
+processes have, and whether this code runs inside one of their tasks.
 
 Airflow reads its settings from the environment; a new user would otherwise have to know five
 of them before `airflow standalone` shows the DAGs in the right time zone. Whatever the caller
 has set already wins: these are defaults, not overrides.
+
+A process reads its environment when it starts. A variable exported afterwards (a unit's
+`url_env`, a file base's `base_env`, `ETL_*`) reaches Airflow's tasks only once the processes
+that fork them (the scheduler with LocalExecutor, the Celery workers) are restarted with it.
+So `etl check` compares the variables its mappings name with those of the running processes
+(`task_processes`, `environment_warnings`), and a task missing one says so (`unset_variable`).
 """
 
 from __future__ import annotations
 
+import configparser
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etl import private
-from etl.orchestrate import project_dir
+
+if TYPE_CHECKING:
+    from etl.mapping import Mapping as UnitMapping
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"  # beside the code, wherever ETL_HOME is
+NAMES_SHOWN = 10  # variables named in one line; beyond, a count
 
 
 def airflow_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment `airflow` runs with: the caller's, plus this project's defaults."""
+    from etl.orchestrate import project_dir  # here, not at the top: extract imports this module
+
     env = dict(os.environ if environ is None else environ)
     home = project_dir()  # ETL_HOME: where var/ and relative paths are
     defaults = {
@@ -46,3 +61,272 @@ def run_airflow(args: Sequence[str]) -> int:
           f"timezone={env['AIRFLOW__CORE__DEFAULT_TIMEZONE']}", file=sys.stderr, flush=True)
     os.execvpe(sys.executable, [sys.executable, "-m", "airflow", *args], env)
     return 0  # pragma: no cover - execvpe does not return
+
+
+# --- inside a task ----------------------------------------------------------------------------
+
+
+def in_airflow_task() -> bool:
+    """Whether this code runs inside an Airflow task. Airflow 3's task runner holds the task's
+    context for exactly as long as the task runs (`task_runner.run`: `set_current_context`),
+    in a worker's task process and in `dag.test()` alike. The AIRFLOW_CTX_* variables it also
+    exports are not proof: they stay in `os.environ` after `dag.test()` and pass to children."""
+    if "airflow.sdk" not in sys.modules:  # a task process has imported it; the CLI need not
+        return False
+    try:
+        from airflow.sdk import get_current_context
+
+        get_current_context()
+    except Exception:  # RuntimeError: no task is running here
+        return False
+    return True
+
+
+def unset_variable(name: str, holding: str) -> str:
+    """What to do about environment variable `name` (holding `holding`, e.g. "the unit's
+    SQLAlchemy URL") not being set. Inside an Airflow task exporting it in a shell is no fix:
+    the process that forked the task started without it and has to be restarted."""
+    if not in_airflow_task():
+        return f"environment variable {name} is not set: export it with {holding}"
+    return (f"environment variable {name} is not in this Airflow worker's environment: Airflow's "
+            f"processes see only the variables set when they started; set it where the scheduler "
+            f"(LocalExecutor) or the Celery workers start and restart them, or use an Airflow "
+            f"connection (conn_id:), which needs no restart")
+
+
+# --- running Airflow processes ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AirflowProcess:
+    """A running Airflow process whose environment its tasks inherit."""
+
+    pid: int
+    role: str                           # "scheduler", "standalone" or "celery worker"
+    user: str | None = field(default=None, compare=False)
+    environ: dict[str, str] | None = field(default=None, compare=False)  # None: not readable
+    cwd: str | None = field(default=None, compare=False)
+
+    def __str__(self) -> str:
+        return f"{self.role} (pid {self.pid})"
+
+    def setting(self, section: str, key: str) -> str | None:
+        """An Airflow setting as this process sees it: its AIRFLOW__SECTION__KEY variable,
+        else its airflow.cfg (AIRFLOW_CONFIG, else in AIRFLOW_HOME); None when unset."""
+        env = self.environ or {}
+        if (value := env.get(f"AIRFLOW__{section.upper()}__{key.upper()}")) is not None:
+            return value
+        cfg = configparser.ConfigParser(interpolation=None, strict=False)
+        try:
+            cfg.read(self._path(env.get("AIRFLOW_CONFIG")) or self.home() / "airflow.cfg",
+                     encoding="utf-8")
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            return None
+        value = cfg.get(section, key, fallback=None)
+        return None if value is None else value.replace("{AIRFLOW_HOME}", str(self.home()))
+
+    def home(self) -> Path:
+        """Its AIRFLOW_HOME (Airflow's default: ~/airflow)."""
+        return self._path((self.environ or {}).get("AIRFLOW_HOME") or "~/airflow") or Path("airflow")
+
+    def _path(self, value: str | None) -> Path | None:
+        """A path as this process reads it: `~` its HOME, relative to its working directory."""
+        if not value:
+            return None
+        if value.startswith("~"):
+            value = (self.environ or {}).get("HOME", "/") + value[1:]
+        path = Path(value)
+        return path if path.is_absolute() or not self.cwd else Path(self.cwd) / path
+
+    def runs_tasks(self) -> bool:
+        """A scheduler forks task processes only with a local executor (Airflow 3's default,
+        also forced by `airflow standalone`); with Celery the workers do."""
+        if self.role != "scheduler" or self.environ is None:
+            return True
+        return "localexecutor" in (self.setting("core", "executor") or "LocalExecutor").lower()
+
+    def mappings_folder(self) -> Path | None:
+        """The folder of mapping files this Airflow plans, as dags/dual_prevention.py finds it
+        (ETL_MAPPINGS_DIR relative to its DAGs folder's parent, default mappings/ there);
+        None when its environment cannot be read."""
+        if self.environ is None:
+            return None
+        dags = self._path(self.setting("core", "dags_folder")) or self.home() / "dags"
+        return (dags.resolve().parent / (self.environ.get("ETL_MAPPINGS_DIR") or "mappings")).resolve()
+
+
+def process_role(cmdline: Sequence[str]) -> str | None:
+    """The role of a process by its command line, if it is one whose children run tasks:
+    `python -m airflow scheduler`, `.../bin/python .../bin/airflow standalone` (a console script
+    runs under its interpreter), `... airflow celery worker`. Celery renames its main process
+    `[celeryd: host:MainProcess] -active- (celery worker ...)`, showing the arguments after the
+    program's name: `celery worker` there is Airflow's. Launchers (`uv run airflow ...`, `etl
+    airflow ...` before it replaces itself) are not Airflow and are not matched."""
+    words = [w for w in cmdline if w]
+    if len(words) == 1:  # a title set by setproctitle, as one string
+        words = words[0].split()
+    if not words:
+        return None
+    if words[0].startswith("[celeryd"):
+        text = " ".join(words)
+        return "celery worker" if "(celery worker" in text else None
+    if not Path(words[0]).name.startswith("python"):
+        return None
+    i = 1
+    while i < len(words) and words[i].startswith("-") and words[i] not in ("-m", "-c"):
+        i += 2 if words[i] in ("-X", "-W") else 1  # interpreter options
+    if words[i:i + 2] == ["-m", "airflow"]:
+        rest = words[i + 2:]
+    elif i < len(words) and Path(words[i]).name == "airflow":
+        rest = words[i + 1:]
+    else:
+        return None
+    if rest[:1] in (["scheduler"], ["standalone"]):
+        return rest[0]
+    return "celery worker" if rest[:2] == ["celery", "worker"] else None
+
+
+def task_processes() -> list[AirflowProcess]:
+    """The running Airflow processes on this machine whose environment tasks inherit: a
+    scheduler running a local executor (it forks the task processes), `airflow standalone`
+    (its scheduler does), Celery workers. DAG processors, API servers and triggerers run no
+    tasks. Of a process and a matched descendant (standalone and its scheduler, a Celery worker
+    and its forks) only the descendant is kept: its environment is the one tasks get."""
+    import psutil
+
+    parent: dict[int, int] = {}
+    found: dict[int, AirflowProcess] = {}
+    for proc in psutil.process_iter(["ppid", "cmdline", "username"]):
+        parent[proc.pid] = proc.info["ppid"] or 0
+        role = process_role(proc.info["cmdline"] or [])
+        if role is None or proc.pid == os.getpid():
+            continue
+        try:
+            environ, cwd = proc.environ(), proc.cwd()
+        except psutil.AccessDenied:
+            environ = cwd = None
+        except psutil.Error:  # gone meanwhile
+            continue
+        found[proc.pid] = AirflowProcess(proc.pid, role, proc.info["username"], environ, cwd)
+    outer: set[int] = set()
+    for pid in found:
+        up, seen = parent.get(pid, 0), {pid}
+        while up and up not in seen:
+            seen.add(up)
+            if up in found:
+                outer.add(up)
+            up = parent.get(up, 0)
+    return sorted((p for pid, p in found.items() if pid not in outer and p.runs_tasks()),
+                  key=lambda p: p.pid)
+
+
+# --- etl check --------------------------------------------------------------------------------
+
+
+def environment_names(mapping: UnitMapping) -> dict[str, list[str]]:
+    """The environment variables a mapping reads (a source's `url_env`, a file base's
+    `base_env`), each with the keys that name it: {"WUXI_SRC": ["source.url_env"]}."""
+    out: dict[str, list[str]] = {}
+    for tx, ds in mapping.datasets.items():
+        spec = mapping.source_for(tx)
+        if spec.url_env:
+            key = f"datasets.{tx}.source.url_env" if ds.source else "source.url_env"
+            out.setdefault(spec.url_env, [])
+            if key not in out[spec.url_env]:
+                out[spec.url_env].append(key)
+        for name, rule in ds.fields.items():
+            if rule.file is not None and rule.file.base_env:
+                out.setdefault(rule.file.base_env, []).append(f"datasets.{tx}.fields.{name}.file.base_env")
+    return out
+
+
+def _restart(many: bool) -> str:
+    """The fix, said once for one variable or for several."""
+    if many:
+        return ("Airflow's processes read environment variables when they start; set them where "
+                "they start and restart them, or use Airflow connections (conn_id:), which need "
+                "no restart")
+    return ("Airflow's processes read environment variables when they start; set it where they "
+            "start and restart them, or use an Airflow connection (conn_id:), which needs no "
+            "restart")
+
+
+def _processes_text(processes: Sequence[AirflowProcess]) -> str:
+    named = [str(p) for p in processes]
+    return "the running Airflow " + (named[0] if len(named) == 1
+                                      else ", ".join(named[:-1]) + " and " + named[-1])
+
+
+def _listed(names: Sequence[str], label: dict[str, str] | None = None) -> str:
+    """Up to NAMES_SHOWN names (each with its label), then how many in all."""
+    shown = ", ".join(f"{n} ({label[n]})" if label else n for n in names[:NAMES_SHOWN])
+    return shown + (f" … ({len(names)} in all)" if len(names) > NAMES_SHOWN else "")
+
+
+def environment_warnings(mappings: Iterable[UnitMapping],
+                         processes: Sequence[AirflowProcess] | None = None,
+                         here: Mapping[str, str] | None = None) -> list[str]:
+    """`warning:` lines for the environment variables the mappings name that the Airflow
+    processes running them lack, or hold with another value than `here` (this shell has), one
+    line per variable or, when several share a finding, per finding (a thousand units make a
+    few lines); names and pids only, never a value. A `note:` when no running Airflow runs
+    these mappings, so nothing could be compared. `processes`: `task_processes()` unless given."""
+    here = os.environ if here is None else here
+    uses: dict[str, list[tuple[Path, str]]] = {}   # variable -> (file, key) naming it
+    askers: dict[str, list[AirflowProcess]] = {}
+    folders: dict[AirflowProcess, Path | None] | None = None
+    for m in mappings:
+        names = environment_names(m)
+        if not names:
+            continue
+        if folders is None:  # looked for once, and only when a mapping names a variable
+            folders = {p: p.mappings_folder() for p in
+                       (task_processes() if processes is None else processes)}
+        # only the Airflow whose mappings folder holds the file runs it: another Airflow on the
+        # machine (another project's, another engineer's) is not asked; an unreadable one may be it
+        unit_folder = Path(m.path).resolve().parent
+        mine = [p for p, folder in folders.items() if folder is None or folder == unit_folder]
+        for name, keys in names.items():
+            uses.setdefault(name, []).extend((Path(m.path), k) for k in keys)
+            known = askers.setdefault(name, [])
+            known.extend(p for p in mine if p not in known)
+    if not uses:
+        return []
+    if not any(askers.values()):
+        return [f"note: no Airflow scheduler or Celery worker running on this machine runs these "
+                f"mappings, so whether Airflow's processes have {_listed(list(uses))} was not "
+                f"checked; they read environment variables when they start (README, "
+                f"\"Onboarding a unit\")"]
+    found: dict[tuple[str, tuple[AirflowProcess, ...]], list[str]] = {}
+    unreadable: dict[AirflowProcess, list[str]] = {}
+    for name, procs in askers.items():
+        by_state: dict[str, list[AirflowProcess]] = {}
+        for p in procs:
+            if p.environ is None:
+                unreadable.setdefault(p, []).append(name)
+            elif name not in p.environ:
+                by_state.setdefault("missing", []).append(p)
+            elif name in here and p.environ[name] != here[name]:
+                by_state.setdefault("differs", []).append(p)
+        for state, ps in by_state.items():
+            found.setdefault((state, tuple(ps)), []).append(name)
+    out = []
+    for (state, procs), names in found.items():
+        where = _processes_text(procs)
+        if len(names) == 1:
+            (path, key), *others = uses[names[0]]
+            more = f" (and {len(others)} more)" if others else ""
+            what = (f"is not in the environment of {where}" if state == "missing" else
+                    f"has another value in the environment of {where} than in this shell")
+            out.append(f"{path} [{key}]{more} warning: {names[0]} {what}: {_restart(False)}")
+        else:
+            what = (f"are not in the environment of {where}" if state == "missing" else
+                    f"have other values in the environment of {where} than in this shell")
+            files = {n: uses[n][0][0].name for n in names}
+            out.append(f"warning: {len(names)} environment variables of the mappings {what}: "
+                       f"{_listed(names, files)}: {_restart(True)}")
+    for p, names in unreadable.items():
+        out.append(f"warning: the environment of {_processes_text([p])}, user {p.user or '?'}, "
+                   f"could not be read: run etl check as that user to see whether it has "
+                   f"{_listed(names)}; {_restart(len(names) > 1)}")
+    return out

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl import clock, target
+from etl.airflow_env import unset_variable
 from etl.errors import ConfigError, MediaError
 from etl.mapping import FieldRule, FileSpec, Mapping
 from etl.masking import register_url_secrets
@@ -52,9 +53,9 @@ def resolve_base(spec: FileSpec, where: str) -> str:
     if spec.base_env:
         value = os.environ.get(spec.base_env, "").strip()
         if not value:
-            raise ConfigError(f"{where}: environment variable {spec.base_env} is not set: export "
-                              f"it with the unit's file folder or URL (a mounted share, "
-                              f"https://host/docs, sftp://user:***@host/docs)")
+            raise ConfigError(f"{where}: " + unset_variable(
+                spec.base_env, "the unit's file folder or URL (a mounted share, https://host/docs, "
+                               "sftp://user:***@host/docs)"))
         register_url_secrets(value)
         return value
     from etl.extract import connection_uri

@@ -75,7 +75,7 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
     that extends it; a template's problem is reported once, with the units it breaks)."""
     import os
 
-    from etl import attachments
+    from etl import airflow_env, attachments
     from etl import templates as tpl
     from etl.extract import source_problems, source_warnings
     from etl.mapping import discover, load_mapping_cached
@@ -111,6 +111,8 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
             by_unit[p] += source_problems(m)
             warnings += source_warnings(m)
             warnings += attachments.base_warnings(m)
+    # reading local processes is not connecting to a source: --offline too
+    warnings += airflow_env.environment_warnings(loaded.values())
     for p, m in loaded.items():
         if resolved:
             print(tpl.resolved_yaml(m))

@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection, Engine, URL, make_url
 from sqlalchemy.ext.compiler import compiles
 
 from etl import clock, tls
+from etl.airflow_env import unset_variable
 from etl.errors import ConfigError, SourceDataError, SourceError, SourceSchemaError
 from etl.mapping import DatasetSpec, Mapping, SourceSpec
 from etl.masking import (mask_secrets_in_text, mask_url, register_secrets, register_url_secrets,
@@ -78,8 +79,8 @@ def _parsed_url(spec: SourceSpec) -> URL:
     elif spec.url_env:
         value = os.environ.get(spec.url_env)
         if not value:
-            raise ConfigError(f"environment variable {spec.url_env} is not set: export it with the "
-                              f"unit's SQLAlchemy URL, e.g. postgresql+psycopg://user:***@host/db")
+            raise ConfigError(unset_variable(spec.url_env, "the unit's SQLAlchemy URL, e.g. "
+                                                           "postgresql+psycopg://user:***@host/db"))
         url = normalise_url(value, f"environment variable {spec.url_env}")
     else:
         url = normalise_url(connection_uri(spec.conn_id or ""), f"Airflow connection {spec.conn_id}")

@@ -11,7 +11,10 @@ Airflow is never imported in this process: everything goes through subprocesses 
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +31,8 @@ DAG_ID = "dual_prevention_daily"
 UNIT = "api_unit"
 RUN_TIMEOUT = 150.0
 TARGET_PASSWORD = "api-target-" + secrets.token_hex(6)  # PostgreSQL trusts 127.0.0.1 and ignores it
+SHARED_VARIABLE = "API_SHARED_SOURCE_URL"
+SHARED_VALUE = f"postgresql+psycopg://reader:shared-{secrets.token_hex(6)}@127.0.0.1:1/ehs"
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +46,7 @@ def airflow_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflo
         "ETL_REPORTS_DIR": str(home / "report"),
         # a decoy: the run must write to the etl_target connection, never here
         "ETL_TARGET_URL": f"sqlite:///{home / 'decoy-target.sqlite'}",
+        SHARED_VARIABLE: SHARED_VALUE,  # a unit's url_env Airflow was started with
     }) as cluster:
         yield cluster
 
@@ -157,3 +163,47 @@ def test_a_run_triggered_through_the_rest_api_with_params_loads_the_target(
     for task_id in ("ingest.extract", "ingest.transform", "ingest.load"):
         assert TARGET_PASSWORD not in cluster.task_log(DAG_ID, run_id, task_id, 0)
     assert TARGET_PASSWORD not in summary
+
+
+@pytest.mark.airflow
+def test_check_names_a_url_env_variable_the_running_scheduler_lacks_never_its_value(
+        airflow_cluster: AirflowCluster, tmp_path: Path) -> None:
+    """The issue: a variable exported in the shell after Airflow started is not Airflow's.
+    `etl check` (its own process, as a user runs it) reads the running scheduler's environment
+    and names the variable and the scheduler, not the URL; a variable Airflow started with,
+    with the same value, is fine; with another value it is named again."""
+    cluster = airflow_cluster
+    mappings = Path(cluster.env["ETL_MAPPINGS_DIR"])
+    scheduler = next(p.pid for name, p in cluster.procs if name == "scheduler")
+    late = mappings / "无锡化工.yaml"
+    shared = mappings / "苏州电梯.yaml"
+    _write_mapping(late, {"url_env": "WUXI_EXPORTED_LATE_URL"})
+    _write_mapping(shared, {"url_env": SHARED_VARIABLE})
+    late_value = f"postgresql+psycopg://reader:late-{secrets.token_hex(6)}@127.0.0.1:1/ehs"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ETL_"))}
+    env.update({"WUXI_EXPORTED_LATE_URL": late_value, SHARED_VARIABLE: SHARED_VALUE,
+                "ETL_CACHE_DIR": str(tmp_path / "cache")})
+    restart = ("Airflow's processes read environment variables when they start; set it where "
+               "they start and restart them, or use an Airflow connection (conn_id:), which needs "
+               "no restart")
+
+    def check(**override: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-m", "etl", "check", "--offline", str(late), str(shared)],
+                              cwd=ROOT, env={**env, **override}, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert late_value not in done.stdout + done.stderr
+        assert SHARED_VALUE not in done.stdout + done.stderr
+        return [line for line in done.stdout.splitlines() if "warning:" in line or "note:" in line]
+
+    missing = (f"{late} [source.url_env] warning: WUXI_EXPORTED_LATE_URL is not in the "
+               f"environment of the running Airflow scheduler (pid {scheduler}): {restart}")
+    try:
+        assert check() == [missing]
+        assert check(**{SHARED_VARIABLE: SHARED_VALUE + "2"}) == [
+            missing, f"{shared} [source.url_env] warning: {SHARED_VARIABLE} has another value in "
+                     f"the environment of the running Airflow scheduler (pid {scheduler}) than in "
+                     f"this shell: {restart}"]
+    finally:
+        late.unlink()
+        shared.unlink()

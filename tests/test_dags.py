@@ -638,6 +638,60 @@ def test_a_broken_mapping_fails_its_shard_by_name_without_retries_after_the_othe
 
 
 @pytest.mark.airflow
+def test_a_variable_missing_from_the_workers_environment_says_restart_or_use_a_connection(
+        airflow_db, dagbag, tmp_path: Path, sqlite_url: str, staging: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exporting a variable in a shell does not reach Airflow: inside a task, a missing
+    `url_env` (extract) or `base_env` (transform, attachments) says to restart Airflow's
+    processes with it, or to use a connection. Outside a task the same code says `export`."""
+    import sqlalchemy as sa
+    import yaml
+
+    from etl import target
+    from etl.airflow_env import in_airflow_task
+    from etl.demo_data import UNIT_A, make_demo_sources
+    from etl.errors import ConfigError
+    from etl.extract import resolve_url
+    from etl.mapping import SourceSpec
+
+    made = make_demo_sources(tmp_path / "demo")
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    _demo_unit_mapping(folder, "无锡电梯", {"url_env": "WUXI_NOT_EXPORTED_URL"})
+    raw = yaml.safe_load((MAPPINGS / f"{UNIT_A}.yaml").read_text(encoding="utf-8"))
+    raw["source"] = {"url": f"sqlite:///{made[UNIT_A]}"}
+    raw["datasets"] = {"08": {**raw["datasets"]["08"], "frequency": "daily"}}  # files, on the daily DAG
+    raw["datasets"]["08"]["fields"]["riskFile"]["file"] = {"base_env": "NANJING_NOT_EXPORTED_FILES"}
+    (folder / "南京化工.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    for name in ("WUXI_NOT_EXPORTED_URL", "NANJING_NOT_EXPORTED_FILES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ETL_MAPPINGS_DIR", str(folder))
+    monkeypatch.setenv("ETL_TARGET_URL", sqlite_url)
+    monkeypatch.delenv("AIRFLOW_CONN_ETL_TARGET", raising=False)
+
+    dr = dagbag().dags["dual_prevention_daily"].test(logical_date=datetime(2025, 4, 2, tzinfo=CST),
+                                                     run_conf={"mode": "full"})
+    assert str(dr.state) == "failed"
+    engine = target.connect(sqlite_url)
+    with engine.connect() as conn:
+        failed = dict(conn.execute(sa.text('SELECT "mapping" || \' \' || "txCode", "message" FROM '
+                                           'ingest_run WHERE "status" = \'failed\'')).all())
+    engine.dispose()
+    restart = ("is not in this Airflow worker's environment: Airflow's processes see only the "
+               "variables set when they started; set it where the scheduler (LocalExecutor) or the "
+               "Celery workers start and restart them, or use an Airflow connection (conn_id:), "
+               "which needs no restart")
+    assert sorted(failed) == ["南京化工 08", "无锡电梯 06", "无锡电梯 07", "无锡电梯 09"]
+    assert failed["无锡电梯 06"].endswith(f"environment variable WUXI_NOT_EXPORTED_URL {restart}")
+    assert failed["南京化工 08"].endswith(f"[datasets.08.fields.riskFile.file]: environment variable "
+                                          f"NANJING_NOT_EXPORTED_FILES {restart}")
+    # the task is over: this process is no Airflow task, though AIRFLOW_CTX_* stay set in it
+    assert not in_airflow_task()
+    with pytest.raises(ConfigError, match="WUXI_NOT_EXPORTED_URL is not set: export it with"):
+        resolve_url(SourceSpec(url_env="WUXI_NOT_EXPORTED_URL"))
+
+
+@pytest.mark.airflow
 def test_units_with_purely_chinese_file_names_each_land_under_their_own_org_no(
         airflow_db, dagbag, tmp_path: Path, sqlite_url: str, staging: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
