@@ -42,10 +42,18 @@ run, not the age of a unit's data; assets are how Airflow 3 runs one DAG after a
 changed.
 
 **Windows.** Scheduled runs and backfills read rows changed within their data interval
-(incremental; datasets without `updated_at` are loaded in full). A manual trigger takes the form's
-params: `units` (mapping file names without `.yaml`, orgNos, or patterns such as `南京*`; empty =
-all), `tx_codes`, `mode`, `resume` (each dataset from where its last successful run stopped, until
-now), and an optional `since` / `until` (ISO 8601, China Standard Time unless an offset is given).
+(incremental; datasets without `updated_at` are loaded in full). A dataset never loaded under its
+record key (a unit whose file was just dropped in, a newly mapped dataset, a changed `key:`) is
+loaded in full by its next run, and a window after failed days reaches back to where the last
+successful load ended; incremental runs compare every source key to mark rows deleted at the
+source D (`hard_deletes:`). A manual trigger takes the form's params: `units` (mapping file names
+without `.yaml`, orgNos, or patterns such as `南京*`; empty = all), `tx_codes`, `mode`, `resume`
+(each dataset from where its last successful run stopped, until now), an optional `since` /
+`until` (ISO 8601, China Standard Time unless an offset is given), and `allow_mass_delete`.
+
+**Fix, then clear.** A failed shard's `ingest.load` names its failed units; fix them (mapping
+file, source, or an environment variable: restart Airflow), then clear that task instance with
+Downstream: it reads its units' mapping files and sources again (docs/airflow.md).
 """
 
 from __future__ import annotations
@@ -130,8 +138,9 @@ def _params(tx_codes: list[str]) -> dict[str, Param]:
         ),
         "mode": Param(
             "incremental", type="string", enum=["incremental", "full"], title="Mode",
-            description="incremental reads rows changed in the window (datasets without "
-                        "updated_at are read in full); full reads everything and marks records "
+            description="incremental reads rows changed in the window (in full: datasets "
+                        "without updated_at, and those never loaded yet) and compares every "
+                        "source key to find deleted rows; full reads everything and marks records "
                         "gone from the source as deleted.",
         ),
         "resume": Param(

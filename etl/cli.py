@@ -53,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--target", help=target_help)
 
     run = sub.add_parser("run", help="ingest units by their mapping files",
-                         description="Ingest the named mapping files (or every file in mappings/ with --all).")
+                         description="Ingest the named mapping files (or every file in mappings/ with "
+                         "--all). --mode incremental without --since starts each dataset where its "
+                         "last successful load ended (less lookback_hours), loads a dataset never "
+                         "loaded under its key in full, and compares every source key to mark rows "
+                         "deleted at the source D (hard_deletes:); a load that would mark more than "
+                         "a fifth of a unit's records D is refused without --allow-mass-delete.")
     run.add_argument("mappings", nargs="*", metavar="MAPPING", help="mapping YAML files")
     run.add_argument("--all", action="store_true", help="every mapping in --mappings-dir")
     run.add_argument("--mappings-dir", default="mappings", help="folder of mapping files (default: mappings)")

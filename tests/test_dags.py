@@ -40,15 +40,7 @@ IN_WINDOW = datetime(2025, 3, 1, 10, 0, 0)       # naive CST, inside both window
 OUT_OF_WINDOW = datetime(2025, 2, 1, 10, 0, 0)   # before both windows and their lookback
 
 
-# --- Airflow ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    """A migrated Airflow metadata database (SQLite in the throwaway AIRFLOW_HOME)."""
-    from airflow.utils import db
-
-    db.initdb()
+# --- Airflow (airflow_db, dagbag, staging: tests/conftest.py) ---------------------------------------
 
 
 @pytest.fixture(autouse=True)
@@ -56,25 +48,6 @@ def _own_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A target of the test's own unless the test names one: never the project's
     var/target.sqlite, which `etl demo` (the README's first command) fills."""
     monkeypatch.setenv("ETL_TARGET_URL", f"sqlite:///{tmp_path / 'own-target.sqlite'}")
-
-
-@pytest.fixture
-def dagbag(monkeypatch: pytest.MonkeyPatch):
-    """Parse the DAGs folder (each test may set ETL_MAPPINGS_DIR first)."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    def parse():
-        return DagBag(dag_folder=str(DAGS))
-
-    return parse
-
-
-@pytest.fixture
-def staging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "staging"
-    monkeypatch.setenv("ETL_STAGING_DIR", str(folder))
-    monkeypatch.setenv("ETL_REPORTS_DIR", str(tmp_path / "report"))  # not the project's var/
-    return folder
 
 
 def _states(dr) -> dict[tuple[str, str | None], tuple[str, int]]:

@@ -413,13 +413,6 @@ def test_demo_units_collect_their_attachments_once(tmp_path, sqlite_url, media_s
 # --- Airflow -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def airflow_db() -> None:
-    from airflow.utils import db
-
-    db.initdb()
-
-
 @pytest.mark.airflow
 @pytest.mark.parametrize("staging", ["folder", "target"])
 def test_weekly_dag_collects_attachments_through_staging(airflow_db, staging, tmp_path, monkeypatch,

@@ -78,13 +78,6 @@ def test_etl_run_records_host_user_mapping_hash_and_code_version(tmp_path: Path,
         assert r["codeVersion"] == provenance.code_version()
 
 
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    from airflow.utils import db
-
-    db.initdb()
-
-
 @pytest.mark.airflow
 def test_a_dag_run_records_its_dag_run_id_for_loaded_and_failed_units(
         airflow_db, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
