@@ -7,6 +7,7 @@ successful load is read again, a deleted row is found on the mapping's schedule.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,10 +25,17 @@ SWEEP_PERIODS: dict[str, timedelta | None] = {
 SWEEP_SLACK = timedelta(hours=1)
 
 
+KEY_CHARS = 500  # ingest_run.keyColumns
+
+
 def key_columns(key: list[str]) -> str:
     """How `ingest_run.keyColumns` records a mapping's source key: the record IDs derive from
-    these columns' values, so another list means other IDs for the same rows."""
-    return json.dumps(list(key), ensure_ascii=False)
+    these columns' values, so another list means other IDs for the same rows. A list too long
+    for the column is recorded by its digest."""
+    text = json.dumps(list(key), ensure_ascii=False)
+    if len(text) <= KEY_CHARS:
+        return text
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

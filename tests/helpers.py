@@ -77,11 +77,14 @@ def hidden_danger_row(i: int, **over) -> dict:
     return row
 
 
-def write_source(url: str, table: str, rows: list[dict], columns=HIDDEN_DANGER_COLUMNS) -> None:
-    """(Re)create a source table holding exactly `rows` (all columns text but id, del_flag)."""
+def write_source(url: str, table: str, rows: list[dict], columns=HIDDEN_DANGER_COLUMNS,
+                 timestamps: tuple[str, ...] = ()) -> None:
+    """(Re)create a source table holding exactly `rows` (all columns text but id, del_flag and
+    the `timestamps` columns, which are TIMESTAMP)."""
     engine = sa.create_engine(url)
     meta = sa.MetaData()
-    t = sa.Table(table, meta, *[sa.Column(c, sa.Integer if c in ("id", "del_flag") else sa.String(200))
+    t = sa.Table(table, meta, *[sa.Column(c, sa.Integer if c in ("id", "del_flag") else
+                                          sa.DateTime if c in timestamps else sa.String(200))
                                 for c in columns])
     with engine.begin() as conn:
         meta.drop_all(conn)

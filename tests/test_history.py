@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import hidden_danger_mapping_text, hidden_danger_row, rows_of
+from helpers import hidden_danger_mapping_text, hidden_danger_row, rows_of, write_source
 
 from etl import clock, load, pipeline, target
 from etl.errors import MassDeleteRefused
@@ -28,18 +28,7 @@ DAY2 = DAY1 + timedelta(days=1)
 
 def _table(url: str, rows: list[dict]) -> None:
     """(Re)create the source's t_hidden_danger with a real TIMESTAMP update column."""
-    engine = sa.create_engine(url)
-    meta = sa.MetaData()
-    columns = list(hidden_danger_row(1))
-    t = sa.Table("t_hidden_danger", meta, *[
-        sa.Column(c, sa.Integer if c in ("id", "del_flag") else
-                  sa.DateTime if c == "modify_time" else sa.String(200)) for c in columns])
-    with engine.begin() as conn:
-        meta.drop_all(conn)
-        meta.create_all(conn)
-        if rows:
-            conn.execute(t.insert(), rows)
-    engine.dispose()
+    write_source(url, "t_hidden_danger", rows, timestamps=("modify_time",))
 
 
 def _rows(ids, when: datetime = OLD) -> list[dict]:
@@ -329,3 +318,32 @@ def test_runs_recorded_before_keys_were_count_as_loaded(sqlite_url: str, unit, t
         conn.execute(sa.update(target.ingest_run).values(keyColumns=None))
     r = _run(tgt, m, mode="incremental", now=DAY2)
     assert r.mode == "incremental" and r.counts.extracted == 0
+
+
+def test_a_hard_delete_becomes_d_in_every_kind_of_target(db_url: str, tmp_path: Path,
+                                                         unit) -> None:
+    """The key comparison's temporary table and anti-join on PostgreSQL (COPY), MariaDB and
+    SQLite targets."""
+    source = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    _table(source, _rows(range(1, 41)))
+    m = unit(source)
+    engine = target.connect(db_url)
+    try:
+        _run(engine, m, mode="full", now=DAY1)
+        _delete(source, [3, 30])
+        r = _run(engine, m, mode="incremental", now=DAY2)
+        assert (r.counts.deleted, r.counts.vanished, r.swept) == (2, 2, 38)
+        again = _run(engine, m, mode="incremental", now=DAY2 + timedelta(hours=1))
+        assert (again.counts.deleted, again.swept) == (0, 38)
+        assert sum(r["busType"] == "D" for r in rows_of(db_url, "hidden_danger")) == 2
+    finally:
+        engine.dispose()
+
+
+def test_a_very_long_key_is_recorded_by_its_digest() -> None:
+    from etl import history
+
+    long = [f"列{n:03d}_" + "很长的列名" * 5 for n in range(40)]
+    recorded = history.key_columns(long)
+    assert recorded.startswith("sha256:") and len(recorded) <= 500
+    assert recorded == history.key_columns(list(long)) != history.key_columns(long[:-1])
