@@ -125,9 +125,14 @@ def create(conn: sa.Connection, rows: int, table: str = TABLE, index: bool = Tru
 
 
 def write_mapping(directory: Path, org: str, env: str, table: str = TABLE,
-                  name: str = "南京某某化工有限公司") -> Path:
-    path = directory / f"unit_{org}.yaml"
-    path.write_text(hidden_danger_mapping_text(org, env, table, name), encoding="utf-8")
+                  name: str = "南京某某化工有限公司", hard_deletes: str = "never",
+                  file_name: str | None = None) -> Path:
+    """The unit's mapping. `hard_deletes: never` by default: `run.py`'s incremental case
+    measures reading the window; `sweep.py` measures comparing every key beside it."""
+    path = directory / (file_name or f"unit_{org}.yaml")
+    text = hidden_danger_mapping_text(org, env, table, name).replace(
+        "    key: [id]\n", f"    key: [id]\n    hard_deletes: {hard_deletes}\n")
+    path.write_text(text, encoding="utf-8")
     return path
 
 

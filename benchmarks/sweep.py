@@ -37,18 +37,15 @@ ENV = "BENCH_SWEEP_SOURCE_URL"
 
 
 def _mapping(directory: Path, setting: str) -> Path:
-    path = source.write_mapping(directory, source.org_no(1), ENV)
-    text = path.read_text(encoding="utf-8").replace(
-        "    key: [id]\n", f"    key: [id]\n    hard_deletes: {setting}\n")
-    out = directory / f"{setting}.yaml"
-    out.write_text(text, encoding="utf-8")
-    return out
+    return source.write_mapping(directory, source.org_no(1), ENV, hard_deletes=setting,
+                                file_name=f"{setting}.yaml")
 
 
-def _change(src: sa.Engine, changed: int, deleted: int, round_no: int, stamp: datetime) -> None:
+def _change(src: sa.Engine, rows: int, changed: int, deleted: int, round_no: int,
+            stamp: datetime) -> None:
     """`changed` rows touched today, `deleted` others deleted, different rows each round."""
     with src.begin() as conn:
-        first = round_no * (changed + deleted) * 37
+        first = (round_no * (changed + deleted) * 37) % max(1, rows // 2)
         conn.execute(sa.text(f"UPDATE {source.TABLE} SET modify_time = :t, problem = problem || '（复查）' "
                              f"WHERE id IN (SELECT id FROM {source.TABLE} ORDER BY id OFFSET :o LIMIT :n)"),
                      {"t": stamp, "o": first, "n": changed})
@@ -109,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         key_reads: list[float] = []
         for n in range(1, args.rounds + 1):
             day = now + timedelta(days=n)
-            _change(src, args.changed, args.deleted, n, clock.naive(day - timedelta(hours=2)))
+            _change(src, args.rows, args.changed, args.deleted, n,
+                    clock.naive(day - timedelta(hours=2)))
             _snapshot(target_url, save=True)
             for case in ("without", "with"):  # "with" last: it leaves the target as the day does
                 _snapshot(target_url, save=False)
