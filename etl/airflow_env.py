@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etl import private
+from etl.paths import project_dir
 
 if TYPE_CHECKING:
     from etl.mapping import Mapping as UnitMapping
@@ -33,7 +34,6 @@ NAMES_SHOWN = 10  # variables named in one line; beyond, a count
 
 def airflow_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment `airflow` runs with: the caller's, plus this project's defaults."""
-    from etl.orchestrate import project_dir  # here, not at the top: extract imports this module
 
     env = dict(os.environ if environ is None else environ)
     home = project_dir()  # ETL_HOME: where var/ and relative paths are

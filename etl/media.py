@@ -57,6 +57,7 @@ from etl.errors import (ConfigError, EtlError, FileServerUnreachable, MediaError
                         MediaStoreError)
 from etl.masking import (MASK, is_secret_param, mask_secrets_in_text, mask_url,
                          register_url_secrets)
+from etl.paths import project_dir
 
 __all__ = [
     "CHUNK_BYTES", "DEFAULT_LIMIT_BYTES", "EVIDENCE_TYPES", "FileServerUnreachable",
@@ -634,11 +635,6 @@ class _ClassifiedReader(io.RawIOBase):
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _project_dir() -> Path:
-    """As `etl.orchestrate.project_dir`: `ETL_HOME`, else the project root."""
-    return Path(os.environ.get("ETL_HOME") or Path(__file__).resolve().parents[1])
-
-
 class MediaStore:
     """The collecting organisation's content-addressed file store: each distinct content once,
     at `<root>/<sha[:2]>/<sha[2:4]>/<sha256>.<ext>` (the extension by content, so a report's
@@ -666,7 +662,7 @@ class MediaStore:
             folder = Path(spec[len("file://"):] if spec.startswith("file://") else spec)
             folder = folder.expanduser()
             if not folder.is_absolute():
-                folder = _project_dir() / folder
+                folder = project_dir() / folder
             self._local = os.path.realpath(folder)
             self._root = self._local
             private.private_dir(self._local)

@@ -31,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl import clock, planning, private, staging
+from etl.paths import project_dir
 from etl.errors import EtlError, MappingError
 
 log = logging.getLogger("etl")
@@ -40,12 +41,6 @@ PROGRESS_EVERY = 50  # a progress line per this many datasets of a shard
 
 
 # --- where things are -----------------------------------------------------------------------
-
-
-def project_dir() -> Path:
-    """The folder relative paths are resolved against (`ETL_HOME`, default the project root,
-    which is where `etl demo` and the demo mappings' `sqlite:///var/...` URLs expect to run)."""
-    return Path(os.environ.get("ETL_HOME") or Path(__file__).resolve().parents[1])
 
 
 def mappings_dir(explicit: str | os.PathLike[str] | None = None) -> Path:

@@ -61,6 +61,7 @@ from zoneinfo import ZoneInfo
 
 from etl import private
 from etl.errors import ConfigError, TargetError
+from etl.paths import project_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -520,11 +521,6 @@ class TargetStore(Store):
             self.engine.dispose()
 
 
-def _project_dir() -> Path:
-    """As `etl.orchestrate.project_dir`: `ETL_HOME`, else the project root."""
-    return Path(os.environ.get("ETL_HOME") or Path(__file__).resolve().parents[1])
-
-
 def open_store(spec: str | None = None, *,
                engine_factory: Callable[[], Engine] | None = None) -> Store:
     """The store a spec names: `spec`, else `ETL_STAGING_URL`, else the folder
@@ -557,7 +553,7 @@ def open_store(spec: str | None = None, *,
 
 def _folder(text: str) -> Path:
     folder = Path(text).expanduser()
-    return folder if folder.is_absolute() else _project_dir() / folder
+    return folder if folder.is_absolute() else project_dir() / folder
 
 
 # --- frames ------------------------------------------------------------------------------------
