@@ -34,7 +34,6 @@ NAMES_SHOWN = 10  # variables named in one line; beyond, a count
 
 def airflow_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment `airflow` runs with: the caller's, plus this project's defaults."""
-
     env = dict(os.environ if environ is None else environ)
     home = project_dir()  # ETL_HOME: where var/ and relative paths are
     defaults = {
