@@ -395,7 +395,7 @@ def _touch_one_percent(src: sa.Engine, round_no: int) -> str:
     """Change 1% of the source rows now (CST wall clock, as sources keep it) and return the
     window start the incremental run reads from. Rows an earlier round touched get an old
     update time back first, so each incremental run reads only its own 1%."""
-    from etl import clock
+    from etl.common import clock
 
     now = clock.naive(clock.now())
     with src.begin() as conn:

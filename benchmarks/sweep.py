@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import os
 
-    from etl import clock, pipeline, target
+    from etl import pipeline, target
+    from etl.common import clock
     from etl.mapping import load_mapping
     from tests.servers import create_database, start_postgres
 

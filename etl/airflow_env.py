@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from etl import private
-from etl.paths import project_dir
+from etl.common import private
+from etl.common.paths import project_dir
 
 if TYPE_CHECKING:
     from etl.mapping import Mapping as UnitMapping

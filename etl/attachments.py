@@ -27,11 +27,12 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from etl import clock, target
+from etl import target
+from etl.common import clock
 from etl.airflow_env import unset_variable
-from etl.errors import ConfigError, MediaError
+from etl.common.errors import ConfigError, MediaError
 from etl.mapping import FieldRule, FileSpec, Mapping
-from etl.masking import register_url_secrets
+from etl.common.masking import register_url_secrets
 from etl.transform import DELETED, ID, MEDIA_SHA
 
 MEDIA_FACTS = "_media"  # per row: JSON list of the facts of its files, for ingest_media
@@ -58,7 +59,7 @@ def resolve_base(spec: FileSpec, where: str) -> str:
                                "sftp://user:***@host/docs)"))
         register_url_secrets(value)
         return value
-    from etl.extract import connection_uri
+    from etl.common.outbound import connection_uri
 
     return connection_uri(spec.conn_id or "")
 
@@ -274,7 +275,7 @@ def summary(engine: sa.Engine) -> str:
     """What `ingest_media` holds, per unit, dataset and field (a few names each), and where the
     store is: the lines `etl demo` prints."""
     from etl import media
-    from etl.masking import cap
+    from etl.common.masking import cap
 
     t = target.ingest_media
     target.ensure_schema(engine)

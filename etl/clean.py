@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl import divisions, phones
-from etl.masking import mask, mask_text, personal_kind
+from etl.common.masking import mask, mask_text, personal_kind
 from etl.standard import DATASETS, ENVELOPE, UNIT_KEY, Dataset, Field
 
 # pandas' default string dtype ("str"): Arrow-backed, NaN for missing, so comparisons give
@@ -380,7 +380,7 @@ def _audit_raw(audit: Audit, f: Field,
 
 
 def _personal_kind(f: Field) -> str | None:
-    """How a field's examples are masked (`etl.masking.personal_kind`)."""
+    """How a field's examples are masked (`etl.common.masking.personal_kind`)."""
     return personal_kind(f)
 
 

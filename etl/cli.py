@@ -13,8 +13,10 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from etl import clock, private, standard
-from etl.errors import ConfigError, EtlError, MappingError
+from etl import standard
+from etl.common import clock
+from etl.common import private
+from etl.common.errors import ConfigError, EtlError, MappingError
 
 log = logging.getLogger("etl")
 
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _masked(text: str) -> str:
-    from etl.masking import mask_secrets_in_text
+    from etl.common.masking import mask_secrets_in_text
 
     return mask_secrets_in_text(text)
 

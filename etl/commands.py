@@ -9,8 +9,8 @@ from datetime import datetime
 from pathlib import Path
 
 from etl import report, target
-from etl.errors import MappingError
-from etl.masking import holds_secret, mask_url
+from etl.common.errors import MappingError
+from etl.common.masking import holds_secret, mask_url
 from etl.mapping import Mapping, Mode, load_mapping, load_mappings
 
 DEMO_MAPPINGS = ("mappings/demo_jinling_chem.yaml", "mappings/demo_suzhou_lift.yaml")
@@ -268,7 +268,7 @@ def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | Non
 
 def _keys(purpose: str):
     from etl import crypt
-    from etl.errors import ConfigError
+    from etl.common.errors import ConfigError
 
     key = crypt.data_key()
     if key is None:
@@ -295,7 +295,7 @@ def decrypt(org_no: str, tx_code: str, *, target_url: str | None = None, clear: 
     import json
 
     from etl import crypt, standard
-    from etl.errors import ConfigError
+    from etl.common.errors import ConfigError
 
     new, old = _keys("etl decrypt")
     try:
@@ -317,7 +317,7 @@ def scaffold(*, url_env: str | None, conn_id: str | None, org: str | None, name:
              out: Path | None, schema: str | None, force: bool) -> int:
     from etl import scaffold as drafting
     from etl.checks import is_valid_uscc
-    from etl.errors import ConfigError, SourceError
+    from etl.common.errors import ConfigError, SourceError
 
     if org is not None and not is_valid_uscc(org.strip().upper()):
         raise ConfigError(f"--org {org[:40]!r} is not an 18-character unified social credit code "

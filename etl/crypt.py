@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from etl import standard
-from etl.errors import ConfigError
+from etl.common.errors import ConfigError
 
 PREFIX = "enc:v1:"
 KEY_ENV, OLD_KEYS_ENV = "ETL_DATA_KEY", "ETL_DATA_KEY_OLD"
@@ -102,7 +102,7 @@ def _airflow_key() -> str | None:
         except Exception:
             value = None
     if value:
-        from etl.masking import register_secrets
+        from etl.common.masking import register_secrets
 
         register_secrets([value])
     return value or None
@@ -296,7 +296,7 @@ def _rotate_ledger(engine, new: DataKey, keys: list[DataKey], ikey: bytes, batch
 
 def shown(value: str | None, field: standard.Field, clear: bool) -> str | None:
     """A decrypted value as `etl decrypt` prints it: masked unless `clear`."""
-    from etl.masking import mask, personal_kind
+    from etl.common.masking import mask, personal_kind
 
     if value is None or clear:
         return value

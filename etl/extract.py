@@ -30,42 +30,20 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from psycopg import postgres, pq
 from psycopg.types.string import TextLoader
-from sqlalchemy.engine import Connection, Engine, URL, make_url
+from sqlalchemy.engine import Connection, Engine, URL
 from sqlalchemy.ext.compiler import compiles
 
-from etl import clock, tls
+from etl.common import clock
+from etl.common import outbound
+from etl.common.outbound import connection_uri, normalise_url
 from etl.airflow_env import unset_variable
-from etl.errors import ConfigError, SourceDataError, SourceError, SourceSchemaError
+from etl.common.errors import ConfigError, SourceDataError, SourceError, SourceSchemaError
 from etl.mapping import DatasetSpec, Mapping, SourceSpec
-from etl.masking import (mask_secrets_in_text, mask_url, register_secrets, register_url_secrets,
-                         url_secrets)
+from etl.common.masking import (mask_secrets_in_text, mask_url, register_url_secrets, url_secrets)
 from etl.sql_guard import select_problem, unsafe_url_options
 
 DEFAULT_CHUNK_ROWS = 100_000
 CST_NAME = "Asia/Shanghai"
-
-_SCHEMES = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg",
-            "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
-
-
-def normalise_url(url: str | URL, origin: str = "the URL") -> URL:
-    """Pick the project's drivers (psycopg 3, pymysql) when a URL names none. A URL that does
-    not parse, or names a database SQLAlchemy cannot load, is a `ConfigError` naming `origin`
-    (where the URL came from) and showing the URL masked."""
-    try:
-        parsed = make_url(url)
-        if parsed.drivername in _SCHEMES:
-            parsed = parsed.set(drivername=_SCHEMES[parsed.drivername])
-        parsed.get_dialect()
-    except (sa.exc.ArgumentError, ValueError, TypeError) as e:
-        reason = ("unknown database or driver" if isinstance(e, sa.exc.NoSuchModuleError)
-                  else "bad port" if isinstance(e, ValueError) else "not a SQLAlchemy URL")
-        raise ConfigError(f"{origin} is not a usable database URL ({reason}): {mask_url(url)}; "
-                          f"write it as dialect+driver://user@host:port/database") from None
-    if parsed.drivername.startswith("mysql") and "charset" not in parsed.query:
-        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
-    return parsed
-
 
 def resolve_url(spec: SourceSpec) -> URL:
     """The SQLAlchemy URL a source spec points to; secrets stay out of mapping files. Options
@@ -87,7 +65,7 @@ def _parsed_url(spec: SourceSpec) -> URL:
     if bad := unsafe_url_options(url):
         raise ConfigError(f"the source URL of {spec.describe()} sets {', '.join(bad)}, which could "
                           f"let a query do more than read: remove it")
-    return tls.enforce(url, tls.requirement(spec), f"the source URL of {spec.describe()}")
+    return outbound.enforce(url, outbound.requirement(spec), f"the source URL of {spec.describe()}")
 
 
 def check_source_urls(mapping: Mapping) -> None:
@@ -116,24 +94,6 @@ def _sqlite_read_only(url: URL) -> URL:
     return url.set(database=f"file:{quote(database)}?mode=ro").update_query_dict({"uri": "true"})
 
 
-def connection_uri(conn_id: str) -> str:
-    """An Airflow connection's URI, through whatever secrets backend Airflow is set up with."""
-    try:
-        from airflow.sdk import Connection
-        from airflow.sdk.exceptions import AirflowNotFoundException
-    except ImportError:  # pragma: no cover - airflow is a dependency
-        raise ConfigError(f"conn_id {conn_id!r} needs Airflow installed") from None
-    try:
-        conn = Connection.get(conn_id)
-    except AirflowNotFoundException:
-        raise ConfigError(f"Airflow connection {conn_id!r} not found: add it with "
-                          f"`airflow connections add {conn_id} --conn-uri ...`") from None
-    register_secrets([conn.password])
-    uri = conn.get_uri()
-    register_url_secrets(uri)
-    return uri
-
-
 def _is_schema_problem(exc: BaseException) -> bool:
     text = str(getattr(exc, "orig", exc)).lower()
     return "no such table" in text or "no such column" in text
@@ -154,7 +114,7 @@ def _connect_args(url: URL, spec: SourceSpec) -> dict[str, Any]:
     if name in ("mysql", "mariadb") and url.get_driver_name() == "pymysql":
         return {"connect_timeout": max(1, round(spec.connect_timeout_s)),
                 "read_timeout": max(1, round(spec.statement_timeout_s)),
-                **tls.mysql_connect_args(url)}
+                **outbound.mysql_connect_args(url)}
     if name == "sqlite":
         return {"timeout": spec.connect_timeout_s}
     return {}
@@ -180,7 +140,7 @@ def engine_for(url: URL, spec: SourceSpec | None = None) -> Engine:
     not hold a thousand pools of idle connections open; an evicted engine closes its
     connections."""
     spec = spec or _DEFAULTS
-    why = tls.requirement(spec)
+    why = outbound.requirement(spec)
     key = (url, spec.connect_timeout_s, spec.statement_timeout_s, why)
     with _engines_lock:
         engine = _engines.pop(key, None)
@@ -190,7 +150,7 @@ def engine_for(url: URL, spec: SourceSpec | None = None) -> Engine:
             if url.get_backend_name() == "sqlite":
                 sa.event.listen(engine, "connect", _sqlite_text_as_read)
             elif why:
-                tls.verify_on_connect(engine, why, f"the source {mask_url(url)}")
+                outbound.verify_on_connect(engine, why, f"the source {mask_url(url)}")
         _engines[key] = engine
         evicted = [_engines.popitem(last=False)[1] for _ in range(len(_engines) - ENGINES_KEPT)]
     for old in evicted:

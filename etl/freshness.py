@@ -21,8 +21,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import clock, standard, target
-from etl.errors import ConfigError, MappingError
+from etl import standard, target
+from etl.common import clock
+from etl.common.errors import ConfigError, MappingError
 from etl.mapping import Mapping, discover, load_mapping_cached
 from etl.planning import _period_minutes
 

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from etl import clock, target
+from etl import target
+from etl.common import clock
 
 #: How often `hard_deletes:` compares a dataset's source keys with the target (None: every run).
 SWEEP_PERIODS: dict[str, timedelta | None] = {

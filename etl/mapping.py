@@ -22,8 +22,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from etl import standard
-from etl.errors import MappingError
-from etl.masking import is_secret_param, mask_url
+from etl.common.errors import MappingError
+from etl.common.masking import is_secret_param, mask_url
 from etl.sql_guard import select_problem, unsafe_url_options
 
 FREQUENCY = re.compile(r"^(daily|weekly|hourly|\d+min)$")
@@ -811,7 +811,7 @@ def load_mapping_cached(path: str | Path, cache_dir: Path | None) -> Mapping:
         try:
             import json
 
-            from etl import private
+            from etl.common import private
 
             private.private_dir(cache_dir)  # a mapping names a unit's sources and columns
             chain = [list(t) for t in m.templates]

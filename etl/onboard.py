@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from etl import private
-from etl.errors import ConfigError, MappingError
+from etl.common import private
+from etl.common.errors import ConfigError, MappingError
 
 MAX_REGISTER_BYTES = 50_000_000   # a province's register is a few MB
 MAX_ROWS = 200_000

@@ -30,9 +30,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl import clock, planning, private, staging
-from etl.paths import project_dir
-from etl.errors import EtlError, MappingError
+from etl import planning, staging
+from etl.common import clock
+from etl.common import private
+from etl.common.paths import project_dir
+from etl.common.errors import EtlError, MappingError
 
 log = logging.getLogger("etl")
 
@@ -82,32 +84,19 @@ def _in_project() -> Iterator[None]:
 
 def mask(secret: str | None) -> None:
     """Register a secret with Airflow's masker, so task logs show *** instead."""
-    from etl.masking import register_secrets
+    from etl.common.masking import register_secrets
 
     register_secrets([secret])
-
-
-def _airflow_connection_uri(conn_id: str) -> str | None:
-    """The URI of an Airflow connection, or None when no such connection is defined."""
-    try:
-        from airflow.sdk import Connection
-        from airflow.sdk.exceptions import AirflowNotFoundException
-    except ImportError:  # pragma: no cover
-        return None
-    try:
-        conn = Connection.get(conn_id)
-    except AirflowNotFoundException:
-        return None
-    mask(conn.password)
-    return conn.get_uri()
 
 
 def target_url() -> str:
     """The Airflow connection `etl_target` if defined, else `ETL_TARGET_URL`, else the default
     SQLite file under the project folder."""
-    from etl.masking import register_url_secrets
+    from etl.common.masking import register_url_secrets
 
-    url = (_airflow_connection_uri(TARGET_CONN_ID) or os.environ.get("ETL_TARGET_URL")
+    from etl.common.outbound import connection_uri
+
+    url = (connection_uri(TARGET_CONN_ID, required=False) or os.environ.get("ETL_TARGET_URL")
            or f"sqlite:///{project_dir() / 'var' / 'target.sqlite'}")
     register_url_secrets(url)  # never raises: an unparsable URL fails in target.connect, masked
     return url
@@ -370,7 +359,7 @@ def _message(exc: BaseException) -> str:
 
 def _message_text(text: str) -> str:
     """A message as logged and stored: secrets and personal data masked, length capped."""
-    from etl.masking import RUN_MESSAGE_CHARS, cap
+    from etl.common.masking import RUN_MESSAGE_CHARS, cap
 
     return cap(text, RUN_MESSAGE_CHARS)
 

@@ -19,13 +19,15 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import attachments, clock, crypt, extract, history, phones, provenance, standard, target, transform, validate
+from etl import attachments, crypt, extract, history, phones, standard, target, transform, validate
+from etl.common import clock
+from etl.common import provenance
 from etl.clean import Audit, binary_values, clean_frame
-from etl.errors import EtlError, MassDeleteRefused, TargetError
+from etl.common.errors import EtlError, MassDeleteRefused, TargetError
 from etl.load import (MASS_DELETE_MIN, MASS_DELETE_SHARE, REJECTED, Counts, DatasetLoad,
                       allocate_batches, insert_rows, mass_delete, record_batches)
 from etl.mapping import FieldRule, Mapping, Mode
-from etl.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, excerpt, mask, personal_kind
+from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, excerpt, mask, personal_kind
 from etl.transform import DELETED, KEY, UPDATED
 
 log = logging.getLogger("etl")

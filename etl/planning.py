@@ -27,8 +27,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from etl import clock, standard
-from etl.errors import ConfigError, MappingError
+from etl import standard
+from etl.common import clock
+from etl.common.errors import ConfigError, MappingError
 from etl.mapping import Mapping, discover, load_mapping_cached, mapping_from_dict, mapping_to_dict
 
 log = logging.getLogger("etl")

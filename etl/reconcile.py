@@ -22,12 +22,13 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import clock, extract, pipeline, standard, target, validate
+from etl import extract, pipeline, standard, target, validate
+from etl.common import clock
 from etl.clean import Audit
-from etl.errors import EtlError
+from etl.common.errors import EtlError
 from etl.load import REJECTED, DatasetLoad
 from etl.mapping import Mapping
-from etl.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, mask, personal_kind
+from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, mask, personal_kind
 from etl.transform import DELETED, HASH, ID, KEY, SEQ
 
 #: At most this many examples of each kind (missing, extra, differing fields, not ingested)
@@ -44,7 +45,7 @@ class FieldDiff:
     source_key: str
     field: str
     source: str | None
-    target: str | None   # values masked (etl.masking: by personal_kind, then ID numbers / mobiles)
+    target: str | None   # values masked (etl.common.masking: by personal_kind, then ID numbers / mobiles)
 
 
 @dataclass

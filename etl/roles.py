@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from etl import standard, target
-from etl.errors import ConfigError
+from etl.common.errors import ConfigError
 
 OWNER, LOADER, READER, UNIT_READER = "etl_owner", "etl_loader", "etl_reader", "etl_unit_reader"
 UNIT_ROLE_TABLE = "etl_unit_role"

@@ -29,7 +29,7 @@ from pypinyin import Style, lazy_pinyin
 from rapidfuzz import fuzz, process
 
 from etl import standard
-from etl.errors import ConfigError
+from etl.common.errors import ConfigError
 
 # --- the vocabulary: data, in one place --------------------------------------------------------
 
@@ -765,7 +765,7 @@ def run(*, url_env: str | None, conn_id: str | None, org: str | None, name: str 
         try:
             drafts = scaffold(conn, schema=schema)
         except sa.exc.DBAPIError as e:
-            from etl.errors import SourceError
+            from etl.common.errors import SourceError
             from etl.extract import safe_error
 
             raise SourceError(f"reading the catalogue of {spec.describe()} failed: "

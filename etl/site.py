@@ -23,17 +23,18 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import clock, freshness, reconcile, standard, target
+from etl import freshness, reconcile, standard, target
+from etl.common import clock
 from etl.freshness import InvalidMapping
 from etl.mapping import Mapping
-from etl.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap
+from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap
 from etl.report import COUNT_COLUMNS, RUN_COLUMN
 from etl.staging import token
 
@@ -148,7 +149,7 @@ def _link_media(rows: list[dict], units_dir: Path) -> None:
     both stay on this machine), none for an object store (a bucket needs credentials)."""
     if not rows:
         return
-    from etl.errors import EtlError
+    from etl.common.errors import EtlError
     from etl.media import MediaStore
 
     try:

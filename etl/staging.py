@@ -59,9 +59,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from etl import private
-from etl.errors import ConfigError, TargetError
-from etl.paths import project_dir
+from etl.common import private
+from etl.common.errors import ConfigError, TargetError
+from etl.common.paths import project_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -512,7 +512,7 @@ class TargetStore(Store):
             conn.execute(sa.delete(self._table).where(self._under(prefix)))
 
     def describe(self) -> str:
-        from etl.masking import mask_url
+        from etl.common.masking import mask_url
 
         return f"staging table ingest_stage in {mask_url(self.engine.url)}"
 

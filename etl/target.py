@@ -15,7 +15,7 @@ from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from etl import standard
-from etl.errors import TargetSchemaError
+from etl.common.errors import TargetSchemaError
 from etl.standard import Dataset, Field
 
 HASH_COLUMN = "rowHash"
@@ -253,18 +253,18 @@ def connect(url: str, origin: str = "the target URL") -> Engine:
     """An engine for the target. SQLite gets a writer lock at BEGIN and a long busy timeout,
     so parallel loaders queue instead of failing. A malformed URL is a `ConfigError` naming
     `origin` (`--target`, `ETL_TARGET_URL`); its password is masked wherever it shows."""
-    from etl import tls
-    from etl.extract import normalise_url
-    from etl.masking import register_url_secrets
+    from etl.common import outbound
+    from etl.common.outbound import normalise_url
+    from etl.common.masking import register_url_secrets
 
     register_url_secrets(url)
-    why = tls.requirement()  # ETL_REQUIRE_TLS; SQLite is local and never needs it
-    parsed = tls.enforce(normalise_url(url, origin), why, origin)
+    why = outbound.requirement()  # ETL_REQUIRE_TLS; SQLite is local and never needs it
+    parsed = outbound.enforce(normalise_url(url, origin), why, origin)
     if parsed.drivername.startswith("sqlite"):
         if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
             # the target holds personal data: its file (and so SQLite's journals, which take
             # its mode) 0600 and a folder we make 0700, whoever creates them
-            from etl import private
+            from etl.common import private
 
             private.makedirs(Path(parsed.database).parent)
             private.touch(parsed.database)
@@ -283,11 +283,11 @@ def connect(url: str, origin: str = "the target URL") -> Engine:
         # READ COMMITTED: InnoDB's default REPEATABLE READ takes gap locks in INSERT ... SELECT,
         # which makes loaders of different units deadlock on shared tables.
         engine = sa.create_engine(parsed, pool_pre_ping=True, isolation_level="READ COMMITTED",
-                                  connect_args=tls.mysql_connect_args(parsed))
+                                  connect_args=outbound.mysql_connect_args(parsed))
     else:
         engine = sa.create_engine(parsed, pool_pre_ping=True)
     if why:
-        tls.verify_on_connect(engine, why, origin)
+        outbound.verify_on_connect(engine, why, origin)
     return engine
 
 

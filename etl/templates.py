@@ -28,7 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from etl.errors import MappingError
+from etl.common.errors import MappingError
 
 EXTENDS = "extends"
 MAX_DEPTH = 8           # templates in one chain: a vendor, its versions, a province's variant
@@ -397,7 +397,7 @@ def resolved_yaml(m) -> str:
     --resolved`): what a unit that extends a template really maps."""
     import yaml
 
-    from etl.masking import mask_url
+    from etl.common.masking import mask_url
 
     raw = m.model.model_dump(mode="json", exclude_defaults=True)
     for spec in [raw.get("source"), *(ds.get("source") for ds in raw.get("datasets", {}).values())]:

@@ -19,7 +19,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from etl import checks, standard
-from etl.masking import excerpt, personal_kind
+from etl.common.masking import excerpt, personal_kind
 from etl.standard import Dataset, Field
 
 ERROR, WARNING, DUPLICATE = "error", "warning", "duplicate"

@@ -15,7 +15,7 @@ from helpers import GB11643_WEIGHTS, gb11643, query, seed
 from helpers import every_area_code as area_codes
 
 from etl import checks
-from etl.masking import mask_idcard
+from etl.common.masking import mask_idcard
 
 
 def wrong_check(number: str) -> str:
@@ -396,7 +396,7 @@ def test_a_row_with_an_error_left_keeps_only_its_errors(tmp_path: Path) -> None:
 ])
 def test_a_checks_block_that_would_raise_or_miss_a_rule_is_refused(tmp_path: Path, checks: str,
                                                                    problem: str) -> None:
-    from etl.errors import MappingError
+    from etl.common.errors import MappingError
     from etl.mapping import load_mapping
 
     path = tmp_path / "unit.yaml"

@@ -19,7 +19,7 @@ from etl.clean import (
     clean_frame,
     standard_fields,
 )
-from etl.masking import mask, mask_text
+from etl.common.masking import mask, mask_text
 from etl.standard import DATASETS, dataset
 
 RISK = dataset("06")

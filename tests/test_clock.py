@@ -7,7 +7,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
-from etl import clock
+from etl.common import clock
 
 
 def test_today_is_the_shanghai_date_near_midnight():
@@ -20,7 +20,7 @@ def test_naive_times_are_taken_as_cst():
 
 
 def test_machine_zone_does_not_matter():
-    code = "from etl import clock; print(clock.today(), clock.now().utcoffset())"
+    code = "from etl.common import clock; print(clock.today(), clock.now().utcoffset())"
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            env={**os.environ, "TZ": tz}).stdout
             for tz in ("UTC", "America/Los_Angeles", "Pacific/Kiritimati")}

@@ -227,7 +227,7 @@ def test_terminal_errors_fail_at_once_and_transient_ones_are_left_to_retries() -
     from airflow.sdk.exceptions import AirflowFailException
 
     from etl import orchestrate
-    from etl.errors import MappingError, SourceError, SourceSchemaError
+    from etl.common.errors import MappingError, SourceError, SourceSchemaError
 
     with pytest.raises(AirflowFailException, match="unit 06: .*broken.yaml"):
         with orchestrate._airflow_errors("unit 06"):
@@ -623,7 +623,7 @@ def test_a_variable_missing_from_the_workers_environment_says_restart_or_use_a_c
     from etl import target
     from etl.airflow_env import in_airflow_task
     from etl.demo_data import UNIT_A, make_demo_sources
-    from etl.errors import ConfigError
+    from etl.common.errors import ConfigError
     from etl.extract import resolve_url
     from etl.mapping import SourceSpec
 

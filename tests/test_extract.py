@@ -89,7 +89,7 @@ def test_conn_error_message_hides_the_password():
 
 
 def test_a_missing_column_is_a_terminal_mapping_problem(tmp_path, monkeypatch):
-    from etl.errors import SourceSchemaError
+    from etl.common.errors import SourceSchemaError
 
     url = f"sqlite:///{tmp_path / 's.sqlite'}"
     e = sa.create_engine(url)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from etl import clock, freshness, pipeline, target
+from etl import freshness, pipeline, target
+from etl.common import clock
 from etl.cli import main
 from etl.mapping import Mapping, load_mapping
 from helpers import (BROKEN_MAPPING, hidden_danger_mapping_text, hidden_danger_row, org_no,

@@ -17,8 +17,9 @@ import pytest
 import sqlalchemy as sa
 from helpers import hidden_danger_mapping_text, hidden_danger_row, rows_of, write_source
 
-from etl import clock, load, pipeline, target
-from etl.errors import MassDeleteRefused
+from etl import load, pipeline, target
+from etl.common import clock
+from etl.common.errors import MassDeleteRefused
 from etl.mapping import load_mapping
 
 OLD = datetime(2024, 1, 10, 9, 0)          # when the source's rows last changed, long ago

@@ -7,7 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from etl import clock, pipeline, target
+from etl import pipeline, target
+from etl.common import clock
 from helpers import (ORG_A, hidden_danger_mapping, hidden_danger_row, org_no, rows_of,
                      write_source)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from etl.errors import MappingError
+from etl.common.errors import MappingError
 from etl.mapping import discover, load_mapping, load_mappings
 from etl.sql_guard import select_problem
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_mapping import GOOD, problems, write
 
-from etl.errors import MappingError
+from etl.common.errors import MappingError
 from etl.mapping import MAX_BYTES, load_mapping, load_mapping_cached
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ def test_an_alias_bomb_is_refused_quickly_in_bounded_memory(tmp_path: Path) -> N
     done = run_bounded(f"""
         import time
         from pathlib import Path
-        from etl.errors import MappingError
+        from etl.common.errors import MappingError
         from etl.mapping import load_mapping
         start = time.monotonic()
         try:
@@ -108,7 +108,7 @@ def test_a_link_to_dev_zero_does_not_read_forever_even_cached(tmp_path: Path) ->
     (tmp_path / "zero.yaml").symlink_to("/dev/zero")
     done = run_bounded(f"""
         from pathlib import Path
-        from etl.errors import MappingError
+        from etl.common.errors import MappingError
         from etl.mapping import load_mapping_cached
         try:
             load_mapping_cached(Path({str(tmp_path / 'zero.yaml')!r}), Path({str(tmp_path / 'c')!r}))

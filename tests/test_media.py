@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from etl import media
-from etl.errors import EtlError
+from etl.common.errors import EtlError
 from etl.media import (CHUNK_BYTES, FileServerUnreachable, FileSource, Located, MediaError,
                        MediaStore, Progress, Stored, fetch)
 from etl.sample_files import (docx_bytes, gif_bytes, jpeg_bytes, mp4_header, ole_header,

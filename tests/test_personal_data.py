@@ -203,7 +203,7 @@ def test_a_ten_megabyte_value_gives_a_short_masked_message(tmp_path):
 
 
 def test_caps_keep_text_short_and_masked():
-    from etl.masking import MESSAGE_CHARS, cap, excerpt
+    from etl.common.masking import MESSAGE_CHARS, cap, excerpt
 
     text = f"row {ID_EXPIRED} " + "x" * 10_000
     capped = cap(text)

@@ -18,7 +18,7 @@ import yaml
 from stdnum.cn import uscc
 
 from etl import planning
-from etl.errors import ConfigError
+from etl.common.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 MAPPINGS = ROOT / "mappings"

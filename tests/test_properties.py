@@ -9,7 +9,8 @@ from datetime import date, datetime
 import pandas as pd
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from etl import clock, pipeline, standard, target
+from etl import pipeline, standard, target
+from etl.common import clock
 from etl.clean import Audit
 from etl.mapping import Mapping, MappingModel
 from helpers import ORG_A, rows_of

@@ -16,7 +16,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from etl import cli, clock, roles, target
+from etl import cli, roles, target
+from etl.common import clock
 from etl.demo_data import UNIT_A, UNIT_B, make_demo_sources
 from tests.helpers import ORG_A, hidden_danger_mapping, hidden_danger_row, query, write_source
 

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 import yaml
 from helpers import BROKEN_MAPPING
 
-from etl import provenance, target
+from etl import target
+from etl.common import provenance
 from etl.cli import main as cli_main
 from etl.demo_data import UNIT_B, make_demo_sources
 

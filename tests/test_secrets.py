@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from etl import masking
+from etl.common import masking
 from etl.cli import main
-from etl.masking import holds_secret, is_secret_param, mask_secrets_in_text, mask_url
+from etl.common.masking import holds_secret, is_secret_param, mask_secrets_in_text, mask_url
 from helpers import hidden_danger_mapping_text, hidden_danger_row, write_source
 
 MARK = "S3cr3t"  # in every spelling of the password: raw, percent-encoded, quote_plus

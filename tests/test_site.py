@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from etl import clock, freshness, pipeline, site, target
+from etl import freshness, pipeline, site, target
+from etl.common import clock
 from etl.cli import main
 from etl.demo_data import make_demo_sources, make_uscc
 from etl.mapping import load_mapping

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from etl import extract
 from etl.cli import main
-from etl.errors import SourceError
+from etl.common.errors import SourceError
 from etl.mapping import DatasetSpec, SourceSpec, load_mapping
 from helpers import ORG_A, QUIRKY_FIELDS
 

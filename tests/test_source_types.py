@@ -310,7 +310,7 @@ def test_a_cast_failing_mid_read_fails_its_dataset_in_one_line_and_the_next_unit
     the source's reason in one line (a data problem: not retried), the next unit loads."""
     from helpers import hidden_danger_mapping_text, org_no, write_source
 
-    from etl.errors import SourceDataError
+    from etl.common.errors import SourceDataError
 
     rows = [hidden_danger_row(i) for i in range(1, 2001)]
     rows[1500]["level"] = "不是数字"

@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl import staging, target
-from etl.errors import ConfigError
+from etl.common.errors import ConfigError
 from etl.staging import PathStore, StagingMissing, TargetStore, key, open_store, token
 
 CST = ZoneInfo("Asia/Shanghai")

@@ -14,7 +14,7 @@ from helpers import gb32100
 
 from etl import planning
 from etl.cli import main
-from etl.errors import MappingError
+from etl.common.errors import MappingError
 from etl.mapping import (MAX_BYTES, discover, load_mapping, load_mapping_cached, mapping_from_dict,
                          mapping_to_dict)
 

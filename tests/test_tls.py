@@ -27,9 +27,10 @@ from helpers import hidden_danger_mapping_text, hidden_danger_row, write_source
 from servers import (Server, ServerBinaryMissing, create_database, drop_database, start_mariadb,
                      start_postgres)
 
-from etl import extract, target, tls
+from etl import extract, target
+from etl.common import outbound
 from etl.cli import main as cli_main
-from etl.errors import ConfigError, SourceError
+from etl.common.errors import ConfigError, SourceError
 from etl.mapping import SourceSpec
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mariadb]
@@ -136,7 +137,7 @@ def maria_db(tls_maria: Server) -> Iterator[str]:
 
 @pytest.fixture(autouse=True)
 def _no_global_requirement(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(tls.ENV, raising=False)
+    monkeypatch.delenv(outbound.ENV, raising=False)
 
 
 def _with(url: str, **query: str) -> str:
@@ -187,7 +188,7 @@ def test_require_tls_refuses_a_plain_postgres_url_before_connecting(pg_db: str,
     plain = _with(pg_db, sslmode="disable")
     with pytest.raises(ConfigError, match="sslmode=disable but TLS is required .source.require_tls."):
         _source_encrypted(plain, require_tls=True)
-    monkeypatch.setenv(tls.ENV, "1")
+    monkeypatch.setenv(outbound.ENV, "1")
     with pytest.raises(ConfigError, match="sslmode=disable but TLS is required .ETL_REQUIRE_TLS=1.") as e:
         target.connect(plain, "ETL_TARGET_URL")
     assert _one_line(e).startswith("ETL_TARGET_URL sets sslmode=disable")
@@ -206,7 +207,7 @@ def test_require_tls_makes_a_postgres_url_without_sslmode_demand_tls(pg_db: str,
 def test_a_session_the_server_left_plain_is_refused_after_connecting(pg_db: str) -> None:
     """The check after connecting asks the server itself (pg_stat_ssl), whatever the URL said."""
     engine = sa.create_engine(_with(pg_db, sslmode="disable"))
-    tls.verify_on_connect(engine, "ETL_REQUIRE_TLS=1", "the target")
+    outbound.verify_on_connect(engine, "ETL_REQUIRE_TLS=1", "the target")
     with pytest.raises(ConfigError, match="accepted a connection without TLS"):
         engine.connect()
     engine.dispose()
@@ -235,13 +236,13 @@ def test_require_tls_refuses_a_mariadb_url_without_tls_options(maria_db: str, ce
     assert "ssl_ca=" in _one_line(e)
     with pytest.raises(ConfigError, match="has no TLS options"):
         _source_encrypted(_with(maria_db, ssl_ca=str(certs["ca"]), ssl_disabled="true"), require_tls=True)
-    monkeypatch.setenv(tls.ENV, "1")
+    monkeypatch.setenv(outbound.ENV, "1")
     with pytest.raises(ConfigError, match="ETL_TARGET_URL has no TLS options but TLS is required"):
         target.connect(maria_db, "ETL_TARGET_URL")
 
 
 def test_sqlite_is_local_and_needs_no_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(tls.ENV, "1")
+    monkeypatch.setenv(outbound.ENV, "1")
     engine = target.connect(f"sqlite:///{tmp_path / 't.sqlite'}")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT 1").scalar() == 1
@@ -261,7 +262,7 @@ def test_airflow_connection_extras_arrive_as_url_options(monkeypatch: pytest.Mon
     pg = extract.resolve_url(SourceSpec(conn_id="tls_pg", require_tls=True))
     assert (pg.query["sslmode"], pg.query["sslrootcert"]) == ("verify-full", str(certs["ca"]))
     maria = extract.resolve_url(SourceSpec(conn_id="tls_maria", require_tls=True))
-    assert tls.mysql_connect_args(maria)["ssl"] == {
+    assert outbound.mysql_connect_args(maria)["ssl"] == {
         "ca": str(certs["ca"]), "verify_mode": True, "check_hostname": True}
 
 
@@ -277,7 +278,7 @@ def test_etl_run_goes_over_tls_from_source_to_target(pg_db: str, maria_db: str, 
     mapping.write_text(hidden_danger_mapping_text().replace("{url_env: UNIT_A_SOURCE_URL}",
                                                             "{conn_id: unit_tls, require_tls: true}"),
                        encoding="utf-8")
-    monkeypatch.setenv(tls.ENV, "1")
+    monkeypatch.setenv(outbound.ENV, "1")
     target_url = _with(maria_db, ssl_ca=str(certs["ca"]), ssl_verify_cert="true",
                        ssl_verify_identity="true")
     assert cli_main(["-q", "run", str(mapping), "--target", target_url]) == 0

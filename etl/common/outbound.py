@@ -1,4 +1,8 @@
-"""Encrypted transport to PostgreSQL and MySQL/MariaDB sources and targets.
+"""Outbound connections, one home for the rules every connection follows: to units' sources,
+the target and file servers. Database URLs get the project's drivers (`normalise_url`); an
+Airflow connection becomes a URI one way (`connection_uri`), its password masked; and TLS.
+
+Encrypted transport to PostgreSQL and MySQL/MariaDB sources and targets.
 
 TLS options come from the URL (an Airflow connection's extras arrive as its query parameters):
 psycopg reads libpq's own (`sslmode=verify-full&sslrootcert=/path/ca.pem`); MySQL URLs take
@@ -20,9 +24,55 @@ import os
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL, Engine, make_url
 
-from etl.errors import ConfigError
+from etl.common.errors import ConfigError
+from etl.common.masking import mask_url, register_secrets, register_url_secrets
+
+_SCHEMES = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg",
+            "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
+
+
+def normalise_url(url: str | URL, origin: str = "the URL") -> URL:
+    """Pick the project's drivers (psycopg 3, pymysql) when a URL names none. A URL that does
+    not parse, or names a database SQLAlchemy cannot load, is a `ConfigError` naming `origin`
+    (where the URL came from) and showing the URL masked."""
+    try:
+        parsed = make_url(url)
+        if parsed.drivername in _SCHEMES:
+            parsed = parsed.set(drivername=_SCHEMES[parsed.drivername])
+        parsed.get_dialect()
+    except (sa.exc.ArgumentError, ValueError, TypeError) as e:
+        reason = ("unknown database or driver" if isinstance(e, sa.exc.NoSuchModuleError)
+                  else "bad port" if isinstance(e, ValueError) else "not a SQLAlchemy URL")
+        raise ConfigError(f"{origin} is not a usable database URL ({reason}): {mask_url(url)}; "
+                          f"write it as dialect+driver://user@host:port/database") from None
+    if parsed.drivername.startswith("mysql") and "charset" not in parsed.query:
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    return parsed
+
+
+def connection_uri(conn_id: str, *, required: bool = True) -> str | None:
+    """An Airflow connection's URI, through whatever secrets backend Airflow is set up with;
+    its password is registered with the masker. A connection not defined is a `ConfigError`
+    saying how to add it, or None when not `required`."""
+    try:
+        from airflow.sdk import Connection
+        from airflow.sdk.exceptions import AirflowNotFoundException
+    except ImportError:  # pragma: no cover - airflow is a dependency
+        raise ConfigError(f"conn_id {conn_id!r} needs Airflow installed") from None
+    try:
+        conn = Connection.get(conn_id)
+    except AirflowNotFoundException:
+        if not required:
+            return None
+        raise ConfigError(f"Airflow connection {conn_id!r} not found: add it with "
+                          f"`airflow connections add {conn_id} --conn-uri ...`") from None
+    register_secrets([conn.password])
+    uri = conn.get_uri()
+    register_url_secrets(uri)
+    return uri
+
 
 ENV = "ETL_REQUIRE_TLS"
 _TRUE = ("1", "true", "yes", "on")
