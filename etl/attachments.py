@@ -96,7 +96,7 @@ def collect(frame: pd.DataFrame, raw: pd.DataFrame, mapping: Mapping, tx_code: s
     file is refused (one per row: its first refused file). `raw` is the chunk's source rows,
     index-aligned with `frame` (BLOB bytes are read from it)."""
     from etl import media
-    from etl.validate import Finding
+    from etl.standard.validate import Finding
 
     rules = file_rules(mapping, tx_code)
     if not rules:

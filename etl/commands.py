@@ -316,7 +316,7 @@ def decrypt(org_no: str, tx_code: str, *, target_url: str | None = None, clear: 
 def scaffold(*, url_env: str | None, conn_id: str | None, org: str | None, name: str | None,
              out: Path | None, schema: str | None, force: bool) -> int:
     from etl import scaffold as drafting
-    from etl.checks import is_valid_uscc
+    from etl.standard.checks import is_valid_uscc
     from etl.common.errors import ConfigError, SourceError
 
     if org is not None and not is_valid_uscc(org.strip().upper()):

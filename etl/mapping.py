@@ -286,7 +286,7 @@ class UnitSpec(_Model):
     @field_validator("orgNo", mode="before")
     @classmethod
     def _org_no(cls, v: Any) -> Any:
-        from etl.checks import is_valid_uscc
+        from etl.standard.checks import is_valid_uscc
 
         if not isinstance(v, str) or not is_valid_uscc(v.strip().upper()):
             raise ValueError("orgNo must be the unit's 18-character unified social credit code "
@@ -352,7 +352,7 @@ class Mapping:
 
     def checks_for(self, tx_code: str) -> dict[tuple[str, str], str]:
         """{(field, rule): "warning" | "off"}: the unit's `checks:`, then the dataset's."""
-        from etl.validate import lowerable_rules
+        from etl.standard.validate import lowerable_rules
 
         ds = standard.dataset(tx_code)
         out: dict[tuple[str, str], str] = {}
@@ -493,7 +493,7 @@ def _level(setting: Any) -> str:
 
 def checks_problems(where: str, raw: Any, datasets: list[standard.Dataset]) -> list[tuple[str, str]]:
     """Problems of a `checks:` block that lowers rules for the fields of `datasets`."""
-    from etl.validate import LEVELS, lowerable_rules
+    from etl.standard.validate import LEVELS, lowerable_rules
 
     if raw is None:
         return []
@@ -595,7 +595,7 @@ def _canonical(value: str, f: standard.Field) -> str:
     province's mappings repeat the same few targets thousands of times."""
     import pandas as pd
 
-    from etl.clean import Audit, clean_column
+    from etl.standard.clean import Audit, clean_column
 
     out = clean_column(pd.Series([value], dtype=object), f, Audit()).iloc[0]
     return "" if pd.isna(out) else str(out)
@@ -773,16 +773,20 @@ def mapping_from_dict(d: dict[str, Any]) -> Mapping:
     return m
 
 
-_CODE = ("mapping.py", "standard.py", "clean.py", "divisions.py", "checks.py", "validate.py",
-         "sql_guard.py", "templates.py")
+_CODE = ("etl.mapping", "etl.standard.tables", "etl.standard.clean", "etl.standard.divisions",
+         "etl.standard.checks", "etl.standard.validate", "etl.sql_guard", "etl.templates")
 
 
 @lru_cache(maxsize=1)
 def _code_digest() -> bytes:
     """What a cached verdict depends on besides the file: the validating code."""
+    import importlib.util
+
     h = hashlib.sha256()
     for name in _CODE:
-        h.update(Path(__file__).with_name(name).read_bytes())
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin, name
+        h.update(Path(spec.origin).read_bytes())
     return h.digest()
 
 

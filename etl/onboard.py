@@ -162,7 +162,7 @@ def org_no_problem(value: str) -> str | None:
     validates orgNo, with the part that is wrong."""
     from stdnum.cn import uscc
 
-    from etl.checks import _USCC, is_valid_uscc
+    from etl.standard.checks import _USCC, is_valid_uscc
 
     code = value.strip().upper()
     if not code:

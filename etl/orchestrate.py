@@ -433,8 +433,9 @@ def _extract_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Ite
 def _transform_item(store: staging.Store, run: _Run, item: _Item) -> dict[str, Any]:
     """Map, clean and validate each raw chunk into a prepared chunk, its findings and the
     cleaning audit."""
-    from etl import pipeline, validate
-    from etl.clean import Audit
+    from etl import pipeline
+    from etl.standard import validate
+    from etl.standard.clean import Audit
 
     p = _rebuild_plan(item.unit.validated(), item.record["plan"])
     meta = _meta(run, item.unit, item.tx)
@@ -458,7 +459,7 @@ def _load_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Item):
     one target transaction, then drop the dataset's staging."""
     from etl import pipeline
     from etl.transform import ID
-    from etl.clean import Audit
+    from etl.standard.clean import Audit
 
     p = _rebuild_plan(item.unit.validated(), item.record["plan"])
     meta = _meta(run, item.unit, item.tx)

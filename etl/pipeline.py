@@ -19,10 +19,12 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import attachments, crypt, extract, history, phones, standard, target, transform, validate
+from etl import attachments, crypt, extract, history, standard, target, transform
+from etl.standard import phones
+from etl.standard import validate
 from etl.common import clock
 from etl.common import provenance
-from etl.clean import Audit, binary_values, clean_frame
+from etl.standard.clean import Audit, binary_values, clean_frame
 from etl.common.errors import EtlError, MassDeleteRefused, TargetError
 from etl.load import (MASS_DELETE_MIN, MASS_DELETE_SHARE, REJECTED, Counts, DatasetLoad,
                       allocate_batches, insert_rows, mass_delete, record_batches)

@@ -22,9 +22,10 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import extract, pipeline, standard, target, validate
+from etl import extract, pipeline, standard, target
+from etl.standard import validate
 from etl.common import clock
-from etl.clean import Audit
+from etl.standard.clean import Audit
 from etl.common.errors import EtlError
 from etl.load import REJECTED, DatasetLoad
 from etl.mapping import Mapping

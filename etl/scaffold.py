@@ -560,7 +560,7 @@ def _key(draft: DatasetDraft) -> None:
 
 
 def _value_spellings(canon: str) -> list[str]:
-    from etl.clean import ENUM_SYNONYMS
+    from etl.standard.clean import ENUM_SYNONYMS
 
     out = [canon, *ENUM_SYNONYMS.get(canon, ())]
     if canon in ("0", "1"):  # riskType: the codes' meanings
@@ -571,8 +571,8 @@ def _value_spellings(canon: str) -> list[str]:
 def propose_values(f: standard.Field, sample: list[str]) -> tuple[dict[str, str], list[str], list[str]]:
     """A `values:` map for an enumerated column's codes: (map, codes cleaning already reads,
     codes not recognised). Codes are matched to the standard's values and their synonyms
-    (`etl.clean.ENUM_SYNONYMS`) by pinyin initials (SB -> 设备类) and by fuzzy spelling."""
-    from etl.clean import _MULTI_SPLIT, _canon_enum
+    (`etl.standard.clean.ENUM_SYNONYMS`) by pinyin initials (SB -> 设备类) and by fuzzy spelling."""
+    from etl.standard.clean import _MULTI_SPLIT, _canon_enum
 
     enum = f.enum or ()
     mapped: dict[str, str] = {}

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from helpers import GB11643_WEIGHTS, gb11643, query, seed
 from helpers import every_area_code as area_codes
 
-from etl import checks
+from etl.standard import checks
 from etl.common.masking import mask_idcard
 
 
@@ -187,7 +187,7 @@ def _examples() -> list[str]:
 
 @pytest.mark.parametrize("number", _examples())
 def test_libphonenumbers_example_numbers_are_valid_with_and_without_an_extension(number: str) -> None:
-    from etl.clean import Audit, clean_column
+    from etl.standard.clean import Audit, clean_column
     from etl.standard import dataset
 
     f = dataset("01").field("linkTel")
@@ -309,7 +309,7 @@ def test_a_row_rejected_by_a_reference_loses_its_warnings(tmp_path: Path) -> Non
 ])
 def test_a_district_outside_its_city_or_a_city_outside_jiangsu_is_a_warning(
         city: str, area: str, expected: list) -> None:
-    from etl import validate
+    from etl.standard import validate
     from etl.standard import dataset
 
     frame = pd.DataFrame({"cityCode": [city], "aeraCode": [area]}, dtype="str")

@@ -11,14 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etl.clean import (
-    ENUM_SYNONYMS,
-    NULL_SHOWN,
-    Audit,
-    clean_column,
-    clean_frame,
-    standard_fields,
-)
+from etl.standard.clean import (ENUM_SYNONYMS, NULL_SHOWN, Audit, clean_column, clean_frame,
+                                standard_fields)
 from etl.common.masking import mask, mask_text
 from etl.standard import DATASETS, dataset
 
@@ -225,7 +219,7 @@ JIANGSU_AREA_CODES = {"320100": "025", "320200": "0510", "320300": "0516", "3204
 
 
 def test_area_codes_of_cities_come_from_libphonenumber() -> None:
-    from etl import phones
+    from etl.standard import phones
 
     assert {c: phones.area_code(c) for c in JIANGSU_AREA_CODES} == JIANGSU_AREA_CODES
     assert phones.area_code("320115") == "025"  # a district: its city's code

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from etl import divisions
-from etl.divisions import city_code, district_code, division_name
+from etl.standard import divisions
+from etl.standard.divisions import city_code, district_code, division_name
 
 JIANGSU_CITIES = {
     "南京市": "320100", "无锡市": "320200", "徐州市": "320300", "常州市": "320400",

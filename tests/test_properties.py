@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from etl import pipeline, standard, target
 from etl.common import clock
-from etl.clean import Audit
+from etl.standard.clean import Audit
 from etl.mapping import Mapping, MappingModel
 from helpers import ORG_A, rows_of
 

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from etl import checks, standard
+from etl import standard
+from etl.standard import checks
 from etl.common.masking import excerpt, personal_kind
 from etl.standard import Dataset, Field
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 import phonenumbers
 from stdnum.cn import ric, uscc
 
-from etl import divisions
+from etl.standard import divisions
 from etl.common import clock
 
 # GB 32100: 1 registration authority + 1 organisation type (both may be letters such as 'Y'),

@@ -14,7 +14,7 @@ from functools import cache
 
 import phonenumbers
 
-from etl import divisions
+from etl.standard import divisions
 
 # Mainland area codes: 010, 02X, then 03XX-09XX.
 _AREAS = ("10", *(f"2{i}" for i in range(10)), *(str(n) for n in range(300, 1000)))
