@@ -76,7 +76,7 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
     import os
 
     from etl import airflow_env, attachments
-    from etl import templates as tpl
+    from etl.mapping import templates as tpl
     from etl.extract import source_problems, source_warnings
     from etl.mapping import discover, load_mapping_cached
 

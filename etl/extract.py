@@ -40,7 +40,7 @@ from etl.airflow_env import unset_variable
 from etl.common.errors import ConfigError, SourceDataError, SourceError, SourceSchemaError
 from etl.mapping import DatasetSpec, Mapping, SourceSpec
 from etl.common.masking import (mask_secrets_in_text, mask_url, register_url_secrets, url_secrets)
-from etl.sql_guard import select_problem, unsafe_url_options
+from etl.mapping.sql_guard import select_problem, unsafe_url_options
 
 DEFAULT_CHUNK_ROWS = 100_000
 CST_NAME = "Asia/Shanghai"

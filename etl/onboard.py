@@ -215,7 +215,7 @@ def unit_text(extends: str, row: Row) -> str:
 def _onboarded(mappings_dir: Path) -> dict[str, Path]:
     """orgNo -> unit file, for the unit files already in the folder (read within bounds)."""
     from etl.mapping import discover
-    from etl.templates import raw_unit
+    from etl.mapping.templates import raw_unit
 
     out: dict[str, Path] = {}
     for p in discover(mappings_dir):
@@ -228,7 +228,7 @@ def _onboarded(mappings_dir: Path) -> dict[str, Path]:
 def _check_template(mappings_dir: Path, extends: str) -> None:
     """The template must be inside the mappings folder, be a template, and give a valid
     mapping once a unit and a source are added: else nothing is written."""
-    from etl import templates as tpl
+    from etl.mapping import templates as tpl
 
     try:
         path = tpl.template_path(mappings_dir, extends, mappings_dir)
@@ -278,7 +278,7 @@ def onboard(register: Path, extends: str, *, mappings_dir: Path = Path("mappings
     from pydantic import ValidationError
 
     from etl.mapping import SourceSpec, UnitSpec, parse_yaml, read_mapping_file
-    from etl.templates import CONNECTION, resolve
+    from etl.mapping.templates import CONNECTION, resolve
 
     extends = extends.strip().replace(os.sep, "/")
     _check_template(mappings_dir, extends)

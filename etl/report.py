@@ -92,7 +92,7 @@ def coverage(mapping: Mapping, origins: dict[tuple[str, str], str] | None = None
 def unit_summary(units: Sequence[tuple[Any, Any, int]]) -> str:
     """`etl check` over many files: one line a unit (file, orgNo, name, template, datasets,
     ok or its number of problems) and a count line. `units`: (path, Mapping or None, problems)."""
-    from etl.templates import raw_unit
+    from etl.mapping.templates import raw_unit
 
     rows = []
     for path, m, n in units:

@@ -271,14 +271,14 @@ def distinct_values(conn: sa.Connection, table: str, column: str, schema: str | 
     """Up to `limit` distinct non-blank values of a column among its first `rows` rows, as
     text: the sample a value map is proposed from, bounded however big the table. None when the
     source refuses the read (a column this account may not select): the draft then says so."""
-    from etl.mapping import _as_key
+    from etl.mapping import as_key
 
     t = sa.table(table, sa.column(column), schema=schema)
     first = sa.select(t.c[column].label("v")).where(t.c[column].is_not(None)).limit(rows).subquery()
     stmt = sa.select(first.c.v).distinct().limit(limit)
     try:
         with conn.begin_nested():  # a refusal must not abort the session's other reads
-            return sorted({_as_key(v) for (v,) in conn.execute(stmt)} - {""})
+            return sorted({as_key(v) for (v,) in conn.execute(stmt)} - {""})
     except sa.exc.DBAPIError:
         return None
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl import standard
-from etl.mapping import FieldRule, Mapping, TEMPLATE_FIELD, _as_key
+from etl.mapping import FieldRule, Mapping, TEMPLATE_FIELD, as_key
 from etl.standard import Dataset
 
 KEY, UPDATED, DELETED, SEQ = "_key", "_updated", "_deleted", "_seq"
@@ -34,7 +34,7 @@ def _blank(s: pd.Series) -> pd.Series:
 def _map_values(s: pd.Series, values: dict[str, Any]) -> pd.Series:
     """Local codes to the standard's, via the distinct values; unknown codes pass unchanged."""
     uniques = s.dropna().unique()
-    table = {u: values[k] for u in uniques if (k := _as_key(u)) in values}
+    table = {u: values[k] for u in uniques if (k := as_key(u)) in values}
     if not table:
         return s
     mapped = s.map(table)
@@ -53,7 +53,7 @@ def _fill_template(template: str, raw: pd.DataFrame, mapping: Mapping, rows: pd.
     if all(n in unit for n in names):
         return pd.Series(_render(template, unit), index=index, dtype=object)
     records = raw.loc[index, [n for n in names if n in raw.columns]].to_dict("records")
-    out = [_render(template, {**unit, **{k: "" if _is_na(v) else _as_key(v) for k, v in r.items()}})
+    out = [_render(template, {**unit, **{k: "" if _is_na(v) else as_key(v) for k, v in r.items()}})
            for r in records]
     return pd.Series(out, index=index, dtype=object)
 
@@ -113,16 +113,16 @@ def source_key(raw: pd.DataFrame, columns: list[str]) -> pd.Series:
 
 
 def _keys(s: pd.Series) -> pd.Series:
-    """`_as_key` of each value ('' for NA), as text. Computed once per distinct value where
+    """`as_key` of each value ('' for NA), as text. Computed once per distinct value where
     equal values are sure to print alike (integers, floats, flags, text), else per row:
     `Decimal('1.0') == Decimal('1.00')`, yet their keys differ."""
     if pd.api.types.is_integer_dtype(s.dtype) and not isinstance(s.dtype, pd.api.extensions.ExtensionDtype):
         return s.astype(str)
     if _keys_by_value(s):
         codes, uniques = pd.factorize(s)
-        keys = np.array([_as_key(u) for u in _python(uniques)] + [""], dtype=object)
+        keys = np.array([as_key(u) for u in _python(uniques)] + [""], dtype=object)
         return pd.Series(keys[codes], index=s.index, name=s.name, dtype=object).astype(str)
-    return s.map(lambda v: "" if _is_na(v) else _as_key(v)).astype(str)
+    return s.map(lambda v: "" if _is_na(v) else as_key(v)).astype(str)
 
 
 def _keys_by_value(s: pd.Series) -> bool:
@@ -139,16 +139,16 @@ def _python(uniques: Any) -> list:
 
 
 def _flags(s: pd.Series, value: Any) -> pd.Series:
-    """Where `_as_key(v) == _as_key(value)` (the deleted marker), once per distinct value."""
-    wanted = _as_key(value)
+    """Where `as_key(v) == as_key(value)` (the deleted marker), once per distinct value."""
+    wanted = as_key(value)
     if not _keys_by_value(s):
-        return s.map(_as_key).eq(wanted)
+        return s.map(as_key).eq(wanted)
     codes, uniques = pd.factorize(s)
-    hit = np.array([_as_key(u) == wanted for u in _python(uniques)] + [False], dtype=bool)
+    hit = np.array([as_key(u) == wanted for u in _python(uniques)] + [False], dtype=bool)
     out = pd.Series(hit[codes], index=s.index, name=s.name)
     na = codes < 0
     if na.any():  # NA spells as 'None', 'nan', '<NA>': compare them as the row path did
-        out[na] = s[na].map(_as_key).eq(wanted).to_numpy()
+        out[na] = s[na].map(as_key).eq(wanted).to_numpy()
     return out
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from etl.common.errors import MappingError
 from etl.mapping import discover, load_mapping, load_mappings
-from etl.sql_guard import select_problem
+from etl.mapping.sql_guard import select_problem
 
 GOOD = """\
 unit:

@@ -230,7 +230,7 @@ def binary_values(frame: pd.DataFrame, ds: Dataset) -> tuple[pd.DataFrame, list[
     GBK) is kept and decoded by cleaning. Returns (row label, field, byte count) per value.
     A flag field (type N) reads a short byte value as the number it holds: a MySQL BIT(1)
     column arrives as b'\x00' / b'\x01'. The source key and the `deleted:` column are read
-    from the raw rows (`mapping._as_key` reads bytes the same way)."""
+    from the raw rows (`mapping.as_key` reads bytes the same way)."""
     found: list[tuple[object, str, int]] = []
     out = frame
     for f in ds.fields:

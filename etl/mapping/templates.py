@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from etl.common.errors import MappingError
+from etl.mapping.model import problems_of, short, tx_key, tx_twins
+from etl.mapping.reading import discover, display, parse_yaml, read_mapping_file
 
 EXTENDS = "extends"
 MAX_DEPTH = 8           # templates in one chain: a vendor, its versions, a province's variant
@@ -87,16 +89,15 @@ class Resolved:
         return self.layers[0].path
 
     def problems(self, problems: list[tuple[str, str]]) -> ChainError:
-        from etl.mapping import _display
 
-        unit = _display(self.layers[0].path)
+        unit = display(self.layers[0].path)
         sourceless = [p for p in problems if p[1].startswith("no source:")]
         if sourceless:  # the unit's to give, once rather than per dataset of the template
             problems = [p for p in problems if p not in sourceless]
             problems.append(("source", "no source: give the unit's source: (url_env, conn_id or "
                              "url) in the unit file"))
         return ChainError(str(unit), [(shown, f"{shown} [{loc}] {msg}") for loc, msg in problems
-                                 for shown in [_display(self.origin(loc))]])
+                                 for shown in [display(self.origin(loc))]])
 
 
 def chain_digest(unit_data: bytes, templates: list[tuple[str, str]]) -> str:
@@ -115,21 +116,20 @@ def relative(root: Path, path: Path) -> str:
 
 def template_path(root: Path, ref: Any, where: Path) -> Path:
     """The file `extends: ref` (written in `where`) names, inside the mappings folder `root`."""
-    from etl.mapping import _display, _short
 
-    shown = _display(where)
+    shown = display(where)
     if not isinstance(ref, str) or not ref.strip():
         raise MappingError([f"{shown} [extends] give a template file relative to the mappings "
                             f"folder, such as systems/vendor_system.yaml"])
     text = ref.strip()
     if os.path.isabs(text) or text.startswith(("/", "\\")) or (len(text) > 1 and text[1] == ":"):
-        raise MappingError([f"{shown} [extends] {_short(text)!r} is an absolute path: name the "
-                            f"template relative to the mappings folder ({_display(root)}), such "
+        raise MappingError([f"{shown} [extends] {short(text)!r} is an absolute path: name the "
+                            f"template relative to the mappings folder ({display(root)}), such "
                             f"as systems/vendor_system.yaml"])
     path = Path(os.path.normpath(root / text))
     if os.path.relpath(path, root).split(os.sep)[0] == os.pardir:
-        raise MappingError([f"{shown} [extends] {_short(text)!r} leaves the mappings folder "
-                            f"({_display(root)}): keep templates inside it, e.g. in systems/"])
+        raise MappingError([f"{shown} [extends] {short(text)!r} leaves the mappings folder "
+                            f"({display(root)}): keep templates inside it, e.g. in systems/"])
     return path
 
 
@@ -138,14 +138,12 @@ class _Shown:
         self.path = path
 
     def __str__(self) -> str:
-        from etl.mapping import _display
 
-        return _display(self.path)
+        return display(self.path)
 
 
 def read_layer(path: Path, data: bytes | None = None) -> Layer:
     """One file of a chain, read and parsed within a mapping's bounds."""
-    from etl.mapping import read_mapping_file
 
     if data is None:
         data = read_mapping_file(path)
@@ -157,18 +155,16 @@ def _parsed(path: str, data: bytes) -> dict:
     """A template's YAML, parsed once per content: a province's units share a few templates
     (parsing one is most of resolving a unit). Merging copies before it changes anything, so
     the shared value is never modified."""
-    from etl.mapping import _display, parse_yaml
 
     raw = parse_yaml(Path(path), data)
     if not isinstance(raw, dict):
-        raise MappingError([f"{_display(Path(path))}: expected keys such as extends:, source:, datasets:"])
+        raise MappingError([f"{display(Path(path))}: expected keys such as extends:, source:, datasets:"])
     return raw
 
 
 def chain(path: Path, data: bytes, raw: dict, root: Path | None = None) -> list[Layer]:
     """The file and the templates it extends, nearest first, each read within bounds; a
     problem of a template names the template (and the unit, as a ChainError)."""
-    from etl.mapping import _display
 
     root = Path(os.path.normpath(root or path.parent))
     layers = [Layer(path, data, raw)]
@@ -178,25 +174,25 @@ def chain(path: Path, data: bytes, raw: dict, root: Path | None = None) -> list[
         try:
             target = template_path(root, layers[-1].raw[EXTENDS], where)
         except MappingError as e:
-            raise ChainError(str(unit), [(_display(where), p) for p in e.problems]) from None
+            raise ChainError(str(unit), [(display(where), p) for p in e.problems]) from None
         names = [Path(os.path.normpath(lay.path)) for lay in layers]
         if target in names:  # named from the template it starts at: the same line for every unit
             loop = " -> ".join(relative(root, p) for p in [*names[names.index(target):], target])
-            raise ChainError(str(unit), [(_display(where), f"{_display(where)} [extends] {loop} is a "
+            raise ChainError(str(unit), [(display(where), f"{display(where)} [extends] {loop} is a "
                                      f"cycle: one of them must not extend the other")])
         if len(layers) > MAX_DEPTH:
-            raise ChainError(str(unit), [(_display(where), f"{_display(where)} [extends] more than "
+            raise ChainError(str(unit), [(display(where), f"{display(where)} [extends] more than "
                                      f"{MAX_DEPTH} templates in a chain: flatten some of them")])
         if not target.exists():  # the file that names it is wrong
-            raise ChainError(str(unit), [(_display(where), f"{_display(where)} [extends] no such "
-                                     f"template {relative(root, target)} in {_display(root)}: "
+            raise ChainError(str(unit), [(display(where), f"{display(where)} [extends] no such "
+                                     f"template {relative(root, target)} in {display(root)}: "
                                      f"templates live in its systems/ folder")])
         try:
             layer = read_layer(target)
         except MappingError as e:
-            raise ChainError(str(unit), [(_display(target), p) for p in e.problems]) from None
+            raise ChainError(str(unit), [(display(target), p) for p in e.problems]) from None
         if "unit" in layer.raw:
-            raise ChainError(str(unit), [(_display(target), f"{_display(target)} [unit] a template "
+            raise ChainError(str(unit), [(display(target), f"{display(target)} [unit] a template "
                                      f"names no unit: keep unit: in the unit files that extend it")])
         layers.append(layer)
     return layers
@@ -204,13 +200,12 @@ def chain(path: Path, data: bytes, raw: dict, root: Path | None = None) -> list[
 
 def resolve(path: Path, data: bytes, raw: dict, root: Path | None = None) -> Resolved:
     """A unit (or a template) merged with the templates it extends."""
-    from etl.mapping import _display, _tx_twins
 
     layers = chain(path, data, raw, root)
-    twins = [(_display(lay.path), f"{_display(lay.path)} [{loc}] {msg}") for lay in layers
-             if isinstance(lay.raw.get("datasets"), dict) for loc, msg in _tx_twins(lay.raw["datasets"])]
+    twins = [(display(lay.path), f"{display(lay.path)} [{loc}] {msg}") for lay in layers
+             if isinstance(lay.raw.get("datasets"), dict) for loc, msg in tx_twins(lay.raw["datasets"])]
     if twins:
-        raise ChainError(_display(path), twins)
+        raise ChainError(display(path), twins)
     resolved = Resolved({}, layers, Path(os.path.normpath(root or path.parent)))
     for lay in reversed(layers):
         _merge_top(resolved.raw, lay.raw, lay.path, resolved.origins)
@@ -257,7 +252,6 @@ def _merge_into(out: dict, key: str, over: Any, where: tuple[str, ...], path: Pa
 
 
 def _merge_top(out: dict, over: dict, path: Path, origins: dict) -> None:
-    from etl.mapping import _tx_key
 
     for k, v in over.items():
         if k == EXTENDS:
@@ -268,7 +262,7 @@ def _merge_top(out: dict, over: dict, path: Path, origins: dict) -> None:
         elif k == "checks":
             _merge_into(out, k, v, (), path, origins, _merge_flat)
         elif k == "datasets" and isinstance(v, dict):
-            v = {_tx_key(tx): ds for tx, ds in v.items()}
+            v = {tx_key(tx): ds for tx, ds in v.items()}
             _merge_into(out, k, v, (), path, origins, _merge_datasets)
         else:
             _set(out, k, v, (), path, origins)
@@ -307,7 +301,6 @@ def is_template(raw: Any) -> bool:
 def templates_of(path: Path, root: Path | None = None) -> list[Path]:
     """The templates a mapping file extends, nearest first, as far as they can be read: a unit
     whose template is broken still names it (for `etl check TEMPLATE`)."""
-    from etl.mapping import parse_yaml, read_mapping_file
 
     root = Path(os.path.normpath(root or path.parent))
     out: list[Path] = []
@@ -332,7 +325,6 @@ def template_root(path: Path, mappings_dir: Path | None = None) -> Path | None:
     """The mappings folder of `path` when it is a template (a file without `unit:`, or one
     that does not parse but that a unit extends), else None. Templates live in a folder of the
     mappings folder (mappings/systems/), so that is the default."""
-    from etl.mapping import parse_yaml, read_mapping_file
 
     if not path.is_file():
         return None
@@ -346,7 +338,6 @@ def template_root(path: Path, mappings_dir: Path | None = None) -> Path | None:
 
 def users(template: Path, root: Path) -> list[Path]:
     """The unit files of `root` that extend `template`, directly or through a chain."""
-    from etl.mapping import discover
 
     target = Path(os.path.normpath(template))
     return [p for p in discover(root) if target in templates_of(p, root)]
@@ -360,7 +351,6 @@ def standalone_problems(template: Path, root: Path) -> list[str]:
     it has none) would be."""
     from stdnum.cn import uscc
 
-    from etl.mapping import _problems, read_mapping_file
 
     try:
         layer = read_layer(template, read_mapping_file(template))
@@ -373,13 +363,12 @@ def standalone_problems(template: Path, root: Path) -> list[str]:
     source = raw.get("source")
     if source is None or (isinstance(source, dict) and not any(source.get(k) for k in CONNECTION)):
         raw["source"] = {**PLACEHOLDER_SOURCE, **(source or {})}  # the units give the connection
-    return resolved.problems(_problems(raw)).problems
+    return resolved.problems(problems_of(raw)).problems
 
 
 def field_origins(m) -> dict[tuple[str, str], str]:
     """{(txCode, field): the template (path in the mappings folder) or "unit"} for a unit that
     extends: which file each field's rule came from, for the coverage table."""
-    from etl.mapping import read_mapping_file
 
     data = read_mapping_file(m.path)
     layer = read_layer(m.path, data)
@@ -411,7 +400,6 @@ def resolved_yaml(m) -> str:
 def raw_unit(path: Path) -> tuple[str, str, str]:
     """An invalid file's orgNo, comName and extends as written, when they are text (for the
     summary table); read within a mapping's bounds."""
-    from etl.mapping import _short, parse_yaml, read_mapping_file
 
     try:
         raw = parse_yaml(path, read_mapping_file(path))
@@ -420,4 +408,4 @@ def raw_unit(path: Path) -> tuple[str, str, str]:
     raw = raw if isinstance(raw, dict) else {}
     unit = raw.get("unit") if isinstance(raw.get("unit"), dict) else {}
     text = [unit.get("orgNo"), unit.get("comName"), raw.get(EXTENDS)]
-    return tuple(_short(v) if isinstance(v, str) else "" for v in text)  # type: ignore[return-value]
+    return tuple(short(v) if isinstance(v, str) else "" for v in text)  # type: ignore[return-value]

@@ -1,30 +1,26 @@
-"""Mapping files: one YAML per using unit, parsed whole into typed models before anything connects.
+"""A mapping's model: what one YAML file per using unit says, as typed, validated values.
 
 Every problem is reported at once, each as `mappings/unit.yaml [datasets.06.fields.riskType] what
-is wrong; what to do`, so whoever onboards a unit fixes the file in one pass.
+is wrong; what to do` (`problems`), so whoever onboards a unit fixes the file in one pass. Reading
+files is `etl.mapping.reading`'s, putting templates and files together `etl.mapping.loading`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import stat
+from functools import lru_cache
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from etl import standard
-from etl.common.errors import MappingError
 from etl.common.masking import is_secret_param, mask_url
-from etl.sql_guard import select_problem, unsafe_url_options
+from etl.mapping.sql_guard import select_problem, unsafe_url_options
 
 FREQUENCY = re.compile(r"^(daily|weekly|hourly|\d+min)$")
 
@@ -168,7 +164,7 @@ class FieldRule(_Model):
     @classmethod
     def _keys_as_text(cls, v: Any) -> Any:
         if isinstance(v, dict):
-            return {_as_key(k): val for k, val in v.items()}
+            return {as_key(k): val for k, val in v.items()}
         return v
 
     @model_validator(mode="after")
@@ -186,7 +182,7 @@ class FieldRule(_Model):
         return self
 
 
-def _as_key(v: Any) -> str:
+def as_key(v: Any) -> str:
     """Source codes compare as text: 1, 1.0, Decimal('1.0') and '1' are the same code, and
     Decimal('2.50') is 2.5 (a unit altering a column to DECIMAL changes no code or record ID).
     Bytes are their text when they are printable UTF-8, else a number (MySQL BIT(1): b'\x01' is 1)."""
@@ -304,27 +300,27 @@ class MappingModel(_Model):
     @classmethod
     def _tx_codes(cls, v: Any) -> Any:
         if isinstance(v, dict):
-            twins = _tx_twins(v)
+            twins = tx_twins(v)
             if twins:
                 raise ValueError(twins[0][1])
-            return {_tx_key(k): d for k, d in v.items()}
+            return {tx_key(k): d for k, d in v.items()}
         return v
 
 
-def _tx_key(k: Any) -> str:
+def tx_key(k: Any) -> str:
     """A dataset key as a txCode: `6:` (a YAML number) is "06"."""
     return str(k).zfill(2) if isinstance(k, int) and not isinstance(k, bool) else str(k)
 
 
-def _tx_twins(datasets: dict) -> list[tuple[str, str]]:
+def tx_twins(datasets: dict) -> list[tuple[str, str]]:
     """Keys spelt differently that name one txCode (`"04":` and `4:`): one would silently
     replace the other."""
     by_tx: dict[str, list[Any]] = {}
     for k in datasets:
-        by_tx.setdefault(_tx_key(k), []).append(k)
-    shown = lambda k: _short(k) if isinstance(k, int) else repr(_short(k))  # noqa: E731
-    return [(f"datasets.{_short(tx)}", f"{' and '.join(map(shown, keys))} both name txCode "
-             f"{_short(tx)}: keep one") for tx, keys in by_tx.items() if len(keys) > 1]
+        by_tx.setdefault(tx_key(k), []).append(k)
+    shown = lambda k: short(k) if isinstance(k, int) else repr(short(k))  # noqa: E731
+    return [(f"datasets.{short(tx)}", f"{' and '.join(map(shown, keys))} both name txCode "
+             f"{short(tx)}: keep one") for tx, keys in by_tx.items() if len(keys) > 1]
 
 
 @dataclass(frozen=True)
@@ -380,110 +376,13 @@ def template_columns(template: str | None) -> list[str]:
     return [n for n in TEMPLATE_FIELD.findall(template) if not n.startswith("unit.")]
 
 
-# --- loading ---------------------------------------------------------------------------------
-
-
-MAX_BYTES = 1_000_000     # a mapping is a few KB; anything near this is a mistake or an attack
-MAX_ALIAS_NODES = 100_000  # nodes that aliases (*name) may add by repeating what they name
 MAX_QUOTED = 80            # characters of a file's own text quoted in a message
 
 
-def _short(v: Any) -> str:
+def short(v: Any) -> str:
     """A value from the file, as a message may quote it: never the whole of a huge key."""
     text = v if isinstance(v, str) else repr(v)
     return text if len(text) <= MAX_QUOTED else text[:MAX_QUOTED - 1] + "…"
-
-
-class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: ~10x faster
-    """Safe YAML as a mapping needs it: two equal keys are refused (PyYAML keeps the last one
-    silently); aliases may not expand a small file into a huge document (a "billion laughs");
-    yes/no/on/off stay text (YAML 1.2: only true/false are booleans), so `values: {yes: 是}`,
-    `deleted: {value: no}` and a column named `no` mean what they say."""
-
-    yaml_implicit_resolvers = {
-        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-        for first, resolvers in yaml.resolver.Resolver.yaml_implicit_resolvers.items()}
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        # no anchor, no alias: nothing to count (the count is ~15% of a load)
-        self.anchors_possible = not isinstance(stream, str) or "&" in stream
-
-    def get_single_data(self) -> Any:
-        node = self.get_single_node()
-        if node is None:
-            return None
-        if self.anchors_possible:
-            _check_expansion(node)
-        return self.construct_document(node)
-
-
-_UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-
-
-def _check_expansion(root: yaml.Node) -> None:
-    """Refuse a document whose aliases would add more than MAX_ALIAS_NODES nodes, or refer to
-    themselves, before anything is built from it. The composed graph shares an anchored node
-    among its aliases, so its expanded size is counted in one pass over the distinct nodes."""
-    size: dict[int, int] = {}
-    open_: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        if isinstance(node, yaml.ScalarNode):
-            size[id(node)] = 1
-            continue
-        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) \
-            else node.value
-        if done:
-            open_.discard(id(node))
-            size[id(node)] = 1 + sum(size[id(c)] for c in children)
-            if size[id(node)] - len(size) > MAX_ALIAS_NODES:
-                raise yaml.composer.ComposerError(
-                    None, None, f"aliases (*name) expand this file to more than "
-                    f"{MAX_ALIAS_NODES:,} values: write the values out or use fewer aliases",
-                    node.start_mark)
-            continue
-        if id(node) in size:
-            continue
-        if id(node) in open_:
-            raise yaml.composer.ComposerError(
-                None, None, "an alias refers to the value that contains it: remove it", node.start_mark)
-        open_.add(id(node))
-        stack.append((node, True))
-        stack.extend((c, False) for c in children if id(c) not in size)
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            twice = key in seen
-        except TypeError:  # a list or mapping as a key
-            raise yaml.constructor.ConstructorError(
-                None, None, "a key must be text or a number", key_node.start_mark) from None
-        if twice:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {_short(key)!r} appears twice (first at line {seen[key] + 1}); "
-                f"keep one", key_node.start_mark)
-        seen[key] = key_node.start_mark.line
-    return yaml.constructor.SafeConstructor.construct_mapping(loader, node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _construct_int(loader: _UniqueKeyLoader, node: yaml.ScalarNode) -> int | str:
-    """An integer of more than 100 characters stays text as written: no code is that long, and
-    Python refuses to print one of more than 4,300 digits (a key's message would crash)."""
-    if len(node.value) > 100:
-        return loader.construct_scalar(node)
-    return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
-
-
-_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def _level(setting: Any) -> str:
@@ -524,7 +423,7 @@ def checks_problems(where: str, raw: Any, datasets: list[standard.Dataset]) -> l
 def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
     out = []
     for e in err.errors():
-        loc = [_short(str(p)) for p in e["loc"] if not str(p).startswith(("function-", "union["))]
+        loc = [short(str(p)) for p in e["loc"] if not str(p).startswith(("function-", "union["))]
         kind, msg = e["type"], e["msg"].removeprefix("Value error, ")
         if kind == "extra_forbidden":
             msg = f"unknown key {loc[-1]!r}: remove it or fix its spelling"
@@ -536,9 +435,9 @@ def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
 
 def _dataset_problems(tx: str, raw: Any, has_top_source: bool) -> list[tuple[str, str]]:
     """Problems of one dataset entry, found even where its model does not parse."""
-    where = f"datasets.{_short(tx)}"
+    where = f"datasets.{short(tx)}"
     if tx not in standard.BY_TX_CODE:
-        return [(where, f"unknown txCode {_short(tx)!r}: use one of {', '.join(standard.TX_CODES)}")]
+        return [(where, f"unknown txCode {short(tx)!r}: use one of {', '.join(standard.TX_CODES)}")]
     out: list[tuple[str, str]] = []
     parsed: DatasetSpec | None = None
     try:
@@ -551,8 +450,8 @@ def _dataset_problems(tx: str, raw: Any, has_top_source: bool) -> list[tuple[str
     for name in fields:
         if name not in spec.field_names:
             hint = _closest(str(name)[:100], spec.field_names)
-            out.append((f"{where}.fields.{_short(name)}",
-                        f"{_short(name)!r} is not a field of {spec.structure} {spec.zh}"
+            out.append((f"{where}.fields.{short(name)}",
+                        f"{short(name)!r} is not a field of {spec.structure} {spec.zh}"
                         + (f": did you mean {hint!r}?" if hint else "")))
     implicit = {"orgNo", "comName"} if tx == "01" else set()
     for name in spec.required_fields:
@@ -567,24 +466,24 @@ def _dataset_problems(tx: str, raw: Any, has_top_source: bool) -> list[tuple[str
         out.append((where, "no source: add a top-level source: or one under this dataset"))
     for name, rule in parsed.fields.items():
         if rule.file is not None and name in spec.field_names and spec.field(name).type != "M":
-            out.append((f"{where}.fields.{_short(name)}.file",
+            out.append((f"{where}.fields.{short(name)}.file",
                         f"file: collects an attachment, only for multimedia (M) fields "
                         f"({', '.join(f.name for f in spec.fields if f.type == 'M') or 'none in ' + tx}): "
                         f"remove it"))
         unknown = [t for t in TEMPLATE_FIELD.findall(rule.default or "")
                    if t.startswith("unit.") and t.removeprefix("unit.") not in UnitSpec.model_fields]
         if unknown:
-            out.append((f"{where}.fields.{_short(name)}.default",
-                        f"{', '.join('{' + _short(t) + '}' for t in unknown)} is not a unit's value: "
+            out.append((f"{where}.fields.{short(name)}.default",
+                        f"{', '.join('{' + short(t) + '}' for t in unknown)} is not a unit's value: "
                         f"use {', '.join('{unit.' + n + '}' for n in UnitSpec.model_fields)}"))
         if rule.values and name in spec.field_names:
             f = spec.field(name)
             if f.enum and f.separator is None:
-                bad = sorted(v for v in {_as_key(v) for v in rule.values.values()}
+                bad = sorted(v for v in {as_key(v) for v in rule.values.values()}
                              if _canonical(v, f) not in f.enum)
                 if bad:
                     out.append((f"{where}.fields.{name}.values",
-                                f"{', '.join(_short(b) for b in bad[:10])}{' …' if len(bad) > 10 else ''} "
+                                f"{', '.join(short(b) for b in bad[:10])}{' …' if len(bad) > 10 else ''} "
                                 f"not allowed for {name}: use {'、'.join(f.enum)}"))
     return out
 
@@ -601,7 +500,7 @@ def _canonical(value: str, f: standard.Field) -> str:
     return "" if pd.isna(out) else str(out)
 
 
-def _problems(raw: dict) -> list[tuple[str, str]]:
+def problems_of(raw: dict) -> list[tuple[str, str]]:
     datasets = raw.get("datasets")
     out: list[tuple[str, str]] = []
     try:
@@ -615,10 +514,10 @@ def _problems(raw: dict) -> list[tuple[str, str]]:
     if not isinstance(datasets, dict) or not datasets:
         out.append(("datasets", "no datasets: add at least one txCode such as \"06\" with its table"))
         return out
-    out += _tx_twins(datasets)
+    out += tx_twins(datasets)
     for key, ds_raw in datasets.items():
-        out += _dataset_problems(_tx_key(key), ds_raw, bool(raw.get("source")))
-    mapped = [standard.BY_TX_CODE[_tx_key(k)] for k in datasets if _tx_key(k) in standard.BY_TX_CODE]
+        out += _dataset_problems(tx_key(key), ds_raw, bool(raw.get("source")))
+    mapped = [standard.BY_TX_CODE[tx_key(k)] for k in datasets if tx_key(k) in standard.BY_TX_CODE]
     out += checks_problems("checks", raw.get("checks"), mapped or list(standard.DATASETS))
     return _with_todos(raw, out)
 
@@ -639,7 +538,7 @@ def _with_todos(raw: Any, problems: list[tuple[str, str]]) -> list[tuple[str, st
         if isinstance(v, str) and v.strip() == TODO:
             todos.append(".".join(loc))
         elif isinstance(v, dict):
-            stack += [(item, [*loc, _tx_key(k) if loc == ["datasets"] else _short(str(k))])
+            stack += [(item, [*loc, tx_key(k) if loc == ["datasets"] else short(str(k))])
                       for k, item in reversed(v.items())]
         elif isinstance(v, list):
             stack += [(item, loc if loc[-1:] == ["key"] else [*loc, str(i)])
@@ -660,222 +559,6 @@ def _closest(name: str, names: tuple[str, ...]) -> str | None:
     if not hits:
         hits = [n for n in names if n.lower() == name.lower()]
     return hits[0] if hits else None
-
-
-def _display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def read_mapping_file(path: str | Path) -> bytes:
-    """A mapping file's bytes, read only if it is a regular file of at most MAX_BYTES: never a
-    directory, a device (a link to /dev/zero would read forever) or a pipe (opening it would
-    wait for a writer)."""
-    path = Path(path)
-    shown = _display(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise MappingError([f"{shown}: no such mapping file"]) from None
-    except OSError as e:
-        raise MappingError([f"{shown}: cannot be read ({e.strerror}): check its permissions"]) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise MappingError([f"{shown}: not a regular file (a folder, device or pipe): "
-                                f"a mapping is a YAML file"])
-        if st.st_size > MAX_BYTES:
-            raise _too_big(shown, f"{st.st_size:,} bytes")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(MAX_BYTES + 1)
-    except OSError as e:
-        raise MappingError([f"{shown}: cannot be read ({e.strerror})"]) from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_BYTES:  # grew after fstat
-        raise _too_big(shown, "more bytes")
-    return data
-
-
-def _too_big(shown: str, size: str) -> MappingError:
-    return MappingError([f"{shown}: {size}, more than a mapping's {MAX_BYTES:,} bytes: "
-                         f"is this the right file?"])
-
-
-def load_mapping(path: str | Path) -> Mapping:
-    """Parse and validate one mapping file; raise MappingError listing every problem."""
-    path = Path(path)
-    return parse_mapping(path, read_mapping_file(path))
-
-
-def parse_yaml(path: Path, data: bytes) -> Any:
-    """A mapping file's YAML as Python values (not yet validated), within the bounds above."""
-    shown = _display(path)
-    if len(data) > MAX_BYTES:
-        raise _too_big(shown, f"{len(data):,} bytes")
-    try:
-        return yaml.load(data.decode("utf-8"), Loader=_UniqueKeyLoader)
-    except yaml.MarkedYAMLError as e:
-        line = e.problem_mark.line + 1 if e.problem_mark else "?"
-        raise MappingError([f"{shown} [line {line}] not valid YAML: {e.problem}"]) from None
-    except yaml.YAMLError as e:
-        raise MappingError([f"{shown}: not valid YAML: {' '.join(str(e).split())}"]) from None
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise MappingError([f"{shown} [line {line}] not UTF-8: save the file as UTF-8"]) from None
-    except (ValueError, TypeError, RecursionError) as e:  # whatever else a hostile file finds
-        raise MappingError([f"{shown}: not a mapping PyYAML can read ({type(e).__name__}: "
-                            f"{_short(' '.join(str(e).split()))})"]) from None
-
-
-def parse_mapping(path: Path, data: bytes) -> Mapping:
-    """Validate a mapping file's bytes (read once by the caller); `path` names it. A file that
-    says `extends:` is validated merged with its templates (etl.templates)."""
-    shown = _display(path)
-    raw = parse_yaml(path, data)
-    if not isinstance(raw, dict):
-        raise MappingError([f"{shown}: expected keys unit:, source:, datasets:"])
-    if "extends" in raw:
-        from etl import templates
-
-        resolved = templates.resolve(path, data, raw)
-        if problems := _problems(resolved.raw):
-            raise resolved.problems(problems)
-        return Mapping(path, MappingModel.model_validate(resolved.raw), resolved.digest,
-                       templates=tuple(resolved.templates))
-    problems = _problems(raw)
-    if problems:
-        raise MappingError([f"{shown} [{loc}] {msg}" for loc, msg in problems])
-    return Mapping(path, MappingModel.model_validate(raw), hashlib.sha256(data).hexdigest())
-
-
-# --- handing a validated mapping on -----------------------------------------------------------
-
-
-def mapping_to_dict(m: Mapping) -> dict[str, Any]:
-    """A validated mapping as JSON-able values, for the next process (an Airflow task): its
-    model when that survives JSON exactly (nearly always), else the file's text to re-parse."""
-    dumped = m.exact_json or m.model.model_dump_json()
-    exact = bool(m.exact_json) or MappingModel.model_validate_json(dumped) == m.model
-    body: dict[str, Any] = {"model": dumped} if exact else {"text": m.path.read_text(encoding="utf-8")}
-    return {"path": str(m.path), "digest": m.digest, **body}
-
-
-def mapping_from_dict(d: dict[str, Any]) -> Mapping:
-    path = Path(d["path"])
-    if "model" in d:
-        return Mapping(path, MappingModel.model_validate_json(d["model"]), d["digest"])
-    m = parse_mapping(path, d["text"].encode("utf-8"))
-    if m.digest != d["digest"]:
-        raise MappingError([f"{_display(path)}: changed since it was handed on: rerun"])
-    return m
-
-
-_CODE = ("etl.mapping", "etl.standard.tables", "etl.standard.clean", "etl.standard.divisions",
-         "etl.standard.checks", "etl.standard.validate", "etl.sql_guard", "etl.templates")
-
-
-@lru_cache(maxsize=1)
-def _code_digest() -> bytes:
-    """What a cached verdict depends on besides the file: the validating code."""
-    import importlib.util
-
-    h = hashlib.sha256()
-    for name in _CODE:
-        spec = importlib.util.find_spec(name)
-        assert spec is not None and spec.origin, name
-        h.update(Path(spec.origin).read_bytes())
-    return h.digest()
-
-
-def load_mapping_cached(path: str | Path, cache_dir: Path | None) -> Mapping:
-    """`load_mapping`, remembering valid files by content (and code) hash in `cache_dir`:
-    planning a province's run reads thousands of files that rarely change. A file is read once;
-    an invalid one is never cached, so its problems are always reported afresh."""
-    path = Path(path)
-    if cache_dir is None:
-        return load_mapping(path)
-    data = read_mapping_file(path)
-    entry = cache_dir / (hashlib.sha256(_code_digest() + data).hexdigest() + ".json")
-    try:
-        cached = entry.read_text(encoding="utf-8")
-        templates, cached = _cached_chain(cached)
-        digest = _chain_digest(path, data, templates)
-        if digest is not None:
-            return Mapping(path, MappingModel.model_validate_json(cached), digest, cached,
-                           tuple(templates))
-    except (OSError, ValidationError, ValueError, MappingError):
-        pass
-    m = parse_mapping(path, data)
-    dumped = m.model.model_dump_json()
-    if MappingModel.model_validate_json(dumped) == m.model:
-        m = Mapping(m.path, m.model, m.digest, dumped, m.templates)
-        try:
-            import json
-
-            from etl.common import private
-
-            private.private_dir(cache_dir)  # a mapping names a unit's sources and columns
-            chain = [list(t) for t in m.templates]
-            tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
-            with private.create(tmp, exclusive=False) as f:
-                if chain:  # the templates it was resolved with: checked on every hit
-                    f.write(f"{CHAIN_MARK}{json.dumps(chain)}\n".encode("utf-8"))
-                f.write(dumped.encode("utf-8"))
-            tmp.replace(entry)
-        except OSError:
-            pass  # a cache that cannot be written only costs time
-    return m
-
-
-CHAIN_MARK = "#templates "
-
-
-def _cached_chain(cached: str) -> tuple[list[tuple[str, str]], str]:
-    """A cache entry's templates (relative path, sha256) and model JSON."""
-    import json
-
-    if not cached.startswith(CHAIN_MARK):
-        return [], cached
-    head, _, body = cached.partition("\n")
-    return [(str(rel), str(sha)) for rel, sha in json.loads(head[len(CHAIN_MARK):])], body
-
-
-def _chain_digest(path: Path, data: bytes, templates: list[tuple[str, str]]) -> str | None:
-    """The unit's digest when each template of a cached chain is still as it was, else None
-    (a changed template misses the cache)."""
-    from etl import templates as tpl
-
-    for rel, sha in templates:
-        if hashlib.sha256(read_mapping_file(path.parent / rel)).hexdigest() != sha:
-            return None
-    return tpl.chain_digest(data, templates)
-
-
-def load_mappings(paths: list[str | Path]) -> list[Mapping]:
-    """Validate every file; raise one MappingError with the problems of all of them."""
-    mappings, problems = [], []
-    for p in paths:
-        try:
-            mappings.append(load_mapping(p))
-        except MappingError as e:
-            problems.extend(e.problems)
-    if problems:
-        raise MappingError(problems)
-    names = [m.unit.orgNo for m in mappings]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise MappingError([f"{', '.join(_display(m.path) for m in mappings if m.unit.orgNo == d)}: "
-                            f"two mappings for orgNo {d}: keep one file per unit" for d in dupes])
-    return mappings
-
-
-def discover(folder: str | Path = "mappings") -> list[Path]:
-    """Mapping files of a folder, sorted, so runs and DAGs see units in a stable order."""
-    folder = Path(folder)
-    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
 
 
 Mode = Literal["full", "incremental"]

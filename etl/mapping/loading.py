@@ -1,0 +1,162 @@
+"""Loading mappings: a file read, merged with the templates it extends, validated into a
+`Mapping`; remembered by content hash for planners that read thousands; handed to another
+process as JSON."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from etl.common.errors import MappingError
+from etl.mapping import templates as tpl
+from etl.mapping.model import Mapping, MappingModel, problems_of
+from etl.mapping.reading import display, parse_yaml, read_mapping_file
+
+def load_mapping(path: str | Path) -> Mapping:
+    """Parse and validate one mapping file; raise MappingError listing every problem."""
+    path = Path(path)
+    return parse_mapping(path, read_mapping_file(path))
+
+
+def parse_mapping(path: Path, data: bytes) -> Mapping:
+    """Validate a mapping file's bytes (read once by the caller); `path` names it. A file that
+    says `extends:` is validated merged with its templates (etl.templates)."""
+    shown = display(path)
+    raw = parse_yaml(path, data)
+    if not isinstance(raw, dict):
+        raise MappingError([f"{shown}: expected keys unit:, source:, datasets:"])
+    if "extends" in raw:
+        resolved = tpl.resolve(path, data, raw)
+        if problems := problems_of(resolved.raw):
+            raise resolved.problems(problems)
+        return Mapping(path, MappingModel.model_validate(resolved.raw), resolved.digest,
+                       templates=tuple(resolved.templates))
+    problems = problems_of(raw)
+    if problems:
+        raise MappingError([f"{shown} [{loc}] {msg}" for loc, msg in problems])
+    return Mapping(path, MappingModel.model_validate(raw), hashlib.sha256(data).hexdigest())
+
+
+# --- handing a validated mapping on -----------------------------------------------------------
+
+
+def mapping_to_dict(m: Mapping) -> dict[str, Any]:
+    """A validated mapping as JSON-able values, for the next process (an Airflow task): its
+    model when that survives JSON exactly (nearly always), else the file's text to re-parse."""
+    dumped = m.exact_json or m.model.model_dump_json()
+    exact = bool(m.exact_json) or MappingModel.model_validate_json(dumped) == m.model
+    body: dict[str, Any] = {"model": dumped} if exact else {"text": m.path.read_text(encoding="utf-8")}
+    return {"path": str(m.path), "digest": m.digest, **body}
+
+
+def mapping_from_dict(d: dict[str, Any]) -> Mapping:
+    path = Path(d["path"])
+    if "model" in d:
+        return Mapping(path, MappingModel.model_validate_json(d["model"]), d["digest"])
+    m = parse_mapping(path, d["text"].encode("utf-8"))
+    if m.digest != d["digest"]:
+        raise MappingError([f"{display(path)}: changed since it was handed on: rerun"])
+    return m
+
+
+_CODE = ("etl.mapping.model", "etl.mapping.reading", "etl.mapping.loading", "etl.mapping.templates",
+         "etl.mapping.sql_guard", "etl.standard.tables", "etl.standard.clean",
+         "etl.standard.divisions", "etl.standard.checks", "etl.standard.validate")
+
+
+@lru_cache(maxsize=1)
+def _code_digest() -> bytes:
+    """What a cached verdict depends on besides the file: the validating code."""
+    import importlib.util
+
+    h = hashlib.sha256()
+    for name in _CODE:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin, name
+        h.update(Path(spec.origin).read_bytes())
+    return h.digest()
+
+
+def load_mapping_cached(path: str | Path, cache_dir: Path | None) -> Mapping:
+    """`load_mapping`, remembering valid files by content (and code) hash in `cache_dir`:
+    planning a province's run reads thousands of files that rarely change. A file is read once;
+    an invalid one is never cached, so its problems are always reported afresh."""
+    path = Path(path)
+    if cache_dir is None:
+        return load_mapping(path)
+    data = read_mapping_file(path)
+    entry = cache_dir / (hashlib.sha256(_code_digest() + data).hexdigest() + ".json")
+    try:
+        cached = entry.read_text(encoding="utf-8")
+        templates, cached = _cached_chain(cached)
+        digest = _chain_digest(path, data, templates)
+        if digest is not None:
+            return Mapping(path, MappingModel.model_validate_json(cached), digest, cached,
+                           tuple(templates))
+    except (OSError, ValidationError, ValueError, MappingError):
+        pass
+    m = parse_mapping(path, data)
+    dumped = m.model.model_dump_json()
+    if MappingModel.model_validate_json(dumped) == m.model:
+        m = Mapping(m.path, m.model, m.digest, dumped, m.templates)
+        try:
+            import json
+
+            from etl.common import private
+
+            private.private_dir(cache_dir)  # a mapping names a unit's sources and columns
+            chain = [list(t) for t in m.templates]
+            tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
+            with private.create(tmp, exclusive=False) as f:
+                if chain:  # the templates it was resolved with: checked on every hit
+                    f.write(f"{CHAIN_MARK}{json.dumps(chain)}\n".encode("utf-8"))
+                f.write(dumped.encode("utf-8"))
+            tmp.replace(entry)
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+    return m
+
+
+CHAIN_MARK = "#templates "
+
+
+def _cached_chain(cached: str) -> tuple[list[tuple[str, str]], str]:
+    """A cache entry's templates (relative path, sha256) and model JSON."""
+    import json
+
+    if not cached.startswith(CHAIN_MARK):
+        return [], cached
+    head, _, body = cached.partition("\n")
+    return [(str(rel), str(sha)) for rel, sha in json.loads(head[len(CHAIN_MARK):])], body
+
+
+def _chain_digest(path: Path, data: bytes, templates: list[tuple[str, str]]) -> str | None:
+    """The unit's digest when each template of a cached chain is still as it was, else None
+    (a changed template misses the cache)."""
+    for rel, sha in templates:
+        if hashlib.sha256(read_mapping_file(path.parent / rel)).hexdigest() != sha:
+            return None
+    return tpl.chain_digest(data, templates)
+
+
+def load_mappings(paths: list[str | Path]) -> list[Mapping]:
+    """Validate every file; raise one MappingError with the problems of all of them."""
+    mappings, problems = [], []
+    for p in paths:
+        try:
+            mappings.append(load_mapping(p))
+        except MappingError as e:
+            problems.extend(e.problems)
+    if problems:
+        raise MappingError(problems)
+    names = [m.unit.orgNo for m in mappings]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise MappingError([f"{', '.join(display(m.path) for m in mappings if m.unit.orgNo == d)}: "
+                            f"two mappings for orgNo {d}: keep one file per unit" for d in dupes])
+    return mappings
