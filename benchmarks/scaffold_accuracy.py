@@ -30,7 +30,7 @@ import sqlalchemy as sa  # noqa: E402
 
 import scaffold_schemas as schemas  # noqa: E402
 from etl import scaffold  # noqa: E402
-from etl.extract import read_only  # noqa: E402
+from etl.source.connect import read_only  # noqa: E402
 
 
 def _plan(url: str) -> list:

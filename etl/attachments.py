@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 
 from etl import target
 from etl.common import clock
-from etl.airflow_env import unset_variable
+from etl.common.settings import unset_variable
 from etl.common.errors import ConfigError, MediaError
 from etl.mapping import FieldRule, FileSpec, Mapping
 from etl.common.masking import register_url_secrets

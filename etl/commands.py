@@ -29,7 +29,7 @@ def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "f
         target_url: str | None = None, chunk_rows: int = 100_000,
         allow_mass_delete: bool = False) -> int:
     from etl import pipeline
-    from etl.extract import check_source_urls
+    from etl.source.connect import check_source_urls
 
     mappings = load_mappings(paths)  # every file valid before anything connects
     for m in mappings:
@@ -77,7 +77,7 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
 
     from etl import airflow_env, attachments
     from etl.mapping import templates as tpl
-    from etl.extract import source_problems, source_warnings
+    from etl.source.account import source_problems, source_warnings
     from etl.mapping import discover, load_mapping_cached
 
     cache = Path(os.environ.get("ETL_CACHE_DIR") or "var/cache/mappings")

@@ -57,7 +57,7 @@ def cache_dir() -> Path:
 
 
 def chunk_rows() -> int:
-    from etl.extract import DEFAULT_CHUNK_ROWS
+    from etl.source.extract import DEFAULT_CHUNK_ROWS
 
     return int(os.environ.get("ETL_CHUNK_ROWS") or DEFAULT_CHUNK_ROWS)
 

@@ -19,7 +19,8 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import attachments, crypt, extract, history, standard, target, transform
+from etl import attachments, crypt, history, standard, target, transform
+from etl.source import extract
 from etl.standard import phones
 from etl.standard import validate
 from etl.common import clock

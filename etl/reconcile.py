@@ -22,7 +22,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import extract, pipeline, standard, target
+from etl import pipeline, standard, target
+from etl.source import extract
 from etl.standard import validate
 from etl.common import clock
 from etl.standard.clean import Audit

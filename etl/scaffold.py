@@ -753,7 +753,7 @@ def truth_pairs(drafts: list[DatasetDraft]) -> dict[str, tuple[str | None, dict[
 def run(*, url_env: str | None, conn_id: str | None, org: str | None, name: str | None,
         out: Path | None, schema: str | None, force: bool) -> str:
     """`etl scaffold`: connect read-only, draft, write (or return) the YAML."""
-    from etl.extract import engine_for, read_only, resolve_url
+    from etl.source.connect import engine_for, read_only, resolve_url
     from etl.mapping import SourceSpec
 
     if out is not None and out.exists() and not force:
@@ -766,7 +766,7 @@ def run(*, url_env: str | None, conn_id: str | None, org: str | None, name: str 
             drafts = scaffold(conn, schema=schema)
         except sa.exc.DBAPIError as e:
             from etl.common.errors import SourceError
-            from etl.extract import safe_error
+            from etl.source.connect import safe_error
 
             raise SourceError(f"reading the catalogue of {spec.describe()} failed: "
                               f"{safe_error(e, url)}") from None

@@ -621,10 +621,10 @@ def test_a_variable_missing_from_the_workers_environment_says_restart_or_use_a_c
     import yaml
 
     from etl import target
-    from etl.airflow_env import in_airflow_task
+    from etl.common.settings import in_airflow_task
     from etl.demo_data import UNIT_A, make_demo_sources
     from etl.common.errors import ConfigError
-    from etl.extract import resolve_url
+    from etl.source.connect import resolve_url
     from etl.mapping import SourceSpec
 
     made = make_demo_sources(tmp_path / "demo")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from etl import extract, pipeline, target
+from etl import pipeline, target
+from etl.source import connect
+from etl.source import extract
+from etl.common import outbound
 from etl.mapping import SourceSpec, load_mapping
 from helpers import ORG_A, QUIRKY_FIELDS, rows_of
 
@@ -19,8 +22,8 @@ datasets:
 
 
 def test_source_connection_is_read_only(pg_url):
-    engine = extract.engine_for(extract.normalise_url(pg_url))
-    with extract.read_only(engine) as conn:
+    engine = connect.engine_for(outbound.normalise_url(pg_url))
+    with connect.read_only(engine) as conn:
         assert conn.exec_driver_sql("SHOW transaction_read_only").scalar() == "on"
         with pytest.raises(sa.exc.DBAPIError, match="read-only"):
             conn.exec_driver_sql("CREATE TABLE x (a int)")
@@ -80,10 +83,10 @@ def test_literal_url_password_is_refused():
 
 
 def test_conn_error_message_hides_the_password():
-    url = extract.normalise_url("postgresql://etl:hunter22@127.0.0.1:1/x")
+    url = outbound.normalise_url("postgresql://etl:hunter22@127.0.0.1:1/x")
     assert url.drivername == "postgresql+psycopg"
     with pytest.raises(Exception) as err:
-        with extract.read_only(extract.engine_for(url)):
+        with connect.read_only(connect.engine_for(url)):
             pass
     assert "hunter22" not in str(err.value) and "cannot connect" in str(err.value)
 
@@ -129,14 +132,14 @@ def test_postgresql_text_survives_the_copy_path(pg_url, tmp_path, monkeypatch):
 
 def test_only_the_latest_source_engines_are_kept(tmp_path):
     """A process that loads many units keeps a few source pools, not one per unit ever seen."""
-    urls = [extract.normalise_url(f"sqlite:///{tmp_path / f'u{i}.sqlite'}")
-            for i in range(extract.ENGINES_KEPT + 3)]
-    first = extract.engine_for(urls[0])
-    with extract.read_only(first):
+    urls = [outbound.normalise_url(f"sqlite:///{tmp_path / f'u{i}.sqlite'}")
+            for i in range(connect.ENGINES_KEPT + 3)]
+    first = connect.engine_for(urls[0])
+    with connect.read_only(first):
         pass  # the first unit's pool holds a connection now
     assert first.pool.checkedin() == 1
-    assert extract.engine_for(urls[0]) is first  # a unit's datasets share it
-    later = [extract.engine_for(u) for u in urls[1:]]
-    assert extract.engine_for(urls[-1]) is later[-1]  # recent: reused
+    assert connect.engine_for(urls[0]) is first  # a unit's datasets share it
+    later = [connect.engine_for(u) for u in urls[1:]]
+    assert connect.engine_for(urls[-1]) is later[-1]  # recent: reused
     assert first.pool.checkedin() == 0  # evicted: its connections closed
-    assert extract.engine_for(urls[0]) is not first
+    assert connect.engine_for(urls[0]) is not first

@@ -13,7 +13,7 @@ import scaffold_schemas as schemas
 from etl import scaffold, standard
 from etl.cli import main
 from etl.demo_data import make_demo_sources
-from etl.extract import read_only
+from etl.source.connect import read_only
 from etl.mapping import load_mapping
 
 # Floors a little under what the benchmark measures (benchmarks/scaffold_accuracy.py: 96-100%

@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from etl import extract
+from etl.source import account
+from etl.source import connect
+from etl.source import extract
+from etl.common import outbound
 from etl.cli import main
 from etl.common.errors import SourceError
 from etl.mapping import DatasetSpec, SourceSpec, load_mapping
@@ -128,11 +131,11 @@ def test_postgresql_sends_one_statement_only_even_past_the_parser(pg_url):
     seed(pg_url)
     ds = DatasetSpec.model_construct(query="SELECT 1 AS a) x; COMMIT; DELETE FROM victim; "
                                      "SELECT * FROM (SELECT 1 AS a", key=["a"], fields={})
-    engine = extract.engine_for(extract.normalise_url(pg_url))
-    with extract.read_only(engine) as conn:
+    engine = connect.engine_for(outbound.normalise_url(pg_url))
+    with connect.read_only(engine) as conn:
         with pytest.raises(sa.exc.DBAPIError, match="multiple commands"):
-            extract._source_columns(conn, ds)
-    with extract.read_only(engine) as conn:
+            account._source_columns(conn, ds)
+    with connect.read_only(engine) as conn:
         raw = conn.connection.driver_connection
         with pytest.raises(Exception, match="multiple commands"):
             extract._parse_once(raw, "COPY (SELECT 1) TO STDOUT; COMMIT; DELETE FROM victim")
@@ -143,10 +146,10 @@ def test_mysql_sends_one_statement_only_even_past_the_parser(mariadb_url):
     seed(mariadb_url)
     ds = DatasetSpec.model_construct(query="SELECT 1 AS a FROM victim) x; COMMIT; DELETE FROM victim; "
                                      "SELECT * FROM (SELECT 1 AS a", key=["a"], fields={})
-    engine = extract.engine_for(extract.normalise_url(mariadb_url))
-    with extract.read_only(engine) as conn:
+    engine = connect.engine_for(outbound.normalise_url(mariadb_url))
+    with connect.read_only(engine) as conn:
         with pytest.raises(sa.exc.DBAPIError, match="syntax"):
-            extract._source_columns(conn, ds)
+            account._source_columns(conn, ds)
     assert victim_rows(mariadb_url) == 3
 
 
@@ -175,8 +178,8 @@ def test_percent_in_a_query_survives_the_postgresql_copy_path(pg_url, tmp_path, 
     query = POSITIVE.replace("':name' AS person", "'100%' AS person")
     frames = list(extract.stream(load_mapping(write_mapping(tmp_path, query)), "06"))
     assert list(frames[0]["person"]) == ["100%"]
-    engine = extract.engine_for(extract.normalise_url(pg_url))
-    with extract.read_only(engine) as conn:  # with a window's parameters merged in
+    engine = connect.engine_for(outbound.normalise_url(pg_url))
+    with connect.read_only(engine) as conn:  # with a window's parameters merged in
         raw = conn.connection.driver_connection
         sql = extract.copy_statement(raw, "SELECT %(since)s AS a, '100%%' AS b",
                                      {"since": datetime(2024, 3, 1, 8, 30)})
@@ -187,10 +190,10 @@ def test_percent_in_a_query_survives_the_postgresql_copy_path(pg_url, tmp_path, 
 
 def test_postgresql_statement_timeout_comes_from_the_mapping(pg_url, tmp_path, monkeypatch):
     seed(pg_url)
-    engine = extract.engine_for(extract.normalise_url(pg_url))
-    with extract.read_only(engine, 1.5) as conn:
+    engine = connect.engine_for(outbound.normalise_url(pg_url))
+    with connect.read_only(engine, 1.5) as conn:
         assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "1500ms"
-    with extract.read_only(engine) as conn:  # the default
+    with connect.read_only(engine) as conn:  # the default
         assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "1h"
     monkeypatch.setenv("UNIT_SOURCE_URL", pg_url)
     slow = (f"SELECT {COLUMNS} FROM t_quirky WHERE (SELECT count(*) FROM generate_series(1, "
@@ -202,14 +205,14 @@ def test_postgresql_statement_timeout_comes_from_the_mapping(pg_url, tmp_path, m
 
 def test_mysql_and_sqlite_timeouts_come_from_the_mapping(mariadb_url, tmp_path):
     spec = SourceSpec(url_env="X", statement_timeout_s=7, connect_timeout_s=3)
-    engine = extract.engine_for(extract.normalise_url(mariadb_url), spec)
-    with extract.read_only(engine, spec.statement_timeout_s) as conn:
+    engine = connect.engine_for(outbound.normalise_url(mariadb_url), spec)
+    with connect.read_only(engine, spec.statement_timeout_s) as conn:
         raw = conn.connection.driver_connection
         assert (raw._read_timeout, raw.connect_timeout) == (7, 3)
     sqlite = f"sqlite:///{tmp_path / 's.sqlite'}"
     seed(sqlite)
-    engine = extract.engine_for(extract._sqlite_read_only(extract.normalise_url(sqlite)), spec)
-    with extract.read_only(engine) as conn:
+    engine = connect.engine_for(connect._sqlite_read_only(outbound.normalise_url(sqlite)), spec)
+    with connect.read_only(engine) as conn:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 3000
 
 
@@ -301,8 +304,8 @@ def test_a_relative_sqlite_path_is_read_read_only(tmp_path, monkeypatch, capsys)
     seed("sqlite:///src.sqlite")
     path = write_mapping(tmp_path, f"SELECT {COLUMNS} FROM t_quirky", "{url: 'sqlite:///src.sqlite'}")
     assert main(["check", str(path)]) == 0
-    url = extract.resolve_url(load_mapping(path).source_for("06"))
-    with extract.engine_for(url).connect() as conn:  # even outside read_only: mode=ro
+    url = connect.resolve_url(load_mapping(path).source_for("06"))
+    with connect.engine_for(url).connect() as conn:  # even outside read_only: mode=ro
         with pytest.raises(sa.exc.OperationalError, match="readonly"):
             conn.exec_driver_sql("DELETE FROM victim")
     assert victim_rows("sqlite:///src.sqlite") == 3

@@ -27,7 +27,8 @@ from helpers import hidden_danger_mapping_text, hidden_danger_row, write_source
 from servers import (Server, ServerBinaryMissing, create_database, drop_database, start_mariadb,
                      start_postgres)
 
-from etl import extract, target
+from etl import target
+from etl.source import connect
 from etl.common import outbound
 from etl.cli import main as cli_main
 from etl.common.errors import ConfigError, SourceError
@@ -147,8 +148,8 @@ def _with(url: str, **query: str) -> str:
 def _source_encrypted(url: str, **spec) -> bool:
     """Connect as the pipeline reads a source and ask the server whether the session is encrypted."""
     s = SourceSpec(url=url, **spec)
-    engine = extract.engine_for(extract.resolve_url(s), s)
-    with extract.read_only(engine) as conn:
+    engine = connect.engine_for(connect.resolve_url(s), s)
+    with connect.read_only(engine) as conn:
         if engine.dialect.name == "postgresql":
             return bool(conn.exec_driver_sql(
                 "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").scalar())
@@ -197,7 +198,7 @@ def test_require_tls_refuses_a_plain_postgres_url_before_connecting(pg_db: str,
 def test_require_tls_makes_a_postgres_url_without_sslmode_demand_tls(pg_db: str, pg_url: str) -> None:
     """libpq's default, sslmode=prefer, talks in clear to a server without TLS; required, the
     URL gets sslmode=require: a server without TLS (the suite's own) is then refused."""
-    assert extract.resolve_url(SourceSpec(url=pg_db, require_tls=True)).query["sslmode"] == "require"
+    assert connect.resolve_url(SourceSpec(url=pg_db, require_tls=True)).query["sslmode"] == "require"
     assert _source_encrypted(pg_db, require_tls=True)
     assert not _source_encrypted(pg_url)
     with pytest.raises(SourceError, match="server does not support SSL"):
@@ -259,9 +260,9 @@ def test_airflow_connection_extras_arrive_as_url_options(monkeypatch: pytest.Mon
     monkeypatch.setenv("AIRFLOW_CONN_TLS_MARIA", json.dumps({
         "conn_type": "mysql", "host": "127.0.0.1", "port": 3306, "login": "etl", "schema": "src",
         "extra": {"ssl_ca": str(certs["ca"]), "ssl_verify_identity": "true"}}))
-    pg = extract.resolve_url(SourceSpec(conn_id="tls_pg", require_tls=True))
+    pg = connect.resolve_url(SourceSpec(conn_id="tls_pg", require_tls=True))
     assert (pg.query["sslmode"], pg.query["sslrootcert"]) == ("verify-full", str(certs["ca"]))
-    maria = extract.resolve_url(SourceSpec(conn_id="tls_maria", require_tls=True))
+    maria = connect.resolve_url(SourceSpec(conn_id="tls_maria", require_tls=True))
     assert outbound.mysql_connect_args(maria)["ssl"] == {
         "ca": str(certs["ca"]), "verify_mode": True, "check_hostname": True}
 

@@ -9,18 +9,12 @@ parsed by pyarrow (see `stream`).
 from __future__ import annotations
 
 import atexit
-import os
 import queue
-import re
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -34,181 +28,13 @@ from sqlalchemy.engine import Connection, Engine, URL
 from sqlalchemy.ext.compiler import compiles
 
 from etl.common import clock
-from etl.common import outbound
-from etl.common.outbound import connection_uri, normalise_url
-from etl.airflow_env import unset_variable
-from etl.common.errors import ConfigError, SourceDataError, SourceError, SourceSchemaError
+from etl.common.errors import SourceDataError, SourceError, SourceSchemaError
 from etl.mapping import DatasetSpec, Mapping, SourceSpec
-from etl.common.masking import (mask_secrets_in_text, mask_url, register_url_secrets, url_secrets)
-from etl.mapping.sql_guard import select_problem, unsafe_url_options
+from etl.mapping.sql_guard import select_problem
+from etl.source.connect import (CST_NAME, engine_for, is_schema_problem, read_only, resolve_url,
+                                safe_error)
 
 DEFAULT_CHUNK_ROWS = 100_000
-CST_NAME = "Asia/Shanghai"
-
-def resolve_url(spec: SourceSpec) -> URL:
-    """The SQLAlchemy URL a source spec points to; secrets stay out of mapping files. Options
-    that would let a query do more than read are refused; SQLite files are opened read-only."""
-    return _sqlite_read_only(_parsed_url(spec))
-
-
-def _parsed_url(spec: SourceSpec) -> URL:
-    if spec.url:
-        url = normalise_url(spec.url, "the mapping's url")
-    elif spec.url_env:
-        value = os.environ.get(spec.url_env)
-        if not value:
-            raise ConfigError(unset_variable(spec.url_env, "the unit's SQLAlchemy URL, e.g. "
-                                                           "postgresql+psycopg://user:***@host/db"))
-        url = normalise_url(value, f"environment variable {spec.url_env}")
-    else:
-        url = normalise_url(connection_uri(spec.conn_id or ""), f"Airflow connection {spec.conn_id}")
-    if bad := unsafe_url_options(url):
-        raise ConfigError(f"the source URL of {spec.describe()} sets {', '.join(bad)}, which could "
-                          f"let a query do more than read: remove it")
-    return outbound.enforce(url, outbound.requirement(spec), f"the source URL of {spec.describe()}")
-
-
-def check_source_urls(mapping: Mapping) -> None:
-    """Parse every source URL given in the environment, before anything connects: a malformed
-    one is a `ConfigError` (exit 2), not a failure of each dataset. Unset variables and Airflow
-    connections are left to `resolve_url`, which reports them per dataset."""
-    for tx in sorted(mapping.datasets):
-        spec = mapping.source_for(tx)
-        if spec.url_env and os.environ.get(spec.url_env):
-            try:
-                _parsed_url(spec)
-            except ConfigError as e:
-                raise ConfigError(f"{mapping.path} [datasets.{tx}] {e}") from None
-
-
-def _sqlite_read_only(url: URL) -> URL:
-    """A SQLite file source opened read-only (`mode=ro`): a mistyped path is reported, never
-    created as an empty database. Relative paths stay relative to the working directory."""
-    if not url.drivername.startswith("sqlite") or url.query.get("uri"):
-        return url
-    database = url.database or ""
-    if database in ("", ":memory:"):
-        return url
-    if not Path(database).is_file():
-        raise ConfigError(f"no such SQLite file {database}: check url")
-    return url.set(database=f"file:{quote(database)}?mode=ro").update_query_dict({"uri": "true"})
-
-
-def _is_schema_problem(exc: BaseException) -> bool:
-    text = str(getattr(exc, "orig", exc)).lower()
-    return "no such table" in text or "no such column" in text
-
-
-ENGINES_KEPT = 8
-_engines: OrderedDict[tuple, Engine] = OrderedDict()
-_engines_lock = threading.Lock()
-_DEFAULTS = SourceSpec(url="sqlite://")  # the timeouts' defaults
-
-
-def _connect_args(url: URL, spec: SourceSpec) -> dict[str, Any]:
-    """Timeouts a driver takes at connect: connecting, reading (MySQL), a locked file (SQLite).
-    PostgreSQL's statement_timeout is set in each read's transaction (`read_only`)."""
-    name = url.get_backend_name()
-    if name == "postgresql" and url.get_driver_name() == "psycopg":
-        return {"connect_timeout": max(2, round(spec.connect_timeout_s))}
-    if name in ("mysql", "mariadb") and url.get_driver_name() == "pymysql":
-        return {"connect_timeout": max(1, round(spec.connect_timeout_s)),
-                "read_timeout": max(1, round(spec.statement_timeout_s)),
-                **outbound.mysql_connect_args(url)}
-    if name == "sqlite":
-        return {"timeout": spec.connect_timeout_s}
-    return {}
-
-
-def _sqlite_text(data: bytes) -> str | bytes:
-    """A SQLite TEXT value: UTF-8 as text, anything else as its bytes, so that one undecodable
-    value costs its row (cleaning decodes GBK text; other bytes are rejected as binary) rather
-    than sqlite3's "Could not decode to UTF-8" failing the whole read."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data
-
-
-def _sqlite_text_as_read(dbapi_conn: Any, _record: Any) -> None:
-    dbapi_conn.text_factory = _sqlite_text
-
-
-def engine_for(url: URL, spec: SourceSpec | None = None) -> Engine:
-    """One engine per source URL (and timeouts), so a unit's datasets share a pool. Only the
-    most recently used few are kept: a process loading a thousand units one after another must
-    not hold a thousand pools of idle connections open; an evicted engine closes its
-    connections."""
-    spec = spec or _DEFAULTS
-    why = outbound.requirement(spec)
-    key = (url, spec.connect_timeout_s, spec.statement_timeout_s, why)
-    with _engines_lock:
-        engine = _engines.pop(key, None)
-        if engine is None:
-            register_url_secrets(url)
-            engine = sa.create_engine(url, pool_pre_ping=True, connect_args=_connect_args(url, spec))
-            if url.get_backend_name() == "sqlite":
-                sa.event.listen(engine, "connect", _sqlite_text_as_read)
-            elif why:
-                outbound.verify_on_connect(engine, why, f"the source {mask_url(url)}")
-        _engines[key] = engine
-        evicted = [_engines.popitem(last=False)[1] for _ in range(len(_engines) - ENGINES_KEPT)]
-    for old in evicted:
-        old.dispose()
-    return engine
-
-
-def safe_error(exc: BaseException, url: URL) -> str:
-    """The driver's reason in one line, with the password never shown."""
-    text = " ".join(str(getattr(exc, "orig", None) or exc).split())
-    return mask_secrets_in_text(text, url_secrets(url))[:300]
-
-
-@contextmanager
-def read_only(engine: Engine, statement_timeout_s: float | None = None,
-              timezone: str = CST_NAME) -> Iterator[Connection]:
-    """A connection inside a read-only transaction: extraction can never write to a source
-    through it (the source account's own rights are the real guard: README). On PostgreSQL,
-    each statement is stopped after `statement_timeout_s` (default: SourceSpec's). The session
-    runs in `timezone` (the source's, default CST), whatever the server's own zone: zone-aware
-    values (timestamptz, MySQL TIMESTAMP) and zone-less window bounds then mean one instant."""
-    try:
-        conn = engine.connect()
-    except sa.exc.DBAPIError as e:
-        raise SourceError(f"cannot connect to {mask_url(engine.url)}: "
-                          f"{safe_error(e, engine.url)}") from None
-    try:
-        name = engine.dialect.name
-        if name == "postgresql":
-            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-            timeout_ms = round(1000 * (statement_timeout_s or _DEFAULTS.statement_timeout_s))
-            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
-            conn.exec_driver_sql("SELECT set_config('TimeZone', %s, true)", (timezone,))
-        elif name in ("mysql", "mariadb"):
-            conn.rollback()
-            _mysql_time_zone(conn, timezone)
-            conn.exec_driver_sql("START TRANSACTION READ ONLY")
-        elif name == "sqlite":
-            conn.exec_driver_sql("PRAGMA query_only = ON")
-        yield conn
-    finally:
-        try:
-            if engine.dialect.name == "sqlite":
-                conn.exec_driver_sql("PRAGMA query_only = OFF")
-            conn.rollback()
-        finally:
-            conn.close()
-
-
-def _mysql_time_zone(conn: Connection, timezone: str) -> None:
-    """The session's time_zone: the named zone where the server has its tables, else the zone's
-    current offset (Asia/Shanghai has had no daylight saving since 1991)."""
-    try:
-        conn.exec_driver_sql("SET time_zone = %s", (timezone,))
-    except sa.exc.DBAPIError:
-        conn.rollback()
-        offset = datetime.now(ZoneInfo(timezone)).strftime("%z")
-        conn.exec_driver_sql("SET time_zone = %s", (f"{offset[:3]}:{offset[3:]}",))
 
 
 # --- time zones --------------------------------------------------------------------------------
@@ -285,7 +111,7 @@ def guard_query(mapping: Mapping, tx_code: str, dialect: str) -> None:
         raise SourceSchemaError(f"{mapping.path} [datasets.{tx_code}.query] query: {problem}")
 
 
-def _source(ds: DatasetSpec) -> sa.FromClause:
+def source_of(ds: DatasetSpec) -> sa.FromClause:
     names = ds.columns()
     if ds.query:
         return QueryText(query_text(ds)).columns(*[sa.column(c) for c in names]).subquery("src")
@@ -296,7 +122,7 @@ def _source(ds: DatasetSpec) -> sa.FromClause:
 def select_statement(ds: DatasetSpec, since: datetime | None = None,
                      until: datetime | None = None) -> sa.Select:
     """The dataset's SELECT: mapped columns only, within the window when one is given."""
-    src = _source(ds)
+    src = source_of(ds)
     stmt = sa.select(*[src.c[c] for c in ds.columns()])
     if ds.updated_at and since:
         stmt = stmt.where(src.c[ds.updated_at] >= sa.bindparam("since", since, type_=sa.DateTime))
@@ -337,7 +163,7 @@ def stream_keys(mapping: Mapping, tx_code: str, *,
     spec = mapping.source_for(tx_code)
     url = resolve_url(spec)
     engine = engine_for(url, spec)
-    src = _source(ds)
+    src = source_of(ds)
     stmt = sa.select(*[src.c[c] for c in ds.key])
     where = f"{mapping.path} [datasets.{tx_code}]"
     guard_query(mapping, tx_code, engine.dialect.name)
@@ -353,10 +179,10 @@ def _stream(engine: Engine, spec: SourceSpec, ds: DatasetSpec, stmt: sa.Select, 
             result = conn.execution_options(stream_results=True, max_row_buffer=chunk_rows).execute(
                 stmt.limit(0) if fast else stmt)
         except sa.exc.ProgrammingError as e:
-            raise _refused(where, ds, e, url) from None
+            raise refused(where, ds, e, url) from None
         except sa.exc.OperationalError as e:
-            if _is_schema_problem(e):  # SQLite reports a missing table or column this way
-                raise _refused(where, ds, e, url) from None
+            if is_schema_problem(e):  # SQLite reports a missing table or column this way
+                raise refused(where, ds, e, url) from None
             raise _failed(where, e, url) from None
         columns = list(result.keys())
         if fast:
@@ -372,7 +198,7 @@ def _stream(engine: Engine, spec: SourceSpec, ds: DatasetSpec, stmt: sa.Select, 
         except sa.exc.OperationalError as e:
             raise _failed(where, e, url) from None
         except sa.exc.DBAPIError as e:
-            raise _refused(where, ds, e, url) from None
+            raise refused(where, ds, e, url) from None
 
 
 def _bad_data(where: str, e: BaseException, url: URL) -> SourceDataError:
@@ -380,7 +206,7 @@ def _bad_data(where: str, e: BaseException, url: URL) -> SourceDataError:
                            f"fix the value at the source, or make the query's casts accept it")
 
 
-def _refused(where: str, ds: DatasetSpec, e: BaseException, url: URL) -> SourceSchemaError:
+def refused(where: str, ds: DatasetSpec, e: BaseException, url: URL) -> SourceSchemaError:
     what = "query" if ds.query else "table"
     return SourceSchemaError(f"{where} the source refused the {what}: {safe_error(e, url)}: "
                              f"fix {what}: or the column names in the mapping")
@@ -426,7 +252,7 @@ def _copy_frames(conn: Connection, stmt: sa.Select, columns: list[str], oids: li
         except psycopg.OperationalError as e:
             raise _failed(where, e, url) from None
         except psycopg.ProgrammingError as e:
-            raise _refused(where, ds, e, url) from None
+            raise refused(where, ds, e, url) from None
 
 
 def copy_statement(raw: psycopg.Connection, select: str, params: dict[str, Any]) -> str:
@@ -592,150 +418,3 @@ def _frame(data: bytearray, rows: int, columns: list[str],
         else:
             out[name] = readers[name](col)
     return pd.DataFrame(out, columns=columns)
-
-
-# --- checking a source against its mapping ---------------------------------------------------
-
-
-def source_problems(mapping: Mapping) -> list[str]:
-    """Connect to each source and check that every table and column the mapping names exists,
-    and that a query is one read-only SELECT in the source's own dialect."""
-    problems: list[str] = []
-    for tx, ds in mapping.datasets.items():
-        where = f"{mapping.path} [datasets.{tx}]"
-        spec = mapping.source_for(tx)
-        try:
-            url = resolve_url(spec)
-            engine = engine_for(url, spec)
-            guard_query(mapping, tx, engine.dialect.name)
-        except SourceSchemaError as e:
-            problems.append(str(e))
-            continue
-        except ConfigError as e:
-            problems.append(f"{where} {e}")
-            continue
-        try:
-            with read_only(engine, spec.statement_timeout_s) as conn:
-                present = _source_columns(conn, ds)
-        except SourceError as e:
-            problems.append(f"{where} {e}")
-            continue
-        except sa.exc.DBAPIError as e:
-            problems.append(str(_refused(where, ds, e, url)))
-            continue
-        if present is None:
-            problems.append(f"{where}.table no table {ds.table!r} in the source: check its name")
-            continue
-        lower = {c.lower(): c for c in present}
-        for col in ds.columns():
-            if col not in present and col.lower() not in lower:
-                problems.append(f"{where} no column {col!r} in "
-                                f"{'the query' if ds.query else repr(ds.table)}: columns are "
-                                f"{', '.join(sorted(present))[:300]}")
-    return problems
-
-
-def _source_columns(conn: Connection, ds: DatasetSpec) -> set[str] | None:
-    if ds.query:
-        # the query as `stream` sends it: by a server-side cursor (PostgreSQL: extended
-        # protocol, one statement only), no parameter interpretation
-        src = QueryText(query_text(ds)).columns().subquery("src")
-        stmt = sa.select(sa.literal_column("*")).select_from(src).limit(0)
-        result = conn.execution_options(stream_results=True).execute(stmt)
-        try:
-            return set(result.keys())
-        finally:
-            result.close()
-    schema, _, name = ds.table.rpartition(".")  # type: ignore[union-attr]
-    inspector = sa.inspect(conn)
-    if not inspector.has_table(name, schema=schema or None):
-        return None
-    return {c["name"] for c in inspector.get_columns(name, schema=schema or None)}
-
-
-# --- the source account's rights -------------------------------------------------------------
-
-
-def source_warnings(mapping: Mapping) -> list[str]:
-    """What `etl check` warns of without failing: a source account that can write. A
-    read-only transaction does not stop every write (dblink_exec, pg_read_file, lo_import run
-    inside a SELECT): only an account without those rights does."""
-    out: list[str] = []
-    seen: set[URL] = set()
-    for tx, ds in mapping.datasets.items():
-        spec = mapping.source_for(tx)
-        try:
-            url = resolve_url(spec)
-        except ConfigError:
-            continue  # reported by source_problems
-        if url in seen:
-            continue
-        seen.add(url)
-        try:
-            with read_only(engine_for(url, spec), spec.statement_timeout_s) as conn:
-                rights = write_rights(conn)
-        except (SourceError, sa.exc.DBAPIError):
-            continue
-        if rights:
-            key = f"datasets.{tx}.source" if ds.source else "source"
-            out.append(f"{mapping.path} [{key}] warning: the source account can write "
-                       f"({'; '.join(rights)[:300]}): give the ETL a read-only account without "
-                       f"superuser (README, \"The source account\")")
-    return out
-
-
-_PG_TABLES_WRITABLE = """
-SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND left(n.nspname, 3) <> 'pg_'
-  AND n.nspname <> 'information_schema'
-  AND (has_table_privilege(c.oid, 'INSERT') OR has_table_privilege(c.oid, 'UPDATE')
-       OR has_table_privilege(c.oid, 'DELETE') OR has_table_privilege(c.oid, 'TRUNCATE'))
-ORDER BY 1 LIMIT 4"""
-_PG_SCHEMAS_CREATE = """
-SELECT quote_ident(nspname) FROM pg_namespace
-WHERE has_schema_privilege(oid, 'CREATE') AND left(nspname, 3) <> 'pg_'
-  AND nspname <> 'information_schema' ORDER BY 1 LIMIT 4"""
-_PG_ROLES = """
-SELECT rolname FROM pg_roles
-WHERE rolname IN ('pg_write_server_files', 'pg_read_server_files', 'pg_execute_server_program',
-                  'pg_write_all_data', 'pg_signal_backend')
-  AND pg_has_role(current_user, oid, 'MEMBER') ORDER BY 1"""
-_MYSQL_READ_PRIVILEGES = {"SELECT", "USAGE", "SHOW VIEW"}
-
-
-def write_rights(conn: Connection) -> list[str]:
-    """What the connected account may do beyond reading, as short phrases (empty: read-only
-    as far as can be seen). PostgreSQL and MySQL/MariaDB; SQLite has no accounts."""
-    name = conn.dialect.name
-    if name == "postgresql":
-        out = []
-        if conn.exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").scalar():
-            out.append("superuser")
-        if tables := conn.exec_driver_sql(_PG_TABLES_WRITABLE).scalars().all():
-            out.append(f"INSERT/UPDATE/DELETE/TRUNCATE on {', '.join(tables)}")
-        if schemas := conn.exec_driver_sql(_PG_SCHEMAS_CREATE).scalars().all():
-            out.append(f"CREATE on schema {', '.join(schemas)}")
-        if conn.exec_driver_sql("SELECT has_database_privilege(current_database(), 'CREATE')").scalar():
-            out.append("CREATE on the database")
-        out += [f"member of {r}" for r in conn.exec_driver_sql(_PG_ROLES).scalars().all()]
-        return out
-    if name in ("mysql", "mariadb"):
-        out = []
-        for line in conn.exec_driver_sql("SHOW GRANTS").scalars().all():
-            out += _mysql_write_grants(str(line))
-        return out
-    return []
-
-
-def _mysql_write_grants(line: str) -> list[str]:
-    """`GRANT SELECT, INSERT (a, b) ON db.* TO u@h WITH GRANT OPTION` -> what goes beyond reading."""
-    m = re.match(r"GRANT (.+?) ON (\S+) TO ", line, re.S)
-    if not m:  # a role granted: GRANT `role` TO `user`@`host`
-        role = re.match(r"GRANT (.+?) TO ", line, re.S)
-        return [f"role {role.group(1)}"] if role else []
-    privileges = [p.strip().upper() for p in re.sub(r"\([^)]*\)", "", m.group(1)).split(",")]
-    out = [f"{p} ON {m.group(2)}" for p in privileges if p not in _MYSQL_READ_PRIVILEGES]
-    if "WITH GRANT OPTION" in line.upper():
-        out.append(f"GRANT OPTION ON {m.group(2)}")
-    return out
