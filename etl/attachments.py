@@ -33,7 +33,7 @@ from etl.common.settings import unset_variable
 from etl.common.errors import ConfigError, MediaError
 from etl.mapping import FieldRule, FileSpec, Mapping
 from etl.common.masking import register_url_secrets
-from etl.transform import DELETED, ID, MEDIA_SHA
+from etl.target.frame import DELETED, ID, MEDIA_SHA, REJECTED
 
 MEDIA_FACTS = "_media"  # per row: JSON list of the facts of its files, for ingest_media
 FACT_KEYS = ("field", "sha256", "size", "mediaType", "name", "location", "sourceSize",
@@ -197,7 +197,6 @@ def _from_blob(store, data: object, column: str, file_name: str, limit: int):
 def facts_of(frame: pd.DataFrame) -> list[tuple[int, dict]]:
     """(row position, `ingest_media` row) for each file of a prepared chunk's rows that may
     load (not rejected, not deleted): one per record and field."""
-    from etl.load import REJECTED
 
     if MEDIA_FACTS not in frame.columns:
         return []

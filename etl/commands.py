@@ -34,7 +34,7 @@ def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "f
     mappings = load_mappings(paths)  # every file valid before anything connects
     for m in mappings:
         check_source_urls(m)
-    from etl import crypt
+    from etl.target import crypt
 
     crypt.data_key()  # a malformed ETL_DATA_KEY fails here, before anything is written
     engine = _engine(target_url)
@@ -163,7 +163,7 @@ def init_target(target_url: str | None = None, *, roles: bool = False,
     """Create or upgrade the schema; with `roles`, first the owner, loader and reader roles
     (`etl.roles`), after it their grants and row-level security; `unit_roles` (a list, empty
     for every unit the target holds) adds a login role per unit."""
-    from etl import roles as access
+    from etl.target import roles as access
 
     engine = _engine(target_url)
     roles = roles or unit_roles is not None
@@ -267,7 +267,7 @@ def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | Non
 
 
 def _keys(purpose: str):
-    from etl import crypt
+    from etl.target import crypt
     from etl.common.errors import ConfigError
 
     key = crypt.data_key()
@@ -278,7 +278,7 @@ def _keys(purpose: str):
 
 
 def rotate_key(target_url: str | None = None, batch_rows: int = 1000) -> int:
-    from etl import crypt
+    from etl.target import crypt
 
     new, old = _keys("etl rotate-key")
     engine = _engine(target_url)
@@ -294,7 +294,8 @@ def decrypt(org_no: str, tx_code: str, *, target_url: str | None = None, clear: 
             find: str | None = None) -> int:
     import json
 
-    from etl import crypt, standard
+    from etl import standard
+    from etl.target import crypt
     from etl.common.errors import ConfigError
 
     new, old = _keys("etl decrypt")

@@ -458,7 +458,7 @@ def _load_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Item):
     """Load the prepared chunks (and, when the plan compares keys, the source's record IDs) in
     one target transaction, then drop the dataset's staging."""
     from etl import pipeline
-    from etl.transform import ID
+    from etl.target.frame import ID
     from etl.standard.clean import Audit
 
     p = _rebuild_plan(item.unit.validated(), item.record["plan"])

@@ -19,7 +19,9 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import attachments, crypt, history, standard, target, transform
+from etl import attachments, standard, target, transform
+from etl.target import crypt
+from etl.target import history
 from etl.source import extract
 from etl.standard import phones
 from etl.standard import validate
@@ -27,11 +29,11 @@ from etl.common import clock
 from etl.common import provenance
 from etl.standard.clean import Audit, binary_values, clean_frame
 from etl.common.errors import EtlError, MassDeleteRefused, TargetError
-from etl.load import (MASS_DELETE_MIN, MASS_DELETE_SHARE, REJECTED, Counts, DatasetLoad,
-                      allocate_batches, insert_rows, mass_delete, record_batches)
+from etl.target.load import (MASS_DELETE_MIN, MASS_DELETE_SHARE, Counts, DatasetLoad,
+                             allocate_batches, insert_rows, mass_delete, record_batches)
 from etl.mapping import FieldRule, Mapping, Mode
 from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, excerpt, mask, personal_kind
-from etl.transform import DELETED, KEY, UPDATED
+from etl.target.frame import DELETED, KEY, REJECTED, UPDATED
 
 log = logging.getLogger("etl")
 

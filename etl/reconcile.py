@@ -28,10 +28,10 @@ from etl.standard import validate
 from etl.common import clock
 from etl.standard.clean import Audit
 from etl.common.errors import EtlError
-from etl.load import REJECTED, DatasetLoad
+from etl.target.load import DatasetLoad
 from etl.mapping import Mapping
 from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, mask, personal_kind
-from etl.transform import DELETED, HASH, ID, KEY, SEQ
+from etl.target.frame import DELETED, HASH, ID, KEY, REJECTED, SEQ
 
 #: At most this many examples of each kind (missing, extra, differing fields, not ingested)
 #: are kept per dataset, stored and printed; the counts are always exact.

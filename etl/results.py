@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from etl import report, standard, target
-from etl.load import Counts
+from etl.target.load import Counts
 from etl.pipeline import DatasetResult
 
 #: Above this many datasets the summary shows totals per dataset instead of a line per unit.

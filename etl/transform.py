@@ -18,10 +18,8 @@ import pyarrow.compute as pc
 from etl import standard
 from etl.mapping import FieldRule, Mapping, TEMPLATE_FIELD, as_key
 from etl.standard import Dataset
+from etl.target.frame import DELETED, HASH, ID, KEY, MEDIA_SHA, UPDATED
 
-KEY, UPDATED, DELETED, SEQ = "_key", "_updated", "_deleted", "_seq"
-MEDIA_SHA = "_media_sha256"  # the digests of a row's attachments (etl.attachments): in rowHash
-ID, HASH = "ID", "rowHash"
 SEPARATOR, NULL_MARK = "\x1f", "\x00"  # rowHash: between field values, in place of NULL
 
 

@@ -16,7 +16,8 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from etl import crypt, pipeline, standard, target
+from etl import pipeline, standard, target
+from etl.target import crypt
 from etl.mapping import load_mapping
 from helpers import ORG_A, gb11643, rows_of
 

@@ -17,7 +17,8 @@ import pytest
 import sqlalchemy as sa
 from helpers import hidden_danger_mapping_text, hidden_danger_row, rows_of, write_source
 
-from etl import load, pipeline, target
+from etl import pipeline, target
+from etl.target import load
 from etl.common import clock
 from etl.common.errors import MassDeleteRefused
 from etl.mapping import load_mapping
@@ -342,7 +343,7 @@ def test_a_hard_delete_becomes_d_in_every_kind_of_target(db_url: str, tmp_path: 
 
 
 def test_a_very_long_key_is_recorded_by_its_digest() -> None:
-    from etl import history
+    from etl.target import history
 
     long = [f"列{n:03d}_" + "很长的列名" * 5 for n in range(40)]
     recorded = history.key_columns(long)

@@ -16,7 +16,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from etl import cli, roles, target
+from etl import cli, target
+from etl.target import roles
 from etl.common import clock
 from etl.demo_data import UNIT_A, UNIT_B, make_demo_sources
 from tests.helpers import ORG_A, hidden_danger_mapping, hidden_danger_row, query, write_source
@@ -252,7 +253,7 @@ def test_a_loader_meeting_an_old_schema_says_to_run_init_target_as_the_owner(dem
     admin, _, _ = demo_target
     with sa.create_engine(admin).begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0003'")
-    target._ready.clear()
+    target.migrate._ready.clear()
     assert cli.main(["run", f"mappings/{UNIT_A}.yaml", "--tx", "06"]) == 1
     failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAILED")]
     assert failed == [f"FAILED {UNIT_A} 06: the target schema is at 0003, the code needs "

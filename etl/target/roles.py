@@ -28,7 +28,8 @@ import re
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import standard, target
+from etl import standard
+from etl.target import schema as target
 from etl.common.errors import ConfigError
 
 OWNER, LOADER, READER, UNIT_READER = "etl_owner", "etl_loader", "etl_reader", "etl_unit_reader"

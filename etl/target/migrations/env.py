@@ -1,8 +1,8 @@
-"""Alembic environment: runs on the connection `etl.target.upgrade` hands over."""
+"""Alembic environment: runs on the connection `etl.target.migrate.upgrade` hands over."""
 
 from alembic import context
 
-from etl.target import metadata
+from etl.target.schema import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)

@@ -171,8 +171,8 @@ def encrypt_frame(frame: pd.DataFrame, ds: standard.Dataset, key: DataKey,
                   rows: pd.Series) -> pd.DataFrame:
     """Encrypt the encrypted fields of `rows` (a boolean mask: the rows that load) in place of
     their plaintext, and fill their `<field>Hmac`; other rows keep NULL indexes."""
-    from etl.target import hmac_column
-    from etl.transform import ID
+    from etl.target.schema import hmac_column
+    from etl.target.frame import ID
 
     fields = standard.encrypted_fields(ds)
     if not fields:
@@ -222,8 +222,8 @@ def rotate(engine, new: DataKey, old: list[DataKey], batch_rows: int = 1000) -> 
     per table (`ingest_change`: ledger rows)."""
     import sqlalchemy as sa
 
-    from etl import target
-    from etl.transform import ID
+    from etl.target import schema as target
+    from etl.target.frame import ID
 
     keys = [new, *old]
     counts: dict[str, int] = {}
@@ -262,7 +262,7 @@ def _rotate_ledger(engine, new: DataKey, keys: list[DataKey], ikey: bytes, batch
 
     import sqlalchemy as sa
 
-    from etl import target
+    from etl.target import schema as target
 
     fields_of = {ds.tx_code: [f.name for f in standard.encrypted_fields(ds)] for ds in standard.DATASETS}
     codes = [tx for tx, names in fields_of.items() if names]
@@ -312,8 +312,8 @@ def records(engine, org_no: str, tx_code: str, keys: list[DataKey], clear: bool 
     `clear`); `find`: only records where an encrypted field equals it (by the blind index)."""
     import sqlalchemy as sa
 
-    from etl import target
-    from etl.transform import ID
+    from etl.target import schema as target
+    from etl.target.frame import ID
 
     ds = standard.dataset(tx_code)
     t = target.table(ds.tx_code)

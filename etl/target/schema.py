@@ -1,21 +1,17 @@
-"""The target database: tables derived from `etl.standard`, created and upgraded by Alembic.
+"""The target's schema: tables derived from `etl.standard`.
 
 Business tables are named by the contract (`risk_point`, ...) and their columns exactly as the
 standard's identifiers. Each also carries `rowHash`, a digest of the standard fields, so that
-change detection compares 32 characters instead of every column.
+change detection compares 32 characters instead of every column. Alembic creates and upgrades
+them (`etl.target.migrate`).
 """
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
-
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
-from sqlalchemy.engine import Connection, Engine
 
 from etl import standard
-from etl.common.errors import TargetSchemaError
 from etl.standard import Dataset, Field
 
 HASH_COLUMN = "rowHash"
@@ -228,125 +224,3 @@ ingest_stage = sa.Table(
 
 def table(tx_code: str) -> sa.Table:
     return DATASET_TABLES[standard.dataset(tx_code).tx_code]
-
-
-# --- connecting ----------------------------------------------------------------------------
-
-DEFAULT_URL = "sqlite:///var/target.sqlite"
-
-
-def target_url(explicit: str | None = None) -> str:
-    """`--target`, else `ETL_TARGET_URL`, else the embedded default (relative to the cwd)."""
-    import os
-
-    return explicit or os.environ.get("ETL_TARGET_URL") or DEFAULT_URL
-
-
-def target_origin(explicit: str | None = None) -> str:
-    """Where `target_url(explicit)` came from, for messages."""
-    import os
-
-    return "--target" if explicit else "ETL_TARGET_URL" if os.environ.get("ETL_TARGET_URL") else DEFAULT_URL
-
-
-def connect(url: str, origin: str = "the target URL") -> Engine:
-    """An engine for the target. SQLite gets a writer lock at BEGIN and a long busy timeout,
-    so parallel loaders queue instead of failing. A malformed URL is a `ConfigError` naming
-    `origin` (`--target`, `ETL_TARGET_URL`); its password is masked wherever it shows."""
-    from etl.common import outbound
-    from etl.common.outbound import normalise_url
-    from etl.common.masking import register_url_secrets
-
-    register_url_secrets(url)
-    why = outbound.requirement()  # ETL_REQUIRE_TLS; SQLite is local and never needs it
-    parsed = outbound.enforce(normalise_url(url, origin), why, origin)
-    if parsed.drivername.startswith("sqlite"):
-        if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
-            # the target holds personal data: its file (and so SQLite's journals, which take
-            # its mode) 0600 and a folder we make 0700, whoever creates them
-            from etl.common import private
-
-            private.makedirs(Path(parsed.database).parent)
-            private.touch(parsed.database)
-        engine = sa.create_engine(parsed, connect_args={"timeout": 300})
-
-        @sa.event.listens_for(engine, "connect")
-        def _no_pysqlite_transactions(dbapi_conn, _):
-            dbapi_conn.isolation_level = None
-
-        @sa.event.listens_for(engine, "begin")
-        def _begin_immediate(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
-    if parsed.drivername.startswith(("mysql", "mariadb")):
-        # READ COMMITTED: InnoDB's default REPEATABLE READ takes gap locks in INSERT ... SELECT,
-        # which makes loaders of different units deadlock on shared tables.
-        engine = sa.create_engine(parsed, pool_pre_ping=True, isolation_level="READ COMMITTED",
-                                  connect_args=outbound.mysql_connect_args(parsed))
-    else:
-        engine = sa.create_engine(parsed, pool_pre_ping=True)
-    if why:
-        outbound.verify_on_connect(engine, why, origin)
-    return engine
-
-
-# --- schema versions -------------------------------------------------------------------------
-
-MIGRATIONS = Path(__file__).with_name("migrations")
-
-
-def _alembic_config(connection: Connection):
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["connection"] = connection
-    return cfg
-
-
-@cache
-def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
-    cfg = _alembic_config(None)  # type: ignore[arg-type]
-    return ScriptDirectory.from_config(cfg).get_current_head()
-
-
-def current_revision(connection: Connection) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    return MigrationContext.configure(connection).get_current_revision()
-
-
-def upgrade(engine: Engine) -> tuple[str | None, str]:
-    """Create or upgrade the target schema in place; returns (revision before, after)."""
-    from alembic import command
-
-    from etl import roles
-
-    with engine.begin() as conn:
-        before = current_revision(conn)
-        if before != head_revision():
-            roles.migrate_as_owner(conn)
-            try:
-                command.upgrade(_alembic_config(conn), "head")
-            except sa.exc.DBAPIError as e:
-                if not roles.is_permission_error(e):
-                    raise
-                raise TargetSchemaError(
-                    f"the target schema is at {before or 'nothing (empty)'}, the code needs "
-                    f"{head_revision()}: run `etl init-target` as the owner ({roles.OWNER} or a "
-                    f"member of it)") from None
-    return before, head_revision()
-
-
-_ready: set[str] = set()
-
-
-def ensure_schema(engine: Engine) -> None:
-    """Upgrade once per process and target: `etl run` creates the schema on first use."""
-    key = engine.url.render_as_string(hide_password=False)
-    if key not in _ready:
-        upgrade(engine)
-        _ready.add(key)

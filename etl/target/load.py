@@ -25,11 +25,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from etl import standard, target
+from etl import standard
+from etl.target import schema as target
 from etl.standard import Dataset
-from etl.transform import DELETED, HASH, ID, KEY, SEQ, UPDATED
+from etl.target.frame import DELETED, HASH, ID, KEY, REJECTED, SEQ, UPDATED, VANISHED
 
-REJECTED = "_rejected"
 BUS_TYPES = ("I", "U", "D")
 
 
@@ -81,7 +81,6 @@ def _stage_table(ds: Dataset, meta: sa.MetaData, indexed: bool = True) -> sa.Tab
                     prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
 
 
-VANISHED = "_vanished"
 
 
 def _change_table(ds: Dataset, meta: sa.MetaData, keyed: bool = True) -> sa.Table:

@@ -11,7 +11,7 @@ Revises:
 
 from alembic import op
 
-from etl.target import metadata
+from etl.target.schema import metadata
 
 revision = "0001"
 down_revision = None

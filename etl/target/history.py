@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from etl import target
+from etl.target import schema as target
 from etl.common import clock
 
 #: How often `hard_deletes:` compares a dataset's source keys with the target (None: every run).

@@ -1,0 +1,62 @@
+"""Connecting to the target: the URL a command or task was given, and an engine set up for
+loading (SQLite's writer lock at BEGIN, InnoDB's READ COMMITTED, TLS when required)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from etl.common import outbound, private
+from etl.common.masking import register_url_secrets
+from etl.common.outbound import normalise_url
+
+DEFAULT_URL = "sqlite:///var/target.sqlite"
+
+
+def target_url(explicit: str | None = None) -> str:
+    """`--target`, else `ETL_TARGET_URL`, else the embedded default (relative to the cwd)."""
+    return explicit or os.environ.get("ETL_TARGET_URL") or DEFAULT_URL
+
+
+def target_origin(explicit: str | None = None) -> str:
+    """Where `target_url(explicit)` came from, for messages."""
+    return "--target" if explicit else "ETL_TARGET_URL" if os.environ.get("ETL_TARGET_URL") else DEFAULT_URL
+
+
+def connect(url: str, origin: str = "the target URL") -> Engine:
+    """An engine for the target. SQLite gets a writer lock at BEGIN and a long busy timeout,
+    so parallel loaders queue instead of failing. A malformed URL is a `ConfigError` naming
+    `origin` (`--target`, `ETL_TARGET_URL`); its password is masked wherever it shows."""
+    register_url_secrets(url)
+    why = outbound.requirement()  # ETL_REQUIRE_TLS; SQLite is local and never needs it
+    parsed = outbound.enforce(normalise_url(url, origin), why, origin)
+    if parsed.drivername.startswith("sqlite"):
+        if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
+            # the target holds personal data: its file (and so SQLite's journals, which take
+            # its mode) 0600 and a folder we make 0700, whoever creates them
+            private.makedirs(Path(parsed.database).parent)
+            private.touch(parsed.database)
+        engine = sa.create_engine(parsed, connect_args={"timeout": 300})
+
+        @sa.event.listens_for(engine, "connect")
+        def _no_pysqlite_transactions(dbapi_conn, _):
+            dbapi_conn.isolation_level = None
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin_immediate(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if parsed.drivername.startswith(("mysql", "mariadb")):
+        # READ COMMITTED: InnoDB's default REPEATABLE READ takes gap locks in INSERT ... SELECT,
+        # which makes loaders of different units deadlock on shared tables.
+        engine = sa.create_engine(parsed, pool_pre_ping=True, isolation_level="READ COMMITTED",
+                                  connect_args=outbound.mysql_connect_args(parsed))
+    else:
+        engine = sa.create_engine(parsed, pool_pre_ping=True)
+    if why:
+        outbound.verify_on_connect(engine, why, origin)
+    return engine
