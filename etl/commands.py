@@ -50,7 +50,7 @@ def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "f
 
 
 def demo(target_url: str | None = None) -> int:
-    from etl import attachments
+    from etl.media import attachments
     from etl.demo_data import make_demo_sources
 
     make_demo_sources(Path("var"))
@@ -75,7 +75,8 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
     that extends it; a template's problem is reported once, with the units it breaks)."""
     import os
 
-    from etl import airflow_env, attachments
+    from etl import airflow_env
+    from etl.media import attachments
     from etl.mapping import templates as tpl
     from etl.source.account import source_problems, source_warnings
     from etl.mapping import discover, load_mapping_cached

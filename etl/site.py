@@ -8,7 +8,7 @@ timeliness), as static HTML built from the target's bookkeeping tables and the m
     out/reconcile.html           the last automated comparison of each reconciled dataset
 
 No network is needed to open it: styles and scripts are inlined, charts are hand-written SVG,
-the overview's data is embedded once as JSON. Unit pages are named by `staging.token(orgNo)`,
+the overview's data is embedded once as JSON. Unit pages are named by `storage.token(orgNo)`,
 never by a (Chinese, user-chosen) mapping file name. Everything taken from data is HTML-escaped
 (or set as `textContent` by the script) and passed through `masking.cap`, which masks ID
 numbers and mobiles even where the bookkeeping tables should already hold them masked.
@@ -36,7 +36,7 @@ from etl.freshness import InvalidMapping
 from etl.mapping import Mapping
 from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap
 from etl.report import COUNT_COLUMNS, RUN_COLUMN
-from etl.staging import token
+from etl.common.storage import token
 
 DEFAULT_DIR = "var/report"
 RUNS_SHOWN = 20        # a unit page's run history per dataset
@@ -150,7 +150,7 @@ def _link_media(rows: list[dict], units_dir: Path) -> None:
     if not rows:
         return
     from etl.common.errors import EtlError
-    from etl.media import MediaStore
+    from etl.media.files import MediaStore
 
     try:
         store = MediaStore()

@@ -41,14 +41,12 @@ mapping's hash); `expect` refuses, on reading, a frame staged for anything else.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
 import re
 import secrets
 import shutil
-import unicodedata
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -61,6 +59,7 @@ from zoneinfo import ZoneInfo
 
 from etl.common import private
 from etl.common.errors import ConfigError, TargetError
+from etl.common.storage import filesystem, object_path, token
 from etl.common.paths import project_dir
 
 if TYPE_CHECKING:
@@ -97,20 +96,6 @@ _PART = re.compile(r"[A-Za-z0-9_-]{1,200}")
 _LAST = re.compile(r"[A-Za-z0-9_-]{1,200}(?:\.[A-Za-z0-9]{1,16})?")
 _TAIL = re.compile(r"[A-Za-z0-9_-]{0,200}(?:\.[A-Za-z0-9]{0,16})?")
 MAX_KEY = 400  # ingest_stage.stageKey
-_DIGEST = 16
-
-
-def token(text: str, *, keep: int = 24) -> str:
-    """A key part for any text: up to `keep` readable ASCII characters, then `-` and 16 hex
-    of the text's SHA-256. The digest covers the whole text, so `南京化工` and `苏州电梯` (no
-    readable characters at all) or two names equal in their first `keep` characters still get
-    different parts."""
-    if not 0 <= keep <= 150:
-        raise ValueError(f"token keep={keep}: between 0 and 150 readable characters")
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST]
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    readable = re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_text)[:keep].strip("_-")
-    return f"{readable}-{digest}" if readable else digest
 
 
 def key(*parts: str) -> str:
@@ -230,8 +215,8 @@ class PathStore(Store):
             private.tighten(self._local)  # staged rows hold personal data: 0700, files 0600
             return
         if isinstance(root, (str, os.PathLike)):
-            root = _object_path(os.fspath(root), conn_id)
-        fs = _filesystem(root)
+            root = object_path(os.fspath(root), conn_id)
+        fs = filesystem(root)
         self._protocol = root.protocol or "file"
         self._conn_id = root.conn_id
         from fsspec.implementations.local import LocalFileSystem
@@ -374,47 +359,6 @@ def _has_scheme(text: str) -> bool:
     return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
 
 
-def _object_path(url: str, conn_id: str | None) -> Any:
-    """An `ObjectStoragePath` for `url`. A password in it is refused: `ObjectStoragePath` would
-    take the user part for a connection id, and the URL ends up in logs."""
-    from urllib.parse import urlsplit
-
-    from airflow.sdk import ObjectStoragePath
-
-    scheme = url.split("://", 1)[0]
-    if urlsplit(url).password is not None:
-        raise ConfigError(f"staging URL {scheme}://***@...: keep credentials in an Airflow "
-                          f"connection (ETL_STAGING_CONN_ID or {scheme}://CONN_ID@bucket/...), "
-                          f"not in the URL")
-    try:
-        return ObjectStoragePath(url, conn_id=conn_id)
-    except ValueError as exc:
-        raise _no_file_system(scheme, exc) from exc
-
-
-def _no_file_system(scheme: str, why: Exception) -> ConfigError:
-    return ConfigError(f"staging {scheme}://...: no file system for it ({why}); install the "
-                       f"Airflow provider for {scheme} (it brings the fsspec package), or stage "
-                       f"into the target (ETL_STAGING_URL=target)")
-
-
-def _filesystem(root: Any) -> AbstractFileSystem:
-    """The root's file system: Airflow's (which applies the connection's credentials), else,
-    for a scheme no Airflow provider registers and no connection named, fsspec's own."""
-    try:
-        return root.fs
-    except ValueError as exc:
-        airflow_error = exc
-    if root.conn_id is None:
-        import fsspec
-
-        try:
-            return fsspec.filesystem(root.protocol)
-        except (ValueError, ImportError) as exc:
-            airflow_error = exc
-    raise _no_file_system(root.protocol, airflow_error)
-
-
 class TargetStore(Store):
     """Objects as rows of `ingest_stage` in the target database, in parts of `part_bytes`.
 
@@ -547,7 +491,7 @@ def open_store(spec: str | None = None, *,
         target.ensure_schema(engine)
         return TargetStore(engine, dispose_on_close=True)
     if _has_scheme(spec):
-        return PathStore(_object_path(spec, os.environ.get("ETL_STAGING_CONN_ID") or None))
+        return PathStore(object_path(spec, os.environ.get("ETL_STAGING_CONN_ID") or None))
     return PathStore(_folder(spec))
 
 

@@ -1,4 +1,4 @@
-"""etl.media: a unit's attachments read from a local folder and from an HTTP file server the
+"""etl.media.files: a unit's attachments read from a local folder and from an HTTP file server the
 test starts on 127.0.0.1, judged by content, stored once per content, streamed with bounded
 memory. Real files (etl.sample_files builds them to their specifications), real servers."""
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from etl import media
+from etl.media import files as media
 from etl.common.errors import EtlError
-from etl.media import (CHUNK_BYTES, FileServerUnreachable, FileSource, Located, MediaError,
-                       MediaStore, Progress, Stored, fetch)
+from etl.media.files import (CHUNK_BYTES, FileServerUnreachable, FileSource, Located, MediaError,
+                             MediaStore, Progress, Stored, fetch)
 from etl.sample_files import (docx_bytes, gif_bytes, jpeg_bytes, mp4_header, ole_header,
                               pdf_bytes, png_bytes, pptx_bytes, xlsx_bytes)
 
@@ -625,7 +625,7 @@ def test_progress_lines(caplog):
 
 _COPY = textwrap.dedent("""
     import json, resource, sys
-    from etl.media import FileSource, MediaStore, fetch
+    from etl.media.files import FileSource, MediaStore, fetch
     from etl.sample_files import mp4_header
     base, rel, store_root, warm = sys.argv[1:5]
     store, source = MediaStore(store_root), FileSource(base)

@@ -18,7 +18,7 @@ from etl import pipeline, sample_files, target
 from etl.common import clock
 from etl.common.errors import MappingError
 from etl.mapping import load_mapping
-from etl.media import MediaStore
+from etl.media.files import MediaStore
 from helpers import ORG_A, org_no, rows_of
 
 NOW = datetime(2024, 6, 1, 10, 0, tzinfo=clock.CST)

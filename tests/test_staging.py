@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 
 from etl import staging, target
 from etl.common.errors import ConfigError
-from etl.staging import PathStore, StagingMissing, TargetStore, key, open_store, token
+from etl.common.storage import token
+from etl.staging import PathStore, StagingMissing, TargetStore, key, open_store
 
 CST = ZoneInfo("Asia/Shanghai")
 

@@ -69,7 +69,7 @@ class TargetSchemaError(TargetError):
 class MediaError(EtlError):
     """One attachment (an M field's file) is missing, unreadable, of a type that is not
     evidence, or too large: its row is rejected with this reason, the dataset goes on.
-    `rule` is one of `etl.media.MEDIA_RULES`."""
+    `rule` is one of `etl.media.files.MEDIA_RULES`."""
 
     def __init__(self, rule: str, message: str):
         self.rule = rule

@@ -1,7 +1,7 @@
 """Attachments (issue 15): `ingest_media`, the file behind each record's M field.
 
 One current row per record `ID` and field: the file's sha256 (its content is in the media
-store, `etl.media.MediaStore`), size, type by content, original name, masked source location,
+store, `etl.media.files.MediaStore`), size, type by content, original name, masked source location,
 the source's size and modification time, when and by which run it was fetched. Rows are
 updated when the file changes, never deleted (the loader has no DELETE).
 

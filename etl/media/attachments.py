@@ -32,7 +32,9 @@ from etl.common import clock
 from etl.common.settings import unset_variable
 from etl.common.errors import ConfigError, MediaError
 from etl.mapping import FieldRule, FileSpec, Mapping
-from etl.common.masking import register_url_secrets
+from etl.common.masking import cap, register_url_secrets
+from etl.common.outbound import connection_uri
+from etl.media import files as media
 from etl.target.frame import DELETED, ID, MEDIA_SHA, REJECTED
 
 MEDIA_FACTS = "_media"  # per row: JSON list of the facts of its files, for ingest_media
@@ -59,7 +61,6 @@ def resolve_base(spec: FileSpec, where: str) -> str:
                                "sftp://user:***@host/docs)"))
         register_url_secrets(value)
         return value
-    from etl.common.outbound import connection_uri
 
     return connection_uri(spec.conn_id or "")
 
@@ -95,7 +96,6 @@ def collect(frame: pd.DataFrame, raw: pd.DataFrame, mapping: Mapping, tx_code: s
     columns `_media_sha256` and `_media` are added. Returns a `validate.Finding` per row whose
     file is refused (one per row: its first refused file). `raw` is the chunk's source rows,
     index-aligned with `frame` (BLOB bytes are read from it)."""
-    from etl import media
     from etl.standard.validate import Finding
 
     rules = file_rules(mapping, tx_code)
@@ -173,7 +173,6 @@ def collect(frame: pd.DataFrame, raw: pd.DataFrame, mapping: Mapping, tx_code: s
 
 def _from_blob(store, data: object, column: str, file_name: str, limit: int):
     """A BLOB cell's bytes into the store, with what `ingest_media` says of where they came from."""
-    from etl import media
 
     blob = _bytes_of(data)
     if blob is None:
@@ -253,7 +252,6 @@ def record(conn: Connection, rows: list[dict], org_no: str, tx_code: str, run_id
 def base_warnings(mapping: Mapping) -> list[str]:
     """`warning:` lines for file bases `etl check` cannot reach now (not set, not mounted, the
     server down): not a failure, a share may be mounted only where the loads run."""
-    from etl import media
 
     out = []
     for tx in sorted(mapping.datasets):
@@ -273,8 +271,6 @@ def base_warnings(mapping: Mapping) -> list[str]:
 def summary(engine: sa.Engine) -> str:
     """What `ingest_media` holds, per unit, dataset and field (a few names each), and where the
     store is: the lines `etl demo` prints."""
-    from etl import media
-    from etl.common.masking import cap
 
     t = target.ingest_media
     target.ensure_schema(engine)

@@ -669,10 +669,10 @@ class MediaStore:
         else:
             conn_id = os.environ.get("ETL_MEDIA_CONN_ID") or None
             if conn_id:
-                from etl.staging import _filesystem, _object_path
+                from etl.common.storage import filesystem, object_path
 
-                root = _object_path(spec, conn_id)
-                self._fs, self._root = _filesystem(root), root.path.rstrip("/")
+                root = object_path(spec, conn_id)
+                self._fs, self._root = filesystem(root), root.path.rstrip("/")
             else:
                 from fsspec.core import url_to_fs
 
