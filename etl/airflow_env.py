@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etl.common import private
-from etl.common.paths import project_dir
+from etl.common.paths import CODE_ROOT, project_dir
 
 if TYPE_CHECKING:
     from etl.mapping import Mapping as UnitMapping
 
-DAGS = Path(__file__).resolve().parents[1] / "dags"  # beside the code, wherever ETL_HOME is
+DAGS = CODE_ROOT / "dags"  # beside the code, wherever ETL_HOME is
 NAMES_SHOWN = 10  # variables named in one line; beyond, a count
 
 

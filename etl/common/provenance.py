@@ -15,8 +15,10 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
+from etl.common.paths import CODE_ROOT
+
 DISTRIBUTION = "dual-prevention-etl"
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = CODE_ROOT
 
 
 @cache
