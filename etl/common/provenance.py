@@ -13,7 +13,6 @@ import socket
 import subprocess
 from functools import cache
 from importlib import metadata
-from pathlib import Path
 
 from etl.common.paths import CODE_ROOT
 
