@@ -112,7 +112,8 @@ _STAGES = (  # (module, function, label): where the pipeline's wall time goes
 def _instrument() -> collections.Counter:
     """Wrap the pipeline's stage functions to sum their wall time (microseconds per call of
     overhead, a dozen calls per chunk)."""
-    from etl import pipeline, transform
+    from etl import pipeline
+    from etl.pipeline import transform
     from etl.target import load
 
     spent: collections.Counter = collections.Counter()

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from etl import demo_data, pipeline, target
+from etl import demo_data, pipeline, standard, target
+from etl.pipeline import transform
 from etl.mapping import load_mapping
 from helpers import rows_of
 
@@ -110,8 +111,8 @@ def test_the_newer_version_of_a_record_wins(loaded):
     a = mappings[demo_data.UNIT_A].unit.orgNo
     b = mappings[demo_data.UNIT_B].unit.orgNo
     danger = [r for r in rows_of(url, "hidden_danger") if r["orgNo"] == a]
-    newer = {r["dealInfo"] for r in danger if r["ID"] == pipeline.transform.add_identity(
-        pd.DataFrame({"_key": ["31"], **{f: [None] for f in pipeline.standard.dataset("09").field_names}}),
+    newer = {r["dealInfo"] for r in danger if r["ID"] == transform.add_identity(
+        pd.DataFrame({"_key": ["31"], **{f: [None] for f in standard.dataset("09").field_names}}),
         a, "09")["ID"][0]}
     assert newer == {"已整改"}
     point = [r for r in rows_of(url, "risk_point") if r["orgNo"] == b and r["riskNo"] == "FXD-2023-0006"]

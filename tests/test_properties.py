@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from etl import pipeline, standard, target
 from etl.common import clock
 from etl.standard.clean import Audit
+from etl.target.frame import REJECTED
 from etl.mapping import Mapping, MappingModel
 from helpers import ORG_A, rows_of
 
@@ -54,7 +55,7 @@ def test_every_row_is_loaded_or_rejected_with_a_reason(case, tmp_path):
     p = pipeline.Plan(m, ds.tx_code, "full", "prop", datetime(2024, 6, 1, tzinfo=clock.CST))
     audit = Audit()
     prepared = pipeline.prepare(raw, p, audit)
-    rejected = prepared.frame[pipeline.REJECTED] == 1
+    rejected = prepared.frame[REJECTED] == 1
     errors = prepared.findings[prepared.findings["severity"] == "error"]
     assert set(errors["pos"]) == set(prepared.frame.index[rejected])  # a reason for each rejection
     engine = target.connect(url)

@@ -19,7 +19,8 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import standard, target, transform
+from etl import standard, target
+from etl.pipeline import transform
 from etl.media import attachments
 from etl.target import crypt
 from etl.target import history
