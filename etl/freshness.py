@@ -24,8 +24,7 @@ from sqlalchemy.engine import Engine
 from etl import standard, target
 from etl.common import clock
 from etl.common.errors import ConfigError, MappingError
-from etl.mapping import Mapping, discover, load_mapping_cached
-from etl.planning import _period_minutes
+from etl.mapping import Mapping, discover, load_mapping_cached, period_minutes, raw_org_no
 
 STATUSES = ("on_time", "late", "failing", "never", "pending")
 #: How the terminal and the report order statuses: what needs attention first.
@@ -68,14 +67,12 @@ def load_units(folder: str | Path = "mappings",
                cache_dir: Path | None = None) -> list[Mapping | InvalidMapping]:
     """Every mapping file of `folder`, loaded, or with its problem when it does not load;
     valid files remembered in `cache_dir` as planning does (a province has thousands)."""
-    from etl.planning import _raw_org_no
-
     out: list[Mapping | InvalidMapping] = []
     for path in discover(folder):
         try:
             out.append(load_mapping_cached(path, cache_dir))
         except MappingError as e:
-            out.append(InvalidMapping(path, _raw_org_no(path), str(e)))
+            out.append(InvalidMapping(path, raw_org_no(path), str(e)))
     return out
 
 
@@ -85,7 +82,7 @@ def period(frequency: str) -> timedelta:
         return timedelta(days=1)
     if frequency == "weekly":
         return timedelta(days=7)
-    minutes = _period_minutes(frequency)
+    minutes = period_minutes(frequency)
     if minutes is None:
         raise ValueError(f"unknown frequency {frequency!r}")
     return timedelta(minutes=minutes)

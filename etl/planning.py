@@ -30,14 +30,13 @@ from typing import Any
 from etl import standard
 from etl.common import clock
 from etl.common.errors import ConfigError, MappingError
-from etl.mapping import Mapping, discover, load_mapping_cached, mapping_from_dict, mapping_to_dict
+from etl.mapping import (Mapping, discover, load_mapping_cached, mapping_from_dict, mapping_to_dict,
+                         period_minutes, raw_org_no)
 
 log = logging.getLogger("etl")
 
 FREQUENCIES = ("daily", "weekly", "frequent")
 MODES = ("incremental", "full")
-#: How often the "frequent" DAG ticks; `hourly` and `Nmin` frequency overrides run on it.
-TICK_MINUTES = 5
 #: A shard's three task processes cost Airflow some 5 s of CPU before any data moves; a unit's
 #: daily data a tenth to a third of a second. Smaller shards spend more on Airflow than on data.
 MIN_UNITS_PER_SHARD = 50
@@ -131,7 +130,7 @@ class Choice:
                 continue
             item_since, item_until = since, until
             if self.frequency == "frequent":
-                period = _period_minutes(freq)
+                period = period_minutes(freq)
                 assert period is not None
                 if tick_end is not None:  # else: a manual run takes every override
                     if int(tick_end.timestamp() // 60) % period:
@@ -180,17 +179,6 @@ def parse_moment(value: Any, name: str) -> datetime | None:
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
-
-
-def _period_minutes(frequency: str) -> int | None:
-    """Minutes between runs of an `hourly` / `Nmin` override on the frequent DAG (a multiple of
-    its tick); None for daily and weekly."""
-    if frequency == "hourly":
-        return 60
-    m = re.fullmatch(r"(\d+)min", frequency)
-    if not m:
-        return None
-    return max(TICK_MINUTES, math.ceil(int(m.group(1)) / TICK_MINUTES) * TICK_MINUTES)
 
 
 def dag_frequency(frequency: str) -> str:
@@ -270,18 +258,6 @@ def _same_unit(valid: list[tuple[Path, Mapping]]) -> dict[Path, str]:
     return {p: f"{p} [unit.orgNo] {org} is also the orgNo of "
                f"{', '.join(str(o) for o in paths if o != p)}: keep one mapping file per unit"
             for org, paths in by_org.items() if len(paths) > 1 for p in paths}
-
-
-def _raw_org_no(path: Path) -> str:
-    """An invalid mapping's orgNo as written, when it looks like one (for its run record)."""
-    from etl.mapping import parse_yaml, read_mapping_file
-
-    try:  # within the same bounds as the mapping itself: the file may be hostile
-        raw = parse_yaml(path, read_mapping_file(path))
-        org = str(raw["unit"]["orgNo"]).strip().upper()
-    except Exception:
-        return ""
-    return org if re.fullmatch(r"[0-9A-Z]{18}", org) else ""
 
 
 def replan(choice: Choice, unit: Unit, cache_dir: Path | None = None) -> Unit:
@@ -391,7 +367,7 @@ def plan_run(frequency: str, *, mappings: Path, params: MappingABC[str, Any] | N
             valid.append((path, load(path)))
         except MappingError as e:
             log.error("%s", e)
-            units.append(Unit(path.stem, str(path), _raw_org_no(path), problems=str(e)[:4000]))
+            units.append(Unit(path.stem, str(path), raw_org_no(path), problems=str(e)[:4000]))
     twins = _same_unit(valid)
     for path, mapping in valid:
         if path in twins:

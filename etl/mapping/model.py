@@ -7,6 +7,7 @@ files is `etl.mapping.reading`'s, putting templates and files together `etl.mapp
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 from dataclasses import dataclass, field
@@ -23,6 +24,19 @@ from etl.common.masking import is_secret_param, mask_url
 from etl.mapping.sql_guard import select_problem, unsafe_url_options
 
 FREQUENCY = re.compile(r"^(daily|weekly|hourly|\d+min)$")
+#: How often the "frequent" DAG ticks; `hourly` and `Nmin` frequency overrides run on it.
+TICK_MINUTES = 5
+
+
+def period_minutes(frequency: str) -> int | None:
+    """Minutes between runs of an `hourly` / `Nmin` override on the frequent DAG (a multiple of
+    its tick); None for daily and weekly."""
+    if frequency == "hourly":
+        return 60
+    m = re.fullmatch(r"(\d+)min", frequency)
+    if not m:
+        return None
+    return max(TICK_MINUTES, math.ceil(int(m.group(1)) / TICK_MINUTES) * TICK_MINUTES)
 
 
 class _Model(BaseModel):

@@ -177,3 +177,12 @@ def discover(folder: str | Path = "mappings") -> list[Path]:
     folder = Path(folder)
     return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
 
+
+def raw_org_no(path: Path) -> str:
+    """An invalid mapping's orgNo as written, when it looks like one (for its run record)."""
+    try:  # within the same bounds as the mapping itself: the file may be hostile
+        raw = parse_yaml(path, read_mapping_file(path))
+        org = str(raw["unit"]["orgNo"]).strip().upper()
+    except Exception:
+        return ""
+    return org if re.fullmatch(r"[0-9A-Z]{18}", org) else ""
