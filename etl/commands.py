@@ -8,7 +8,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from etl import report, target
+from etl import target
+from etl.report import text as report
 from etl.common.errors import MappingError
 from etl.common.masking import holds_secret, mask_url
 from etl.mapping import Mapping, Mode, load_mapping, load_mappings
@@ -197,7 +198,7 @@ def reconcile(path: Path, *, tx_codes: list[str] | None = None, target_url: str 
     import json
 
     from etl import pipeline
-    from etl import reconcile as rec
+    from etl.report import reconcile as rec
 
     m = load_mapping(path)
     engine = _engine(target_url)
@@ -229,7 +230,7 @@ def freshness(*, mappings_dir: Path = Path("mappings"), target_url: str | None =
     1 when any mapped unit's dataset needs attention (`freshness.needs_attention`)."""
     import json
 
-    from etl import freshness as fr
+    from etl.report import freshness as fr
 
     units = fr.load_units(mappings_dir)
     engine = _engine(target_url)
@@ -249,7 +250,8 @@ def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | Non
                  target_url: str | None = None) -> int:
     """Build the report site for the units of a folder of mapping files (`units`: only those
     named by mapping name or orgNo); a file that does not load is listed as failing."""
-    from etl import freshness, site
+    from etl.report import freshness
+    from etl.report import site
 
     found = freshness.load_units(mappings_dir)
     if units:

@@ -676,7 +676,7 @@ def summarise(refs: list[dict[str, Any]] | None, context: MutableMapping[str, An
     """Log the run's summary from the target's run records (counts per dataset, top reject
     reasons, every failure by name) and fail the run, after logging, when anything failed.
     A successful run's staging is removed; a failed one's is kept for retries."""
-    from etl import results
+    from etl.report import results
 
     if refs is None:
         from airflow.sdk.exceptions import AirflowFailException
@@ -721,7 +721,7 @@ def reconcile(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | Non
     """Compare every mapped dataset of the shard's units with the target (5.3) and keep the
     results in `ingest_reconcile` for the report. A difference is a finding for the report, not
     a task failure; a dataset whose source cannot be read is kept as `failed`."""
-    from etl import reconcile as rec
+    from etl.report import reconcile as rec
 
     label = _label(context, ref["label"])
     states: dict[str, int] = {}
@@ -744,7 +744,7 @@ def reconcile(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | Non
 
 
 def _units() -> list:
-    from etl import freshness
+    from etl.report import freshness
 
     with _in_project():
         return freshness.load_units(mappings_dir(), cache_dir())
@@ -754,7 +754,7 @@ def _units() -> list:
 def build_report(context: MutableMapping[str, Any] | None = None) -> str:
     """Refresh the report site (`ETL_REPORTS_DIR`, default var/report under the project) from
     the target's bookkeeping tables and the mapping files."""
-    from etl import site
+    from etl.report import site
 
     out = site.reports_dir()
     out = out if out.is_absolute() else project_dir() / out
@@ -771,7 +771,8 @@ def check_freshness(context: MutableMapping[str, Any] | None = None) -> dict[str
     now: the data's age is the question, whenever the run was scheduled. Fail, so that the
     freshness DAG's alerting fires, when any mapped unit's dataset is late, failing or never
     loaded; a pending one (first load not due yet) is not an alarm."""
-    from etl import freshness, report
+    from etl.report import freshness
+    from etl.report import text as report
 
     with _target_and_store() as (engine, _store):
         found = sorted(freshness.statuses(engine, _units()), key=freshness.sort_key)

@@ -493,7 +493,8 @@ def test_lateness_fails_the_freshness_dag_never_an_ingestion_run_that_loaded_eve
     from airflow.models.dag import DagModel
     from airflow.utils.session import create_session
 
-    from etl import freshness, target
+    from etl import target
+    from etl.report import freshness
     from etl.demo_data import UNIT_B, make_demo_sources
 
     made = make_demo_sources(tmp_path / "demo")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from etl import freshness, pipeline, target
+from etl import pipeline, target
+from etl.report import freshness
 from etl.common import clock
 from etl.cli import main
 from etl.mapping import Mapping, load_mapping

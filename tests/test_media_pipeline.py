@@ -471,7 +471,7 @@ def test_unit_page_links_to_the_stored_attachments(tmp_path, monkeypatch, sqlite
     import re
     from urllib.parse import unquote
 
-    from etl import site
+    from etl.report import site
 
     pdf, jpg = sample_files.pdf_bytes("linked"), sample_files.jpeg_bytes()
     folder = _files(tmp_path / "f", {"<img src=x onerror=alert(1)>.pdf": pdf, "照片 & 签到.jpg": jpg})

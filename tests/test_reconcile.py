@@ -9,7 +9,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from etl import pipeline, reconcile, target
+from etl import pipeline, target
+from etl.report import reconcile, reconciled
 from etl.cli import main
 from helpers import ORG_A, hidden_danger_mapping, hidden_danger_row, rows_of, write_source
 
@@ -100,7 +101,7 @@ def test_results_are_saved_and_the_latest_read_back(loaded):
     write_source(source, "t_hidden_danger", [hidden_danger_row(1, checker="赵六"), hidden_danger_row(2),
                                              hidden_danger_row(4, check_date="2024-02-30")])
     reconcile.save(engine, "second", reconcile.reconcile(engine, mapping))
-    [last] = reconcile.latest(engine)
+    [last] = reconciled.latest(engine)
     assert (last["runId"], last["orgNo"], last["txCode"], last["state"]) == ("second", ORG_A, "09", "differ")
     assert (last["sourceValid"], last["targetActive"], last["missing"], last["differing"],
             last["extra"], last["notIngested"]) == (2, 3, 0, 1, 1, 1)
@@ -135,7 +136,7 @@ def test_the_command_prints_differences_masked_saves_and_exits_1(loaded, capsys)
     assert main(["reconcile", str(mapping.path), "--target", url, "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["datasets"][0]["state"] == "differ" and doc["datasets"][0]["not_ingested_count"] == 1
-    assert len(reconcile.latest(engine)) == 1 and len(rows_of(url, "ingest_reconcile")) == 3
+    assert len(reconciled.latest(engine)) == 1 and len(rows_of(url, "ingest_reconcile")) == 3
 
 
 def test_a_target_at_0004_gains_ingest_reconcile(db_url):

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from etl import freshness, pipeline, site, target
+from etl import pipeline, target
+from etl.report import freshness
+from etl.report import site
 from etl.common import clock
 from etl.cli import main
 from etl.demo_data import make_demo_sources, make_uscc

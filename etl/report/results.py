@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from etl import report, standard, target
+from etl import standard, target
+from etl.report import text as report
 from etl.target.load import Counts
 from etl.pipeline import DatasetResult
 

@@ -30,12 +30,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import freshness, reconcile, standard, target
+from etl import standard, target
+from etl.report import freshness
+from etl.report import reconciled
 from etl.common import clock
-from etl.freshness import InvalidMapping
+from etl.report.freshness import InvalidMapping
 from etl.mapping import Mapping
 from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap
-from etl.report import COUNT_COLUMNS, RUN_COLUMN
+from etl.report.text import COUNT_COLUMNS, RUN_COLUMN
 from etl.common.storage import token
 
 DEFAULT_DIR = "var/report"
@@ -97,7 +99,7 @@ def _reconciliations(engine: Engine) -> list[dict]:
     """The last reconciliation per dataset; none on a target that has never reconciled."""
     if not sa.inspect(engine).has_table("ingest_reconcile"):
         return []
-    return reconcile.latest(engine)
+    return reconciled.latest(engine)
 
 
 @dataclass
@@ -171,7 +173,7 @@ def build(engine: Engine, units: Sequence[Mapping | InvalidMapping],
           out: str | os.PathLike[str] | None = None, *,
           since: date | datetime | None = None, now: datetime | None = None) -> Path:
     """Write the whole site into `out`; returns the overview's path. `units` are the mapping
-    files as `etl.freshness.load_units` reads them: an invalid one is listed as failing."""
+    files as `etl.report.freshness.load_units` reads them: an invalid one is listed as failing."""
     mappings = [m for m in units if isinstance(m, Mapping)]
     out = reports_dir(out)
     (out / "units").mkdir(parents=True, exist_ok=True)
@@ -264,7 +266,7 @@ var COLS=[["name",function(r){return U[r[0]][0];}],["orgNo",function(r){return U
  ["last",function(r){return r[4];}],["status",function(r){return r[5];}],
  ["records",function(r){return r[7];}],["rate",function(r){return r[8]===null?-1:r[8];}]];
 var state={q:"",status:"",sort:"status",dir:1,page:0}, view=R;
-var ORDER={}; D.order.forEach(function(k,i){ORDER[k]=i;});  // etl.freshness.ORDER
+var ORDER={}; D.order.forEach(function(k,i){ORDER[k]=i;});  // etl.report.freshness.ORDER
 function key(name){for(var i=0;i<COLS.length;i++){if(COLS[i][0]===name){return COLS[i][1];}}}
 function cmp(a,b){
   var f=key(state.sort), x=f(a), y=f(b);

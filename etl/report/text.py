@@ -113,7 +113,7 @@ def _when(moment) -> str:
 
 
 def freshness(statuses: Sequence) -> str:
-    """The `etl freshness` table (`etl.freshness.DatasetStatus` rows, in the order given)
+    """The `etl freshness` table (`etl.report.freshness.DatasetStatus` rows, in the order given)
     and a count line (pending: never loaded, first load not yet due)."""
     rows = [[s.mapping, s.org_no, s.com_name, s.tx_code, s.frequency, _when(s.last_success),
              s.status, s.records, s.rejected, s.extracted,
@@ -130,7 +130,7 @@ SHOWN = 20  # examples of each kind printed per dataset (more with --json, all c
 
 
 def reconciliation_details(r) -> str:
-    """What differs in one `etl.reconcile.DatasetReconciliation`, masked, a few of each kind."""
+    """What differs in one `etl.report.reconcile.DatasetReconciliation`, masked, a few of each kind."""
     out = []
     head = f"{r.tx_code} {r.table}"
 
