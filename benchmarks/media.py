@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 CHILD = r"""
 import asyncio, hashlib, json, os, resource, shutil, sys, time
 case, base, rel, work = sys.argv[1:5]
-from etl.media import FileSource, MediaStore, fetch
+from etl.media.files import FileSource, MediaStore, fetch
 def rss(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 out = {}
 if case in ("cp", "cp+sha256"):

@@ -187,28 +187,28 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
     def ingestion():
         @task
         def plan() -> list[dict]:
-            from etl import orchestrate
+            from etl.orchestration import tasks
 
-            return orchestrate.plan(frequency, get_current_context(), mappings=str(MAPPINGS_DIR))
+            return tasks.plan(frequency, get_current_context(), mappings=str(MAPPINGS_DIR))
 
         @task(map_index_template="{{ label }}")
         def extract(shard: dict) -> dict:
-            from etl import orchestrate
+            from etl.orchestration import tasks
 
-            return orchestrate.extract(shard, get_current_context())
+            return tasks.extract(shard, get_current_context())
 
         @task(map_index_template="{{ label }}")
         def transform(staged: dict) -> dict:
-            from etl import orchestrate
+            from etl.orchestration import tasks
 
-            return orchestrate.transform(staged, get_current_context())
+            return tasks.transform(staged, get_current_context())
 
         @task(map_index_template="{{ label }}", pool=TARGET_POOL,
               **({"queue": LOAD_QUEUE} if LOAD_QUEUE else {}))
         def load(staged: dict) -> dict:
-            from etl import orchestrate
+            from etl.orchestration import tasks
 
-            return orchestrate.load(staged, get_current_context())
+            return tasks.load(staged, get_current_context())
 
         @task_group
         def ingest(shard: dict):
@@ -216,21 +216,21 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
 
         @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
         def summarise(shards: list | None, loaded: list | None) -> dict:
-            from etl import orchestrate
+            from etl.orchestration import tasks
 
-            return orchestrate.summarise(shards, get_current_context())
+            return tasks.summarise(shards, get_current_context())
 
         @task(map_index_template="{{ label }}", trigger_rule=TriggerRule.ALL_DONE, retries=0)
         def reconcile(ref: dict) -> dict:
-            from etl import orchestrate
+            from etl.orchestration import tasks
 
-            return orchestrate.reconcile(ref, get_current_context())
+            return tasks.reconcile(ref, get_current_context())
 
         @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[INGESTED])
         def report() -> str:
-            from etl import orchestrate
+            from etl.orchestration import tasks
 
-            return orchestrate.build_report(get_current_context())
+            return tasks.build_report(get_current_context())
 
         shards = plan()
         loaded = ingest.expand(shard=shards)
@@ -261,9 +261,9 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
 def timeliness():
     @task(retries=0)  # a late unit stays late on a retry; the next run comes with the next event
     def freshness() -> dict:
-        from etl import orchestrate
+        from etl.orchestration import tasks
 
-        return orchestrate.check_freshness(get_current_context())
+        return tasks.check_freshness(get_current_context())
 
     freshness()
 

@@ -347,7 +347,7 @@ def _scaffold(args: argparse.Namespace) -> int:
 
 
 def _airflow(args: argparse.Namespace) -> int:
-    from etl import airflow_env
+    from etl.orchestration import airflow_env
 
     return airflow_env.run_airflow(args.args or ["standalone"])
 

@@ -76,7 +76,7 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
     that extends it; a template's problem is reported once, with the units it breaks)."""
     import os
 
-    from etl import airflow_env
+    from etl.orchestration import airflow_env
     from etl.media import attachments
     from etl.mapping import templates as tpl
     from etl.source.account import source_problems, source_warnings

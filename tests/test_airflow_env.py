@@ -20,7 +20,7 @@ import psutil
 import pytest
 from helpers import gb32100, hidden_danger_mapping_text
 
-from etl.airflow_env import process_role, task_processes
+from etl.orchestration.airflow_env import process_role, task_processes
 from etl.cli import main
 
 SLEEPER = """\
@@ -234,7 +234,7 @@ def test_a_mapping_without_environment_variables_gets_neither(airflow: FakeAirfl
 def test_another_users_airflow_is_said_to_be_unchecked(airflow: FakeAirflow, deployment) -> None:
     """Seen by another user (nobody), root's scheduler's environment cannot be read (the kernel
     refuses /proc/PID/environ): `etl check` says so instead of guessing."""
-    from etl.airflow_env import environment_warnings
+    from etl.orchestration.airflow_env import environment_warnings
     from etl.mapping import load_mapping
 
     project, env = deployment

@@ -176,7 +176,7 @@ def test_etl_airflow_runs_airflow_set_up_for_the_project_without_overriding_the_
 
 
 def test_etl_airflow_derives_the_async_url_of_a_postgresql_metadata_database():
-    from etl.airflow_env import airflow_environment
+    from etl.orchestration.airflow_env import airflow_environment
 
     env = airflow_environment({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
                                "postgresql+psycopg://airflow:***@db:5432/airflow"})

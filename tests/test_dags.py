@@ -226,7 +226,7 @@ def test_with_thousands_of_units_the_form_takes_names_as_text(dagbag, tmp_path: 
 def test_terminal_errors_fail_at_once_and_transient_ones_are_left_to_retries() -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
-    from etl import orchestrate
+    from etl.orchestration import tasks as orchestrate
     from etl.common.errors import MappingError, SourceError, SourceSchemaError
 
     with pytest.raises(AirflowFailException, match="unit 06: .*broken.yaml"):
@@ -324,7 +324,8 @@ def _reference_run(mappings: Path, tx_codes: tuple[str, ...], since: datetime, u
                    url: str) -> None:
     """What an in-process incremental run of the same scheduled window makes of the same
     sources (a dataset never loaded is loaded in full, as on the schedule)."""
-    from etl import orchestrate, pipeline, target
+    from etl import pipeline, target
+    from etl.orchestration import tasks as orchestrate
     from etl.mapping import discover, load_mapping
 
     engine = target.connect(url)

@@ -248,7 +248,7 @@ def test_an_existing_world_readable_sqlite_target_is_tightened(tmp_path):
 
 
 def test_staged_objects_are_private_whatever_the_umask(tmp_path):
-    from etl.staging import PathStore
+    from etl.orchestration.staging import PathStore
 
     old = os.umask(0o022)  # as an Airflow worker running other code might have it
     try:
@@ -283,7 +283,7 @@ def test_cached_mappings_are_private_whatever_the_umask(tmp_path):
 def test_airflow_tasks_create_private_files(tmp_path, monkeypatch):
     """The task bodies (plan, extract, transform, load) under a worker's loose umask: every
     file and folder they make (target, cache, staging) is private."""
-    from etl import orchestrate
+    from etl.orchestration import tasks as orchestrate
 
     source = f"sqlite:///{tmp_path / 'source.sqlite'}"
     write_source(source, "t_hidden_danger", [hidden_danger_row(1), hidden_danger_row(2)])

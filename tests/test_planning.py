@@ -17,7 +17,7 @@ from helpers import BROKEN_MAPPING
 import yaml
 from stdnum.cn import uscc
 
-from etl import planning
+from etl.orchestration import planning
 from etl.common.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,7 +153,7 @@ def test_hostile_mapping_files_fail_only_their_own_units(tmp_path: Path, cached:
     done = run_bounded(f"""
         import json
         from pathlib import Path
-        from etl import planning
+        from etl.orchestration import planning
         plan = planning.plan_run("daily", mappings=Path({str(folder)!r}),
                                  cache_dir=Path({cache}) if {cached} else None)
         print(json.dumps({{u.name: [u.problems, len(u.datasets)] for s in plan.shards for u in s.units}}))
@@ -226,7 +226,7 @@ def test_a_province_of_10000_units_plans_into_a_bounded_number_of_small_tasks(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Planning only: 10,000 mapping files (Chinese names), no data. The number of shards, and so
     of task instances, stays bounded by the task slots; XCom holds only references."""
-    from etl import orchestrate
+    from etl.orchestration import tasks as orchestrate
 
     folder = tmp_path / "mappings"
     folder.mkdir()

@@ -169,7 +169,7 @@ def test_the_loader_may_not_change_the_schema_nor_remove_records(demo_target):
 
 
 def test_the_loader_hands_objects_over_in_the_target_staging_table(demo_target):
-    from etl import staging
+    from etl.orchestration import staging
 
     _, loader, _ = demo_target
     store = staging.open_store("target", engine_factory=lambda: target.connect(loader))

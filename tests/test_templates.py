@@ -12,7 +12,7 @@ import pytest
 import yaml
 from helpers import gb32100
 
-from etl import planning
+from etl.orchestration import planning
 from etl.cli import main
 from etl.common.errors import MappingError
 from etl.mapping import (MAX_BYTES, discover, load_mapping, load_mapping_cached, mapping_from_dict,

@@ -30,7 +30,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl import planning, staging
+from etl.orchestration import planning
+from etl.orchestration import staging
 from etl.common import clock
 from etl.common import private
 from etl.common.paths import project_dir
