@@ -45,7 +45,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="attach-bench-") as tmp:
         root = Path(tmp)
         os.environ["ETL_MEDIA_URL"] = str(root / "media")
-        from etl import pipeline, sample_files, target
+        from etl import pipeline, target
+        from etl.onboarding import sample_files
         from etl.mapping import load_mapping
 
         files = root / "files"

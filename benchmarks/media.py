@@ -92,7 +92,7 @@ CASES = ["cp", "cp+sha256", "store local", "http GET", "store http", "skip"]
 
 
 def make_file(folder: Path, mb: int) -> tuple[str, str]:
-    from etl.sample_files import jpeg_bytes, mp4_header
+    from etl.onboarding.sample_files import jpeg_bytes, mp4_header
 
     rel = "培训/消防演练 录像.mp4"
     path = folder / rel

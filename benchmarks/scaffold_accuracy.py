@@ -29,7 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import sqlalchemy as sa  # noqa: E402
 
 import scaffold_schemas as schemas  # noqa: E402
-from etl import scaffold  # noqa: E402
+from etl.onboarding import scaffold  # noqa: E402
 from etl.source.connect import read_only  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def _plan(url: str) -> list:
 
 def _sources(tmp: Path, backends: list[str]):
     """(schema, backend, url) for every schema on every backend that starts."""
-    from etl.demo_data import make_demo_sources
+    from etl.onboarding.demo_data import make_demo_sources
 
     demo = make_demo_sources(tmp / "demo")
     for name in schemas.DEMO:

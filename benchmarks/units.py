@@ -3,7 +3,7 @@
     units = make_units(folder, 1000)        # folder/mappings/苏州电梯0001.yaml ..., folder/sources/*.sqlite
 
 Each unit gets its own SQLite source (a copy of the demo unit's file, made once by
-`etl.demo_data.make_demo_sources`) and its own mapping, written from
+`etl.onboarding.demo_data.make_demo_sources`) and its own mapping, written from
 `mappings/demo_suzhou_lift.yaml` with `source: {url: sqlite:////abs/path}`, a distinct valid
 unified social credit code (GB 32100, check characters included) and a distinct company name.
 Mapping file names are Chinese, as real ones are (`苏州电梯0001.yaml`); a unit's name (for a
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from etl.demo_data import UNIT_B, make_demo_sources, make_uscc
+from etl.onboarding.demo_data import UNIT_B, make_demo_sources, make_uscc
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "mappings" / f"{UNIT_B}.yaml"

@@ -52,7 +52,7 @@ def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "f
 
 def demo(target_url: str | None = None) -> int:
     from etl.media import attachments
-    from etl.demo_data import make_demo_sources
+    from etl.onboarding.demo_data import make_demo_sources
 
     make_demo_sources(Path("var"))
     missing = [p for p in DEMO_MAPPINGS if not Path(p).is_file()]
@@ -150,7 +150,7 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
 def onboard(register: Path, extends: str, *, mappings_dir: Path = Path("mappings"),
             overwrite: bool = False) -> int:
     """`etl onboard`: the refused rows on stderr, one line each; 2 when any was refused."""
-    from etl import onboard as register_
+    from etl.onboarding import onboard as register_
 
     out = register_.onboard(register, extends, mappings_dir=mappings_dir, overwrite=overwrite)
     for line in out.refused:
@@ -319,7 +319,7 @@ def decrypt(org_no: str, tx_code: str, *, target_url: str | None = None, clear: 
 
 def scaffold(*, url_env: str | None, conn_id: str | None, org: str | None, name: str | None,
              out: Path | None, schema: str | None, force: bool) -> int:
-    from etl import scaffold as drafting
+    from etl.onboarding import scaffold as drafting
     from etl.standard.checks import is_valid_uscc
     from etl.common.errors import ConfigError, SourceError
 

@@ -99,7 +99,7 @@ def test_a_run_triggered_through_the_rest_api_with_params_loads_the_target(
     from sqlalchemy.engine import make_url
 
     from etl import pipeline, target
-    from etl.demo_data import UNIT_A, UNIT_B, make_demo_sources
+    from etl.onboarding.demo_data import UNIT_A, UNIT_B, make_demo_sources
     from etl.mapping import load_mapping
 
     cluster = airflow_cluster

@@ -50,7 +50,7 @@ def test_two_workers_that_share_no_folder_load_the_same_as_etl_run(
     from stdnum.cn import uscc
 
     from etl import pipeline, target
-    from etl.demo_data import UNIT_A, UNIT_B, make_demo_sources
+    from etl.onboarding.demo_data import UNIT_A, UNIT_B, make_demo_sources
     from etl.mapping import load_mapping
 
     made = make_demo_sources(tmp_path / "demo")

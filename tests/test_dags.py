@@ -276,7 +276,7 @@ def real_sources(tmp_path: Path, pg_url: str, mariadb_url: str, monkeypatch: pyt
     import yaml
     from sqlalchemy.engine import make_url
 
-    from etl.demo_data import UNIT_A, UNIT_B, make_demo_sources
+    from etl.onboarding.demo_data import UNIT_A, UNIT_B, make_demo_sources
 
     made = make_demo_sources(tmp_path / "demo")
     _copy_demo_tables(made[UNIT_A], pg_url, "modify_time")
@@ -496,7 +496,7 @@ def test_lateness_fails_the_freshness_dag_never_an_ingestion_run_that_loaded_eve
 
     from etl import target
     from etl.report import freshness
-    from etl.demo_data import UNIT_B, make_demo_sources
+    from etl.onboarding.demo_data import UNIT_B, make_demo_sources
 
     made = make_demo_sources(tmp_path / "demo")
     folder = tmp_path / "mappings"
@@ -559,7 +559,7 @@ def test_lateness_fails_the_freshness_dag_never_an_ingestion_run_that_loaded_eve
 def _demo_unit_mapping(folder: Path, name: str, source: dict) -> Path:
     import yaml
 
-    from etl.demo_data import UNIT_B
+    from etl.onboarding.demo_data import UNIT_B
 
     raw = yaml.safe_load((MAPPINGS / f"{UNIT_B}.yaml").read_text(encoding="utf-8"))
     raw["source"] = source
@@ -577,7 +577,7 @@ def test_a_broken_mapping_fails_its_shard_by_name_without_retries_after_the_othe
     import sqlalchemy as sa
 
     from etl import target
-    from etl.demo_data import UNIT_B, make_demo_sources
+    from etl.onboarding.demo_data import UNIT_B, make_demo_sources
 
     made = make_demo_sources(tmp_path / "demo")
     folder = tmp_path / "mappings"
@@ -624,7 +624,7 @@ def test_a_variable_missing_from_the_workers_environment_says_restart_or_use_a_c
 
     from etl import target
     from etl.common.settings import in_airflow_task
-    from etl.demo_data import UNIT_A, make_demo_sources
+    from etl.onboarding.demo_data import UNIT_A, make_demo_sources
     from etl.common.errors import ConfigError
     from etl.source.connect import resolve_url
     from etl.mapping import SourceSpec
@@ -676,7 +676,7 @@ def test_units_with_purely_chinese_file_names_each_land_under_their_own_org_no(
     import yaml
 
     from etl.cli import main as cli_main
-    from etl.demo_data import ORG_A, ORG_B, UNIT_A, UNIT_B, make_demo_sources
+    from etl.onboarding.demo_data import ORG_A, ORG_B, UNIT_A, UNIT_B, make_demo_sources
 
     made = make_demo_sources(tmp_path / "demo")
     folder = tmp_path / "mappings"
@@ -752,7 +752,7 @@ def test_a_shards_retry_loads_only_the_unit_that_failed(
     import sqlalchemy as sa
     from sqlalchemy.engine import make_url
 
-    from etl.demo_data import UNIT_B, make_demo_sources
+    from etl.onboarding.demo_data import UNIT_B, make_demo_sources
     from servers import create_database, drop_database
 
     units = _scale_units(tmp_path / "units", 3)

@@ -14,17 +14,8 @@ from stdnum.cn import ric, uscc
 from helpers import valid_by_gb11643
 
 from etl import standard
-from etl.demo_data import (
-    COM_A,
-    COM_B,
-    ORG_A,
-    ORG_B,
-    PLANTED,
-    SOURCE_KEYS,
-    UNIT_A,
-    UNIT_B,
-    make_demo_sources,
-)
+from etl.onboarding.demo_data import (COM_A, COM_B, ORG_A, ORG_B, PLANTED, SOURCE_KEYS, UNIT_A,
+                                      UNIT_B, make_demo_sources)
 
 MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
 UNITS = (UNIT_A, UNIT_B)

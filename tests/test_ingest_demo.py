@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from etl import demo_data, pipeline, standard, target
+from etl import pipeline, standard, target
+from etl.onboarding import demo_data
 from etl.pipeline import transform
 from etl.mapping import load_mapping
 from helpers import rows_of

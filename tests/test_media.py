@@ -25,8 +25,8 @@ from etl.media import files as media
 from etl.common.errors import EtlError
 from etl.media.files import (CHUNK_BYTES, FileServerUnreachable, FileSource, Located, MediaError,
                              MediaStore, Progress, Stored, fetch)
-from etl.sample_files import (docx_bytes, gif_bytes, jpeg_bytes, mp4_header, ole_header,
-                              pdf_bytes, png_bytes, pptx_bytes, xlsx_bytes)
+from etl.onboarding.sample_files import (docx_bytes, gif_bytes, jpeg_bytes, mp4_header, ole_header,
+                                         pdf_bytes, png_bytes, pptx_bytes, xlsx_bytes)
 
 try:
     from sftp_server import sftp_server
@@ -626,7 +626,7 @@ def test_progress_lines(caplog):
 _COPY = textwrap.dedent("""
     import json, resource, sys
     from etl.media.files import FileSource, MediaStore, fetch
-    from etl.sample_files import mp4_header
+    from etl.onboarding.sample_files import mp4_header
     base, rel, store_root, warm = sys.argv[1:5]
     store, source = MediaStore(store_root), FileSource(base)
     fetch(source, warm, store)            # imports, event loop, sessions: part of the baseline

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from etl import pipeline, sample_files, target
+from etl import pipeline, target
+from etl.onboarding import sample_files
 from etl.common import clock
 from etl.common.errors import MappingError
 from etl.mapping import load_mapping
@@ -385,8 +386,8 @@ def test_check_shows_file_fields_and_warns_on_an_unreachable_base(tmp_path, monk
 
 
 def test_demo_units_collect_their_attachments_once(tmp_path, sqlite_url, media_store):
-    from etl.demo_data import (ORG_A as DEMO_A, ORG_B as DEMO_B, SHARED_NOTICE, UNIT_A, UNIT_B,
-                               make_demo_sources)
+    from etl.onboarding.demo_data import (ORG_A as DEMO_A, ORG_B as DEMO_B, SHARED_NOTICE, UNIT_A,
+                                          UNIT_B, make_demo_sources)
 
     made = make_demo_sources(tmp_path / "var")
     project = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ from helpers import BROKEN_MAPPING
 from etl import target
 from etl.common import provenance
 from etl.cli import main as cli_main
-from etl.demo_data import UNIT_B, make_demo_sources
+from etl.onboarding.demo_data import UNIT_B, make_demo_sources
 
 ROOT = Path(__file__).resolve().parent.parent
 CST = ZoneInfo("Asia/Shanghai")

@@ -10,9 +10,10 @@ import sqlalchemy as sa
 from pypinyin import Style, lazy_pinyin
 
 import scaffold_schemas as schemas
-from etl import scaffold, standard
+from etl import standard
+from etl.onboarding import scaffold
 from etl.cli import main
-from etl.demo_data import make_demo_sources
+from etl.onboarding.demo_data import make_demo_sources
 from etl.source.connect import read_only
 from etl.mapping import load_mapping
 

@@ -30,7 +30,7 @@ DAILY = ("06", "07", "09")
 @pytest.fixture
 def demo(tmp_path: Path, sqlite_url: str, staging: Path, monkeypatch: pytest.MonkeyPatch):
     """The demo units' SQLite sources, an empty mappings folder the DAGs read, the target."""
-    from etl.demo_data import make_demo_sources
+    from etl.onboarding.demo_data import make_demo_sources
 
     folder = tmp_path / "mappings"
     folder.mkdir()
@@ -102,7 +102,7 @@ def _source_count(path: Path, table: str) -> int:
 @pytest.mark.airflow
 def test_a_unit_and_a_dataset_added_between_two_daily_runs_get_their_history_on_the_next(
         airflow_db, dagbag, demo, sqlite_url: str) -> None:
-    from etl.demo_data import UNIT_A, UNIT_B
+    from etl.onboarding.demo_data import UNIT_A, UNIT_B
 
     folder, made = demo
     _drop_in(folder, "苏州电梯", UNIT_B, made[UNIT_B], without=("09",))
@@ -138,7 +138,7 @@ def test_a_unit_and_a_dataset_added_between_two_daily_runs_get_their_history_on_
 @pytest.mark.airflow
 def test_a_row_deleted_at_the_source_between_two_daily_runs_is_d_after_the_next(
         airflow_db, dagbag, demo, sqlite_url: str) -> None:
-    from etl.demo_data import UNIT_B
+    from etl.onboarding.demo_data import UNIT_B
 
     folder, made = demo
     _drop_in(folder, "苏州电梯", UNIT_B, made[UNIT_B])
@@ -161,7 +161,7 @@ def test_a_row_deleted_at_the_source_between_two_daily_runs_is_d_after_the_next(
 @pytest.mark.airflow
 def test_a_source_table_emptied_by_mistake_fails_its_dataset_and_marks_nothing_until_confirmed(
         airflow_db, dagbag, demo, sqlite_url: str) -> None:
-    from etl.demo_data import UNIT_A, UNIT_B
+    from etl.onboarding.demo_data import UNIT_A, UNIT_B
 
     folder, made = demo
     _drop_in(folder, "苏州电梯", UNIT_B, made[UNIT_B])
@@ -213,7 +213,7 @@ def test_fixing_a_failed_unit_then_clearing_its_shards_load_loads_it(tmp_path: P
     failure text says. The scheduler runs the load again: it reads the fixed files and loads
     those units from their sources, leaves the unit it loaded alone, and refuses, by name, a unit
     whose file now names another orgNo and one whose file is gone."""
-    from etl.demo_data import ORG_B, UNIT_A, UNIT_B, make_demo_sources
+    from etl.onboarding.demo_data import ORG_B, UNIT_A, UNIT_B, make_demo_sources
     from helpers import org_no
 
     try:

@@ -25,7 +25,7 @@ from etl.report import freshness
 from etl.report import site
 from etl.common import clock
 from etl.cli import main
-from etl.demo_data import make_demo_sources, make_uscc
+from etl.onboarding.demo_data import make_demo_sources, make_uscc
 from etl.mapping import load_mapping
 
 CHROMIUM = "/usr/bin/chromium"

@@ -20,13 +20,13 @@ from etl.common import clock
 # 6-digit division code, 9-character organisation code, 1 check character. python-stdnum
 # requires the first eight to be digits, which refuses valid codes starting with a letter;
 # its checksum itself is right, so we keep that and check the format ourselves.
-_USCC = re.compile(r"^[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}$")
+USCC = re.compile(r"^[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}$")
 _REGNO = re.compile(r"^[0-9A-Z]{20}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def is_valid_uscc(value: str) -> bool:
-    return bool(_USCC.match(value)) and uscc.calc_check_digit(value) == value[-1]
+    return bool(USCC.match(value)) and uscc.calc_check_digit(value) == value[-1]
 
 
 _IDCARD = re.compile(r"^\d{17}[0-9X]$")

@@ -168,7 +168,7 @@ FLAG_WORDS: dict[str, str] = {
 _STRIP = (" \t\n\r\v\f\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
           "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\u200b\ufeff")
 _LIST_SPLIT = re.compile(r"[、,，;；/／]+")
-_MULTI_SPLIT = re.compile(r"[、,，;；/／\s\u3000]+")
+MULTI_SPLIT = re.compile(r"[、,，;；/／\s\u3000]+")
 _SEPARATORS = r"[\s\-‐‑‒–—―－]"
 _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 # 2024-07-08, 2024/7/8, 2024.07.08, 2024年7月8日, each with an optional time; and 20240708
@@ -585,7 +585,7 @@ def _enum_key(value: str) -> str:
     return re.sub(r"^(\d+)\.0+$", r"\1", key)
 
 
-def _canon_enum(value: str, enum: tuple[str, ...]) -> tuple[str, str | None]:
+def canon_enum(value: str, enum: tuple[str, ...]) -> tuple[str, str | None]:
     """The standard's spelling of one value, and the rule name when it changed."""
     if value in enum:
         return value, None
@@ -603,7 +603,7 @@ def _enum(f: Field) -> Step:
     enum = f.enum or ()
 
     def step(u: pd.Series) -> tuple[pd.Series, pd.Series]:
-        return _per_value(u, lambda v: _canon_enum(v, enum))
+        return _per_value(u, lambda v: canon_enum(v, enum))
 
     return step
 
@@ -629,10 +629,10 @@ def _multi_enum(f: Field) -> Step:
     def one(value: str) -> tuple[str, str | None]:
         if (items := _json_items(value)) is not None:
             return (one(sep.join(items))[0] if items else None), "array"  # type: ignore[return-value]
-        whole, rule = _canon_enum(value, enum)
+        whole, rule = canon_enum(value, enum)
         if whole in enum:
             return whole, rule
-        parts = [_canon_enum(p, enum) for p in _MULTI_SPLIT.split(value) if p]
+        parts = [canon_enum(p, enum) for p in MULTI_SPLIT.split(value) if p]
         joined = sep.join(dict.fromkeys(p for p, _ in parts))
         if joined == value:
             return value, None

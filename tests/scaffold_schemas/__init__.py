@@ -113,8 +113,8 @@ class Score:
 
 
 def measure(drafts, expected: Truth) -> Score:
-    """Compare a scaffold plan (`etl.scaffold.plan`/`scaffold`) with the truth, field by field."""
-    from etl.scaffold import truth_pairs
+    """Compare a scaffold plan (`etl.onboarding.scaffold.plan`/`scaffold`) with the truth, field by field."""
+    from etl.onboarding.scaffold import truth_pairs
 
     got = truth_pairs(drafts)
     s = Score()

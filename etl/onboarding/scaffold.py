@@ -572,15 +572,15 @@ def propose_values(f: standard.Field, sample: list[str]) -> tuple[dict[str, str]
     """A `values:` map for an enumerated column's codes: (map, codes cleaning already reads,
     codes not recognised). Codes are matched to the standard's values and their synonyms
     (`etl.standard.clean.ENUM_SYNONYMS`) by pinyin initials (SB -> 设备类) and by fuzzy spelling."""
-    from etl.standard.clean import _MULTI_SPLIT, _canon_enum
+    from etl.standard.clean import MULTI_SPLIT, canon_enum
 
     enum = f.enum or ()
     mapped: dict[str, str] = {}
     understood: list[str] = []
     unknown: list[str] = []
     for code in sample:
-        items = [i for i in _MULTI_SPLIT.split(code) if i] if f.separator else [code]
-        if items and all(_canon_enum(i, enum)[0] in enum for i in items):
+        items = [i for i in MULTI_SPLIT.split(code) if i] if f.separator else [code]
+        if items and all(canon_enum(i, enum)[0] in enum for i in items):
             understood.append(code)
             continue
         best, best_score = None, 0.0

@@ -162,14 +162,14 @@ def org_no_problem(value: str) -> str | None:
     validates orgNo, with the part that is wrong."""
     from stdnum.cn import uscc
 
-    from etl.standard.checks import _USCC, is_valid_uscc
+    from etl.standard.checks import USCC, is_valid_uscc
 
     code = value.strip().upper()
     if not code:
         return "orgNo is empty: give the unit's unified social credit code (统一社会信用代码)"
     if len(code) != 18:
         return f"orgNo {code[:40]} has {len(code)} characters, not 18"
-    if not _USCC.match(code):
+    if not USCC.match(code):
         return (f"orgNo {code} holds a character a credit code cannot (I, O, S, V, Z or "
                 f"punctuation), or its characters 3-8 are not digits")
     if not is_valid_uscc(code):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from stdnum.cn import ric, uscc
 
-from etl import sample_files
+from etl.onboarding import sample_files
 
 SEED = 20241008
 
