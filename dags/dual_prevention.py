@@ -58,9 +58,7 @@ Downstream: it reads its units' mapping files and sources again (docs/airflow.md
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
-from pathlib import Path
 
 import pendulum
 from airflow.sdk import (
@@ -76,13 +74,15 @@ from airflow.sdk import (
     task_group,
 )
 
+from etl.common import settings  # the ETL_* variables (stdlib only: cheap at parse time)
+
 TIMEZONE = "Asia/Shanghai"
-# one YAML file per using unit; a relative ETL_MAPPINGS_DIR is taken from the project folder
-MAPPINGS_DIR = Path(__file__).resolve().parents[1] / (os.environ.get("ETL_MAPPINGS_DIR") or "mappings")
+# one YAML file per using unit; a relative ETL_MAPPINGS_DIR is taken from ETL_HOME
+MAPPINGS_DIR = settings.path("ETL_MAPPINGS_DIR")
 # loads share the one target database: an Airflow pool (airflow pools set ...) caps how many run at once
-TARGET_POOL = os.environ.get("ETL_TARGET_POOL") or "default_pool"
+TARGET_POOL = settings.text("ETL_TARGET_POOL")
 # Celery: the queue of the workers that load (e.g. those near the target); empty = the default queue
-LOAD_QUEUE = os.environ.get("ETL_LOAD_QUEUE") or None
+LOAD_QUEUE = settings.text("ETL_LOAD_QUEUE")
 # the trigger form lists units to pick from up to this many; beyond, they are typed (or patterns)
 LISTED_UNITS = 300
 
@@ -106,7 +106,7 @@ FRESHNESS_CRON = "0 8 * * *"
 DEFAULT_ARGS = {
     "owner": "dual-prevention",
     "retries": 3,
-    "retry_delay": timedelta(seconds=float(os.environ.get("ETL_RETRY_DELAY_SECONDS") or 120)),
+    "retry_delay": timedelta(seconds=settings.number("ETL_RETRY_DELAY_SECONDS") or 0),
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=30),
     "execution_timeout": timedelta(hours=4),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from etl import standard
 from etl.common import clock
-from etl.common import private
+from etl.common import private, settings
 from etl.common.errors import ConfigError, EtlError, MappingError
 
 log = logging.getLogger("etl")
@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
                      "that would mark more than a fifth of a unit's active records (at least 10), "
                      "or all of them, deleted is refused and loads nothing")
     run.add_argument("--target", help=target_help)
-    run.add_argument("--chunk-rows", type=int, default=100_000, help="rows per chunk (bounds memory)")
+    run.add_argument("--chunk-rows", type=int, default=None,
+                     help="rows per chunk (bounds memory; default ETL_CHUNK_ROWS, else 100000)")
 
     check = sub.add_parser("check", help="validate mapping files without loading",
                            description="Validate mapping files, check their sources' tables and "
@@ -280,7 +281,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.mode == "full" and (args.since or args.until):
         raise ConfigError("--since/--until need --mode incremental")
     return commands.run(paths, tx_codes=args.tx, mode=args.mode, since=args.since,
-                        until=args.until, target_url=args.target, chunk_rows=args.chunk_rows,
+                        until=args.until, target_url=args.target,
+                        chunk_rows=args.chunk_rows or settings.integer("ETL_CHUNK_ROWS") or 1,
                         allow_mass_delete=args.allow_mass_delete)
 
 

@@ -13,6 +13,7 @@ from etl.report import text as report
 from etl.common.errors import MappingError
 from etl.common.masking import holds_secret, mask_url
 from etl.mapping import Mapping, Mode, load_mapping, load_mappings
+from etl.common import settings
 
 DEMO_MAPPINGS = ("mappings/demo_jinling_chem.yaml", "mappings/demo_suzhou_lift.yaml")
 
@@ -74,7 +75,6 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
     """Validate unit files, folders of them (`mappings/`: units only, a summary table instead
     of each unit's coverage) and templates (a template and every unit of the mappings folder
     that extends it; a template's problem is reported once, with the units it breaks)."""
-    import os
 
     from etl.orchestration import airflow_env
     from etl.media import attachments
@@ -82,7 +82,7 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
     from etl.source.account import source_problems, source_warnings
     from etl.mapping import discover, load_mapping_cached
 
-    cache = Path(os.environ.get("ETL_CACHE_DIR") or "var/cache/mappings")
+    cache = settings.path("ETL_CACHE_DIR", base=Path.cwd())
     units: list[Path] = []
     problems: list[str] = []
     folder = False

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from etl.common.errors import ConfigError
 from etl import pipeline, target
 from etl.report import freshness
 from etl.common import clock
@@ -111,7 +112,7 @@ def test_the_grace_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("ETL_FRESHNESS_GRACE_HOURS", "48")
     assert freshness.default_grace("daily") == timedelta(hours=48)
     monkeypatch.setenv("ETL_FRESHNESS_GRACE_HOURS", "soon")
-    with pytest.raises(freshness.ConfigError, match="ETL_FRESHNESS_GRACE_HOURS"):
+    with pytest.raises(ConfigError, match="ETL_FRESHNESS_GRACE_HOURS"):
         freshness.default_grace("daily")
 
 

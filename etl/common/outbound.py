@@ -20,7 +20,6 @@ SQLite is a local file, not a network connection: the requirement does not apply
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,6 +27,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from etl.common.errors import ConfigError
 from etl.common.masking import mask_url, register_secrets, register_url_secrets
+from etl.common import settings
 
 _SCHEMES = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg",
             "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
@@ -88,11 +88,8 @@ _PYMYSQL_KWARGS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_disabled", "ssl_verify_
 def requirement(spec: Any = None) -> str | None:
     """Why TLS is required here (for messages), or None: `ETL_REQUIRE_TLS` (sources and the
     target) or the source spec's `require_tls`."""
-    value = os.environ.get(ENV, "").strip().lower()
-    if value in _TRUE:
-        return f"{ENV}={os.environ[ENV].strip()}"
-    if value not in _FALSE:
-        raise ConfigError(f"{ENV}={os.environ[ENV][:20]!r} is not a yes/no value: use 1 or 0")
+    if settings.flag(ENV):
+        return f"{ENV}={settings.raw(ENV)}"
     if spec is not None and getattr(spec, "require_tls", False):
         return "source.require_tls"
     return None

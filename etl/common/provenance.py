@@ -14,7 +14,7 @@ import subprocess
 from functools import cache
 from importlib import metadata
 
-from etl.common.paths import CODE_ROOT
+from etl.common.settings import CODE_ROOT
 
 DISTRIBUTION = "dual-prevention-etl"
 PROJECT_DIR = CODE_ROOT

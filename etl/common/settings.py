@@ -1,10 +1,178 @@
-"""Settings: what the `ETL_*` environment variables and a mapping's `url_env` / `base_env` give,
-and what to say when one is missing. Inside an Airflow task a variable exported in a shell is
-no fix: the process that forked the task started without it (`unset_variable`)."""
+"""Settings: every `ETL_*` environment variable, defined once (name, default, one line of doc)
+and read through here, so that `etl` commands and Airflow's tasks resolve them alike; and what
+to say when a variable a mapping names (`url_env`, `base_env`) is missing.
+
+A relative folder is resolved against `ETL_HOME` when it is set (`etl airflow` sets it for every
+Airflow process). Unset, Airflow's tasks and the stores resolve against the project folder
+(`project_dir`: a task process's working directory means nothing), and `etl` commands against
+the working directory, as the contract fixes for the target (`sqlite:///var/target.sqlite`) and
+as `etl demo` makes its sources under `var/` there. `path()` takes the base.
+
+docs/airflow.md's settings table is `markdown_table()`'s output (tests/test_settings.py checks).
+Stdlib only: the DAG file reads its settings at parse time.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from etl.common.errors import ConfigError
+
+#: The folder that holds the code (`etl/`, `dags/`, `mappings/` in a checkout).
+CODE_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None   # as it would be written in the environment; None: unset
+    doc: str              # one line, for the docs' table
+    shown: str = ""       # how the docs show the default, where it is not a value
+
+    @property
+    def shown_default(self) -> str:
+        return self.shown or (f"`{self.default}`" if self.default is not None else "")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("ETL_HOME", None, "where relative paths (`var/...`, `sqlite:///var/...` in mappings) "
+            "resolve", "the project folder"),
+    Setting("ETL_TARGET_URL", "sqlite:///var/target.sqlite", "the target, when neither "
+            "`--target` nor the Airflow connection `etl_target` gives one"),
+    Setting("ETL_MAPPINGS_DIR", "mappings", "one YAML per unit"),
+    Setting("ETL_CACHE_DIR", "var/cache/mappings", "validated mappings by content hash (a cache: "
+            "safe to delete)"),
+    Setting("ETL_CHUNK_ROWS", "100000", "rows per chunk read, staged and prepared (memory per "
+            "task; `etl run --chunk-rows` for one run)"),
+    Setting("ETL_UNITS_PER_SHARD", None, "units per extract/transform/load task",
+            "one shard per task slot, ≥ 50 units"),
+    Setting("ETL_STAGING_URL", None, "where tasks hand data to each other: `target` (the target "
+            "database's `ingest_stage` table; PostgreSQL or MariaDB: refused for a SQLite target, "
+            "whose one write lock the load holds while it reads the stage), or an object-storage "
+            "URL (`s3://bucket/staging`, any fsspec URL, through Airflow's `ObjectStoragePath`)",
+            "(unset: `ETL_STAGING_DIR`)"),
+    Setting("ETL_STAGING_CONN_ID", None, "the Airflow connection with the object storage's "
+            "credentials"),
+    Setting("ETL_STAGING_DIR", "var/staging", "a local folder, when `ETL_STAGING_URL` is unset: "
+            "one machine only"),
+    Setting("ETL_STAGING_KEEP_DAYS", "7", "how long a failed run's staged data is kept"),
+    Setting("ETL_TARGET_POOL", "default_pool", "an Airflow pool limiting concurrent loads"),
+    Setting("ETL_LOAD_QUEUE", None, "the Celery queue of the load tasks (workers near the "
+            "target)", "Airflow's default queue"),
+    Setting("ETL_RETRY_DELAY_SECONDS", "120", "the first retry's delay (then doubling, at most 30 "
+            "minutes)"),
+    Setting("ETL_REPORTS_DIR", "var/report", "the report site the daily and weekly DAGs refresh"),
+    Setting("ETL_FRESHNESS_GRACE_HOURS", None, "how late a dataset may be before the freshness "
+            "DAG fails (and how long past its first period a new mapping's dataset stays pending)",
+            "daily 6, weekly 24, frequent one period"),
+    Setting("ETL_MEDIA_URL", "var/media", "where attachments are stored: a folder, or an fsspec "
+            "URL (`s3://bucket/media`)"),
+    Setting("ETL_MEDIA_CONN_ID", None, "the Airflow connection with the media store's "
+            "credentials"),
+    Setting("ETL_REQUIRE_TLS", "0", "1: refuse to connect to any source or the target without "
+            "TLS"),
+    Setting("ETL_DATA_KEY", None, "the data key personal data is encrypted under (base64 of 32 "
+            "random bytes; README, Encryption at rest)", "none: stored in clear"),
+    Setting("ETL_DATA_KEY_OLD", None, "earlier data keys, comma-separated, while `etl "
+            "rotate-key` re-encrypts"),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def is_set(name: str) -> bool:
+    """Whether the variable is set to something other than blanks (its default aside)."""
+    return bool(os.environ.get(BY_NAME[name].name, "").strip())
+
+
+def raw(name: str) -> str | None:
+    """The variable as set (blank counts as unset), else its default."""
+    setting = BY_NAME[name]
+    value = os.environ.get(name, "").strip()
+    return value or setting.default
+
+
+def text(name: str) -> str | None:
+    return raw(name)
+
+
+def integer(name: str, minimum: int = 1) -> int | None:
+    value = raw(name)
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = minimum - 1
+    if number < minimum:
+        raise ConfigError(f"{name}={value!r}: give a whole number, {minimum} or more")
+    return number
+
+
+def number(name: str, minimum: float = 0) -> float | None:
+    value = raw(name)
+    if value is None:
+        return None
+    try:
+        out = float(value)
+    except ValueError:
+        out = minimum - 1
+    if not out >= minimum:
+        raise ConfigError(f"{name}={value!r}: give a number, {minimum:g} or more")
+    return out
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def flag(name: str) -> bool:
+    value = (raw(name) or "").lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE or not value:
+        return False
+    raise ConfigError(f"{name}={value[:20]!r} is not a yes/no value: use 1 or 0")
+
+
+def project_dir() -> Path:
+    """The folder relative paths are resolved against (`ETL_HOME`, default the project root,
+    which is where `etl demo` and the demo mappings' `sqlite:///var/...` URLs expect to run)."""
+    return Path(raw("ETL_HOME") or CODE_ROOT)
+
+
+def path(name: str, explicit: str | os.PathLike[str] | None = None,
+         base: Path | None = None) -> Path:
+    """A folder setting (or `explicit`, given instead of it); a relative one under `base`,
+    default `project_dir()`."""
+    value = explicit or raw(name)
+    if value is None:
+        raise ConfigError(f"{name} is not set: give a folder")
+    folder = Path(value).expanduser()
+    return folder if folder.is_absolute() else (base or project_dir()) / folder
+
+
+def target_url(explicit: str | None = None, *, anchored: bool = False) -> str:
+    """`explicit` (`--target`), else `ETL_TARGET_URL`, else the embedded default: relative to the
+    working directory (`etl` commands, the contract), or, `anchored` (Airflow's tasks), under
+    `project_dir()`."""
+    if explicit or is_set("ETL_TARGET_URL"):
+        return explicit or raw("ETL_TARGET_URL") or ""
+    if anchored:
+        return f"sqlite:///{project_dir() / 'var' / 'target.sqlite'}"
+    return BY_NAME["ETL_TARGET_URL"].default or ""
+
+
+def markdown_table() -> str:
+    """The docs' table of settings (docs/airflow.md)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{s.name}` | {s.shown_default} | {s.doc} |" for s in SETTINGS]
+    return "\n".join(lines)
+
+
+# --- a variable a mapping names -----------------------------------------------------------------
 
 
 def in_airflow_task() -> bool:

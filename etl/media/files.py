@@ -57,7 +57,7 @@ from etl.common.errors import (ConfigError, EtlError, FileServerUnreachable, Med
                                MediaStoreError)
 from etl.common.masking import (MASK, is_secret_param, mask_secrets_in_text, mask_url,
                                 register_url_secrets)
-from etl.common.paths import project_dir
+from etl.common import settings
 
 __all__ = [
     "CHUNK_BYTES", "DEFAULT_LIMIT_BYTES", "EVIDENCE_TYPES", "FileServerUnreachable",
@@ -648,7 +648,7 @@ class MediaStore:
     private (0700 / 0600): evidence holds names, phones and signatures."""
 
     def __init__(self, url: str | None = None) -> None:
-        spec = url if url is not None else (os.environ.get("ETL_MEDIA_URL") or "var/media")
+        spec = url if url is not None else (settings.text("ETL_MEDIA_URL") or "var/media")
         spec = os.fspath(spec)
         self._fs: Any = None
         self._local: str | None = None
@@ -662,12 +662,12 @@ class MediaStore:
             folder = Path(spec[len("file://"):] if spec.startswith("file://") else spec)
             folder = folder.expanduser()
             if not folder.is_absolute():
-                folder = project_dir() / folder
+                folder = settings.project_dir() / folder
             self._local = os.path.realpath(folder)
             self._root = self._local
             private.private_dir(self._local)
         else:
-            conn_id = os.environ.get("ETL_MEDIA_CONN_ID") or None
+            conn_id = settings.text("ETL_MEDIA_CONN_ID")
             if conn_id:
                 from etl.common.storage import filesystem, object_path
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etl.common import private
-from etl.common.paths import CODE_ROOT, project_dir
+from etl.common import settings
+from etl.common.settings import CODE_ROOT, project_dir
 
 if TYPE_CHECKING:
     from etl.mapping import Mapping as UnitMapping
@@ -116,12 +117,14 @@ class AirflowProcess:
 
     def mappings_folder(self) -> Path | None:
         """The folder of mapping files this Airflow plans, as dags/dual_prevention.py finds it
-        (ETL_MAPPINGS_DIR relative to its DAGs folder's parent, default mappings/ there);
-        None when its environment cannot be read."""
+        (`settings.path`: ETL_MAPPINGS_DIR, default mappings, relative to its ETL_HOME, else to
+        its DAGs folder's parent, the project folder); None when its environment cannot be read."""
         if self.environ is None:
             return None
         dags = self._path(self.setting("core", "dags_folder")) or self.home() / "dags"
-        return (dags.resolve().parent / (self.environ.get("ETL_MAPPINGS_DIR") or "mappings")).resolve()
+        home = self._path(self.environ.get("ETL_HOME")) or dags.resolve().parent
+        folder = self.environ.get("ETL_MAPPINGS_DIR") or settings.BY_NAME["ETL_MAPPINGS_DIR"].default
+        return (home / (folder or "mappings")).resolve()
 
 
 def process_role(cmdline: Sequence[str]) -> str | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
-import os
 import re
 from collections.abc import Mapping as MappingABC
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ from etl.common import clock
 from etl.common.errors import ConfigError, MappingError
 from etl.mapping import (Mapping, discover, load_mapping_cached, mapping_from_dict, mapping_to_dict,
                          period_minutes, raw_org_no)
+from etl.common import settings
 
 log = logging.getLogger("etl")
 
@@ -332,8 +332,8 @@ def plan_run(frequency: str, *, mappings: Path, params: MappingABC[str, Any] | N
         raise ConfigError(f"param tx_codes: {e.args[0]}") from None
     since = parse_moment(params.get("since"), "since")
     until = parse_moment(params.get("until"), "until")
-    per_shard = _positive(params.get("units_per_shard"), "param units_per_shard") or _positive(
-        os.environ.get("ETL_UNITS_PER_SHARD"), "ETL_UNITS_PER_SHARD")
+    per_shard = (_positive(params.get("units_per_shard"), "param units_per_shard")
+                 or settings.integer("ETL_UNITS_PER_SHARD"))
     wanted = [str(u).strip() for u in params.get("units") or [] if str(u).strip()]
 
     loaded: dict[Path, Mapping | MappingError] = {}

@@ -53,14 +53,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from etl.common import private
 from etl.common.errors import ConfigError, TargetError
 from etl.common.storage import filesystem, object_path, token
-from etl.common.paths import project_dir
+from etl.common import settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,7 +73,6 @@ __all__ = [
 
 #: Largest piece of an object in one `ingest_stage` row.
 PART_BYTES = 4 * 1024 * 1024
-DEFAULT_DIR = "var/staging"
 TARGET = "target"
 
 
@@ -475,9 +473,9 @@ def open_store(spec: str | None = None, *,
     `ETL_STAGING_CONN_ID` if set; anything else is a folder, relative ones under `ETL_HOME` or
     the project root (not the working directory, which differs between workers)."""
     if spec is None:
-        spec = os.environ.get("ETL_STAGING_URL") or None
+        spec = settings.text("ETL_STAGING_URL")
         if spec is None:
-            return PathStore(_folder(os.environ.get("ETL_STAGING_DIR") or DEFAULT_DIR))
+            return PathStore(settings.path("ETL_STAGING_DIR"))
     if spec.strip().lower() == TARGET:
         from etl import target
 
@@ -491,13 +489,8 @@ def open_store(spec: str | None = None, *,
         target.ensure_schema(engine)
         return TargetStore(engine, dispose_on_close=True)
     if _has_scheme(spec):
-        return PathStore(object_path(spec, os.environ.get("ETL_STAGING_CONN_ID") or None))
-    return PathStore(_folder(spec))
-
-
-def _folder(text: str) -> Path:
-    folder = Path(text).expanduser()
-    return folder if folder.is_absolute() else project_dir() / folder
+        return PathStore(object_path(spec, settings.text("ETL_STAGING_CONN_ID")))
+    return PathStore(settings.path("ETL_STAGING_DIR", spec))
 
 
 # --- frames ------------------------------------------------------------------------------------

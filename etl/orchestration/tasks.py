@@ -34,7 +34,8 @@ from etl.orchestration import planning
 from etl.orchestration import staging
 from etl.common import clock
 from etl.common import private
-from etl.common.paths import project_dir
+from etl.common import settings
+from etl.common.settings import project_dir
 from etl.common.errors import EtlError, MappingError
 
 log = logging.getLogger("etl")
@@ -47,25 +48,21 @@ PROGRESS_EVERY = 50  # a progress line per this many datasets of a shard
 
 
 def mappings_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
-    folder = Path(explicit or os.environ.get("ETL_MAPPINGS_DIR") or "mappings")
-    return folder if folder.is_absolute() else project_dir() / folder
+    return settings.path("ETL_MAPPINGS_DIR", explicit)
 
 
 def cache_dir() -> Path:
-    """Validated mappings by content hash (`ETL_CACHE_DIR`, default var/cache/mappings)."""
-    folder = Path(os.environ.get("ETL_CACHE_DIR") or "var/cache/mappings")
-    return folder if folder.is_absolute() else project_dir() / folder
+    """Validated mappings by content hash (`ETL_CACHE_DIR`)."""
+    return settings.path("ETL_CACHE_DIR")
 
 
 def chunk_rows() -> int:
-    from etl.source.extract import DEFAULT_CHUNK_ROWS
-
-    return int(os.environ.get("ETL_CHUNK_ROWS") or DEFAULT_CHUNK_ROWS)
+    return settings.integer("ETL_CHUNK_ROWS") or 1
 
 
 def keep_days() -> int:
     """How long a failed run's staged data is kept for manual retries (`ETL_STAGING_KEEP_DAYS`)."""
-    return int(os.environ.get("ETL_STAGING_KEEP_DAYS") or 7)
+    return settings.integer("ETL_STAGING_KEEP_DAYS", minimum=0) or 0
 
 
 @contextmanager
@@ -97,8 +94,7 @@ def target_url() -> str:
 
     from etl.common.outbound import connection_uri
 
-    url = (connection_uri(TARGET_CONN_ID, required=False) or os.environ.get("ETL_TARGET_URL")
-           or f"sqlite:///{project_dir() / 'var' / 'target.sqlite'}")
+    url = connection_uri(TARGET_CONN_ID, required=False) or settings.target_url(anchored=True)
     register_url_secrets(url)  # never raises: an unparsable URL fails in target.connect, masked
     return url
 

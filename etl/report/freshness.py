@@ -23,8 +23,9 @@ from sqlalchemy.engine import Engine
 
 from etl import standard, target
 from etl.common import clock
-from etl.common.errors import ConfigError, MappingError
+from etl.common.errors import MappingError
 from etl.mapping import Mapping, discover, load_mapping_cached, period_minutes, raw_org_no
+from etl.common import settings
 
 STATUSES = ("on_time", "late", "failing", "never", "pending")
 #: How the terminal and the report order statuses: what needs attention first.
@@ -92,15 +93,9 @@ def default_grace(frequency: str) -> timedelta:
     """How long past its period a load may come before it counts as late: a daily run 6 h (a
     slow night), a weekly one a day, a frequent one one more period; `ETL_FRESHNESS_GRACE_HOURS`
     sets one grace for all."""
-    hours = os.environ.get(GRACE_ENV, "").strip()
-    if hours:
-        try:
-            value = float(hours)
-        except ValueError:
-            value = -1
-        if value < 0:
-            raise ConfigError(f"{GRACE_ENV}={hours!r}: give a number of hours, 0 or more")
-        return timedelta(hours=value)
+    hours = settings.number(GRACE_ENV)
+    if hours is not None:
+        return timedelta(hours=hours)
     if frequency == "daily":
         return timedelta(hours=6)
     if frequency == "weekly":

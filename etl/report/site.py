@@ -39,6 +39,7 @@ from etl.mapping import Mapping
 from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap
 from etl.report.text import COUNT_COLUMNS, RUN_COLUMN
 from etl.common.storage import token
+from etl.common import settings
 
 DEFAULT_DIR = "var/report"
 RUNS_SHOWN = 20        # a unit page's run history per dataset
@@ -67,8 +68,9 @@ FIX = {
 
 
 def reports_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """`--out`, else `ETL_REPORTS_DIR`, else var/report."""
-    return Path(explicit or os.environ.get("ETL_REPORTS_DIR") or DEFAULT_DIR)
+    """`--out`, else `ETL_REPORTS_DIR` (a relative one as given: `etl report` writes under the
+    working directory, Airflow's `report` task under the project folder)."""
+    return Path(explicit or settings.text("ETL_REPORTS_DIR") or DEFAULT_DIR)
 
 
 def unit_key(org_no: str) -> str:

@@ -3,27 +3,28 @@ loading (SQLite's writer lock at BEGIN, InnoDB's READ COMMITTED, TLS when requir
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl.common import outbound, private
+from etl.common import outbound, private, settings
 from etl.common.masking import register_url_secrets
 from etl.common.outbound import normalise_url
 
-DEFAULT_URL = "sqlite:///var/target.sqlite"
+DEFAULT_URL = settings.BY_NAME["ETL_TARGET_URL"].default or ""
 
 
 def target_url(explicit: str | None = None) -> str:
     """`--target`, else `ETL_TARGET_URL`, else the embedded default (relative to the cwd)."""
-    return explicit or os.environ.get("ETL_TARGET_URL") or DEFAULT_URL
+    return settings.target_url(explicit)
 
 
 def target_origin(explicit: str | None = None) -> str:
     """Where `target_url(explicit)` came from, for messages."""
-    return "--target" if explicit else "ETL_TARGET_URL" if os.environ.get("ETL_TARGET_URL") else DEFAULT_URL
+    if explicit:
+        return "--target"
+    return "ETL_TARGET_URL" if settings.is_set("ETL_TARGET_URL") else DEFAULT_URL
 
 
 def connect(url: str, origin: str = "the target URL") -> Engine:

@@ -29,6 +29,7 @@ import pandas as pd
 
 from etl import standard
 from etl.common.errors import ConfigError
+from etl.common import settings
 
 PREFIX = "enc:v1:"
 KEY_ENV, OLD_KEYS_ENV = "ETL_DATA_KEY", "ETL_DATA_KEY_OLD"
@@ -110,7 +111,7 @@ def _airflow_key() -> str | None:
 
 def data_key() -> DataKey | None:
     """The data key to encrypt with, or None: encryption is off."""
-    text = os.environ.get(KEY_ENV)
+    text = settings.text(KEY_ENV)
     if text:
         return parse_key(text, KEY_ENV)
     text = _airflow_key()
@@ -119,7 +120,7 @@ def data_key() -> DataKey | None:
 
 def old_keys() -> list[DataKey]:
     """`ETL_DATA_KEY_OLD`: the keys values may still be under (comma-separated), for rotation."""
-    text = os.environ.get(OLD_KEYS_ENV, "")
+    text = settings.text(OLD_KEYS_ENV) or ""
     return [parse_key(part, f"{OLD_KEYS_ENV} (key {i})")
             for i, part in enumerate(text.split(","), 1) if part.strip()]
 
