@@ -12,6 +12,9 @@ class EtlError(Exception):
 
     transient: bool = False
     exit_code: int = 1
+    #: The failure is in `ingest_run` already (a dataset's load records its own): callers
+    #: that record failures need not record it again.
+    run_recorded: bool = False
 
 
 class MappingError(EtlError):
@@ -57,6 +60,16 @@ class TargetError(EtlError):
     """The target database refused the load; the dataset's transaction was rolled back."""
 
     transient = True
+
+
+class LoadFailed(EtlError):
+    """A dataset's load failed on something none of these errors names (a library's error, a
+    bug): rolled back and recorded; the cause is chained and was logged with its traceback.
+    Transient when the cause is the machine's (a file, a timeout)."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class TargetSchemaError(TargetError):

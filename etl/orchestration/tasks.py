@@ -628,7 +628,7 @@ def load(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = N
                 out[item.id] = {**item.record, "state": "loaded"}
                 results += 1
             except Exception as e:
-                if not getattr(e, "run_recorded", False):  # pipeline.load records its own
+                if not (isinstance(e, EtlError) and e.run_recorded):  # the load records its own
                     _fail_item(engine, run, item, stage, e)
                 message, transient = _message(e)[:500], _is_transient(e)
                 failures.append((item.label, stage, message, transient))

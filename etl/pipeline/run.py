@@ -30,7 +30,7 @@ from etl.standard import validate
 from etl.common import clock
 from etl.common import provenance
 from etl.standard.clean import Audit, binary_values, clean_frame
-from etl.common.errors import EtlError, MassDeleteRefused, TargetError
+from etl.common.errors import EtlError, LoadFailed, MassDeleteRefused, TargetError
 from etl.target.load import (MASS_DELETE_MIN, MASS_DELETE_SHARE, Counts, DatasetLoad,
                              allocate_batches, insert_rows, mass_delete, record_batches)
 from etl.mapping import FieldRule, Mapping, Mode
@@ -365,13 +365,20 @@ def load(engine: Engine, p: Plan, chunks: Iterable[Prepared], audit: Audit,
         result.message = cap(str(e) if isinstance(e, EtlError) else f"{type(e).__name__}: {e}",
                              RUN_MESSAGE_CHARS)
         record_run(engine, result, p.run_id, p.now)
-        error: BaseException = e
-        if isinstance(e, sa.exc.DBAPIError):
+        error: EtlError
+        if isinstance(e, EtlError):
+            error = e
+        elif isinstance(e, sa.exc.DBAPIError):
             error = TargetError(f"{p.mapping.name} {p.tx_code}: the load was rolled back: "
                                 f"{result.message[:300]}")
-            error.__cause__ = e
-        error.run_recorded = True  # type: ignore[attr-defined]  # callers need not record it again
-        raise error
+        else:
+            log.exception("%s %s: the load failed", p.mapping.name, p.tx_code)
+            error = LoadFailed(f"{p.mapping.name} {p.tx_code}: the load was rolled back: "
+                               f"{result.message[:300]}", isinstance(e, (OSError, TimeoutError)))
+        error.run_recorded = True
+        if error is e:
+            raise
+        raise error from e
     return result
 
 
