@@ -14,8 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from etl import standard
-from etl.common import clock
-from etl.common import private, settings
+from etl.common import clock, private, settings
 from etl.common.errors import ConfigError, EtlError, MappingError
 
 log = logging.getLogger("etl")

@@ -9,11 +9,11 @@ from datetime import datetime
 from pathlib import Path
 
 from etl import target
-from etl.report import text as report
+from etl.common import settings
 from etl.common.errors import MappingError
 from etl.common.masking import holds_secret, mask_url
 from etl.mapping import Mapping, Mode, load_mapping, load_mappings
-from etl.common import settings
+from etl.report import text as report
 
 DEMO_MAPPINGS = ("mappings/demo_jinling_chem.yaml", "mappings/demo_suzhou_lift.yaml")
 

@@ -20,8 +20,8 @@ import psutil
 import pytest
 from helpers import gb32100, hidden_danger_mapping_text
 
-from etl.orchestration.airflow_env import process_role, task_processes
 from etl.cli import main
+from etl.orchestration.airflow_env import process_role, task_processes
 
 SLEEPER = """\
 import subprocess, sys, time

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from helpers import GB11643_WEIGHTS, gb11643, query, seed
 from helpers import every_area_code as area_codes
 
-from etl.standard import checks
 from etl.common.masking import mask_idcard
+from etl.standard import checks
 
 
 def wrong_check(number: str) -> str:

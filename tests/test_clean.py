@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etl.standard.clean import (ENUM_SYNONYMS, NULL_SHOWN, Audit, clean_column, clean_frame,
-                                standard_fields)
 from etl.common.masking import mask, mask_text
 from etl.standard import DATASETS, dataset
+from etl.standard.clean import (ENUM_SYNONYMS, NULL_SHOWN, Audit, clean_column, clean_frame,
+                                standard_fields)
 
 RISK = dataset("06")
 DANGER = dataset("09")

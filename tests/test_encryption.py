@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from etl import pipeline, standard, target
-from etl.target import crypt
 from etl.mapping import load_mapping
+from etl.target import crypt
 from helpers import ORG_A, gb11643, rows_of
 
 ID_NUMBERS = [gb11643(f"3201151990010{i}12{i}") for i in range(1, 4)]

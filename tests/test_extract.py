@@ -6,10 +6,9 @@ import pytest
 import sqlalchemy as sa
 
 from etl import pipeline, target
-from etl.source import connect
-from etl.source import extract
 from etl.common import outbound
 from etl.mapping import SourceSpec, load_mapping
+from etl.source import connect, extract
 from helpers import ORG_A, QUIRKY_FIELDS, rows_of
 
 MAPPING = """\

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from etl.common.errors import ConfigError
 from etl import pipeline, target
-from etl.report import freshness
-from etl.common import clock
 from etl.cli import main
+from etl.common import clock
+from etl.common.errors import ConfigError
 from etl.mapping import Mapping, load_mapping
+from etl.report import freshness
 from helpers import (BROKEN_MAPPING, hidden_danger_mapping_text, hidden_danger_row, org_no,
                      write_source)
 

@@ -18,10 +18,10 @@ import sqlalchemy as sa
 from helpers import hidden_danger_mapping_text, hidden_danger_row, rows_of, write_source
 
 from etl import pipeline, target
-from etl.target import load
 from etl.common import clock
 from etl.common.errors import MassDeleteRefused
 from etl.mapping import load_mapping
+from etl.target import load
 
 OLD = datetime(2024, 1, 10, 9, 0)          # when the source's rows last changed, long ago
 DAY1 = datetime(2024, 6, 1, 10, 0, tzinfo=clock.CST)   # a first run

@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from etl import pipeline, standard, target
+from etl.mapping import load_mapping
 from etl.onboarding import demo_data
 from etl.pipeline import transform
-from etl.mapping import load_mapping
 from helpers import rows_of
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from etl.media import files as media
 from etl.common.errors import EtlError
+from etl.media import files as media
 from etl.media.files import (CHUNK_BYTES, FileServerUnreachable, FileSource, Located, MediaError,
                              MediaStore, Progress, Stored, fetch)
 from etl.onboarding.sample_files import (docx_bytes, gif_bytes, jpeg_bytes, mp4_header, ole_header,

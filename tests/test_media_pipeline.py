@@ -15,11 +15,11 @@ import pytest
 import sqlalchemy as sa
 
 from etl import pipeline, target
-from etl.onboarding import sample_files
 from etl.common import clock
 from etl.common.errors import MappingError
 from etl.mapping import load_mapping
 from etl.media.files import MediaStore
+from etl.onboarding import sample_files
 from helpers import ORG_A, org_no, rows_of
 
 NOW = datetime(2024, 6, 1, 10, 0, tzinfo=clock.CST)

@@ -17,8 +17,8 @@ from helpers import BROKEN_MAPPING
 import yaml
 from stdnum.cn import uscc
 
-from etl.orchestration import planning
 from etl.common.errors import ConfigError
+from etl.orchestration import planning
 
 ROOT = Path(__file__).resolve().parent.parent
 MAPPINGS = ROOT / "mappings"

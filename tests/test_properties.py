@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from etl import pipeline, standard, target
 from etl.common import clock
+from etl.mapping import Mapping, MappingModel
 from etl.standard.clean import Audit
 from etl.target.frame import REJECTED
-from etl.mapping import Mapping, MappingModel
 from helpers import ORG_A, rows_of
 
 VALUES = st.one_of(

@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from etl import pipeline, target
-from etl.report import reconcile, reconciled
 from etl.cli import main
+from etl.report import reconcile, reconciled
 from helpers import ORG_A, hidden_danger_mapping, hidden_danger_row, rows_of, write_source
 
 

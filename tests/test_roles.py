@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from etl import cli, target
-from etl.target import roles
 from etl.common import clock
 from etl.onboarding.demo_data import UNIT_A, UNIT_B, make_demo_sources
+from etl.target import roles
 from tests.helpers import ORG_A, hidden_danger_mapping, hidden_danger_row, query, write_source
 
 PASSWORD = "R0le-Pw_14"

@@ -18,8 +18,8 @@ import yaml
 from helpers import BROKEN_MAPPING
 
 from etl import target
-from etl.common import provenance
 from etl.cli import main as cli_main
+from etl.common import provenance
 from etl.onboarding.demo_data import UNIT_B, make_demo_sources
 
 ROOT = Path(__file__).resolve().parent.parent

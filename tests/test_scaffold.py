@@ -11,11 +11,11 @@ from pypinyin import Style, lazy_pinyin
 
 import scaffold_schemas as schemas
 from etl import standard
-from etl.onboarding import scaffold
 from etl.cli import main
+from etl.mapping import load_mapping
+from etl.onboarding import scaffold
 from etl.onboarding.demo_data import make_demo_sources
 from etl.source.connect import read_only
-from etl.mapping import load_mapping
 
 # Floors a little under what the benchmark measures (benchmarks/scaffold_accuracy.py: 96-100%
 # recall and 98.8-100% precision per schema tuned on; the held-out schema 90.2% and 97.4%), so a

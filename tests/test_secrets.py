@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from etl.common import masking
 from etl.cli import main
+from etl.common import masking
 from etl.common.masking import holds_secret, is_secret_param, mask_secrets_in_text, mask_url
 from helpers import hidden_danger_mapping_text, hidden_danger_row, write_source
 

@@ -21,12 +21,11 @@ import pytest
 import sqlalchemy as sa
 
 from etl import pipeline, target
-from etl.report import freshness
-from etl.report import site
-from etl.common import clock
 from etl.cli import main
-from etl.onboarding.demo_data import make_demo_sources, make_uscc
+from etl.common import clock
 from etl.mapping import load_mapping
+from etl.onboarding.demo_data import make_demo_sources, make_uscc
+from etl.report import freshness, site
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -11,13 +11,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from etl.source import account
-from etl.source import connect
-from etl.source import extract
-from etl.common import outbound
 from etl.cli import main
+from etl.common import outbound
 from etl.common.errors import SourceError
 from etl.mapping import DatasetSpec, SourceSpec, load_mapping
+from etl.source import account, connect, extract
 from helpers import ORG_A, QUIRKY_FIELDS
 
 COLUMNS = "id, code, name, kind, reg_date, check_time, level, person, reg_no"

@@ -25,9 +25,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl import target
-from etl.orchestration import staging
 from etl.common.errors import ConfigError
 from etl.common.storage import token
+from etl.orchestration import staging
 from etl.orchestration.staging import PathStore, StagingMissing, TargetStore, key, open_store
 
 CST = ZoneInfo("Asia/Shanghai")

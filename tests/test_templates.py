@@ -12,11 +12,11 @@ import pytest
 import yaml
 from helpers import gb32100
 
-from etl.orchestration import planning
 from etl.cli import main
 from etl.common.errors import MappingError
 from etl.mapping import (MAX_BYTES, discover, load_mapping, load_mapping_cached, mapping_from_dict,
                          mapping_to_dict)
+from etl.orchestration import planning
 
 ROOT = Path(__file__).resolve().parent.parent
 ORG_A, ORG_B, ORG_C = gb32100("91320115MA1R7KX30"), gb32100("91320506MA1W3L8P7"), gb32100("91320000MA1AAAAA1")

@@ -28,11 +28,11 @@ from servers import (Server, ServerBinaryMissing, create_database, drop_database
                      start_postgres)
 
 from etl import target
-from etl.source import connect
-from etl.common import outbound
 from etl.cli import main as cli_main
+from etl.common import outbound
 from etl.common.errors import ConfigError, SourceError
 from etl.mapping import SourceSpec
+from etl.source import connect
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mariadb]
 

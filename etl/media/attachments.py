@@ -29,11 +29,11 @@ from sqlalchemy.engine import Connection
 
 from etl import target
 from etl.common import clock
-from etl.common.settings import unset_variable
 from etl.common.errors import ConfigError, MediaError
-from etl.mapping import FieldRule, FileSpec, Mapping
 from etl.common.masking import cap, register_url_secrets
 from etl.common.outbound import connection_uri
+from etl.common.settings import unset_variable
+from etl.mapping import FieldRule, FileSpec, Mapping
 from etl.media import files as media
 from etl.target.frame import DELETED, ID, MEDIA_SHA, REJECTED
 

@@ -52,12 +52,11 @@ from types import MappingProxyType
 from typing import IO, Any, BinaryIO
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from etl.common import private
+from etl.common import private, settings
 from etl.common.errors import (ConfigError, EtlError, FileServerUnreachable, MediaError,
                                MediaStoreError)
 from etl.common.masking import (MASK, is_secret_param, mask_secrets_in_text, mask_url,
                                 register_url_secrets)
-from etl.common import settings
 
 __all__ = [
     "CHUNK_BYTES", "DEFAULT_LIMIT_BYTES", "EVIDENCE_TYPES", "FileServerUnreachable",

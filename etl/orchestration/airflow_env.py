@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from etl.common import private
-from etl.common import settings
+from etl.common import private, settings
 from etl.common.settings import CODE_ROOT, project_dir
 
 if TYPE_CHECKING:

@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from etl import standard
-from etl.common import clock
+from etl.common import clock, settings
 from etl.common.errors import ConfigError, MappingError
 from etl.mapping import (Mapping, discover, load_mapping_cached, mapping_from_dict, mapping_to_dict,
                          period_minutes, raw_org_no)
-from etl.common import settings
 
 log = logging.getLogger("etl")
 

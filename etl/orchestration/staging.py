@@ -56,10 +56,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from etl.common import private
+from etl.common import private, settings
 from etl.common.errors import ConfigError, TargetError
 from etl.common.storage import filesystem, object_path, token
-from etl.common import settings
 
 if TYPE_CHECKING:
     import pandas as pd

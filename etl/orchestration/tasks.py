@@ -30,13 +30,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl.orchestration import planning
-from etl.orchestration import staging
-from etl.common import clock
-from etl.common import private
-from etl.common import settings
-from etl.common.settings import project_dir
+from etl.common import clock, private, settings
 from etl.common.errors import EtlError, MappingError
+from etl.common.settings import project_dir
+from etl.orchestration import planning, staging
 
 log = logging.getLogger("etl")
 

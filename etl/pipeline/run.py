@@ -20,22 +20,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from etl import standard, target
-from etl.pipeline import transform
-from etl.media import attachments
-from etl.target import crypt
-from etl.target import history
-from etl.source import extract
-from etl.standard import phones
-from etl.standard import validate
-from etl.common import clock
-from etl.common import provenance
-from etl.standard.clean import Audit, binary_values, clean_frame
+from etl.common import clock, provenance
 from etl.common.errors import EtlError, LoadFailed, MassDeleteRefused, TargetError
+from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, excerpt, mask, personal_kind
+from etl.mapping import FieldRule, Mapping, Mode
+from etl.media import attachments
+from etl.pipeline import transform
+from etl.source import extract
+from etl.standard import phones, validate
+from etl.standard.clean import Audit, binary_values, clean_frame
+from etl.target import crypt, history
+from etl.target.frame import DELETED, KEY, REJECTED, UPDATED
 from etl.target.load import (MASS_DELETE_MIN, MASS_DELETE_SHARE, Counts, DatasetLoad,
                              allocate_batches, insert_rows, mass_delete, record_batches)
-from etl.mapping import FieldRule, Mapping, Mode
-from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, excerpt, mask, personal_kind
-from etl.target.frame import DELETED, KEY, REJECTED, UPDATED
 
 log = logging.getLogger("etl")
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl import standard
-from etl.mapping import FieldRule, Mapping, TEMPLATE_FIELD, as_key
+from etl.mapping import TEMPLATE_FIELD, FieldRule, Mapping, as_key
 from etl.standard import Dataset
 from etl.target.frame import DELETED, HASH, ID, KEY, MEDIA_SHA, UPDATED
 

@@ -22,10 +22,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import standard, target
-from etl.common import clock
+from etl.common import clock, settings
 from etl.common.errors import MappingError
 from etl.mapping import Mapping, discover, load_mapping_cached, period_minutes, raw_org_no
-from etl.common import settings
 
 STATUSES = ("on_time", "late", "failing", "never", "pending")
 #: How the terminal and the report order statuses: what needs attention first.

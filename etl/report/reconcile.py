@@ -23,15 +23,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from etl import pipeline, standard, target
+from etl.common import clock
+from etl.common.errors import EtlError
+from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, mask, personal_kind
+from etl.mapping import Mapping
 from etl.source import extract
 from etl.standard import validate
-from etl.common import clock
 from etl.standard.clean import Audit
-from etl.common.errors import EtlError
-from etl.target.load import DatasetLoad
-from etl.mapping import Mapping
-from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, mask, personal_kind
 from etl.target.frame import DELETED, HASH, ID, KEY, REJECTED, SEQ
+from etl.target.load import DatasetLoad
 
 #: At most this many examples of each kind (missing, extra, differing fields, not ingested)
 #: are kept per dataset, stored and printed; the counts are always exact.

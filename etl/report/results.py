@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from etl import standard, target
+from etl.pipeline import DatasetResult
 from etl.report import text as report
 from etl.target.load import Counts
-from etl.pipeline import DatasetResult
 
 #: Above this many datasets the summary shows totals per dataset instead of a line per unit.
 DETAIL_ROWS = 300

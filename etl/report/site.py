@@ -31,15 +31,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import standard, target
-from etl.report import freshness
-from etl.report import reconciled
-from etl.common import clock
-from etl.report.freshness import InvalidMapping
-from etl.mapping import Mapping
+from etl.common import clock, settings
 from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap
-from etl.report.text import COUNT_COLUMNS, RUN_COLUMN
 from etl.common.storage import token
-from etl.common import settings
+from etl.mapping import Mapping
+from etl.report import freshness, reconciled
+from etl.report.freshness import InvalidMapping
+from etl.report.text import COUNT_COLUMNS, RUN_COLUMN
 
 DEFAULT_DIR = "var/report"
 RUNS_SHOWN = 20        # a unit page's run history per dataset

@@ -13,8 +13,8 @@ from functools import lru_cache
 import phonenumbers
 from stdnum.cn import ric, uscc
 
-from etl.standard import divisions
 from etl.common import clock
+from etl.standard import divisions
 
 # GB 32100: 1 registration authority + 1 organisation type (both may be letters such as 'Y'),
 # 6-digit division code, 9-character organisation code, 1 check character. python-stdnum

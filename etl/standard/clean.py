@@ -37,10 +37,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl.standard import divisions
-from etl.standard import phones
 from etl.common.masking import mask, mask_text, personal_kind
-from etl.standard import DATASETS, ENVELOPE, UNIT_KEY, Dataset, Field
+from etl.standard import DATASETS, ENVELOPE, UNIT_KEY, Dataset, Field, divisions, phones
 
 # pandas' default string dtype ("str"): Arrow-backed, NaN for missing, so comparisons give
 # plain bools downstream.

@@ -19,9 +19,8 @@ import pandas as pd
 import pandera.pandas as pa
 
 from etl import standard
-from etl.standard import checks
 from etl.common.masking import excerpt, personal_kind
-from etl.standard import Dataset, Field
+from etl.standard import Dataset, Field, checks
 
 ERROR, WARNING, DUPLICATE = "error", "warning", "duplicate"
 OFF = "off"  # an error a mapping's `checks:` switched off: never stored, counted as overridden

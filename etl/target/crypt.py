@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from etl import standard
-from etl.common.errors import ConfigError
 from etl.common import settings
+from etl.common.errors import ConfigError
 
 PREFIX = "enc:v1:"
 KEY_ENV, OLD_KEYS_ENV = "ETL_DATA_KEY", "ETL_DATA_KEY_OLD"

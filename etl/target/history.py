@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from etl.target import schema as target
 from etl.common import clock
+from etl.target import schema as target
 
 #: How often `hard_deletes:` compares a dataset's source keys with the target (None: every run).
 SWEEP_PERIODS: dict[str, timedelta | None] = {

@@ -26,8 +26,8 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from etl import standard
-from etl.target import schema as target
 from etl.standard import Dataset
+from etl.target import schema as target
 from etl.target.frame import DELETED, HASH, ID, KEY, REJECTED, SEQ, UPDATED, VANISHED
 
 BUS_TYPES = ("I", "U", "D")

@@ -29,8 +29,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from etl import standard
-from etl.target import schema as target
 from etl.common.errors import ConfigError
+from etl.target import schema as target
 
 OWNER, LOADER, READER, UNIT_READER = "etl_owner", "etl_loader", "etl_reader", "etl_unit_reader"
 UNIT_ROLE_TABLE = "etl_unit_role"
