@@ -250,7 +250,7 @@ def _masked(text: str) -> str:
 
 
 class _MaskSecrets(logging.Filter):
-    """Whatever is logged, by us or a library, shows no password (`etl.masking`)."""
+    """Whatever is logged, by us or a library, shows no password (`etl.common.masking`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:

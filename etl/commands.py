@@ -163,7 +163,7 @@ def onboard(register: Path, extends: str, *, mappings_dir: Path = Path("mappings
 def init_target(target_url: str | None = None, *, roles: bool = False,
                 unit_roles: list[str] | None = None) -> int:
     """Create or upgrade the schema; with `roles`, first the owner, loader and reader roles
-    (`etl.roles`), after it their grants and row-level security; `unit_roles` (a list, empty
+    (`etl.target.roles`), after it their grants and row-level security; `unit_roles` (a list, empty
     for every unit the target holds) adds a login role per unit."""
     from etl.target import roles as access
 

@@ -1,4 +1,4 @@
-"""Airflow's processes and their environment (etl/airflow_env.py): which running processes give
+"""Airflow's processes and their environment (etl/orchestration/airflow_env.py): which running processes give
 tasks their environment, and `etl check`'s warnings when a variable a mapping names is not in it.
 
 The processes are real: a stand-in `airflow` console script (an interpreter running a file named

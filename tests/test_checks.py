@@ -1,4 +1,4 @@
-"""The checkers of `etl.checks`, tested against numbers built from the authorities' rules, not
+"""The checkers of `etl.standard.checks`, tested against numbers built from the authorities' rules, not
 from our own code: resident ID numbers from GB 11643's weights and the area codes of GB/T 2260
 as python-stdnum's table records them (every era).
 """

@@ -1,4 +1,4 @@
-"""Cleaning (etl.clean) and masking (etl.masking): one behaviour per test, real frames."""
+"""Cleaning (etl.standard.clean) and masking (etl.common.masking): one behaviour per test, real frames."""
 
 from __future__ import annotations
 

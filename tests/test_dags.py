@@ -1,4 +1,4 @@
-"""The Airflow DAGs (dags/dual_prevention.py) and their task bodies (etl/orchestrate.py):
+"""The Airflow DAGs (dags/dual_prevention.py) and their task bodies (etl/orchestration/tasks.py):
 a shard of units is the unit of Airflow work (plan -> extract -> transform -> load -> summarise);
 timeliness is a DAG of its own, woken by the ingestion runs' asset and a daily cron.
 

@@ -1,4 +1,4 @@
-"""GB/T 2260 names and codes (etl.divisions), checked against what stdnum's table holds."""
+"""GB/T 2260 names and codes (etl.standard.divisions), checked against what stdnum's table holds."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A unit's life between runs (issue 21), from the target's memory of each dataset
-(`etl.history`): a dataset never loaded under its key is loaded in full by an incremental run,
+(`etl.target.history`): a dataset never loaded under its key is loaded in full by an incremental run,
 the first incremental after a full load reads only what changed since it, a gap left by failed
 days is read again, rows deleted at the source become D by comparing keys, and a source that
 suddenly lacks most of its records marks nothing until a person confirms.

@@ -1,6 +1,6 @@
 """etl.media.files: a unit's attachments read from a local folder and from an HTTP file server the
 test starts on 127.0.0.1, judged by content, stored once per content, streamed with bounded
-memory. Real files (etl.sample_files builds them to their specifications), real servers."""
+memory. Real files (etl.onboarding.sample_files builds them to their specifications), real servers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Planning an Airflow run (etl.planning): which units and datasets, their windows, the shards.
+"""Planning an Airflow run (etl.orchestration.planning): which units and datasets, their windows, the shards.
 
 No data moves here: these tests read mapping files only (and write them, for a province of
 10,000 units)."""

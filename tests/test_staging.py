@@ -1,4 +1,4 @@
-"""Staging (etl/staging.py): safe keys, exact frames without pickle, folders, object storage
+"""Staging (etl/orchestration/staging.py): safe keys, exact frames without pickle, folders, object storage
 and the target's `ingest_stage` table on SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def test_a_crafted_pickle_cell_is_refused_and_not_run(tmp_path):
 def test_an_object_not_written_by_staging_is_refused():
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table({"a": ['["p", "x"]']}), sink)
-    with pytest.raises(ConfigError, match="not written by etl.staging"):
+    with pytest.raises(ConfigError, match="not written by etl.orchestration.staging"):
         staging.frame_from_bytes(sink.getvalue().to_pybytes(), where="k")
     with pytest.raises(ConfigError, match="k is not readable Parquet"):
         staging.frame_from_bytes(b"garbage", where="k")

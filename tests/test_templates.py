@@ -1,4 +1,4 @@
-"""System templates (etl.templates): `extends:` merged key by key, chains, cycles, problems named
+"""System templates (etl.mapping.templates): `extends:` merged key by key, chains, cycles, problems named
 by the file they come from, the digest and cache over the whole chain, `etl check` of templates
 and folders, and planning that sees units only."""
 

@@ -25,7 +25,7 @@ def load_mapping(path: str | Path) -> Mapping:
 
 def parse_mapping(path: Path, data: bytes) -> Mapping:
     """Validate a mapping file's bytes (read once by the caller); `path` names it. A file that
-    says `extends:` is validated merged with its templates (etl.templates)."""
+    says `extends:` is validated merged with its templates (etl.mapping.templates)."""
     shown = display(path)
     raw = parse_yaml(path, data)
     if not isinstance(raw, dict):

@@ -52,7 +52,7 @@ class SourceSpec(_Model):
     statement_timeout_s: float = 3600.0  # one query (PostgreSQL statement_timeout, MySQL read_timeout)
     connect_timeout_s: float = 30.0  # connecting; SQLite's wait for a locked file
     timezone: str = "Asia/Shanghai"  # the zone of the source's zone-less timestamps
-    require_tls: bool = False  # refuse a connection without TLS (etl.tls; ETL_REQUIRE_TLS: all)
+    require_tls: bool = False  # refuse a connection without TLS (etl.common.outbound; ETL_REQUIRE_TLS: all)
 
     @field_validator("timezone")
     @classmethod
@@ -107,7 +107,7 @@ class DeletedSpec(_Model):
 
 
 class FileSpec(_Model):
-    """Where an M (multimedia) field's file comes from (`etl.attachments`): the field's column
+    """Where an M (multimedia) field's file comes from (`etl.media.attachments`): the field's column
     holds a path relative to a base folder or URL (`base`, `base_env`, `conn_id`), or names
     the file whose bytes are in a BLOB column (`blob`). Exactly one of the four."""
 
@@ -115,7 +115,7 @@ class FileSpec(_Model):
     base_env: str | None = None   # an environment variable holding the base (may hold credentials)
     conn_id: str | None = None    # an Airflow connection whose URI is the base
     blob: str | None = None       # a source column holding the file's bytes
-    max_mb: float | None = None   # the largest file accepted, in MiB (default etl.media's 2 GiB)
+    max_mb: float | None = None   # the largest file accepted, in MiB (default etl.media.files's 2 GiB)
 
     @field_validator("max_mb")
     @classmethod

@@ -8,7 +8,7 @@ anything sqlglot knows but we did not list, such as INSERT, SELECT ... INTO, FOR
 SET, CALL, is refused), calling none of the functions known to act outside the query.
 
 This is one control of three: the drivers are also kept from running several statements
-(see `etl.extract`), and the real guarantee is a read-only source account without superuser
+(see `etl.source.extract`), and the real guarantee is a read-only source account without superuser
 (README, "The source account"): a function list can never be complete.
 """
 

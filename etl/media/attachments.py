@@ -4,7 +4,7 @@
 A mapping's `file:` (`etl.mapping.FileSpec`) says where an M field's file comes from: the
 field's column holds a path under a base folder or URL (`base`, `base_env`, `conn_id`), or the
 file's name while a BLOB column holds its bytes (`blob`). `collect` brings each live row's file
-into the collecting organisation's store (`etl.media`: streamed, typed by content, size-limited,
+into the collecting organisation's store (`etl.media.files`: streamed, typed by content, size-limited,
 stored once per content), keeps the file's base name in the field (what the standard shows, e.g.
 `XX 管理制度.doc`), and hands on two hidden columns: `_media_sha256` (the files' digests, which
 `rowHash` covers, so a changed file with the same name makes the record `U`) and `_media` (the

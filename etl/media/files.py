@@ -9,7 +9,7 @@ evidence, the bytes are. So:
 * `FileSource` reads a unit's files through fsspec from a base folder or URL (a mounted
   share, `file://`, `http(s)://`, `sftp://`). A relative path from the unit's data may not
   climb out of that base. Credentials come from the environment that built the base, never a
-  mapping; every location shown or stored has them removed (`etl.masking`).
+  mapping; every location shown or stored has them removed (`etl.common.masking`).
 * `MediaStore.put` copies a stream in chunks while hashing (a 2 GB video is never in memory),
   judges the type from the first bytes (`filetype`), refuses what is not evidence, disagrees
   with its name, or passes the size limit (it stops reading there), and keeps each distinct

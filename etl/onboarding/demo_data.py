@@ -15,7 +15,7 @@ Both contain deliberate dirt that real sources have; `PLANTED` lists it with the
 can assert on it. Everything derives from `random.Random(SEED)` and fixed dates: two calls give
 identical table contents on any machine, any day.
 
-Attachments (the M fields, `etl.attachments`): unit A keeps its documents as files under
+Attachments (the M fields, `etl.media.attachments`): unit A keeps its documents as files under
 `var/demo_files/demo_jinling_chem/` (docx rules, jpg sign-in sheets, jpg/pdf/png risk images),
 its tables naming them by relative path; unit B keeps them as BLOBs beside their names (`zd_gl.fjnr`,
 `fxtk.wjnr`). One risk notice is the same PDF in both units (stored once).

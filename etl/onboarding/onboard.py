@@ -158,7 +158,7 @@ def _xlsx_lines(path: Path):
 
 
 def org_no_problem(value: str) -> str | None:
-    """Why `value` is not a unified social credit code (GB 32100), or None: as `etl.checks`
+    """Why `value` is not a unified social credit code (GB 32100), or None: as `etl.standard.checks`
     validates orgNo, with the part that is wrong."""
     from stdnum.cn import uscc
 

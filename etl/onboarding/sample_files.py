@@ -1,5 +1,5 @@
 """Small real files of each evidence kind, built from their specifications: for `etl demo`'s
-attachments and for tests of `etl.media`. Each opens in the program its type names (a Word
+attachments and for tests of `etl.media.files`. Each opens in the program its type names (a Word
 document with a line of text, a one-page PDF, an 8x8 JPEG ...), so what the store judges by
 content is what a person would see; no third-party writer is needed except openpyxl (already a
 dependency) for `.xlsx`.

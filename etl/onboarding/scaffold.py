@@ -10,7 +10,7 @@ how sure each guess is, and writes `TODO` where it found nothing for a required 
 `etl check --offline` fails only on those lines until someone fills them in.
 
 Only the catalogue and a bounded sample of distinct values of enumerated columns are read, in a
-read-only session (`etl.extract.read_only`); the URL is never printed or written.
+read-only session (`etl.source.extract.read_only`); the URL is never printed or written.
 """
 
 from __future__ import annotations

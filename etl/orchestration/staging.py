@@ -557,7 +557,7 @@ def frame_from_bytes(data: bytes, *, expect: dict[str, str] | None = None,
                           f"task so it stages afresh") from exc
     md = table.schema.metadata or {}
     if md.get(_FORMAT_KEY) != _FORMAT:
-        raise ConfigError(f"{label} was not written by etl.staging (format "
+        raise ConfigError(f"{label} was not written by etl.orchestration.staging (format "
                           f"{md.get(_FORMAT_KEY)!r}): clear this unit's extract task")
     try:
         meta = json.loads(md.get(_META_KEY, b"{}"))

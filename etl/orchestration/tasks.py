@@ -3,7 +3,7 @@ extract -> transform -> load, then summarise.
 
 A task instance may run in its own process on another machine, so nothing is kept in memory
 between tasks: the plan, each stage's manifest and the data itself go to the staging store
-(`etl.staging`: a folder, object storage, or the target database), and XCom carries only a
+(`etl.orchestration.staging`: a folder, object storage, or the target database), and XCom carries only a
 shard's keys. The stages are the pipeline's own (`plan`, `extract_chunks`, `prepare`,
 `load_checked`), so a DAG run and `etl run` write exactly the same target rows.
 

@@ -188,7 +188,7 @@ def plan(engine: Engine, mapping: Mapping, tx_code: str, *, mode: Mode = "full",
          since: datetime | None = None, until: datetime | None = None, scheduled: bool = False,
          run_id: str | None = None, now: datetime | None = None,
          dag_run_id: str | None = None, allow_mass_delete: bool = False) -> Plan:
-    """Resolve mode and window from the target's memory of the dataset (`etl.history`).
+    """Resolve mode and window from the target's memory of the dataset (`etl.target.history`).
 
     `full` reads everything and marks what the source lacks as D. `incremental` reads the rows
     updated in the window, starting, without `since`, where the last successful load's read

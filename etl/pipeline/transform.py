@@ -1,7 +1,7 @@
 """Turning a unit's rows into the standard's fields: value maps, defaults, constants, fill
 rules, and the record identity (`ID`) and content digest (`rowHash`).
 
-Cleaning of spellings (dates, flags, full-width, enumerations) is `etl.clean`'s job; this
+Cleaning of spellings (dates, flags, full-width, enumerations) is `etl.standard.clean`'s job; this
 module only applies what the mapping file says and what the standard implies.
 """
 

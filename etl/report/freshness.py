@@ -125,7 +125,7 @@ def appeared(m: Mapping, seen: MutableMapping[Path, datetime | None] | None = No
         return None
     seen = {} if seen is None else seen
     newest = own
-    for rel, _sha in m.templates:  # relative to the unit's folder, as etl.templates resolved them
+    for rel, _sha in m.templates:  # relative to the unit's folder, as etl.mapping.templates resolved them
         path = Path(os.path.normpath(m.path.parent / rel))
         if path not in seen:
             seen[path] = _mtime(path)

@@ -75,7 +75,7 @@ def coverage(mapping: Mapping, origins: dict[tuple[str, str], str] | None = None
             elif rule.column:
                 how = "column" + (" + values" if rule.values else "") + (" + default" if rule.default else "")
                 src = rule.column
-                if rule.file is not None:  # an attachment collected (etl.attachments)
+                if rule.file is not None:  # an attachment collected (etl.media.attachments)
                     how, src = how + " + file", f"{src} ({rule.file.describe()})"
             else:
                 how, src = "default", rule.default or ""

@@ -4,7 +4,7 @@ normalisation").
 Sources are companies' own databases, so one field arrives as ``'2024/7/8'`` here,
 ``datetime.date`` there, ``20240708`` (an int) elsewhere; flags as 是/否, Y/N or 1.0; levels
 as 较大 instead of 较大风险. Cleaning rewrites what has one unambiguous reading and leaves
-everything else as trimmed text, so that validation (`etl.validate`) rejects it with the value
+everything else as trimmed text, so that validation (`etl.standard.validate`) rejects it with the value
 the source actually sent. It never guesses: 2024-02-30 stays 2024-02-30.
 
 What each field gets is decided by its `etl.standard.Field` (kind, type, enum, separator),

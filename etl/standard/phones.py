@@ -3,7 +3,7 @@
 A unit writes a landline without its area code (`52345678`) when everybody it deals with is in
 its city. To complete it we need the city's trunk area code (南京市 320100 -> 025). No table of
 ours: libphonenumber describes each area code's region in Chinese (`江苏省南京市`, or several
-cities sharing one code: `四川省成都市、资阳市、眉山市`), and `etl.divisions` turns those names
+cities sharing one code: `四川省成都市、资阳市、眉山市`), and `etl.standard.divisions` turns those names
 into GB/T 2260 city codes.
 """
 

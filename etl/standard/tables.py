@@ -1,6 +1,6 @@
 """The Jiangsu standard's Appendix A as data: the one place the field lists live.
 
-DDL (`etl.target`), validation schemas (`etl.validate`), the mapping checker and the docs all
+DDL (`etl.target`), validation schemas (`etl.standard.validate`), the mapping checker and the docs all
 read this module; nothing else restates a field list. Decisions taken where the standard
 contradicts itself are recorded in `../shared/spec/fields.md` and in the README.
 
@@ -55,7 +55,7 @@ class Field:
     enum: tuple[str, ...] | None = None
     separator: str | None = None  # multi-valued enumerations/lists are joined by this
     note: str = ""
-    encrypted: bool = False  # personal data encrypted at rest when a data key is set (etl.crypt)
+    encrypted: bool = False  # personal data encrypted at rest when a data key is set (etl.target.crypt)
 
     @property
     def storage_length(self) -> int:
@@ -123,7 +123,7 @@ class Dataset:
         return tuple(f.name for f in self.fields if f.required)
 
 
-ENCRYPTED_LENGTH = 255  # storage length of an encrypted field (etl.crypt)
+ENCRYPTED_LENGTH = 255  # storage length of an encrypted field (etl.target.crypt)
 
 
 def encrypted_fields(ds: "Dataset") -> tuple[Field, ...]:

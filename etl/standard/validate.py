@@ -2,7 +2,7 @@
 every failure of a chunk, and turned into reject rows with personal data masked.
 
 Rule names (`length`, `enum`, `date`, `uscc`, `idcard`, `regno`, `phone`, `division`,
-`required`, `date_order`, `required_when`, `reference`, and `binary` from `etl.clean`) are what
+`required`, `date_order`, `required_when`, `reference`, and `binary` from `etl.standard.clean`) are what
 `ingest_reject.rule` holds; warnings (`expired`, `overdue`, `division_within`, `outside_jiangsu`)
 load the row anyway.
 """

@@ -36,7 +36,7 @@ OWNER, LOADER, READER, UNIT_READER = "etl_owner", "etl_loader", "etl_reader", "e
 UNIT_ROLE_TABLE = "etl_unit_role"
 UNIT_ROLE_PREFIX = "etl_unit_"
 VERSION_TABLE = "alembic_version"
-#: the one table the loader may DELETE from: staged objects, removed once loaded (etl.staging)
+#: the one table the loader may DELETE from: staged objects, removed once loaded (etl.orchestration.staging)
 DELETABLE = ("ingest_stage",)
 _ORG_NO = re.compile(r"[0-9A-Z]{18}")
 _MYSQL_DENIED = {1044, 1142, 1143, 1227, 1370}

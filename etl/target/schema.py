@@ -15,7 +15,7 @@ from etl import standard
 from etl.standard import Dataset, Field
 
 HASH_COLUMN = "rowHash"
-HMAC_SUFFIX = "Hmac"  # `<field>Hmac`: the blind index of an encrypted field (etl.crypt)
+HMAC_SUFFIX = "Hmac"  # `<field>Hmac`: the blind index of an encrypted field (etl.target.crypt)
 HMAC_LENGTH = 64
 TEXT_THRESHOLD = 500  # longer C fields become TEXT (MariaDB's row size limit)
 
@@ -118,7 +118,7 @@ ingest_reject = sa.Table(
     comment="rejected rows (severity error), dropped duplicates and warnings; personal data masked",
 )
 
-#: Who and what ran each load (etl.provenance): name, length, comment.
+#: Who and what ran each load (etl.common.provenance): name, length, comment.
 RUN_AUDIT_COLUMNS = (
     ("dagRunId", 250, "the Airflow DAG run id; null outside Airflow"),
     ("host", 255, "the host the load ran on"),
@@ -200,7 +200,7 @@ ingest_media = sa.Table(
     sa.Column("runId", sa.String(200), nullable=False),
     sa.Index("ix_ingest_media_unit", "orgNo", "txCode"),
     sa.Index("ix_ingest_media_sha256", "sha256"),
-    comment="the file behind each record's M field (etl.attachments; migration 0008): one "
+    comment="the file behind each record's M field (etl.media.attachments; migration 0008): one "
             "current row per record and field, its content in the media store by sha256",
 )
 
@@ -217,7 +217,7 @@ ingest_stage = sa.Table(
     sa.Column("data", sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb"),
               nullable=False),
     sa.Column("createdAt", sa.DateTime(timezone=True), nullable=False),
-    comment="scratch: objects Airflow tasks hand each other (etl.staging), in parts of at most "
+    comment="scratch: objects Airflow tasks hand each other (etl.orchestration.staging), in parts of at most "
             "4 MiB; UNLOGGED on PostgreSQL",
 )
 

@@ -1,7 +1,7 @@
 """The staging table `ingest_stage`: where Airflow tasks hand data to each other.
 
 Tasks of one unit may run on different workers (CeleryExecutor), so a worker's local disk
-cannot hold what extract passes to load; every worker reaches the target (`etl.staging`).
+cannot hold what extract passes to load; every worker reaches the target (`etl.orchestration.staging`).
 On PostgreSQL the table is UNLOGGED: staged objects are scratch that an extract rewrites,
 so they need not cost WAL (nor reach standbys), and a crash that empties the table only
 makes the load ask for its extract again.
@@ -35,7 +35,7 @@ def upgrade() -> None:
         sa.Column("data", sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb"),
                   nullable=False),
         sa.Column("createdAt", sa.DateTime(timezone=True), nullable=False),
-        comment="scratch: objects Airflow tasks hand each other (etl.staging), in parts of at "
+        comment="scratch: objects Airflow tasks hand each other (etl.orchestration.staging), in parts of at "
                 "most 4 MiB; UNLOGGED on PostgreSQL",
         if_not_exists=True,
     )

@@ -40,7 +40,7 @@ def upgrade() -> None:
         sa.Column("sourceMtime", sa.String(64), nullable=True),
         sa.Column("fetchedAt", sa.DateTime(timezone=True), nullable=False),
         sa.Column("runId", sa.String(200), nullable=False),
-        comment="the file behind each record's M field (etl.attachments; migration 0008): one "
+        comment="the file behind each record's M field (etl.media.attachments; migration 0008): one "
                 "current row per record and field, its content in the media store by sha256",
     )
     op.create_index("ix_ingest_media_unit", "ingest_media", ["orgNo", "txCode"])
