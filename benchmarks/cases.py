@@ -112,12 +112,11 @@ _STAGES = (  # (module, function, label): where the pipeline's wall time goes
 def _instrument() -> collections.Counter:
     """Wrap the pipeline's stage functions to sum their wall time (microseconds per call of
     overhead, a dozen calls per chunk)."""
-    from etl import pipeline
-    from etl.pipeline import transform
+    from etl.pipeline import run, transform  # the modules whose names the stages call
     from etl.target import load
 
     spent: collections.Counter = collections.Counter()
-    owners = {"pipeline": pipeline, "transform": transform, "DatasetLoad": load.DatasetLoad}
+    owners = {"pipeline": run, "transform": transform, "DatasetLoad": load.DatasetLoad}
 
     def timed(fn: Callable, label: str) -> Callable:
         @functools.wraps(fn)
