@@ -370,3 +370,19 @@ def test_a_malformed_key_stops_etl_run_before_anything_is_written(tmp_path, monk
                        env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "ETL_DATA_KEY: not a data key" in p.stderr
     assert "not-a-key" not in p.stderr and not (tmp_path / "target.sqlite").exists()
+
+
+def test_0010_adds_the_key_table_to_a_target_made_before_it(url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    engine = target.connect(url)
+    target.upgrade(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE ingest_key")
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0009'"))
+    assert target.upgrade(engine) == ("0009", target.head_revision())
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), target.metadata) == []
+        assert conn.execute(sa.select(sa.func.count()).select_from(target.ingest_key)).scalar() == 0
+    engine.dispose()

@@ -221,6 +221,23 @@ ingest_stage = sa.Table(
             "4 MiB; UNLOGGED on PostgreSQL",
 )
 
+#: `ingest_key.purpose` of the data key's row (etl.target.crypt): the one row there is
+DATA_KEY_PURPOSE = "data"
+
+ingest_key = sa.Table(
+    "ingest_key", metadata,
+    sa.Column("purpose", sa.String(16), primary_key=True),
+    sa.Column("keyId", sa.String(8), nullable=False,
+              comment="the key id its ciphertexts carry (enc:v1:<keyId>:...)"),
+    sa.Column("fingerprint", sa.String(64), nullable=False,
+              comment="HKDF-SHA256 of the key under its own label, hex: one-way, never the key"),
+    sa.Column("setAt", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("setBy", sa.String(200), nullable=False,
+              comment="the run that stored the first encrypted value, or etl rotate-key"),
+    comment="the data key the target's encrypted values are under (etl.target.crypt; migration "
+            "0010): a load with another key, or none, is refused; etl rotate-key moves it",
+)
+
 
 def table(tx_code: str) -> sa.Table:
     return DATASET_TABLES[standard.dataset(tx_code).tx_code]
