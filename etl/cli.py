@@ -113,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--target", help=target_help)
     init.add_argument("--roles", action="store_true",
                       help="also create the roles etl_owner (owns the tables), etl_loader (SELECT, "
-                      "INSERT, UPDATE: run the loads as it), etl_reader (SELECT) and etl_unit_reader "
+                      "INSERT; UPDATE only on current state, never on the ledger or batches: run "
+                      "the loads as it), etl_reader (SELECT) and etl_unit_reader "
                       "(row-level security by orgNo), and grant them; PostgreSQL, MariaDB without "
                       "unit scope; sets no password")
     init.add_argument("--unit-roles", nargs="*", metavar="ORGNO",

@@ -9,6 +9,7 @@ the `etl_loader` role.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from tests.helpers import ORG_A, hidden_danger_mapping, hidden_danger_row, query
 
 PASSWORD = "R0le-Pw_14"
 MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
+SECURITY_MD = Path(__file__).resolve().parent.parent / "docs" / "security.md"
+PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE")
+LATER = "etl_later_table"  # stands for "a table a later migration adds"
 
 
 def _orgs_of_demo() -> tuple[str, str]:
@@ -164,8 +168,120 @@ def test_the_loader_may_not_change_the_schema_nor_remove_records(demo_target):
                           "'REFERENCES', 'TRIGGER']) p WHERE c.relnamespace = 'public'::regnamespace AND "
                           "c.relkind = 'r' AND has_table_privilege('etl_loader', c.oid, p)")
     assert rights == [("ingest_stage", "DELETE")]
+    updatable = query(admin, "SELECT c.relname FROM pg_class c WHERE c.relnamespace = "
+                             "'public'::regnamespace AND c.relkind IN ('r', 'p') AND "
+                             "has_table_privilege('etl_loader', c.oid, 'UPDATE') ORDER BY 1")
+    assert [n for (n,) in updatable] == sorted(n for n, r in roles.LOADER_WRITES.items() if "UPDATE" in r)
     with sa.create_engine(loader).begin() as conn:  # what staging needs: its rows only
         conn.exec_driver_sql("DELETE FROM ingest_stage WHERE \"stageKey\" = 'none'")
+
+
+def test_a_stolen_loader_password_cannot_rewrite_the_ledger_or_move_a_batch(demo_target):
+    admin, loader, (a, b) = demo_target
+    ledger = query(admin, 'SELECT "changeId", "batchNo", "ID", "busType", record FROM ingest_change ORDER BY 1')
+    batches = query(admin, 'SELECT * FROM ingest_batch ORDER BY 1')
+    runs = query(admin, 'SELECT "runKey", status, inserted FROM ingest_run ORDER BY 1')
+    assert ledger and batches and runs
+    for sql in ("UPDATE ingest_change SET record = '{}'",
+                f"UPDATE ingest_batch SET \"orgNo\" = '{b}' WHERE \"orgNo\" = '{a}'",
+                "UPDATE ingest_change SET \"batchNo\" = (SELECT min(\"batchNo\") FROM ingest_batch)",
+                "UPDATE ingest_run SET status = 'success', inserted = 0",
+                "UPDATE ingest_reject SET message = ''", "DELETE FROM ingest_audit",
+                "DELETE FROM ingest_key", "UPDATE ingest_key SET \"keyId\" = '00000000'"):
+        _refused(loader, sql)
+    assert query(admin, 'SELECT "changeId", "batchNo", "ID", "busType", record FROM ingest_change ORDER BY 1') == ledger
+    assert query(admin, 'SELECT * FROM ingest_batch ORDER BY 1') == batches
+    assert query(admin, 'SELECT "runKey", status, inserted FROM ingest_run ORDER BY 1') == runs
+
+
+def _documented() -> list[tuple[list[str], dict[str, set[str]]]]:
+    """docs/security.md's table of privileges: ([table, ...], {role: {privilege, ...}}) per row;
+    "a table a later migration adds" stands as LATER."""
+    text = SECURITY_MD.read_text(encoding="utf-8")
+    section = text.split("### Privileges by role and table", 1)[1].split("\n\n|", 1)[1]
+    lines = ("|" + section).split("\n\n", 1)[0].splitlines()
+    head = [c.strip().split()[0].strip("`") for c in lines[0].strip("|").split("|")]
+    assert head[1:] == [roles.LOADER, roles.READER, roles.UNIT_READER], head
+    rows = []
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        tables = re.findall(r"`([a-z_]+)`", cells[0]) or ([LATER] if "later migration" in cells[0] else [])
+        assert tables, line
+        rows.append((tables, {role: {p for p in PRIVILEGES if re.search(rf"\b{p}\b", cell)}
+                              for role, cell in zip(head[1:], cells[1:])}))
+    return rows
+
+
+def _attempts(conn_url: str, table: str, dialect: str) -> dict[str, bool]:
+    """Whether the login of `conn_url` may SELECT, INSERT, UPDATE, DELETE and TRUNCATE `table`:
+    each tried for real (no row matches; PostgreSQL rolls each back), refused = a permission error."""
+    q = (lambda n: f'"{n}"') if dialect == "postgresql" else (lambda n: f"`{n}`")
+    engine = sa.create_engine(conn_url)
+    try:
+        with engine.connect() as conn:
+            column = sa.inspect(conn).get_columns(table)[0]["name"] if dialect != "postgresql" else \
+                conn.exec_driver_sql("SELECT attname FROM pg_attribute WHERE attrelid = %(t)s::regclass "
+                                     "AND attnum = 1", {"t": table}).scalar()
+        never = "false" if dialect == "postgresql" else "1 = 0"
+        tried = {"SELECT": f"SELECT 1 FROM {q(table)} LIMIT 0",
+                 "INSERT": f"INSERT INTO {q(table)} SELECT * FROM {q(table)} WHERE {never}",
+                 "UPDATE": f"UPDATE {q(table)} SET {q(column)} = NULL WHERE {never}",
+                 "DELETE": f"DELETE FROM {q(table)} WHERE {never}",
+                 "TRUNCATE": f"TRUNCATE TABLE {q(table)}"}
+        out = {}
+        for privilege, sql in tried.items():
+            with engine.connect() as conn:
+                try:
+                    with conn.begin() as tx:
+                        conn.exec_driver_sql(sql)
+                        tx.rollback()
+                    out[privilege] = True
+                except sa.exc.DBAPIError as e:
+                    out[privilege] = not roles.is_permission_error(e)
+        return out
+    finally:
+        engine.dispose()
+
+
+def test_each_role_may_do_on_each_table_exactly_what_docs_security_md_says(pg_url, scram_roles):
+    assert _init(pg_url, "--unit-roles", ORG_A) == 0
+    with sa.create_engine(pg_url).begin() as conn:  # what a later migration does, as the owner
+        conn.exec_driver_sql(f'SET LOCAL ROLE "{roles.OWNER}"')
+        conn.exec_driver_sql(f"CREATE TABLE {LATER} (a int)")
+    documented = _documented()
+    assert sorted(t for tables, _ in documented for t in tables) == sorted(
+        [*roles.pipeline_tables(), roles.VERSION_TABLE, roles.UNIT_ROLE_TABLE, LATER])
+    logins = {roles.LOADER: _login(pg_url, roles.LOADER), roles.READER: _login(pg_url, roles.READER),
+              roles.UNIT_READER: _login(pg_url, roles.unit_role(ORG_A))}
+    wrong = []
+    for tables, allowed in documented:
+        for table in tables:
+            for role, url in logins.items():
+                for privilege, done in _attempts(url, table, "postgresql").items():
+                    if done != (privilege in allowed[role]):
+                        wrong.append(f"{role} {privilege} {table}: {'allowed' if done else 'refused'}")
+    assert wrong == []
+
+
+def test_rerunning_init_target_roles_takes_away_what_earlier_versions_granted(pg_url, scram_roles):
+    assert _init(pg_url, "--unit-roles", ORG_A) == 0
+    fresh = _catalogue(pg_url)
+    with sa.create_engine(pg_url).begin() as conn:  # what --roles granted before issue 23
+        conn.exec_driver_sql("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO etl_loader")
+        conn.exec_driver_sql("GRANT UPDATE ON ALL SEQUENCES IN SCHEMA public TO etl_loader")
+        conn.exec_driver_sql("ALTER DEFAULT PRIVILEGES FOR ROLE etl_owner IN SCHEMA public "
+                             "GRANT SELECT, INSERT, UPDATE ON TABLES TO etl_loader")
+        conn.exec_driver_sql("GRANT UPDATE, DELETE ON ingest_change TO PUBLIC")
+    loader = _login(pg_url, roles.LOADER)
+    assert _attempts(loader, "ingest_change", "postgresql")["UPDATE"]  # the old grants took
+    assert _init(pg_url, "--unit-roles", ORG_A) == 0
+    assert _catalogue(pg_url) == fresh
+    assert not _attempts(loader, "ingest_change", "postgresql")["UPDATE"]
+    with sa.create_engine(pg_url).begin() as conn:
+        conn.exec_driver_sql(f'SET LOCAL ROLE "{roles.OWNER}"')
+        conn.exec_driver_sql(f"CREATE TABLE {LATER} (a int)")
+    assert _attempts(loader, LATER, "postgresql") == {
+        "SELECT": True, "INSERT": True, "UPDATE": False, "DELETE": False, "TRUNCATE": False}
 
 
 def test_the_loader_hands_objects_over_in_the_target_staging_table(demo_target):
@@ -265,7 +381,8 @@ def test_a_loader_meeting_an_old_schema_says_to_run_init_target_as_the_owner(dem
 
 
 def _grants(url: str) -> list:
-    return [query(url, f"SHOW GRANTS FOR {r}") for r in (roles.OWNER, roles.LOADER, roles.READER)]
+    """Each role's grants (MariaDB lists them in no stable order once one was revoked)."""
+    return [sorted(query(url, f"SHOW GRANTS FOR {r}")) for r in (roles.OWNER, roles.LOADER, roles.READER)]
 
 
 @pytest.fixture
@@ -299,6 +416,45 @@ def test_mariadb_loader_loads_and_may_not_change_the_schema_nor_remove_records(
                 "DELETE FROM hidden_danger", "DELETE FROM ingest_change", "TRUNCATE TABLE ingest_change",
                 "TRUNCATE TABLE hidden_danger", "UPDATE alembic_version SET version_num = 'x'"):
         _refused(loader, sql)
+
+
+def _mariadb_user(admin_url: str, user: str, role: str) -> str:
+    with sa.create_engine(admin_url, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.exec_driver_sql(f"CREATE USER IF NOT EXISTS '{user}'@'%%' IDENTIFIED BY '{PASSWORD}'")
+        conn.exec_driver_sql(f"GRANT {role} TO '{user}'@'%%'")
+        conn.exec_driver_sql(f"SET DEFAULT ROLE {role} FOR '{user}'@'%%'")
+    return make_url(admin_url).set(username=user, password=PASSWORD).render_as_string(hide_password=False)
+
+
+def test_mariadb_loader_and_reader_may_do_exactly_what_docs_security_md_says(mariadb_loader):
+    admin, loader = mariadb_loader
+    reader = _mariadb_user(admin, "etl_read23", roles.READER)
+    with sa.create_engine(admin).begin() as conn:  # a later migration: no default privileges here
+        conn.exec_driver_sql(f"CREATE TABLE {LATER} (a int)")
+    wrong = []
+    for tables, allowed in _documented():
+        for table in tables:
+            if table in (roles.UNIT_ROLE_TABLE,):  # row-level security's lookup: PostgreSQL only
+                continue
+            for role, url in ((roles.LOADER, loader), (roles.READER, reader)):
+                expected = {"SELECT"} if table == LATER else allowed[role]  # until --roles again
+                for privilege, done in _attempts(url, table, "mariadb").items():
+                    if done != (privilege in expected):
+                        wrong.append(f"{role} {privilege} {table}: {'allowed' if done else 'refused'}")
+    assert wrong == []
+
+
+def test_mariadb_rerun_takes_away_what_earlier_versions_granted(mariadb_loader):
+    admin, loader = mariadb_loader
+    fresh = _grants(admin)
+    db = make_url(admin).database
+    with sa.create_engine(admin, isolation_level="AUTOCOMMIT").connect() as conn:  # before issue 23
+        for table in ("ingest_change", "ingest_batch", "ingest_run", "ingest_stage"):
+            conn.exec_driver_sql(f"GRANT INSERT, UPDATE ON `{db}`.`{table}` TO {roles.LOADER}")
+    assert _attempts(loader, "ingest_change", "mariadb")["UPDATE"]
+    assert _init(admin) == 0
+    assert _grants(admin) == fresh
+    assert not _attempts(loader, "ingest_change", "mariadb")["UPDATE"]
 
 
 def test_unit_roles_are_refused_where_there_is_no_row_level_security(mariadb_url, sqlite_url, capsys):

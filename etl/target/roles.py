@@ -4,11 +4,15 @@ PostgreSQL:
 * `etl_owner` (NOLOGIN) owns every pipeline table and runs the migrations: `etl init-target`
   run by a member of it (the DBA) does `SET ROLE etl_owner` first, so whatever a migration
   creates belongs to the owner, never to a person.
-* `etl_loader` (LOGIN) runs the loads: SELECT, INSERT, UPDATE on the pipeline's tables, USAGE
-  on their sequences, temporary tables (the load's stage); DELETE on `ingest_stage` only (the
-  Airflow hand-over emptied as each load commits). No DDL, no DELETE or TRUNCATE of records or
-  ledger: a stolen loader password can add and change records, which the ledger shows, but
-  cannot remove history.
+* `etl_loader` (LOGIN) runs the loads: SELECT and INSERT on the pipeline's tables, USAGE on
+  their sequences, temporary tables (the load's stage), and beyond that only what a load needs,
+  table by table (`LOADER_WRITES`): UPDATE where a row is current state (the dataset tables' U
+  and D, the day's batch counter, a record's attachment), DELETE on `ingest_stage` (the Airflow
+  hand-over emptied as each load commits). History is append-only: the ledger, the batches,
+  runs, rejects, audits, reconciliations and the key fingerprint get no UPDATE or DELETE, and a
+  table a later migration adds gets SELECT and INSERT only (default privileges) until this
+  module says more. No DDL, no TRUNCATE. A stolen loader password can change a record's current
+  values, but not the ledger that shows what each load stored, nor which unit a batch is of.
 * `etl_reader` (LOGIN): SELECT on every pipeline table.
 * `etl_unit_reader` (NOLOGIN) and one LOGIN role per unit, `etl_unit_<orgNo in lower case>`,
   member of it: row-level security on every table with `orgNo` (and on the ledger, through
@@ -36,14 +40,27 @@ OWNER, LOADER, READER, UNIT_READER = "etl_owner", "etl_loader", "etl_reader", "e
 UNIT_ROLE_TABLE = "etl_unit_role"
 UNIT_ROLE_PREFIX = "etl_unit_"
 VERSION_TABLE = "alembic_version"
-#: the one table the loader may DELETE from: staged objects, removed once loaded (etl.orchestration.staging)
-DELETABLE = ("ingest_stage",)
+#: What the loader may do beyond SELECT and INSERT, table by table; every other pipeline table
+#: (the ledger `ingest_change`, `ingest_batch`, `ingest_run`, `ingest_reject`, `ingest_audit`,
+#: `ingest_reconcile`, `ingest_key`) is append-only for it, as is a table a later migration adds.
+LOADER_WRITES: dict[str, tuple[str, ...]] = {
+    **{t.name: ("UPDATE",) for t in target.DATASET_TABLES.values()},  # U and D rewrite the current row
+    "ingest_batch_seq": ("UPDATE",),  # the day's counter: gap-free batch numbers (load.allocate_batches)
+    "ingest_media": ("UPDATE",),      # one current row per record and field (media.attachments.record)
+    "ingest_stage": ("DELETE",),      # staged objects, removed once loaded (orchestration.staging)
+}
 _ORG_NO = re.compile(r"[0-9A-Z]{18}")
 _MYSQL_DENIED = {1044, 1142, 1143, 1227, 1370}
+_MYSQL_NO_SUCH_GRANT = 1147
 
 
 def pipeline_tables() -> list[str]:
     return sorted(target.metadata.tables)
+
+
+def loader_rights(name: str) -> tuple[str, ...]:
+    """The loader's privileges on pipeline table `name`."""
+    return ("SELECT", "INSERT", *LOADER_WRITES.get(name, ()))
 
 
 def unit_tables() -> list[str]:
@@ -175,26 +192,31 @@ def apply_privileges(conn: Connection) -> None:
     for name in [*pipeline_tables(), VERSION_TABLE, UNIT_ROLE_TABLE]:
         if name not in present:
             continue
-        conn.exec_driver_sql(f"REVOKE ALL ON {q(name)} FROM {everyone}")
+        # from everyone first (PUBLIC too): a rerun takes away what an earlier version granted
+        conn.exec_driver_sql(f"REVOKE ALL ON {q(name)} FROM {everyone}, PUBLIC")
         conn.exec_driver_sql(f"GRANT SELECT ON {q(name)} TO {READER}")
         if name == VERSION_TABLE:
             conn.exec_driver_sql(f"GRANT SELECT ON {q(name)} TO {LOADER}")  # is the schema at head?
         elif name != UNIT_ROLE_TABLE:
-            extra = ", DELETE" if name in DELETABLE else ""
-            conn.exec_driver_sql(f"GRANT SELECT, INSERT, UPDATE{extra} ON {q(name)} TO {LOADER}")
+            conn.exec_driver_sql(f"GRANT {', '.join(loader_rights(name))} ON {q(name)} TO {LOADER}")
     for seq in conn.execute(sa.text(
             "SELECT DISTINCT s.relname FROM pg_class s JOIN pg_depend d ON d.objid = s.oid "
             "JOIN pg_class t ON t.oid = d.refobjid WHERE s.relkind = 'S' AND d.deptype IN ('a', 'i') "
             "AND t.relname = ANY(:t) AND t.relnamespace = current_schema()::regnamespace"),
             {"t": pipeline_tables()}).scalars():
-        conn.exec_driver_sql(f"REVOKE ALL ON SEQUENCE {q(seq)} FROM {everyone}")
+        conn.exec_driver_sql(f"REVOKE ALL ON SEQUENCE {q(seq)} FROM {everyone}, PUBLIC")
         conn.exec_driver_sql(f"GRANT USAGE, SELECT ON SEQUENCE {q(seq)} TO {LOADER}")
         conn.exec_driver_sql(f"GRANT SELECT ON SEQUENCE {q(seq)} TO {READER}")
-    # tables a later migration adds: the loader and reader can use them at once, a unit reader
-    # not at all until the next `etl init-target` gives it a policy
-    for grant in (f"SELECT ON TABLES TO {READER}", f"SELECT, INSERT, UPDATE ON TABLES TO {LOADER}",
+    # tables a later migration adds: the loader may read and append at once, never rewrite or
+    # remove (until `loader_rights` says so and `etl init-target` grants it); the reader reads;
+    # a unit reader sees nothing until the next `etl init-target` gives it a policy. Revoked
+    # first: earlier versions gave the loader UPDATE on every future table.
+    defaults = f"ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER} IN SCHEMA {schema}"
+    for kind in ("TABLES", "SEQUENCES"):
+        conn.exec_driver_sql(f"{defaults} REVOKE ALL ON {kind} FROM {LOADER}, {READER}")
+    for grant in (f"SELECT ON TABLES TO {READER}", f"SELECT, INSERT ON TABLES TO {LOADER}",
                   f"USAGE, SELECT ON SEQUENCES TO {LOADER}"):
-        conn.exec_driver_sql(f"ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER} IN SCHEMA {schema} GRANT {grant}")
+        conn.exec_driver_sql(f"{defaults} GRANT {grant}")
     mine = f'(SELECT "orgNo" FROM {UNIT_ROLE_TABLE} WHERE "role" = current_user)'
     scoped = {name: f'"{standard.UNIT_KEY}" = {mine}' for name in unit_tables() if name in present}
     if "ingest_change" in present:
@@ -226,9 +248,15 @@ def _apply_mariadb(conn: Connection) -> None:
     conn.exec_driver_sql(f"GRANT SELECT ON {db}.* TO {READER}, {LOADER}")
     conn.exec_driver_sql(f"GRANT CREATE TEMPORARY TABLES ON {db}.* TO {LOADER}")
     for name in pipeline_tables():
-        if name.lower() in present:
-            rights = "INSERT, UPDATE" + (", DELETE" if name in DELETABLE else "")
-            conn.exec_driver_sql(f"GRANT {rights} ON {db}.{_q(conn, name)} TO {LOADER}")
+        if name.lower() not in present:
+            continue
+        try:  # a rerun takes away what an earlier version granted (UPDATE on the ledger ...)
+            conn.exec_driver_sql(f"REVOKE ALL PRIVILEGES ON {db}.{_q(conn, name)} FROM {LOADER}")
+        except sa.exc.DBAPIError as e:
+            if not (e.orig is not None and e.orig.args and e.orig.args[0] == _MYSQL_NO_SUCH_GRANT):
+                raise
+        rights = [r for r in loader_rights(name) if r != "SELECT"]  # SELECT: on the database
+        conn.exec_driver_sql(f"GRANT {', '.join(rights)} ON {db}.{_q(conn, name)} TO {LOADER}")
 
 
 def _ensure_role(conn: Connection, role: str, login: bool) -> None:
@@ -254,7 +282,8 @@ def hints(engine: Engine, units: list[str]) -> list[str]:
                 f"SET DEFAULT ROLE {LOADER} FOR 'etl_load'@'%'",
                 "loads: ETL_TARGET_URL with the loader user; `etl init-target` with a user holding "
                 f"{OWNER}"]
-    lines = [f"roles: {OWNER} (NOLOGIN, owns the tables), {LOADER} (LOGIN: SELECT, INSERT, UPDATE), "
+    lines = [f"roles: {OWNER} (NOLOGIN, owns the tables), {LOADER} (LOGIN: SELECT, INSERT; UPDATE on "
+             f"current state only, never on the ledger or batches), "
              f"{READER} (LOGIN: SELECT), {UNIT_READER} (NOLOGIN: its members see their unit's rows)"]
     lines += [f"unit role {r}" for r in units]
     logins = [LOADER, READER, *units]
