@@ -38,8 +38,9 @@ def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "f
         check_source_urls(m)
     from etl.target import crypt
 
-    crypt.data_key()  # a malformed ETL_DATA_KEY fails here, before anything is written
+    key = crypt.data_key()  # a malformed ETL_DATA_KEY fails here, before anything is written
     engine = _engine(target_url)
+    crypt.check_target(engine, key)  # and a key that is not the target's
     run_id = pipeline.new_run_id()
     results = []
     for m in mappings:

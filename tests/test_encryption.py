@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from etl import pipeline, standard, target
+from etl.common import clock
 from etl.mapping import load_mapping
 from etl.target import crypt
 from helpers import ORG_A, gb11643, rows_of
@@ -386,3 +387,164 @@ def test_0010_adds_the_key_table_to_a_target_made_before_it(url):
         assert compare_metadata(MigrationContext.configure(conn), target.metadata) == []
         assert conn.execute(sa.select(sa.func.count()).select_from(target.ingest_key)).scalar() == 0
     engine.dispose()
+
+
+# --- the target's key (issue 23) ----------------------------------------------------------------
+
+
+def _run(url, tmp_path, monkeypatch, capsys) -> tuple[int, str]:
+    from etl import cli
+
+    _mapping(tmp_path, monkeypatch)
+    capsys.readouterr()
+    code = cli.main(["run", str(tmp_path / "unit.yaml"), "--target", url])
+    return code, capsys.readouterr().err
+
+
+def _stored(url) -> dict | None:
+    rows = rows_of(url, "ingest_key")
+    assert len(rows) <= 1
+    return rows[0] if rows else None
+
+
+def test_the_first_encrypted_load_records_the_keys_fingerprint_never_the_key(url, key, tmp_path, monkeypatch):
+    _load(url, tmp_path, monkeypatch)
+    k = crypt.parse_key(key, "k")
+    row = _stored(url)
+    assert (row["purpose"], row["keyId"], row["fingerprint"]) == ("data", k.id, k.fingerprint)
+    assert row["setBy"].startswith("cli__")
+    assert k.fingerprint not in (k.secret.hex(), crypt.blind_index("", k)) and len(k.fingerprint) == 64
+    for shown in (key, k.secret.hex(), k.index_key().hex()):
+        assert not any(shown in v for values in _texts(url).values() for v in values)
+    _load(url, tmp_path, monkeypatch)  # the right key runs, and leaves the record as it was
+    assert _stored(url) == row
+
+
+def test_a_run_with_another_key_is_refused_in_one_line_and_writes_nothing(url, key, tmp_path, monkeypatch, capsys):
+    _load(url, tmp_path, monkeypatch)
+    before = _texts(url)
+    right, wrong = crypt.parse_key(key, "k"), new_key()
+    monkeypatch.setenv("ETL_DATA_KEY", wrong)
+    code, err = _run(url, tmp_path, monkeypatch, capsys)
+    assert code == 2
+    assert err.strip().count("\n") == 0, err
+    assert f"ETL_DATA_KEY is data key {crypt.parse_key(wrong, 'w').id}" in err
+    assert f"under key {right.id}" in err and "etl rotate-key" in err and "ETL_DATA_KEY_OLD" in err
+    assert wrong not in err and key not in err
+    assert _texts(url) == before  # not a run row, not a batch
+    monkeypatch.setenv("ETL_DATA_KEY", key)
+    assert _run(url, tmp_path, monkeypatch, capsys)[0] == 0
+
+
+def test_a_run_without_a_key_on_an_encrypted_target_is_refused_and_writes_nothing(
+        tmp_path, key, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    _load(url, tmp_path, monkeypatch)
+    before = _texts(url)
+    monkeypatch.delenv("ETL_DATA_KEY")
+    code, err = _run(url, tmp_path, monkeypatch, capsys)
+    assert code == 2
+    assert f"encrypted under data key {crypt.parse_key(key, 'k').id} and no key is set" in err
+    assert _texts(url) == before
+    assert _found(url, SECRETS) == []
+
+
+def test_a_target_encrypted_before_0010_is_checked_against_its_values(tmp_path, key, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    _load(url, tmp_path, monkeypatch)
+    with sa.create_engine(url).begin() as conn:  # as migration 0010 leaves such a target
+        conn.exec_driver_sql("DELETE FROM ingest_key")
+    before = _texts(url)
+    other = new_key()
+    monkeypatch.setenv("ETL_DATA_KEY", other)
+    code, err = _run(url, tmp_path, monkeypatch, capsys)
+    assert code == 2 and f"holds values under key(s) {crypt.parse_key(key, 'k').id}" in err
+    assert _texts(url) == before
+    monkeypatch.setenv("ETL_DATA_KEY", key)
+    assert _run(url, tmp_path, monkeypatch, capsys)[0] == 0
+    assert _stored(url) is None  # nothing changed: nothing stored under the key yet
+    source = sa.create_engine(f"sqlite:///{tmp_path / 'source.sqlite'}")
+    with source.begin() as conn:  # a department's phone changes: a value is stored under the key
+        conn.exec_driver_sql("UPDATE t_dept SET tel = '18600009999' WHERE id = 1")
+    source.dispose()
+    assert _run(url, tmp_path, monkeypatch, capsys)[0] == 0
+    assert _stored(url)["keyId"] == crypt.parse_key(key, "k").id
+
+
+def test_rows_prepared_under_another_key_are_refused_by_the_load(tmp_path, key, monkeypatch):
+    """Airflow: the transform task encrypts, a load task on a worker with another key loads."""
+    from etl.standard.clean import Audit
+
+    url = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    engine = target.connect(url)
+    m = _mapping(tmp_path, monkeypatch)
+    p = pipeline.plan(engine, m, "03")
+    audit = Audit()
+    chunks = [pipeline.prepare(raw, p, audit) for raw in pipeline.extract_chunks(p)]
+    monkeypatch.setenv("ETL_DATA_KEY", new_key())
+    with pytest.raises(crypt.KeyMismatch, match=rf"unit_person\.idCardNo: 3 value\(s\) prepared for "
+                                                rf"this load are under key {crypt.parse_key(key, 'k').id}"):
+        pipeline.load(engine, p, iter(chunks), audit)
+    engine.dispose()
+    assert rows_of(url, "unit_person") == [] and rows_of(url, "ingest_key") == []
+    assert [r["status"] for r in rows_of(url, "ingest_run")] == ["failed"]  # the failure is visible
+
+
+def test_two_first_loads_with_different_keys_cannot_both_record_theirs(url, monkeypatch):
+    import threading
+
+    first, second = crypt.parse_key(new_key(), "ETL_DATA_KEY"), crypt.parse_key(new_key(), "ETL_DATA_KEY")
+    engine = target.connect(url)
+    target.upgrade(engine)
+    now = clock.now()
+    outcome: list[BaseException | None] = []
+
+    def other() -> None:
+        try:
+            with engine.begin() as conn:
+                crypt.claim(conn, second, "run 2", now)
+            outcome.append(None)
+        except BaseException as e:
+            outcome.append(e)
+
+    with engine.begin() as conn:
+        crypt.claim(conn, first, "run 1", now)
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(2)
+        assert t.is_alive()  # waits for the first load's transaction
+    t.join(60)
+    assert len(outcome) == 1 and isinstance(outcome[0], crypt.KeyMismatch), outcome
+    assert f"under key {first.id}" in str(outcome[0])
+    engine.dispose()
+    assert (_stored(url)["keyId"], _stored(url)["setBy"]) == (first.id, "run 1")
+
+
+def test_rotate_key_moves_the_fingerprint_and_the_old_key_is_refused_after(tmp_path, key, monkeypatch, capsys):
+    from etl import cli
+
+    url = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    _load(url, tmp_path, monkeypatch)
+    new = crypt.parse_key(new_key(), "new")
+    monkeypatch.setenv("ETL_DATA_KEY", base64.b64encode(new.secret).decode())
+    monkeypatch.setenv("ETL_DATA_KEY_OLD", key)
+    assert cli.main(["rotate-key", "--target", url]) == 0
+    row = _stored(url)
+    assert (row["keyId"], row["fingerprint"], row["setBy"]) == (new.id, new.fingerprint, "etl rotate-key")
+    assert _run(url, tmp_path, monkeypatch, capsys)[0] == 0
+    monkeypatch.setenv("ETL_DATA_KEY", key)
+    code, err = _run(url, tmp_path, monkeypatch, capsys)
+    assert code == 2 and f"under key {new.id}" in err
+
+
+def test_rotate_key_missing_an_old_key_changes_nothing(tmp_path, key, monkeypatch, capsys):
+    from etl import cli
+
+    url = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    _load(url, tmp_path, monkeypatch)
+    before = _texts(url)
+    monkeypatch.setenv("ETL_DATA_KEY", new_key())
+    monkeypatch.setenv("ETL_DATA_KEY_OLD", new_key())
+    assert cli.main(["rotate-key", "--target", url]) == 2
+    assert "nothing was changed" in capsys.readouterr().err
+    assert _texts(url) == before  # the stored key too

@@ -77,9 +77,8 @@ def _refused(url: str, sql: str) -> str:
     return str(e.value.orig)
 
 
-@pytest.fixture
-def demo_target(pg_url, scram_roles, tmp_path, monkeypatch):
-    """A PostgreSQL target set up with roles and unit roles, the demo units loaded as the loader."""
+def _demo_units(tmp_path: Path, monkeypatch) -> None:
+    """The demo units' sources and mapping files, in `tmp_path` as the working folder."""
     monkeypatch.chdir(tmp_path)
     make_demo_sources(tmp_path / "var")
     (tmp_path / "mappings").mkdir()
@@ -87,6 +86,12 @@ def demo_target(pg_url, scram_roles, tmp_path, monkeypatch):
         text = (MAPPINGS / f"{stem}.yaml").read_text(encoding="utf-8")  # may hold another cwd's file
         (tmp_path / "mappings" / f"{stem}.yaml").write_text(
             text.replace("sqlite:///var/", f"sqlite:///{tmp_path}/var/"), encoding="utf-8")
+
+
+@pytest.fixture
+def demo_target(pg_url, scram_roles, tmp_path, monkeypatch):
+    """A PostgreSQL target set up with roles and unit roles, the demo units loaded as the loader."""
+    _demo_units(tmp_path, monkeypatch)
     a, b = _orgs_of_demo()
     assert _init(pg_url, "--unit-roles", a, b) == 0
     loader = _login(pg_url, roles.LOADER)
@@ -284,6 +289,52 @@ def test_rerunning_init_target_roles_takes_away_what_earlier_versions_granted(pg
         "SELECT": True, "INSERT": True, "UPDATE": False, "DELETE": False, "TRUNCATE": False}
 
 
+def _key() -> str:
+    import base64
+    import os
+
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def test_the_loader_records_the_first_key_and_only_the_owner_moves_it(pg_url, scram_roles, tmp_path,
+                                                                       monkeypatch, capsys):
+    from etl.target import crypt
+
+    _demo_units(tmp_path, monkeypatch)
+    assert _init(pg_url) == 0
+    loader = _login(pg_url, roles.LOADER)
+    old, new = _key(), _key()
+    monkeypatch.setenv("ETL_DATA_KEY", old)
+    assert cli.main(["run", "--all", "--target", loader]) == 0
+    first = crypt.parse_key(old, "old")
+    assert query(pg_url, 'SELECT "keyId", fingerprint FROM ingest_key') == [(first.id, first.fingerprint)]
+    values = 'SELECT "idCardNo" FROM unit_person UNION ALL SELECT record FROM ingest_change ORDER BY 1'
+    before = query(pg_url, values)
+    assert before and all(first.id in v for (v,) in before if "enc:v1:" in v)
+    monkeypatch.setenv("ETL_DATA_KEY", new)
+    monkeypatch.setenv("ETL_DATA_KEY_OLD", old)
+    capsys.readouterr()
+    assert cli.main(["rotate-key", "--target", loader]) == 2
+    assert "run it as the owner (etl_owner or a member of it)" in capsys.readouterr().err
+    assert query(pg_url, values) == before  # refused before a value changed
+    assert query(pg_url, 'SELECT "keyId" FROM ingest_key') == [(first.id,)]
+    with sa.create_engine(pg_url, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.exec_driver_sql("CREATE ROLE alice23 LOGIN")  # a person holding the owner role
+        conn.exec_driver_sql(f"GRANT {roles.OWNER} TO alice23")
+    alice = make_url(pg_url).set(username="alice23").render_as_string(hide_password=False)
+    assert cli.main(["rotate-key", "--target", alice]) == 0
+    second = crypt.parse_key(new, "new")
+    assert query(pg_url, 'SELECT "keyId", fingerprint, "setBy" FROM ingest_key') == [
+        (second.id, second.fingerprint, "etl rotate-key")]
+    assert all(second.id in v for (v,) in query(pg_url, values) if "enc:v1:" in v)
+    monkeypatch.delenv("ETL_DATA_KEY_OLD")
+    assert cli.main(["run", "--all", "--target", loader]) == 0
+    monkeypatch.setenv("ETL_DATA_KEY", old)
+    capsys.readouterr()
+    assert cli.main(["run", "--all", "--target", loader]) == 2
+    assert f"under key {second.id}" in capsys.readouterr().err
+
+
 def test_the_loader_hands_objects_over_in_the_target_staging_table(demo_target):
     from etl.orchestration import staging
 
@@ -455,6 +506,24 @@ def test_mariadb_rerun_takes_away_what_earlier_versions_granted(mariadb_loader):
     assert _init(admin) == 0
     assert _grants(admin) == fresh
     assert not _attempts(loader, "ingest_change", "mariadb")["UPDATE"]
+
+
+def test_mariadb_loader_records_the_first_key_and_may_not_rotate(mariadb_loader, tmp_path, monkeypatch, capsys):
+    from etl.target import crypt
+
+    admin, loader = mariadb_loader
+    _demo_units(tmp_path, monkeypatch)
+    key = _key()
+    monkeypatch.setenv("ETL_DATA_KEY", key)
+    assert cli.main(["run", f"mappings/{UNIT_A}.yaml", "--target", loader]) == 0
+    k = crypt.parse_key(key, "k")
+    assert query(admin, "SELECT keyId, fingerprint FROM ingest_key") == [(k.id, k.fingerprint)]
+    monkeypatch.setenv("ETL_DATA_KEY", _key())
+    monkeypatch.setenv("ETL_DATA_KEY_OLD", key)
+    capsys.readouterr()
+    assert cli.main(["rotate-key", "--target", loader]) == 2
+    assert "run it as the owner" in capsys.readouterr().err
+    assert cli.main(["rotate-key", "--target", admin]) == 0
 
 
 def test_unit_roles_are_refused_where_there_is_no_row_level_security(mariadb_url, sqlite_url, capsys):

@@ -382,6 +382,9 @@ def load(engine: Engine, p: Plan, chunks: Iterable[Prepared], audit: Audit,
 def _load(conn: Connection, p: Plan, chunks: Iterable[Prepared], audit: Audit,
           result: DatasetResult, source_ids: Iterable[pd.Series] | None = None) -> None:
     ds, org = p.dataset, p.mapping.unit.orgNo
+    key = crypt.data_key()
+    stored = crypt.stored_key(conn)
+    crypt.check_key(stored, key)  # another key, or none where values are encrypted: refused
     loader = DatasetLoad(conn, ds, org)
     counts = result.counts
     findings: list[tuple[int, str, validate.Finding]] = []  # (stage seq, source key, finding)
@@ -392,6 +395,7 @@ def _load(conn: Connection, p: Plan, chunks: Iterable[Prepared], audit: Audit,
         findings += [(base + pos, keys.iat[pos], validate.Finding(pos, fld, rule, msg, sev))
                      for pos, fld, rule, sev, msg in chunk.findings.itertuples(index=False, name=None)]
         counts.extracted += len(chunk.frame)
+        crypt.check_frame(chunk.frame, ds, key)
         loader.add(chunk.frame)
         log.info("%s %s: %d rows staged", p.mapping.name, p.tx_code, counts.extracted)
     dropped = loader.dedupe()
@@ -408,6 +412,9 @@ def _load(conn: Connection, p: Plan, chunks: Iterable[Prepared], audit: Audit,
     counts.unchanged = (loader.staged - counts.duplicates - counts.rejected - counts.inserted
                         - counts.updated - (counts.deleted - counts.vanished) - counts.skipped_deleted)
     present = [bt for bt in ("I", "U", "D") if by_type.get(bt)]
+    if key is not None and stored is None and {"I", "U"} & set(present) \
+            and standard.encrypted_fields(ds):  # before the batch counter's lock: no deadlock
+        crypt.claim(conn, key, p.run_id, p.now)
     if present:
         numbers = allocate_batches(conn, p.today, len(present))
         counts.batches = dict(zip(present, numbers))

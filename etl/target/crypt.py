@@ -12,6 +12,12 @@ that lets a lookup find a value without decrypting every row.
 Encryption happens after validation and identity (`pipeline.prepare`): validation reads the
 plaintext, and `rowHash` digests it, so an unchanged record is unchanged although each run's
 ciphertext differs.
+
+The target knows the key its values are under (issue 23): `ingest_key` holds its id and a
+fingerprint (HKDF-SHA256 of the key under a label of its own: one-way, never the key), written
+by the first load that stores an encrypted value (`claim`) and moved by `rotate` (as the owner).
+A load with another key, or with none, is refused (`check_key`), so one target never needs two
+keys, and a worker that lost its key does not store personal data in clear beside ciphertext.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import hashlib
 import hmac
 import os
 from collections.abc import Iterable
+import dataclasses
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -32,6 +40,7 @@ from etl.common import settings
 from etl.common.errors import ConfigError
 
 PREFIX = "enc:v1:"
+KEY_ID_CHARS = 8
 KEY_ENV, OLD_KEYS_ENV = "ETL_DATA_KEY", "ETL_DATA_KEY_OLD"
 AIRFLOW_KEY = "etl_data_key"  # Airflow variable or connection (its password)
 MAKE_KEY = 'python -c "import os,base64;print(base64.b64encode(os.urandom(32)).decode())"'
@@ -42,15 +51,33 @@ class DecryptError(ValueError):
     """A value could not be decrypted: no key with its id, or it was altered or moved."""
 
 
+class KeyMismatch(ConfigError):
+    """The data key given is not the one the target's values are under (or none is given for a
+    target whose values are encrypted): a load would leave the target needing two keys, or
+    store personal data in clear beside ciphertext. Retrying with the same key fails alike."""
+
+
 @dataclass(frozen=True)
 class DataKey:
-    """A 256-bit data key; `str()` shows only its id."""
+    """A 256-bit data key; `str()` shows only its id. `origin`: where it was read from, for
+    messages (`ETL_DATA_KEY`, `Airflow etl_data_key`)."""
 
     secret: bytes
+    origin: str = dataclasses.field(default=KEY_ENV, compare=False)
 
     @property
     def id(self) -> str:
-        return hashlib.sha256(self.secret).hexdigest()[:8]
+        return hashlib.sha256(self.secret).hexdigest()[:KEY_ID_CHARS]
+
+    @property
+    def fingerprint(self) -> str:
+        """What `ingest_key` keeps of the key: HKDF-SHA256 of it under a label of its own, hex.
+        One-way, and independent of the cipher and the blind index (other labels)."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                    info=b"etl key fingerprint v1").derive(self.secret).hex()
 
     def __repr__(self) -> str:
         return f"DataKey({self.id})"
@@ -81,7 +108,7 @@ def parse_key(text: str, origin: str) -> DataKey:
     if len(raw) != 32:
         raise ConfigError(f"{origin}: not a data key (base64 of 32 random bytes); make one "
                           f"with {MAKE_KEY}")
-    return DataKey(raw)
+    return DataKey(raw, origin)
 
 
 def _airflow_key() -> str | None:
@@ -199,6 +226,179 @@ def encrypt_frame(frame: pd.DataFrame, ds: standard.Dataset, key: DataKey,
     return frame
 
 
+# --- the target's key ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """What `ingest_key` says of the key the target's values are under."""
+
+    key_id: str
+    fingerprint: str
+
+
+def stored_key(conn) -> StoredKey | None:
+    """The target's key, or None: no value was stored encrypted since migration 0010."""
+    import sqlalchemy as sa
+
+    from etl.target import schema as target
+
+    k = target.ingest_key
+    row = conn.execute(sa.select(k.c.keyId, k.c.fingerprint)
+                       .where(k.c.purpose == target.DATA_KEY_PURPOSE)).first()
+    return StoredKey(row[0], row[1]) if row else None
+
+
+def _rotate_hint(new: str, old: Iterable[str]) -> str:
+    olds = ",".join(f"<key {k}>" for k in old)
+    return (f"`ETL_DATA_KEY=<key {new}> {OLD_KEYS_ENV}={olds} etl rotate-key`, run as the owner")
+
+
+def check_key(stored: StoredKey | None, key: DataKey | None) -> None:
+    """Refuse a load whose key is not the target's: another key (a mistyped secret would leave
+    the target needing two keys), or none where values are encrypted (personal data in clear
+    beside them). A target without a stored key takes any."""
+    if stored is None:
+        return
+    if key is None:
+        raise KeyMismatch(
+            f"the target's personal data is encrypted under data key {stored.key_id} and no key is "
+            f"set: set {KEY_ENV} (or the Airflow variable {AIRFLOW_KEY}) to that key; without it "
+            f"this load would store ID numbers and phones in clear beside them")
+    if key.fingerprint != stored.fingerprint:
+        same_id = " (another key with the same id)" if key.id == stored.key_id else ""
+        raise KeyMismatch(
+            f"{key.origin} is data key {key.id}{same_id}, but the target's values are under key "
+            f"{stored.key_id}: set {key.origin} to that key (a mistyped secret?), or move the "
+            f"target to this one with {_rotate_hint(key.id, [stored.key_id])}")
+
+
+def key_ids_in(conn, besides: Iterable[str] = ()) -> list[str]:
+    """The key ids the dataset tables' encrypted values carry, but those in `besides`: one scan
+    of each encrypted column (a target encrypted before migration 0010 has no stored key)."""
+    import sqlalchemy as sa
+
+    from etl.target import schema as target
+
+    found: set[str] = set()
+    known = sorted(set(besides))
+    for ds in standard.DATASETS:
+        t = target.table(ds.tx_code)
+        for f in standard.encrypted_fields(ds):
+            col = t.c[f.name]
+            kid = sa.func.substr(col, len(PREFIX) + 1, KEY_ID_CHARS)
+            q = sa.select(kid).where(col.like(f"{PREFIX}%")).distinct()
+            found.update(conn.execute(q.where(kid.not_in(known)) if known else q).scalars())
+    return sorted(found)
+
+
+def _refuse_other_keys(conn, key: DataKey) -> None:
+    others = key_ids_in(conn, [key.id])
+    if others:
+        raise KeyMismatch(
+            f"{key.origin} is data key {key.id}, but the target holds values under key(s) "
+            f"{', '.join(others)}: set {key.origin} to the key they are under (a mistyped "
+            f"secret?), or move them to this one with {_rotate_hint(key.id, others)}")
+
+
+def check_target(engine, key: DataKey | None) -> None:
+    """Before `etl run` writes anything: the target's stored key against `key` (`check_key`);
+    with a key and none stored yet, the key ids of the values already there. A target whose
+    schema predates `ingest_key` is checked by each load once it is upgraded."""
+    import sqlalchemy as sa
+
+    from etl.target import schema as target
+
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table(target.ingest_key.name):
+            return
+        stored = stored_key(conn)
+        check_key(stored, key)
+        if stored is None and key is not None:
+            _refuse_other_keys(conn, key)
+
+
+def check_frame(frame: pd.DataFrame, ds: standard.Dataset, key: DataKey | None) -> None:
+    """Refuse prepared rows whose encrypted fields are not under the load's key (or, without
+    one, not in clear): under Airflow the transform task encrypts and another worker may load."""
+    from etl.target.frame import DELETED, REJECTED
+
+    fields = standard.encrypted_fields(ds)
+    if not fields or frame.empty:
+        return
+    loading = (frame[REJECTED] == 0) & (frame[DELETED] == 0)
+    for f in fields:
+        values = frame.loc[loading, f.name].dropna().astype(str)
+        wrong = ~values.str.startswith(f"{PREFIX}{key.id}:") if key else values.str.startswith(PREFIX)
+        if wrong.any():
+            first = values[wrong].iloc[0]
+            found = f"under key {key_id_of(first)}" if is_encrypted(first) else "in clear"
+            mine = f"the load's key {key.id} ({key.origin})" if key else "no key (the load has none)"
+            raise KeyMismatch(
+                f"{ds.table}.{f.name}: {int(wrong.sum())} value(s) prepared for this load are "
+                f"{found}, not under {mine}: the process that prepared them (Airflow's transform "
+                f"task) had another data key; give every worker the same {KEY_ENV} or Airflow "
+                f"variable {AIRFLOW_KEY}")
+
+
+def claim(conn, key: DataKey, set_by: str, now: datetime) -> None:
+    """Make `key` the target's, in the transaction of the first load that stores a value
+    under it: only when no key is stored (the loader may INSERT into `ingest_key`, never
+    UPDATE), after checking that no value is under another key already. Two first loads
+    with different keys: the primary key lets one in, the other is refused."""
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+    from etl.target import roles
+    from etl.target import schema as target
+
+    if stored_key(conn) is None:
+        _refuse_other_keys(conn, key)
+        k = target.ingest_key
+        row = {"purpose": target.DATA_KEY_PURPOSE, "keyId": key.id, "fingerprint": key.fingerprint,
+               "setAt": now, "setBy": set_by[:200]}
+        name = conn.dialect.name
+        if name in ("postgresql", "sqlite"):
+            insert = (postgresql.insert(k) if name == "postgresql" else sqlite.insert(k))
+            stmt = insert.values(row).on_conflict_do_nothing(index_elements=[k.c.purpose])
+        else:
+            stmt = mysql.insert(k).values(row).prefix_with("IGNORE")
+        try:
+            conn.execute(stmt)
+        except sa.exc.DBAPIError as e:
+            if not roles.is_permission_error(e):
+                raise
+            raise ConfigError(f"this account may not record the target's data key in "
+                              f"{k.name}: run `etl init-target --roles` as the owner "
+                              f"({roles.OWNER} or a member of it) to grant it") from None
+    check_key(stored_key(conn), key)
+
+
+def _record(engine, key: DataKey, set_by: str) -> None:
+    """`rotate`: make `key` the target's, as the owner (the loader may not UPDATE it)."""
+    import sqlalchemy as sa
+
+    from etl.common import clock
+    from etl.target import roles
+    from etl.target import schema as target
+
+    k = target.ingest_key
+    values = {"keyId": key.id, "fingerprint": key.fingerprint, "setAt": clock.now(), "setBy": set_by}
+    mine = k.c.purpose == target.DATA_KEY_PURPOSE
+    try:
+        with engine.begin() as conn:
+            # first, whatever there is: refused to any account but the owner's, before a value changes
+            conn.execute(sa.update(k).where(mine, k.c.fingerprint != key.fingerprint).values(values))
+            if stored_key(conn) is None:
+                conn.execute(sa.insert(k).values(purpose=target.DATA_KEY_PURPOSE, **values))
+    except sa.exc.DBAPIError as e:
+        if not roles.is_permission_error(e):
+            raise
+        raise ConfigError(f"etl rotate-key rewrites the target's key and ledger, which this "
+                          f"account may not (the loader only appends to them): run it as the "
+                          f"owner ({roles.OWNER} or a member of it)") from None
+
+
 # --- the target: rotation and reading ----------------------------------------------------------
 
 
@@ -220,13 +420,24 @@ def rotate(engine, new: DataKey, old: list[DataKey], batch_rows: int = 1000) -> 
     batches of `batch_rows` each committed on its own, in place: rowHash, busType, batchNo and
     updateDate are untouched, no batch is written. Values under `new` already are skipped, so
     a rotation that stopped halfway is finished by running it again. Returns values changed
-    per table (`ingest_change`: ledger rows)."""
+    per table (`ingest_change`: ledger rows).
+
+    Before any value changes: the tables' values under a key not given stop it, naming the key;
+    then `new` becomes the target's key (`ingest_key`, as the owner), so that from then on
+    loads with the old key are refused and loads with the new one are not."""
     import sqlalchemy as sa
 
     from etl.target import schema as target
     from etl.target.frame import ID
 
     keys = [new, *old]
+    with engine.connect() as conn:
+        missing = key_ids_in(conn, [k.id for k in keys])
+    if missing:
+        raise ConfigError(f"the target holds values under key(s) {', '.join(missing)}, which are "
+                          f"not given: set {OLD_KEYS_ENV} to the key(s) they are under "
+                          f"(comma-separated); nothing was changed")
+    _record(engine, new, "etl rotate-key")
     counts: dict[str, int] = {}
     ikey = new.index_key()
 
