@@ -123,6 +123,8 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
                   + (f", extends {' -> '.join(t for t, _ in m.templates)}" if m.templates else ""))
             print(report.coverage(m, tpl.field_origins(m) if m.templates else None))
             print()
+            print(report.reads_from(m, tpl.source_origins(m)))
+            print()
     for w in warnings:  # not a failure: the account is the unit's to change
         print(w)
     shared: dict[str, list[str]] = {}  # a template's problem -> the units it breaks

@@ -213,3 +213,27 @@ def test_the_template_source_settings_are_kept(mappings: Path, tmp_path: Path) -
                  str(mappings)]) == 0
     source = load_mapping(mappings / f"{org(1)}.yaml").source_for("06")
     assert (source.url_env, source.timezone, source.statement_timeout_s) == ("U1", "UTC", 600)
+
+
+def test_a_template_naming_a_connection_or_a_second_database_writes_nothing(
+        mappings: Path, tmp_path: Path, capsys) -> None:
+    """A register gives each unit one connection: a template naming a connection of its own is
+    refused (every unit would read it), and one whose dataset lives in a second database of each
+    unit (`source: {}`) is valid but needs unit files written by hand."""
+    register = write_csv(tmp_path / "units.csv", [["orgNo", "comName", "conn_id"], [org(1), "一号", "c1"]])
+    shared = mappings / "systems" / "shared.yaml"
+    shared.write_text(f"extends: {TEMPLATE}\nsource: {{conn_id: vendor_cloud}}\n", encoding="utf-8")
+    assert main(["onboard", str(register), "--extends", "systems/shared.yaml", "--mappings-dir",
+                 str(mappings)]) == 2
+    err = capsys.readouterr().err
+    assert f"{shared} [source.conn_id] a template names no connection" in err
+    two = mappings / "systems" / "two_db.yaml"
+    two.write_text(f'extends: {TEMPLATE}\ndatasets:\n  "07": {{source: {{}}}}\n', encoding="utf-8")
+    assert main(["check", "--offline", str(two)]) == 0  # valid: each unit names 07's database
+    capsys.readouterr()
+    assert main(["onboard", str(register), "--extends", "systems/two_db.yaml", "--mappings-dir",
+                 str(mappings)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: --extends systems/two_db.yaml: dataset(s) 07 of the template live "
+                           "in a database of their own")
+    assert not discover(mappings)

@@ -278,14 +278,19 @@ def onboard(register: Path, extends: str, *, mappings_dir: Path = Path("mappings
     from pydantic import ValidationError
 
     from etl.mapping import SourceSpec, UnitSpec, parse_yaml, read_mapping_file
-    from etl.mapping.templates import CONNECTION, resolve
+    from etl.mapping.templates import CONNECTION, own_source_datasets, resolve
 
     extends = extends.strip().replace(os.sep, "/")
     _check_template(mappings_dir, extends)
-    rows = read_register(register)
     path = mappings_dir / extends
     data = read_mapping_file(path)
     template = resolve(path, data, parse_yaml(path, data), mappings_dir).raw
+    if own := own_source_datasets(template):  # a second database each unit must name
+        raise ConfigError(f"--extends {extends}: dataset(s) {', '.join(own)} of the template live "
+                          f"in a database of their own (datasets.{own[0]}.source), and a register "
+                          f"gives one connection per unit: write these units' files by hand, "
+                          f"each naming datasets: {{\"{own[0]}\": {{source: {{conn_id: ...}}}}}}")
+    rows = read_register(register)
     base_source = {k: v for k, v in (template.get("source") or {}).items()
                    if k not in CONNECTION}
     existing = _onboarded(mappings_dir)
