@@ -66,8 +66,8 @@ def demo(target_url: str | None = None) -> int:
         print(attachments.summary(engine))
     finally:
         engine.dispose()
-    build_report(Path(DEMO_MAPPINGS[0]).parent, target_url=target_url)  # every unit of mappings/
-    return code
+    reported = build_report(Path(DEMO_MAPPINGS[0]).parent, target_url=target_url)  # every unit
+    return code or reported
 
 
 def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
@@ -251,7 +251,8 @@ def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | Non
                  since: datetime | None = None, units: list[str] | None = None,
                  target_url: str | None = None) -> int:
     """Build the report site for the units of a folder of mapping files (`units`: only those
-    named by mapping name or orgNo); a file that does not load is listed as failing."""
+    named by mapping name or orgNo); a file that does not load is listed as failing. 1 when a
+    unit's page could not be built (one line each; the rest of the site is), else 0."""
     from etl.report import freshness
     from etl.report import site
 
@@ -266,9 +267,19 @@ def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | Non
                                 f"file name without .yaml or the unit's orgNo" for u in unknown])
         found = [m for m in found if m.name in units or org(m) in units]
     engine = _engine(target_url)
-    index = site.build(engine, found, out, since=since)
-    print(f"report: {index}")
-    return 0
+    built = site.build(engine, found, out, since=since)
+    if built.kept:
+        shown = ", ".join(built.kept[:site.KEPT_SHOWN]) + (
+            f" … ({len(built.kept)} files)" if len(built.kept) > site.KEPT_SHOWN else "")
+        print(site.visible(f"warning: report: kept {shown} in {built.index.parent}: not written by "
+                           f"etl report (its manifest {site.MANIFEST} lists what it wrote, the only "
+                           f"files it removes); remove them yourself if they are stale"),
+              file=sys.stderr)
+    for failure in built.failed:
+        print(f"report: {failure.line()}; every other page was built (etl -v report shows the "
+              f"traceback)", file=sys.stderr)
+    print(f"report: {built.index}")
+    return 1 if built.failed else 0
 
 
 def _keys(purpose: str):
