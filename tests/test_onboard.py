@@ -252,7 +252,8 @@ def xlsx_by_hand(path: Path, rows_xml: str, parts: dict[str, str] | None = None,
                  overrides: dict[str, str] | None = None, big: tuple[str, bytes, bytes, int] | None = None) -> Path:
     """A real workbook written part by part, as a zip: `rows_xml` is the first sheet's
     <sheetData>; `big` = (part, head, tail, n): a part of `head`, n MiB of "A" and `tail`,
-    deflated as it is written (a 1 GB part makes a ~1 MB file)."""
+    deflated as it is written (a 1 GB part makes a ~1 MB file), in place of the sheet or the
+    shared strings when it is one of them."""
     import zipfile
 
     types = {"/xl/workbook.xml": CT + "sheet.main+xml", "/xl/worksheets/sheet1.xml": CT + "worksheet+xml",
@@ -270,8 +271,9 @@ def xlsx_by_hand(path: Path, rows_xml: str, parts: dict[str, str] | None = None,
         z.writestr("xl/_rels/workbook.xml.rels", f'<Relationships xmlns="{NS_PKG}"><Relationship Id="rId1" '
                    f'Type="{NS_REL}/worksheet" Target="worksheets/sheet1.xml"/><Relationship Id="rId2" '
                    f'Type="{NS_REL}/sharedStrings" Target="sharedStrings.xml"/></Relationships>')
-        z.writestr("xl/worksheets/sheet1.xml", f'<worksheet xmlns="{NS_MAIN}"><sheetData>{rows_xml}'
-                   '</sheetData></worksheet>')
+        if not big or big[0] != "xl/worksheets/sheet1.xml":
+            z.writestr("xl/worksheets/sheet1.xml", f'<worksheet xmlns="{NS_MAIN}"><sheetData>{rows_xml}'
+                       '</sheetData></worksheet>')
         for name, text in (parts or {}).items():
             z.writestr(name, text)
         if not big or big[0] != "xl/sharedStrings.xml":
@@ -330,6 +332,8 @@ def test_a_1_mb_xlsx_inflating_to_1_gb_is_refused_unread_in_bounded_memory(mappi
     ("a row numbered past Excel's last", "more than 1,048,576 lines"),
     ("a cell in column XFD", "line 2: more than 1,000 columns"),
     ("rows padded to 1,000 cells", "more than 10,000,000 cells in all"),
+    ("a cell of 100 MiB inline", "line 2: a cell of more than 32,767 characters"),
+    ("a cell's text in rich-text runs", "line 2: a cell of more than 32,767 characters"),
 ])
 def test_what_a_register_expands_to_is_bounded(mappings: Path, tmp_path: Path, capsys, what: str,
                                                says: str) -> None:
@@ -345,6 +349,15 @@ def test_what_a_register_expands_to_is_bounded(mappings: Path, tmp_path: Path, c
             "/xl/worksheets/sheet2.xml": CT + "sharedStrings+xml"}, big=("xl/worksheets/sheet2.xml", *STRINGS, 65))
     elif what.startswith("a row"):
         path = xlsx_by_hand(tmp_path / "u.xlsx", HEADER + good + cells(2_000_000, org(2), "二号", "c2"))
+    elif what == "a cell of 100 MiB inline":  # a sheet is exempt from the part bound, its cells are not
+        path = xlsx_by_hand(tmp_path / "u.xlsx", "", big=("xl/worksheets/sheet1.xml", (
+            f'<worksheet xmlns="{NS_MAIN}"><sheetData>{HEADER}<row r="2"><c r="A2" t="inlineStr"><is><t>'
+        ).encode(), b"</t></is></c></row></sheetData></worksheet>", 100))
+        assert path.stat().st_size < 1_000_000
+    elif what.startswith("a cell's text"):  # no one run is long, the cell is
+        path = xlsx_by_hand(tmp_path / "u.xlsx", HEADER + '<row r="2"><c r="A2" t="inlineStr"><is>' + "".join(
+            f"<r><t>{'A' * 10_000}</t></r>" for _ in range(4)) + "</is></c></row>" + good.replace(
+            'r="2"', 'r="3"').replace("2\"", "3\""))
     elif what.startswith("a cell"):
         path = xlsx_by_hand(tmp_path / "u.xlsx", HEADER + good.replace(
             "</row>", '<c r="XFD2" t="inlineStr"><is><t>x</t></is></c></row>'))
@@ -360,13 +373,21 @@ def test_what_a_register_expands_to_is_bounded(mappings: Path, tmp_path: Path, c
 @pytest.mark.parametrize("what, says", [
     ("blank lines", "more than 1,048,576 lines"),
     ("wide row", "line 3: more than 1,000 columns"),
+    ("one 40 MB line", "line 3: a field of more than 131,072 characters"),
+    ("a quote never closed", "line 3: a field of more than 131,072 characters"),
+    ("a 40,000-character cell", "line 3: a cell of more than 32,767 characters"),
 ])
 def test_a_csv_register_is_bounded_by_lines_and_columns(mappings: Path, tmp_path: Path, capsys, what: str,
                                                         says: str) -> None:
     rows = [["orgNo", "comName", "conn_id"], [org(1), "一号", "c1"]]
     path = write_csv(tmp_path / "units.csv", rows)
+    tail = {"blank lines": "\r\n" * 1_100_000,
+            "wide row": ",".join([org(2), "二号", "c2"] + ["x"] * 1000),
+            "one 40 MB line": "x" * 40_000_000,  # no newline, no comma: one field
+            "a quote never closed": f'{org(2)},"二号,c2\r\n' + f"{org(3)},三号,c3\r\n" * 10_000,
+            "a 40,000-character cell": f"{org(2)},{'二' * 40_000},c2\r\n"}[what]
     with open(path, "a", encoding="utf-8") as f:
-        f.write("\r\n" * 1_100_000 if what == "blank lines" else ",".join([org(2), "二号", "c2"] + ["x"] * 1000))
+        f.write(tail)
     assert onboard(path, mappings) == 2
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: {path}") and says in line, line

@@ -36,6 +36,7 @@ MAX_ROWS = 200_000                # units (rows that are not blank)
 MAX_LINES = 1_048_576             # lines read, blank ones included: Excel's own limit
 MAX_COLUMNS = 1_000               # cells in one row (a register has a few columns)
 MAX_CELLS = 10_000_000            # cells read in all, blanks within rows included
+MAX_CELL_CHARS = 32_767           # characters in one cell: Excel's own limit
 MAX_XLSX_BYTES = 20_000_000       # an .xlsx file: a 200,000-unit register is ~6 MB
 #: What an .xlsx may expand to: its parts' uncompressed sizes as its zip declares them (Python's
 #: zipfile never reads past a part's declared size). A 200,000-row register is ~100 MB.
@@ -137,6 +138,9 @@ def _bounded(path: Path, lines):
         if len(cells) > MAX_COLUMNS:
             raise ConfigError(f"{path} line {line}: more than {MAX_COLUMNS:,} columns: keep the "
                               f"register's columns (orgNo, comName, conn_id or url_env) and a few notes")
+        if any(isinstance(c, str) and len(c) > MAX_CELL_CHARS for c in cells):
+            raise ConfigError(f"{path} line {line}: a cell of more than {MAX_CELL_CHARS:,} characters "
+                              f"(Excel's own limit): is this a register of units? check that row")
         cells_read += len(cells)
         if cells_read > MAX_CELLS:
             raise ConfigError(f"{path} line {line}: more than {MAX_CELLS:,} cells in all: is this a "
@@ -171,6 +175,10 @@ def _csv_lines(path: Path):
             yield start, cells
             start = reader.line_num + 1
     except csv.Error as e:
+        if "field larger than field limit" in str(e):  # one field past csv.field_size_limit()
+            raise ConfigError(f"{path} line {start}: a field of more than {csv.field_size_limit():,} "
+                              f"characters (a quote never closed?): is this a register of units? "
+                              f"check that row") from None
         raise ConfigError(f"{path} line {reader.line_num}: not a CSV row ({e}): check its quotes") from None
 
 
@@ -248,6 +256,51 @@ def _part_limits(path: Path, z):
     return limit
 
 
+def check_sheet_text(path: Path, part: str) -> None:
+    """Refuse a sheet holding more than MAX_CELL_CHARS characters of text in one cell (or in one
+    run between tags outside a cell), before openpyxl parses it: the part is scanned in 64 KB
+    chunks, so a 100 MB cell that deflates to 100 KB is refused without being held whole. A
+    sheet is exempt from MAX_XLSX_PART (a 200,000-unit sheet is tens of MB); its cells are not."""
+    import xml.parsers.expat
+    import zipfile
+
+    parser = xml.parsers.expat.ParserCreate(namespace_separator=" ")
+    state = {"chars": 0, "in_cell": 0, "row": "?"}
+
+    def start(tag: str, attrs: dict[str, str]) -> None:
+        name = tag.rsplit(" ", 1)[-1]
+        if name == "row":
+            state["row"] = attrs.get("r", state["row"])[:20]
+        if name == "c":
+            state["in_cell"] += 1
+        if name == "c" or not state["in_cell"]:
+            state["chars"] = 0
+
+    def end(tag: str) -> None:
+        if tag.rsplit(" ", 1)[-1] == "c":
+            state["in_cell"] = max(0, state["in_cell"] - 1)
+        if not state["in_cell"]:
+            state["chars"] = 0
+
+    def text(data: str) -> None:
+        state["chars"] += len(data)
+        if state["chars"] > MAX_CELL_CHARS:
+            raise ConfigError(f"{path} line {state['row']}: a cell of more than {MAX_CELL_CHARS:,} "
+                              f"characters (Excel's own limit): is this a register of units? check "
+                              f"that row")
+
+    parser.StartElementHandler, parser.EndElementHandler, parser.CharacterDataHandler = start, end, text
+    try:
+        with zipfile.ZipFile(path) as z, z.open(part) as f:
+            while chunk := f.read(1 << 16):
+                parser.Parse(chunk, False)
+            parser.Parse(b"", True)
+    except ConfigError:
+        raise
+    except Exception as e:  # not XML, a part failing its CRC
+        raise _not_xlsx(path, e) from None
+
+
 def _xlsx_lines(path: Path):
     from openpyxl import load_workbook
 
@@ -258,6 +311,7 @@ def _xlsx_lines(path: Path):
         raise _not_xlsx(path, e) from None
     try:
         sheet = book.worksheets[0]
+        check_sheet_text(path, sheet._worksheet_path)  # the part openpyxl streams the rows from
         sheet.reset_dimensions()  # rows as wide as their cells, not as a declared A1:XFD1048576
         rows = sheet.iter_rows(values_only=True)
         n = 0
