@@ -137,8 +137,7 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
                 problems.append(line)
         by_unit[p] += [line for _, line in items]
     for line, users in shared.items():
-        shown = ", ".join(users[:20]) + (f" … ({len(users)} units)" if len(users) > 20 else "")
-        problems.append(f"{line} (breaks {len(users)} unit(s): {shown})")
+        problems.append(_breaks(line, users))
     for p in loaded:
         problems += by_unit[p]
     if len(units) > 1 or folder:
@@ -148,6 +147,19 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
     print(f"{len(loaded)} mapping(s) valid" + (" (sources not checked)" if offline else ""))
     return 0
 
+
+
+def _breaks(line: str, users: list[str]) -> str:
+    """A template's problem with the units it breaks: whole paths while the line fits in
+    MappingError.MAX_LINE (which cuts longer lines), then how many more, never cut mid-path."""
+    head, shown = f"{line} (breaks {len(users)} unit(s): ", []
+    for u in users[:20]:
+        more = len(users) - len(shown) - 1
+        if len(head + ", ".join(shown + [u]) + (f", … {more} more)" if more else ")")) > MappingError.MAX_LINE:
+            break
+        shown.append(u)
+    rest = len(users) - len(shown)
+    return head + ", ".join(shown + ([f"… {rest} more"] if rest else [])) + ")"
 
 def onboard(register: Path, extends: str, *, mappings_dir: Path = Path("mappings"),
             overwrite: bool = False) -> int:
