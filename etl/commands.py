@@ -67,8 +67,8 @@ def demo(target_url: str | None = None) -> int:
         print(attachments.summary(engine))
     finally:
         engine.dispose()
-    build_report(Path(DEMO_MAPPINGS[0]).parent, target_url=target_url)  # every unit of mappings/
-    return code
+    reported = build_report(Path(DEMO_MAPPINGS[0]).parent, target_url=target_url)  # every unit
+    return code or reported
 
 
 def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
@@ -124,6 +124,8 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
                   + (f", extends {' -> '.join(t for t, _ in m.templates)}" if m.templates else ""))
             print(report.coverage(m, tpl.field_origins(m) if m.templates else None))
             print()
+            print(report.reads_from(m, tpl.source_origins(m)))
+            print()
     for w in warnings:  # not a failure: the account is the unit's to change
         print(w)
     shared: dict[str, list[str]] = {}  # a template's problem -> the units it breaks
@@ -136,8 +138,7 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
                 problems.append(line)
         by_unit[p] += [line for _, line in items]
     for line, users in shared.items():
-        shown = ", ".join(users[:20]) + (f" … ({len(users)} units)" if len(users) > 20 else "")
-        problems.append(f"{line} (breaks {len(users)} unit(s): {shown})")
+        problems.append(_breaks(line, users))
     for p in loaded:
         problems += by_unit[p]
     if len(units) > 1 or folder:
@@ -147,6 +148,19 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
     print(f"{len(loaded)} mapping(s) valid" + (" (sources not checked)" if offline else ""))
     return 0
 
+
+
+def _breaks(line: str, users: list[str]) -> str:
+    """A template's problem with the units it breaks: whole paths while the line fits in
+    MappingError.MAX_LINE (which cuts longer lines), then how many more, never cut mid-path."""
+    head, shown = f"{line} (breaks {len(users)} unit(s): ", []
+    for u in users[:20]:
+        more = len(users) - len(shown) - 1
+        if len(head + ", ".join(shown + [u]) + (f", … {more} more)" if more else ")")) > MappingError.MAX_LINE:
+            break
+        shown.append(u)
+    rest = len(users) - len(shown)
+    return head + ", ".join(shown + ([f"… {rest} more"] if rest else [])) + ")"
 
 def onboard(register: Path, extends: str, *, mappings_dir: Path = Path("mappings"),
             overwrite: bool = False) -> int:
@@ -250,7 +264,8 @@ def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | Non
                  since: datetime | None = None, units: list[str] | None = None,
                  target_url: str | None = None) -> int:
     """Build the report site for the units of a folder of mapping files (`units`: only those
-    named by mapping name or orgNo); a file that does not load is listed as failing."""
+    named by mapping name or orgNo); a file that does not load is listed as failing. 1 when a
+    unit's page could not be built (one line each; the rest of the site is), else 0."""
     from etl.report import freshness
     from etl.report import site
 
@@ -265,9 +280,19 @@ def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | Non
                                 f"file name without .yaml or the unit's orgNo" for u in unknown])
         found = [m for m in found if m.name in units or org(m) in units]
     engine = _engine(target_url)
-    index = site.build(engine, found, out, since=since)
-    print(f"report: {index}")
-    return 0
+    built = site.build(engine, found, out, since=since)
+    if built.kept:
+        shown = ", ".join(built.kept[:site.KEPT_SHOWN]) + (
+            f" … ({len(built.kept)} files)" if len(built.kept) > site.KEPT_SHOWN else "")
+        print(site.visible(f"warning: report: kept {shown} in {built.index.parent}: not written by "
+                           f"etl report (its manifest {site.MANIFEST} lists what it wrote, the only "
+                           f"files it removes); remove them yourself if they are stale"),
+              file=sys.stderr)
+    for failure in built.failed:
+        print(f"report: {failure.line()}; every other page was built (etl -v report shows the "
+              f"traceback)", file=sys.stderr)
+    print(f"report: {built.index}")
+    return 1 if built.failed else 0
 
 
 def _keys(purpose: str):

@@ -213,3 +213,182 @@ def test_the_template_source_settings_are_kept(mappings: Path, tmp_path: Path) -
                  str(mappings)]) == 0
     source = load_mapping(mappings / f"{org(1)}.yaml").source_for("06")
     assert (source.url_env, source.timezone, source.statement_timeout_s) == ("U1", "UTC", 600)
+
+
+def test_a_template_naming_a_connection_or_a_second_database_writes_nothing(
+        mappings: Path, tmp_path: Path, capsys) -> None:
+    """A register gives each unit one connection: a template naming a connection of its own is
+    refused (every unit would read it), and one whose dataset lives in a second database of each
+    unit (`source: {}`) is valid but needs unit files written by hand."""
+    register = write_csv(tmp_path / "units.csv", [["orgNo", "comName", "conn_id"], [org(1), "一号", "c1"]])
+    shared = mappings / "systems" / "shared.yaml"
+    shared.write_text(f"extends: {TEMPLATE}\nsource: {{conn_id: vendor_cloud}}\n", encoding="utf-8")
+    assert main(["onboard", str(register), "--extends", "systems/shared.yaml", "--mappings-dir",
+                 str(mappings)]) == 2
+    err = capsys.readouterr().err
+    assert f"{shared} [source.conn_id] a template names no connection" in err
+    two = mappings / "systems" / "two_db.yaml"
+    two.write_text(f'extends: {TEMPLATE}\ndatasets:\n  "07": {{source: {{}}}}\n', encoding="utf-8")
+    assert main(["check", "--offline", str(two)]) == 0  # valid: each unit names 07's database
+    capsys.readouterr()
+    assert main(["onboard", str(register), "--extends", "systems/two_db.yaml", "--mappings-dir",
+                 str(mappings)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: --extends systems/two_db.yaml: dataset(s) 07 of the template live "
+                           "in a database of their own")
+    assert not discover(mappings)
+
+
+# --- a register is bounded by what it expands to (issue 23) -------------------------------------------
+
+NS_MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+NS_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+NS_PKG = "http://schemas.openxmlformats.org/package/2006/relationships"
+CT = "application/vnd.openxmlformats-officedocument.spreadsheetml."
+MEMORY = 1_500_000_000  # bytes of address space `etl onboard` may not get past
+
+
+def xlsx_by_hand(path: Path, rows_xml: str, parts: dict[str, str] | None = None,
+                 overrides: dict[str, str] | None = None, big: tuple[str, bytes, bytes, int] | None = None) -> Path:
+    """A real workbook written part by part, as a zip: `rows_xml` is the first sheet's
+    <sheetData>; `big` = (part, head, tail, n): a part of `head`, n MiB of "A" and `tail`,
+    deflated as it is written (a 1 GB part makes a ~1 MB file), in place of the sheet or the
+    shared strings when it is one of them."""
+    import zipfile
+
+    types = {"/xl/workbook.xml": CT + "sheet.main+xml", "/xl/worksheets/sheet1.xml": CT + "worksheet+xml",
+             "/xl/sharedStrings.xml": CT + "sharedStrings+xml", **(overrides or {})}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://'
+                   'schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" '
+                   'ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default '
+                   'Extension="xml" ContentType="application/xml"/>' + "".join(
+                       f'<Override PartName="{k}" ContentType="{v}"/>' for k, v in types.items()) + "</Types>")
+        z.writestr("_rels/.rels", f'<Relationships xmlns="{NS_PKG}"><Relationship Id="rId1" Type="{NS_REL}/'
+                   'officeDocument" Target="xl/workbook.xml"/></Relationships>')
+        z.writestr("xl/workbook.xml", f'<workbook xmlns="{NS_MAIN}" xmlns:r="{NS_REL}"><sheets><sheet '
+                   'name="units" sheetId="1" r:id="rId1"/></sheets></workbook>')
+        z.writestr("xl/_rels/workbook.xml.rels", f'<Relationships xmlns="{NS_PKG}"><Relationship Id="rId1" '
+                   f'Type="{NS_REL}/worksheet" Target="worksheets/sheet1.xml"/><Relationship Id="rId2" '
+                   f'Type="{NS_REL}/sharedStrings" Target="sharedStrings.xml"/></Relationships>')
+        if not big or big[0] != "xl/worksheets/sheet1.xml":
+            z.writestr("xl/worksheets/sheet1.xml", f'<worksheet xmlns="{NS_MAIN}"><sheetData>{rows_xml}'
+                       '</sheetData></worksheet>')
+        for name, text in (parts or {}).items():
+            z.writestr(name, text)
+        if not big or big[0] != "xl/sharedStrings.xml":
+            z.writestr("xl/sharedStrings.xml", f'<sst xmlns="{NS_MAIN}"/>')
+        if big:
+            name, head, tail, mib = big
+            with z.open(name, "w", force_zip64=True) as f:
+                f.write(head)
+                chunk = b"A" * (1 << 20)
+                for _ in range(mib):
+                    f.write(chunk)
+                f.write(tail)
+    return path
+
+
+def cells(row: int, *values: str) -> str:
+    return f'<row r="{row}">' + "".join(f'<c r="{chr(65 + i)}{row}" t="inlineStr"><is><t>{v}</t></is></c>'
+                                         for i, v in enumerate(values)) + "</row>"
+
+
+HEADER = cells(1, "orgNo", "comName", "conn_id")
+STRINGS = (b'<?xml version="1.0" encoding="UTF-8"?><sst xmlns="' + NS_MAIN.encode() + b'"><si><t>', b"</t></si></sst>")
+
+
+def test_a_1_mb_xlsx_inflating_to_1_gb_is_refused_unread_in_bounded_memory(mappings: Path, tmp_path: Path) -> None:
+    """The attack: one shared string of 1 GB, deflated into a ~1 MB workbook, ended in a
+    MemoryError traceback. Now the zip's declared sizes refuse it before openpyxl reads a byte,
+    in a process that may not use 1.5 GB."""
+    import resource
+    import subprocess
+    import sys
+    import time
+
+    row = ('<row r="2"><c r="A2" t="s"><v>0</v></c><c r="B2" t="inlineStr"><is><t>一号</t></is></c>'
+           '<c r="C2" t="inlineStr"><is><t>c1</t></is></c></row>')  # A2: the 1 GB shared string
+    bomb = xlsx_by_hand(tmp_path / "units.xlsx", HEADER + row, big=("xl/sharedStrings.xml", *STRINGS, 1024))
+    assert bomb.stat().st_size < 1_500_000
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
+
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "etl", "onboard", str(bomb), "--extends", TEMPLATE,
+                           "--mappings-dir", str(mappings)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, preexec_fn=limit)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr[-2000:]
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"error: {bomb}: expands to 1,073,7") and "more than 160,000,000" in line
+    assert "'xl/sharedStrings.xml' alone to 1,073,7" in line
+    assert time.monotonic() - start < 30 and not discover(mappings)
+
+
+@pytest.mark.parametrize("what, says", [
+    ("styles", "its part 'xl/styles.xml' expands to 9,437,"),
+    ("strings under a worksheet's name", "its part 'xl/worksheets/sheet2.xml' expands to 68,157,"),
+    ("a row numbered past Excel's last", "more than 1,048,576 lines"),
+    ("a cell in column XFD", "line 2: more than 1,000 columns"),
+    ("rows padded to 1,000 cells", "more than 10,000,000 cells in all"),
+    ("a cell of 100 MiB inline", "line 2: a cell of more than 32,767 characters"),
+    ("a cell's text in rich-text runs", "line 2: a cell of more than 32,767 characters"),
+])
+def test_what_a_register_expands_to_is_bounded(mappings: Path, tmp_path: Path, capsys, what: str,
+                                               says: str) -> None:
+    """Parts openpyxl reads whole (styles, shared strings: typed by [Content_Types].xml, not by
+    their names) are bounded by their declared size; rows, columns and cells while reading. Each
+    is one line and exit 2, and nothing is written although the register's first unit is good."""
+    good = cells(2, org(1), "一号", "c1")
+    if what == "styles":
+        path = xlsx_by_hand(tmp_path / "u.xlsx", HEADER + good, big=(
+            "xl/styles.xml", f'<styleSheet xmlns="{NS_MAIN}"><!--'.encode(), b"--></styleSheet>", 9))
+    elif what.startswith("strings"):
+        path = xlsx_by_hand(tmp_path / "u.xlsx", HEADER + good, overrides={
+            "/xl/worksheets/sheet2.xml": CT + "sharedStrings+xml"}, big=("xl/worksheets/sheet2.xml", *STRINGS, 65))
+    elif what.startswith("a row"):
+        path = xlsx_by_hand(tmp_path / "u.xlsx", HEADER + good + cells(2_000_000, org(2), "二号", "c2"))
+    elif what == "a cell of 100 MiB inline":  # a sheet is exempt from the part bound, its cells are not
+        path = xlsx_by_hand(tmp_path / "u.xlsx", "", big=("xl/worksheets/sheet1.xml", (
+            f'<worksheet xmlns="{NS_MAIN}"><sheetData>{HEADER}<row r="2"><c r="A2" t="inlineStr"><is><t>'
+        ).encode(), b"</t></is></c></row></sheetData></worksheet>", 100))
+        assert path.stat().st_size < 1_000_000
+    elif what.startswith("a cell's text"):  # no one run is long, the cell is
+        path = xlsx_by_hand(tmp_path / "u.xlsx", HEADER + '<row r="2"><c r="A2" t="inlineStr"><is>' + "".join(
+            f"<r><t>{'A' * 10_000}</t></r>" for _ in range(4)) + "</is></c></row>" + good.replace(
+            'r="2"', 'r="3"').replace("2\"", "3\""))
+    elif what.startswith("a cell"):
+        path = xlsx_by_hand(tmp_path / "u.xlsx", HEADER + good.replace(
+            "</row>", '<c r="XFD2" t="inlineStr"><is><t>x</t></is></c></row>'))
+    else:
+        path = xlsx_by_hand(tmp_path / "u.xlsx", HEADER + good + "".join(
+            f'<row r="{n}"><c r="ALL{n}" t="inlineStr"><is><t>x</t></is></c></row>' for n in range(3, 10_003)))
+    assert onboard(path, mappings) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {path}") and says in line, line
+    assert not discover(mappings)
+
+
+@pytest.mark.parametrize("what, says", [
+    ("blank lines", "more than 1,048,576 lines"),
+    ("wide row", "line 3: more than 1,000 columns"),
+    ("one 40 MB line", "line 3: a field of more than 131,072 characters"),
+    ("a quote never closed", "line 3: a field of more than 131,072 characters"),
+    ("a 40,000-character cell", "line 3: a cell of more than 32,767 characters"),
+])
+def test_a_csv_register_is_bounded_by_lines_and_columns(mappings: Path, tmp_path: Path, capsys, what: str,
+                                                        says: str) -> None:
+    rows = [["orgNo", "comName", "conn_id"], [org(1), "一号", "c1"]]
+    path = write_csv(tmp_path / "units.csv", rows)
+    tail = {"blank lines": "\r\n" * 1_100_000,
+            "wide row": ",".join([org(2), "二号", "c2"] + ["x"] * 1000),
+            "one 40 MB line": "x" * 40_000_000,  # no newline, no comma: one field
+            "a quote never closed": f'{org(2)},"二号,c2\r\n' + f"{org(3)},三号,c3\r\n" * 10_000,
+            "a 40,000-character cell": f"{org(2)},{'二' * 40_000},c2\r\n"}[what]
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(tail)
+    assert onboard(path, mappings) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {path}") and says in line, line
+    assert not discover(mappings)

@@ -103,7 +103,7 @@ def built(tmp_path_factory):
     t = _make_target(root, f"sqlite:///{root / 'target.sqlite'}")
     _plant(t["engine"])
     out = root / "report"
-    index = site.build(t["engine"], list(t["mappings"].values()), out, now=t["now"])
+    index = site.build(t["engine"], list(t["mappings"].values()), out, now=t["now"]).index
     return {**t, "out": out, "index": index}
 
 
@@ -285,7 +285,8 @@ def test_no_output_file_holds_a_full_id_number_or_mobile(built):
     personal = _personal_values(built["engine"])
     assert len(personal) > 20
     files = [p for p in built["out"].rglob("*") if p.is_file()]
-    assert {p.suffix for p in files} == {".html", ".csv", ".xlsx"}
+    assert {p.suffix for p in files} == {".html", ".csv", ".xlsx", ".json"}  # .json: the manifest
+    assert [p.name for p in files if p.suffix == ".json"] == [site.MANIFEST]
     for p in files:
         texts = ([z.read(n).decode("utf-8") for z in [zipfile.ZipFile(p)] for n in z.namelist()]
                  if p.suffix == ".xlsx" else [p.read_text(encoding="utf-8-sig")])
@@ -368,7 +369,7 @@ def test_pending_first_loads_are_labelled_sorted_and_filtered(browser, opened, t
 
 def test_the_site_builds_on_every_target_kind(db_url, tmp_path):
     t = _make_target(tmp_path, db_url, units="AN")
-    index = site.build(t["engine"], list(t["mappings"].values()), tmp_path / "out", now=t["now"])
+    index = site.build(t["engine"], list(t["mappings"].values()), tmp_path / "out", now=t["now"]).index
     data = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>',
                                 index.read_text(encoding="utf-8"), re.S).group(1))
     assert sorted({(data["units"][r[0]][1], r[5]) for r in data["rows"]}) == sorted(
@@ -391,3 +392,140 @@ def test_etl_report_writes_the_site_and_says_where(built, tmp_path, capsys, monk
     assert (tmp_path / "env" / "index.html").is_file()
     assert main(["report", "--target", url, "--mappings-dir", str(built["dir"]), "--unit", "nobody"]) == 2
     assert "--unit nobody" in capsys.readouterr().err
+
+
+# --- one unit's data, one operator's folder (issue 23) ------------------------------------------------
+
+CONTROL = "K\x01\x00\x08\x0b\x0c\x1b[31m\x7f\x85\x9fZ"   # C0, ESC, DEL, C1: none may reach a file raw
+RAW_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _copy_target(built, folder: Path) -> str:
+    """The module's SQLite target copied (sqlite3's backup), to plant a unit's data in."""
+    import sqlite3
+
+    folder.mkdir(parents=True, exist_ok=True)
+    source = sqlite3.connect(built["engine"].url.database)
+    copy = sqlite3.connect(folder / "target.sqlite")
+    source.backup(copy)
+    source.close()
+    copy.close()
+    return f"sqlite:///{folder / 'target.sqlite'}"
+
+
+def _plant_reject(url: str, key: str, sql_key: str | None = None, rule: str = "planted") -> None:
+    """A reject in unit B's last successful 01 run, its source key `key` (or the SQL `sql_key`)."""
+    engine = sa.create_engine(url)
+    org = make_uscc("91320506", "MA1W3L8P")
+    r = target.ingest_run
+    with engine.begin() as conn:
+        run_id = conn.execute(sa.select(r.c.runId).where(r.c.orgNo == org, r.c.status == "success")
+                              .order_by(r.c.startedAt.desc())).scalars().first()
+        conn.execute(sa.text(
+            'INSERT INTO ingest_reject ("runId", "orgNo", "txCode", "sourceKey", "field", "rule", '
+            '"severity", "message", "createdAt") VALUES (:run, :org, (SELECT "txCode" FROM ingest_run '
+            f'WHERE "runId" = :run AND "orgNo" = :org LIMIT 1), {sql_key or ":key"}, \'psnName\', '
+            ':rule, \'error\', :msg, :at)'),
+            {"run": run_id, "org": org, "key": key, "rule": rule, "msg": f"bad\x0c{key}",
+             "at": clock.now()})
+    engine.dispose()
+
+
+def _report(url: str, built, out: Path, *extra: str) -> int:
+    return main(["report", "--target", url, "--mappings-dir", str(built["dir"]), "--out", str(out),
+                 *extra])
+
+
+def test_control_characters_in_a_source_key_are_escaped_alike_in_page_and_exports(built, opened,
+                                                                                  tmp_path, capsys):
+    """The attack: a source key holding \\x01 made openpyxl raise, and the report stopped for
+    every unit (exit 1, a traceback, no index.html)."""
+    from openpyxl import load_workbook
+
+    url = _copy_target(built, tmp_path / "t")
+    _plant_reject(url, CONTROL)
+    out = tmp_path / "r"
+    assert _report(url, built, out) == 0, capsys.readouterr().err
+    shown = "K\\u0001\\u0000\\u0008\\u000b\\u000c\\u001b[31m\\u007f\\u0085\\u009fZ"
+    assert site.visible(CONTROL) == shown
+    stem = out / "units" / f"{site.unit_key(built['mappings']['B'].unit.orgNo)}-rejects"
+    rows = list(load_workbook(f"{stem}.xlsx").active.iter_rows(values_only=True))
+    planted = [r for r in rows if r[4] == "planted"]
+    assert [(r[2], r[6]) for r in planted] == [(shown, f"bad\\u000c{shown}")]
+    with open(f"{stem}.csv", encoding="utf-8-sig", newline="") as f:
+        assert [(r[2], r[6]) for r in csv.reader(f) if r[4] == "planted"] == [(shown, f"bad\\u000c{shown}")]
+    page = opened(_unit_page({**built, "out": out}, "B"))
+    assert page.page.text_content("tr.reject-group[data-rule='planted'] code") == shown
+    for p in out.rglob("*"):
+        texts = ([zipfile.ZipFile(p).read(n).decode("utf-8") for n in zipfile.ZipFile(p).namelist()]
+                 if p.suffix == ".xlsx" else [p.read_text(encoding="utf-8")] if p.is_file() else [])
+        assert not any(RAW_CONTROL.search(t) for t in texts), p.name
+
+
+def test_a_unit_whose_page_fails_is_listed_and_every_other_unit_is_built(built, opened, tmp_path,
+                                                                         capsys):
+    """Bytes that are not UTF-8 in one unit's reject (as a hand edit or an old tool may leave in
+    a SQLite target) cannot be read back: that unit's page is not built, its old page removed,
+    and it says so; the others are built, index.html too, exit 1 with one line for the unit."""
+    url = _copy_target(built, tmp_path / "t")
+    out = tmp_path / "r"
+    assert _report(url, built, out) == 0
+    capsys.readouterr()
+    b = built["mappings"]["B"]
+    b_files = [out / "units" / f"{site.unit_key(b.unit.orgNo)}{end}"
+               for end in (".html", "-rejects.csv", "-rejects.xlsx")]
+    assert all(p.is_file() for p in b_files)
+    _plant_reject(url, "", sql_key="CAST(X'FF80' AS TEXT)")
+    assert _report(url, built, out) == 1
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert line.startswith(f"report: the page of unit {b.unit.comName} (orgNo {b.unit.orgNo}, mapping "
+                           f"{b.name}) was not built: OperationalError: ")
+    assert "Traceback" not in captured.err and captured.out.strip() == f"report: {out / 'index.html'}"
+    assert not any(p.exists() for p in b_files)  # the old page would show old data as current
+    for k in ("A", "F", "N"):
+        assert _unit_page({**built, "out": out}, k).is_file()
+    page = opened(out / "index.html")
+    rows = page.page.eval_on_selector_all("#rows tr", """trs => trs.map(tr => [tr.dataset.org,
+        tr.dataset.pageFailed || "", tr.cells[0].querySelector('a') ? 'link' : 'text'])""")
+    assert {(org, failed, how) for org, failed, how in rows} == {
+        (m.unit.orgNo, "1" if k == "B" else "", "text" if k == "B" else "link")
+        for k, m in built["mappings"].items()}
+    listed = page.page.eval_on_selector_all("#failed-pages li", "lis => lis.map(li => li.dataset.org)")
+    assert listed == [b.unit.orgNo]
+    assert "OperationalError" in page.page.text_content("#failed-pages")
+
+
+def test_the_report_removes_only_files_it_wrote(built, tmp_path, capsys):
+    """The attack: `etl report --out DIR` deleted every file of DIR/units it had not just written,
+    an operator's own included. Now only what its manifest says it wrote is removed; a manifest
+    edited to name other files removes nothing else."""
+    url = str(built["engine"].url)
+    out = tmp_path / "r"
+    own = [out / "units" / "notes.txt", out / "units" / "my-own-page.html", out / "units" / "kept" / "x.html"]
+    for p in own:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("mine", encoding="utf-8")
+    victim = tmp_path / "victim.html"
+    victim.write_text("mine", encoding="utf-8")
+    assert _report(url, built, out) == 0
+    warning = capsys.readouterr().err
+    assert warning.startswith("warning: report: kept units/kept, units/my-own-page.html, "
+                              "units/notes.txt in ") and "not written by etl report" in warning
+    manifest = json.loads((out / site.MANIFEST).read_text(encoding="utf-8"))["files"]
+    pages = {f"units/{site.unit_key(m.unit.orgNo)}.html" for m in built["mappings"].values()}
+    assert pages <= set(manifest) and "index.html" in manifest
+    assert not any(f.startswith("units/my-own") or f.startswith("units/notes") for f in manifest)
+
+    hostile = {"files": [*manifest, "../victim.html", "units/../../victim.html", str(victim),
+                         "units/notes.txt", "units/kept"]}
+    (out / site.MANIFEST).write_text(json.dumps(hostile), encoding="utf-8")
+    assert _report(url, built, out, "--unit", "demo_jinling_chem") == 0  # the others' pages go
+    assert "warning: report: kept units/kept, units/my-own-page.html, units/notes.txt" in capsys.readouterr().err
+    assert all(p.read_text(encoding="utf-8") == "mine" for p in [*own, victim])
+    left = {f"units/{p.name}" for p in (out / "units").iterdir()} - {"units/kept", "units/my-own-page.html",
+                                                                      "units/notes.txt"}
+    a = site.unit_key(built["mappings"]["A"].unit.orgNo)
+    assert left == {f"units/{a}.html", f"units/{a}-rejects.csv", f"units/{a}-rejects.xlsx"}
+    assert sorted(json.loads((out / site.MANIFEST).read_text(encoding="utf-8"))["files"]) == sorted(
+        ["index.html", "reconcile.html", *left])

@@ -356,3 +356,106 @@ def test_a_chain_broken_in_a_template_is_one_line_for_all_its_units(folder: Path
     [line] = capsys.readouterr().err.splitlines()
     assert "[extends] systems/vendor.yaml -> systems/gone.yaml -> systems/vendor.yaml is a cycle" in line
     assert line.endswith("(breaks 2 unit(s): " f"{folder / 'a.yaml'}, {folder / 'b.yaml'})")
+
+
+# --- a template names no connection (issue 23) ------------------------------------------------------
+
+
+def vendor_db(path: Path, prefix: str) -> Path:
+    """A real SQLite database of the vendor's schema holding two risk points numbered `prefix`-1, -2."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t_risk_point (id INTEGER PRIMARY KEY, point_no TEXT, point_name TEXT, "
+                   "kind TEXT, init_level TEXT, rest_level TEXT, reg_date TEXT, duty_unit TEXT, "
+                   "duty_man TEXT, area TEXT, modify_time TEXT)")
+        db.executemany("INSERT INTO t_risk_point VALUES (?, ?, '吊装作业', '作业', '2', '3', '2024-01-02', "
+                       "'安全部', '王工', '一车间', '2024-07-08 09:00:00')",
+                       [(n, f"{prefix}-{n}") for n in (1, 2)])
+    db.close()
+    return path
+
+
+@pytest.mark.parametrize("where", ["source", "datasets.06.source"])
+def test_a_template_naming_a_connection_is_refused_once_for_every_unit(folder: Path, capsys,
+                                                                         where: str) -> None:
+    """The attack: a system template gives dataset 06 (or everything) a connection of its own;
+    the units' own `source:` would not replace a dataset's, so every unit of the system would
+    load the template's database under its own orgNo."""
+    vendor = folder / "systems" / "vendor.yaml"
+    text = (VENDOR + "    source: {conn_id: vendor_db}\n" if where != "source"
+            else "source: {conn_id: vendor_db, timezone: UTC}\n" + VENDOR)
+    vendor.write_text(text, encoding="utf-8")
+    assert main(["check", "--offline", str(folder)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"{vendor} [{where}.conn_id] a template names no connection")
+    # the units by whole path while the line fits the 500-character cap, then how many more
+    units = [str(folder / "a.yaml"), str(folder / "b.yaml")]
+    assert len(line) <= 500 and line.endswith(")") and "(breaks 2 unit(s): " in line, line
+    listed = line.rsplit("(breaks 2 unit(s): ", 1)[1][:-1].split(", ")
+    more = int(listed.pop()[2:-5]) if listed[-1].startswith("… ") else 0
+    assert listed == units[:len(listed)] and len(listed) + more == 2, line
+    for name in ("a.yaml", "b.yaml"):
+        [problem] = problems_of(folder / name)
+        assert f"[{where}.conn_id] a template names no connection" in problem
+    assert main(["check", "--offline", str(vendor)]) == 2  # the template named alone: the same
+    assert "a template names no connection" in capsys.readouterr().err
+
+
+def test_a_template_connection_loads_nothing_and_units_name_their_second_database(
+        folder: Path, tmp_path: Path, capsys) -> None:
+    """End to end on real SQLite sources: a template pointing dataset 06 at the vendor's database
+    stops `etl run` before anything is read or written; the vendor case (06 in a second database
+    of each unit) is the template's `source: {}` and each unit's own `datasets.06.source`."""
+    import sqlite3
+
+    victim = vendor_db(tmp_path / "vendor.sqlite", "VENDOR")
+    own = {org: vendor_db(tmp_path / f"{org}.sqlite", org) for org in (ORG_A, ORG_B)}
+    vendor = folder / "systems" / "vendor.yaml"
+    vendor.write_text(VENDOR + f"    source: {{url: 'sqlite:///{victim}'}}\n", encoding="utf-8")
+    for name, org in (("a.yaml", ORG_A), ("b.yaml", ORG_B)):
+        (folder / name).write_text(unit(org, name, f"url: 'sqlite:///{tmp_path / 'main.sqlite'}'"),
+                                   encoding="utf-8")
+    target = tmp_path / "target.sqlite"
+    assert main(["run", str(folder / "a.yaml"), str(folder / "b.yaml"), "--target",
+                 f"sqlite:///{target}"]) == 2
+    assert "a template names no connection" in capsys.readouterr().err
+    assert not target.exists()  # refused before the target was even opened
+
+    vendor.write_text(VENDOR + "    source: {timezone: Asia/Shanghai}\n", encoding="utf-8")
+    [line] = problems_of(folder / "a.yaml")  # the unit forgot its second database: told so
+    assert line.startswith(f"{folder / 'a.yaml'} [datasets.06.source] systems/vendor.yaml reads "
+                           f"dataset 06 from a database of its own: name its connection here")
+    for name, org in (("a.yaml", ORG_A), ("b.yaml", ORG_B)):
+        (folder / name).write_text(unit(org, name, f"url: 'sqlite:///{tmp_path / 'main.sqlite'}'",
+                                        extra=f'datasets:\n  "06":\n    source: {{url: '
+                                              f"'sqlite:///{own[org]}'}}\n"), encoding="utf-8")
+    assert main(["run", str(folder / "a.yaml"), str(folder / "b.yaml"), "--target",
+                 f"sqlite:///{target}"]) == 0
+    out = capsys.readouterr().out
+    with sqlite3.connect(target) as db:
+        loaded = sorted(db.execute('SELECT "orgNo", "riskNo" FROM risk_point').fetchall())
+    db.close()
+    assert loaded == sorted((org, f"{org}-{n}") for org in (ORG_A, ORG_B) for n in (1, 2)), out
+
+
+def test_check_shows_where_each_dataset_reads_from(folder: Path, capsys) -> None:
+    (folder / "systems" / "vendor.yaml").write_text(
+        VENDOR + '  "04":\n    table: t_rule\n    key: id\n    source: {timezone: UTC}\n'
+        "    fields: {fileName: title, fileAppendix: f, uploadDate: d, publisher: p}\n", encoding="utf-8")
+    a = folder / "a.yaml"
+    a.write_text(unit(ORG_A, "甲", "url_env: A_URL", extra='datasets:\n  "04": {source: {conn_id: a_rules}}\n'),
+                 encoding="utf-8")
+    code = main(["check", "--offline", str(a)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    reads = {line.split()[0]: line.split()[2:] for line in out.split("reads from")[1].splitlines()
+             if line[:3] in ("04 ", "06 ")}
+    assert reads["06"] == ["env", "A_URL", "source.url_env", str(a)]
+    assert reads["04"] == ["Airflow", "connection", "a_rules", "datasets.04.source.conn_id", str(a)]
+    assert main(["check", "--offline", "--resolved", str(a)]) == 0
+    out = capsys.readouterr().out
+    assert f"# datasets.06 reads from env A_URL: source.url_env in {a}\n" in out
+    assert f"# datasets.04 reads from Airflow connection a_rules: datasets.04.source.conn_id in {a}\n" in out
+    doc = yaml.safe_load(out.split("\n1 mapping(s) valid")[0])
+    assert doc["datasets"]["04"]["source"] == {"conn_id": "a_rules", "timezone": "UTC"}

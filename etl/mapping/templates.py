@@ -11,8 +11,11 @@ Rules (README "Onboarding many units"):
   dataset's `fields` by field name (an override replaces that field's rule whole), `source`,
   `checks` and a dataset's `source`/`checks` key by key; any other value is replaced whole.
   `null` removes what a template gave (`"07": null` a dataset, `riskFile: null` a field).
-  Giving one of url_env/conn_id/url replaces the template's connection key, and giving table:
-  or query: replaces the other.
+  Giving table: or query: replaces the other.
+- A template names no connection (url_env, conn_id, url), neither in `source:` nor in a
+  dataset's `source:`: a unit's rows come only from connections its own file names. A template
+  may give a dataset a `source:` without one (settings such as timezone, or `{}`): that
+  dataset lives in a database of its own, which each unit names under `datasets.NN.source`.
 - Every file of the chain is read with the same bounds as a mapping (size, aliases, regular
   file); a problem of the resolved mapping names the file its key came from.
 - The digest of a unit that extends covers every file of its chain, so a changed template
@@ -96,8 +99,20 @@ class Resolved:
             problems = [p for p in problems if p not in sourceless]
             problems.append(("source", "no source: give the unit's source: (url_env, conn_id or "
                              "url) in the unit file"))
-        return ChainError(str(unit), [(shown, f"{shown} [{loc}] {msg}") for loc, msg in problems
-                                 for shown in [display(self.origin(loc))]])
+        own = {f"datasets.{tx}.source": tx for tx in own_source_datasets(self.raw)}
+        items = []
+        for loc, msg in problems:
+            if loc in own and self.origin(loc) != self.layers[0].path:
+                # a template's dataset in a database of its own: the unit names that connection
+                tx = own[loc]
+                items.append((unit, f"{unit} [{loc}] {relative(self.root, self.origin(loc))} reads "
+                              f"dataset {tx} from a database of its own: name its connection here "
+                              f"(datasets: {{\"{tx}\": {{source: {{url_env: ...}}}}}}, or conn_id / "
+                              f"url)"))
+                continue
+            shown = display(self.origin(loc))
+            items.append((shown, f"{shown} [{loc}] {msg}"))
+        return ChainError(str(unit), items)
 
 
 def chain_digest(unit_data: bytes, templates: list[tuple[str, str]]) -> str:
@@ -194,8 +209,49 @@ def chain(path: Path, data: bytes, raw: dict, root: Path | None = None) -> list[
         if "unit" in layer.raw:
             raise ChainError(str(unit), [(display(target), f"{display(target)} [unit] a template "
                                      f"names no unit: keep unit: in the unit files that extend it")])
+        if found := connection_problems(layer):
+            raise ChainError(str(unit), [(display(target), line) for line in found])
         layers.append(layer)
     return layers
+
+
+def template_connections(raw: Any) -> list[str]:
+    """Where a template's YAML names a connection: `source.conn_id`, `datasets.07.source.url`."""
+    if not isinstance(raw, dict):
+        return []
+    blocks: list[tuple[str, Any]] = [("source", raw.get("source"))]
+    if isinstance(raw.get("datasets"), dict):
+        blocks += [(f"datasets.{short(tx_key(tx))}.source", ds.get("source"))
+                   for tx, ds in raw["datasets"].items() if isinstance(ds, dict)]
+    return [f"{where}.{k}" for where, block in blocks if isinstance(block, dict)
+            for k in CONNECTION if block.get(k) not in (None, "")]
+
+
+def connection_problems(layer: Layer) -> list[str]:
+    """A template that names a connection, one line per key: every unit extending it would
+    read that database's rows (a dataset's `source:` is not replaced by the unit's `source:`)
+    and load them under its own orgNo."""
+    shown = display(layer.path)
+    out = []
+    for loc in template_connections(layer.raw):
+        where, key = loc.rsplit(".", 1)
+        line = (f"{shown} [{loc}] a template names no connection, else every unit extending it "
+                f"loads that database's rows as its own: remove {key}")
+        out.append(line + (" (each unit file names its source)" if where == "source" else
+                           f" (keep {where}: {{}} if {where.split('.')[1]} lives in a second "
+                           f"database: each unit names it there)"))
+    return out
+
+
+def own_source_datasets(raw: Any) -> list[str]:
+    """The txCodes of a resolved mapping whose dataset has a `source:` naming no connection:
+    a template's way of saying the dataset lives in a database of its own."""
+    datasets = raw.get("datasets") if isinstance(raw, dict) else None
+    if not isinstance(datasets, dict):
+        return []
+    return [tx_key(tx) for tx, ds in datasets.items() if isinstance(ds, dict)
+            and isinstance(ds.get("source"), dict)
+            and not any(ds["source"].get(k) not in (None, "") for k in CONNECTION)]
 
 
 def resolve(path: Path, data: bytes, raw: dict, root: Path | None = None) -> Resolved:
@@ -354,6 +410,8 @@ def standalone_problems(template: Path, root: Path) -> list[str]:
 
     try:
         layer = read_layer(template, read_mapping_file(template))
+        if found := connection_problems(layer):
+            return found
         resolved = resolve(template, layer.data, layer.raw, root)
     except MappingError as e:
         return e.problems
@@ -363,6 +421,10 @@ def standalone_problems(template: Path, root: Path) -> list[str]:
     source = raw.get("source")
     if source is None or (isinstance(source, dict) and not any(source.get(k) for k in CONNECTION)):
         raw["source"] = {**PLACEHOLDER_SOURCE, **(source or {})}  # the units give the connection
+    own = own_source_datasets(raw)
+    if own:  # datasets in a database of their own: each unit names that connection too
+        raw["datasets"] = {tx: ({**ds, "source": {**PLACEHOLDER_SOURCE, **ds["source"]}}
+                                if tx_key(tx) in own else ds) for tx, ds in raw["datasets"].items()}
     return resolved.problems(problems_of(raw)).problems
 
 
@@ -381,9 +443,28 @@ def field_origins(m) -> dict[tuple[str, str], str]:
     return out
 
 
+def source_origins(m) -> dict[str, tuple[str, str, str]]:
+    """{txCode: (where it reads from, the key naming that connection, the file holding the
+    key)}, e.g. ("env A_URL", "datasets.07.source.url_env", "mappings/a.yaml"): `etl check`
+    shows that a unit's rows come from connections its own file names."""
+    resolved = None
+    if m.templates:
+        data = read_mapping_file(m.path)
+        resolved = resolve(m.path, data, read_layer(m.path, data).raw)
+    out = {}
+    for tx, ds in m.datasets.items():
+        spec = ds.source or m.model.source
+        where = ("datasets", tx, "source") if ds.source else ("source",)
+        loc = (*where, next(k for k in CONNECTION if getattr(spec, k)))
+        out[tx] = (spec.describe(), ".".join(loc),
+                   display(resolved.origin(loc) if resolved else m.path))
+    return out
+
+
 def resolved_yaml(m) -> str:
     """A validated mapping as the YAML it resolves to, its source URLs masked (`etl check
-    --resolved`): what a unit that extends a template really maps."""
+    --resolved`): what a unit that extends a template really maps, and per dataset the key
+    and file its connection comes from (as comments)."""
     import yaml
 
     from etl.common.masking import mask_url
@@ -394,7 +475,11 @@ def resolved_yaml(m) -> str:
             spec["url"] = mask_url(spec["url"])
     head = f"# {m.path} resolved" + (f" (extends {' -> '.join(t for t, _ in m.templates)})"
                                      if m.templates else "")
-    return head + "\n" + yaml.safe_dump(raw, allow_unicode=True, sort_keys=False, width=100)
+    reads = ["".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}"  # one comment line each
+                     for ch in f"# datasets.{tx} reads from {what}: {key} in {file}")
+             for tx, (what, key, file) in source_origins(m).items()]
+    return "\n".join([head, *reads]) + "\n" + yaml.safe_dump(raw, allow_unicode=True,
+                                                              sort_keys=False, width=100)
 
 
 def raw_unit(path: Path) -> tuple[str, str, str]:

@@ -10,6 +10,11 @@ Chinese names may (分公司 of one group) or be unfit for a path.
 Rows that are wrong are refused, each on one line with its line number, and the good rows are
 still written: fixing the refused rows and running again writes only them (a file that exists
 with the same content is left as it is). Exit 2 when any row was refused.
+
+A register is bounded by what it expands to, not only by its file size: lines, rows, columns
+and cells while it is read, and for an XLSX (a zip) the uncompressed sizes its zip declares,
+checked before openpyxl reads a byte (a 1 MB workbook can inflate to 1 GB). Over a bound:
+one line naming the register and the bound, exit 2, nothing written.
 """
 
 from __future__ import annotations
@@ -27,7 +32,21 @@ from etl.common import private
 from etl.common.errors import ConfigError, MappingError
 
 MAX_REGISTER_BYTES = 50_000_000   # a province's register is a few MB
-MAX_ROWS = 200_000
+MAX_ROWS = 200_000                # units (rows that are not blank)
+MAX_LINES = 1_048_576             # lines read, blank ones included: Excel's own limit
+MAX_COLUMNS = 1_000               # cells in one row (a register has a few columns)
+MAX_CELLS = 10_000_000            # cells read in all, blanks within rows included
+MAX_CELL_CHARS = 32_767           # characters in one cell: Excel's own limit
+MAX_XLSX_BYTES = 20_000_000       # an .xlsx file: a 200,000-unit register is ~6 MB
+#: What an .xlsx may expand to: its parts' uncompressed sizes as its zip declares them (Python's
+#: zipfile never reads past a part's declared size). A 200,000-row register is ~100 MB.
+MAX_XLSX_EXPANDED = 160_000_000
+#: What openpyxl reads whole, and turns into objects (the worksheets it reads row by row, images
+#: not at all): the shared strings (64 MB take ~350 MB of memory) and any other part (8 MB: a
+#: 62 MB styles.xml took 17 s and 820 MB; Excel's 64,000 cell formats are a few MB).
+MAX_XLSX_STRINGS = 64_000_000
+MAX_XLSX_PART = 8_000_000
+MAX_XLSX_PARTS = 10_000
 COLUMNS = ("orgNo", "comName", "conn_id", "url_env")
 #: Header spellings accepted for each column (compared without case, spaces, _ - and brackets).
 HEADERS: dict[str, tuple[str, ...]] = {
@@ -73,9 +92,9 @@ def read_register(path: Path) -> list[Row]:
     if path.stat().st_size > MAX_REGISTER_BYTES:
         raise ConfigError(f"{path}: more than {MAX_REGISTER_BYTES:,} bytes: is this a register of units?")
     if path.suffix.lower() in (".xlsx", ".xlsm"):
-        lines = _xlsx_lines(path)
+        lines = _bounded(path, _xlsx_lines(path))
     else:
-        lines = _csv_lines(path)
+        lines = _bounded(path, _csv_lines(path))
     try:
         header_line, header = next(lines)
     except StopIteration:
@@ -97,7 +116,7 @@ def read_register(path: Path) -> list[Row]:
     rows: list[Row] = []
     for line, cells in lines:
         if len(rows) >= MAX_ROWS:
-            raise ConfigError(f"{path}: more than {MAX_ROWS:,} rows: split the register")
+            raise ConfigError(f"{path}: more than {MAX_ROWS:,} units: split the register")
         values = {col: _text(cells[i]) if i < len(cells) else "" for i, col in columns.items()}
         if not any(_text(c) for c in cells):
             continue  # an empty line
@@ -105,6 +124,28 @@ def read_register(path: Path) -> list[Row]:
                                            columns.items() if c == "orgNo" and i < len(cells))
         rows.append(Row(line, values, numeric))
     return rows
+
+
+def _bounded(path: Path, lines):
+    """`lines` (line number, cells), stopped with one line at the first bound passed: lines read
+    (blank ones too: a sheet may number its one row 1,048,576 or more), cells in a row and cells
+    in all, counted as they come, before the next is read."""
+    cells_read = 0
+    for n, (line, cells) in enumerate(lines, start=1):
+        if n > MAX_LINES or line > MAX_LINES:
+            raise ConfigError(f"{path}: more than {MAX_LINES:,} lines: is this a register of units? "
+                              f"split it")
+        if len(cells) > MAX_COLUMNS:
+            raise ConfigError(f"{path} line {line}: more than {MAX_COLUMNS:,} columns: keep the "
+                              f"register's columns (orgNo, comName, conn_id or url_env) and a few notes")
+        if any(isinstance(c, str) and len(c) > MAX_CELL_CHARS for c in cells):
+            raise ConfigError(f"{path} line {line}: a cell of more than {MAX_CELL_CHARS:,} characters "
+                              f"(Excel's own limit): is this a register of units? check that row")
+        cells_read += len(cells)
+        if cells_read > MAX_CELLS:
+            raise ConfigError(f"{path} line {line}: more than {MAX_CELLS:,} cells in all: is this a "
+                              f"register of units? split it")
+        yield line, cells
 
 
 def _text(v: Any) -> str:
@@ -134,21 +175,155 @@ def _csv_lines(path: Path):
             yield start, cells
             start = reader.line_num + 1
     except csv.Error as e:
+        if "field larger than field limit" in str(e):  # one field past csv.field_size_limit()
+            raise ConfigError(f"{path} line {start}: a field of more than {csv.field_size_limit():,} "
+                              f"characters (a quote never closed?): is this a register of units? "
+                              f"check that row") from None
         raise ConfigError(f"{path} line {reader.line_num}: not a CSV row ({e}): check its quotes") from None
 
 
-def _xlsx_lines(path: Path):
+def _not_xlsx(path: Path, e: BaseException) -> ConfigError:
+    return ConfigError(f"{path}: not an .xlsx workbook ({type(e).__name__}): save it from Excel as "
+                       f".xlsx or .csv")
+
+
+def check_xlsx_sizes(path: Path) -> None:
+    """Refuse an .xlsx whose zip declares more than a register expands to, before anything is
+    inflated: the sizes are the zip directory's, and zipfile stops reading a part at its
+    declared size (a part that holds more fails its CRC check), so they bound what openpyxl
+    reads. Worksheets are read row by row (`_bounded` counts them); parts read whole have
+    bounds of their own (`_part_limits`)."""
     import zipfile
 
+    if path.stat().st_size > MAX_XLSX_BYTES:
+        raise ConfigError(f"{path}: more than {MAX_XLSX_BYTES:,} bytes: is this a register of units?")
+    try:
+        with zipfile.ZipFile(path) as z:
+            parts = z.infolist()
+            if len(parts) > MAX_XLSX_PARTS:
+                raise ConfigError(f"{path}: a zip of {len(parts):,} parts, more than {MAX_XLSX_PARTS:,}: "
+                                  f"not a register workbook; save it from Excel as .xlsx or .csv")
+            limit = _part_limits(path, z)
+    except ConfigError:
+        raise
+    except Exception as e:  # not a zip, no [Content_Types].xml, not XML, a part failing its CRC
+        raise _not_xlsx(path, e) from None
+    total = sum(p.file_size for p in parts)
+    if total > MAX_XLSX_EXPANDED:
+        biggest = max(parts, key=lambda p: p.file_size)
+        raise ConfigError(f"{path}: expands to {total:,} bytes, more than {MAX_XLSX_EXPANDED:,} "
+                          f"({biggest.filename[:80]!r} alone to {biggest.file_size:,}): not a register "
+                          f"of units; split it, or save it as .csv")
+    for p in parts:
+        if (most := limit(p.filename)) is not None and p.file_size > most:
+            raise ConfigError(f"{path}: its part {p.filename[:80]!r} expands to {p.file_size:,} bytes, "
+                              f"more than the {most:,} read at once: not a register of units; save "
+                              f"it as .csv")
+
+
+#: Parts openpyxl reads by name, whatever [Content_Types].xml says they are.
+_READ_BY_NAME = ("[Content_Types].xml", "_rels/.rels", "xl/styles.xml", "xl/theme/theme1.xml",
+                 "docProps/core.xml", "docProps/app.xml", "docProps/custom.xml")
+_CT = "application/vnd.openxmlformats-officedocument.spreadsheetml."
+
+
+def _part_limits(path: Path, z):
+    """name -> the most a part may expand to when openpyxl reads it whole, or None for a part it
+    reads row by row (a worksheet in xl/worksheets/) or never (an image), as [Content_Types].xml
+    types them, the way openpyxl finds them."""
+    import xml.etree.ElementTree as ET
+
+    info = z.getinfo("[Content_Types].xml")
+    if info.file_size > MAX_XLSX_PART:
+        raise ConfigError(f"{path}: its part '[Content_Types].xml' expands to {info.file_size:,} bytes, "
+                          f"more than the {MAX_XLSX_PART:,} read at once: not a register of units")
+    root = ET.fromstring(z.read(info))
+    ns = "{http://schemas.openxmlformats.org/package/2006/content-types}"
+    defaults = {d.get("Extension", "").lower(): d.get("ContentType", "") for d in root.iter(f"{ns}Default")}
+    overrides = {o.get("PartName", "").lstrip("/"): o.get("ContentType", "") for o in root.iter(f"{ns}Override")}
+
+    def limit(name: str) -> int | None:
+        kind = overrides.get(name, defaults.get(name.rsplit(".", 1)[-1].lower(), ""))
+        if name in _READ_BY_NAME:
+            return MAX_XLSX_PART
+        if kind == _CT + "worksheet+xml" and name.startswith("xl/worksheets/") and \
+                "/" not in name[len("xl/worksheets/"):]:
+            return None
+        if kind.startswith("image/"):
+            return None
+        return MAX_XLSX_STRINGS if kind == _CT + "sharedStrings+xml" else MAX_XLSX_PART
+
+    return limit
+
+
+def check_sheet_text(path: Path, part: str) -> None:
+    """Refuse a sheet holding more than MAX_CELL_CHARS characters of text in one cell (or in one
+    run between tags outside a cell), before openpyxl parses it: the part is scanned in 64 KB
+    chunks, so a 100 MB cell that deflates to 100 KB is refused without being held whole. A
+    sheet is exempt from MAX_XLSX_PART (a 200,000-unit sheet is tens of MB); its cells are not."""
+    import xml.parsers.expat
+    import zipfile
+
+    parser = xml.parsers.expat.ParserCreate(namespace_separator=" ")
+    state = {"chars": 0, "in_cell": 0, "row": "?"}
+
+    def start(tag: str, attrs: dict[str, str]) -> None:
+        name = tag.rsplit(" ", 1)[-1]
+        if name == "row":
+            state["row"] = attrs.get("r", state["row"])[:20]
+        if name == "c":
+            state["in_cell"] += 1
+        if name == "c" or not state["in_cell"]:
+            state["chars"] = 0
+
+    def end(tag: str) -> None:
+        if tag.rsplit(" ", 1)[-1] == "c":
+            state["in_cell"] = max(0, state["in_cell"] - 1)
+        if not state["in_cell"]:
+            state["chars"] = 0
+
+    def text(data: str) -> None:
+        state["chars"] += len(data)
+        if state["chars"] > MAX_CELL_CHARS:
+            raise ConfigError(f"{path} line {state['row']}: a cell of more than {MAX_CELL_CHARS:,} "
+                              f"characters (Excel's own limit): is this a register of units? check "
+                              f"that row")
+
+    parser.StartElementHandler, parser.EndElementHandler, parser.CharacterDataHandler = start, end, text
+    try:
+        with zipfile.ZipFile(path) as z, z.open(part) as f:
+            while chunk := f.read(1 << 16):
+                parser.Parse(chunk, False)
+            parser.Parse(b"", True)
+    except ConfigError:
+        raise
+    except Exception as e:  # not XML, a part failing its CRC
+        raise _not_xlsx(path, e) from None
+
+
+def _xlsx_lines(path: Path):
     from openpyxl import load_workbook
 
+    check_xlsx_sizes(path)
     try:
         book = load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, OSError, KeyError, ValueError) as e:
-        raise ConfigError(f"{path}: not an .xlsx workbook ({type(e).__name__}): save it from "
-                          f"Excel as .xlsx or .csv") from None
+    except Exception as e:  # openpyxl raises whatever a crafted part makes its parser raise
+        raise _not_xlsx(path, e) from None
     try:
-        for n, cells in enumerate(book.worksheets[0].iter_rows(values_only=True), start=1):
+        sheet = book.worksheets[0]
+        check_sheet_text(path, sheet._worksheet_path)  # the part openpyxl streams the rows from
+        sheet.reset_dimensions()  # rows as wide as their cells, not as a declared A1:XFD1048576
+        rows = sheet.iter_rows(values_only=True)
+        n = 0
+        while True:
+            try:
+                cells = next(rows)
+            except StopIteration:
+                return
+            except Exception as e:
+                raise ConfigError(f"{path} line {n + 1}: the sheet cannot be read ({type(e).__name__}): "
+                                  f"save it from Excel as .xlsx or .csv") from None
+            n += 1
             yield n, list(cells)
     finally:
         book.close()
@@ -278,14 +453,19 @@ def onboard(register: Path, extends: str, *, mappings_dir: Path = Path("mappings
     from pydantic import ValidationError
 
     from etl.mapping import SourceSpec, UnitSpec, parse_yaml, read_mapping_file
-    from etl.mapping.templates import CONNECTION, resolve
+    from etl.mapping.templates import CONNECTION, own_source_datasets, resolve
 
     extends = extends.strip().replace(os.sep, "/")
     _check_template(mappings_dir, extends)
-    rows = read_register(register)
     path = mappings_dir / extends
     data = read_mapping_file(path)
     template = resolve(path, data, parse_yaml(path, data), mappings_dir).raw
+    if own := own_source_datasets(template):  # a second database each unit must name
+        raise ConfigError(f"--extends {extends}: dataset(s) {', '.join(own)} of the template live "
+                          f"in a database of their own (datasets.{own[0]}.source), and a register "
+                          f"gives one connection per unit: write these units' files by hand, "
+                          f"each naming datasets: {{\"{own[0]}\": {{source: {{conn_id: ...}}}}}}")
+    rows = read_register(register)
     base_source = {k: v for k, v in (template.get("source") or {}).items()
                    if k not in CONNECTION}
     existing = _onboarded(mappings_dir)

@@ -754,9 +754,15 @@ def build_report(context: MutableMapping[str, Any] | None = None) -> str:
     out = out if out.is_absolute() else project_dir() / out
     units = _units()
     with _target_and_store() as (engine, _store):
-        index = site.build(engine, units, out)
-    log.info("report site refreshed: %s (%d units)", index, len(units))
-    return str(index)
+        built = site.build(engine, units, out)
+    for failure in built.failed:  # logged, not raised: the rest of the site is current
+        log.error("report: %s", failure.line())
+    if built.kept:
+        log.warning("report: kept %d file(s) in %s/units that etl report did not write: %s",
+                    len(built.kept), out, site.visible(", ".join(built.kept[:site.KEPT_SHOWN])))
+    log.info("report site refreshed: %s (%d units, %d page(s) not built)", built.index,
+             len(units), len(built.failed))
+    return str(built.index)
 
 
 @private.private_files

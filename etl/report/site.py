@@ -9,17 +9,26 @@ timeliness), as static HTML built from the target's bookkeeping tables and the m
 
 No network is needed to open it: styles and scripts are inlined, charts are hand-written SVG,
 the overview's data is embedded once as JSON. Unit pages are named by `storage.token(orgNo)`,
-never by a (Chinese, user-chosen) mapping file name. Everything taken from data is HTML-escaped
-(or set as `textContent` by the script) and passed through `masking.cap`, which masks ID
-numbers and mobiles even where the bookkeeping tables should already hold them masked.
+never by a (Chinese, user-chosen) mapping file name. Everything taken from data is passed
+through `masking.cap`, which masks ID numbers and mobiles even where the bookkeeping tables
+should already hold them masked, then `visible` (control characters as \\uXXXX, alike in pages
+and exports: XLSX cannot hold them), then HTML-escaped (or set as `textContent` by the script).
+
+One unit's data never stops the site: each unit's page and exports are rendered in memory and
+only then written; a unit that fails is listed as such on the overview, every other unit is
+built (`Built.failed`). The site removes only files it wrote before, as listed in its manifest
+(`MANIFEST`); anything else in `units/` is left and named (`Built.kept`).
 """
 
 from __future__ import annotations
 
 import csv
 import html
+import io
 import json
+import logging
 import os
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +54,11 @@ EXAMPLES_SHOWN = 3     # masked examples per reject group
 DETAILS_SHOWN = 200    # reconciliation entries listed per list
 PAGE_ROWS = 100        # the overview's rows per page
 MEDIA_SHOWN = 2000     # attachments listed on a unit page
+MANIFEST = ".etl-report-manifest.json"   # what the last build wrote: all it may remove
+MANIFEST_BYTES = 20_000_000              # ~300,000 files' names
+KEPT_SHOWN = 10        # foreign files named in the warning
+
+log = logging.getLogger(__name__)
 
 STATUS_LABEL = {"on_time": "on time", "late": "late", "failing": "failing", "never": "never loaded",
                 "pending": "pending first load"}
@@ -76,9 +90,21 @@ def unit_key(org_no: str) -> str:
     return token(org_no)
 
 
+#: What neither a page nor an export may hold as it is: C0 controls but tab and line breaks,
+#: DEL and C1 controls, lone surrogates (not UTF-8) and U+FFFE/U+FFFF (not XML).
+_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def visible(text: str) -> str:
+    """`text` with each character a page or spreadsheet cannot show (or XLSX cannot hold) as its
+    escape `\\u0001`: the same in HTML, CSV and XLSX, so a unit sees which character its data
+    holds, where dropping it would show a key that is not the one at source."""
+    return _INVISIBLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _text(value: object, limit: int = MESSAGE_CHARS) -> str:
-    """Data as shown anywhere in the site: masked and bounded."""
-    return "" if value is None else cap(str(value), limit)
+    """Data as shown anywhere in the site: masked, bounded, every character visible."""
+    return "" if value is None else visible(cap(str(value), limit))
 
 
 def _e(value: object, limit: int = MESSAGE_CHARS) -> str:
@@ -169,11 +195,38 @@ def _link_media(rows: list[dict], units_dir: Path) -> None:
 
 # --- building -----------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class PageFailure:
+    """A page the build could not write: a unit's (page and exports), or reconcile.html."""
+
+    org_no: str          # "" for a page of every unit
+    name: str            # the mapping's name, or the page's file name
+    com_name: str
+    reason: str          # one line, masked
+
+    def line(self) -> str:
+        who = (f"the page of unit {self.com_name} (orgNo {self.org_no}, mapping {self.name})"
+               if self.org_no else self.name)
+        return visible(f"{who} was not built: {self.reason}")
+
+
+@dataclass(frozen=True)
+class Built:
+    index: Path
+    failed: list[PageFailure]     # every other page was built
+    kept: list[str]               # files in units/ no build wrote, left in place (relative paths)
+
+
+def _reason(e: BaseException) -> str:
+    return cap(" ".join(f"{type(e).__name__}: {e}".split()), 300)
+
+
 def build(engine: Engine, units: Sequence[Mapping | InvalidMapping],
           out: str | os.PathLike[str] | None = None, *,
-          since: date | datetime | None = None, now: datetime | None = None) -> Path:
-    """Write the whole site into `out`; returns the overview's path. `units` are the mapping
-    files as `etl.report.freshness.load_units` reads them: an invalid one is listed as failing."""
+          since: date | datetime | None = None, now: datetime | None = None) -> Built:
+    """Write the whole site into `out`. `units` are the mapping files as
+    `etl.report.freshness.load_units` reads them: an invalid one is listed as failing. A unit
+    whose page or exports fail is listed on the overview as not built, the others are built."""
     mappings = [m for m in units if isinstance(m, Mapping)]
     out = reports_dir(out)
     (out / "units").mkdir(parents=True, exist_ok=True)
@@ -184,25 +237,91 @@ def build(engine: Engine, units: Sequence[Mapping | InvalidMapping],
     start = clock.to_cst(start) if start else None  # an instant: timestamptz compares it right
     statuses = _statuses(engine, units, now)
     recs = _reconciliations(engine)
+    before = read_manifest(out)
     written: set[str] = set()
+    failed: list[PageFailure] = []
     by_org = {m.unit.orgNo: m for m in mappings}
     for m in mappings:
-        data = _unit_data(engine, m, start)
-        _link_media(data.media, out / "units")
-        mine = [s for s in statuses if s.org_no == m.unit.orgNo]
-        written |= write_unit(out, data, mine, now)
-    write_overview(out, statuses, now)
-    write_reconcile(out, [x for x in recs if x.get("orgNo") in by_org], by_org, now)
-    for old in (out / "units").iterdir():  # pages of units no longer mapped
-        if old.is_file() and old.name not in written:
-            old.unlink()
-    return out / "index.html"
+        try:
+            data = _unit_data(engine, m, start)
+            _link_media(data.media, out / "units")
+            mine = [s for s in statuses if s.org_no == m.unit.orgNo]
+            written |= {f"units/{name}" for name in write_unit(out, data, mine, now)}
+        except Exception as e:  # one unit's data: that unit's page, never the site
+            log.debug("unit page of %s (%s) not built", m.unit.orgNo, m.name, exc_info=True)
+            failed.append(PageFailure(m.unit.orgNo, m.name, _text(m.unit.comName, 200), _reason(e)))
+    try:
+        write_reconcile(out, [x for x in recs if x.get("orgNo") in by_org], by_org, now)
+        written.add("reconcile.html")
+    except Exception as e:
+        log.debug("reconcile.html not built", exc_info=True)
+        failed.append(PageFailure("", "reconcile.html", "", _reason(e)))
+    write_overview(out, statuses, now, {f.org_no: f.reason for f in failed if f.org_no})
+    written.add("index.html")
+    left, kept = _tidy(out, before, written)
+    write_manifest(out, written | left)
+    return Built(out / "index.html", failed, kept)
+
+
+#: The files a build writes, and so the only ones a manifest may name for removal.
+_OURS = re.compile(r"(index|reconcile)\.html|units/[A-Za-z0-9_-]{1,200}(\.html|-rejects\.(csv|xlsx))")
+
+
+def read_manifest(out: Path) -> set[str]:
+    """What the last build wrote (relative paths), as its manifest says; only names a build
+    writes are taken, so a manifest edited by hand cannot remove anything else."""
+    path = out / MANIFEST
+    try:
+        if not path.is_file() or path.stat().st_size > MANIFEST_BYTES:
+            return set()
+        files = json.loads(path.read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {f for f in files if isinstance(f, str) and _OURS.fullmatch(f)} if isinstance(files, list) else set()
+
+
+def write_manifest(out: Path, files: Iterable[str]) -> Path:
+    path = out / MANIFEST
+    body = {"writtenBy": "etl report", "about": "the files the last `etl report` wrote here: the "
+            "only ones the next may remove", "files": sorted(files)}
+    _write_bytes(path, json.dumps(body, ensure_ascii=False, indent=0).encode("utf-8"))
+    return path
+
+
+def _tidy(out: Path, before: set[str], written: set[str]) -> tuple[set[str], list[str]]:
+    """Remove what the last build wrote and this one did not (a unit no longer mapped, or whose
+    page failed now: its old page would show old data as current); name every other file of
+    units/. Returns (ours, still there: the next build tries again; not ours, kept)."""
+    left: set[str] = set()
+    for rel in sorted(before - written):
+        path = out / rel
+        try:
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("report: could not remove %s: %s", path, e)
+            left.add(rel)
+    kept = sorted(rel for p in (out / "units").iterdir()
+                  if (rel := f"units/{p.name}") not in written and rel not in left)
+    return left, kept
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """`path` replaced whole by `data` (a temporary file of this process, renamed)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    _write_bytes(path, text.encode("utf-8"))
 
 
 _CSS = """
@@ -236,8 +355,10 @@ def _json_for_script(value: Any) -> str:
 
 # --- overview -----------------------------------------------------------------------------------
 
-def overview_data(statuses: Sequence, now: datetime) -> dict:
-    """Units once, rows referring to them: 2,000 units x 9 datasets stay a few MB."""
+def overview_data(statuses: Sequence, now: datetime, failed: dict[str, str] | None = None) -> dict:
+    """Units once, rows referring to them: 2,000 units x 9 datasets stay a few MB. A unit in
+    `failed` (orgNo -> why) has no page to link to, and says why."""
+    failed = failed or {}
     units: list[list[str]] = []
     index: dict[str, int] = {}
     rows = []
@@ -245,10 +366,11 @@ def overview_data(statuses: Sequence, now: datetime) -> dict:
         if s.org_no not in index:
             index[s.org_no] = len(units)
             units.append([_text(s.com_name, 200), _text(s.org_no, 50),
-                          f"units/{unit_key(s.org_no)}.html"])
+                          "" if s.org_no in failed else f"units/{unit_key(s.org_no)}.html",
+                          _text(failed.get(s.org_no, ""), 300)])
         ds = standard.BY_TX_CODE.get(s.tx_code)
         rate = round(100 * s.rejected / s.extracted, 1) if s.extracted else None
-        rows.append([index[s.org_no], s.tx_code, ds.zh if ds else "", s.frequency,
+        rows.append([index[s.org_no], visible(s.tx_code), ds.zh if ds else "", visible(s.frequency),
                      _when(s.last_success), s.status, _text(s.message, 300) if s.message else "",
                      s.records, rate])
     counts = {k: sum(1 for s in statuses if s.status == k) for k in STATUS_LABEL}
@@ -292,7 +414,10 @@ function render(){
   part.forEach(function(r){
     var u=U[r[0]], tr=document.createElement("tr"), name=document.createElement("td"), a=document.createElement("a");
     tr.dataset.status=r[5]; tr.dataset.org=u[1]; tr.dataset.tx=r[1];
-    a.href=u[2]; a.textContent=u[0]; name.appendChild(a); tr.appendChild(name);
+    if(u[2]){a.href=u[2]; a.textContent=u[0]; name.appendChild(a);}else{name.textContent=u[0];}
+    if(u[3]){var f=document.createElement("span"); f.className="failing page-failed";
+      f.textContent=" (page not built)"; f.title=u[3]; name.appendChild(f); tr.dataset.pageFailed="1";}
+    tr.appendChild(name);
     tr.appendChild(td(u[1])); tr.appendChild(td(r[1]+" "+r[2])); tr.appendChild(td(r[3]));
     tr.appendChild(td(r[4]||"—")); tr.appendChild(td(L[r[5]],r[5]+" status"));
     tr.appendChild(td(r[6],"msg")); tr.appendChild(td(String(r[7]),"n records"));
@@ -323,8 +448,19 @@ apply();
 """
 
 
-def overview_html(statuses: Sequence, now: datetime) -> str:
-    data = overview_data(statuses, now)
+def _failed_list(data: dict) -> str:
+    """The units whose page was not built, with why: in the page itself, script or not."""
+    failed = [u for u in data["units"] if u[3]]
+    if not failed:
+        return ""
+    items = "".join(f'<li data-org="{html.escape(u[1])}">{html.escape(u[0])} ({html.escape(u[1])}): '
+                    f'{html.escape(u[3])}</li>' for u in failed)
+    return (f'<div id="failed-pages"><p class="failing">The page of {len(failed)} unit(s) was not '
+            f'built; every other unit\'s is up to date:</p><ul>{items}</ul></div>')
+
+
+def overview_html(statuses: Sequence, now: datetime, failed: dict[str, str] | None = None) -> str:
+    data = overview_data(statuses, now, failed)
     counts = data["counts"]
     units = len(data["units"])
     summary = "".join(f'<span class="{k}" data-count="{k}">{html.escape(v)}: {counts[k]}</span>'
@@ -336,6 +472,7 @@ def overview_html(statuses: Sequence, now: datetime) -> str:
     thead = "".join(f'<th data-key="{k}">{v}</th>' if k else f"<th>{v}</th>" for k, v in heads)
     body = (f"<h1>Ingestion overview</h1>"
             f'<p class="summary"><span>{units} units, {len(data["rows"])} datasets</span>{summary}</p>'
+            f'{_failed_list(data)}'
             f'<p id="controls"><input id="q" type="search" placeholder="search unit name or orgNo" '
             f'aria-label="search unit name or orgNo" size="32"> <select id="status" aria-label="status">'
             f'<option value="">every status</option>{options}</select>'
@@ -352,10 +489,11 @@ def overview_html(statuses: Sequence, now: datetime) -> str:
     return _page("Ingestion overview", body, now)
 
 
-def write_overview(out: Path, statuses: Sequence, now: datetime) -> Path:
+def write_overview(out: Path, statuses: Sequence, now: datetime,
+                   failed: dict[str, str] | None = None) -> Path:
     path = Path(out) / "index.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write(path, overview_html(statuses, now))
+    _write(path, overview_html(statuses, now, failed))
     return path
 
 
@@ -403,7 +541,7 @@ def _runs_table(runs: Sequence[dict]) -> str:
     rows = []
     for r in runs:
         cells = "".join(f'<td class="n">{int(r[RUN_COLUMN.get(c, c)] or 0)}</td>' for c in cols)
-        rows.append(f'<tr class="run" data-status="{html.escape(r["status"])}"><td>{_when(r["startedAt"])}'
+        rows.append(f'<tr class="run" data-status="{_e(r["status"], 20)}"><td>{_when(r["startedAt"])}'
                     f'</td><td>{_e(r["mode"], 20)}</td><td class="{"on_time" if r["status"] == "success" else "failing"}">'
                     f'{_e(r["status"], 20)}</td>{cells}<td class="msg">{_e(r["message"], RUN_MESSAGE_CHARS)}</td></tr>')
     return (f'<table class="runs"><thead><tr><th>started (CST)</th><th>mode</th><th>status</th>{head}'
@@ -477,20 +615,19 @@ def _inert(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-def write_exports(folder: Path, stem: str, rejects: Sequence[dict]) -> tuple[Path, Path]:
-    """`<stem>-rejects.csv` (UTF-8 with BOM, for Excel) and `.xlsx`: every reject, warning
-    and dropped duplicate of the last successful loads, masked."""
+def export_files(rejects: Sequence[dict]) -> tuple[bytes, bytes]:
+    """The CSV (UTF-8 with BOM, for Excel) and XLSX of every reject, warning and dropped
+    duplicate of the last successful loads, masked, every cell text (never a formula) and
+    visible, rendered in memory: a unit's exports are written whole or not at all."""
     from openpyxl import Workbook
     from openpyxl.cell.cell import TYPE_STRING
 
-    rows = export_rows(rejects)
-    csv_path, xlsx_path = folder / f"{stem}-rejects.csv", folder / f"{stem}-rejects.xlsx"
-    tmp = csv_path.with_name(csv_path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8-sig", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(EXPORT_COLUMNS)
-        w.writerows([[_inert(v) for v in r] for r in rows])
-    tmp.replace(csv_path)
+    rows = [[visible("" if v is None else str(v)) for v in r] for r in export_rows(rejects)]
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(EXPORT_COLUMNS)
+    w.writerows([[_inert(v) for v in r] for r in rows])
+    csv_bytes = text.getvalue().encode("utf-8-sig")
     wb = Workbook()
     ws = wb.active
     ws.title = "rejects"
@@ -503,9 +640,17 @@ def write_exports(folder: Path, stem: str, rejects: Sequence[dict]) -> tuple[Pat
     ws.freeze_panes = "A2"
     for col, width in zip("ABCDEFGHIJ", (7, 14, 22, 14, 14, 10, 70, 40, 30, 17)):
         ws.column_dimensions[col].width = width
-    tmp = xlsx_path.with_name(xlsx_path.name + ".tmp")
-    wb.save(tmp)
-    tmp.replace(xlsx_path)
+    book = io.BytesIO()
+    wb.save(book)
+    return csv_bytes, book.getvalue()
+
+
+def write_exports(folder: Path, stem: str, rejects: Sequence[dict]) -> tuple[Path, Path]:
+    """`<stem>-rejects.csv` and `.xlsx` (`export_files`)."""
+    csv_bytes, xlsx_bytes = export_files(rejects)
+    csv_path, xlsx_path = folder / f"{stem}-rejects.csv", folder / f"{stem}-rejects.xlsx"
+    _write_bytes(csv_path, csv_bytes)
+    _write_bytes(xlsx_path, xlsx_bytes)
     return csv_path, xlsx_path
 
 
@@ -542,8 +687,8 @@ def unit_html(data: UnitData, statuses: Sequence, now: datetime) -> str:
         mine = [g for g in groups if g["txCode"] == tx]
         audit = [a for a in data.audit if a["txCode"] == tx]
         sections.append(
-            f'<section class="dataset" id="tx{html.escape(tx)}" data-tx="{html.escape(tx)}">'
-            f'<h2>{html.escape(tx)} {html.escape(ds.zh if ds else "")} ({html.escape(ds.table if ds else "")})</h2>'
+            f'<section class="dataset" id="tx{_e(tx, 10)}" data-tx="{_e(tx, 10)}">'
+            f'<h2>{_e(tx, 10)} {html.escape(ds.zh if ds else "")} ({html.escape(ds.table if ds else "")})</h2>'
             f'<p>{status}</p>'
             + (f"<h3>Last runs</h3>{chart_svg(runs)}{_runs_table(runs)}" if runs else
                '<p class="muted">No runs recorded.</p>')
@@ -560,13 +705,24 @@ def unit_html(data: UnitData, statuses: Sequence, now: datetime) -> str:
 
 
 def write_unit(out: Path, data: UnitData, statuses: Sequence, now: datetime) -> set[str]:
-    """The unit's page and exports; returns their file names."""
+    """The unit's page and exports, all rendered before any is written; returns their file
+    names. When writing one fails, those written are removed: a unit's files are of one build."""
     folder = Path(out) / "units"
     folder.mkdir(parents=True, exist_ok=True)
     stem = unit_key(data.org_no)
-    _write(folder / f"{stem}.html", unit_html(data, statuses, now))
-    csv_path, xlsx_path = write_exports(folder, stem, data.rejects)
-    return {f"{stem}.html", csv_path.name, xlsx_path.name}
+    csv_bytes, xlsx_bytes = export_files(data.rejects)
+    files = {f"{stem}.html": unit_html(data, statuses, now).encode("utf-8"),
+             f"{stem}-rejects.csv": csv_bytes, f"{stem}-rejects.xlsx": xlsx_bytes}
+    done: list[Path] = []
+    try:
+        for name, body in files.items():
+            _write_bytes(folder / name, body)
+            done.append(folder / name)
+    except BaseException:
+        for path in done:
+            path.unlink(missing_ok=True)
+        raise
+    return set(files)
 
 
 # --- reconciliation -----------------------------------------------------------------------------
@@ -594,7 +750,7 @@ def reconcile_html(results: Sequence[dict], mappings: dict[str, Mapping], now: d
         rows.append(f'<tr class="rec" data-org="{_e(org, 50)}" data-tx="{_e(tx, 10)}" data-state="{_e(state, 20)}">'
                     f'<td><a href="units/{unit_key(org)}.html">{_e(name, 200)}</a></td><td>{_e(org, 50)}</td>'
                     f'<td>{_e(tx, 10)} {html.escape(ds.zh if ds else "")}</td>'
-                    f'<td class="{html.escape(state)}"><a href="#{anchor}">{_e(state, 20)}</a></td>{counts}'
+                    f'<td class="{_e(state, 20)}"><a href="#{anchor}">{_e(state, 20)}</a></td>{counts}'
                     f'<td>{_e(x.get("checkedAt"), 40) if not isinstance(x.get("checkedAt"), datetime) else _when(x["checkedAt"])}</td></tr>')
         d = x.get("details") or {}
         if isinstance(d, str):

@@ -89,6 +89,14 @@ def coverage(mapping: Mapping, origins: dict[tuple[str, str], str] | None = None
                  + (["from"] if origins is not None else []), rows)
 
 
+def reads_from(mapping: Mapping, origins: dict[str, tuple[str, str, str]]) -> str:
+    """Per dataset, where `etl run` reads it from: the connection, the key naming it and the
+    file holding that key (`etl.mapping.templates.source_origins`)."""
+    rows = [[tx, standard.BY_TX_CODE[tx].table if tx in standard.BY_TX_CODE else "", *origins[tx]]
+            for tx in mapping.datasets if tx in origins]
+    return table(["tx", "table", "reads from", "key", "in file"], rows)
+
+
 def unit_summary(units: Sequence[tuple[Any, Any, int]]) -> str:
     """`etl check` over many files: one line a unit (file, orgNo, name, template, datasets,
     ok or its number of problems) and a count line. `units`: (path, Mapping or None, problems)."""
