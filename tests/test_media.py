@@ -428,8 +428,10 @@ def test_server_without_head_or_length_still_works(unit_files, store, tmp_path):
 
 # --- SFTP ------------------------------------------------------------------------------------
 
-def test_sftp_server(unit_files, store, tmp_path):
-    with sftp_server(unit_files.parent, "collector", "Sh1ny-pa55") as (port, opened):
+def test_sftp_server(unit_files, store, tmp_path, known_hosts):
+    with sftp_server(unit_files.parent, "collector", "Sh1ny-pa55") as server:
+        port, opened = server.port, server.opened
+        known_hosts.write_text(server.known_hosts_line())  # its key pinned, as a deployment would
         base = f"sftp://collector:Sh1ny-pa55@127.0.0.1:{port}/unit"
         source = FileSource(base, label="无锡锅炉")
         assert "Sh1ny-pa55" not in repr(source)
