@@ -150,6 +150,11 @@ def sftp_server(folder: Path, user: str, password: str,
         yield server
     finally:
         stop.set()
+        try:  # wakes the accepting thread: a closed but still listening socket keeps the port
+            listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         listener.close()
+        thread.join(timeout=5)
         for t in transports:
             t.close()
