@@ -148,6 +148,11 @@ def test_etl_check_warns_on_a_base_that_redirects_elsewhere(tmp_path, monkeypatc
         with pytest.raises(MediaError) as err:
             FileSource(base).check()
         assert err.value.rule == "file_redirect"
+        m = _unit(tmp_path, monkeypatch, [_rule(1, "a.pdf")], base)
+        code, out = _check(m.path, capsys)
+        assert code == 0  # the base itself is allowed: what its server does now is a warning
+        assert "warning:" in out and "cannot be reached now" in out and "not followed" in out
+        assert _requests(server) >= 2
     assert _requests(secret) == 0
 
 
