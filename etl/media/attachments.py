@@ -30,10 +30,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl import target
-from etl.common import clock
+from etl.common import clock, outbound
 from etl.common.errors import ConfigError, MediaError
 from etl.common.masking import cap, register_url_secrets
-from etl.common import outbound
 from etl.common.outbound import connection_uri
 from etl.common.settings import unset_variable
 from etl.mapping import FieldRule, FileSpec, Mapping
