@@ -113,7 +113,9 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
         for p, m in loaded.items():
             by_unit[p] += source_problems(m)
             warnings += source_warnings(m)
-            warnings += attachments.base_warnings(m)
+            base_problems, base_warnings = attachments.base_checks(m)
+            by_unit[p] += base_problems
+            warnings += base_warnings
     # reading local processes is not connecting to a source: --offline too
     warnings += airflow_env.environment_warnings(loaded.values())
     for p, m in loaded.items():

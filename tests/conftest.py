@@ -196,6 +196,10 @@ def pytest_configure(config: pytest.Config) -> None:
         media = Path(tempfile.mkdtemp(prefix="etl-media-test-"))
         atexit.register(shutil.rmtree, media, ignore_errors=True)
         os.environ["ETL_MEDIA_URL"] = str(media)
+    if not os.environ.get("ETL_SSH_KNOWN_HOSTS"):  # SFTP host keys: never the user's ~/.ssh
+        keys = Path(tempfile.mkdtemp(prefix="etl-ssh-test-"))
+        atexit.register(shutil.rmtree, keys, ignore_errors=True)
+        os.environ["ETL_SSH_KNOWN_HOSTS"] = str(keys / "known_hosts")
     if os.environ.get("ETL_TEST_AIRFLOW_HOME"):
         return
     home = Path(tempfile.mkdtemp(prefix="etl-airflow-test-"))
@@ -208,6 +212,17 @@ def pytest_configure(config: pytest.Config) -> None:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
     })
+
+
+@pytest.fixture
+def known_hosts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test's known_hosts file for SFTP file servers (`ETL_SSH_KNOWN_HOSTS`), not yet
+    written: a test pins a server's key by writing its line (`SftpServer.known_hosts_line`)."""
+    path = tmp_path / "ssh" / "known_hosts"
+    monkeypatch.setenv("ETL_SSH_KNOWN_HOSTS", str(path))
+    monkeypatch.delenv("ETL_SSH_TRUST_NEW_HOSTS", raising=False)
+    path.parent.mkdir()
+    return path
 
 
 # --- Airflow in this process (dag.test()) ---------------------------------------------------

@@ -76,7 +76,8 @@ def objects(store_root: Path) -> list[Path]:
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Serves the folder; counts requests; names containing `forbidden` answer 403; the
-    server's `no_head` refuses HEAD (405) and `no_length` sends bodies without a length."""
+    server's `no_head` refuses HEAD (405) and `no_length` sends bodies without a length;
+    `redirects` maps a path to the URL it answers 302 with."""
 
     def log_message(self, *args):  # quiet
         pass
@@ -85,8 +86,20 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         with self.server.lock:  # type: ignore[attr-defined]
             self.server.requests[(self.command, self.path)] += 1  # type: ignore[attr-defined]
 
+    def _redirected(self) -> bool:
+        target = self.server.redirects.get(self.path)  # type: ignore[attr-defined]
+        if target is None:
+            return False
+        self.send_response(302)
+        self.send_header("Location", target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
+
     def do_HEAD(self):
         self._count()
+        if self._redirected():
+            return
         if self.server.no_head:  # type: ignore[attr-defined]
             self.send_error(405)
             return
@@ -97,6 +110,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self):
         self._count()
+        if self._redirected():
+            return
         if "forbidden" in self.path:
             self.send_error(403)
             return
@@ -131,8 +146,10 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def http_files(folder: Path, *, no_head: bool = False, no_length: bool = False):
-    """(base URL, server) of a real HTTP server on 127.0.0.1 serving `folder`."""
+def http_files(folder: Path, *, no_head: bool = False, no_length: bool = False,
+               redirects: dict[str, str] | None = None):
+    """(base URL, server) of a real HTTP server on 127.0.0.1 serving `folder` (`redirects`: a
+    path -> the URL it redirects to; `server.redirects` may be filled once the port is known)."""
     handler = lambda *a, **kw: _Handler(*a, directory=str(folder), **kw)  # noqa: E731
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
@@ -140,6 +157,7 @@ def http_files(folder: Path, *, no_head: bool = False, no_length: bool = False):
     server.sent = Counter()
     server.lock = threading.Lock()
     server.no_head, server.no_length = no_head, no_length
+    server.redirects = dict(redirects or {})
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -428,8 +446,10 @@ def test_server_without_head_or_length_still_works(unit_files, store, tmp_path):
 
 # --- SFTP ------------------------------------------------------------------------------------
 
-def test_sftp_server(unit_files, store, tmp_path):
-    with sftp_server(unit_files.parent, "collector", "Sh1ny-pa55") as (port, opened):
+def test_sftp_server(unit_files, store, tmp_path, known_hosts):
+    with sftp_server(unit_files.parent, "collector", "Sh1ny-pa55") as server:
+        port, opened = server.port, server.opened
+        known_hosts.write_text(server.known_hosts_line())  # its key pinned, as a deployment would
         base = f"sftp://collector:Sh1ny-pa55@127.0.0.1:{port}/unit"
         source = FileSource(base, label="无锡锅炉")
         assert "Sh1ny-pa55" not in repr(source)

@@ -72,8 +72,14 @@ SETTINGS: tuple[Setting, ...] = (
             "URL (`s3://bucket/media`)"),
     Setting("ETL_MEDIA_CONN_ID", None, "the Airflow connection with the media store's "
             "credentials"),
-    Setting("ETL_REQUIRE_TLS", "0", "1: refuse to connect to any source or the target without "
-            "TLS"),
+    Setting("ETL_REQUIRE_TLS", "0", "1: refuse to connect to any source, the target or a "
+            "unit's file server without TLS (file servers: `https://` or `sftp://`)"),
+    Setting("ETL_SSH_KNOWN_HOSTS", "~/.ssh/known_hosts", "the known_hosts file (OpenSSH's "
+            "format) SFTP file servers' host keys are checked against: a key not in it is "
+            "refused"),
+    Setting("ETL_SSH_TRUST_NEW_HOSTS", "0", "1: accept an SFTP server's host key on first sight "
+            "and add it to `ETL_SSH_KNOWN_HOSTS` (trust on first use); a key that differs from "
+            "the recorded one is refused all the same"),
     Setting("ETL_DATA_KEY", None, "the data key personal data is encrypted under (base64 of 32 "
             "random bytes; README, Encryption at rest)", "none: stored in clear"),
     Setting("ETL_DATA_KEY_OLD", None, "earlier data keys, comma-separated, while `etl "

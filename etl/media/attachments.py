@@ -12,8 +12,10 @@ facts for `ingest_media`, as JSON). They ride through staging like any column. `
 `ingest_media` in the load's transaction, for the rows that load only.
 
 A file's own problem rejects its row (`MediaError`: rule `file_missing`, `file_unreadable`,
-`file_type`, `file_size`, `file_path`); a file server that cannot be reached fails the dataset
-(`FileServerUnreachable`, raised on), not the run.
+`file_type`, `file_size`, `file_path`, `file_redirect`); a file server that cannot be reached,
+or that `etl.common.outbound`'s rules refuse, fails the dataset (`FileServerUnreachable`, raised
+on), not the run. The unit's `source.require_tls` (the dataset's source's) covers its file
+bases too: a base without TLS is refused before any file of the dataset is fetched.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl import target
-from etl.common import clock
+from etl.common import clock, outbound
 from etl.common.errors import ConfigError, MediaError
 from etl.common.masking import cap, register_url_secrets
 from etl.common.outbound import connection_uri
@@ -110,16 +112,21 @@ def collect(frame: pd.DataFrame, raw: pd.DataFrame, mapping: Mapping, tx_code: s
     deleted = frame[DELETED].astype(bool)
     live = [i for i in frame.index if i not in skip and not deleted.at[i]]
     fetched_at = clock.now().isoformat()
-    sources: list = []  # closed at the end: an SFTP source holds a connection
+    sources: dict[str, media.FileSource] = {}  # closed at the end: an SFTP source holds a connection
     try:
+        why = outbound.requirement(mapping.source_for(tx_code))
+        for name, rule in rules.items():  # every base checked before any file is fetched
+            assert rule.file is not None
+            if not rule.file.blob:
+                where = f"{mapping.path} [datasets.{tx_code}.fields.{name}.file]"
+                sources[name] = media.FileSource(resolve_base(rule.file, where),
+                                                 label=f"{label} {name}", require_tls=why,
+                                                 where=where)
         for name, rule in rules.items():
             spec = rule.file
             assert spec is not None
             limit = spec.limit_bytes or media.DEFAULT_LIMIT_BYTES
-            source = None if spec.blob else media.FileSource(
-                resolve_base(spec, f"{mapping.path} [datasets.{tx_code}.fields.{name}.file]"),
-                label=f"{label} {name}")
-            sources.append(source)
+            source = sources.get(name)
             values = frame[name].astype(object).copy()
             for i in live:
                 if i in refused:
@@ -157,9 +164,8 @@ def collect(frame: pd.DataFrame, raw: pd.DataFrame, mapping: Mapping, tx_code: s
             frame[name] = values
     finally:
         progress.close()
-        for source in sources:
-            if source is not None:
-                source.close()
+        for source in sources.values():
+            source.close()
     for i in refused:  # a refused row keeps no facts of its other files
         facts.pop(i, None)
     frame[MEDIA_SHA] = pd.Series(
@@ -249,12 +255,17 @@ def record(conn: Connection, rows: list[dict], org_no: str, tx_code: str, run_id
 # --- etl check ------------------------------------------------------------------------------
 
 
-def base_warnings(mapping: Mapping) -> list[str]:
-    """`warning:` lines for file bases `etl check` cannot reach now (not set, not mounted, the
-    server down): not a failure, a share may be mounted only where the loads run."""
+def base_checks(mapping: Mapping) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of the mapping's file bases, for `etl check`. A base the outbound
+    rules refuse whatever its server does (plain `http://` with TLS required, a metadata
+    address) is a problem, as a source URL that asks for no TLS is. One that cannot be reached
+    now (not set, not mounted, the server down or refused: a redirect elsewhere, an address, a
+    host key) is a `warning:` line, not a failure: a share may be mounted only where the loads
+    run."""
 
-    out = []
+    problems, warnings = [], []
     for tx in sorted(mapping.datasets):
+        why = outbound.requirement(mapping.source_for(tx))
         for name, rule in file_rules(mapping, tx).items():
             spec = rule.file
             assert spec is not None
@@ -262,10 +273,21 @@ def base_warnings(mapping: Mapping) -> list[str]:
                 continue
             where = f"{mapping.path} [datasets.{tx}.fields.{name}.file]"
             try:
-                media.FileSource(resolve_base(spec, where)).check()
+                base = resolve_base(spec, where)
             except Exception as e:  # noqa: BLE001 - reported, never raised by a check
-                out.append(f"warning: {where} files cannot be reached now: {e}")
-    return out
+                warnings.append(f"warning: {where} files cannot be reached now: {e}")
+                continue
+            try:
+                source = media.FileSource(base, require_tls=why, where=where)
+            except ConfigError as e:
+                problems.append(str(e))
+                continue
+            try:
+                with source:
+                    source.check()
+            except Exception as e:  # noqa: BLE001 - reported, never raised by a check
+                warnings.append(f"warning: {where} files cannot be reached now: {e}")
+    return problems, warnings
 
 
 def summary(engine: sa.Engine) -> str:

@@ -30,6 +30,7 @@ retried: every row would fail alike, and it is not the data's fault). See docs/a
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import json
@@ -52,7 +53,7 @@ from types import MappingProxyType
 from typing import IO, Any, BinaryIO
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from etl.common import private, settings
+from etl.common import outbound, private, settings
 from etl.common.errors import (ConfigError, EtlError, FileServerUnreachable, MediaError,
                                MediaStoreError)
 from etl.common.masking import (MASK, is_secret_param, mask_secrets_in_text, mask_url,
@@ -67,7 +68,8 @@ __all__ = [
 log = logging.getLogger("etl")
 
 #: Why a file's row is rejected (`MediaError.rule`).
-MEDIA_RULES = frozenset({"file_missing", "file_unreadable", "file_type", "file_size", "file_path"})
+MEDIA_RULES = frozenset({"file_missing", "file_unreadable", "file_type", "file_size", "file_path",
+                         "file_redirect"})
 
 #: The largest file accepted unless a call says otherwise: a long training video fits, a disk
 #: image dumped by mistake does not.
@@ -319,13 +321,22 @@ class FileSource:
 
     Paths come from the unit's data, so they are untrusted: `..`, absolute paths, drives and
     URLs are refused (`MediaError(file_path)`), and on local folders a symbolic link may not
-    lead out of the base either."""
+    lead out of the base either.
+
+    The server is the unit's, so it is not trusted either: connections follow
+    `etl.common.outbound`'s rules for file servers. `require_tls` says why TLS is required for
+    this base (`outbound.requirement(source spec)`; `ETL_REQUIRE_TLS` applies regardless), and
+    a base without it is refused here, before anything is fetched (`ConfigError` naming `where`,
+    the mapping key the base comes from). A redirect to another origin rejects that file
+    (`file_redirect`); a name leading to an address the base does not name, or an SSH host key
+    not recorded, fails the dataset for good (`FileServerUnreachable`, not transient)."""
 
     #: Seconds to wait for an HTTP server to connect / to send the next bytes.
     CONNECT_TIMEOUT = 30
     READ_TIMEOUT = 120
 
-    def __init__(self, base: str, *, label: str = "") -> None:
+    def __init__(self, base: str, *, label: str = "", require_tls: str | None = None,
+                 where: str = "") -> None:
         if not base or not str(base).strip():
             raise ConfigError(f"{label or 'a unit'}: no base folder or URL for its files")
         base = os.fspath(base)
@@ -339,6 +350,8 @@ class FileSource:
                               f"as a chain of file systems, so an IPv6 address cannot be a host "
                               f"here: use a host name")
         self.protocol = scheme or "file"
+        outbound.check_file_base(base, require_tls or outbound.requirement(),
+                                 where or label or "a unit's file base", self.shown)
         self._fs: Any = None
         self._root: str = ""
         self._local: str | None = None
@@ -364,16 +377,17 @@ class FileSource:
 
                 kwargs["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(
                     total=None, sock_connect=self.CONNECT_TIMEOUT, sock_read=self.READ_TIMEOUT)}
+                kwargs["get_client"] = outbound.http_client(self._raw)
                 kwargs["skip_instance_cache"] = True
-            elif self.protocol == "sftp":
-                # one connection per source: a cached one outlives a server restart
-                kwargs.update(timeout=self.CONNECT_TIMEOUT, skip_instance_cache=True)
             try:
-                self._fs, self._root = url_to_fs(self._raw, **kwargs)
+                if self.protocol in ("sftp", "ssh"):
+                    self._fs, self._root = _sftp(self._raw, self.CONNECT_TIMEOUT)
+                else:
+                    self._fs, self._root = url_to_fs(self._raw, **kwargs)
             except Exception as exc:  # noqa: BLE001 - classified below
                 raise self._unreachable(exc) from None
             self._root = self._root.rstrip("/")
-            if self.protocol == "sftp":  # an SSH transport is a thread and a socket until closed
+            if self.protocol in ("sftp", "ssh"):  # an SSH transport is a thread and a socket until closed
                 self._finalizer = weakref.finalize(self, _close_sftp, self._fs)
         return self._fs, self._root
 
@@ -411,6 +425,13 @@ class FileSource:
     # -- errors --
 
     def _unreachable(self, exc: BaseException) -> FileServerUnreachable:
+        refused = next((e for e in _walk(exc) if isinstance(e, outbound.Refused)), None)
+        if refused is not None:  # the rules' refusal: trying again cannot help
+            err = FileServerUnreachable(
+                f"{self.label + ': ' if self.label else ''}the file server {self.shown} is "
+                f"refused: {mask_secrets_in_text(refused.reason)[:600]}")
+            err.transient = False
+            return err
         detail = mask_secrets_in_text(f"{type(exc).__name__}: {exc}")[:300]
         err = FileServerUnreachable(
             f"{self.label + ': ' if self.label else ''}the file server {self.shown} cannot be "
@@ -428,6 +449,15 @@ class FileSource:
         if isinstance(exc, EtlError):
             return exc
         chain = _walk(exc)
+        for e in chain:
+            if isinstance(e, outbound.RedirectRefused):
+                return MediaError("file_redirect", f"{shown}: the unit's file server redirects it "
+                                                   f"to {e.target}, another server than the base's "
+                                                   f"{e.origin}: not followed; ask the unit to "
+                                                   f"serve the file under the base, or, if that "
+                                                   f"server is the unit's, make it the base")
+            if isinstance(e, outbound.Refused):
+                return self._unreachable(e)
         for e in chain:
             status = getattr(e, "status", None)
             if type(e).__name__ == "ClientResponseError" and isinstance(status, int):
@@ -531,12 +561,35 @@ class FileSource:
             fs.info(root or "/")
         except Exception as exc:  # noqa: BLE001 - classified
             problem = self.classify(exc, self.shown)
-            if isinstance(problem, FileServerUnreachable):
+            if isinstance(problem, FileServerUnreachable) or (
+                    isinstance(problem, MediaError) and problem.rule == "file_redirect"):
                 raise problem from None
 
     def location(self, rel: str) -> str:
         """Where `rel` is, as a location is shown and stored (no credentials)."""
         return self._path(rel)[1]
+
+
+@functools.cache
+def _checked_sftp() -> type:
+    """fsspec's SFTP file system, connecting through `outbound.ssh_client` (known host keys, an
+    address the rules allow) instead of its own `SSHClient` (which accepts any host key)."""
+    from fsspec.implementations.sftp import SFTPFileSystem
+
+    class CheckedSFTPFileSystem(SFTPFileSystem):
+        def _connect(self) -> None:
+            self.client = outbound.ssh_client(self.host, **self.ssh_kwargs)
+            self.ftp = self.client.open_sftp()
+
+    return CheckedSFTPFileSystem
+
+
+def _sftp(url: str, timeout: float) -> tuple[Any, str]:
+    """(file system, root path) of an `sftp://` base: one connection per source (a cached one
+    would outlive a server restart)."""
+    cls = _checked_sftp()
+    options = {**cls._get_kwargs_from_urls(url), "timeout": timeout}
+    return cls(skip_instance_cache=True, **options), cls._strip_protocol(url)
 
 
 def _close_sftp(fs: Any) -> None:
