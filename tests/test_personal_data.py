@@ -204,14 +204,16 @@ def test_a_ten_megabyte_value_gives_a_short_masked_message(tmp_path):
 
 def test_caps_keep_text_short_and_masked():
     from etl.common.masking import MESSAGE_CHARS, cap, excerpt
+    from etl.standard import dataset
 
+    name = dataset("03").field("psnName")
     text = f"row {ID_EXPIRED} " + "x" * 10_000
     capped = cap(text)
     assert len(capped) <= MESSAGE_CHARS and ID_EXPIRED not in capped and capped.startswith("row 320102")
     assert capped.endswith(f"…({len(text)} chars)")
     assert cap("short") == "short"
-    assert excerpt("欧阳娜娜" * 50, "name").startswith("'欧阳***")
-    assert "娜" not in excerpt("欧阳娜娜" * 50, "name")
+    assert excerpt("欧阳娜娜" * 50, name).startswith("'欧阳***")
+    assert "娜" not in excerpt("欧阳娜娜" * 50, name)
     assert excerpt("a" * 100) == "'" + "a" * 40 + "'…(100 chars)"
     # an ID cut at the edge of the excerpt is masked before it is cut
     assert ID_SPACED[6:14] not in excerpt("b" * 30 + ID_SPACED)
