@@ -244,13 +244,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _masked(text: str) -> str:
-    from etl.common.masking import mask_secrets_in_text
+    from etl.common.masking import mask_message
 
-    return mask_secrets_in_text(text)
+    return mask_message(text)
 
 
 class _MaskSecrets(logging.Filter):
-    """Whatever is logged, by us or a library, shows no password (`etl.common.masking`)."""
+    """Whatever is logged, by us or a library, shows no password nor an ID number, a mobile or a
+    row a database quotes (`etl.common.masking.mask_message`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:

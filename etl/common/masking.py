@@ -320,6 +320,14 @@ def mask_url(url: str | URL) -> str:
         return mask_secrets_in_text(str(url))
 
 
+# Where a database quotes the row it refused (PostgreSQL's `DETAIL:  Failing row contains (...)`
+# and a COPY's `CONTEXT:  COPY t, line 3, column c: "..."`), the row's values: any of them
+# may be protected, and nothing in the text says which.
+_QUOTED_ROW = re.compile(r"(Failing row contains |\bCOPY [^,\n]{1,200}, line \d+(?:, column [^:\n]{1,200})?: )[^\n]*")
+ROW_HIDDEN = "(the row's values are not shown)"
+
+
 def mask_message(text: str) -> str:
-    """An error or log message as it may be shown or stored: secrets and personal data masked."""
-    return mask_text(mask_secrets_in_text(text))
+    """An error or log message as it may be shown or stored: secrets and personal data masked,
+    and a row a database quotes in its error hidden whole."""
+    return mask_text(_QUOTED_ROW.sub(lambda m: m.group(1) + ROW_HIDDEN, mask_secrets_in_text(text)))
