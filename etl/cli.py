@@ -213,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _MaskSecrets) for f in handler.filters):
-            handler.addFilter(_MaskSecrets())
+    from etl.common.masking import mask_logs
+
+    for handler in logging.getLogger().handlers:  # whatever is logged, by us or a library
+        mask_logs(handler)
     for noisy in ("alembic", "airflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     old_umask = os.umask(private.UMASK)  # targets, staging, caches, Airflow's files: owner only
@@ -247,20 +248,6 @@ def _masked(text: str) -> str:
     from etl.common.masking import mask_message
 
     return mask_message(text)
-
-
-class _MaskSecrets(logging.Filter):
-    """Whatever is logged, by us or a library, shows no password nor an ID number, a mobile or a
-    row a database quotes (`etl.common.masking.mask_message`)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            record.msg, record.args = _masked(record.getMessage()), ()
-            if record.exc_info and not record.exc_text:
-                record.exc_text = _masked(logging.Formatter().formatException(record.exc_info))
-        except Exception:  # pragma: no cover - logging must not fail
-            pass
-        return True
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -542,3 +542,30 @@ def test_a_row_the_target_refuses_is_not_quoted_in_the_run_record_nor_the_log(pg
     texts = {("ingest_run", "message"): [run["message"]], ("etl", "stdout"): [done.stdout],
              ("etl", "stderr"): [done.stderr]}
     assert _found(texts, CLEAR) == []
+
+
+def test_a_source_error_never_quotes_the_values_a_query_was_bound_with(tmp_path):
+    """A failed read's error holds no value it was bound with (`hide_parameters`)."""
+    from etl.source.connect import engine_for
+
+    path = tmp_path / "src.sqlite"
+    sa.create_engine(f"sqlite:///{path}").dispose()
+    path.touch()
+    engine = engine_for(sa.engine.make_url(f"sqlite:///{path}"))
+    with pytest.raises(sa.exc.DBAPIError) as failed, engine.connect() as conn:
+        conn.execute(sa.text("SELECT cert FROM t_missing WHERE cert = :c"), {"c": CERT_OLD})
+    assert "t_missing" in str(failed.value) and CERT_OLD not in str(failed.value)
+
+
+def test_an_airflow_tasks_log_masks_what_the_etl_logger_says(caplog):
+    """Under Airflow the CLI's handlers are not there: the `etl` logger itself masks (installed
+    when the tasks are imported), so a task log holds no ID number nor a row a database quoted."""
+    import logging
+
+    import etl.orchestration.tasks  # noqa: F401 - installs the filter, as the DAG's tasks do
+
+    with caplog.at_level(logging.INFO, logger="etl"):
+        logging.getLogger("etl").error("load failed: %s", f'DETAIL:  Failing row contains '
+                                       f'(R1, 诸葛孔明, {CERT_OLD}), ID {ID_SPACED}')
+    assert "Failing row contains (the row's values are not shown)" in caplog.text
+    assert _found({("task", "log"): [caplog.text]}, [CERT_OLD, ID_SPACED, "孔明"]) == []

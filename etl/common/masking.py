@@ -15,6 +15,7 @@ stay readable. Passwords never show: `mask_url` is the one way a URL is printed 
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import threading
@@ -331,3 +332,23 @@ def mask_message(text: str) -> str:
     """An error or log message as it may be shown or stored: secrets and personal data masked,
     and a row a database quotes in its error hidden whole."""
     return mask_text(_QUOTED_ROW.sub(lambda m: m.group(1) + ROW_HIDDEN, mask_secrets_in_text(text)))
+
+
+class MaskingFilter(logging.Filter):
+    """Whatever is logged through a handler or logger it filters, by us or a library, shows no
+    password nor an ID number, a mobile or a row a database quotes (`mask_message`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            record.msg, record.args = mask_message(record.getMessage()), ()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = mask_message(logging.Formatter().formatException(record.exc_info))
+        except Exception:  # pragma: no cover - logging must not fail
+            pass
+        return True
+
+
+def mask_logs(logger: logging.Logger | logging.Handler) -> None:
+    """Install `MaskingFilter` on `logger` (a logger or a handler), once."""
+    if not any(isinstance(f, MaskingFilter) for f in logger.filters):
+        logger.addFilter(MaskingFilter())
