@@ -569,3 +569,75 @@ def test_an_airflow_tasks_log_masks_what_the_etl_logger_says(caplog):
                                        f'(R1, 诸葛孔明, {CERT_OLD}), ID {ID_SPACED}')
     assert "Failing row contains (the row's values are not shown)" in caplog.text
     assert _found({("task", "log"): [caplog.text]}, [CERT_OLD, ID_SPACED, "孔明"]) == []
+
+
+# --- the attacker's side: every surface a person reads, with a data key --------------------------
+
+BAD_ID = gb11643("32011519900101125")[:-1] + ("0" if gb11643("32011519900101125")[-1] != "0" else "1")
+SPACED_BAD_ID = f"{BAD_ID[:6]} {BAD_ID[6:14]} {BAD_ID[14:]}"  # cleaned (separators), then rejected
+
+
+def _site_texts(folder: Path) -> dict[tuple[str, str], list[str]]:
+    """Every file of the report site as text: pages, CSV, and each XLSX's XML parts."""
+    import zipfile
+
+    out: dict[tuple[str, str], list[str]] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.suffix == ".xlsx":
+            with zipfile.ZipFile(path) as z:
+                out[("site", str(path))] = [z.read(n).decode("utf-8", "replace") for n in z.namelist()]
+        else:
+            out[("site", str(path))] = [path.read_bytes().decode("utf-8", "replace")]
+    return out
+
+
+def test_a_protected_value_is_nowhere_in_clear_but_a_decrypted_read(target_url, tmp_path):
+    """With ETL_DATA_KEY set, certificate and ID numbers that get cleaned, rejected or differ at
+    reconciliation are not in clear in the run record, rejects, audit examples, reconciliation
+    details, the report site's pages and CSV/XLSX exports, nor anything `etl -v` prints; at rest
+    they are ciphertext. Only `etl decrypt --clear` shows them."""
+    import base64
+
+    key = base64.b64encode(os.urandom(32)).decode()
+    source = f"sqlite:///{tmp_path / 'staff.sqlite'}"
+    env = {"STAFF_SOURCE_URL": source, "ETL_DATA_KEY": key}
+    staff = [*STAFF, ("E05", "上官婉儿", SPACED_BAD_ID, CERT_OLD_REISSUED)]
+    _write_staff(source, staff)
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    mapping = mappings / "staff.yaml"
+    mapping.write_text(STAFF_MAPPING.format(org=ORG_A), encoding="utf-8")
+    secrets = [*CLEAR, BAD_ID, "婉儿"]
+
+    ran = _etl(["run", str(mapping), "--target", target_url], env)
+    assert ran.returncode == 0, ran.stderr
+    rejects = rows_of(target_url, "ingest_reject")
+    assert {(r["sourceKey"], r["field"], r["rule"]) for r in rejects} >= {
+        ("E03", "certNo", "length"), ("E04", "psnName", "length"), ("E05", "idCardNo", "idcard")}
+    audit = {(r["field"], r["rule"]) for r in rows_of(target_url, "ingest_audit")}
+    assert audit >= {("certNo", "halfwidth"), ("certNo", "trim"), ("idCardNo", "separators")}
+
+    _write_staff(source, [(e, n, i, CERT_OLD_REISSUED if e == "E02" else c) for e, n, i, c in staff])
+    reconciled = _etl(["reconcile", str(mapping), "--target", target_url], env)
+    assert reconciled.returncode == 1, reconciled.stderr  # E02's certNo differs, E03-E05 not ingested
+    assert "certNo" in reconciled.stdout
+    site = tmp_path / "site"
+    reported = _etl(["report", "--mappings-dir", str(mappings), "--out", str(site), "--target", target_url], env)
+    assert reported.returncode == 0, reported.stderr
+    pages = _site_texts(site)
+    assert any(p.endswith(".xlsx") for _, p in pages) and any(p.endswith(".csv") for _, p in pages)
+    assert any("certNo" in t for ts in pages.values() for t in ts)
+
+    everything = _texts(target_url)
+    bookkeeping = {k: v for k, v in everything.items()  # ingest_change: the ledger, like the tables
+                   if k[0].startswith("ingest_") and k[0] != "ingest_change"}
+    assert {"ingest_reject", "ingest_audit", "ingest_run", "ingest_reconcile"} <= {t for t, _ in bookkeeping}
+    readable = {**bookkeeping, **pages, **{("etl", f"{done.args[3]} {stream}"): [getattr(done, stream)]
+                            for done in (ran, reconciled, reported) for stream in ("stdout", "stderr")}}
+    assert _found(readable, secrets) == []
+    # at rest: the encrypted fields are ciphertext in every table (names are not encrypted)
+    assert _found(everything, [c for c in secrets if c[:1].isdigit()]) == []
+    # a decrypted read shows them: the values were there to find
+    clear = _etl(["decrypt", "--org", ORG_A, "--tx", "03", "--clear", "--target", target_url], env)
+    assert clear.returncode == 0, clear.stderr
+    assert CERT_OLD in clear.stdout and CERT_ID in clear.stdout
