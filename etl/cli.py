@@ -214,9 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _MaskSecrets) for f in handler.filters):
-            handler.addFilter(_MaskSecrets())
+    from etl.common.masking import mask_logs
+
+    for handler in logging.getLogger().handlers:  # whatever is logged, by us or a library
+        mask_logs(handler)
     for noisy in ("alembic", "airflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     old_umask = os.umask(private.UMASK)  # targets, staging, caches, Airflow's files: owner only
@@ -245,22 +246,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _masked(text: str) -> str:
-    from etl.common.masking import mask_secrets_in_text
+    from etl.common.masking import mask_message
 
-    return mask_secrets_in_text(text)
-
-
-class _MaskSecrets(logging.Filter):
-    """Whatever is logged, by us or a library, shows no password (`etl.common.masking`)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            record.msg, record.args = _masked(record.getMessage()), ()
-            if record.exc_info and not record.exc_text:
-                record.exc_text = _masked(logging.Formatter().formatException(record.exc_info))
-        except Exception:  # pragma: no cover - logging must not fail
-            pass
-        return True
+    return mask_message(text)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -477,6 +477,12 @@ def test_audit_examples_mask_id_numbers_in_any_field() -> None:
     assert audit.examples[("certNo", "halfwidth")][0][1] == "320102********1234"
 
 
+def test_audit_examples_mask_certificate_numbers_whatever_they_look_like() -> None:
+    audit = Audit()
+    clean("03", "certNo", [" 320102850307123"], audit)  # a first-generation (15-digit) ID number
+    assert audit.examples[("certNo", "trim")] == [(" 32***********23", "32***********23")]
+
+
 def test_audit_shows_bytes_by_length_only() -> None:
     audit = Audit()
     clean("03", "psnName", ["张三".encode("gb18030")], audit)

@@ -1,5 +1,7 @@
 """Personal data and binary values: source keys and messages masked and bounded wherever a
-person reads them, private files and folders, BLOBs in text fields rejected row by row.
+person reads them, protected fields (ID numbers, phones, names, certificate numbers) masked by
+their definition with or without a data key, private files and folders, BLOBs in text fields
+rejected row by row.
 
 Real SQLite, PostgreSQL and MariaDB; `etl run` as a subprocess where its output matters.
 """
@@ -166,6 +168,9 @@ def test_source_key_parts_are_masked_by_the_field_they_fill():
     assert mask(f"张三|x|{MOBILES[0]}") == "张*|*|138****5678"
     # a key holding the separator itself cannot be split reliably: masked as a whole
     assert ID_TOO_LONG not in mask(f"a|b|c|{ID_TOO_LONG}")
+    # a certificate number is protected though it is neither an ID number, a phone nor a name
+    by_cert = masked_source_key(dataset("03"), ["cert", "emp_no"], {"certNo": FieldRule(column="cert")})
+    assert by_cert("320102850307123|E001") == "32***********23|E001"
 
 
 # --- bounded messages --------------------------------------------------------------------------
@@ -204,14 +209,16 @@ def test_a_ten_megabyte_value_gives_a_short_masked_message(tmp_path):
 
 def test_caps_keep_text_short_and_masked():
     from etl.common.masking import MESSAGE_CHARS, cap, excerpt
+    from etl.standard import dataset
 
+    name = dataset("03").field("psnName")
     text = f"row {ID_EXPIRED} " + "x" * 10_000
     capped = cap(text)
     assert len(capped) <= MESSAGE_CHARS and ID_EXPIRED not in capped and capped.startswith("row 320102")
     assert capped.endswith(f"…({len(text)} chars)")
     assert cap("short") == "short"
-    assert excerpt("欧阳娜娜" * 50, "name").startswith("'欧阳***")
-    assert "娜" not in excerpt("欧阳娜娜" * 50, "name")
+    assert excerpt("欧阳娜娜" * 50, name).startswith("'欧阳***")
+    assert "娜" not in excerpt("欧阳娜娜" * 50, name)
     assert excerpt("a" * 100) == "'" + "a" * 40 + "'…(100 chars)"
     # an ID cut at the edge of the excerpt is masked before it is cut
     assert ID_SPACED[6:14] not in excerpt("b" * 30 + ID_SPACED)
@@ -359,3 +366,278 @@ def test_a_binary_value_in_a_text_field_rejects_only_its_row(kind, request, tmp_
         ("1", "mainProblem", "binary"), ("4", "mainProblem", "binary")]
     assert all(re.search(r"binary value in field mainProblem \(隐患描述\).*map a text column",
                          r["message"]) for r in rejects)
+
+
+# --- protected fields: masked by their definition, with or without a data key ------------------
+#
+# A field's definition says what it holds of a person (`Field.personal`); such a field is
+# protected: shown masked on every surface a person reads (rejects, run messages, audit
+# examples, report pages and exports, reconciliation, logs), key or no key. certNo is the
+# protected field that is neither an ID number, a phone nor a name: before, only values that
+# looked like an ID number or a mobile were masked in it.
+
+# Certificate numbers of special-equipment operators: since TSG Z6001-2019 the holder's resident
+# ID number (the standard's own example, A.5, is one); older ones carry the first-generation
+# 15-digit number of GB 11643-1989 (area code, YYMMDD, 3-digit sequence), which nothing masks by
+# its shape.
+CERT_ID = gb11643("32011519880216241")
+CERT_ID_REISSUED = gb11643("32011519880216243")
+CERT_OLD = "320102850307123"              # 320102 玄武区, born 1985-03-07
+CERT_OLD_REISSUED = "320102850307135"
+CERTS_IN_ONE_CELL = "；".join(f"32010585110{i}21{i}" for i in range(1, 5))  # 63 characters: too long
+_FULL_WIDTH = str.maketrans("0123456789X", "０１２３４５６７８９Ｘ")
+STAFF = [  # emp_no, name, ID number, certNo as the source holds it
+    ("E01", "欧阳娜娜", gb11643("32011519900101121"), CERT_ID.translate(_FULL_WIDTH)),  # halfwidth
+    ("E02", " 司马相如 ", gb11643("32011519900101122"), f"  {CERT_OLD} "),            # trim
+    ("E03", "诸葛孔明", gb11643("32011519900101123"), CERTS_IN_ONE_CELL),              # rejected
+    ("E04", "皇甫" + "嵩" * 60, gb11643("32011519900101124"), CERT_ID_REISSUED),       # name too long
+]
+CLEAR = [CERT_ID, CERT_ID_REISSUED, CERT_OLD, CERT_OLD_REISSUED, CERTS_IN_ONE_CELL,
+         *[c.strip() for *_, c in STAFF], *[c.strip() for c in CERTS_IN_ONE_CELL.split("；")],
+         *[i for _, _, i, _ in STAFF], "娜娜", "相如", "孔明", "嵩嵩"]
+
+STAFF_MAPPING = """\
+unit: {{orgNo: "{org}", comName: 南京某某电梯有限公司}}
+source: {{url_env: STAFF_SOURCE_URL}}
+datasets:
+  "03":
+    table: t_staff
+    key: [emp_no]
+    fields:
+      psnName: name
+      idCardNo: id_no
+      isSecChief: {{value: 0}}
+      isSecManager: {{value: 1}}
+      isOpr: {{value: 1}}
+      isRes: {{value: 0}}
+      lcnsKind: {{value: 电梯作业}}
+      certNo: cert
+"""
+
+
+def _write_staff(url: str, staff: list[tuple[str, str, str, str]]) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS t_staff")
+        conn.exec_driver_sql("CREATE TABLE t_staff (emp_no TEXT, name TEXT, id_no TEXT, cert TEXT)")
+        conn.execute(sa.text("INSERT INTO t_staff VALUES (:e, :n, :i, :c)"),
+                     [dict(zip("enic", row)) for row in staff])
+    engine.dispose()
+
+
+# --- the policy: a field's definition says what it holds ---------------------------------------
+
+
+def test_every_field_holding_a_persons_data_is_protected_by_its_definition():
+    """Names (姓名 and the 人 fields: 联系人, 责任人 ...), ID numbers, phones and the
+    certificate number say so in the standard's table; every encrypted field is one of them."""
+    from etl.standard import DATASETS, protected_fields
+
+    protected = {(ds.tx_code, f.name): f.personal for ds in DATASETS for f in protected_fields(ds)}
+    for ds in DATASETS:
+        for f in ds.fields:
+            if f.zh == "姓名" or f.zh.endswith("人"):
+                assert protected.get((ds.tx_code, f.name)) == "name", f.name
+            if f.kind in ("idcard", "phone") or f.encrypted:
+                assert (ds.tx_code, f.name) in protected, f.name
+    assert protected[("03", "certNo")] == "identifier"
+    assert {k for k, v in protected.items() if v != "name"} == {
+        ("01", "linkTel"), ("02", "dLinkTel"), ("03", "idCardNo"), ("03", "certNo")}
+
+
+def test_a_field_cannot_be_encrypted_without_saying_what_it_holds():
+    from etl.standard import Field
+
+    with pytest.raises(ValueError, match="encrypted field must say what it holds"):
+        Field("x", "证书编号", "C", 50, encrypted=True)
+    with pytest.raises(ValueError, match="kind 'phone' must be personal='phone'"):
+        Field("x", "电话", "C", 20, kind="phone")
+
+
+def test_a_kind_given_instead_of_a_field_is_refused():
+    from etl.common.masking import excerpt
+
+    with pytest.raises(TypeError, match="give the field"):
+        excerpt("320102850307123", "identifier")
+
+
+@pytest.mark.parametrize(("value", "masked"), [
+    ("320102850307123", "32***********23"),             # a first-generation ID number
+    ("苏TS-0123", "苏******3"),
+    ("T-001", "*****"),                                  # too short to keep anything
+    ("3201 0285 0307 123", "32** **** **** *23"),        # spaces stay, every character else goes
+])
+def test_an_identifier_keeps_at_most_a_third_at_its_ends(value, masked):
+    from etl.common.masking import mask
+
+    assert mask(value, "identifier") == masked
+    assert sum(a == b for a, b in zip(value, masked) if not a.isspace()) <= len(value.replace(" ", "")) / 3
+
+
+def test_an_identifier_spelt_as_an_id_number_is_masked_as_one():
+    """The standard's own example of a certificate number (A.5) is a resident ID number."""
+    from etl.common.masking import mask
+
+    assert mask(ID_SPACED, "identifier") == mask(ID_SPACED, "idcard") == f"{ID_SPACED[:6]}********{ID_SPACED[-4:]}"
+
+
+@pytest.mark.parametrize(("tx", "name", "value"), [
+    ("03", "certNo", "320102850307123"), ("03", "idCardNo", ID_SPACED), ("03", "psnName", "欧阳娜娜"),
+    ("01", "linkTel", MOBILES[0]), ("06", "dutyMan", "张三，李四")])
+def test_messages_and_audit_examples_show_a_value_alike(tx, name, value):
+    """One rule: what cleaning's audit shows of a value is what a message quotes of it."""
+    import pandas as pd
+
+    from etl.common.masking import excerpt
+    from etl.standard import dataset
+    from etl.standard.clean import Audit, clean_column
+
+    audit = Audit()
+    clean_column(pd.Series([f"{value} "]), dataset(tx).field(name), audit)
+    [(before, after)] = audit.examples[(name, "trim")]
+    assert before == excerpt(f"{value} ", dataset(tx).field(name))[1:-1] != f"{value} "
+    assert after == excerpt(value, dataset(tx).field(name))[1:-1]
+
+
+def test_a_target_error_never_quotes_the_rows_values(db_url):
+    """A failed statement's error holds no value it carried (`hide_parameters`)."""
+    from datetime import date
+
+    engine = target.connect(db_url)
+    target.upgrade(engine)
+    row = {"ID": "R1", "batchNo": "2025010100000001", "txCode": "03", "busType": "I",
+           "updateDate": date(2025, 1, 1), "orgNo": ORG_A, "psnName": "诸葛孔明",
+           "idCardNo": ID_SPACED, "certNo": CERT_OLD, "isSecChief": 0, "isSecManager": 1,
+           "isOpr": 1, "isRes": 0, "rowHash": "0" * 32}
+    with pytest.raises(sa.exc.DBAPIError) as failed:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(target.table("03")), [row, row])  # the second breaks the key
+    engine.dispose()
+    text = str(failed.value)
+    assert "unit_person" in text and "hidden" in text
+    assert not [v for v in ("诸葛孔明", ID_SPACED, CERT_OLD) if v in text], text
+
+
+def test_a_row_the_target_refuses_is_not_quoted_in_the_run_record_nor_the_log(pg_url, tmp_path):
+    """PostgreSQL quotes a refused row in its error (`Failing row contains (...)`): a run's
+    message and `etl -v run`'s output say which rule refused it, not its values."""
+    engine = target.connect(pg_url)
+    target.upgrade(engine)
+    with engine.begin() as conn:  # a rule added by hand on the target, which our data breaks
+        conn.exec_driver_sql('ALTER TABLE unit_person ADD CONSTRAINT new_certificates_only '
+                             'CHECK (length("certNo") <> 15)')
+    engine.dispose()
+    env = {"STAFF_SOURCE_URL": f"sqlite:///{tmp_path / 'staff.sqlite'}"}
+    os.environ.pop("ETL_DATA_KEY", None)
+    _write_staff(env["STAFF_SOURCE_URL"], STAFF)
+    mapping = tmp_path / "staff.yaml"
+    mapping.write_text(STAFF_MAPPING.format(org=ORG_A), encoding="utf-8")
+
+    done = _etl(["run", str(mapping), "--target", pg_url], env)
+
+    assert done.returncode == 1
+    [run] = rows_of(pg_url, "ingest_run")
+    assert run["status"] == "failed" and "new_certificates_only" in run["message"]
+    assert "Failing row contains (the row's values are not shown)" in run["message"]
+    texts = {("ingest_run", "message"): [run["message"]], ("etl", "stdout"): [done.stdout],
+             ("etl", "stderr"): [done.stderr]}
+    assert _found(texts, CLEAR) == []
+
+
+def test_a_source_error_never_quotes_the_values_a_query_was_bound_with(tmp_path):
+    """A failed read's error holds no value it was bound with (`hide_parameters`)."""
+    from etl.source.connect import engine_for
+
+    path = tmp_path / "src.sqlite"
+    sa.create_engine(f"sqlite:///{path}").dispose()
+    path.touch()
+    engine = engine_for(sa.engine.make_url(f"sqlite:///{path}"))
+    with pytest.raises(sa.exc.DBAPIError) as failed, engine.connect() as conn:
+        conn.execute(sa.text("SELECT cert FROM t_missing WHERE cert = :c"), {"c": CERT_OLD})
+    assert "t_missing" in str(failed.value) and CERT_OLD not in str(failed.value)
+
+
+def test_an_airflow_tasks_log_masks_what_the_etl_logger_says(caplog):
+    """Under Airflow the CLI's handlers are not there: the `etl` logger itself masks (installed
+    when the tasks are imported), so a task log holds no ID number nor a row a database quoted."""
+    import logging
+
+    import etl.orchestration.tasks  # noqa: F401 - installs the filter, as the DAG's tasks do
+
+    with caplog.at_level(logging.INFO, logger="etl"):
+        logging.getLogger("etl").error("load failed: %s", f'DETAIL:  Failing row contains '
+                                       f'(R1, 诸葛孔明, {CERT_OLD}), ID {ID_SPACED}')
+    assert "Failing row contains (the row's values are not shown)" in caplog.text
+    assert _found({("task", "log"): [caplog.text]}, [CERT_OLD, ID_SPACED, "孔明"]) == []
+
+
+# --- the attacker's side: every surface a person reads, with a data key --------------------------
+
+BAD_ID = gb11643("32011519900101125")[:-1] + ("0" if gb11643("32011519900101125")[-1] != "0" else "1")
+SPACED_BAD_ID = f"{BAD_ID[:6]} {BAD_ID[6:14]} {BAD_ID[14:]}"  # cleaned (separators), then rejected
+
+
+def _site_texts(folder: Path) -> dict[tuple[str, str], list[str]]:
+    """Every file of the report site as text: pages, CSV, and each XLSX's XML parts."""
+    import zipfile
+
+    out: dict[tuple[str, str], list[str]] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.suffix == ".xlsx":
+            with zipfile.ZipFile(path) as z:
+                out[("site", str(path))] = [z.read(n).decode("utf-8", "replace") for n in z.namelist()]
+        else:
+            out[("site", str(path))] = [path.read_bytes().decode("utf-8", "replace")]
+    return out
+
+
+def test_a_protected_value_is_nowhere_in_clear_but_a_decrypted_read(target_url, tmp_path):
+    """With ETL_DATA_KEY set, certificate and ID numbers that get cleaned, rejected or differ at
+    reconciliation are not in clear in the run record, rejects, audit examples, reconciliation
+    details, the report site's pages and CSV/XLSX exports, nor anything `etl -v` prints; at rest
+    they are ciphertext. Only `etl decrypt --clear` shows them."""
+    import base64
+
+    key = base64.b64encode(os.urandom(32)).decode()
+    source = f"sqlite:///{tmp_path / 'staff.sqlite'}"
+    env = {"STAFF_SOURCE_URL": source, "ETL_DATA_KEY": key}
+    staff = [*STAFF, ("E05", "上官婉儿", SPACED_BAD_ID, CERT_OLD_REISSUED)]
+    _write_staff(source, staff)
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    mapping = mappings / "staff.yaml"
+    mapping.write_text(STAFF_MAPPING.format(org=ORG_A), encoding="utf-8")
+    secrets = [*CLEAR, BAD_ID, "婉儿"]
+
+    ran = _etl(["run", str(mapping), "--target", target_url], env)
+    assert ran.returncode == 0, ran.stderr
+    rejects = rows_of(target_url, "ingest_reject")
+    assert {(r["sourceKey"], r["field"], r["rule"]) for r in rejects} >= {
+        ("E03", "certNo", "length"), ("E04", "psnName", "length"), ("E05", "idCardNo", "idcard")}
+    audit = {(r["field"], r["rule"]) for r in rows_of(target_url, "ingest_audit")}
+    assert audit >= {("certNo", "halfwidth"), ("certNo", "trim"), ("idCardNo", "separators")}
+
+    _write_staff(source, [(e, n, i, CERT_OLD_REISSUED if e == "E02" else c) for e, n, i, c in staff])
+    reconciled = _etl(["reconcile", str(mapping), "--target", target_url], env)
+    assert reconciled.returncode == 1, reconciled.stderr  # E02's certNo differs, E03-E05 not ingested
+    assert "certNo" in reconciled.stdout
+    site = tmp_path / "site"
+    reported = _etl(["report", "--mappings-dir", str(mappings), "--out", str(site), "--target", target_url], env)
+    assert reported.returncode == 0, reported.stderr
+    pages = _site_texts(site)
+    assert any(p.endswith(".xlsx") for _, p in pages) and any(p.endswith(".csv") for _, p in pages)
+    assert any("certNo" in t for ts in pages.values() for t in ts)
+
+    everything = _texts(target_url)
+    bookkeeping = {k: v for k, v in everything.items()  # ingest_change: the ledger, like the tables
+                   if k[0].startswith("ingest_") and k[0] != "ingest_change"}
+    assert {"ingest_reject", "ingest_audit", "ingest_run", "ingest_reconcile"} <= {t for t, _ in bookkeeping}
+    readable = {**bookkeeping, **pages, **{("etl", f"{done.args[3]} {stream}"): [getattr(done, stream)]
+                            for done in (ran, reconciled, reported) for stream in ("stdout", "stderr")}}
+    assert _found(readable, secrets) == []
+    # at rest: the encrypted fields are ciphertext in every table (names are not encrypted)
+    assert _found(everything, [c for c in secrets if c[:1].isdigit()]) == []
+    # a decrypted read shows them: the values were there to find
+    clear = _etl(["decrypt", "--org", ORG_A, "--tx", "03", "--clear", "--target", target_url], env)
+    assert clear.returncode == 0, clear.stderr
+    assert CERT_OLD in clear.stdout and CERT_ID in clear.stdout

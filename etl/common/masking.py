@@ -1,22 +1,35 @@
 """Masking of personal data and secrets before they reach logs, audit examples, reject reports,
-printed output or the run record.
+printed output or the run record: the house's one personal-data policy.
 
 Those outputs are read by people who need to see *what kind* of value was wrong, not whose it
-was: ID numbers keep their region and last digits, phones their prefix or area code, names
-their family name. Codes of organisations (USCC) are public and stay readable. Passwords never
-show: `mask_url` is the one way a URL is printed or stored, `mask_secrets_in_text` the one way
-a message that may quote a URL or connection string is.
+was. What a field holds is said by its definition (`etl.standard.Field.personal`: an ID number,
+a phone, a person's name, or another number that identifies a person, such as a certificate
+number); `shown` is the one way a field's value is shown to a person, whichever surface shows
+it (reject and run messages, audit examples, source keys, reconciliation details, `etl
+decrypt`), and whether or not a data key encrypts the field at rest. ID numbers keep their
+region and last digits, phones their prefix or area code, names their family name, other
+identifying numbers a character or two at each end. Codes of organisations (USCC) are public and
+stay readable. Passwords never show: `mask_url` is the one way a URL is printed or stored,
+`mask_secrets_in_text` the one way a message that may quote a URL or connection string is.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import threading
 from collections.abc import Iterable
+from typing import Literal
 from urllib.parse import quote, quote_plus
 
 from sqlalchemy.engine import URL, make_url
+
+#: What a protected field holds of a person (`etl.standard.Field.personal`), which says how its
+#: values are masked: a resident ID number, a phone, a person's name, or another number that
+#: identifies a person (a certificate number).
+Personal = Literal["idcard", "phone", "name", "identifier"]
+PERSONAL: tuple[Personal, ...] = ("idcard", "phone", "name", "identifier")
 
 # Two-character family names (复姓) keep both characters: 欧阳** rather than 欧***.
 _COMPOUND_SURNAMES = frozenset({
@@ -26,6 +39,7 @@ _COMPOUND_SURNAMES = frozenset({
 })
 _MOBILE = re.compile(r"^(\+?86)?1[3-9]\d{9}$")
 _LANDLINE = re.compile(r"^(0\d{2,3})([-\s])(\d[\d\s-]*)$")
+_ID_SHAPED = re.compile(r"^\d{17}[0-9Xx]$")
 _ID_IN_TEXT = re.compile(r"(?<![0-9])\d{17}[0-9Xx](?![0-9])")
 _MOBILE_IN_TEXT = re.compile(r"(?<![0-9])1[3-9]\d{9}(?![0-9])")
 
@@ -67,11 +81,23 @@ def mask_name(value: str) -> str:
     return value[:keep] + _stars(value[keep:])
 
 
-_BY_KIND = {"idcard": mask_idcard, "phone": mask_phone, "name": mask_name}
+def mask_identifier(value: str) -> str:
+    """T3*********01: a number that identifies a person (a certificate number) keeps one or two
+    characters at each end, never more than a third of it, with its length and spaces; under 6
+    characters it is all stars. One spelt as a resident ID number is masked as one."""
+    if _ID_SHAPED.match(value):
+        return mask_idcard(value)
+    keep = min(2, len(value) // 6)
+    head, middle, tail = value[:keep], value[keep:len(value) - keep], value[len(value) - keep:]
+    return head + re.sub(r"\S", "*", middle) + (tail if keep else "")
+
+
+_BY_KIND = {"idcard": mask_idcard, "phone": mask_phone, "name": mask_name,
+            "identifier": mask_identifier}
 
 
 def mask(value: str | None, kind: str) -> str | None:
-    """Mask `value` as a `kind` (a Field.kind, or 'name'); other kinds come back unchanged."""
+    """Mask `value` as a `kind` (one of `PERSONAL`); other kinds come back unchanged."""
     if value is None:
         return None
     fn = _BY_KIND.get(kind)
@@ -81,11 +107,21 @@ def mask(value: str | None, kind: str) -> str | None:
 def mask_text(text: str) -> str:
     """Mask 18-character ID numbers and 11-digit mobiles found anywhere in free text.
 
-    For messages and examples whose field is not known to be personal (a certificate number
-    that is an ID number, an error message quoting a value).
+    For messages and examples whose field is not known to be personal (a free text quoting an
+    ID number, an error message quoting a value).
     """
     text = _ID_IN_TEXT.sub(lambda m: mask_idcard(m.group()), text)
     return _MOBILE_IN_TEXT.sub(lambda m: mask_phone(m.group()), text)
+
+
+def personal_kind(field: object) -> str | None:
+    """What a field (an `etl.standard.Field`) holds of a person, as its definition says
+    (`Field.personal`: one of `PERSONAL`), or None: a field that is not protected. A kind
+    given instead of a field is refused: the field's definition decides, not its caller."""
+    if isinstance(field, str):
+        raise TypeError(f"give the field (etl.standard.Field), not {field!r}")
+    kind = getattr(field, "personal", None)
+    return kind if kind in _BY_KIND else None
 
 
 # --- bounded text ----------------------------------------------------------------------------
@@ -116,29 +152,43 @@ def cap(text: str, limit: int = MESSAGE_CHARS) -> str:
     return _cut(text, limit)
 
 
-def personal_kind(field: object) -> str | None:
-    """The masking kind of a standard field (an `etl.standard.Field`): its `idcard` / `phone`
-    kind, `name` for person names (姓名, and the fields whose Chinese name ends in 人: 联系人,
-    责任人, 排查人 ...), else None."""
-    kind, zh = getattr(field, "kind", None), getattr(field, "zh", "")
-    if kind in ("idcard", "phone"):
-        return kind
-    if zh == "姓名" or zh.endswith("人"):
-        return "name"
-    return None
+# Each name of a list of names (张三，李四) is masked apart; other values whole, without the white
+# space around them (which cleaning's audit shows it removed).
+_NAME_GAPS = re.compile(r"([\s、,，;；/／]+)")
+_EDGES = re.compile(r"^(\s*)(.*?)(\s*)$", re.S)
+#: A personal value longer than this shows as stars only: every personal field is far shorter,
+#: so it is invalid anyway, and a rule keeping its end would show its middle once cut.
+_WHOLE = 1000
 
 
-def excerpt(value: object, kind: str | None = None, limit: int = EXCERPT_CHARS) -> str:
-    """How a message quotes a value: masked by `kind` (see `personal_kind`), then any ID
-    number or mobile in it; at most `limit` characters, in quotes, with the length when cut:
-    `'abc…'…(12345 chars)`."""
+def _mask_field(text: str, kind: str) -> str:
+    if kind == "name":
+        return "".join(mask_name(p) if i % 2 == 0 and p else p
+                       for i, p in enumerate(_NAME_GAPS.split(text)))
+    before, value, after = _EDGES.match(text).groups()  # type: ignore[union-attr]
+    return before + (mask(value, kind) or "") + after
+
+
+def shown(value: object, field: object = None, limit: int | None = None) -> str:
+    """How a value of `field` (an `etl.standard.Field`; None: a value of no known field) is
+    shown to a person, on every surface: reject and run messages, audit examples, source keys,
+    reconciliation details, `etl decrypt`. Masked as what the field holds (`personal_kind`),
+    whether or not a data key encrypts it at rest; then any ID number or mobile in it, whatever
+    the field; at most `limit` characters."""
     text = str(value)
-    n = len(text)
-    head = text[:limit + _MARGIN]
+    head = text if limit is None else text[:limit + _MARGIN]
+    kind = personal_kind(field)
     if kind:
-        head = mask(head, kind) or ""
-    head = mask_text(head)[:limit]
-    return repr(head) + (f"…({n} chars)" if n > limit else "")
+        head = _mask_field(text, kind)[:len(head)] if len(text) <= _WHOLE else _stars(head)
+    head = mask_text(head)
+    return head if limit is None else head[:limit]
+
+
+def excerpt(value: object, field: object = None, limit: int = EXCERPT_CHARS) -> str:
+    """How a message quotes a value of `field`: as `shown`, at most `limit` characters, in
+    quotes, with the length when cut: `'abc…'…(12345 chars)`."""
+    n = len(str(value))
+    return repr(shown(value, field, limit)) + (f"…({n} chars)" if n > limit else "")
 
 
 # --- secrets: passwords in URLs, connection strings and the messages that quote them --------
@@ -271,6 +321,34 @@ def mask_url(url: str | URL) -> str:
         return mask_secrets_in_text(str(url))
 
 
+# Where a database quotes the row it refused (PostgreSQL's `DETAIL:  Failing row contains (...)`
+# and a COPY's `CONTEXT:  COPY t, line 3, column c: "..."`), the row's values: any of them
+# may be protected, and nothing in the text says which.
+_QUOTED_ROW = re.compile(r"(Failing row contains |\bCOPY [^,\n]{1,200}, line \d+(?:, column [^:\n]{1,200})?: )[^\n]*")
+ROW_HIDDEN = "(the row's values are not shown)"
+
+
 def mask_message(text: str) -> str:
-    """An error or log message as it may be shown or stored: secrets and personal data masked."""
-    return mask_text(mask_secrets_in_text(text))
+    """An error or log message as it may be shown or stored: secrets and personal data masked,
+    and a row a database quotes in its error hidden whole."""
+    return mask_text(_QUOTED_ROW.sub(lambda m: m.group(1) + ROW_HIDDEN, mask_secrets_in_text(text)))
+
+
+class MaskingFilter(logging.Filter):
+    """Whatever is logged through a handler or logger it filters, by us or a library, shows no
+    password nor an ID number, a mobile or a row a database quotes (`mask_message`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            record.msg, record.args = mask_message(record.getMessage()), ()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = mask_message(logging.Formatter().formatException(record.exc_info))
+        except Exception:  # pragma: no cover - logging must not fail
+            pass
+        return True
+
+
+def mask_logs(logger: logging.Logger | logging.Handler) -> None:
+    """Install `MaskingFilter` on `logger` (a logger or a handler), once."""
+    if not any(isinstance(f, MaskingFilter) for f in logger.filters):
+        logger.addFilter(MaskingFilter())

@@ -32,10 +32,12 @@ import sqlalchemy as sa
 
 from etl.common import clock, private, settings
 from etl.common.errors import EtlError, MappingError
+from etl.common.masking import mask_logs
 from etl.common.settings import project_dir
 from etl.orchestration import planning, staging
 
 log = logging.getLogger("etl")
+mask_logs(log)  # a task's log (Airflow's handlers, not the CLI's) shows no protected value
 
 TARGET_CONN_ID = "etl_target"
 PROGRESS_EVERY = 50  # a progress line per this many datasets of a shard

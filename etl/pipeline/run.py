@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from etl import standard, target
 from etl.common import clock, provenance
 from etl.common.errors import EtlError, LoadFailed, MassDeleteRefused, TargetError
-from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, excerpt, mask, personal_kind
+from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, excerpt, personal_kind, shown
 from etl.mapping import FieldRule, Mapping, Mode
 from etl.media import attachments
 from etl.pipeline import transform
@@ -122,9 +122,9 @@ def check_references(chunk: "Prepared", p: "Plan", refs: dict[str, set[str]]) ->
             continue
         col = live[ref.field]
         bad = col.notna() & ~col.isin(refs[ref.field])
-        kind = personal_kind(ds.field(ref.field))
+        field = ds.field(ref.field)
         found += [(int(i), ref.field, "reference", validate.ERROR,
-                   f"{ref.field} {excerpt(col[i], kind)} is not a {ref.target_field} of this unit's "
+                   f"{ref.field} {excerpt(col[i], field)} is not a {ref.target_field} of this unit's "
                    f"{standard.dataset(ref.tx_code).zh} ({ref.tx_code})") for i in live.index[bad]]
     if not found:
         return chunk
@@ -456,28 +456,28 @@ KEY_CHARS = 500  # ingest_reject.sourceKey
 def masked_source_key(ds: standard.Dataset, columns: list[str],
                       fields: dict[str, FieldRule]) -> Callable[[str], str]:
     """How `ingest_reject.sourceKey` shows a source key (`transform.source_key`: the key
-    columns' values joined by `|`) to the people who read rejects: each part masked as the
-    personal field its column fills (ID number: region and last 4; phone; name: family name),
-    any other part where it looks like an ID number or a mobile (`mask_text`). Enough for the
-    unit to find the row, not whose row it is. A key whose values hold `|` themselves cannot be
-    split by column: then every part keeps only its first character when any key column is
-    personal."""
-    kinds: list[str | None] = []
+    columns' values joined by `|`) to the people who read rejects: each part as the protected
+    field its column fills is shown (`masking.shown`: ID number, region and last 4; phone;
+    name, family name; certificate number, its ends), any other part where it looks like an ID
+    number or a mobile. Enough for the unit to find the row, not whose row it is. A key whose
+    values hold `|` themselves cannot be split by column: then every part keeps only its first
+    character when any key column is protected."""
+    filled: list[standard.Field | None] = []
     for c in columns:
-        found = [personal_kind(ds.field(name)) for name, rule in fields.items()
+        found = [ds.field(name) for name, rule in fields.items()
                  if rule.column == c and name in ds.field_names]
-        kinds.append(next((k for k in found if k), None))
-    personal = any(kinds)
+        filled.append(next((f for f in found if personal_kind(f)), None))
+    personal = any(filled)
 
-    def shown(key: str) -> str:
+    def masked(key: str) -> str:
         parts = key.replace("\x00", "\\x00").split("|")
-        if len(parts) == len(kinds):
-            parts = [mask(p[:KEY_CHARS], k) or "" if k and p else p for p, k in zip(parts, kinds)]
+        if len(parts) == len(filled):
+            parts = [shown(p[:KEY_CHARS], f) if f and p else p for p, f in zip(parts, filled)]
         elif personal:
             parts = [p[:1] + "*" * min(len(p) - 1, KEY_CHARS) if p else p for p in parts]
         return cap("|".join(parts), KEY_CHARS)
 
-    return shown
+    return masked
 
 
 def _record_findings(conn: Connection, result: DatasetResult, run_id: str, now: datetime,

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from etl import pipeline, standard, target
 from etl.common import clock
 from etl.common.errors import EtlError
-from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, mask, personal_kind
+from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, shown
 from etl.mapping import Mapping
 from etl.source import extract
 from etl.standard import validate
@@ -47,7 +47,7 @@ class FieldDiff:
     source_key: str
     field: str
     source: str | None
-    target: str | None   # values masked (etl.common.masking: by personal_kind, then ID numbers / mobiles)
+    target: str | None   # values as a person may see them (etl.common.masking.shown)
 
 
 @dataclass
@@ -77,13 +77,12 @@ class DatasetReconciliation:
         return d
 
 
-def _shown(value: object, kind: str | None) -> str | None:
+def _shown(value: object, field: standard.Field) -> str | None:
+    """A compared value (valid, so no longer than its field) as people read it."""
     if value is None:
         return None
     text = value.isoformat() if hasattr(value, "isoformat") else str(value)
-    if kind:
-        text = mask(text, kind) or ""
-    return cap(text, VALUE_CHARS)
+    return cap(shown(text, field), VALUE_CHARS)
 
 
 def reconcile(engine: Engine, mapping: Mapping, tx_codes: list[str] | None = None,
@@ -169,7 +168,7 @@ def _compare(conn: Connection, loader: DatasetLoad, result: DatasetReconciliatio
     # rowHash settles equal records; the others are compared field by field (a hash computed
     # by an older release may differ while every field is equal: that is agreement)
     names = list(ds.field_names)
-    kinds = {n: personal_kind(ds.field(n)) for n in names}
+    fields = {n: ds.field(n) for n in names}
     rows = conn.execution_options(yield_per=2000).execute(
         sa.select(s.c[ID], s.c[KEY], *[s.c[n].label(f"s{i}") for i, n in enumerate(names)],
                   *[t.c[n].label(f"t{i}") for i, n in enumerate(names)])
@@ -178,8 +177,8 @@ def _compare(conn: Connection, loader: DatasetLoad, result: DatasetReconciliatio
     width = len(names)
     for row in rows:
         rid, key, values = row[0], row[1], row[2:]
-        diffs = [FieldDiff(rid, shown_key(key), n, _shown(values[i], kinds[n]),
-                           _shown(values[width + i], kinds[n]))
+        diffs = [FieldDiff(rid, shown_key(key), n, _shown(values[i], fields[n]),
+                           _shown(values[width + i], fields[n]))
                  for i, n in enumerate(names) if not _equal(values[i], values[width + i])]
         if diffs:
             result.differing_count += 1

@@ -131,7 +131,10 @@ def engine_for(url: URL, spec: SourceSpec | None = None) -> Engine:
         engine = _engines.pop(key, None)
         if engine is None:
             register_url_secrets(url)
-            engine = sa.create_engine(url, pool_pre_ping=True, connect_args=_connect_args(url, spec))
+            # hide_parameters: a failed read's error never quotes the values it was bound with
+            # (today a window's bounds; whatever a query binds tomorrow)
+            engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True,
+                                      connect_args=_connect_args(url, spec))
             if url.get_backend_name() == "sqlite":
                 sa.event.listen(engine, "connect", _sqlite_text_as_read)
             elif why:

@@ -9,11 +9,11 @@ from etl.standard.tables import (ACCEPT_INFOS, ACCIDENT_TYPES, BY_TX_CODE, CONTR
                                  RISK_TYPES, TROUBLE_LEVELS, TROUBLE_TYPES, TX_CODES, UNIT_KEY,
                                  Dataset, DateOrder, Field, FieldType, Frequency, Kind,
                                  Reference, RequiredWhen, by_frequency, dataset,
-                                 encrypted_fields, record_columns)
+                                 encrypted_fields, protected_fields, record_columns)
 
 __all__ = ["ACCEPT_INFOS", "ACCIDENT_TYPES", "BY_TX_CODE", "CONTROL_LEVELS", "DATASETS",
            "DEAL_INFOS", "ENCRYPTED_LENGTH", "ENVELOPE", "FLAG_VALUES", "GALLERY_TYPES",
            "LICENCE_KINDS", "MEASURE_TYPES", "RISK_LEVELS", "RISK_TYPES", "TROUBLE_LEVELS",
            "TROUBLE_TYPES", "TX_CODES", "UNIT_KEY", "Dataset", "DateOrder", "Field", "FieldType",
            "Frequency", "Kind", "Reference", "RequiredWhen", "by_frequency", "dataset",
-           "encrypted_fields", "record_columns"]
+           "encrypted_fields", "protected_fields", "record_columns"]

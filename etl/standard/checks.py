@@ -36,7 +36,9 @@ def idcard_problems(value: str, today: date | None = None) -> list[str]:
     """What makes `value` not a resident ID number (GB 11643), one phrase per failing part;
     empty when it is one. A number is assigned at registration, often years after birth, and
     never changes when its holder moves: its area code need only be, or have been, a GB/T 2260
-    code in some era, not one in force in the birth year (python-stdnum's `ric` ties the two)."""
+    code in some era, not one in force in the birth year (python-stdnum's `ric` ties the two).
+    The phrases never quote the birth date: a masked ID number hides it, and with the region
+    and last four a message shows it would be the whole number (`etl.common.masking`)."""
     if not _IDCARD.match(value):
         return ["is not 17 digits and a check character (0-9 or X)"]
     out = []
@@ -45,10 +47,10 @@ def idcard_problems(value: str, today: date | None = None) -> list[str]:
     try:
         born = date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
     except ValueError:
-        out.append(f"no such birth date {value[6:10]}-{value[10:12]}-{value[12:14]}")
+        out.append("no such birth date (characters 7-14, YYYYMMDD)")
     else:
         if born > (today or clock.today()):
-            out.append(f"birth date {born.isoformat()} is in the future")
+            out.append("birth date (characters 7-14) is in the future")
     if not divisions.is_code_of_any_era(value[:6]):
         out.append(f"unknown area code {value[:6]} (never a GB/T 2260 code)")
     return out

@@ -37,7 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl.common.masking import mask, mask_text, personal_kind
+from etl.common.masking import shown
 from etl.standard import DATASETS, ENVELOPE, UNIT_KEY, Dataset, Field, divisions, phones
 
 # pandas' default string dtype ("str"): Arrow-backed, NaN for missing, so comparisons give
@@ -57,7 +57,8 @@ class Audit:
     """What cleaning did: per (field, rule) how many values changed, with up to 3 masked examples.
 
     Counts are rows, not distinct values. Examples are (before, after) of that rule's step,
-    masked (ID numbers, phones, names) and shortened; NULL shows as '<NULL>'.
+    masked as every surface masks the field (`masking.shown`) and shortened; NULL shows as
+    '<NULL>'.
     """
 
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -378,23 +379,12 @@ def _audit_raw(audit: Audit, f: Field,
 # Audit examples
 
 
-def _personal_kind(f: Field) -> str | None:
-    """How a field's examples are masked (`etl.common.masking.personal_kind`)."""
-    return personal_kind(f)
-
-
 def _example(f: Field, value: object) -> str:
-    """A masked, shortened spelling of a value for the audit (NULL shows as '<NULL>')."""
+    """A value as the audit shows it: as messages show it (`masking.shown`, by the field's
+    definition), shortened; NULL shows as '<NULL>'."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return NULL_SHOWN
-    text = _valid_unicode(str(value))[0]
-    kind = _personal_kind(f)
-    if kind:
-        # mask only the value inside surrounding white space, and each name of a list
-        between = f"[{_STRIP}、,，;；/／]+" if kind == "name" else f"^[{_STRIP}]+|[{_STRIP}]+$"
-        parts = re.split(f"({between})", text)
-        text = "".join(mask(p, kind) or "" if i % 2 == 0 and p else p for i, p in enumerate(parts))
-    text = mask_text(text)
+    text = shown(_valid_unicode(str(value))[0], f, _EXAMPLE_CHARS + 1)
     return text if len(text) <= _EXAMPLE_CHARS else text[:_EXAMPLE_CHARS - 1] + "…"
 
 

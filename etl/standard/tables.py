@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from etl.common.masking import PERSONAL, Personal
+
 FieldType = Literal["C", "N", "D", "M"]
 Frequency = Literal["daily", "weekly"]
 
@@ -55,7 +57,23 @@ class Field:
     enum: tuple[str, ...] | None = None
     separator: str | None = None  # multi-valued enumerations/lists are joined by this
     note: str = ""
-    encrypted: bool = False  # personal data encrypted at rest when a data key is set (etl.target.crypt)
+    #: What the field holds of a person, if anything: such a field is *protected*. Its values
+    #: are masked wherever a person reads them (`etl.common.masking.shown`), whether or not a
+    #: data key is set.
+    personal: Personal | None = None
+    #: Also stored encrypted when a data key is set (`etl.target.crypt`); only a protected
+    #: field may be.
+    encrypted: bool = False
+
+    def __post_init__(self) -> None:
+        # the policy follows the definition: what kind says is personal is protected, and
+        # nothing is encrypted at rest that a reader would see in clear
+        if self.personal is not None and self.personal not in PERSONAL:
+            raise ValueError(f"{self.name}: personal must be one of {PERSONAL}, not {self.personal!r}")
+        if self.kind in ("idcard", "phone") and self.personal != self.kind:
+            raise ValueError(f"{self.name}: a field of kind {self.kind!r} must be personal={self.kind!r}")
+        if self.encrypted and self.personal is None:
+            raise ValueError(f"{self.name}: an encrypted field must say what it holds (personal=...)")
 
     @property
     def storage_length(self) -> int:
@@ -131,6 +149,12 @@ def encrypted_fields(ds: "Dataset") -> tuple[Field, ...]:
     return tuple(f for f in ds.fields if f.encrypted)
 
 
+def protected_fields(ds: "Dataset") -> tuple[Field, ...]:
+    """The fields of a dataset whose values are masked wherever a person reads them: those
+    that say what they hold of a person (`Field.personal`), encrypted or not."""
+    return tuple(f for f in ds.fields if f.personal is not None)
+
+
 def _c(name: str, zh: str, length: int = 100, **kw) -> Field:
     return Field(name, zh, "C", length, **kw)
 
@@ -148,7 +172,13 @@ def _m(name: str, zh: str, **kw) -> Field:
 
 
 def _phone(name: str, zh: str, **kw) -> Field:
-    return Field(name, zh, "C", 20, kind="phone", encrypted=True, **kw)
+    return Field(name, zh, "C", 20, kind="phone", personal="phone", encrypted=True, **kw)
+
+
+def _name(name: str, zh: str, length: int = 50, **kw) -> Field:
+    """A person's name (姓名, and the 人 fields: 联系人, 责任人, 排查人 ...): masked to the
+    family name; not encrypted (README, "Encryption at rest")."""
+    return Field(name, zh, "C", length, personal="name", **kw)
 
 
 ENVELOPE: tuple[Field, ...] = (
@@ -165,30 +195,32 @@ DATASETS: tuple[Dataset, ...] = (
     Dataset("01", "unit_info", "A.3", "单位基本信息", "weekly", (
         _c("comName", "使用单位名称", 200, required=True),
         _c("orgNo", "统一社会信用代码", 18, required=True, kind="uscc"),
-        _c("deputy", "法定代表人", 50),
+        _name("deputy", "法定代表人"),
         _c("cityCode", "所在地市", 6, required=True, kind="city", note="GB/T 2260 code"),
         _c("aeraCode", "所在区县", 6, required=True, kind="district", note="GB/T 2260 code"),
         _c("address", "联系地址", 200),
-        _c("linkMan", "联系人", 50),
+        _name("linkMan", "联系人"),
         _phone("linkTel", "联系电话"),
     )),
     Dataset("02", "unit_dept", "A.4", "单位部门信息", "weekly", (
         _c("deptName", "部门名称", required=True),
         _c("dParentName", "上级部门", 200, note="a top department's parent is the unit itself"),
         _flag("isSecDept", "是否安全管理部门", required=True),
-        _c("dLinkMan", "联系人", 50),
+        _name("dLinkMan", "联系人"),
         _phone("dLinkTel", "联系电话"),
     )),
     Dataset("03", "unit_person", "A.5", "人员基本信息", "weekly", (
-        _c("psnName", "姓名", 50, required=True),
-        _c("idCardNo", "身份证号码", 18, required=True, kind="idcard", encrypted=True),
+        _name("psnName", "姓名", required=True),
+        _c("idCardNo", "身份证号码", 18, required=True, kind="idcard", personal="idcard",
+           encrypted=True),
         _c("deptName", "所属部门"),
         _flag("isSecChief", "是否安全总监", required=True),
         _flag("isSecManager", "是否安全员", required=True),
         _flag("isOpr", "特种设备作业人员", required=True),
         _flag("isRes", "特种设备应急救援人员", required=True),
         _c("lcnsKind", "特种设备作业人员证书种类", 50, kind="enum", enum=LICENCE_KINDS),
-        _c("certNo", "特种设备作业人员证书编号", 50, kind="code", encrypted=True),
+        _c("certNo", "特种设备作业人员证书编号", 50, kind="code", personal="identifier",
+           encrypted=True),
         _d("authDate", "批准日期"),
         _d("endDate", "有效日期"),
         _c("authCom", "发证部门"),
@@ -201,7 +233,7 @@ DATASETS: tuple[Dataset, ...] = (
         _c("fileName", "制度名称", 200, required=True),
         _m("fileAppendix", "制度附件", required=True),
         _d("uploadDate", "上传日期", required=True),
-        _c("publisher", "发布人", 50),
+        _name("publisher", "发布人"),
     )),
     Dataset("05", "safety_training", "A.7", "安全培训信息", "weekly", (
         _c("planNo", "安全培训计划编号", 50, required=True, kind="code"),
@@ -229,8 +261,8 @@ DATASETS: tuple[Dataset, ...] = (
         _c("remainriskLevel", "剩余风险等级", 10, required=True, kind="enum", enum=RISK_LEVELS),
         _c("controlLevel", "管控层级", 20, required=True, kind="enum", enum=CONTROL_LEVELS),
         _c("dutyName", "责任单位", 200, required=True),
-        _c("dutyMan", "责任人", 200, required=True, separator="，"),
-        _c("checkMan", "审核人", 50),
+        _name("dutyMan", "责任人", 200, required=True, separator="，"),
+        _name("checkMan", "审核人"),
         _d("checkDate", "审核日期"),
     ),
         date_orders=(DateOrder("registDate", "checkDate"),),
@@ -248,7 +280,7 @@ DATASETS: tuple[Dataset, ...] = (
         _c("measureContent", "管控措施", 2000),
         _c("measureType", "管控措施类别", 20, kind="enum", enum=MEASURE_TYPES),
         _c("dutyName", "责任单位", 200, required=True),
-        _c("dutyMan", "责任人", 200, required=True, separator="，"),
+        _name("dutyMan", "责任人", 200, required=True, separator="，"),
     ),
         references=(Reference("riskNo", "06", "riskNo"),),
     ),
@@ -256,7 +288,7 @@ DATASETS: tuple[Dataset, ...] = (
         _c("riskfileType", "风险图库类别", 20, required=True, kind="enum", enum=GALLERY_TYPES),
         _m("riskFile", "风险图库文件", required=True),
         _d("uploadDate", "上传日期", required=True),
-        _c("publisher", "发布人", 50),
+        _name("publisher", "发布人"),
     )),
     Dataset("09", "hidden_danger", "A.11", "隐患排查治理信息", "daily", (
         _c("taskNo", "隐患编号", 50, required=True, kind="code"),
@@ -264,13 +296,13 @@ DATASETS: tuple[Dataset, ...] = (
         _c("troubleType", "隐患类别", 20, required=True, kind="enum", enum=TROUBLE_TYPES),
         _c("troubleLevel", "隐患级别", 20, required=True, kind="enum", enum=TROUBLE_LEVELS),
         _c("mainProblem", "隐患描述", 2000, required=True),
-        _c("checkMan", "排查人", 50, required=True),
+        _name("checkMan", "排查人", required=True),
         _d("checkDate", "排查日期", required=True),
         _d("limitDate", "限期整改日期"),
-        _c("dealMan", "整改人", 50),
+        _name("dealMan", "整改人"),
         _d("dealDate", "整改日期"),
         _c("dealInfo", "整改结果", 10, required=True, kind="enum", enum=DEAL_INFOS),
-        _c("acceptMan", "验收人", 50),
+        _name("acceptMan", "验收人"),
         _d("acceptDate", "整改验收日期"),
         _c("acceptInfo", "整改验收结论", 20, kind="enum", enum=ACCEPT_INFOS,
            note="type N in the standard, text by decision"),

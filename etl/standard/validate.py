@@ -19,7 +19,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from etl import standard
-from etl.common.masking import excerpt, personal_kind
+from etl.common.masking import excerpt
 from etl.standard import Dataset, Field, checks
 
 ERROR, WARNING, DUPLICATE = "error", "warning", "duplicate"
@@ -149,7 +149,7 @@ def _shown(ds: Dataset, field: str, value: object) -> str:
     """A short, masked quote of a value: messages never copy a whole value."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return "empty"
-    return excerpt(value, personal_kind(ds.field(field)) if field in ds.field_names else None)
+    return excerpt(value, ds.field(field) if field in ds.field_names else None)
 
 
 def findings(frame: pd.DataFrame, ds: Dataset) -> list[Finding]:

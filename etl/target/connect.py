@@ -30,7 +30,9 @@ def target_origin(explicit: str | None = None) -> str:
 def connect(url: str, origin: str = "the target URL") -> Engine:
     """An engine for the target. SQLite gets a writer lock at BEGIN and a long busy timeout,
     so parallel loaders queue instead of failing. A malformed URL is a `ConfigError` naming
-    `origin` (`--target`, `ETL_TARGET_URL`); its password is masked wherever it shows."""
+    `origin` (`--target`, `ETL_TARGET_URL`); its password is masked wherever it shows.
+    A statement's parameters (the rows a load writes, personal data among them) never show in
+    its errors, so not in a run's message nor a log (`hide_parameters`)."""
     register_url_secrets(url)
     why = outbound.requirement()  # ETL_REQUIRE_TLS; SQLite is local and never needs it
     parsed = outbound.enforce(normalise_url(url, origin), why, origin)
@@ -40,7 +42,7 @@ def connect(url: str, origin: str = "the target URL") -> Engine:
             # its mode) 0600 and a folder we make 0700, whoever creates them
             private.makedirs(Path(parsed.database).parent)
             private.touch(parsed.database)
-        engine = sa.create_engine(parsed, connect_args={"timeout": 300})
+        engine = sa.create_engine(parsed, connect_args={"timeout": 300}, hide_parameters=True)
 
         @sa.event.listens_for(engine, "connect")
         def _no_pysqlite_transactions(dbapi_conn, _):
@@ -55,9 +57,10 @@ def connect(url: str, origin: str = "the target URL") -> Engine:
         # READ COMMITTED: InnoDB's default REPEATABLE READ takes gap locks in INSERT ... SELECT,
         # which makes loaders of different units deadlock on shared tables.
         engine = sa.create_engine(parsed, pool_pre_ping=True, isolation_level="READ COMMITTED",
-                                  connect_args=outbound.mysql_connect_args(parsed))
+                                  connect_args=outbound.mysql_connect_args(parsed),
+                                  hide_parameters=True)
     else:
-        engine = sa.create_engine(parsed, pool_pre_ping=True)
+        engine = sa.create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
     if why:
         outbound.verify_on_connect(engine, why, origin)
     return engine

@@ -507,15 +507,13 @@ def _rotate_ledger(engine, new: DataKey, keys: list[DataKey], ikey: bytes, batch
 
 
 def shown(value: str | None, field: standard.Field, clear: bool) -> str | None:
-    """A decrypted value as `etl decrypt` prints it: masked unless `clear`."""
-    from etl.common.masking import mask, personal_kind
+    """A decrypted value as `etl decrypt` prints it: in full with `clear`, else as every
+    surface shows the field (`masking.shown`)."""
+    from etl.common.masking import shown as masked
 
     if value is None or clear:
         return value
-    kind = personal_kind(field)
-    if kind:
-        return mask(value, kind)
-    return value[:2] + "*" * max(len(value) - 4, 0) + value[-2:] if len(value) > 4 else "*" * len(value)
+    return masked(value, field)
 
 
 def records(engine, org_no: str, tx_code: str, keys: list[DataKey], clear: bool = False,
