@@ -23,7 +23,7 @@ import pytest
 
 from etl.common.errors import EtlError
 from etl.media import files as media
-from etl.media.files import (CHUNK_BYTES, FileServerUnreachable, FileSource, Located, MediaError,
+from etl.media.files import (CHUNK_BYTES, FileServerUnreachable, FileSource, MediaError,
                              MediaStore, Progress, Stored, fetch)
 from etl.onboarding.sample_files import (docx_bytes, gif_bytes, jpeg_bytes, mp4_header, ole_header,
                                          pdf_bytes, png_bytes, pptx_bytes, xlsx_bytes)

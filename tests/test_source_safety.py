@@ -151,8 +151,8 @@ def test_mysql_sends_one_statement_only_even_past_the_parser(mariadb_url):
     assert victim_rows(mariadb_url) == 3
 
 
-POSITIVE = (f"SELECT id, code, REPLACE(name, ' ', '') AS name, kind, reg_date, check_time, level, "
-            f"':name' AS person, reg_no FROM t_quirky WHERE '100%' LIKE '100%%' OR reg_no LIKE '%'")
+POSITIVE = ("SELECT id, code, REPLACE(name, ' ', '') AS name, kind, reg_date, check_time, level, "
+            "':name' AS person, reg_no FROM t_quirky WHERE '100%' LIKE '100%%' OR reg_no LIKE '%'")
 
 
 def test_replace_colon_and_percent_queries_read_the_right_values(db_url, tmp_path, monkeypatch, capsys):
