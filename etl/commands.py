@@ -18,12 +18,14 @@ from etl.report import text as report
 DEMO_MAPPINGS = ("mappings/demo_jinling_chem.yaml", "mappings/demo_suzhou_lift.yaml")
 
 
-def _engine(target_url: str | None):
+def _engine(target_url: str | None, *, existing: bool = False):
+    """The target's engine; `existing` for commands that only read it: never created."""
     if target_url and holds_secret(target_url):
         print("warning: --target holds a password: a password on the command line is visible to "
               "other users (ps, shell history); put the URL in ETL_TARGET_URL instead",
               file=sys.stderr)
-    return target.connect(target.target_url(target_url), target.target_origin(target_url))
+    open_ = target.connect_existing if existing else target.connect
+    return open_(target.target_url(target_url), target.target_origin(target_url))
 
 
 def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "full",
@@ -202,7 +204,7 @@ def reconcile(path: Path, *, tx_codes: list[str] | None = None, target_url: str 
     from etl.report import reconcile as rec
 
     m = load_mapping(path)
-    engine = _engine(target_url)
+    engine = _engine(target_url, existing=True)
     results = rec.reconcile(engine, m, tx_codes)
     run_id = pipeline.new_run_id()
     rec.save(engine, run_id, results)
@@ -234,7 +236,7 @@ def freshness(*, mappings_dir: Path = Path("mappings"), target_url: str | None =
     from etl.report import freshness as fr
 
     units = fr.load_units(mappings_dir)
-    engine = _engine(target_url)
+    engine = _engine(target_url, existing=True)
     found = sorted(fr.statuses(engine, units), key=fr.sort_key)
     if as_json:
         print(json.dumps([{**s.__dict__, "last_success": s.last_success and s.last_success.isoformat(),
@@ -264,7 +266,7 @@ def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | Non
             raise MappingError([f"--unit {u}: no mapping file has this name or orgNo; use a "
                                 f"file name without .yaml or the unit's orgNo" for u in unknown])
         found = [m for m in found if m.name in units or org(m) in units]
-    engine = _engine(target_url)
+    engine = _engine(target_url, existing=True)
     index = site.build(engine, found, out, since=since)
     print(f"report: {index}")
     return 0
@@ -285,7 +287,7 @@ def rotate_key(target_url: str | None = None, batch_rows: int = 1000) -> int:
     from etl.target import crypt
 
     new, old = _keys("etl rotate-key")
-    engine = _engine(target_url)
+    engine = _engine(target_url, existing=True)
     target.ensure_schema(engine)
     counts = crypt.rotate(engine, new, old, batch_rows=batch_rows)
     for table, n in counts.items():
@@ -307,7 +309,7 @@ def decrypt(org_no: str, tx_code: str, *, target_url: str | None = None, clear: 
         tx = standard.dataset(tx_code).tx_code
     except KeyError as e:
         raise ConfigError(f"--tx: {e.args[0]}") from None
-    engine = _engine(target_url)
+    engine = _engine(target_url, existing=True)
     target.ensure_schema(engine)
     try:
         rows = crypt.records(engine, org_no, tx, [new, *old], clear=clear, find=find)

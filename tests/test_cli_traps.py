@@ -55,3 +55,84 @@ def test_a_connection_added_with_etl_airflow_is_found_by_check_and_run(tmp_path)
     ran = _etl(env, tmp_path, "run", str(unit), "--target", target)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert len(rows_of(target, "hidden_danger")) == 2
+
+
+# --- item 7: commands that only read the target never create one ---------------------------
+
+
+KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # base64 of 32 bytes
+
+
+@pytest.fixture
+def unit(tmp_path, monkeypatch):
+    source = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_source(source, "t_hidden_danger", [hidden_danger_row(i) for i in range(1, 4)])
+    monkeypatch.setenv("UNIT_A_SOURCE_URL", source)
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    path = folder / "unit_a.yaml"
+    path.write_text(hidden_danger_mapping_text(), encoding="utf-8")
+    return path
+
+
+def _reading_commands(unit: Path, out: Path) -> dict[str, list[str]]:
+    folder = str(unit.parent)
+    return {"report": ["report", "--mappings-dir", folder, "--out", str(out)],
+            "freshness": ["freshness", "--mappings-dir", folder],
+            "reconcile": ["reconcile", str(unit)],
+            "decrypt": ["decrypt", "--org", "91320100MA1NDKB69T", "--tx", "09"],
+            "rotate-key": ["rotate-key"]}
+
+
+@pytest.mark.parametrize("command", ["report", "freshness", "reconcile", "decrypt", "rotate-key"])
+def test_a_reading_command_on_a_mistyped_sqlite_target_creates_nothing(command, unit, tmp_path,
+                                                                      monkeypatch, capsys):
+    monkeypatch.setenv("ETL_DATA_KEY", KEY)
+    typo = tmp_path / "var" / "tagret.sqlite"
+    args = _reading_commands(unit, tmp_path / "report")[command]
+    assert main([*args, "--target", f"sqlite:///{typo}"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"error: no target at sqlite:///{typo}: check --target / "
+                                        f"ETL_TARGET_URL, or run etl init-target"]
+    assert not typo.exists() and not typo.parent.exists()
+
+
+def test_a_database_without_the_pipelines_tables_is_no_target(unit, tmp_path, capsys):
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    assert main(["freshness", "--mappings-dir", str(unit.parent), "--target", f"sqlite:///{empty}"]) == 2
+    assert "no target at" in capsys.readouterr().err
+    assert empty.stat().st_size == 0  # not made into one either
+
+
+def test_a_postgresql_database_without_the_pipelines_tables_is_no_target(unit, pg_url, capsys):
+    assert main(["freshness", "--mappings-dir", str(unit.parent), "--target", pg_url]) == 2
+    err = capsys.readouterr().err
+    assert "no target at" in err and "without the pipeline's tables" in err
+
+
+def test_reading_commands_read_an_existing_target(unit, tmp_path, capsys):
+    target = f"sqlite:///{tmp_path / 't.sqlite'}"
+    assert main(["-q", "run", str(unit), "--target", target]) == 0
+    assert main(["freshness", "--mappings-dir", str(unit.parent), "--target", target]) == 0
+    assert main(["report", "--mappings-dir", str(unit.parent), "--out", str(tmp_path / "r"),
+                 "--target", target]) == 0
+
+
+# --- item 7: the local API server listens on this machine only -----------------------------
+
+
+def test_etl_airflow_binds_the_api_server_to_localhost_unless_told(tmp_path):
+    from etl.common.airflow_home import airflow_environment
+
+    home = tmp_path / "home"
+    assert airflow_environment({"AIRFLOW_HOME": str(home)})["AIRFLOW__API__HOST"] == "127.0.0.1"
+    assert airflow_environment({"AIRFLOW_HOME": str(home),
+                                "AIRFLOW__API__HOST": "0.0.0.0"})["AIRFLOW__API__HOST"] == "0.0.0.0"
+    home.mkdir()
+    (home / "airflow.cfg").write_text("[api]\nhost = 10.0.0.5\n", encoding="utf-8")
+    assert "AIRFLOW__API__HOST" not in airflow_environment({"AIRFLOW_HOME": str(home)})  # the file's
+
+    got = _etl(_clean_env(tmp_path), tmp_path, "airflow", "config", "get-value", "api", "host")
+    assert got.returncode == 0, got.stderr[-2000:]
+    assert got.stdout.strip().splitlines()[-1] == "127.0.0.1"
