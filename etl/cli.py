@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             handler.addFilter(_MaskSecrets())
     for noisy in ("alembic", "airflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings.warn_unknown_variables()  # a misspelt ETL_* is otherwise ignored without a word
     old_umask = os.umask(private.UMASK)  # targets, staging, caches, Airflow's files: owner only
     try:
         return _COMMANDS[args.command](args)

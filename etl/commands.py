@@ -85,6 +85,7 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
     from etl.source.account import source_problems, source_warnings
     from etl.mapping import discover, load_mapping_cached
 
+    settings.warn_unknown_variables()  # once per process: the CLI's start may have said it
     cache = settings.path("ETL_CACHE_DIR", base=Path.cwd())
     units: list[Path] = []
     problems: list[str] = []

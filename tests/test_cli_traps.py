@@ -136,3 +136,24 @@ def test_etl_airflow_binds_the_api_server_to_localhost_unless_told(tmp_path):
     got = _etl(_clean_env(tmp_path), tmp_path, "airflow", "config", "get-value", "api", "host")
     assert got.returncode == 0, got.stderr[-2000:]
     assert got.stdout.strip().splitlines()[-1] == "127.0.0.1"
+
+
+# --- item 7: a misnamed ETL_* variable ------------------------------------------------------
+
+
+def test_a_misnamed_etl_variable_is_named_once_with_the_setting_meant(unit, tmp_path):
+    env = {**_clean_env(tmp_path), "ETL_TARGET": "sqlite:///var/elsewhere.sqlite",
+           "ETL_MAPINGS_DIR": "x", "ETL_TEST_ANYTHING": "1", "UNIT_A_SOURCE_URL": os.environ["UNIT_A_SOURCE_URL"]}
+    done = _etl(env, tmp_path, "check", "--offline", str(unit))
+    assert done.returncode == 0, done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("warning: environment variable")]
+    assert len(lines) == 2, done.stderr  # once per process, though the CLI and check both look
+    assert "ETL_MAPINGS_DIR is not an etl setting" in lines[0] and "did you mean ETL_MAPPINGS_DIR?" in lines[0]
+    assert "ETL_TARGET is not an etl setting" in lines[1] and "did you mean ETL_TARGET_URL?" in lines[1]
+    assert "elsewhere" not in done.stderr  # names, never values
+
+
+def test_declared_variables_raise_no_warning():
+    from etl.common import settings
+
+    assert settings.unknown_variables({"ETL_TARGET_URL": "x", "ETL_TEST_AIRFLOW_HOME": "y", "PATH": "z"}) == []
