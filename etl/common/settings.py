@@ -91,7 +91,7 @@ _warned_unknown = False
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     """A `warning:` line per `ETL_*` variable set that no setting declares (a misspelt
-    ETL_TARGET for ETL_TARGET_URL is otherwise ignored without a word), with the closest
+    target variable missing its `_URL` is otherwise ignored without a word), with the closest
     setting's name; names only, never a value."""
     env = os.environ if environ is None else environ
     out = []
