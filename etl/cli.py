@@ -284,7 +284,7 @@ def _run(args: argparse.Namespace) -> int:
     return commands.run(paths, tx_codes=args.tx, mode=args.mode, since=args.since,
                         until=args.until, target_url=args.target,
                         chunk_rows=args.chunk_rows or settings.integer("ETL_CHUNK_ROWS") or 1,
-                        allow_mass_delete=args.allow_mass_delete)
+                        allow_mass_delete=args.allow_mass_delete, skip_invalid=args.all)
 
 
 def _check(args: argparse.Namespace) -> int:

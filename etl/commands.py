@@ -10,9 +10,9 @@ from pathlib import Path
 
 from etl import target
 from etl.common import settings
-from etl.common.errors import MappingError
+from etl.common.errors import ConfigError, MappingError
 from etl.common.masking import holds_secret, mask_url
-from etl.mapping import Mapping, Mode, load_mapping, load_mappings
+from etl.mapping import Mapping, Mode, load_each, load_mapping, load_mappings
 from etl.report import text as report
 
 DEMO_MAPPINGS = ("mappings/demo_jinling_chem.yaml", "mappings/demo_suzhou_lift.yaml")
@@ -31,27 +31,70 @@ def _engine(target_url: str | None, *, existing: bool = False):
 def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "full",
         since: datetime | None = None, until: datetime | None = None,
         target_url: str | None = None, chunk_rows: int = 100_000,
-        allow_mass_delete: bool = False) -> int:
+        allow_mass_delete: bool = False, skip_invalid: bool = False) -> int:
+    """Run the mappings. Named files must all be valid before anything connects; with
+    `skip_invalid` (`--all`: a folder, as Airflow plans it) every valid unit is loaded and the
+    invalid files are named at the end, one line each (exit 2)."""
     from etl import pipeline
+    from etl.common.errors import EtlError
     from etl.source.connect import check_source_urls
 
-    mappings = load_mappings(paths)  # every file valid before anything connects
-    for m in mappings:
-        check_source_urls(m)
-    from etl.target import crypt
-
-    key = crypt.data_key()  # a malformed ETL_DATA_KEY fails here, before anything is written
-    engine = _engine(target_url)
-    crypt.check_target(engine, key)  # and a key that is not the target's
-    run_id = pipeline.new_run_id()
+    if skip_invalid:
+        mappings, invalid = load_each(list(paths))
+    else:
+        mappings, invalid = load_mappings(paths), {}  # every file valid before anything connects
+    for m in list(mappings):
+        try:
+            check_source_urls(m)
+        except EtlError as e:
+            if not skip_invalid:
+                raise
+            mappings.remove(m)
+            invalid[m.path] = [str(e)]
+    _check_tx_codes(mappings, tx_codes)
     results = []
-    for m in mappings:
-        results += pipeline.run_mapping(engine, m, tx_codes, mode=mode, since=since, until=until,
-                                        run_id=run_id, chunk_rows=chunk_rows,
-                                        allow_mass_delete=allow_mass_delete)
-    print(report.run_summary(results))
-    print(f"run {run_id} -> {mask_url(engine.url)}")
+    run_id = None
+    if mappings:
+        from etl.target import crypt
+
+        key = crypt.data_key()  # a malformed ETL_DATA_KEY fails here, before anything is written
+        engine = _engine(target_url)
+        crypt.check_target(engine, key)  # and a key that is not the target's
+        run_id = pipeline.new_run_id()
+        for m in mappings:
+            results += pipeline.run_mapping(engine, m, tx_codes, mode=mode, since=since,
+                                            until=until, run_id=run_id, chunk_rows=chunk_rows,
+                                            allow_mass_delete=allow_mass_delete)
+        print(report.run_summary(results))
+        print(f"run {run_id} -> {mask_url(engine.url)}")
+    if invalid:
+        raise MappingError([f"{len(invalid)} mapping file(s) invalid, not loaded "
+                            f"(`etl check FILE` lists every problem):"]
+                           + [_first_problem(p, problems) for p, problems in invalid.items()])
     return 0 if all(r.status == "success" for r in results) else 1
+
+
+def _first_problem(path: Path, problems: list[str]) -> str:
+    """An invalid file in one line: its first problem, and how many more."""
+    first = problems[0] if problems else f"{path}: invalid"
+    return first + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+
+
+def _check_tx_codes(mappings: list[Mapping], tx_codes: list[str] | None) -> None:
+    """`--tx` asks for datasets: a unit that maps none of them is named, with what it does map
+    (warning); when no unit maps any, it is a `ConfigError` rather than an empty run."""
+    if not tx_codes or not mappings:
+        return
+    asked = ",".join(tx_codes)
+    if not any(t in m.datasets for m in mappings for t in tx_codes):
+        mapped = sorted({t for m in mappings for t in m.datasets})
+        raise ConfigError(f"--tx {asked}: no selected mapping maps it ({len(mappings)} mapping(s); "
+                          f"they map {', '.join(mapped) or 'nothing'}): pick txCodes they map")
+    for m in mappings:
+        missing = [t for t in tx_codes if t not in m.datasets]
+        if missing:
+            print(f"warning: {m.path} ({m.unit.orgNo}) maps no dataset {','.join(missing)} of "
+                  f"--tx {asked}: it maps {', '.join(sorted(m.datasets))}", file=sys.stderr)
 
 
 def demo(target_url: str | None = None) -> int:
@@ -275,7 +318,6 @@ def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | Non
 
 def _keys(purpose: str):
     from etl.target import crypt
-    from etl.common.errors import ConfigError
 
     key = crypt.data_key()
     if key is None:
@@ -303,7 +345,6 @@ def decrypt(org_no: str, tx_code: str, *, target_url: str | None = None, clear: 
 
     from etl import standard
     from etl.target import crypt
-    from etl.common.errors import ConfigError
 
     new, old = _keys("etl decrypt")
     try:
@@ -325,7 +366,7 @@ def scaffold(*, url_env: str | None, conn_id: str | None, org: str | None, name:
              out: Path | None, schema: str | None, force: bool) -> int:
     from etl.onboarding import scaffold as drafting
     from etl.standard.checks import is_valid_uscc
-    from etl.common.errors import ConfigError, SourceError
+    from etl.common.errors import SourceError
 
     if org is not None and not is_valid_uscc(org.strip().upper()):
         raise ConfigError(f"--org {org[:40]!r} is not an 18-character unified social credit code "

@@ -157,3 +157,56 @@ def test_declared_variables_raise_no_warning():
     from etl.common import settings
 
     assert settings.unknown_variables({"ETL_TARGET_URL": "x", "ETL_TEST_AIRFLOW_HOME": "y", "PATH": "z"}) == []
+
+
+# --- item 7: one broken mapping does not stop `etl run --all` -------------------------------
+
+
+def test_run_all_loads_every_valid_unit_and_names_the_invalid_file_at_the_end(unit, tmp_path, capsys):
+    from helpers import org_no
+
+    other = unit.parent / "unit_b.yaml"
+    other.write_text(hidden_danger_mapping_text(org_no("91320117MA1R7KX30")), encoding="utf-8")
+    broken = unit.parent / "broken.yaml"
+    broken.write_text(hidden_danger_mapping_text().replace("    table:", "\ttable:"), encoding="utf-8")
+    target = f"sqlite:///{tmp_path / 't.sqlite'}"
+    assert main(["run", "--all", "--mappings-dir", str(unit.parent), "--target", target]) == 2
+    captured = capsys.readouterr()
+    assert len(rows_of(target, "hidden_danger")) == 6  # both valid units loaded
+    assert "1 mapping file(s) invalid, not loaded" in captured.err
+    assert f"{broken}:5: a tab indents this line; YAML indents with spaces" in captured.err
+
+
+def test_named_files_are_still_all_valid_before_anything_runs(unit, tmp_path, capsys):
+    broken = unit.parent / "broken.yaml"
+    broken.write_text(hidden_danger_mapping_text().replace("    table:", "\ttable:"), encoding="utf-8")
+    target = tmp_path / "t.sqlite"
+    assert main(["run", str(unit), str(broken), "--target", f"sqlite:///{target}"]) == 2
+    assert "a tab indents this line" in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_a_tab_in_a_mapping_is_named_as_a_tab_by_check(unit, capsys):
+    unit.write_text(unit.read_text(encoding="utf-8").replace("      regNo:", "\t  regNo:"), encoding="utf-8")
+    assert main(["check", "--offline", str(unit)]) == 2
+    assert f"{unit}:11: a tab indents this line; YAML indents with spaces" in capsys.readouterr().err
+
+
+# --- item 7: --tx asks for a dataset a unit does not map ------------------------------------
+
+
+def test_tx_a_unit_does_not_map_is_a_warning_naming_what_it_maps(unit, tmp_path, capsys):
+    target = f"sqlite:///{tmp_path / 't.sqlite'}"
+    assert main(["run", str(unit), "--tx", "07,09", "--target", target]) == 0  # 09 is mapped
+    err = capsys.readouterr().err
+    assert f"warning: {unit} (" in err and "maps no dataset 07 of --tx 07,09: it maps 09" in err
+    assert len(rows_of(target, "hidden_danger")) == 3
+
+
+def test_tx_no_selected_unit_maps_exits_2_and_creates_nothing(unit, tmp_path, capsys):
+    target = tmp_path / "t.sqlite"
+    assert main(["run", str(unit), "--tx", "07", "--target", f"sqlite:///{target}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --tx 07: no selected mapping maps it (1 mapping(s); they map 09): "
+                   "pick txCodes they map"]
+    assert not target.exists()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etl.common import private, settings
-from etl.common.airflow_home import DAGS, airflow_environment
+from etl.common.airflow_home import airflow_environment
 
 if TYPE_CHECKING:
     from etl.mapping import Mapping as UnitMapping
