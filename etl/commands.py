@@ -53,7 +53,6 @@ def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "f
             invalid[m.path] = [str(e)]
     _check_tx_codes(mappings, tx_codes)
     results = []
-    run_id = None
     if mappings:
         from etl.target import crypt
 
