@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         mask_logs(handler)
     for noisy in ("alembic", "airflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings.warn_unknown_variables()  # a misspelt ETL_* is otherwise ignored without a word
     old_umask = os.umask(private.UMASK)  # targets, staging, caches, Airflow's files: owner only
     try:
         return _COMMANDS[args.command](args)
@@ -271,7 +272,7 @@ def _run(args: argparse.Namespace) -> int:
     return commands.run(paths, tx_codes=args.tx, mode=args.mode, since=args.since,
                         until=args.until, target_url=args.target,
                         chunk_rows=args.chunk_rows or settings.integer("ETL_CHUNK_ROWS") or 1,
-                        allow_mass_delete=args.allow_mass_delete)
+                        allow_mass_delete=args.allow_mass_delete, skip_invalid=args.all)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -10,46 +10,90 @@ from pathlib import Path
 
 from etl import target
 from etl.common import settings
-from etl.common.errors import MappingError
+from etl.common.errors import ConfigError, MappingError
 from etl.common.masking import holds_secret, mask_url
-from etl.mapping import Mapping, Mode, load_mapping, load_mappings
+from etl.mapping import Mapping, Mode, load_each, load_mapping, load_mappings
 from etl.report import text as report
 
 DEMO_MAPPINGS = ("mappings/demo_jinling_chem.yaml", "mappings/demo_suzhou_lift.yaml")
 
 
-def _engine(target_url: str | None):
+def _engine(target_url: str | None, *, existing: bool = False):
+    """The target's engine; `existing` for commands that only read it: never created."""
     if target_url and holds_secret(target_url):
         print("warning: --target holds a password: a password on the command line is visible to "
               "other users (ps, shell history); put the URL in ETL_TARGET_URL instead",
               file=sys.stderr)
-    return target.connect(target.target_url(target_url), target.target_origin(target_url))
+    open_ = target.connect_existing if existing else target.connect
+    return open_(target.target_url(target_url), target.target_origin(target_url))
 
 
 def run(paths: list[Path], *, tx_codes: list[str] | None = None, mode: Mode = "full",
         since: datetime | None = None, until: datetime | None = None,
         target_url: str | None = None, chunk_rows: int = 100_000,
-        allow_mass_delete: bool = False) -> int:
+        allow_mass_delete: bool = False, skip_invalid: bool = False) -> int:
+    """Run the mappings. Named files must all be valid before anything connects; with
+    `skip_invalid` (`--all`: a folder, as Airflow plans it) every valid unit is loaded and the
+    invalid files are named at the end, one line each (exit 2)."""
     from etl import pipeline
+    from etl.common.errors import EtlError
     from etl.source.connect import check_source_urls
 
-    mappings = load_mappings(paths)  # every file valid before anything connects
-    for m in mappings:
-        check_source_urls(m)
-    from etl.target import crypt
-
-    key = crypt.data_key()  # a malformed ETL_DATA_KEY fails here, before anything is written
-    engine = _engine(target_url)
-    crypt.check_target(engine, key)  # and a key that is not the target's
-    run_id = pipeline.new_run_id()
+    if skip_invalid:
+        mappings, invalid = load_each(list(paths))
+    else:
+        mappings, invalid = load_mappings(paths), {}  # every file valid before anything connects
+    for m in list(mappings):
+        try:
+            check_source_urls(m)
+        except EtlError as e:
+            if not skip_invalid:
+                raise
+            mappings.remove(m)
+            invalid[m.path] = [str(e)]
+    _check_tx_codes(mappings, tx_codes)
     results = []
-    for m in mappings:
-        results += pipeline.run_mapping(engine, m, tx_codes, mode=mode, since=since, until=until,
-                                        run_id=run_id, chunk_rows=chunk_rows,
-                                        allow_mass_delete=allow_mass_delete)
-    print(report.run_summary(results))
-    print(f"run {run_id} -> {mask_url(engine.url)}")
+    if mappings:
+        from etl.target import crypt
+
+        key = crypt.data_key()  # a malformed ETL_DATA_KEY fails here, before anything is written
+        engine = _engine(target_url)
+        crypt.check_target(engine, key)  # and a key that is not the target's
+        run_id = pipeline.new_run_id()
+        for m in mappings:
+            results += pipeline.run_mapping(engine, m, tx_codes, mode=mode, since=since,
+                                            until=until, run_id=run_id, chunk_rows=chunk_rows,
+                                            allow_mass_delete=allow_mass_delete)
+        print(report.run_summary(results))
+        print(f"run {run_id} -> {mask_url(engine.url)}")
+    if invalid:
+        raise MappingError([f"{len(invalid)} mapping file(s) invalid, not loaded "
+                            f"(`etl check FILE` lists every problem):"]
+                           + [_first_problem(p, problems) for p, problems in invalid.items()])
     return 0 if all(r.status == "success" for r in results) else 1
+
+
+def _first_problem(path: Path, problems: list[str]) -> str:
+    """An invalid file in one line: its first problem, and how many more."""
+    first = problems[0] if problems else f"{path}: invalid"
+    return first + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+
+
+def _check_tx_codes(mappings: list[Mapping], tx_codes: list[str] | None) -> None:
+    """`--tx` asks for datasets: a unit that maps none of them is named, with what it does map
+    (warning); when no unit maps any, it is a `ConfigError` rather than an empty run."""
+    if not tx_codes or not mappings:
+        return
+    asked = ",".join(tx_codes)
+    if not any(t in m.datasets for m in mappings for t in tx_codes):
+        mapped = sorted({t for m in mappings for t in m.datasets})
+        raise ConfigError(f"--tx {asked}: no selected mapping maps it ({len(mappings)} mapping(s); "
+                          f"they map {', '.join(mapped) or 'nothing'}): pick txCodes they map")
+    for m in mappings:
+        missing = [t for t in tx_codes if t not in m.datasets]
+        if missing:
+            print(f"warning: {m.path} ({m.unit.orgNo}) maps no dataset {','.join(missing)} of "
+                  f"--tx {asked}: it maps {', '.join(sorted(m.datasets))}", file=sys.stderr)
 
 
 def demo(target_url: str | None = None) -> int:
@@ -83,6 +127,7 @@ def check(paths: list[Path], *, offline: bool = False, resolved: bool = False,
     from etl.source.account import source_problems, source_warnings
     from etl.mapping import discover, load_mapping_cached
 
+    settings.warn_unknown_variables()  # once per process: the CLI's start may have said it
     cache = settings.path("ETL_CACHE_DIR", base=Path.cwd())
     units: list[Path] = []
     problems: list[str] = []
@@ -218,7 +263,7 @@ def reconcile(path: Path, *, tx_codes: list[str] | None = None, target_url: str 
     from etl.report import reconcile as rec
 
     m = load_mapping(path)
-    engine = _engine(target_url)
+    engine = _engine(target_url, existing=True)
     results = rec.reconcile(engine, m, tx_codes)
     run_id = pipeline.new_run_id()
     rec.save(engine, run_id, results)
@@ -250,7 +295,7 @@ def freshness(*, mappings_dir: Path = Path("mappings"), target_url: str | None =
     from etl.report import freshness as fr
 
     units = fr.load_units(mappings_dir)
-    engine = _engine(target_url)
+    engine = _engine(target_url, existing=True)
     found = sorted(fr.statuses(engine, units), key=fr.sort_key)
     if as_json:
         print(json.dumps([{**s.__dict__, "last_success": s.last_success and s.last_success.isoformat(),
@@ -281,7 +326,7 @@ def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | Non
             raise MappingError([f"--unit {u}: no mapping file has this name or orgNo; use a "
                                 f"file name without .yaml or the unit's orgNo" for u in unknown])
         found = [m for m in found if m.name in units or org(m) in units]
-    engine = _engine(target_url)
+    engine = _engine(target_url, existing=True)
     built = site.build(engine, found, out, since=since)
     if built.kept:
         shown = ", ".join(built.kept[:site.KEPT_SHOWN]) + (
@@ -299,7 +344,6 @@ def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | Non
 
 def _keys(purpose: str):
     from etl.target import crypt
-    from etl.common.errors import ConfigError
 
     key = crypt.data_key()
     if key is None:
@@ -312,7 +356,7 @@ def rotate_key(target_url: str | None = None, batch_rows: int = 1000) -> int:
     from etl.target import crypt
 
     new, old = _keys("etl rotate-key")
-    engine = _engine(target_url)
+    engine = _engine(target_url, existing=True)
     target.ensure_schema(engine)
     counts = crypt.rotate(engine, new, old, batch_rows=batch_rows)
     for table, n in counts.items():
@@ -327,14 +371,13 @@ def decrypt(org_no: str, tx_code: str, *, target_url: str | None = None, clear: 
 
     from etl import standard
     from etl.target import crypt
-    from etl.common.errors import ConfigError
 
     new, old = _keys("etl decrypt")
     try:
         tx = standard.dataset(tx_code).tx_code
     except KeyError as e:
         raise ConfigError(f"--tx: {e.args[0]}") from None
-    engine = _engine(target_url)
+    engine = _engine(target_url, existing=True)
     target.ensure_schema(engine)
     try:
         rows = crypt.records(engine, org_no, tx, [new, *old], clear=clear, find=find)
@@ -349,7 +392,7 @@ def scaffold(*, url_env: str | None, conn_id: str | None, org: str | None, name:
              out: Path | None, schema: str | None, force: bool) -> int:
     from etl.onboarding import scaffold as drafting
     from etl.standard.checks import is_valid_uscc
-    from etl.common.errors import ConfigError, SourceError
+    from etl.common.errors import SourceError
 
     if org is not None and not is_valid_uscc(org.strip().upper()):
         raise ConfigError(f"--org {org[:40]!r} is not an 18-character unified social credit code "

@@ -151,7 +151,14 @@ def test_fail_late_passes_when_every_mapped_unit_is_on_time(sqlite_url, units, c
     assert "4 dataset(s): 1 failing, 2 late, 0 never, 0 pending, 1 on time" in capsys.readouterr().out
 
 
+def _empty_target(url: str) -> None:
+    """A target as `etl init-target` leaves it: the schema, nothing loaded (freshness never
+    creates one: a mistyped --target is an error, not a target where nothing was ever loaded)."""
+    assert main(["-q", "init-target", "--target", url]) == 0
+
+
 def test_never_loaded_counts_as_late_for_fail_late(sqlite_url, units):
+    _empty_target(sqlite_url)
     for name in ("a_on_time", "b_late", "c_failing", "e_broken"):
         (units / f"{name}.yaml").unlink()
     assert main(["freshness", "--mappings-dir", str(units), "--target", sqlite_url, "--fail-late"]) == 1
@@ -280,6 +287,7 @@ def test_fail_late_passes_while_datasets_are_only_pending(sqlite_url, tmp_path, 
     folder.mkdir()
     (folder / "daily.yaml").write_text(hidden_danger_mapping_text(FRESH), encoding="utf-8")
     (folder / "weekly.yaml").write_text(_weekly(hidden_danger_mapping_text(NEVER)), encoding="utf-8")
+    _empty_target(sqlite_url)
     args = ["freshness", "--mappings-dir", str(folder), "--target", sqlite_url, "--fail-late"]
     assert main(args) == 0
     out = capsys.readouterr().out

@@ -54,7 +54,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
-from etl.common import private, settings
+from etl.common import airflow_home, private, settings
 from etl.common.errors import ConfigError
 from etl.common.masking import mask_url, register_secrets, register_url_secrets
 
@@ -82,25 +82,61 @@ def normalise_url(url: str | URL, origin: str = "the URL") -> URL:
 
 
 def connection_uri(conn_id: str, *, required: bool = True) -> str | None:
-    """An Airflow connection's URI, through whatever secrets backend Airflow is set up with;
-    its password is registered with the masker. A connection not defined is a `ConfigError`
-    saying how to add it, or None when not `required`."""
+    """An Airflow connection's URI, through the chain Airflow itself reads connections with:
+    inside a task the Task SDK's (AIRFLOW_CONN_*, configured backends, the API server's metadata
+    database); elsewhere (`etl check`, `etl run`) Airflow's server-side chain with this project's
+    AIRFLOW_HOME (`airflow_home.use_project_airflow`), whose metadata database is where `etl
+    airflow connections add` writes. The SDK's `Connection.get` outside a task reads only
+    environment variables. Its password is registered with the masker. A connection not defined
+    is a `ConfigError` saying where it was looked for and how to add it, or None when not
+    `required`."""
+    in_task = settings.in_airflow_task()
+    if not in_task:
+        airflow_home.use_project_airflow()
     try:
-        from airflow.sdk import Connection
         from airflow.sdk.exceptions import AirflowNotFoundException
     except ImportError:  # pragma: no cover - airflow is a dependency
         raise ConfigError(f"conn_id {conn_id!r} needs Airflow installed") from None
     try:
-        conn = Connection.get(conn_id)
+        if in_task:
+            from airflow.sdk import Connection
+
+            conn = Connection.get(conn_id)
+        else:
+            from airflow.models.connection import Connection as StoredConnection
+
+            conn = StoredConnection.get_connection_from_secrets(conn_id)
     except AirflowNotFoundException:
         if not required:
             return None
-        raise ConfigError(f"Airflow connection {conn_id!r} not found: add it with "
-                          f"`airflow connections add {conn_id} --conn-uri ...`") from None
+        raise ConfigError(f"Airflow connection {conn_id!r} not found in {_searched(conn_id, in_task)}: "
+                          f"add it with `etl airflow connections add {conn_id} --conn-uri ...` "
+                          f"(or in the Airflow UI)") from None
     register_secrets([conn.password])
     uri = conn.get_uri()
     register_url_secrets(uri)
     return uri
+
+
+def _searched(conn_id: str, in_task: bool) -> str:
+    """Where Airflow looked for a connection, for the not-found message: the environment
+    variable, each secrets backend, the metadata database (masked) and its AIRFLOW_HOME."""
+    env = f"environment variable AIRFLOW_CONN_{conn_id.upper()}"
+    if in_task:
+        return f"{env}, the secrets backends or the metadata database this task reaches"
+    from airflow.configuration import conf, ensure_secrets_loaded
+
+    places = []
+    for backend in ensure_secrets_loaded():
+        name = type(backend).__name__
+        if name == "EnvironmentVariablesBackend":
+            places.append(env)
+        elif name == "MetastoreBackend":
+            db = mask_url(conf.get("database", "sql_alchemy_conn", fallback="") or "?")
+            places.append(f"the metadata database {db} (AIRFLOW_HOME={airflow_home.airflow_home()})")
+        else:
+            places.append(f"secrets backend {name}")
+    return ", ".join(places) or env
 
 
 ENV = "ETL_REQUIRE_TLS"

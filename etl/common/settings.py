@@ -14,8 +14,10 @@ Stdlib only: the DAG file reads its settings at parse time.
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +88,36 @@ SETTINGS: tuple[Setting, ...] = (
             "rotate-key` re-encrypts"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
+
+
+#: `ETL_*` variables that are not the application's: the test suite's own.
+NOT_SETTINGS_PREFIX = "ETL_TEST_"
+_warned_unknown = False
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A `warning:` line per `ETL_*` variable set that no setting declares (a misspelt
+    target variable missing its `_URL` is otherwise ignored without a word), with the closest
+    setting's name; names only, never a value."""
+    env = os.environ if environ is None else environ
+    out = []
+    for name in sorted(k for k in env if k.startswith("ETL_") and k not in BY_NAME
+                       and not k.startswith(NOT_SETTINGS_PREFIX)):
+        close = difflib.get_close_matches(name, list(BY_NAME), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "the settings are listed in docs/airflow.md"
+        out.append(f"warning: environment variable {name} is not an etl setting and is ignored "
+                   f"(unless a mapping names it as url_env or base_env): {hint}")
+    return out
+
+
+def warn_unknown_variables() -> None:
+    """Print `unknown_variables()` to stderr, once per process (the CLI's start, `etl check`)."""
+    global _warned_unknown
+    if _warned_unknown:
+        return
+    _warned_unknown = True
+    for line in unknown_variables():
+        print(line, file=sys.stderr)
 
 
 def is_set(name: str) -> bool:

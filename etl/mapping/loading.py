@@ -144,6 +144,24 @@ def _chain_digest(path: Path, data: bytes, templates: list[tuple[str, str]]) -> 
     return tpl.chain_digest(data, templates)
 
 
+def load_each(paths: list[str | Path]) -> tuple[list[Mapping], dict[Path, list[str]]]:
+    """Every valid file, and each invalid one with its problems: a run over a whole folder goes
+    on past a broken file, as Airflow's planning does. Two files of one orgNo are both invalid."""
+    mappings: list[Mapping] = []
+    invalid: dict[Path, list[str]] = {}
+    for p in paths:
+        try:
+            mappings.append(load_mapping(p))
+        except MappingError as e:
+            invalid[Path(p)] = e.problems
+    names = [m.unit.orgNo for m in mappings]
+    for m in [m for m in mappings if names.count(m.unit.orgNo) > 1]:
+        others = ", ".join(display(o.path) for o in mappings if o.unit.orgNo == m.unit.orgNo and o is not m)
+        invalid[m.path] = [f"{display(m.path)}: orgNo {m.unit.orgNo} is also the unit of {others}: "
+                           f"keep one file per unit"]
+    return [m for m in mappings if m.path not in invalid], invalid
+
+
 def load_mappings(paths: list[str | Path]) -> list[Mapping]:
     """Validate every file; raise one MappingError with the problems of all of them."""
     mappings, problems = [], []

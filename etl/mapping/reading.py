@@ -160,8 +160,12 @@ def parse_yaml(path: Path, data: bytes) -> Any:
     try:
         return yaml.load(data.decode("utf-8"), Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as e:
-        line = e.problem_mark.line + 1 if e.problem_mark else "?"
-        raise MappingError([f"{shown} [line {line}] not valid YAML: {e.problem}"]) from None
+        line = e.problem_mark.line + 1 if e.problem_mark else None
+        tab = tab_indented_line(data, line)
+        if tab is not None:  # PyYAML's words ("cannot start any token") never say tab
+            raise MappingError([f"{shown}:{tab}: a tab indents this line; YAML indents with "
+                                f"spaces"]) from None
+        raise MappingError([f"{shown} [line {line or '?'}] not valid YAML: {e.problem}"]) from None
     except yaml.YAMLError as e:
         raise MappingError([f"{shown}: not valid YAML: {' '.join(str(e).split())}"]) from None
     except UnicodeDecodeError as e:
@@ -170,6 +174,17 @@ def parse_yaml(path: Path, data: bytes) -> Any:
     except (ValueError, TypeError, RecursionError) as e:  # whatever else a hostile file finds
         raise MappingError([f"{shown}: not a mapping PyYAML can read ({type(e).__name__}: "
                             f"{short(' '.join(str(e).split()))})"]) from None
+
+
+def tab_indented_line(data: bytes, upto: int | None) -> int | None:
+    """The first non-blank line (1-based) at or before `upto` (the line a YAML error names;
+    None: any) whose indentation holds a tab, else None."""
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    for number, line in enumerate(lines[:upto] if upto else lines, 1):
+        body = line.lstrip(" \t")
+        if body and "\t" in line[:len(line) - len(body)]:
+            return number
+    return None
 
 
 def discover(folder: str | Path = "mappings") -> list[Path]:

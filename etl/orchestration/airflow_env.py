@@ -3,7 +3,8 @@ processes have, and whether this code runs inside one of their tasks.
 
 Airflow reads its settings from the environment; a new user would otherwise have to know five
 of them before `airflow standalone` shows the DAGs in the right time zone. Whatever the caller
-has set already wins: these are defaults, not overrides.
+has set already wins: these are defaults, not overrides (`etl.common.airflow_home`, where `etl`
+commands read them too, to find Airflow's connections).
 
 A process reads its environment when it starts. A variable exported afterwards (a unit's
 `url_env`, a file base's `base_env`, `ETL_*`) reaches Airflow's tasks only once the processes
@@ -24,33 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etl.common import private, settings
-from etl.common.settings import CODE_ROOT, project_dir
+from etl.common.airflow_home import airflow_environment
 
 if TYPE_CHECKING:
     from etl.mapping import Mapping as UnitMapping
 
-DAGS = CODE_ROOT / "dags"  # beside the code, wherever ETL_HOME is
 NAMES_SHOWN = 10  # variables named in one line; beyond, a count
-
-
-def airflow_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment `airflow` runs with: the caller's, plus this project's defaults."""
-    env = dict(os.environ if environ is None else environ)
-    home = project_dir()  # ETL_HOME: where var/ and relative paths are
-    defaults = {
-        "ETL_HOME": str(home),
-        "AIRFLOW_HOME": str(home / "var" / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DEFAULT_TIMEZONE": "Asia/Shanghai",
-    }
-    for key, value in defaults.items():
-        env.setdefault(key, value)
-    sync = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
-    if sync.startswith(("postgresql", "postgres:")) and "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC" not in env:
-        # Airflow derives postgresql+asyncpg, which is not installed: psycopg 3 does async itself
-        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = "postgresql+psycopg_async://" + sync.split("://", 1)[1]
-    return env
 
 
 def run_airflow(args: Sequence[str]) -> int:
@@ -58,7 +38,9 @@ def run_airflow(args: Sequence[str]) -> int:
     env = airflow_environment()
     private.makedirs(env["AIRFLOW_HOME"])  # its passwords file, logs of runs
     print(f"AIRFLOW_HOME={env['AIRFLOW_HOME']} DAGs={env['AIRFLOW__CORE__DAGS_FOLDER']} "
-          f"timezone={env['AIRFLOW__CORE__DEFAULT_TIMEZONE']}", file=sys.stderr, flush=True)
+          f"timezone={env['AIRFLOW__CORE__DEFAULT_TIMEZONE']} "
+          f"api host={env.get('AIRFLOW__API__HOST', '[api] host of airflow.cfg')}",
+          file=sys.stderr, flush=True)
     os.execvpe(sys.executable, [sys.executable, "-m", "airflow", *args], env)
     return 0  # pragma: no cover - execvpe does not return
 

@@ -9,7 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl.common import outbound, private, settings
-from etl.common.masking import register_url_secrets
+from etl.common.errors import ConfigError
+from etl.common.masking import mask_url, register_url_secrets
 from etl.common.outbound import normalise_url
 
 DEFAULT_URL = settings.BY_NAME["ETL_TARGET_URL"].default or ""
@@ -63,4 +64,34 @@ def connect(url: str, origin: str = "the target URL") -> Engine:
         engine = sa.create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
     if why:
         outbound.verify_on_connect(engine, why, origin)
+    return engine
+
+
+#: A table every target has from its first revision: without it a database is not a target.
+MARKER_TABLE = "ingest_run"
+
+
+def _no_target(url: str, why: str = "") -> ConfigError:
+    return ConfigError(f"no target at {mask_url(url)}{why}: check --target / ETL_TARGET_URL, "
+                       f"or run etl init-target")
+
+
+def connect_existing(url: str, origin: str = "the target URL") -> Engine:
+    """`connect` for commands that only read the target (report, freshness, reconcile, decrypt,
+    rotate-key): a mistyped URL must not create an empty target whose every dataset then reads
+    as never loaded. A SQLite file that does not exist, or any database without the pipeline's
+    tables, is a `ConfigError` (exit 2) saying how to give the right one."""
+    parsed = normalise_url(url, origin)
+    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:") \
+            and not parsed.query.get("uri") and not Path(parsed.database).is_file():
+        raise _no_target(url)
+    engine = connect(url, origin)
+    try:
+        found = sa.inspect(engine).has_table(MARKER_TABLE)
+    except Exception:
+        engine.dispose()
+        raise
+    if not found:
+        engine.dispose()
+        raise _no_target(url, " (a database without the pipeline's tables)")
     return engine
