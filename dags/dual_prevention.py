@@ -75,12 +75,13 @@ from airflow.sdk import (
 )
 
 from etl.common import settings  # the ETL_* variables (stdlib only: cheap at parse time)
+from etl.orchestration.timetable import CstTimetable  # CST days whatever the browser's zone
 
 TIMEZONE = "Asia/Shanghai"
 # one YAML file per using unit; a relative ETL_MAPPINGS_DIR is taken from ETL_HOME
 MAPPINGS_DIR = settings.path("ETL_MAPPINGS_DIR")
-# loads share the one target database: an Airflow pool (airflow pools set ...) caps how many run at once
-TARGET_POOL = settings.text("ETL_TARGET_POOL")
+# loads share the one target database: an Airflow pool (`etl airflow` creates it) caps how many run at once
+TARGET_POOL = settings.text("ETL_TARGET_POOL") or "dual_prevention_target"
 # Celery: the queue of the workers that load (e.g. those near the target); empty = the default queue
 LOAD_QUEUE = settings.text("ETL_LOAD_QUEUE")
 # the trigger form lists units to pick from up to this many; beyond, they are typed (or patterns)
@@ -102,6 +103,8 @@ INGESTED = Asset(name="dual_prevention_ingestion", uri="x-dual-prevention://targ
                  group="dual-prevention")
 # the timeliness check also runs once a day (CST) whatever ran: a paused DAG makes no event
 FRESHNESS_CRON = "0 8 * * *"
+DAGRUN_TIMEOUT = {"daily": timedelta(hours=20), "weekly": timedelta(days=6),
+                  "frequent": timedelta(hours=1), "freshness": timedelta(hours=2)}
 
 DEFAULT_ARGS = {
     "owner": "dual-prevention",
@@ -175,7 +178,11 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
     @dag(
         dag_id=f"dual_prevention_{frequency}",
         description=f"Dual prevention ingestion: {summary}",
-        schedule=CronDataIntervalTimetable(cron, timezone=TIMEZONE),
+        # daily, weekly: whole CST days/weeks, runs named by them; the 5-minute DAG: Airflow's own
+        schedule=(CronDataIntervalTimetable if frequency == "frequent" else CstTimetable)(
+            cron, timezone=TIMEZONE),
+        # a stuck run fails before the next period's run is due (max_active_runs=1 would hold it)
+        dagrun_timeout=DAGRUN_TIMEOUT[frequency],
         start_date=pendulum.datetime(2025, 1, 1, tz=TIMEZONE),
         catchup=False,
         max_active_runs=1,
@@ -254,6 +261,7 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
     start_date=pendulum.datetime(2025, 1, 1, tz=TIMEZONE),
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=DAGRUN_TIMEOUT["freshness"],
     default_args=DEFAULT_ARGS,
     tags=["dual-prevention", "etl", "freshness"],
     doc_md=__doc__,

@@ -227,6 +227,11 @@ class AirflowCluster:
         (self.home / "passwords.json").write_text(json.dumps({"admin": self.password}))
         t0 = time.monotonic()
         self.run_cli("db", "migrate", timeout=600)
+        # the loads' pool, as `etl airflow` makes it (ETL_TARGET_POOL, ETL_TARGET_POOL_SLOTS)
+        done = subprocess.run([sys.executable, "-c", "from etl.orchestration.airflow_env import "
+                               "ensure_target_pool; ensure_target_pool()"], env=self.env,
+                              cwd=self.home, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
         self.timings["migrate"] = time.monotonic() - t0
         t0 = time.monotonic()
         try:

@@ -233,7 +233,10 @@ def airflow_db() -> None:
     """A migrated Airflow metadata database (SQLite in the throwaway AIRFLOW_HOME)."""
     from airflow.utils import db
 
+    from etl.orchestration.airflow_env import ensure_target_pool
+
     db.initdb()
+    ensure_target_pool()  # the loads' pool, as `etl airflow` makes it
 
 
 @pytest.fixture

@@ -62,6 +62,12 @@ def _states(dr) -> dict[tuple[str, str | None], tuple[str, int]]:
 # --- DAG integrity ----------------------------------------------------------------------------
 
 
+def coerce_to_core(timetable):
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    return coerce_to_core_timetable(timetable)
+
+
 def test_dagbag_has_no_import_errors(dagbag) -> None:
     bag = dagbag()
     assert bag.import_errors == {}
@@ -82,10 +88,17 @@ def test_dag_file_imports_only_the_settings_of_etl_at_top_level() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             top |= {node.module} if node.module != "etl.common" else {
                 f"etl.common.{a.name}" for a in node.names}
-    assert {t for t in top if t.split(".")[0] == "etl"} == {"etl.common.settings"}, top
+    # the settings, and the timetable (Airflow's own timetables; the scheduler imports it too)
+    assert {t for t in top if t.split(".")[0] == "etl"} == {"etl.common.settings",
+                                                            "etl.orchestration.timetable"}, top
     assert not {t.split(".")[0] for t in top} & {"pandas", "sqlalchemy", "pyarrow", "yaml"}, top
     code = ("import sys; import etl.common.settings; print(sorted(m for m in ('pandas', "
             "'sqlalchemy', 'pyarrow', 'yaml', 'airflow') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+    # (Airflow itself imports yaml)
+    code = ("import sys; import etl.orchestration.timetable; print(sorted(m for m in ('pandas', "
+            "'pyarrow', 'etl.mapping', 'etl.pipeline') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
 
@@ -96,12 +109,17 @@ def test_dag_file_imports_only_the_settings_of_etl_at_top_level() -> None:
     ("dual_prevention_frequent", "*/5 * * * *"),
 ])
 def test_schedule_is_a_cst_cron_with_data_intervals(dagbag, dag_id: str, cron: str) -> None:
-    from airflow.sdk import CronDataIntervalTimetable
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    from etl.orchestration.timetable import CstTimetable
 
     dag = dagbag().dags[dag_id]
-    assert isinstance(dag.timetable, CronDataIntervalTimetable)
-    assert dag.timetable.expression == cron
-    assert getattr(dag.timetable.timezone, "name", dag.timetable.timezone) == "Asia/Shanghai"
+    # daily and weekly: CST days and weeks whatever the browser's zone (tests/test_calendar.py)
+    assert isinstance(dag.timetable, CstTimetable) == (dag_id != "dual_prevention_frequent")
+    tt = coerce_to_core(dag.timetable)
+    assert isinstance(tt, CronDataIntervalTimetable)
+    assert tt.summary == cron
+    assert getattr(tt._timezone, "name", tt._timezone) == "Asia/Shanghai"
     assert dag.start_date == datetime(2025, 1, 1, tzinfo=CST)
     assert dag.catchup is False
     assert dag.max_active_runs == 1

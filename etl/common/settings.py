@@ -61,7 +61,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ETL_STAGING_DIR", "var/staging", "a local folder, when `ETL_STAGING_URL` is unset: "
             "one machine only"),
     Setting("ETL_STAGING_KEEP_DAYS", "7", "how long a failed run's staged data is kept"),
-    Setting("ETL_TARGET_POOL", "default_pool", "an Airflow pool limiting concurrent loads"),
+    Setting("ETL_TARGET_POOL", "dual_prevention_target", "the Airflow pool of the load tasks, "
+            "which caps how many load into the target at once; `etl airflow` creates it"),
+    Setting("ETL_TARGET_POOL_SLOTS", "4", "the pool's size, set by `etl airflow` at every start: "
+            "loads at once, each one connection to the target (below its connection limit "
+            "less what else connects)"),
     Setting("ETL_LOAD_QUEUE", None, "the Celery queue of the load tasks (workers near the "
             "target)", "Airflow's default queue"),
     Setting("ETL_RETRY_DELAY_SECONDS", "120", "the first retry's delay (then doubling, at most 30 "

@@ -34,15 +34,60 @@ NAMES_SHOWN = 10  # variables named in one line; beyond, a count
 
 
 def run_airflow(args: Sequence[str]) -> int:
-    """Replace this process with `python -m airflow ARGS` (signals and exit code are Airflow's)."""
+    """Replace this process with `python -m airflow ARGS` (signals and exit code are Airflow's).
+    `standalone`, `scheduler` and `db migrate` also set up the loads' pool (`ensure_target_pool`)."""
     env = airflow_environment()
     private.makedirs(env["AIRFLOW_HOME"])  # its passwords file, logs of runs
     print(f"AIRFLOW_HOME={env['AIRFLOW_HOME']} DAGs={env['AIRFLOW__CORE__DAGS_FOLDER']} "
           f"timezone={env['AIRFLOW__CORE__DEFAULT_TIMEZONE']} "
           f"api host={env.get('AIRFLOW__API__HOST', '[api] host of airflow.cfg')}",
           file=sys.stderr, flush=True)
-    os.execvpe(sys.executable, [sys.executable, "-m", "airflow", *args], env)
+    command = [sys.executable, "-m", "airflow", *args]
+    if list(args[:2]) == ["db", "migrate"]:  # the pool needs the tables this makes
+        import subprocess
+
+        done = subprocess.run(command, env=env, check=False).returncode
+        return done or _pool_line(env, migrate=False)
+    if args[:1] and args[0] in ("standalone", "scheduler"):
+        _pool_line(env, migrate=args[0] == "standalone")  # standalone migrates anyway: first
+    os.execvpe(sys.executable, command, env)
     return 0  # pragma: no cover - execvpe does not return
+
+
+def _pool_line(env: Mapping[str, str], *, migrate: bool) -> int:
+    """`ensure_target_pool` in this process with Airflow's environment (Airflow reads its
+    configuration when first imported: nothing here imported it before), said in one line."""
+    os.environ.update(env)
+    try:
+        name, slots = ensure_target_pool(migrate=migrate)
+    except Exception as exc:  # noqa: BLE001 - the DB not migrated yet, unreachable: say, go on
+        print(f"pool {settings.text('ETL_TARGET_POOL')} not set up: {exc.__class__.__name__}: "
+              f"{str(exc).splitlines()[0] if str(exc) else ''} (uv run etl airflow db migrate "
+              f"creates the metadata database and the pool)", file=sys.stderr, flush=True)
+        return 1
+    print(f"pool {name}: {slots} slots (ETL_TARGET_POOL_SLOTS)", file=sys.stderr, flush=True)
+    return 0
+
+
+def ensure_target_pool(*, migrate: bool = False) -> tuple[str, int]:
+    """Create the Airflow pool the loads run in (`ETL_TARGET_POOL`), or set its size to
+    `ETL_TARGET_POOL_SLOTS`: idempotent, at every start of `etl airflow`. The pool caps the loads
+    into the target at once, one connection each; without it Airflow queues them forever (a
+    task whose pool does not exist never runs). `default_pool` is left as it is: every other
+    task runs in it. `migrate`: create or upgrade the metadata database first."""
+    from airflow.models.pool import Pool
+    from airflow.utils import db
+
+    if migrate:
+        db.initdb()
+    name = settings.text("ETL_TARGET_POOL") or settings.BY_NAME["ETL_TARGET_POOL"].default or ""
+    slots = settings.integer("ETL_TARGET_POOL_SLOTS") or 4
+    if name == Pool.DEFAULT_POOL_NAME:
+        default = Pool.get_default_pool()
+        return name, default.slots if default else 0
+    Pool.create_or_update_pool(name, slots, "loads into the target database at once "
+                               "(ETL_TARGET_POOL_SLOTS, set by etl airflow)", include_deferred=False)
+    return name, slots
 
 
 # --- running Airflow processes ----------------------------------------------------------------
