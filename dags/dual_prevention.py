@@ -75,6 +75,7 @@ from airflow.sdk import (
 )
 
 from etl.common import settings  # the ETL_* variables (stdlib only: cheap at parse time)
+from etl.orchestration import alerts, assets  # notifiers from ETL_ALERT_*; the datasets' assets
 
 TIMEZONE = "Asia/Shanghai"
 # one YAML file per using unit; a relative ETL_MAPPINGS_DIR is taken from ETL_HOME
@@ -180,6 +181,7 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
         catchup=False,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
+        on_failure_callback=alerts.notifiers("ingestion"),  # e-mail, DingTalk/WeCom: ETL_ALERT_*
         params=_params(tx_codes),
         tags=["dual-prevention", "etl", frequency],
         doc_md=__doc__,
@@ -203,7 +205,8 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
 
             return tasks.transform(staged, get_current_context())
 
-        @task(map_index_template="{{ label }}", pool=TARGET_POOL,
+        # outlet: an alias through which it adds an event to each loaded txCode's asset
+        @task(map_index_template="{{ label }}", pool=TARGET_POOL, outlets=[assets.alias()],
               **({"queue": LOAD_QUEUE} if LOAD_QUEUE else {}))
         def load(staged: dict) -> dict:
             from etl.orchestration import tasks
@@ -255,6 +258,7 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    on_failure_callback=alerts.notifiers("freshness"),  # e-mail, DingTalk/WeCom: ETL_ALERT_*
     tags=["dual-prevention", "etl", "freshness"],
     doc_md=__doc__,
 )
