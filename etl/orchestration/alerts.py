@@ -161,11 +161,23 @@ class EmailAlert(SmtpNotifier):
         subject, body = compose(context, self.kind)
         self.subject = subject
         self.html_content = f"<pre style=\"white-space: pre-wrap\">{html.escape(body)}</pre>"
-        if self.from_email is None:  # Airflow's [email] from_email, else the connection's
+        if self.from_email is None:  # the connection's from_email, else Airflow's [email] from_email
+            from airflow.sdk import Connection
             from airflow.sdk.configuration import conf
 
-            self.from_email = conf.get("email", "from_email", fallback=None) or None
+            from etl.common.errors import ConfigError
+
+            extra = Connection.get(self.smtp_conn_id).extra_dejson or {}
+            self.from_email = (extra.get("from_email")
+                               or conf.get("email", "from_email", fallback=None) or None)
+            if not self.from_email:
+                raise ConfigError(f"Airflow connection {self.smtp_conn_id!r}: set its extra "
+                                  f"from_email (or [email] from_email) to send alerts")
         super().notify(context)
+
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        """Nothing here is a Jinja template: the message is composed for the run. (Under
+        `dag.test()` the callback's `dag` is the serialized one, which renders nothing.)"""
 
 
 class RobotAlert(BaseNotifier):
@@ -180,6 +192,9 @@ class RobotAlert(BaseNotifier):
     def notify(self, context: Any) -> None:
         subject, body = compose(context, self.kind)
         post(self.conn_id, body)
+
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        """No templates (as EmailAlert)."""
 
 
 def robot_url(conn_id: str) -> str:
