@@ -292,3 +292,13 @@ def test_a_failed_unit_fails_the_daily_run_alerts_and_the_loaded_09_wakes_a_dag_
     for said in (_text(mailbox[0]), robot[0][1]["text"]["content"]):
         assert "- 南京化工 （映射文件无效）" in said, said
         assert "苏州电梯" not in said  # it loaded
+
+
+def test_a_test_message_reaches_every_channel_turned_on(mailbox, robot) -> None:
+    """What docs/airflow.md says to run after setting the variables and connections up."""
+    from etl.orchestration import alerts
+
+    assert alerts.send_test() == ["e-mail to ops@example.cn, safety@example.cn (connection smtp_default)",
+                                  "robot (connection test_robot)"]
+    assert mailbox[0]["Subject"] == "【双重预防数据归集】测试消息"
+    assert robot[0][1]["text"]["content"].startswith("【双重预防数据归集】测试消息")

@@ -158,26 +158,32 @@ class EmailAlert(SmtpNotifier):
         self.kind = kind
 
     def notify(self, context: Any) -> None:
-        subject, body = compose(context, self.kind)
-        self.subject = subject
-        self.html_content = f"<pre style=\"white-space: pre-wrap\">{html.escape(body)}</pre>"
-        if self.from_email is None:  # the connection's from_email, else Airflow's [email] from_email
-            from airflow.sdk import Connection
-            from airflow.sdk.configuration import conf
-
-            from etl.common.errors import ConfigError
-
-            extra = Connection.get(self.smtp_conn_id).extra_dejson or {}
-            self.from_email = (extra.get("from_email")
-                               or conf.get("email", "from_email", fallback=None) or None)
-            if not self.from_email:
-                raise ConfigError(f"Airflow connection {self.smtp_conn_id!r}: set its extra "
-                                  f"from_email (or [email] from_email) to send alerts")
+        self.subject, body = compose(context, self.kind)
+        self.html_content = as_html(body)
+        self.from_email = self.from_email or self.sender()
         super().notify(context)
+
+    def sender(self) -> str:
+        """The connection's extra from_email, else Airflow's `[email] from_email`."""
+        from airflow.sdk import Connection
+        from airflow.sdk.configuration import conf
+
+        from etl.common.errors import ConfigError
+
+        extra = Connection.get(self.smtp_conn_id).extra_dejson or {}
+        found = extra.get("from_email") or conf.get("email", "from_email", fallback=None)
+        if not found:
+            raise ConfigError(f"Airflow connection {self.smtp_conn_id!r}: set its extra "
+                              f"from_email (or [email] from_email) to send alerts")
+        return found
 
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
         """Nothing here is a Jinja template: the message is composed for the run. (Under
         `dag.test()` the callback's `dag` is the serialized one, which renders nothing.)"""
+
+
+def as_html(body: str) -> str:
+    return f"<pre style=\"white-space: pre-wrap\">{html.escape(body)}</pre>"
 
 
 class RobotAlert(BaseNotifier):
@@ -267,3 +273,22 @@ def notifiers(kind: str) -> list[BaseNotifier]:
     if conn_id:
         out.append(RobotAlert(conn_id, kind))
     return out
+
+
+def send_test() -> list[str]:
+    """Send a test message through every channel the settings turn on, where Airflow's
+    connections are (docs/airflow.md, Alerts); the channels it went to."""
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    text = f"{TITLE}测试消息：告警可以送达这里。 / test message: alerts reach this channel."
+    sent = []
+    for n in notifiers("test"):
+        if isinstance(n, EmailAlert):
+            with SmtpHook(smtp_conn_id=n.smtp_conn_id) as hook:
+                hook.send_email_smtp(to=n.to, subject=f"{TITLE}测试消息",
+                                     html_content=as_html(text), from_email=n.sender())
+            sent.append(f"e-mail to {', '.join(n.to)} (connection {n.smtp_conn_id})")
+        elif isinstance(n, RobotAlert):
+            post(n.conn_id, text)
+            sent.append(f"robot (connection {n.conn_id})")
+    return sent
