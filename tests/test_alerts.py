@@ -302,3 +302,12 @@ def test_a_test_message_reaches_every_channel_turned_on(mailbox, robot) -> None:
                                   "robot (connection test_robot)"]
     assert mailbox[0]["Subject"] == "【双重预防数据归集】测试消息"
     assert robot[0][1]["text"]["content"].startswith("【双重预防数据归集】测试消息")
+
+
+def test_a_wecom_robot_gets_at_most_its_2048_bytes(robot, monkeypatch: pytest.MonkeyPatch) -> None:
+    from etl.orchestration import alerts
+
+    assert alerts.fit("隐患" * 2000, alerts.WECOM_BYTES).encode("utf-8").__len__() <= 2048
+    alerts.post("test_robot", "隐患" * 5000)  # a DingTalk-like URL: up to 18,000 bytes
+    content = robot[0][1]["text"]["content"]
+    assert content.endswith("…") and len(content.encode("utf-8")) <= alerts.ROBOT_BYTES

@@ -45,6 +45,8 @@ CST = ZoneInfo("Asia/Shanghai")
 LISTED = 30          # datasets named in a message; the rest are counted
 MESSAGE_CHARS = 4000  # DingTalk and WeCom text messages take a few thousand characters
 TIMEOUT = 10
+WECOM_BYTES = 2048    # a WeCom robot's text content; it refuses longer ones
+ROBOT_BYTES = 18000   # DingTalk's is 20,000
 STATUS_ZH = {"late": "迟报", "failing": "失败", "never": "从未上报", "pending": "待首次上报",
              "on_time": "按时"}
 
@@ -239,13 +241,23 @@ def robot_url(conn_id: str) -> str:
     return host + ("&" if "?" in host else "?") + urllib.parse.urlencode(query)
 
 
+def fit(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8, whole characters, marked when cut."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[:limit - len("…".encode())].decode("utf-8", "ignore") + "…"
+
+
 def post(conn_id: str, content: str) -> None:
     """POST the text message; a refusal (HTTP error, or the robot's `errcode`) raises, saying
     what the robot said, never its URL."""
     from etl.common.masking import mask_message
 
+    url = robot_url(conn_id)
+    content = fit(content, WECOM_BYTES if "qyapi.weixin.qq.com" in url else ROBOT_BYTES)
     body = json.dumps({"msgtype": "text", "text": {"content": content}}, ensure_ascii=False)
-    request = urllib.request.Request(robot_url(conn_id), data=body.encode("utf-8"), method="POST",
+    request = urllib.request.Request(url, data=body.encode("utf-8"), method="POST",
                                      headers={"Content-Type": "application/json; charset=utf-8"})
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310 - a configured URL
