@@ -274,9 +274,10 @@ def post(conn_id: str, content: str) -> None:
     log.info("alert sent to robot %s", conn_id)
 
 
-def notifiers(kind: str) -> list[BaseNotifier]:
-    """The notifiers `ETL_ALERT_EMAIL` and `ETL_ALERT_WEBHOOK_CONN_ID` ask for (none: no
-    alerting), for a DAG of `kind` "ingestion" or "freshness"."""
+def notifiers(kind: str) -> list[BaseNotifier] | None:
+    """The notifiers `ETL_ALERT_EMAIL` and `ETL_ALERT_WEBHOOK_CONN_ID` ask for, for a DAG of
+    `kind` "ingestion" or "freshness"; None when neither is set (an empty list would still have
+    the scheduler send the DAG processor a callback request for every failed run)."""
     out: list[BaseNotifier] = []
     to = [a.strip() for a in (settings.text("ETL_ALERT_EMAIL") or "").split(",") if a.strip()]
     if to:
@@ -284,7 +285,7 @@ def notifiers(kind: str) -> list[BaseNotifier]:
     conn_id = settings.text("ETL_ALERT_WEBHOOK_CONN_ID")
     if conn_id:
         out.append(RobotAlert(conn_id, kind))
-    return out
+    return out or None
 
 
 def send_test() -> list[str]:
@@ -294,7 +295,7 @@ def send_test() -> list[str]:
 
     text = f"{TITLE}测试消息：告警可以送达这里。 / test message: alerts reach this channel."
     sent = []
-    for n in notifiers("test"):
+    for n in notifiers("test") or ():
         if isinstance(n, EmailAlert):
             with SmtpHook(smtp_conn_id=n.smtp_conn_id) as hook:
                 hook.send_email_smtp(to=n.to, subject=f"{TITLE}测试消息",
