@@ -34,12 +34,16 @@ ingestion run is red exactly when a dataset (or the planning) failed.
 **Timeliness** is `dual_prevention_freshness`'s: its one task fails, naming them, when any
 unit's dataset is late, failing or never loaded; a dataset never loaded whose mapping appeared
 less than a period plus a grace ago is *pending first load*, not late. It runs at 08:00 (so a
-paused or stuck ingestion is noticed too) and after each update of the asset. Attach alerting
-(`on_failure_callback`, notifiers) to it. A DAG of its own because a DAG run's state is what the
+paused or stuck ingestion is noticed too) and after each update of the asset. A DAG of its own because a DAG run's state is what the
 UI colours and the REST API and alerting read: a red ingestion run means "ingestion broke", a red
 freshness run "data is late". Airflow 3 has no SLA misses, and its deadline alerts time a DAG
 run, not the age of a unit's data; assets are how Airflow 3 runs one DAG after another's data
 changed.
+
+**Alerts and assets.** A failed run of any of these DAGs is e-mailed (`ETL_ALERT_EMAIL`,
+Airflow's SMTP connection) and posted to a DingTalk or WeCom robot (`ETL_ALERT_WEBHOOK_CONN_ID`,
+an HTTP connection), naming the failed or late units. Each `ingest.load` updates the asset of
+every txCode it loaded (`dual_prevention_09`, ...): schedule a DAG on it to follow the data.
 
 **Windows.** Scheduled runs and backfills read rows changed within their data interval
 (incremental; datasets without `updated_at` are loaded in full). A dataset never loaded under its
@@ -75,6 +79,7 @@ from airflow.sdk import (
 )
 
 from etl.common import settings  # the ETL_* variables (stdlib only: cheap at parse time)
+from etl.orchestration import alerts, assets  # notifiers from ETL_ALERT_*; the datasets' assets
 from etl.orchestration.timetable import CstTimetable  # CST days whatever the browser's zone
 
 TIMEZONE = "Asia/Shanghai"
@@ -187,6 +192,7 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
         catchup=False,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
+        on_failure_callback=alerts.notifiers("ingestion"),  # e-mail, DingTalk/WeCom: ETL_ALERT_*
         params=_params(tx_codes),
         tags=["dual-prevention", "etl", frequency],
         doc_md=__doc__,
@@ -210,7 +216,8 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
 
             return tasks.transform(staged, get_current_context())
 
-        @task(map_index_template="{{ label }}", pool=TARGET_POOL,
+        # outlet: an alias through which it adds an event to each loaded txCode's asset
+        @task(map_index_template="{{ label }}", pool=TARGET_POOL, outlets=[assets.alias()],
               **({"queue": LOAD_QUEUE} if LOAD_QUEUE else {}))
         def load(staged: dict) -> dict:
             from etl.orchestration import tasks
@@ -263,6 +270,7 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
     max_active_runs=1,
     dagrun_timeout=DAGRUN_TIMEOUT["freshness"],
     default_args=DEFAULT_ARGS,
+    on_failure_callback=alerts.notifiers("freshness"),  # e-mail, DingTalk/WeCom: ETL_ALERT_*
     tags=["dual-prevention", "etl", "freshness"],
     doc_md=__doc__,
 )

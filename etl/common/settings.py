@@ -90,6 +90,12 @@ SETTINGS: tuple[Setting, ...] = (
             "random bytes; README, Encryption at rest)", "none: stored in clear"),
     Setting("ETL_DATA_KEY_OLD", None, "earlier data keys, comma-separated, while `etl "
             "rotate-key` re-encrypts"),
+    Setting("ETL_ALERT_EMAIL", None, "addresses, comma-separated, e-mailed when an ingestion or "
+            "the freshness DAG run fails (through Airflow's SMTP connection, `smtp_default`)",
+            "none: no e-mail"),
+    Setting("ETL_ALERT_WEBHOOK_CONN_ID", None, "an Airflow HTTP connection holding a DingTalk or "
+            "WeCom group robot's URL (host) and token (password), told when such a run fails",
+            "none: no webhook"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -34,7 +34,7 @@ from etl.common import clock, private, settings
 from etl.common.errors import EtlError, MappingError
 from etl.common.masking import mask_logs
 from etl.common.settings import project_dir
-from etl.orchestration import planning, staging
+from etl.orchestration import assets, planning, staging
 
 log = logging.getLogger("etl")
 mask_logs(log)  # a task's log (Airflow's handlers, not the CLI's) shows no protected value
@@ -623,8 +623,10 @@ def load(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = N
                     stage = "transform"
                     item.record = _transform_item(store, run, item)
                 stage = "load"
-                _load_item(engine, store, run, item)
-                out[item.id] = {**item.record, "state": "loaded"}
+                c = _load_item(engine, store, run, item).counts
+                out[item.id] = {**item.record, "state": "loaded", "counts": {
+                    "inserted": c.inserted, "updated": c.updated, "deleted": c.deleted,
+                    "unchanged": c.unchanged}}
                 results += 1
             except Exception as e:
                 if not (isinstance(e, EtlError) and e.run_recorded):  # the load records its own
@@ -634,6 +636,12 @@ def load(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = N
                 out[item.id] = {**item.record, "state": "failed", "stage": stage,
                                 "transient": transient, "message": message}
         store.put_json(_k(ref["prefix"], "load.json"), {"items": out})
+        # the assets of the txCodes loaded (this try or an earlier one): events if this try succeeds
+        emitted = assets.emit(context, [
+            {"unit": i.unit.name, "orgNo": i.unit.org_no, "tx": i.tx, **out[i.id].get("counts", {})}
+            for i in items if i.tx and out.get(i.id, {}).get("state") == "loaded"], run.airflow_run_id)
+        if emitted:
+            log.info("%s: asset events for txCode %s", label, ", ".join(emitted))
     out_ref = {**ref, "loaded": results,
                "failed": [f"{lbl} ({stage})" for lbl, stage, *_ in failures[:200]]}
     if failures:
@@ -767,6 +775,14 @@ def build_report(context: MutableMapping[str, Any] | None = None) -> str:
     return str(built.index)
 
 
+def freshness_statuses() -> list:
+    """Every mapped unit's datasets' timeliness as of now, the most urgent first."""
+    from etl.report import freshness
+
+    with _target_and_store() as (engine, _store):
+        return sorted(freshness.statuses(engine, _units()), key=freshness.sort_key)
+
+
 @private.private_files
 def check_freshness(context: MutableMapping[str, Any] | None = None) -> dict[str, int]:
     """Every unit's datasets on time, late, failing, never loaded or pending (4.2, 5.4), as of
@@ -776,8 +792,7 @@ def check_freshness(context: MutableMapping[str, Any] | None = None) -> dict[str
     from etl.report import freshness
     from etl.report import text as report
 
-    with _target_and_store() as (engine, _store):
-        found = sorted(freshness.statuses(engine, _units()), key=freshness.sort_key)
+    found = freshness_statuses()
     counts = {s: sum(1 for x in found if x.status == s) for s in freshness.STATUSES}
     bad = [s for s in found if freshness.needs_attention(s)]
     log.info("freshness\n%s", report.freshness(found))
