@@ -400,6 +400,13 @@ def test_etl_report_writes_the_site_and_says_where(built, tmp_path, capsys, monk
     assert capsys.readouterr().out.strip() == f"report: {out / 'index.html'}"
     assert [p.name for p in (out / "units").glob("*.html")] == [
         f"{site.unit_key(built['mappings']['A'].unit.orgNo)}.html"]
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert '<html lang="zh-CN">' in index and "数据归集概览" in index
+    assert "removed-units" not in index  # the units left out by --unit are mapped, not removed
+    assert main(["report", "--target", url, "--mappings-dir", str(built["dir"]), "--out", str(out),
+                 "--unit", "demo_jinling_chem", "--lang", "en"]) == 0
+    assert '<html lang="en">' in (out / "index.html").read_text(encoding="utf-8")
+    capsys.readouterr()
     monkeypatch.setenv("ETL_REPORTS_DIR", str(tmp_path / "env"))
     assert main(["report", "--target", url, "--mappings-dir", str(built["dir"]), "--unit", ORG_NEVER]) == 0
     assert (tmp_path / "env" / "index.html").is_file()
