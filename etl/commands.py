@@ -254,7 +254,8 @@ def freshness(*, mappings_dir: Path = Path("mappings"), target_url: str | None =
     found = sorted(fr.statuses(engine, units), key=fr.sort_key)
     if as_json:
         print(json.dumps([{**s.__dict__, "last_success": s.last_success and s.last_success.isoformat(),
-                           "last_run": s.last_run and s.last_run.isoformat()} for s in found],
+                           "last_run": s.last_run and s.last_run.isoformat(),
+                           "due": s.due and s.due.isoformat()} for s in found],
                          ensure_ascii=False, indent=1))
     else:
         print(report.freshness(found))
