@@ -133,48 +133,47 @@ def _params(tx_codes: list[str]) -> dict[str, Param]:
     listed = {"examples": units} if 0 < len(units) <= LISTED_UNITS else {}
     return {
         "units": Param(
-            None, type=["null", "array"], items={"type": "string"}, title="Units",
-            description=(f"Units to ingest: mapping file names without .yaml, orgNos, or patterns "
-                         f"such as 南京*; empty = all {len(units)} units."
-                         + ("" if listed else " One per line.")),
+            None, type=["null", "array"], items={"type": "string"}, title="使用单位",
+            description=(f"要归集的使用单位：映射文件名（不含 .yaml）、统一社会信用代码，或 南京* 这样的"
+                         f"通配模式；留空 = 全部 {len(units)} 个单位。"
+                         + ("" if listed else "每行一个。")),
             **listed,
         ),
         "tx_codes": Param(
             None, type=["null", "array"], items={"type": "string", "pattern": "^0[1-9]$"},
-            examples=tx_codes, title="txCodes",
-            description="Datasets to ingest; empty = every dataset of this DAG.",
+            examples=tx_codes, title="数据信息类别（txCode）",
+            description="要归集的数据信息类别代码（01 单位基本信息 … 09 隐患排查治理信息）；"
+                        "留空 = 本 DAG 的全部类别。",
         ),
         "mode": Param(
-            "incremental", type="string", enum=["incremental", "full"], title="Mode",
-            description="incremental reads rows changed in the window (in full: datasets "
-                        "without updated_at, and those never loaded yet) and compares every "
-                        "source key to find deleted rows; full reads everything and marks records "
-                        "gone from the source as deleted.",
+            "incremental", type="string", enum=["incremental", "full"], title="归集方式",
+            description="incremental（增量）：读取数据时段内变更的行（没有 updated_at 的类别、"
+                        "从未加载的类别按全量读取），并比对来源的全部主键以找出已删除的行；"
+                        "full（全量）：读取全部数据，来源中已不存在的记录标记为删除（D）。",
         ),
         "resume": Param(
-            False, type="boolean", title="Resume",
-            description="Read each dataset from where its last successful run stopped until now, "
-                        "instead of the run's data interval (the logical date is then ignored).",
+            False, type="boolean", title="接续上次",
+            description="每类数据从其上次成功加载结束处读到现在，而不是本次运行的数据区间"
+                        "（此时忽略逻辑日期）。",
         ),
         "since": Param(
-            None, type=["null", "string"], title="Since",
-            description="Window start, ISO 8601 (CST unless an offset is given), e.g. 2025-03-01. "
-                        "Empty: the run's data interval.",
+            None, type=["null", "string"], title="数据时段开始",
+            description="读取时段的开始，ISO 8601 格式（未写时区即为北京时间），如 2025-03-01。"
+                        "留空：本次运行的数据区间。",
         ),
         "until": Param(
-            None, type=["null", "string"], title="Until",
-            description="Window end (exclusive). Empty: the run's data interval end, or now.",
+            None, type=["null", "string"], title="数据时段结束",
+            description="读取时段的结束（不含）。留空：本次运行数据区间的结束，或现在。",
         ),
         "allow_mass_delete": Param(
-            False, type="boolean", title="Allow mass delete",
-            description="Confirm that the sources really lost many records: without it, a "
-                        "dataset whose load would mark more than a fifth of a unit's active "
-                        "records (at least 10), or all of them, deleted fails and loads nothing.",
+            False, type="boolean", title="允许大量删除",
+            description="确认来源确实删除了大量记录：未勾选时，若某类数据的加载会把一个单位五分之一"
+                        "以上（至少 10 条）或全部有效记录标记为删除，该类数据失败且不加载任何数据。",
         ),
         "units_per_shard": Param(
-            None, type=["null", "integer"], minimum=1, title="Units per shard",
-            description="Units each extract/transform/load task handles. Empty: "
-                        "ETL_UNITS_PER_SHARD, else one shard per parallel task slot.",
+            None, type=["null", "integer"], minimum=1, title="每个分片的单位数",
+            description="每个抽取/转换/加载任务处理的单位数。留空：ETL_UNITS_PER_SHARD，"
+                        "否则每个并行任务槽一个分片。",
         ),
     }
 

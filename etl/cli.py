@@ -160,6 +160,8 @@ def _parser() -> argparse.ArgumentParser:
                      "name or orgNo (repeatable; default: every unit)")
     rep.add_argument("--mappings-dir", default="mappings", help="folder of mapping files (default: mappings)")
     rep.add_argument("--target", help=target_help)
+    rep.add_argument("--lang", choices=["zh_CN", "en"], help="the pages' language (default: "
+                     "$ETL_REPORT_LANGUAGE, else zh_CN)")
 
     rot = sub.add_parser("rotate-key", help="re-encrypt the personal data under a new data key",
                          description="Re-encrypt every encrypted value of the target (records and "
@@ -313,7 +315,7 @@ def _report(args: argparse.Namespace) -> int:
     from etl import commands
 
     return commands.build_report(args.mappings_dir, out=args.out, since=args.since, units=args.unit,
-                                 target_url=args.target)
+                                 target_url=args.target, lang=args.lang)
 
 
 def _rotate_key(args: argparse.Namespace) -> int:

@@ -299,7 +299,8 @@ def freshness(*, mappings_dir: Path = Path("mappings"), target_url: str | None =
     found = sorted(fr.statuses(engine, units), key=fr.sort_key)
     if as_json:
         print(json.dumps([{**s.__dict__, "last_success": s.last_success and s.last_success.isoformat(),
-                           "last_run": s.last_run and s.last_run.isoformat()} for s in found],
+                           "last_run": s.last_run and s.last_run.isoformat(),
+                           "due": s.due and s.due.isoformat()} for s in found],
                          ensure_ascii=False, indent=1))
     else:
         print(report.freshness(found))
@@ -309,7 +310,7 @@ def freshness(*, mappings_dir: Path = Path("mappings"), target_url: str | None =
 
 def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | None = None,
                  since: datetime | None = None, units: list[str] | None = None,
-                 target_url: str | None = None) -> int:
+                 target_url: str | None = None, lang: str | None = None) -> int:
     """Build the report site for the units of a folder of mapping files (`units`: only those
     named by mapping name or orgNo); a file that does not load is listed as failing. 1 when a
     unit's page could not be built (one line each; the rest of the site is), else 0."""
@@ -317,6 +318,7 @@ def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | Non
     from etl.report import site
 
     found = freshness.load_units(mappings_dir)
+    left_out: set[str] = set()
     if units:
         def org(m) -> str:
             return m.unit.orgNo if isinstance(m, Mapping) else m.org_no
@@ -325,9 +327,11 @@ def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | Non
         if unknown:
             raise MappingError([f"--unit {u}: no mapping file has this name or orgNo; use a "
                                 f"file name without .yaml or the unit's orgNo" for u in unknown])
-        found = [m for m in found if m.name in units or org(m) in units]
+        chosen = [m for m in found if m.name in units or org(m) in units]
+        left_out = {org(m) for m in found} - {org(m) for m in chosen}  # mapped, not asked for
+        found = chosen
     engine = _engine(target_url, existing=True)
-    built = site.build(engine, found, out, since=since)
+    built = site.build(engine, found, out, since=since, lang=lang, left_out=left_out)
     if built.kept:
         shown = ", ".join(built.kept[:site.KEPT_SHOWN]) + (
             f" … ({len(built.kept)} files)" if len(built.kept) > site.KEPT_SHOWN else "")

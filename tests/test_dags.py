@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import sqlite3
 from datetime import datetime, timedelta
@@ -255,7 +256,19 @@ def test_with_thousands_of_units_the_form_takes_names_as_text(dagbag, tmp_path: 
     monkeypatch.setenv("ETL_MAPPINGS_DIR", str(folder))
     units = dagbag().dags["dual_prevention_daily"].params.get_param("units")
     assert "examples" not in units.schema  # a 2,000-entry dropdown is not usable; a text box is
-    assert "2000 units" in units.description and "南京*" in units.description
+    assert "全部 2000 个单位" in units.description and "南京*" in units.description
+
+
+def test_the_trigger_form_speaks_chinese_and_keeps_its_param_names(dagbag) -> None:
+    """The form's readers are Chinese; the param names are an interface (REST API, CLI)."""
+    params = dagbag().dags["dual_prevention_daily"].params
+    assert sorted(params.keys()) == sorted(["units", "tx_codes", "mode", "resume", "since", "until",
+                                            "allow_mass_delete", "units_per_shard"])
+    titles = {k: params.get_param(k).schema["title"] for k in params.keys()}
+    assert titles["units"] == "使用单位" and titles["tx_codes"] == "数据信息类别（txCode）"
+    for k in params.keys():
+        text = titles[k] + params.get_param(k).description
+        assert re.search("[\u4e00-\u9fff]", text), k
 
 
 def test_terminal_errors_fail_at_once_and_transient_ones_are_left_to_retries() -> None:

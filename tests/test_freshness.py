@@ -174,6 +174,9 @@ def test_json_lists_every_status(sqlite_url, units, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert {r["status"] for r in rows} == set(freshness.STATUSES)
     assert rows[0]["status"] == "failing"
+    pending = [r for r in rows if r["status"] == "pending"]
+    assert pending and all(r["due"] and r["message"].startswith("first load due by") for r in pending)
+    assert all(r["due"] is None for r in rows if r["status"] != "pending")
 
 
 def test_thousands_of_units_cost_a_bounded_number_of_statements(db_url, tmp_path):

@@ -484,7 +484,7 @@ def test_unit_page_links_to_the_stored_attachments(tmp_path, monkeypatch, sqlite
     site.build(engine, [m], out)
     engine.dispose()
     page = (out / "units" / f"{site.unit_key(ORG_A)}.html").read_text(encoding="utf-8")
-    assert "<h3>Attachments</h3>" in page and "<img src=x" not in page
+    assert "<h3>附件</h3>" in page and "<img src=x" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;.pdf" in page and "照片 &amp; 签到.jpg" in page
     hrefs = re.findall(r'<a href="([^"]+)">([^<]+)</a>', page)
     linked = {name: (out / "units" / unquote(href.replace("&amp;", "&"))).resolve()

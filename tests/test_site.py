@@ -10,11 +10,13 @@ the bookkeeping tables (as an older version might have left them): no output fil
 from __future__ import annotations
 
 import csv
+import dataclasses
+import io
 import json
 import os
 import re
 import zipfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -97,6 +99,14 @@ def _plant(engine) -> None:
             "examples": json.dumps([[PLANTED_MOBILE, PLANTED_ID]])}])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def chinese():
+    """The pages in their default language, whatever the developer's shell sets."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("ETL_REPORT_LANGUAGE", raising=False)
+        yield
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("site")
@@ -125,7 +135,7 @@ class Opened:
     """A page opened from file://, with every console error, page error and dialog kept."""
 
     def __init__(self, browser, path: Path):
-        self.page = browser.new_page()
+        self.page = browser.new_page()  # a Browser, or a BrowserContext (a time zone of its own)
         self.errors: list[str] = []
         self.dialogs: list[str] = []
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
@@ -168,7 +178,7 @@ def test_overview_lists_every_unit_and_dataset_with_its_status(built, opened):
     failing = [r for r in rows if r["status"] == "failing"]
     assert len(failing) == 9 and all("no such SQLite file" in r["cells"][6] for r in failing)
     assert all(r["cells"][4] == "—" for r in rows if r["status"] in ("failing", "never"))
-    assert page.page.text_content('[data-count="late"]') == "late: 9"
+    assert page.page.text_content('[data-count="late"]') == "逾期: 9"
 
 
 def test_overview_numbers_are_the_targets(built, opened):
@@ -196,7 +206,7 @@ def test_overview_filters_by_status_and_search(built, opened):
     page.page.fill("#q", ORG_FAIL.lower()[:12])
     assert {r["org"] for r in page.rows()} == {ORG_FAIL}
     page.page.select_option("#status", "on_time")
-    assert page.rows() == [] and page.page.text_content("#shown") == "no rows match"
+    assert page.rows() == [] and page.page.text_content("#shown") == "没有符合条件的行"
 
 
 def test_overview_sorts_by_a_column(built, opened):
@@ -238,7 +248,7 @@ def test_a_unit_page_shows_its_runs_chart_and_rejects(built, opened):
             "ORDER BY startedAt DESC LIMIT 1) GROUP BY field, rule"), {"o": org}).all()
     section = "section[data-tx='07']"
     shown = unit.page.eval_on_selector_all(f"{section} tr.run", "trs => trs.map(t => "
-                                           "[+t.cells[3].textContent, +t.cells[8].textContent])")
+                                           "[+t.cells[4].textContent, +t.cells[9].textContent])")
     assert [tuple(x) for x in shown] == [tuple(r) for r in runs] and len(runs) == 2
     assert unit.page.locator(f"{section} svg rect.extracted").count() == 2
     groups = unit.page.eval_on_selector_all(f"{section} tr.reject-group", "trs => trs.map(t => "
@@ -247,7 +257,7 @@ def test_a_unit_page_shows_its_runs_chart_and_rejects(built, opened):
     assert ("riskNo", "reference", 3) in {tuple(g) for g in groups}
     assert "FX202400000099" in unit.page.text_content(section)  # an example, to find at source
     idcards = unit.page.text_content("section[data-tx='03'] tr.reject-group[data-rule='idcard']")
-    assert "320121********" in idcards and "correct the resident ID number" in idcards
+    assert "320121********" in idcards and "改正身份证号码" in idcards
 
 
 def test_exports_open_and_hold_every_reject_masked(built):
@@ -262,7 +272,8 @@ def test_exports_open_and_hold_every_reject_masked(built):
             "max(startedAt) FROM ingest_run WHERE orgNo = :o AND txCode = j.txCode))"), {"o": org}).scalar()
     sheet = load_workbook(f"{stem}.xlsx").active
     rows = list(sheet.iter_rows(values_only=True))
-    assert rows[0] == site.EXPORT_COLUMNS and len(rows) - 1 == expected > 10
+    assert rows[0] == tuple(site.export_headings()) and len(rows) - 1 == expected > 10
+    assert rows[0][:3] == ("数据信息类别代码", "数据信息类别", "来源主键")
     with open(f"{stem}.csv", encoding="utf-8-sig", newline="") as f:
         table = list(csv.reader(f))
     assert [tuple(r) for r in table] == [tuple("" if v is None else v for v in r) for r in rows]
@@ -297,7 +308,7 @@ def test_no_output_file_holds_a_full_id_number_or_mobile(built):
 
 def test_reconcile_page_without_results_says_none_yet(built, opened):
     page = opened(built["out"] / "reconcile.html")
-    assert "No reconciliation yet" in page.page.text_content("#none")
+    assert "尚未进行归集结果比对" in page.page.text_content("#none")
 
 
 def test_reconcile_page_lists_differences_and_not_ingested_rows_masked(built, opened, tmp_path):
@@ -334,11 +345,11 @@ def test_a_2000_unit_overview_renders_pages_and_filters(browser, opened, tmp_pat
     path = site.write_overview(tmp_path, statuses, now)
     page = opened(path)
     assert len(page.rows()) == 100
-    assert page.page.text_content("#page") == "page 1 of 100"
+    assert page.page.text_content("#page") == "第 1 页，共 100 页"
     page.page.click("#next")
-    assert page.page.text_content("#page") == "page 2 of 100" and len(page.rows()) == 100
+    assert page.page.text_content("#page") == "第 2 页，共 100 页" and len(page.rows()) == 100
     page.page.select_option("#status", "failing")
-    assert page.page.text_content("#shown") == "rows 1–100 of 2500 (filtered from 10000)"
+    assert page.page.text_content("#shown") == "第 1–100 行，共 2500 行（共 10000 行中筛选）"
     page.page.fill("#q", "单位1234")
     assert [(r["org"], r["status"]) for r in page.rows()] == [(make_uscc("91320100", "MA001234"), "failing")] * 5
     page.page.fill("#q", make_uscc("91320100", "MA001237"))
@@ -354,13 +365,15 @@ def test_pending_first_loads_are_labelled_sorted_and_filtered(browser, opened, t
     statuses = [freshness.DatasetStatus(f"unit{i}", make_uscc("91320100", f"MA{i:06d}"), f"单位{i}",
                                         "01", "weekly", now if kind in ("on_time", "late") else None,
                                         None, kind, "first load due by 2031-01-08 00:00 CST"
-                                        if kind == "pending" else None, 0, 0, 0)
+                                        if kind == "pending" else None, 0, 0, 0,
+                                        due=clock.to_cst(datetime(2031, 1, 8)) if kind == "pending" else None)
                 for i, kind in enumerate(kinds)]
     page = opened(site.write_overview(tmp_path, statuses, now))
     assert [r["status"] for r in page.rows()] == ["failing", "late", "never", "pending", "on_time"]
     pending = next(r for r in page.rows() if r["status"] == "pending")
-    assert pending["cells"][5] == "pending first load" and "due by" in pending["cells"][6]
-    assert page.page.text_content('[data-count="pending"]') == "pending first load: 1"
+    assert pending["cells"][5] == "等待首次加载"
+    assert pending["cells"][6] == "首次加载须在 2031-01-08 00:00（北京时间）前完成"
+    assert page.page.text_content('[data-count="pending"]') == "等待首次加载: 1"
     page.page.select_option("#status", "pending")
     assert [r["org"] for r in page.rows()] == [make_uscc("91320100", "MA000001")]
     page.page.select_option("#status", "never")
@@ -387,6 +400,13 @@ def test_etl_report_writes_the_site_and_says_where(built, tmp_path, capsys, monk
     assert capsys.readouterr().out.strip() == f"report: {out / 'index.html'}"
     assert [p.name for p in (out / "units").glob("*.html")] == [
         f"{site.unit_key(built['mappings']['A'].unit.orgNo)}.html"]
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert '<html lang="zh-CN">' in index and "数据归集概览" in index
+    assert "removed-units" not in index  # the units left out by --unit are mapped, not removed
+    assert main(["report", "--target", url, "--mappings-dir", str(built["dir"]), "--out", str(out),
+                 "--unit", "demo_jinling_chem", "--lang", "en"]) == 0
+    assert '<html lang="en">' in (out / "index.html").read_text(encoding="utf-8")
+    capsys.readouterr()
     monkeypatch.setenv("ETL_REPORTS_DIR", str(tmp_path / "env"))
     assert main(["report", "--target", url, "--mappings-dir", str(built["dir"]), "--unit", ORG_NEVER]) == 0
     assert (tmp_path / "env" / "index.html").is_file()
@@ -529,3 +549,229 @@ def test_the_report_removes_only_files_it_wrote(built, tmp_path, capsys):
     assert left == {f"units/{a}.html", f"units/{a}-rejects.csv", f"units/{a}-rejects.xlsx"}
     assert sorted(json.loads((out / site.MANIFEST).read_text(encoding="utf-8"))["files"]) == sorted(
         ["index.html", "reconcile.html", *left])
+
+
+# --- in the readers' language, and only what is so now (issue 24) -----------------------------------
+
+ORG_A = make_uscc("91320115", "MA1R7KX3")
+ORG_B = make_uscc("91320506", "MA1W3L8P")
+BACKFILL = [datetime(2026, 11, 28) + timedelta(days=i) for i in range(9)]  # nine days, CST
+BLANKS = [["南京\u3000化工", "南京化工"], ["李四\u200b", "李四"], ["张三\t", "张三"]]
+
+
+def _insert_runs(engine, rows: list[dict]) -> None:
+    base = {"mapping": "demo_jinling_chem", "orgNo": ORG_A, "message": None, "extracted": 0,
+            "inserted": 0, "updated": 0, "deleted": 0, "unchanged": 0, "rejected": 0,
+            "duplicates": 0, "warnings": 0}
+    with engine.begin() as conn:
+        conn.execute(sa.insert(target.ingest_run), [{**base, **r} for r in rows])
+
+
+@pytest.fixture(scope="module")
+def reshaped(built, tmp_path_factory):
+    """The module's target some weeks on: unit A's last 07 run failed and then 07 left its
+    mapping; unit B's mapping file was removed; a failed run's message and an invalid mapping
+    name the server's folders; cleaning changed values only by invisible characters; a backfill
+    read nine past days in nine runs started the same minute. Built in Chinese and in English."""
+    root = tmp_path_factory.mktemp("reshaped")
+    url = _copy_target(built, root / "t")
+    engine = target.connect(url)
+    now = built["now"]
+    secret = root / "srv" / "etl" / "var" / "secret.sqlite"
+    _insert_runs(engine, [{"runId": "stale-07", "txCode": "07", "mode": "incremental", "status": "failed",
+                           "message": f"no such SQLite file {secret}: check url (reader /opt/etl-vendor/lib/reader.so)",
+                           "startedAt": now - timedelta(hours=1)}])
+    _insert_runs(engine, [{"runId": f"backfill-{d:%m%d}", "txCode": "09", "mode": "incremental",
+                           "status": "success", "windowStart": d, "windowEnd": d + timedelta(days=1),
+                           "extracted": 3, "startedAt": clock.to_cst(now + timedelta(minutes=1))}
+                          for d in BACKFILL])
+    r = target.ingest_run
+    with engine.begin() as conn:
+        run_03 = conn.execute(sa.select(r.c.runId).where(r.c.orgNo == ORG_A, r.c.txCode == "03",
+                                                         r.c.status == "success")
+                              .order_by(r.c.startedAt.desc())).scalars().first()
+        conn.execute(sa.insert(target.ingest_audit), [{
+            "runId": run_03, "orgNo": ORG_A, "txCode": "03", "field": "psnName", "rule": "trim",
+            "count": 3, "examples": json.dumps(BLANKS, ensure_ascii=False)}])
+    a = built["mappings"]["A"]
+    a_now = dataclasses.replace(a, model=a.model.model_copy(update={"datasets": {
+        tx: spec for tx, spec in a.model.datasets.items() if tx != "07"}}))
+    broken = root / "mappings"
+    broken.mkdir()
+    (broken / "broken.yaml").write_text("unit: {orgNo: 1}\ndatasets: {}\n", encoding="utf-8")
+    invalid = freshness.load_units(broken)
+    assert str(broken) in invalid[0].problem  # the server's folder, before the site hides it
+    units = [a_now, built["mappings"]["F"], built["mappings"]["N"], *invalid]
+    out, out_en = root / "report", root / "report-en"
+    site.build(engine, units, out, now=now)
+    site.build(engine, units, out_en, now=now, lang="en")
+    return {"root": root, "out": out, "out_en": out_en, "engine": engine, "units": units}
+
+
+@pytest.fixture(params=["UTC", "Asia/Shanghai"])
+def zone(request, browser):
+    """A browser context in a time zone: what the pages show may not depend on it."""
+    context = browser.new_context(timezone_id=request.param)
+    yield request.param, context
+    context.close()
+
+
+def _shown(page: Opened) -> dict:
+    """Every date and time the reader sees, as text."""
+    return {"last": [r["cells"][4] for r in page.rows()],
+            "footer": page.page.text_content("body > p.muted:last-of-type")}
+
+
+def test_pages_speak_chinese_with_the_standards_terms(reshaped, opened, zone):
+    name, context = zone
+    overview = Opened(context, reshaped["out"] / "index.html")
+    try:
+        assert overview.page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone") == name
+        assert overview.page.get_attribute("html", "lang") == "zh-CN"
+        assert overview.page.title() == "数据归集概览" and overview.page.text_content("h1") == "数据归集概览"
+        heads = overview.page.eval_on_selector_all("#overview th", "ths => ths.map(t => t.textContent)")
+        assert heads[:3] == ["使用单位", "统一社会信用代码", "数据信息类别"]
+        assert overview.page.text_content('[data-count="on_time"]').startswith("按时: ")
+        tx = {r["cells"][2] for r in overview.rows()}
+        assert {"01 单位基本信息", "06 风险点信息", "09 隐患排查治理信息"} <= tx
+        assert {r["cells"][3] for r in overview.rows() if r["tx"]} <= {"按日", "按周"}
+        assert overview.errors == [] and overview.dialogs == []
+    finally:
+        overview.page.close()
+
+
+def test_dates_are_cst_whatever_the_browsers_zone(reshaped, browser):
+    seen = {}
+    for name in ("UTC", "Asia/Shanghai"):
+        context = browser.new_context(timezone_id=name)
+        try:
+            overview = Opened(context, reshaped["out"] / "index.html")
+            unit = Opened(context, reshaped["out"] / "units" / f"{site.unit_key(ORG_A)}.html")
+            seen[name] = {**_shown(overview),
+                          "windows": unit.page.eval_on_selector_all(
+                              "section[data-tx='09'] td.window", "tds => tds.map(t => t.textContent)"),
+                          "days": unit.page.eval_on_selector_all(
+                              "section[data-tx='09'] svg > text[font-size='10']",
+                              "ts => ts.map(t => t.textContent)")}
+            assert overview.errors == unit.errors == []
+        finally:
+            context.close()
+    assert seen["UTC"] == seen["Asia/Shanghai"]
+    a_on_time = {r for r in seen["UTC"]["last"] if r != "—"}
+    assert a_on_time and all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", x) for x in a_on_time)
+
+
+def test_runs_show_the_window_they_read(reshaped, opened):
+    unit = opened(reshaped["out"] / "units" / f"{site.unit_key(ORG_A)}.html")
+    windows = unit.page.eval_on_selector_all("section[data-tx='09'] tr.run td.window",
+                                             "tds => tds.map(t => t.textContent)")
+    expected = [f"{d:%Y-%m-%d} 00:00 – {d + timedelta(days=1):%Y-%m-%d} 00:00" for d in BACKFILL]
+    assert sorted(windows[:9]) == expected  # nine runs started the same minute, nine windows
+    full = unit.page.eval_on_selector_all("section[data-tx='06'] tr.run[data-mode='full'] td.window",
+                                          "tds => tds.map(t => t.textContent)")
+    assert full and all(w.startswith("全量，截至 ") for w in full)
+    days = unit.page.eval_on_selector_all("section[data-tx='09'] svg > text[font-size='10']",
+                                          "ts => ts.map(t => t.textContent)")
+    assert {f"{d:%m-%d}" for d in BACKFILL} <= set(days)
+    assert unit.page.text_content("section[data-tx='09'] table.runs th") == "读取的数据时段（北京时间）"
+
+
+def test_a_unit_page_shows_only_the_datasets_mapped_now(reshaped, opened):
+    unit = opened(reshaped["out"] / "units" / f"{site.unit_key(ORG_A)}.html")
+    sections = unit.page.eval_on_selector_all("section.dataset", "ss => ss.map(s => s.dataset.tx)")
+    assert sections == sorted(tx for tx in reshaped["units"][0].datasets) and "07" not in sections
+    folded = unit.page.locator("details.unmapped-dataset[data-tx='07']")
+    assert folded.count() == 1 and not folded.evaluate("d => d.open")
+    assert "不再映射" in folded.locator("summary").text_content()
+    assert "失败" not in unit.page.text_content("section.dataset[data-tx='06'] p")
+    csv_rows = (reshaped["out"] / "units" / f"{site.unit_key(ORG_A)}-rejects.csv").read_text(encoding="utf-8-sig")
+    assert not [r for r in csv.reader(io.StringIO(csv_rows))][1:] or all(
+        r[0] != "07" for r in list(csv.reader(io.StringIO(csv_rows)))[1:])
+
+
+def test_the_overview_marks_a_unit_whose_mapping_is_gone(reshaped, built, opened):
+    page = opened(reshaped["out"] / "index.html")
+    rows = page.page.eval_on_selector_all("#rows tr", """trs => trs.map(tr => [tr.dataset.org,
+        tr.dataset.unmapped || "", tr.cells[0].textContent, tr.cells[0].querySelector('a') ? 1 : 0])""")
+    b = [r for r in rows if r[0] == ORG_B]
+    assert b and all(r[1] == "1" and r[3] == 0 for r in b)  # marked, and no link to a page gone
+    name = built["mappings"]["B"].unit.comName  # from its A.3 record in the target
+    assert all(r[2] == f"{name}（映射已移除）" for r in b), b[0]
+    assert all(r[2].strip() for r in rows)  # never a blank name
+    assert [li for li in page.page.eval_on_selector_all("#removed-units li", "l => l.map(x => x.dataset.org)")] == [ORG_B]
+    assert not any(r[1] for r in rows if r[0] != ORG_B)
+
+
+def test_whitespace_only_changes_are_made_visible(reshaped, opened):
+    unit = opened(reshaped["out"] / "units" / f"{site.unit_key(ORG_A)}.html")
+    items = unit.page.eval_on_selector_all("section[data-tx='03'] table.audit li.whitespace",
+                                           "lis => lis.map(l => l.textContent)")
+    assert {"南京⟨U+3000⟩化工 → 南京化工", "李四⟨U+200B⟩ → 李四", "张三⇥ → 张三"} <= set(items), items
+    assert any("␠ → " in x for x in items)  # the demo's own trimmed name: "丁** " became "丁**"
+    assert site.reveal("a b") == 'a<span class="ws" title="U+0020 space">␠</span>b'
+
+
+def test_no_server_path_reaches_a_page_or_an_export(reshaped, built):
+    roots = {str(reshaped["root"]), str(built["out"].parent), str(PROJECT)}
+    found = 0
+    for out in (reshaped["out"], reshaped["out_en"]):
+        for p in out.rglob("*"):
+            if not p.is_file():
+                continue
+            found += 1
+            texts = ([zipfile.ZipFile(p).read(n).decode("utf-8") for n in zipfile.ZipFile(p).namelist()]
+                     if p.suffix == ".xlsx" else [p.read_text(encoding="utf-8-sig")])
+            for text in texts:
+                assert not any(r in text for r in roots), p.name
+                assert not re.search(r"(?<![\w./:-])/(tmp|home|root|srv|var|work|opt)/", text), p.name
+    assert found > 8
+    index = (reshaped["out"] / "index.html").read_text(encoding="utf-8")
+    unit = (reshaped["out"] / "units" / f"{site.unit_key(ORG_A)}.html").read_text(encoding="utf-8")
+    # under the folder holding the mappings: relative to it; anywhere else: the file name
+    assert "no such SQLite file srv/etl/var/secret.sqlite: check url (reader …/reader.so)" in unit
+    assert "mappings/broken.yaml" in index
+
+
+def test_local_paths_keeps_urls_and_relative_paths():
+    hidden = site._folders_pattern(["/srv/etl"])
+    assert site.local_paths("bad /srv/etl/mappings/a.yaml [unit]", hidden) == "bad mappings/a.yaml [unit]"
+    assert site.local_paths("sqlite:////data/x/t.sqlite", hidden) == "sqlite:///…/t.sqlite"
+    assert site.local_paths("see https://host/a/b and mappings/x.yaml, 2024/01/02", hidden) == \
+        "see https://host/a/b and mappings/x.yaml, 2024/01/02"
+    assert site.local_paths("open '/home/op/files/a b.pdf' failed", hidden) == "open '…/a b.pdf' failed"
+
+
+def test_english_is_the_second_language(reshaped, opened, monkeypatch, tmp_path):
+    page = opened(reshaped["out_en"] / "index.html")
+    assert page.page.get_attribute("html", "lang") == "en"
+    assert page.page.text_content("h1") == "Ingestion overview"
+    assert page.page.text_content('[data-count="on_time"]').startswith("on time: ")
+    unit = opened(reshaped["out_en"] / "units" / f"{site.unit_key(ORG_A)}.html")
+    assert "no longer mapped" in unit.page.text_content("details.unmapped-dataset summary")
+    monkeypatch.setenv("ETL_REPORT_LANGUAGE", "en")
+    path = site.write_overview(tmp_path, [], clock.now())
+    assert '<html lang="en">' in path.read_text(encoding="utf-8")
+    monkeypatch.setenv("ETL_REPORT_LANGUAGE", "fr")
+    with pytest.raises(Exception, match="ETL_REPORT_LANGUAGE='fr': the report speaks zh_CN, en"):
+        site.write_overview(tmp_path, [], clock.now())
+
+
+def test_every_marked_message_is_in_the_catalogues():
+    """The .pot is what pybabel extracts now (README's command), and both catalogues hold every
+    message; zh_CN translates each one."""
+    from babel.messages.extract import extract_from_dir
+    from babel.messages.pofile import read_po
+
+    locale = PROJECT / "etl" / "report" / "locale"
+    method_map = [("**.py", "python")]
+    extracted = {m[2] for m in extract_from_dir(str(PROJECT / "etl" / "report"), method_map)}
+    with open(locale / "messages.pot", "rb") as f:
+        assert {m.id for m in read_po(f) if m.id} == extracted
+    marked = set(re.findall(r'\b_\("((?:[^"\\]|\\.)*)"\)', (PROJECT / "etl/report/site.py").read_text(encoding="utf-8")))
+    assert marked <= extracted, marked - extracted  # none hidden in an f-string, out of pybabel's sight
+    for lang in ("zh_CN", "en"):
+        with open(locale / lang / "LC_MESSAGES" / "messages.po", "rb") as f:
+            catalog = read_po(f)
+        assert {m.id for m in catalog if m.id} == extracted, lang
+        if lang == "zh_CN":
+            assert [m.id for m in catalog if m.id and (not m.string or m.fuzzy)] == []

@@ -71,6 +71,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ETL_RETRY_DELAY_SECONDS", "120", "the first retry's delay (then doubling, at most 30 "
             "minutes)"),
     Setting("ETL_REPORTS_DIR", "var/report", "the report site the daily and weekly DAGs refresh"),
+    Setting("ETL_REPORT_LANGUAGE", "zh_CN", "the report site's language: `zh_CN` (Chinese, the "
+            "standard's terms) or `en`; `etl report --lang` for one build"),
     Setting("ETL_FRESHNESS_GRACE_HOURS", None, "how late a dataset may be before the freshness "
             "DAG fails (and how long past its first period a new mapping's dataset stays pending)",
             "daily 6, weekly 24, frequent one period"),

@@ -48,6 +48,7 @@ class DatasetStatus:
     records: int          # active records of this unit in the dataset table (busType != 'D')
     rejected: int         # rejected rows in the last successful run
     extracted: int        # extracted rows in the last successful run
+    due: datetime | None = None   # pending: when the first load is due (CST)
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def statuses(engine: Engine, mappings: Sequence[Mapping | InvalidMapping],
         run, ok = runs.get((org, tx)), successes.get((org, tx))
         last_success = _aware(ok.startedAt) if ok else None
         last_run = _aware(run.startedAt) if run else None
-        message = None
+        message, due = None, None
         if run is not None and run.status == "failed":
             status, message = "failing", run.message
         elif ok is None:
@@ -194,14 +195,14 @@ def statuses(engine: Engine, mappings: Sequence[Mapping | InvalidMapping],
             if due is not None and now < due:
                 status, message = "pending", f"first load due by {due:%Y-%m-%d %H:%M} CST"
             else:
-                status = "never"
+                status, due = "never", None
         elif last_success is None or now - last_success > allowed(frequency, grace):
             status = "late"
         else:
             status = "on_time"
         return DatasetStatus(mapping, org, name, tx, frequency, last_success, last_run, status,
                              message, counts.get((org, tx), 0), int(ok.rejected) if ok else 0,
-                             int(ok.extracted) if ok else 0)
+                             int(ok.extracted) if ok else 0, due)
 
     out: list[DatasetStatus] = []
     claimed: set[str] = set()

@@ -29,10 +29,13 @@ import json
 import logging
 import os
 import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +47,9 @@ from etl.common import clock, settings
 from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap
 from etl.common.storage import token
 from etl.mapping import Mapping
-from etl.report import freshness, reconciled
+from etl.report import freshness, i18n, reconciled
 from etl.report.freshness import InvalidMapping
+from etl.report.i18n import N_, _
 from etl.report.text import COUNT_COLUMNS, RUN_COLUMN
 
 DEFAULT_DIR = "var/report"
@@ -60,23 +64,48 @@ KEPT_SHOWN = 10        # foreign files named in the warning
 
 log = logging.getLogger(__name__)
 
-STATUS_LABEL = {"on_time": "on time", "late": "late", "failing": "failing", "never": "never loaded",
-                "pending": "pending first load"}
+#: Words shown for the values of the bookkeeping tables, translated when shown (`_()`).
+STATUS_LABEL = {"on_time": N_("on time"), "late": N_("late"), "failing": N_("failing"),
+                "never": N_("never loaded"), "pending": N_("pending first load")}
+RUN_STATUS = {"success": N_("succeeded"), "failed": N_("failed")}
+MODE = {"full": N_("full"), "incremental": N_("incremental")}
+SEVERITY = {"error": N_("error"), "warning": N_("warning"), "duplicate": N_("duplicate")}
+FREQUENCY = {"daily": N_("daily"), "weekly": N_("weekly"), "hourly": N_("hourly")}
+STATE = {"agree": N_("in agreement"), "differ": N_("differs"), "failed": N_("failed")}
+COUNT_LABEL = {"extracted": N_("extracted"), "inserted": N_("inserted"), "updated": N_("updated"),
+               "deleted": N_("deleted"), "unchanged": N_("unchanged"), "rejected": N_("rejected"),
+               "duplicates": N_("duplicates"), "skipped_deleted": N_("skipped deleted"),
+               "warnings": N_("warnings"), "overridden": N_("overridden")}
 
 #: What a unit does about a rule, beside the rule's own message.
 FIX = {
-    "required": "fill the field at source, or map a column or default for it",
-    "length": "shorten the value at source: the standard's field is shorter",
-    "date": "write the date as a real date (e.g. 2024-07-08) at source",
-    "enum": "use one of the standard's values, or map local codes with values:",
-    "idcard": "correct the resident ID number (18 characters, GB 11643 check) at source",
-    "phone": "correct the phone number at source",
-    "reference": "add the referenced record (e.g. its risk point) or correct the code",
-    "date_order": "correct the dates so they follow each other",
-    "required_when": "fill the fields the record's state requires",
-    "duplicate": "remove the repeated row at source",
-    "same_id": "give each record its own key at source",
+    "required": N_("fill the field at source, or map a column or default for it"),
+    "length": N_("shorten the value at source: the standard's field is shorter"),
+    "date": N_("write the date as a real date (e.g. 2024-07-08) at source"),
+    "enum": N_("use one of the standard's values, or map local codes with values:"),
+    "idcard": N_("correct the resident ID number (18 characters, GB 11643 check) at source"),
+    "phone": N_("correct the phone number at source"),
+    "reference": N_("add the referenced record (e.g. its risk point) or correct the code"),
+    "date_order": N_("correct the dates so they follow each other"),
+    "required_when": N_("fill the fields the record's state requires"),
+    "duplicate": N_("remove the repeated row at source"),
+    "same_id": N_("give each record its own key at source"),
 }
+
+
+def word(table: dict[str, str], value: object) -> str:
+    """A bookkeeping value (`success`, `daily` ...) in the page's language; one the table does
+    not know is shown as it is."""
+    key = "" if value is None else str(value)
+    if key in table:
+        return _(table[key])
+    if table is FREQUENCY and (m := re.fullmatch(r"(\d+)min", key)):
+        return _("every {n} min").format(n=m.group(1))
+    return key
+
+
+def fix_for(rule: str) -> str:
+    return _(FIX[rule]) if rule in FIX else ""
 
 
 def reports_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -102,9 +131,59 @@ def visible(text: str) -> str:
     return _INVISIBLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
+#: Folders whose absolute path a message may hold and a page must not: set per build (`build`).
+_HIDDEN: ContextVar[re.Pattern | None] = ContextVar("etl_report_hidden_folders", default=None)
+_PATH_CHARS = r"[^\s/'\"<>:;,()\[\]{}|`]"
+#: An absolute POSIX path of two parts or more, not inside a URL's host part: a path after
+#: `scheme:///` (file, sqlite) is one.
+_ABSOLUTE = re.compile(rf"(?:(?<![\w.~/-])|(?<=://)|(?<=:///))/(?:{_PATH_CHARS}+/)+(?={_PATH_CHARS})")
+
+
+def _folders_pattern(folders: Iterable[str | os.PathLike[str]]) -> re.Pattern | None:
+    found = set()
+    for f in folders:
+        try:
+            text = str(Path(f).resolve())
+        except (OSError, RuntimeError, ValueError):
+            continue
+        if len(text) > 1:
+            found.add(text.rstrip("/") + "/")
+    if not found:
+        return None
+    return re.compile("|".join(re.escape(t) for t in sorted(found, key=len, reverse=True)))
+
+
+def server_folders(mappings: Iterable[Mapping | InvalidMapping] = ()) -> list[Path]:
+    """The folders a message's paths are shown relative to: the project (`ETL_HOME`), the working
+    directory, and the folder holding each mappings folder (`mappings/x.yaml` stays readable)."""
+    out = [settings.project_dir(), Path.cwd()]
+    out += sorted({m.path.resolve().parent.parent for m in mappings})
+    return out
+
+
+@lru_cache(maxsize=4)
+def _default_hidden(project: str, cwd: str) -> re.Pattern | None:
+    return _folders_pattern([project, cwd])
+
+
+def local_paths(text: str, hidden: re.Pattern | None = None) -> str:
+    """`text` without the server's absolute paths: under a known folder (`server_folders`)
+    relative to it, any other as `…/` and its file name. A unit reads where its data failed,
+    not how the collecting organisation's server is laid out."""
+    if "/" not in text:
+        return text
+    hidden = hidden if hidden is not None else _HIDDEN.get()
+    if hidden is None:
+        hidden = _default_hidden(str(settings.project_dir()), os.getcwd())
+    if hidden is not None:
+        text = hidden.sub("", text)
+    return _ABSOLUTE.sub("…/", text)
+
+
 def _text(value: object, limit: int = MESSAGE_CHARS) -> str:
-    """Data as shown anywhere in the site: masked, bounded, every character visible."""
-    return "" if value is None else visible(cap(str(value), limit))
+    """Data as shown anywhere in the site: without server paths, masked, bounded, every
+    character visible."""
+    return "" if value is None else visible(cap(local_paths(str(value)), limit))
 
 
 def _e(value: object, limit: int = MESSAGE_CHARS) -> str:
@@ -119,6 +198,25 @@ def _when(moment: datetime | None) -> str:
 
 def _statuses(engine: Engine, units: Sequence[Mapping | InvalidMapping], now: datetime | None) -> list:
     return freshness.statuses(engine, list(units), now=now)
+
+
+def _named(statuses: list, engine: Engine) -> list:
+    """Statuses of units whose mapping file is gone carry no name: take the unit's 使用单位名称
+    from its last loaded A.3 record, if the target has one (else the overview shows the orgNo)."""
+    orgs = sorted({s.org_no for s in statuses if not s.mapping and not s.com_name and s.org_no})
+    if not orgs:
+        return statuses
+    t = target.DATASET_TABLES["01"]
+    names: dict[str, str] = {}
+    with engine.connect() as conn:
+        for i in range(0, len(orgs), 500):
+            for org, name in conn.execute(sa.select(t.c[standard.UNIT_KEY], t.c.comName)
+                                          .where(t.c[standard.UNIT_KEY].in_(orgs[i:i + 500]))
+                                          .order_by(t.c.updateDate)):
+                if name:
+                    names[org] = name
+    return [replace(s, com_name=names[s.org_no]) if not s.mapping and s.org_no in names else s
+            for s in statuses]
 
 
 def _reconciliations(engine: Engine) -> list[dict]:
@@ -158,6 +256,8 @@ def _unit_data(engine: Engine, m: Mapping, since: datetime | None) -> UnitData:
             latest.setdefault(tx, run_id)
         rejects, audit = [], []
         for tx, run_id in sorted(latest.items()):
+            if tx not in m.datasets:  # no longer mapped: its findings are nothing to fix now
+                continue
             rejects += [dict(x) for x in conn.execute(
                 sa.select(rej).where(rej.c.runId == run_id, rej.c.orgNo == org, rej.c.txCode == tx)
                 .order_by(rej.c.rejectId)).mappings()]
@@ -223,10 +323,24 @@ def _reason(e: BaseException) -> str:
 
 def build(engine: Engine, units: Sequence[Mapping | InvalidMapping],
           out: str | os.PathLike[str] | None = None, *,
-          since: date | datetime | None = None, now: datetime | None = None) -> Built:
-    """Write the whole site into `out`. `units` are the mapping files as
-    `etl.report.freshness.load_units` reads them: an invalid one is listed as failing. A unit
-    whose page or exports fail is listed on the overview as not built, the others are built."""
+          since: date | datetime | None = None, now: datetime | None = None,
+          lang: str | None = None, left_out: Iterable[str] = ()) -> Built:
+    """Write the whole site into `out`, in `lang` (None: `ETL_REPORT_LANGUAGE`, else Chinese).
+    `units` are the mapping files as `etl.report.freshness.load_units` reads them: an invalid
+    one is listed as failing. A unit whose page or exports fail is listed on the overview as not
+    built, the others are built. A unit the target knows whose mapping file is gone is marked
+    so; `left_out` are orgNos whose mapping exists but was not asked for (`--unit`): not listed."""
+    with i18n.using(lang):
+        token_ = _HIDDEN.set(_folders_pattern(server_folders(units)))
+        try:
+            return _build(engine, units, out, since=since, now=now, left_out=set(left_out))
+        finally:
+            _HIDDEN.reset(token_)
+
+
+def _build(engine: Engine, units: Sequence[Mapping | InvalidMapping],
+           out: str | os.PathLike[str] | None, *, since: date | datetime | None,
+           now: datetime | None, left_out: set[str]) -> Built:
     mappings = [m for m in units if isinstance(m, Mapping)]
     out = reports_dir(out)
     (out / "units").mkdir(parents=True, exist_ok=True)
@@ -235,7 +349,8 @@ def build(engine: Engine, units: Sequence[Mapping | InvalidMapping],
     start = datetime.combine(since, datetime.min.time()) if isinstance(since, date) and not isinstance(
         since, datetime) else since
     start = clock.to_cst(start) if start else None  # an instant: timestamptz compares it right
-    statuses = _statuses(engine, units, now)
+    statuses = _named([s for s in _statuses(engine, units, now) if s.mapping or s.org_no not in left_out],
+                      engine)
     recs = _reconciliations(engine)
     before = read_manifest(out)
     written: set[str] = set()
@@ -330,21 +445,24 @@ h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid 
 table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .on_time{color:#1a7f37}.late{color:#b35900;font-weight:600}.failing{color:#c62828;font-weight:600}.never{color:#777}.pending{color:#4a78c2;font-style:italic}
-.agree{color:#1a7f37}.differ,.failed{color:#c62828;font-weight:600}
+.agree{color:#1a7f37}.differ,.failed{color:#c62828;font-weight:600}.unmapped{color:#8a6d00;font-weight:600}
 .summary span{display:inline-block;margin-right:1.2em}.muted{color:#777}.msg{max-width:40em;word-break:break-word}
+.ws{background:#fde7b0;color:#7a4b00;border-radius:2px;padding:0 1px;font-size:.85em}
 th[data-key]{cursor:pointer}th[data-key]:hover{background:#e8e8e8}
 #controls input,#controls select,#controls button{font:inherit;margin-right:.6em}
 """
 
 
 def _page(title: str, body: str, now: datetime, home: str = "") -> str:
-    nav = (f'<p><a href="{home}index.html">Overview</a> · <a href="{home}reconcile.html">'
-           f'Reconciliation</a></p>')
-    return (f'<!DOCTYPE html>\n<html lang="zh-CN"><head><meta charset="utf-8">'
+    overview, reconciliation = html.escape(_("Overview")), html.escape(_("Reconciliation"))
+    nav = (f'<p><a href="{home}index.html">{overview}</a> · <a href="{home}reconcile.html">'
+           f'{reconciliation}</a></p>')
+    built = _("Built {when} CST from the target's bookkeeping tables (ingest_run, ingest_reject, "
+              "ingest_audit). Personal data is masked.").format(when=_when(now))
+    return (f'<!DOCTYPE html>\n<html lang="{i18n.html_lang()}"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>{nav}{body}'
-            f'<p class="muted">Built {_when(now)} CST from the target\'s bookkeeping tables '
-            f'(ingest_run, ingest_reject, ingest_audit). Personal data is masked.</p></body></html>\n')
+            f'<p class="muted">{html.escape(built)}</p></body></html>\n')
 
 
 def _json_for_script(value: Any) -> str:
@@ -355,40 +473,60 @@ def _json_for_script(value: Any) -> str:
 
 # --- overview -----------------------------------------------------------------------------------
 
+def _message(s) -> str:
+    """A status's message as shown: a pending dataset's due time in the page's language."""
+    if s.status == "pending" and getattr(s, "due", None) is not None:
+        return _("first load due by {due} CST").format(due=_when(s.due))
+    return _text(s.message, 300) if s.message else ""
+
+
 def overview_data(statuses: Sequence, now: datetime, failed: dict[str, str] | None = None) -> dict:
     """Units once, rows referring to them: 2,000 units x 9 datasets stay a few MB. A unit in
-    `failed` (orgNo -> why) has no page to link to, and says why."""
+    `failed` (orgNo -> why) has no page to link to, and says why; a unit known only from the
+    target (its mapping file gone) has none either, and is marked so, named by its orgNo when
+    no name is known."""
     failed = failed or {}
-    units: list[list[str]] = []
+    units: list[list] = []
     index: dict[str, int] = {}
     rows = []
     for s in statuses:
-        if s.org_no not in index:
-            index[s.org_no] = len(units)
-            units.append([_text(s.com_name, 200), _text(s.org_no, 50),
-                          "" if s.org_no in failed else f"units/{unit_key(s.org_no)}.html",
-                          _text(failed.get(s.org_no, ""), 300)])
+        key = s.org_no or f"\0{s.mapping}"  # a file that does not load may name no orgNo
+        if key not in index:
+            index[key] = len(units)
+            removed = not s.mapping
+            units.append([_text(s.com_name or s.org_no or s.mapping, 200), _text(s.org_no, 50),
+                          "" if s.org_no in failed or removed else f"units/{unit_key(s.org_no)}.html",
+                          _text(failed.get(s.org_no, ""), 300), 1 if removed else 0])
         ds = standard.BY_TX_CODE.get(s.tx_code)
         rate = round(100 * s.rejected / s.extracted, 1) if s.extracted else None
-        rows.append([index[s.org_no], visible(s.tx_code), ds.zh if ds else "", visible(s.frequency),
-                     _when(s.last_success), s.status, _text(s.message, 300) if s.message else "",
-                     s.records, rate])
+        rows.append([index[key], visible(s.tx_code), ds.zh if ds else "",
+                     visible(word(FREQUENCY, s.frequency)), _when(s.last_success), s.status,
+                     _message(s), s.records, rate])
     counts = {k: sum(1 for s in statuses if s.status == k) for k in STATUS_LABEL}
-    return {"units": units, "rows": rows, "labels": STATUS_LABEL, "counts": counts,
+    labels = {k: _(v) for k, v in STATUS_LABEL.items()}
+    words = {"shown": _("rows {from}–{to} of {n}"), "filtered": _(" (filtered from {total})"),
+             "none": _("no rows match"), "page": _("page {page} of {pages}"),
+             "notBuilt": _(" (page not built)"), "removed": _(" (mapping removed)"),
+             "removedTitle": _("no mapping file names this unit any more: its records stay in the "
+                               "target, nobody expects it to deliver")}
+    return {"units": units, "rows": rows, "labels": labels, "counts": counts, "words": words,
             "order": list(freshness.ORDER), "pageRows": PAGE_ROWS, "builtAt": _when(now)}
 
 
+#: Dates and times reach the script as CST text made on the server: it formats none itself, so
+#: the browser's time zone changes nothing.
 _OVERVIEW_JS = r"""
 (function(){
 "use strict";
 var D=JSON.parse(document.getElementById("data").textContent);
-var U=D.units, R=D.rows, L=D.labels;
+var U=D.units, R=D.rows, L=D.labels, W=D.words;
 var COLS=[["name",function(r){return U[r[0]][0];}],["orgNo",function(r){return U[r[0]][1];}],
  ["tx",function(r){return r[1];}],["frequency",function(r){return r[3];}],
  ["last",function(r){return r[4];}],["status",function(r){return r[5];}],
  ["records",function(r){return r[7];}],["rate",function(r){return r[8]===null?-1:r[8];}]];
 var state={q:"",status:"",sort:"status",dir:1,page:0}, view=R;
 var ORDER={}; D.order.forEach(function(k,i){ORDER[k]=i;});  // etl.report.freshness.ORDER
+function fill(t,v){return t.replace(/\{(\w+)\}/g,function(m,k){return k in v?String(v[k]):m;});}
 function key(name){for(var i=0;i<COLS.length;i++){if(COLS[i][0]===name){return COLS[i][1];}}}
 function cmp(a,b){
   var f=key(state.sort), x=f(a), y=f(b);
@@ -406,6 +544,8 @@ function apply(){
   view.sort(cmp); state.page=0; render();
 }
 function td(text,cls){var c=document.createElement("td"); c.textContent=text; if(cls){c.className=cls;} return c;}
+function mark(parent,cls,text,title){var f=document.createElement("span"); f.className=cls;
+  f.textContent=text; f.title=title; parent.appendChild(f);}
 function render(){
   var body=document.getElementById("rows"); body.textContent="";
   var pages=Math.max(1,Math.ceil(view.length/D.pageRows));
@@ -415,8 +555,8 @@ function render(){
     var u=U[r[0]], tr=document.createElement("tr"), name=document.createElement("td"), a=document.createElement("a");
     tr.dataset.status=r[5]; tr.dataset.org=u[1]; tr.dataset.tx=r[1];
     if(u[2]){a.href=u[2]; a.textContent=u[0]; name.appendChild(a);}else{name.textContent=u[0];}
-    if(u[3]){var f=document.createElement("span"); f.className="failing page-failed";
-      f.textContent=" (page not built)"; f.title=u[3]; name.appendChild(f); tr.dataset.pageFailed="1";}
+    if(u[3]){mark(name,"failing page-failed",W.notBuilt,u[3]); tr.dataset.pageFailed="1";}
+    if(u[4]){mark(name,"unmapped",W.removed,W.removedTitle); tr.dataset.unmapped="1";}
     tr.appendChild(name);
     tr.appendChild(td(u[1])); tr.appendChild(td(r[1]+" "+r[2])); tr.appendChild(td(r[3]));
     tr.appendChild(td(r[4]||"—")); tr.appendChild(td(L[r[5]],r[5]+" status"));
@@ -425,8 +565,8 @@ function render(){
     frag.appendChild(tr);
   });
   body.appendChild(frag);
-  document.getElementById("shown").textContent=view.length?("rows "+(from+1)+"–"+(from+part.length)+" of "+view.length+(view.length!==R.length?" (filtered from "+R.length+")":"")):"no rows match";
-  document.getElementById("page").textContent="page "+(state.page+1)+" of "+pages;
+  document.getElementById("shown").textContent=view.length?(fill(W.shown,{from:from+1,to:from+part.length,n:view.length})+(view.length!==R.length?fill(W.filtered,{total:R.length}):"")):W.none;
+  document.getElementById("page").textContent=fill(W.page,{page:state.page+1,pages:pages});
   document.getElementById("prev").disabled=state.page===0;
   document.getElementById("next").disabled=state.page>=pages-1;
   Array.prototype.forEach.call(document.querySelectorAll("th[data-key]"),function(th){
@@ -455,8 +595,21 @@ def _failed_list(data: dict) -> str:
         return ""
     items = "".join(f'<li data-org="{html.escape(u[1])}">{html.escape(u[0])} ({html.escape(u[1])}): '
                     f'{html.escape(u[3])}</li>' for u in failed)
-    return (f'<div id="failed-pages"><p class="failing">The page of {len(failed)} unit(s) was not '
-            f'built; every other unit\'s is up to date:</p><ul>{items}</ul></div>')
+    head = _("The page of {n} unit(s) was not built; every other unit's is up to date:").format(
+        n=len(failed))
+    return f'<div id="failed-pages"><p class="failing">{html.escape(head)}</p><ul>{items}</ul></div>'
+
+
+def _removed_list(data: dict) -> str:
+    """The units whose mapping file is gone: in the page itself, script or not."""
+    removed = [u for u in data["units"] if u[4]]
+    if not removed:
+        return ""
+    items = "".join(f'<li data-org="{html.escape(u[1])}">{html.escape(u[0])} ({html.escape(u[1])})</li>'
+                    for u in removed)
+    head = _("Mapping removed: {n} unit(s) in the target that no mapping file names any more "
+             "(their records stay; they are not expected to deliver):").format(n=len(removed))
+    return f'<div id="removed-units"><p class="unmapped">{html.escape(head)}</p><ul>{items}</ul></div>'
 
 
 def overview_html(statuses: Sequence, now: datetime, failed: dict[str, str] | None = None) -> str:
@@ -464,29 +617,39 @@ def overview_html(statuses: Sequence, now: datetime, failed: dict[str, str] | No
     counts = data["counts"]
     units = len(data["units"])
     summary = "".join(f'<span class="{k}" data-count="{k}">{html.escape(v)}: {counts[k]}</span>'
-                      for k, v in STATUS_LABEL.items())
-    options = "".join(f'<option value="{k}">{html.escape(v)}</option>' for k, v in STATUS_LABEL.items())
-    heads = [("name", "unit"), ("orgNo", "orgNo"), ("tx", "dataset"), ("frequency", "frequency"),
-             ("last", "last successful load"), ("status", "status"), (None, "message"),
-             ("records", "records"), ("rate", "reject rate")]
-    thead = "".join(f'<th data-key="{k}">{v}</th>' if k else f"<th>{v}</th>" for k, v in heads)
-    body = (f"<h1>Ingestion overview</h1>"
-            f'<p class="summary"><span>{units} units, {len(data["rows"])} datasets</span>{summary}</p>'
-            f'{_failed_list(data)}'
-            f'<p id="controls"><input id="q" type="search" placeholder="search unit name or orgNo" '
-            f'aria-label="search unit name or orgNo" size="32"> <select id="status" aria-label="status">'
-            f'<option value="">every status</option>{options}</select>'
-            f'<button id="prev" type="button">‹ previous</button><span id="page"></span> '
-            f'<button id="next" type="button">next ›</button> <span id="shown" class="muted"></span></p>'
+                      for k, v in data["labels"].items())
+    options = "".join(f'<option value="{k}">{html.escape(v)}</option>' for k, v in data["labels"].items())
+    heads = [("name", _("unit")), ("orgNo", _("orgNo")), ("tx", _("dataset")),
+             ("frequency", _("frequency")), ("last", _("last successful load (CST)")),
+             ("status", _("status")), (None, _("message")), ("records", _("records")),
+             ("rate", _("reject rate"))]
+    thead = "".join(f'<th data-key="{k}">{html.escape(v)}</th>' if k else f"<th>{html.escape(v)}</th>"
+                    for k, v in heads)
+    search = html.escape(_("search unit name or orgNo"))
+    counted = html.escape(_("{units} units, {datasets} datasets").format(units=units, datasets=len(data["rows"])))
+    status, every = html.escape(_("status")), html.escape(_("every status"))
+    prev, next_ = html.escape(_("‹ previous")), html.escape(_("next ›"))
+    noscript = html.escape(_("This table needs JavaScript; the unit pages do not."))
+    title = _("Ingestion overview")
+    legend = _("Late: no successful load within the dataset's period (5.4) plus a grace. Pending "
+               "first load: never loaded, and its mapping (or a template it extends) changed less "
+               "than a period plus a grace ago, so the first load is not due yet. Mapping removed: "
+               "the target holds the unit's records but no mapping file names it. Reject rate: "
+               "rejected / extracted rows of the last successful load.")
+    body = (f"<h1>{html.escape(title)}</h1>"
+            f'<p class="summary"><span>{counted}</span>{summary}</p>'
+            f'{_failed_list(data)}{_removed_list(data)}'
+            f'<p id="controls"><input id="q" type="search" placeholder="{search}" '
+            f'aria-label="{search}" size="32"> <select id="status" aria-label="{status}">'
+            f'<option value="">{every}</option>{options}</select>'
+            f'<button id="prev" type="button">{prev}</button><span id="page"></span> '
+            f'<button id="next" type="button">{next_}</button> <span id="shown" class="muted"></span></p>'
             f'<table id="overview"><thead><tr>{thead}</tr></thead><tbody id="rows"></tbody></table>'
-            f'<noscript>This table needs JavaScript; the unit pages do not.</noscript>'
-            f'<p class="muted">Late: no successful load within the dataset\'s period plus a grace. '
-            f'Pending first load: never loaded, and its mapping (or a template it extends) changed '
-            f'less than a period plus a grace ago, so the first load is not due yet. '
-            f'Reject rate: rejected / extracted rows of the last successful load.</p>'
+            f'<noscript>{noscript}</noscript>'
+            f'<p class="muted">{html.escape(legend)}</p>'
             f'<script type="application/json" id="data">{_json_for_script(data)}</script>'
             f"<script>{_OVERVIEW_JS}</script>")
-    return _page("Ingestion overview", body, now)
+    return _page(title, body, now)
 
 
 def write_overview(out: Path, statuses: Sequence, now: datetime,
@@ -499,6 +662,27 @@ def write_overview(out: Path, statuses: Sequence, now: datetime,
 
 # --- unit pages ---------------------------------------------------------------------------------
 
+def window_text(run: dict) -> str:
+    """The window of source rows a run read (CST), which is what its counts are about; its
+    start time alone says when it ran, not what it read (a backfill reads past days)."""
+    start, end = run.get("windowStart"), run.get("windowEnd")
+    if run.get("mode") == "full":
+        return _("everything, as of {end}").format(end=_when(end)) if end else _("everything")
+    if start and end:
+        return f"{_when(start)} – {_when(end)}"
+    if end:
+        return _("everything up to {end}").format(end=_when(end))
+    if start:
+        return _("from {start}").format(start=_when(start))
+    return "—"
+
+
+def _window_day(run: dict) -> str:
+    """A run's label under the chart: the day its window starts (MM-DD), else when it ran."""
+    moment = run.get("windowStart") or (run.get("windowEnd") if run.get("mode") != "full" else None)
+    return _when(moment or run["startedAt"])[5:10]
+
+
 def chart_svg(runs: Sequence[dict]) -> str:
     """Extracted rows and rejects of each run (oldest left) as grouped bars."""
     runs = list(reversed(runs))
@@ -509,43 +693,53 @@ def chart_svg(runs: Sequence[dict]) -> str:
     slot = (w - left - 8) / len(runs)
     bar = max(min(slot / 2 - 2, 24), 1)
     y = lambda v: top + (h - top - bottom) * (1 - v / peak)  # noqa: E731
+    extracted, rejected = _("extracted"), _("rejected")
+    label = html.escape(_("rows extracted and rejected per run"))
     parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-             f'viewBox="0 0 {w} {h}" role="img" aria-label="rows extracted and rejected per run">',
+             f'viewBox="0 0 {w} {h}" role="img" aria-label="{label}">',
              f'<line x1="{left}" y1="{y(0):.1f}" x2="{w - 4}" y2="{y(0):.1f}" stroke="#999"/>',
              f'<text x="{left - 4}" y="{y(peak) + 4:.1f}" font-size="11" text-anchor="end">{peak}</text>',
              f'<text x="{left - 4}" y="{y(0) + 4:.1f}" font-size="11" text-anchor="end">0</text>']
     for i, r in enumerate(runs):
         x = left + i * slot + (slot - 2 * bar) / 2
         ext, rej = r["extracted"] or 0, r["rejected"] or 0
-        when = html.escape(_when(r["startedAt"]))
-        for dx, value, colour, what in ((0, ext, "#4a78c2", "extracted"), (bar, rej, "#d64541", "rejected")):
+        when = html.escape(_("window {window}, ran {started}").format(
+            window=window_text(r), started=_when(r["startedAt"])))
+        status = html.escape(word(RUN_STATUS, r["status"]))
+        for dx, value, colour, what, label in ((0, ext, "#4a78c2", "extracted", extracted),
+                                               (bar, rej, "#d64541", "rejected", rejected)):
             top_y = y(value)
             parts.append(f'<rect x="{x + dx:.1f}" y="{top_y:.1f}" width="{bar:.1f}" '
                          f'height="{max(y(0) - top_y, 0):.1f}" fill="{colour}" class="{what}">'
-                         f'<title>{when} {r["status"]}: {value} {what}</title></rect>')
+                         f'<title>{when} {status}: {value} {html.escape(label)}</title></rect>')
         if r["status"] != "success":
             parts.append(f'<text x="{x + bar:.1f}" y="{y(0) - 3:.1f}" font-size="12" fill="#c62828" '
-                         f'text-anchor="middle">✕<title>{when} failed</title></text>')
+                         f'text-anchor="middle">✕<title>{when} {status}</title></text>')
         if len(runs) <= 10 or i % max(len(runs) // 8, 1) == 0:
             parts.append(f'<text x="{x + bar:.1f}" y="{h - 6}" font-size="10" text-anchor="middle">'
-                         f'{when[5:10]}</text>')
+                         f'{html.escape(_window_day(r))}</text>')
     parts.append(f'<g font-size="11"><rect x="{w - 190}" y="2" width="10" height="10" fill="#4a78c2"/>'
-                 f'<text x="{w - 176}" y="11">extracted</text><rect x="{w - 110}" y="2" width="10" '
-                 f'height="10" fill="#d64541"/><text x="{w - 96}" y="11">rejected</text></g></svg>')
+                 f'<text x="{w - 176}" y="11">{html.escape(extracted)}</text><rect x="{w - 110}" y="2" width="10" '
+                 f'height="10" fill="#d64541"/><text x="{w - 96}" y="11">{html.escape(rejected)}</text></g></svg>')
     return "".join(parts)
 
 
 def _runs_table(runs: Sequence[dict]) -> str:
     cols = [c for c in COUNT_COLUMNS if c != "overridden"]
-    head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in cols)
+    head = "".join(f"<th>{html.escape(word(COUNT_LABEL, c))}</th>" for c in cols)
     rows = []
     for r in runs:
         cells = "".join(f'<td class="n">{int(r[RUN_COLUMN.get(c, c)] or 0)}</td>' for c in cols)
-        rows.append(f'<tr class="run" data-status="{_e(r["status"], 20)}"><td>{_when(r["startedAt"])}'
-                    f'</td><td>{_e(r["mode"], 20)}</td><td class="{"on_time" if r["status"] == "success" else "failing"}">'
-                    f'{_e(r["status"], 20)}</td>{cells}<td class="msg">{_e(r["message"], RUN_MESSAGE_CHARS)}</td></tr>')
-    return (f'<table class="runs"><thead><tr><th>started (CST)</th><th>mode</th><th>status</th>{head}'
-            f'<th>message</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+        rows.append(f'<tr class="run" data-status="{_e(r["status"], 20)}" data-mode="{_e(r["mode"], 20)}">'
+                    f'<td class="window">{html.escape(window_text(r))}</td><td>{_when(r["startedAt"])}</td>'
+                    f'<td>{html.escape(word(MODE, r["mode"]))}</td>'
+                    f'<td class="{"on_time" if r["status"] == "success" else "failing"}">'
+                    f'{html.escape(word(RUN_STATUS, r["status"]))}</td>{cells}'
+                    f'<td class="msg">{_e(r["message"], RUN_MESSAGE_CHARS)}</td></tr>')
+    first = (_("window read (CST)"), _("started (CST)"), _("mode"), _("status"))
+    message = html.escape(_("message"))
+    heads = "".join(f"<th>{html.escape(h)}</th>" for h in first) + head + f"<th>{message}</th>"
+    return f'<table class="runs"><thead><tr>{heads}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def reject_groups(rejects: Iterable[dict]) -> list[dict]:
@@ -562,42 +756,104 @@ def reject_groups(rejects: Iterable[dict]) -> list[dict]:
     return sorted(groups.values(), key=lambda g: (g["txCode"], order.get(g["severity"], 3), -g["count"]))
 
 
+def _field_label(tx: str, name: object) -> str:
+    """A field as the standard names it (隐患编号 taskNo), or as recorded when it is none."""
+    ds = standard.BY_TX_CODE.get(tx)
+    text = _text(name, 50)
+    try:
+        zh = ds.field(str(name)).zh if ds else ""
+    except KeyError:
+        zh = ""
+    return f"{html.escape(zh)} <code>{html.escape(text)}</code>" if zh else html.escape(text)
+
+
 def _rejects_table(groups: Sequence[dict]) -> str:
     if not groups:
-        return '<p class="muted">No rejects, duplicates or warnings in the last successful load.</p>'
+        none = _("No rejects, duplicates or warnings in the last successful load.")
+        return f'<p class="muted">{html.escape(none)}</p>'
     rows = []
     for g in groups:
         examples = "".join(f"<li><code>{html.escape(k)}</code>: {html.escape(msg)}</li>"
                            for k, msg in g["examples"])
-        fix = FIX.get(g["rule"], "see the message; correct the value at source")
+        fix = fix_for(g["rule"]) or _("see the message; correct the value at source")
         rows.append(f'<tr class="reject-group" data-field="{_e(g["field"], 50)}" data-rule="{_e(g["rule"], 50)}">'
-                    f'<td>{_e(g["field"], 50)}</td><td>{_e(g["rule"], 50)}</td><td>{_e(g["severity"], 20)}'
+                    f'<td>{_field_label(g["txCode"], g["field"])}</td><td>{_e(g["rule"], 50)}</td>'
+                    f'<td>{html.escape(word(SEVERITY, _text(g["severity"], 20)))}'
                     f'</td><td class="n count">{g["count"]}</td><td><ul>{examples}</ul></td>'
                     f'<td>{html.escape(fix)}</td></tr>')
-    return (f'<table class="rejects"><thead><tr><th>field</th><th>rule</th><th>severity</th>'
-            f'<th>rows</th><th>examples (source key: message)</th><th>what to fix</th></tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+    heads = (_("field"), _("rule"), _("severity"), _("rows"), _("examples (source key: message)"),
+             _("what to fix"))
+    return (f'<table class="rejects"><thead><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in heads)}'
+            f'</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+#: Characters a reader cannot tell apart on a page: spaces of every kind, line breaks, and the
+#: zero-width and format characters (category Cf: U+200B, U+FEFF ...).
+_BLANK_NAMES = {" ": "␠", "\t": "⇥", "\n": "↵", "\r": "␍"}
+
+
+def _blank(ch: str) -> bool:
+    return ch.isspace() or unicodedata.category(ch) in ("Cf", "Zs", "Zl", "Zp")
+
+
+def whitespace_only(before: str, after: str) -> bool:
+    """Whether two values differ only in characters a page does not show."""
+    return before != after and ([c for c in before if not _blank(c)] == [c for c in after if not _blank(c)])
+
+
+def reveal(text: str) -> str:
+    """HTML of `text` with each blank or invisible character as a marker: ␠ a space, ⇥ a tab,
+    ↵ a line break, any other (U+3000, U+00A0, U+200B, U+FEFF ...) as ⟨U+XXXX⟩."""
+    out = []
+    for ch in text:
+        if _blank(ch):
+            mark = _BLANK_NAMES.get(ch, f"⟨U+{ord(ch):04X}⟩")
+            name = unicodedata.name(ch, "").lower()
+            out.append(f'<span class="ws" title="U+{ord(ch):04X} {html.escape(name)}">{mark}</span>')
+        else:
+            out.append(html.escape(ch))
+    return "".join(out)
+
+
+def _audit_pair(pair: list) -> str:
+    before, after = _text(pair[0], 100), _text(pair[1], 100)
+    if whitespace_only(before, after):
+        return f'<li class="whitespace"><code>{reveal(before)}</code> → <code>{reveal(after)}</code></li>'
+    return f"<li><code>{html.escape(before)}</code> → <code>{html.escape(after)}</code></li>"
 
 
 def _audit_table(audit: Sequence[dict]) -> str:
     if not audit:
-        return '<p class="muted">Cleaning changed nothing in the last successful load.</p>'
+        none = _("Cleaning changed nothing in the last successful load.")
+        return f'<p class="muted">{html.escape(none)}</p>'
     rows = []
     for a in audit:
         try:
             examples = json.loads(a["examples"])
         except (TypeError, ValueError):
             examples = []
-        shown = "".join(f"<li><code>{_e(pair[0], 100)}</code> → <code>{_e(pair[1], 100)}</code></li>"
-                        for pair in examples[:EXAMPLES_SHOWN] if isinstance(pair, list) and len(pair) == 2)
-        rows.append(f'<tr><td>{_e(a["field"], 50)}</td><td>{_e(a["rule"], 50)}</td>'
+        shown = "".join(_audit_pair(pair) for pair in examples[:EXAMPLES_SHOWN]
+                        if isinstance(pair, list) and len(pair) == 2)
+        rows.append(f'<tr><td>{_field_label(a["txCode"], a["field"])}</td><td>{_e(a["rule"], 50)}</td>'
                     f'<td class="n">{int(a["count"])}</td><td><ul>{shown}</ul></td></tr>')
-    return (f'<table class="audit"><thead><tr><th>field</th><th>cleaning rule</th><th>values changed</th>'
-            f'<th>examples (before → after)</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    heads = (_("field"), _("cleaning rule"), _("values changed"), _("examples (before → after)"))
+    legend = _("␠ a space, ⇥ a tab, ↵ a line break, ⟨U+3000⟩ an ideographic space, ⟨U+200B⟩ a "
+               "zero-width space: characters a page does not show, marked where they are all a "
+               "change consists of.")
+    return (f'<table class="audit"><thead><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in heads)}'
+            f'</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            f'<p class="muted">{html.escape(legend)}</p>')
 
 
 EXPORT_COLUMNS = ("txCode", "dataset", "sourceKey", "field", "rule", "severity", "message",
                   "whatToFix", "runId", "createdAt")
+#: The exports' header row: the reader's words, the column's identifier beside them.
+EXPORT_HEADINGS = (N_("txCode"), N_("dataset"), N_("source key"), N_("field"), N_("rule"),
+                   N_("severity"), N_("message"), N_("what to fix"), N_("run"), N_("recorded (CST)"))
+
+
+def export_headings() -> list[str]:
+    return [_(h) for h in EXPORT_HEADINGS]
 
 
 def export_rows(rejects: Iterable[dict]) -> list[list[str]]:
@@ -605,8 +861,8 @@ def export_rows(rejects: Iterable[dict]) -> list[list[str]]:
     for x in rejects:
         ds = standard.BY_TX_CODE.get(x["txCode"])
         out.append([x["txCode"], ds.zh if ds else "", _text(x["sourceKey"]), _text(x["field"], 50),
-                    _text(x["rule"], 50), _text(x["severity"], 20), _text(x["message"]),
-                    FIX.get(x["rule"], ""), _text(x["runId"], 200), _when(x["createdAt"])])
+                    _text(x["rule"], 50), word(SEVERITY, _text(x["severity"], 20)), _text(x["message"]),
+                    fix_for(x["rule"]), _text(x["runId"], 200), _when(x["createdAt"])])
     return out
 
 
@@ -625,13 +881,13 @@ def export_files(rejects: Sequence[dict]) -> tuple[bytes, bytes]:
     rows = [[visible("" if v is None else str(v)) for v in r] for r in export_rows(rejects)]
     text = io.StringIO(newline="")
     w = csv.writer(text)
-    w.writerow(EXPORT_COLUMNS)
+    w.writerow(export_headings())
     w.writerows([[_inert(v) for v in r] for r in rows])
     csv_bytes = text.getvalue().encode("utf-8-sig")
     wb = Workbook()
     ws = wb.active
-    ws.title = "rejects"
-    ws.append(list(EXPORT_COLUMNS))
+    ws.title = _("rejects")[:31]
+    ws.append(export_headings())
     for r in rows:
         ws.append(r)
     for row in ws.iter_rows(min_row=2):
@@ -665,43 +921,71 @@ def _media_table(rows: Sequence[dict]) -> str:
         name = _e(r["name"], 200)
         link = (f'<a href="{html.escape(quote(r["href"], safe="/.-_~"))}">{name}</a>'
                 if r.get("href") else name)
-        body.append(f'<tr><td>{_e(r["field"], 50)}</td><td>{link}</td><td>{_e(r["mediaType"], 100)}</td>'
+        body.append(f'<tr><td>{_field_label(r["txCode"], r["field"])}</td><td>{link}</td><td>{_e(r["mediaType"], 100)}</td>'
                     f'<td class="n">{int(r["size"]):,}</td><td><code>{_e(r["sha256"][:12], 20)}</code></td>'
                     f'<td>{_when(r["fetchedAt"])}</td></tr>')
-    return ("<h3>Attachments</h3><table><tr><th>field</th><th>file</th><th>type</th>"
-            "<th>bytes</th><th>sha256</th><th>fetched (CST)</th></tr>" + "".join(body) + "</table>")
+    heads = (_("field"), _("file"), _("type"), _("bytes"), "sha256", _("fetched (CST)"))
+    title = html.escape(_("Attachments"))
+    return (f"<h3>{title}</h3><table><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in heads) + "</tr>" + "".join(body) + "</table>")
+
+
+def _dataset_title(tx: str) -> str:
+    ds = standard.BY_TX_CODE.get(tx)
+    return (f'{_e(tx, 10)} {html.escape(ds.zh if ds else "")} '
+            f'<span class="muted">({html.escape(ds.structure if ds else "")} {html.escape(ds.table if ds else "")})</span>')
 
 
 def unit_html(data: UnitData, statuses: Sequence, now: datetime) -> str:
+    """The unit's page: one section per dataset its mapping maps now (the statuses); the runs of
+    a dataset it no longer maps are kept below, folded, marked "no longer mapped", never
+    mistaken for a current failure."""
     stem = unit_key(data.org_no)
-    by_tx = {s.tx_code: s for s in statuses}
+    by_tx = {s.tx_code: s for s in statuses if s.tx_code}
     groups = reject_groups(data.rejects)
     sections = []
-    for tx in sorted(set(by_tx) | set(data.runs)):
-        ds = standard.BY_TX_CODE.get(tx)
-        s = by_tx.get(tx)
+    comma, never = _(", "), _("never")
+    h_runs, h_rejects = html.escape(_("Last runs")), html.escape(_("Rejects, duplicates and warnings"))
+    h_cleaning, no_runs = html.escape(_("What cleaning changed")), html.escape(_("No runs recorded."))
+    for tx in sorted(by_tx):
+        s = by_tx[tx]
         runs = data.runs.get(tx, [])
-        status = (f'<span class="{s.status} status">{STATUS_LABEL.get(s.status, s.status)}</span>, '
-                  f'{s.frequency}, last successful load {_when(s.last_success) or "never"}, '
-                  f'{s.records} records' if s else "")
+        status = html.escape(_("{frequency}, last successful load {last}, {records} records").format(
+            frequency=word(FREQUENCY, s.frequency), last=_when(s.last_success) or never,
+            records=s.records))
+        status = (f'<span class="{s.status} status">{html.escape(word(STATUS_LABEL, s.status))}</span>'
+                  f'{html.escape(comma)}{status}')
         mine = [g for g in groups if g["txCode"] == tx]
         audit = [a for a in data.audit if a["txCode"] == tx]
         sections.append(
             f'<section class="dataset" id="tx{_e(tx, 10)}" data-tx="{_e(tx, 10)}">'
-            f'<h2>{_e(tx, 10)} {html.escape(ds.zh if ds else "")} ({html.escape(ds.table if ds else "")})</h2>'
-            f'<p>{status}</p>'
-            + (f"<h3>Last runs</h3>{chart_svg(runs)}{_runs_table(runs)}" if runs else
-               '<p class="muted">No runs recorded.</p>')
-            + f"<h3>Rejects, duplicates and warnings</h3>{_rejects_table(mine)}"
+            f'<h2>{_dataset_title(tx)}</h2><p>{status}</p>'
+            + (f"<h3>{h_runs}</h3>{chart_svg(runs)}{_runs_table(runs)}" if runs else
+               f'<p class="muted">{no_runs}</p>')
+            + f"<h3>{h_rejects}</h3>{_rejects_table(mine)}"
             + _media_table([x for x in data.media if x["txCode"] == tx])
-            +             f"<h3>What cleaning changed</h3>{_audit_table(audit)}</section>")
+            + f"<h3>{h_cleaning}</h3>{_audit_table(audit)}</section>")
+    gone = sorted(tx for tx in data.runs if tx not in by_tx)
+    if gone:
+        marker, heading = html.escape(_("no longer mapped")), html.escape(_("No longer mapped"))
+        why = html.escape(_("Datasets this unit delivered before and its mapping no longer maps: "
+                            "their past runs, for the record. Nothing here is due or failing now."))
+        folded = "".join(
+            f'<details class="unmapped-dataset" data-tx="{_e(tx, 10)}"><summary>{_dataset_title(tx)} · '
+            f'<span class="unmapped">{marker}</span></summary>'
+            f'{_runs_table(data.runs[tx])}</details>' for tx in gone)
+        sections.append(f'<section id="unmapped"><h2>{heading}</h2><p class="muted">{why}</p>'
+                        f"{folded}</section>")
     errors = sum(1 for x in data.rejects if x["severity"] == "error")
-    body = (f'<h1>{_e(data.com_name, 200)}</h1><p>orgNo <code>{_e(data.org_no, 50)}</code> · '
-            f'{len(data.rejects)} findings in the last successful loads ({errors} rejected rows)</p>'
-            f'<p>Download every finding to fix at source: <a class="export" href="{stem}-rejects.csv" '
+    findings = _("{n} findings in the last successful loads ({errors} rejected rows)").format(
+        n=len(data.rejects), errors=errors)
+    org_no, download = html.escape(_("orgNo")), html.escape(_("Download every finding to fix at source:"))
+    body = (f'<h1>{_e(data.com_name or data.org_no, 200)}</h1><p>{org_no} '
+            f'<code>{_e(data.org_no, 50)}</code> · {html.escape(findings)}</p>'
+            f'<p>{download} <a class="export" href="{stem}-rejects.csv" '
             f'download>CSV</a> · <a class="export" href="{stem}-rejects.xlsx" download>XLSX</a></p>'
             + "".join(sections))
-    return _page(f"{_text(data.com_name, 200)} · ingestion", body, now, home="../")
+    return _page(_text(data.com_name or data.org_no, 200) + " · " + _("ingestion"), body, now, home="../")
 
 
 def write_unit(out: Path, data: UnitData, statuses: Sequence, now: datetime) -> set[str]:
@@ -730,14 +1014,19 @@ def write_unit(out: Path, data: UnitData, statuses: Sequence, now: datetime) -> 
 def _items(values: Sequence, render) -> str:
     shown = "".join(f"<li>{render(v)}</li>" for v in list(values)[:DETAILS_SHOWN])
     more = len(values) - DETAILS_SHOWN
-    return f"<ul>{shown}</ul>" + (f'<p class="muted">… and {more} more</p>' if more > 0 else "")
+    if more <= 0:
+        return f"<ul>{shown}</ul>"
+    and_more = html.escape(_("… and {n} more").format(n=more))
+    return f'<ul>{shown}</ul><p class="muted">{and_more}</p>'
 
 
 def reconcile_html(results: Sequence[dict], mappings: dict[str, Mapping], now: datetime) -> str:
+    title = _("Reconciliation")
     if not results:
-        body = ("<h1>Reconciliation</h1><p id=\"none\">No reconciliation yet: run "
-                "<code>etl reconcile MAPPING</code> (the weekly DAG reconciles every unit).</p>")
-        return _page("Reconciliation", body, now)
+        body = (f"<h1>{html.escape(title)}</h1><p id=\"none\">"
+                + html.escape(_("No reconciliation yet: run {command} (the weekly DAG reconciles every unit)."))
+                .format(command="<code>etl reconcile MAPPING</code>") + "</p>")
+        return _page(title, body, now)
     rows, details = [], []
     for x in sorted(results, key=lambda x: (x.get("orgNo", ""), x.get("txCode", ""))):
         org, tx, state = x.get("orgNo", ""), x.get("txCode", ""), x.get("state", "")
@@ -745,12 +1034,13 @@ def reconcile_html(results: Sequence[dict], mappings: dict[str, Mapping], now: d
         name = m.unit.comName if m else org
         ds = standard.BY_TX_CODE.get(tx)
         anchor = f"r-{unit_key(org)}-{token(tx)}"
+        shown_state = html.escape(word(STATE, _text(state, 20)))
         counts = "".join(f'<td class="n">{int(x.get(k) or 0)}</td>' for k in (
             "sourceValid", "targetActive", "missing", "differing", "extra", "notIngested"))
         rows.append(f'<tr class="rec" data-org="{_e(org, 50)}" data-tx="{_e(tx, 10)}" data-state="{_e(state, 20)}">'
                     f'<td><a href="units/{unit_key(org)}.html">{_e(name, 200)}</a></td><td>{_e(org, 50)}</td>'
                     f'<td>{_e(tx, 10)} {html.escape(ds.zh if ds else "")}</td>'
-                    f'<td class="{_e(state, 20)}"><a href="#{anchor}">{_e(state, 20)}</a></td>{counts}'
+                    f'<td class="{_e(state, 20)}"><a href="#{anchor}">{shown_state}</a></td>{counts}'
                     f'<td>{_e(x.get("checkedAt"), 40) if not isinstance(x.get("checkedAt"), datetime) else _when(x["checkedAt"])}</td></tr>')
         d = x.get("details") or {}
         if isinstance(d, str):
@@ -759,34 +1049,40 @@ def reconcile_html(results: Sequence[dict], mappings: dict[str, Mapping], now: d
             except ValueError:
                 d = {}
         parts = []
+        h_differing, h_missing = _("Differing records"), _("Valid source records missing in the target")
+        h_extra, h_not = _("Active target records not in the source"), _("Not ingested (rejected at validation)")
         if d.get("differing"):
-            parts.append("<h4>Differing records</h4><table class=\"differing\"><thead><tr><th>ID</th>"
-                         "<th>source key</th><th>field</th><th>source</th><th>target</th></tr></thead><tbody>"
+            heads = ("ID", _("source key"), _("field"), _("source"), _("target"))
+            parts.append(f"<h4>{html.escape(h_differing)}</h4><table class=\"differing\"><thead><tr>"
+                         + "".join(f"<th>{html.escape(h)}</th>" for h in heads) + "</tr></thead><tbody>"
                          + "".join(f'<tr><td>{_e(v.get("id"), 80)}</td><td>{_e(v.get("source_key"), 100)}</td>'
-                                   f'<td>{_e(v.get("field"), 50)}</td><td>{_e(v.get("source"), 200)}</td>'
+                                   f'<td>{_field_label(tx, v.get("field"))}</td><td>{_e(v.get("source"), 200)}</td>'
                                    f'<td>{_e(v.get("target"), 200)}</td></tr>'
                                    for v in d["differing"][:DETAILS_SHOWN] if isinstance(v, dict))
                          + "</tbody></table>")
         if d.get("missing"):
-            parts.append("<h4>Valid source records missing in the target</h4>"
+            parts.append(f"<h4>{html.escape(h_missing)}</h4>"
                          + _items(d["missing"], lambda v: f"<code>{_e(v, 100)}</code>"))
         if d.get("extra"):
-            parts.append("<h4>Active target records not in the source</h4>"
+            parts.append(f"<h4>{html.escape(h_extra)}</h4>"
                          + _items(d["extra"], lambda v: f"<code>{_e(v, 100)}</code>"))
         if d.get("not_ingested"):
-            parts.append("<h4>Not ingested (rejected at validation)</h4>" + _items(
+            parts.append(f"<h4>{html.escape(h_not)}</h4>" + _items(
                 d["not_ingested"], lambda v: " · ".join(_e(p) for p in (v if isinstance(v, list) else [v]))))
         if parts:
             details.append(f'<section id="{anchor}" class="rec-details"><h3>{_e(name, 200)} · '
-                           f'{_e(tx, 10)} · {_e(state, 20)}</h3>{"".join(parts)}</section>')
-    body = ("<h1>Reconciliation</h1><p>The last automated comparison of each reconciled dataset "
-            "with its source (5.3): in agreement when every valid source record is in the target "
-            "with equal standard fields and no other record is active.</p>"
-            '<table id="reconcile"><thead><tr><th>unit</th><th>orgNo</th><th>dataset</th><th>state</th>'
-            "<th>valid in source</th><th>active in target</th><th>missing</th><th>differing</th>"
-            "<th>extra</th><th>not ingested</th><th>checked</th></tr></thead><tbody>"
+                           f'{_e(tx, 10)} · {shown_state}</h3>{"".join(parts)}</section>')
+    heads = (_("unit"), _("orgNo"), _("dataset"), _("state"), _("valid in source"),
+             _("active in target"), _("missing"), _("differing"), _("extra"), _("not ingested"),
+             _("checked (CST)"))
+    body = (f"<h1>{html.escape(title)}</h1><p>"
+            + html.escape(_("The last automated comparison of each reconciled dataset with its "
+                            "source (5.3): in agreement when every valid source record is in the "
+                            "target with equal standard fields and no other record is active."))
+            + '</p><table id="reconcile"><thead><tr>'
+            + "".join(f"<th>{html.escape(h)}</th>" for h in heads) + "</tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>" + "".join(details))
-    return _page("Reconciliation", body, now)
+    return _page(title, body, now)
 
 
 def write_reconcile(out: Path, results: Sequence[dict], mappings: dict[str, Mapping],
