@@ -131,12 +131,16 @@ def test_a_run_triggered_through_the_rest_api_with_params_loads_the_target(
         ("ingest.transform", shard, "success"), ("plan", None, "success"),
         ("report", None, "success"), ("summarise", None, "success")]), \
         f"{states}\n{cluster.logs()}"
-    # its report updated the ingestion asset, which queued a run of the freshness DAG
+    # its load updated the assets of the txCodes it loaded (06, 07), its report the ingestion
+    # asset, which queued a run of the freshness DAG
     events = cluster.api.call("GET", f"/api/v2/assets/events?source_dag_id={DAG_ID}")["asset_events"]
-    assert [(e["source_task_id"], e["source_run_id"]) for e in events] == [("report", run_id)], events
+    assert sorted((e["name"], e["source_task_id"], e["source_run_id"]) for e in events) == [
+        ("dual_prevention_06", "ingest.load", run_id), ("dual_prevention_07", "ingest.load", run_id),
+        ("dual_prevention_ingestion", "report", run_id)], events
+    ingested = next(e["asset_id"] for e in events if e["name"] == "dual_prevention_ingestion")
     cluster.wait_for_dag("dual_prevention_freshness")
     queued = cluster.api.call("GET", "/api/v2/dags/dual_prevention_freshness/assets/queuedEvents")
-    assert [q["asset_id"] for q in queued["queued_events"]] == [events[0]["asset_id"]], queued
+    assert [q["asset_id"] for q in queued["queued_events"]] == [ingested], queued
 
     # the target holds what an in-process run of the same mapping makes of the same source
     reference_mapping = tmp_path / f"{UNIT}.yaml"
