@@ -94,18 +94,23 @@ def _parser() -> argparse.ArgumentParser:
                          description="Write one unit file, <orgNo>.yaml in --mappings-dir, per row "
                          "of a register (CSV in UTF-8 or GB18030, or XLSX; header row: orgNo / "
                          "统一社会信用代码, comName / 单位名称, and conn_id / 连接 or url_env / "
-                         "环境变量), each extending the template --extends. Refuses rows with an "
-                         "invalid orgNo (GB 32100 check character), a duplicate, an orgNo another "
-                         "file already holds, and (without --overwrite) a file that exists and "
-                         "differs, one line each with its line number; the good rows are still "
-                         "written. Exit 2 when any row was refused, else 0.")
+                         "环境变量), each extending the template --extends, plus a column per "
+                         "setting the template declares under per_unit: (file base 附件目录, "
+                         "schema 模式, time zone 时区 ...; other columns are warned about). "
+                         "Refuses rows with an invalid orgNo (GB 32100 check character) or "
+                         "setting, a duplicate, an orgNo another file already holds, one line "
+                         "each with its line number; the good rows are still written. Exit 2 when "
+                         "any row was refused, else 0. Run again on a changed register, it updates "
+                         "the files still as it wrote them and leaves alone (naming them) files "
+                         "edited by hand or not its own, unless --overwrite.")
     onb.add_argument("register", type=Path, metavar="REGISTER", help="units.csv or units.xlsx")
     onb.add_argument("--extends", required=True, metavar="TEMPLATE",
                      help="the system template, relative to --mappings-dir: systems/x.yaml")
     onb.add_argument("--mappings-dir", type=Path, default=Path("mappings"),
                      help="folder of unit files (default: mappings)")
     onb.add_argument("--overwrite", action="store_true",
-                     help="replace unit files that exist and differ from their row")
+                     help="replace unit files that differ from their row even when edited by "
+                     "hand or not written by etl onboard")
 
     init = sub.add_parser("init-target", help="create or upgrade the target schema in place",
                           description="Create or upgrade the target schema; harmless to repeat. "

@@ -211,14 +211,20 @@ def _breaks(line: str, users: list[str]) -> str:
 
 def onboard(register: Path, extends: str, *, mappings_dir: Path = Path("mappings"),
             overwrite: bool = False) -> int:
-    """`etl onboard`: the refused rows on stderr, one line each; 2 when any was refused."""
+    """`etl onboard`: the refused rows and the files left alone on stderr, one line each; 2
+    when any row was refused (a file left alone is named, not an error)."""
     from etl.onboarding import onboard as register_
 
     out = register_.onboard(register, extends, mappings_dir=mappings_dir, overwrite=overwrite)
-    for line in out.refused:
+    for line in out.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    for line in out.refused + out.left_alone:
         print(line, file=sys.stderr)
+    for path in out.updated:
+        print(f"{path}: updated")
     print(f"{register}: {len(out.written)} unit file(s) written, {len(out.unchanged)} unchanged, "
-          f"{len(out.refused)} row(s) refused, in {mappings_dir} (extends {extends})")
+          f"{len(out.refused)} row(s) refused, {len(out.updated)} updated, {len(out.left_alone)} "
+          f"left alone, in {mappings_dir} (extends {extends})")
     return 2 if out.refused else 0
 
 

@@ -102,19 +102,31 @@ def test_invalid_duplicate_and_onboarded_rows_are_refused_by_line(mappings: Path
         [f"{org(1)}.yaml", f"{org(6)}.yaml", "南京老单位.yaml"])  # the good rows are written
 
 
-def test_existing_files_are_kept_unless_overwrite(mappings: Path, tmp_path: Path, capsys) -> None:
+def test_files_as_written_are_updated_hand_edited_kept_unless_overwrite(mappings: Path, tmp_path: Path,
+                                                                       capsys) -> None:
+    """Issue 25: a changed register updates the files onboard wrote (their first line's sha256
+    says they are still as written); a file edited by hand since is left alone and named,
+    exit 0 (no row was refused), until --overwrite."""
     register = write_csv(tmp_path / "units.csv", [["orgNo", "comName", "conn_id"], [org(1), "一号", "c1"]])
     assert onboard(register, mappings) == 0
     path = mappings / f"{org(1)}.yaml"
-    first = path.read_bytes()
     assert onboard(register, mappings) == 0  # again: unchanged
     assert "0 unit file(s) written, 1 unchanged" in capsys.readouterr().out
     write_csv(register, [["orgNo", "comName", "conn_id"], [org(1), "一号", "c1_new"]])
-    assert onboard(register, mappings) == 2
-    assert f"line 2: {path} exists and differs from this row: kept; pass --overwrite" in capsys.readouterr().err
-    assert path.read_bytes() == first
-    assert onboard(register, mappings, "--overwrite") == 0
+    assert onboard(register, mappings) == 0
+    out = capsys.readouterr().out
+    assert f"{path}: updated" in out and "1 updated, 0 left alone" in out
     assert load_mapping(path).source_for("06").conn_id == "c1_new"
+    edited = path.read_text(encoding="utf-8").replace('"c1_new"', '"c1_by_hand"')
+    path.write_text(edited, encoding="utf-8")
+    write_csv(register, [["orgNo", "comName", "conn_id"], [org(1), "一号", "c1_newer"]])
+    assert onboard(register, mappings) == 0
+    out, err = capsys.readouterr()
+    assert err == (f"{path}: left alone: edited by hand since etl onboard wrote it; register line 2 "
+                   f"differs: remove the file or pass --overwrite to replace it\n")
+    assert "0 updated, 1 left alone" in out and path.read_text(encoding="utf-8") == edited
+    assert onboard(register, mappings, "--overwrite") == 0
+    assert load_mapping(path).source_for("06").conn_id == "c1_newer"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 

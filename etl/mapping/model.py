@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -24,6 +24,7 @@ from etl.common.masking import is_secret_param, mask_url
 from etl.mapping.sql_guard import select_problem, unsafe_url_options
 
 FREQUENCY = re.compile(r"^(daily|weekly|hourly|\d+min)$")
+SCHEMA_NAME = re.compile(r"^[^\W\d][\w$]{0,62}$")
 #: How often the "frequent" DAG ticks; `hourly` and `Nmin` frequency overrides run on it.
 TICK_MINUTES = 5
 
@@ -44,7 +45,12 @@ class _Model(BaseModel):
 
 
 class SourceSpec(_Model):
-    """Where a unit's data lives: exactly one of an env var, an Airflow connection or a URL."""
+    """Where a unit's data lives: exactly one of an env var, an Airflow connection or a URL.
+    `schema` names the schema of the tables its datasets name without one (units of one system
+    often keep the same tables in a schema of their own): `apply_unit_defaults` qualifies them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_alias=True,
+                              validate_by_name=False, serialize_by_alias=True)
 
     url_env: str | None = None
     conn_id: str | None = None
@@ -53,6 +59,16 @@ class SourceSpec(_Model):
     connect_timeout_s: float = 30.0  # connecting; SQLite's wait for a locked file
     timezone: str = "Asia/Shanghai"  # the zone of the source's zone-less timestamps
     require_tls: bool = False  # refuse a connection without TLS (etl.common.outbound; ETL_REQUIRE_TLS: all)
+    #: `schema:` in the file (a BaseModel attribute has the name): tables named without a schema
+    db_schema: str | None = Field(default=None, alias="schema")
+
+    @field_validator("db_schema")
+    @classmethod
+    def _schema_name(cls, v: str | None) -> str | None:
+        if v is not None and not SCHEMA_NAME.match(v):
+            raise ValueError(f"schema: {short(v)!r} is not a schema name (letters, digits, _ $ and "
+                             f"non-ASCII letters; no dot)")
+        return v
 
     @field_validator("timezone")
     @classmethod
@@ -101,6 +117,63 @@ class SourceSpec(_Model):
         return mask_url(self.url or "")
 
 
+class FilesSpec(_Model):
+    """A unit's attachment base (`files:` at the top of a mapping): the folder or URL its M
+    fields' paths are relative to, for every `file:` rule that names no base of its own (a
+    system template's `file: {}`), so a unit of that system gives it once (and a register as a
+    column). One of the three, as in `file:`."""
+
+    base: str | None = None
+    base_env: str | None = None
+    conn_id: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "FilesSpec":
+        given = [k for k in FILE_BASES if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("files: give exactly one of base (a folder or URL), base_env (an "
+                             "environment variable holding it) or conn_id (an Airflow connection)")
+        if self.base and (where := _base_secrets(self.base)):
+            raise ValueError(f"files.base holds a password ({', '.join(where)}): put the base in an "
+                             f"environment variable (base_env) or an Airflow connection (conn_id)")
+        return self
+
+
+FILE_BASES = ("base", "base_env", "conn_id")
+
+
+def apply_unit_defaults(raw: Any) -> Any:
+    """A mapping's raw values with the unit-wide settings applied where a rule leaves them out:
+    `files:` to each `file:` naming no base (nor blob), `source.schema` (a dataset's own
+    source's, when it has one) to each `table:` named without a schema. Idempotent (a table with
+    a schema and a file with a base are left as they are), so a validated model read back
+    from JSON is the same model. Anything malformed is left for validation to report."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("datasets"), dict):
+        return raw
+    files = raw.get("files")
+    base = ({k: v for k, v in files.items() if k in FILE_BASES and v not in (None, "")}
+            if isinstance(files, dict) else {})
+    top = raw.get("source")
+    top_schema = top.get("schema") if isinstance(top, dict) else None
+    datasets = {}
+    for tx, ds in raw["datasets"].items():
+        if isinstance(ds, dict):
+            ds = dict(ds)
+            own = ds.get("source")
+            schema = own.get("schema") if isinstance(own, dict) else top_schema
+            if isinstance(schema, str) and schema and isinstance(ds.get("table"), str) \
+                    and "." not in ds["table"] and ds["table"].strip():
+                ds["table"] = f"{schema}.{ds['table']}"
+            if base and isinstance(ds.get("fields"), dict):
+                ds["fields"] = {name: ({**rule, "file": {**base, **rule["file"]}}
+                                       if isinstance(rule, dict) and isinstance(rule.get("file"), dict)
+                                       and not any(rule["file"].get(k) not in (None, "")
+                                                   for k in (*FILE_BASES, "blob")) else rule)
+                                for name, rule in ds["fields"].items()}
+        datasets[tx] = ds
+    return {**raw, "datasets": datasets}
+
+
 class DeletedSpec(_Model):
     column: str
     value: Any = 1
@@ -130,7 +203,8 @@ class FileSpec(_Model):
         if len(given) != 1:
             raise ValueError("file: give exactly one of base (a folder or URL), base_env (an "
                              "environment variable holding it), conn_id (an Airflow connection) "
-                             "or blob (a column holding the bytes)")
+                             "or blob (a column holding the bytes), or none of them and the "
+                             "unit's files: base at the top of the mapping")
         if self.base and (where := _base_secrets(self.base)):
             raise ValueError(f"file.base holds a password ({', '.join(where)}): put the base in an "
                              f"environment variable (base_env) or an Airflow connection (conn_id)")
@@ -307,8 +381,14 @@ class UnitSpec(_Model):
 class MappingModel(_Model):
     unit: UnitSpec
     source: SourceSpec | None = None
+    files: FilesSpec | None = None
     checks: dict[str, Any] | None = None
     datasets: dict[str, DatasetSpec]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unit_defaults(cls, v: Any) -> Any:
+        return apply_unit_defaults(v)
 
     @field_validator("datasets", mode="before")
     @classmethod
@@ -515,6 +595,7 @@ def _canonical(value: str, f: standard.Field) -> str:
 
 
 def problems_of(raw: dict) -> list[tuple[str, str]]:
+    raw = apply_unit_defaults(raw)
     datasets = raw.get("datasets")
     out: list[tuple[str, str]] = []
     try:

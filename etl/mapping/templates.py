@@ -20,25 +20,116 @@ Rules (README "Onboarding many units"):
   file); a problem of the resolved mapping names the file its key came from.
 - The digest of a unit that extends covers every file of its chain, so a changed template
   changes `mappingHash` and misses the planning cache.
+- A template may declare `per_unit:` settings, each a name and the mapping key a unit fills
+  (`schema: source.schema`, `file_base: {key: files.base, required: true}`): what differs
+  between units of one system beside their unit and connection, which a register gives as
+  columns (`etl onboard`). Only keys a unit file may set are accepted (PER_UNIT_KEYS); a unit
+  file has no `per_unit:`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from etl.common.errors import MappingError
-from etl.mapping.model import problems_of, short, tx_key, tx_twins
+from etl.mapping.model import (FILE_BASES, FilesSpec, SourceSpec, problems_of, short, tx_key,
+                               tx_twins)
 from etl.mapping.reading import discover, display, parse_yaml, read_mapping_file
 
 EXTENDS = "extends"
+PER_UNIT = "per_unit"
 MAX_DEPTH = 8           # templates in one chain: a vendor, its versions, a province's variant
 CONNECTION = ("url_env", "conn_id", "url")
 TABLE_OR_QUERY = ("table", "query")
+#: The mapping keys a template's `per_unit:` may name: the source's settings (not its
+#: connection, which a register gives in its own columns) and the unit's attachment base.
+PER_UNIT_KEYS = tuple([f"source.{f.alias or name}" for name, f in SourceSpec.model_fields.items()
+                       if name not in CONNECTION] + [f"files.{k}" for k in FilesSpec.model_fields])
+PER_UNIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
+RESERVED_NAMES = ("orgNo", "comName", "conn_id", "url_env", "unit", "source", "extends")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting a template leaves to each unit: `name` (a register's column), the mapping
+    `key` it fills (`source.schema`), whether a unit must give it, and what it is."""
+
+    name: str
+    key: str
+    required: bool = False
+    description: str = ""
+
+
+def per_unit_problems(layer: "Layer") -> list[str]:
+    """A template's `per_unit:` declarations that are wrong, one line each naming the file and
+    the key: a name a register column cannot be, a mapping key a unit may not set."""
+    shown = display(layer.path)
+    raw = layer.raw.get(PER_UNIT)
+    if PER_UNIT not in layer.raw:
+        return []
+    if "unit" in layer.raw:
+        return [f"{shown} [{PER_UNIT}] a unit file gives its settings, it declares none: move "
+                f"per_unit: to its template"]
+    if not isinstance(raw, dict):
+        return [f"{shown} [{PER_UNIT}] map each setting's name to the mapping key it fills, e.g. "
+                f"per_unit: {{schema: source.schema, file_base: files.base}}"]
+    out, keys = [], {}
+    for name, spec in raw.items():
+        where = f"{shown} [{PER_UNIT}.{short(str(name))}]"
+        if spec is None:
+            continue  # removes a setting a deeper template declared
+        if not isinstance(name, str) or not PER_UNIT_NAME.match(name) or name in RESERVED_NAMES:
+            out.append(f"{where} {short(str(name))!r} cannot name a register column: use letters, "
+                       f"digits and _ (not {', '.join(RESERVED_NAMES)})")
+            continue
+        spec = {"key": spec} if isinstance(spec, str) else spec
+        if not isinstance(spec, dict):
+            out.append(f"{where} give the mapping key it fills (source.schema), or {{key: ..., "
+                       f"required: true, description: ...}}")
+            continue
+        if unknown := [k for k in spec if k not in ("key", "required", "description")]:
+            out.append(f"{where} unknown key {short(str(unknown[0]))!r}: use key, required, description")
+            continue
+        key = spec.get("key")
+        if key not in PER_UNIT_KEYS:
+            out.append(f"{where} {short(str(key))!r} is not a key a unit may set: use one of "
+                       f"{', '.join(PER_UNIT_KEYS)}")
+        elif key in keys:
+            out.append(f"{where} {key} is also filled by per_unit.{keys[key]}: keep one")
+        else:
+            keys[key] = name
+        if not isinstance(spec.get("required", False), bool):
+            out.append(f"{where} required: is true or false")
+        if not isinstance(spec.get("description", ""), str):
+            out.append(f"{where} description: is text")
+    bases = [k for k in keys if k.startswith("files.")]
+    if len(bases) > 1:
+        out.append(f"{shown} [{PER_UNIT}] {' and '.join(bases)}: a unit gives one attachment base: "
+                   f"declare one of {', '.join('files.' + b for b in FILE_BASES)}")
+    return out
+
+
+def settings_of(resolved: "Resolved") -> list[Setting]:
+    """The per-unit settings of a resolved template chain, deepest first, a nearer template's
+    declaration of a name replacing a deeper one's (null removes it). Valid: `chain` checked."""
+    merged: dict[str, Setting] = {}
+    for lay in reversed(resolved.layers):
+        if not is_template(lay.raw) or not isinstance(lay.raw.get(PER_UNIT), dict):
+            continue
+        for name, spec in lay.raw[PER_UNIT].items():
+            if spec is None:
+                merged.pop(name, None)
+                continue
+            spec = {"key": spec} if isinstance(spec, str) else spec
+            merged[name] = Setting(name, spec["key"], bool(spec.get("required", False)),
+                                   str(spec.get("description", "")))
+    return list(merged.values())
 
 
 class ChainError(MappingError):
@@ -209,7 +300,7 @@ def chain(path: Path, data: bytes, raw: dict, root: Path | None = None) -> list[
         if "unit" in layer.raw:
             raise ChainError(str(unit), [(display(target), f"{display(target)} [unit] a template "
                                      f"names no unit: keep unit: in the unit files that extend it")])
-        if found := connection_problems(layer):
+        if found := connection_problems(layer) + per_unit_problems(layer):
             raise ChainError(str(unit), [(display(target), line) for line in found])
         layers.append(layer)
     return layers
@@ -263,8 +354,9 @@ def resolve(path: Path, data: bytes, raw: dict, root: Path | None = None) -> Res
     if twins:
         raise ChainError(display(path), twins)
     resolved = Resolved({}, layers, Path(os.path.normpath(root or path.parent)))
-    for lay in reversed(layers):
-        _merge_top(resolved.raw, lay.raw, lay.path, resolved.origins)
+    for lay in reversed(layers):  # a template's per_unit: is for `etl onboard`, not a key of a unit
+        over = {k: v for k, v in lay.raw.items() if k != PER_UNIT} if is_template(lay.raw) else lay.raw
+        _merge_top(resolved.raw, over, lay.path, resolved.origins)
     return resolved
 
 
@@ -317,6 +409,9 @@ def _merge_top(out: dict, over: dict, path: Path, origins: dict) -> None:
                         lambda o, v2, w, p, og: _merge_flat(o, v2, w, p, og, CONNECTION))
         elif k == "checks":
             _merge_into(out, k, v, (), path, origins, _merge_flat)
+        elif k == "files":  # one base: a unit's replaces the template's
+            _merge_into(out, k, v, (), path, origins,
+                        lambda o, v2, w, p, og: _merge_flat(o, v2, w, p, og, FILE_BASES))
         elif k == "datasets" and isinstance(v, dict):
             v = {tx_key(tx): ds for tx, ds in v.items()}
             _merge_into(out, k, v, (), path, origins, _merge_datasets)
@@ -410,7 +505,7 @@ def standalone_problems(template: Path, root: Path) -> list[str]:
 
     try:
         layer = read_layer(template, read_mapping_file(template))
-        if found := connection_problems(layer):
+        if found := connection_problems(layer) + per_unit_problems(layer):
             return found
         resolved = resolve(template, layer.data, layer.raw, root)
     except MappingError as e:

@@ -11,6 +11,14 @@ Rows that are wrong are refused, each on one line with its line number, and the 
 still written: fixing the refused rows and running again writes only them (a file that exists
 with the same content is left as it is). Exit 2 when any row was refused.
 
+What else differs between units of one system (the attachments' base, a schema, a time zone)
+the template declares under `per_unit:`, and the register gives as columns of those names
+(`PATH_HEADERS` adds Chinese ones); a column neither the register nor the template names is
+warned about. Each file starts with a line recording the register, the row and the sha256 of
+what follows it: running again on a changed register rewrites the files still as onboard wrote
+them ("updated") and leaves alone, named, a file edited by hand or not written by onboard,
+unless --overwrite.
+
 A register is bounded by what it expands to, not only by its file size: lines, rows, columns
 and cells while it is read, and for an XLSX (a zip) the uncompressed sizes its zip declares,
 checked before openpyxl reads a byte (a 1 MB workbook can inflate to 1 GB). Over a bound:
@@ -20,11 +28,12 @@ one line naming the register and the bound, exit 2, nothing written.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +64,21 @@ HEADERS: dict[str, tuple[str, ...]] = {
     "conn_id": ("conn_id", "connection", "Airflow连接", "连接", "连接ID", "连接标识"),
     "url_env": ("url_env", "环境变量", "URL环境变量", "连接环境变量", "源环境变量"),
 }
+#: Header spellings accepted for a per-unit setting beside its name and its key, by the key.
+PATH_HEADERS: dict[str, tuple[str, ...]] = {
+    "files.base": ("附件目录", "附件路径", "附件地址", "附件根目录", "文件目录"),
+    "files.base_env": ("附件环境变量",),
+    "files.conn_id": ("附件连接",),
+    "source.schema": ("模式", "数据库模式", "架构"),
+    "source.timezone": ("时区",),
+    "source.statement_timeout_s": ("查询超时",),
+    "source.connect_timeout_s": ("连接超时",),
+    "source.require_tls": ("要求TLS",),
+}
+#: A unit file's first line, as onboard writes it: the sha256 is that of the rest of the file.
+MARK = re.compile(rb"^# Written by etl onboard from .* \(sha256:([0-9a-f]{64})\)\r?$")
+#: The first line of a file an onboard before the sha256 wrote.
+LEGACY_MARK = "# Written by `etl onboard`: this unit's own keys; its datasets come from the template.\n"
 CONN_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")   # Airflow's rule for a connection id
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 COM_NAME_LENGTH = 200                                 # the standard's comName (A.2)
@@ -79,6 +103,9 @@ class Outcome:
     written: list[Path]
     unchanged: list[Path]
     refused: list[str]
+    updated: list[Path] = field(default_factory=list)
+    left_alone: list[str] = field(default_factory=list)  # one line each: the file and why
+    warnings: list[str] = field(default_factory=list)
 
 
 # --- reading the register -----------------------------------------------------------------------
@@ -87,6 +114,12 @@ class Outcome:
 def read_register(path: Path) -> list[Row]:
     """The register's rows with their line numbers (CSV: UTF-8 with or without BOM, or GB18030
     as Excel in China saves it; XLSX: the first sheet). The header row names the columns."""
+    return read_register_with(path, {})[0]
+
+
+def read_register_with(path: Path, settings: dict[str, tuple[str, ...]]) -> tuple[list[Row], list[str]]:
+    """`read_register`, with the per-unit settings' columns too (setting name -> header
+    spellings; the value under the name), and the headers of the columns it ignores."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such register file: give a .csv or .xlsx of units")
     if path.stat().st_size > MAX_REGISTER_BYTES:
@@ -100,9 +133,14 @@ def read_register(path: Path) -> list[Row]:
     except StopIteration:
         raise ConfigError(f"{path}: empty: the first row names the columns "
                           f"({', '.join(COLUMNS)})") from None
+    by_header = {**{_norm(h): name for name, spellings in settings.items() for h in spellings},
+                 **_BY_HEADER}
     columns: dict[int, str] = {}
+    ignored: list[str] = []
     for i, name in enumerate(header):
-        col = _BY_HEADER.get(_norm(str(name or "")))
+        col = by_header.get(_norm(str(name or "")))
+        if col is None and _text(name):
+            ignored.append(_text(name)[:60])
         if col and col in columns.values():
             raise ConfigError(f"{path} line {header_line}: two columns are {col}: keep one")
         if col:
@@ -123,7 +161,7 @@ def read_register(path: Path) -> list[Row]:
         numeric = "orgNo" in values and any(isinstance(cells[i], (int, float)) for i, c in
                                            columns.items() if c == "orgNo" and i < len(cells))
         rows.append(Row(line, values, numeric))
-    return rows
+    return rows, ignored
 
 
 def _bounded(path: Path, lines):
@@ -373,18 +411,89 @@ def row_problem(row: Row) -> str | None:
     return None
 
 
-def unit_text(extends: str, row: Row) -> str:
-    """A unit file: its template, its unit and its source, nothing else. Values are written as
-    JSON strings, which YAML reads as they are (a name with `:` or `#` stays one value)."""
-    def q(s: str) -> str:
-        return json.dumps(s, ensure_ascii=False)
+def _q(v: Any) -> str:
+    return json.dumps(v, ensure_ascii=False)
 
+
+def unit_body(extends: str, row: Row, settings: dict[str, Any] | None = None) -> str:
+    """A unit file below its first line: its template, its unit, its source and the per-unit
+    settings (`{"source.schema": "hz"}`), nothing else. Values are written as JSON, which YAML
+    reads as they are (a name with `:` or `#` stays one value)."""
     v = row.values
-    source = f"  conn_id: {q(v['conn_id'])}" if v.get("conn_id") else f"  url_env: {q(v['url_env'])}"
-    return (f"# Written by `etl onboard`: this unit's own keys; its datasets come from the template.\n"
-            f"extends: {q(extends)}\n"
-            f"unit:\n  orgNo: {q(v['orgNo'].strip().upper())}\n  comName: {q(v['comName'])}\n"
-            f"source:\n{source}\n")
+    blocks: dict[str, list[str]] = {"source": [f"  conn_id: {_q(v['conn_id'])}" if v.get("conn_id")
+                                               else f"  url_env: {_q(v['url_env'])}"]}
+    for key, value in (settings or {}).items():
+        top, name = key.split(".", 1)
+        blocks.setdefault(top, []).append(f"  {name}: {_q(value)}")
+    return (f"extends: {_q(extends)}\n"
+            f"unit:\n  orgNo: {_q(v['orgNo'].strip().upper())}\n  comName: {_q(v['comName'])}\n"
+            + "".join(f"{top}:\n" + "\n".join(lines) + "\n" for top, lines in blocks.items()))
+
+
+def unit_text(extends: str, row: Row, settings: dict[str, Any] | None = None,
+              register: str = "a register") -> str:
+    """A unit file as onboard writes it: a first line naming the register and the row, with
+    the sha256 of the rest, by which a later run knows the file is still as it wrote it."""
+    body = unit_body(extends, row, settings)
+    where = "".join(ch if ch.isprintable() else "?" for ch in register)[:120]
+    return (f"# Written by etl onboard from {where} line {row.line}; edited, it is left alone "
+            f"(sha256:{hashlib.sha256(body.encode('utf-8')).hexdigest()})\n" + body)
+
+
+def _legacy_text(extends: str, row: Row) -> str:
+    """What an onboard before per-unit settings wrote for `row`."""
+    return LEGACY_MARK + unit_body(extends, row)
+
+
+def _as_written(data: bytes) -> bytes | None:
+    """The body of a file still exactly as onboard wrote it (its first line's sha256 matches
+    the rest), else None."""
+    first, _, body = data.partition(b"\n")
+    m = MARK.match(first)
+    return body if m and hashlib.sha256(body).hexdigest() == m.group(1).decode() else None
+
+
+def setting_headers(settings: list) -> dict[str, tuple[str, ...]]:
+    """Setting name -> the headers a register may give its column: the name, the key it fills
+    and the key's Chinese spellings."""
+    return {s.name: (s.name, s.key, *PATH_HEADERS.get(s.key, ())) for s in settings}
+
+
+def setting_values(row: Row, settings: list, base_source: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The row's per-unit values by mapping key, typed as the mapping reads them, or the
+    problem of the first that is missing or wrong."""
+    from pydantic import ValidationError
+
+    from etl.mapping import SourceSpec
+    from etl.mapping.model import FilesSpec
+
+    out: dict[str, Any] = {}
+    for s in settings:
+        value = row.values.get(s.name, "")
+        if not value:
+            if s.required:
+                return {}, (f"{s.name} is empty: the template needs it for each unit ({s.key}"
+                            f"{': ' + s.description[:80] if s.description else ''})")
+            continue
+        out[s.key] = value
+    source = {k.split(".", 1)[1]: v for k, v in out.items() if k.startswith("source.")}
+    conn = {k: row.values[k] for k in ("conn_id", "url_env") if row.values.get(k)}
+    files = {k.split(".", 1)[1]: v for k, v in out.items() if k.startswith("files.")}
+    try:
+        spec = SourceSpec.model_validate(base_source | source | conn)
+        if files:
+            FilesSpec.model_validate(files)
+    except ValidationError as e:
+        return {}, "; ".join(f"{_setting_of(err['loc'], settings, bool(files))}"
+                             f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())[:300]
+    dumped = spec.model_dump(mode="json")
+    return {k: dumped[k.split(".", 1)[1]] if k.startswith("source.") else v for k, v in out.items()}, None
+
+
+def _setting_of(loc: tuple, settings: list, files: bool) -> str:
+    key = f"source.{loc[0]}" if loc else ("files" if files else "source")
+    name = next((s.name for s in settings if s.key == key), None)
+    return f"{name} ({key}): " if name else ("" if not loc else f"{'.'.join(map(str, loc))}: ")
 
 
 def _onboarded(mappings_dir: Path) -> dict[str, Path]:
@@ -449,28 +558,34 @@ def _write(path: Path, text: str, overwrite: bool) -> bool:
 
 def onboard(register: Path, extends: str, *, mappings_dir: Path = Path("mappings"),
             overwrite: bool = False) -> Outcome:
-    """Write a unit file per good row of `register`; the refused rows' lines in `refused`."""
-    from pydantic import ValidationError
-
-    from etl.mapping import SourceSpec, UnitSpec, parse_yaml, read_mapping_file
-    from etl.mapping.templates import CONNECTION, own_source_datasets, resolve
+    """Write a unit file per good row of `register`; the refused rows' lines in `refused`,
+    files kept as they are (edited by hand, or not onboard's) in `left_alone`."""
+    from etl.mapping import UnitSpec, parse_yaml, read_mapping_file
+    from etl.mapping.loading import parse_mapping
+    from etl.mapping.templates import CONNECTION, own_source_datasets, resolve, settings_of
 
     extends = extends.strip().replace(os.sep, "/")
     _check_template(mappings_dir, extends)
     path = mappings_dir / extends
     data = read_mapping_file(path)
-    template = resolve(path, data, parse_yaml(path, data), mappings_dir).raw
+    resolved = resolve(path, data, parse_yaml(path, data), mappings_dir)
+    template = resolved.raw
     if own := own_source_datasets(template):  # a second database each unit must name
         raise ConfigError(f"--extends {extends}: dataset(s) {', '.join(own)} of the template live "
                           f"in a database of their own (datasets.{own[0]}.source), and a register "
                           f"gives one connection per unit: write these units' files by hand, "
                           f"each naming datasets: {{\"{own[0]}\": {{source: {{conn_id: ...}}}}}}")
-    rows = read_register(register)
+    settings = settings_of(resolved)
+    rows, ignored = read_register_with(register, setting_headers(settings))
     base_source = {k: v for k, v in (template.get("source") or {}).items()
                    if k not in CONNECTION}
     existing = _onboarded(mappings_dir)
     seen: dict[str, int] = {}
     out = Outcome([], [], [])
+    declared = ", ".join(s.name for s in settings) or "none"
+    out.warnings += [f"{register}: column {name!r} is neither a register column (orgNo, comName, "
+                     f"conn_id, url_env) nor a per-unit setting of {extends} ({declared}): ignored"
+                     for name in ignored]
     private.makedirs(mappings_dir)
     for row in rows:
         problem = row_problem(row)
@@ -481,33 +596,47 @@ def onboard(register: Path, extends: str, *, mappings_dir: Path = Path("mappings
         if problem is None and org in existing and existing[org].name != target.name:
             problem = (f"orgNo {org} is already onboarded in {existing[org]}: remove the row, or "
                        f"that file first")
+        values: dict[str, Any] = {}
         if problem is None:
-            try:  # what the template leaves to the unit: its unit and its source
+            try:  # what the template leaves to the unit: its unit, its source, its settings
                 UnitSpec.model_validate({"orgNo": org, "comName": row.values["comName"]})
-                SourceSpec.model_validate(base_source | {k: row.values[k] for k in ("conn_id", "url_env")
-                                                         if row.values.get(k)})
-            except ValidationError as e:
-                problem = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'source'}: "
-                                    f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())[:300]
+            except Exception as e:  # a pydantic ValidationError
+                problem = str(e).splitlines()[-1][:300]
+        if problem is None:
+            values, problem = setting_values(row, settings, base_source)
         seen.setdefault(org, row.line)
+        text = "" if problem else unit_text(extends, row, values, register.name)
+        if problem is None:  # the whole mapping, as `etl check` will read it
+            try:
+                parse_mapping(target, text.encode("utf-8"))
+            except MappingError as e:
+                first = e.problems[0] if e.problems else ""
+                problem = f"the unit file would not be valid: {first[first.find('['):][:300]}"
         if problem is not None:
             out.refused.append(f"{register} line {row.line}: {problem}")
             continue
-        text = unit_text(extends, row)
+        replace = False
         if target.exists():
             try:
-                same = target.read_bytes() == text.encode("utf-8")
+                current = target.read_bytes() if target.stat().st_size <= 1_000_000 else b""
             except OSError:
-                same = False
-            if same:
+                current = b""
+            body = text.split("\n", 1)[1].encode("utf-8")
+            ours = _as_written(current)
+            if ours == body:
                 out.unchanged.append(target)
                 continue
-            if not overwrite:
-                out.refused.append(f"{register} line {row.line}: {target} exists and differs "
-                                   f"from this row: kept; pass --overwrite to replace it")
+            if ours is None and current == _legacy_text(extends, row).encode("utf-8"):
+                ours = current  # an earlier onboard's file for this very row
+            if ours is None and not overwrite:
+                why = ("edited by hand since etl onboard wrote it" if MARK.match(current.split(b"\n", 1)[0])
+                       else "not written by etl onboard (or by one before it recorded what it wrote)")
+                out.left_alone.append(f"{target}: left alone: {why}; register line {row.line} "
+                                      f"differs: remove the file or pass --overwrite to replace it")
                 continue
-        if _write(target, text, overwrite):
-            out.written.append(target)
+            replace = True
+        if _write(target, text, replace):
+            (out.updated if replace else out.written).append(target)
         else:
             out.refused.append(f"{register} line {row.line}: {target} appeared meanwhile: kept; "
                                f"pass --overwrite to replace it")
