@@ -516,6 +516,8 @@ def standalone_problems(template: Path, root: Path) -> list[str]:
     source = raw.get("source")
     if source is None or (isinstance(source, dict) and not any(source.get(k) for k in CONNECTION)):
         raw["source"] = {**PLACEHOLDER_SOURCE, **(source or {})}  # the units give the connection
+    if "files" not in raw and any(st.key.startswith("files.") for st in settings_of(resolved)):
+        raw["files"] = {"base_env": "ETL_TEMPLATE_CHECK_FILES"}  # each unit gives its base
     own = own_source_datasets(raw)
     if own:  # datasets in a database of their own: each unit names that connection too
         raw["datasets"] = {tx: ({**ds, "source": {**PLACEHOLDER_SOURCE, **ds["source"]}}
