@@ -195,3 +195,28 @@ def test_a_unit_file_declares_no_per_unit_and_file_rules_need_a_base(mappings: P
     said = text.out + text.err
     assert "[per_unit] unknown key 'per_unit'" in said
     assert "[datasets.04.fields.fileAppendix.file] file: give exactly one of base" in said
+
+
+def test_a_units_schema_reads_its_tables_from_a_real_sqlite_source(mappings: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The register's schema qualifies the template's tables: on SQLite, `main` reads the
+    demo's rows and a schema the database has not is an error naming it."""
+    import sqlalchemy as sa
+
+    from etl.onboarding.demo_data import make_demo_sources
+    from etl.source.extract import select_statement
+
+    source = make_demo_sources(tmp_path / "var")["demo_jinling_chem"]
+    register = write_csv(tmp_path / "units.csv", [
+        ["orgNo", "comName", "url_env", "file_base", "schema", "timezone"],
+        [org(1), "一号", "U1", str(tmp_path / "files"), "main", "UTC"],
+        [org(2), "二号", "U2", str(tmp_path / "files"), "elsewhere", ""]])
+    assert onboard(register, mappings) == 0
+    one, two = load_mapping(mappings / f"{org(1)}.yaml"), load_mapping(mappings / f"{org(2)}.yaml")
+    engine = sa.create_engine(f"sqlite:///{source}")
+    with engine.connect() as conn:
+        rows = conn.execute(select_statement(one.datasets["06"])).all()
+        assert len(rows) > 0 and one.source_for("06").timezone == "UTC"
+        with pytest.raises(sa.exc.OperationalError, match="elsewhere"):
+            conn.execute(select_statement(two.datasets["06"]))
+    engine.dispose()
