@@ -772,7 +772,8 @@ def read_dictionaries(conn: sa.Connection, tables: list[Table], schema: str | No
 
 def _fuzzy_value(text: str, enum: tuple[str, ...]) -> tuple[str | None, float]:
     """The enumeration value a Chinese label or code spells most like (its synonyms included):
-    fuzzy ratio, 90 when the value starts with the text."""
+    fuzzy ratio, 90 when the value starts with the text, 85 when the text starts with one of
+    the value's spellings (设备设施 and 设备)."""
     best, best_score = None, 0.0
     if not _has_cjk(text):
         return None, 0.0
@@ -781,6 +782,8 @@ def _fuzzy_value(text: str, enum: tuple[str, ...]) -> tuple[str | None, float]:
             score = fuzz.ratio(_norm_zh(text), _norm_zh(s))
             if _norm_zh(s).startswith(_norm_zh(text)):
                 score = max(score, 90.0)
+            elif len(_norm_zh(s)) >= 2 and _norm_zh(text).startswith(_norm_zh(s)):
+                score = max(score, 85.0)
             if score > best_score:
                 best, best_score = canon, score
     return best, best_score
@@ -805,7 +808,7 @@ def _quoted_type(v: str) -> str:
 
 
 def propose_from_dictionaries(f: standard.Field, column: str, sample: list[str],
-                              dictionaries: list[Dictionary]) -> ValueMap | None:
+                              dictionaries: list[Dictionary], bare: str | None = None) -> ValueMap | None:
     """A `values:` map for an enumerated column whose codes all stand in one dictionary list
     (one type of a generic dictionary, or a dedicated code table), through the codes' labels;
     None when no list holds them all with at least half its labels matching the standard."""
@@ -827,13 +830,16 @@ def propose_from_dictionaries(f: standard.Field, column: str, sample: list[str],
             total = sum(s for _, s in matched.values())
             name = ty if ty is not None else TABLE_STEM.sub("", d.table)
             hint = max(fuzz.ratio(_norm_ascii(name), _norm_ascii(column)),
+                       fuzz.ratio(_norm_ascii(name), _norm_ascii(bare or column)),
                        _text_score(name, spellings(f))[0])
-            cands.append((n, total, hint, d.table, ty or "", d, ty, matched))
+            cands.append((hint >= MEDIUM, n, total, hint, d.table, ty or "", d, ty, matched))
     if not cands:
         return None
-    cands.sort(key=lambda c: (-c[0], -c[1], -c[2], c[3], c[4]))
-    n, total, _, _, _, d, ty, matched = cands[0]
-    tied = any(c[0] == n and c[1] == total for c in cands[1:])
+    # a list named like the column (type 'point_type' for FX_POINT_TYPE) first, then the one
+    # whose labels match the standard best
+    cands.sort(key=lambda c: (-c[0], -c[1], -c[2], -c[3], c[4], c[5]))
+    named, n, total, _, _, _, d, ty, matched = cands[0]
+    tied = any(c[1] == n and c[2] == total for c in cands[1:])
     lows = [s for v, s in matched.values()]
     confidence = "high" if min(lows) >= HIGH and not tied else \
         "medium" if min(lows) >= MEDIUM else "low"
@@ -990,7 +996,9 @@ def scaffold(conn: sa.Connection, *, schema: str | None = None) -> list[DatasetD
             f = d.ds.field(g.field)
             if f.enum and f.kind != "flag":
                 sample = distinct_values(conn, d.table.name, g.column, schema)
-                vm = propose_from_dictionaries(f, g.column, sample, dictionaries) if sample else None
+                col = next(c for c in d.table.columns if c.name == g.column)
+                vm = propose_from_dictionaries(f, g.column, sample, dictionaries,
+                                               _unprefixed(d.table, col)) if sample else None
                 if vm is not None:
                     d.dict_values[f.name] = vm
                 else:
