@@ -672,6 +672,8 @@ DICT_LABEL = ("item_name", "item_label", "item_text", "dict_label", "label", "mc
               "dict_name", "code_name", "value_name", "display_name", "zdmc", "名称", "标签")
 DICT_TYPE = ("dict_type", "type_code", "code_type", "dict_code", "type_key", "zdlx", "lx", "type",
              "category", "group_code", "dict_id", "type_id", "kind", "字典类型", "类型")
+DICT_SUFFIXES = {"code": ("_code", "_value", "_val", "_dm", "_bm", "_key"),
+                 "label": ("_name", "_label", "_text", "_mc"), "type": ("_type", "_lx", "_kind")}
 DICT_COMMENTS = {"type": re.compile(r"类型|类别|分类"), "code": re.compile(r"编码|代码|字典值|键值"),
                  "label": re.compile(r"名称|标签|显示")}
 DICT_NAME = re.compile(r"(dict|dic$|^dm_|_dm$|_dm_|^zd_|_zd$|_zd_|code|enum|lookup|字典|代码)", re.I)
@@ -725,7 +727,16 @@ def dictionary_columns(table: Table) -> tuple[str, str, str | None] | None:
                 return c.name
         return None
 
+    def by_suffix(kind: str) -> str | None:
+        for c in table.columns:
+            if c.name not in taken and bare[c.name].endswith(DICT_SUFFIXES[kind]):
+                taken.add(c.name)
+                return c.name
+        return None
+
     code, label, typ = by_name(DICT_CODE), by_name(DICT_LABEL), by_name(DICT_TYPE)
+    typ = typ or by_suffix("type")
+    code, label = code or by_suffix("code"), label or by_suffix("label")
     typ = typ or by_comment("type")
     code, label = code or by_comment("code"), label or by_comment("label")
     if not code or not label:
@@ -770,23 +781,35 @@ def read_dictionaries(conn: sa.Connection, tables: list[Table], schema: str | No
     return out
 
 
+# Labels systems give an enumeration value that no spelling rule finds, for dictionaries only
+# (a guess the user checks, never what cleaning reads): the top hidden-danger level is 重大 in
+# the work-safety law's wording, 严重 in the standard's.
+LABEL_HINTS: dict[str, tuple[str, ...]] = {
+    "严重事故隐患": ("重大事故隐患", "重大隐患", "重大"),
+}
+
+
 def _fuzzy_value(text: str, enum: tuple[str, ...]) -> tuple[str | None, float]:
     """The enumeration value a Chinese label or code spells most like (its synonyms included):
     fuzzy ratio, 90 when the value starts with the text, 85 when the text starts with one of
     the value's spellings (设备设施 and 设备)."""
-    best, best_score = None, 0.0
+    best, best_score, second = None, 0.0, 0.0
     if not _has_cjk(text):
         return None, 0.0
     for canon in enum:
-        for s in _value_spellings(canon):
+        top = 0.0
+        for s in (*_value_spellings(canon), *LABEL_HINTS.get(canon, ())):
             score = fuzz.ratio(_norm_zh(text), _norm_zh(s))
             if _norm_zh(s).startswith(_norm_zh(text)):
                 score = max(score, 90.0)
             elif len(_norm_zh(s)) >= 2 and _norm_zh(text).startswith(_norm_zh(s)):
                 score = max(score, 85.0)
-            if score > best_score:
-                best, best_score = canon, score
-    return best, best_score
+            top = max(top, score)
+        if top > best_score:
+            best, best_score, second = canon, top, best_score
+        elif top > second:
+            second = top
+    return (best, best_score) if best_score > second else (None, 0.0)  # a tie is no match
 
 
 def label_value(f: standard.Field, label: str) -> tuple[str | None, float]:
