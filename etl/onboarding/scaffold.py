@@ -575,8 +575,9 @@ def _fit(ds: standard.Dataset, table: Table) -> tuple[float, list[Guess]]:
 
 def choose_tables(tables: list[Table]) -> list[DatasetDraft]:
     """One table per dataset, each table used once: the best-fitting pairs first. A dictionary
-    table holds no dataset."""
-    tables = [t for t in tables if dictionary_columns(t) is None]
+    whose name says so (`SYS_DICT_ITEM`, `T_DM_YHJB`) holds no dataset; one found by its
+    columns alone (a small department table with a code, a name and a type) still may."""
+    tables = [t for t in tables if not (_dictionary_named(t) and dictionary_columns(t))]
     fits = []
     for ds in standard.DATASETS:
         for t in tables:
@@ -665,18 +666,19 @@ def propose_values(f: standard.Field, sample: list[str]) -> tuple[dict[str, str]
 
 # Most Chinese business systems keep an enumeration's codes in a dictionary table: a code, its
 # label and, in a generic one, the type that groups codes into a list. Column names (without
-# the table's prefix), each list in order of preference; comments when no name fits.
+# the table's prefix), each list in order of preference; comments when no name fits. (Not zd,
+# the pinyin of 字典: it is also that of 制度, a dataset's table.)
 DICT_CODE = ("item_code", "item_value", "dict_value", "code_value", "dict_item_code", "dm", "bm",
-             "code", "value", "val", "item_key", "dict_key", "zdz", "zdbm", "编码", "代码", "字典值")
+             "code", "value", "val", "item_key", "dict_key", "编码", "代码", "字典值")
 DICT_LABEL = ("item_name", "item_label", "item_text", "dict_label", "label", "mc", "name", "text",
-              "dict_name", "code_name", "value_name", "display_name", "zdmc", "名称", "标签")
-DICT_TYPE = ("dict_type", "type_code", "code_type", "dict_code", "type_key", "zdlx", "lx", "type",
+              "dict_name", "code_name", "value_name", "display_name", "名称", "标签")
+DICT_TYPE = ("dict_type", "type_code", "code_type", "dict_code", "type_key", "lx", "type",
              "category", "group_code", "dict_id", "type_id", "kind", "字典类型", "类型")
 DICT_SUFFIXES = {"code": ("_code", "_value", "_val", "_dm", "_bm", "_key"),
                  "label": ("_name", "_label", "_text", "_mc"), "type": ("_type", "_lx", "_kind")}
 DICT_COMMENTS = {"type": re.compile(r"类型|类别|分类"), "code": re.compile(r"编码|代码|字典值|键值"),
                  "label": re.compile(r"名称|标签|显示")}
-DICT_NAME = re.compile(r"(dict|dic$|^dm_|_dm$|_dm_|^zd_|_zd$|_zd_|code|enum|lookup|字典|代码)", re.I)
+DICT_NAME = re.compile(r"(dict|dic$|^dm_|_dm$|_dm_|code|enum|lookup|字典|代码)", re.I)
 DICT_META = re.compile(r"^(id|\w*_id|sort\w*|order\w*|seq|remark|memo|status|state|enabled|"
                        r"is_default|css_class|list_class|create\w*|update\w*|modif\w*|del\w*|"
                        r"parent\w*|pid|version|tenant\w*|description|descr?|bz|px|sfyx|zt)$", re.I)
@@ -743,10 +745,13 @@ def dictionary_columns(table: Table) -> tuple[str, str, str | None] | None:
         return None
     others = [c for c in table.columns if c.name not in taken and not DICT_META.match(bare[c.name])
               and not DICT_META.match(c.name)]
-    named = DICT_NAME.search(table.name) or re.search(r"字典|代码", table.comment)
-    if len(others) > DICT_EXTRA or not (typ or named):
+    if len(others) > DICT_EXTRA or not (typ or _dictionary_named(table)):
         return None
     return code, label, typ
+
+
+def _dictionary_named(table: Table) -> bool:
+    return bool(DICT_NAME.search(table.name) or re.search(r"字典|代码表", table.comment))
 
 
 def read_dictionaries(conn: sa.Connection, tables: list[Table], schema: str | None = None,
