@@ -127,6 +127,8 @@ def test_dictionary_tables_are_told_from_dataset_tables():
     assert scaffold.dictionary_columns(t("T_SYS_DICT", "ID", "TYPE_CODE", "DICT_CODE", "DICT_NAME")) \
         == ("DICT_CODE", "DICT_NAME", "TYPE_CODE")
     assert scaffold.dictionary_columns(t("T_DM_YHJB", "DM", "MC")) == ("DM", "MC", None)
+    assert scaffold.dictionary_columns(t("T_HD_LEVEL", "ID", "CODE", "NAME", "SORT")) == \
+        ("CODE", "NAME", None)
     assert scaffold.dictionary_columns(t("T_ORG_DEPT", "DEPT_ID", "DEPT_CODE", "DEPT_NAME",
                                          "DEPT_LEADER", "DEPT_LEADER_TEL", "DEPT_SAFE_FLAG")) is None
     assert scaffold.dictionary_columns(t("t_yhpc", "yhbh", "yhlb", "name", "code")) is None

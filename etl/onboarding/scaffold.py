@@ -9,8 +9,12 @@ and name fit; columns are assigned greedily by score, each used once per table. 
 how sure each guess is, and writes `TODO` where it found nothing for a required field, so that
 `etl check --offline` fails only on those lines until someone fills them in.
 
-Only the catalogue and a bounded sample of distinct values of enumerated columns are read, in a
-read-only session (`etl.source.extract.read_only`); the URL is never printed or written.
+Enumerated columns get a `values:` map: through a dictionary table when the source keeps its
+codes in one (issue 25: type, code, label), else from the codes themselves.
+
+Only the catalogue, a bounded sample of distinct values of enumerated columns and the first rows
+of dictionary tables are read, in a read-only session (`etl.source.extract.read_only`); the URL
+is never printed or written.
 """
 
 from __future__ import annotations
@@ -709,7 +713,8 @@ class ValueMap:
 def dictionary_columns(table: Table) -> tuple[str, str, str | None] | None:
     """(code, label, type) when a table looks like a dictionary, else None: a code and a label
     column, few other columns besides ids, sort orders, remarks and timestamps, and a type
-    column or a name that says dictionary (`SYS_DICT_ITEM`, `T_DM_YHJB`, `zd_lx`)."""
+    column, a name that says dictionary (`SYS_DICT_ITEM`, `T_DM_YHJB`), or nothing else (a
+    code table `T_HIDDEN_LEVEL (CODE, NAME)`)."""
     bare = {c.name: (_unprefixed(table, c) or c.name).lower() for c in table.columns}
     taken: set[str] = set()
 
@@ -745,7 +750,7 @@ def dictionary_columns(table: Table) -> tuple[str, str, str | None] | None:
         return None
     others = [c for c in table.columns if c.name not in taken and not DICT_META.match(bare[c.name])
               and not DICT_META.match(c.name)]
-    if len(others) > DICT_EXTRA or not (typ or _dictionary_named(table)):
+    if len(others) > DICT_EXTRA or not (typ or not others or _dictionary_named(table)):
         return None
     return code, label, typ
 
