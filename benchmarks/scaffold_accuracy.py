@@ -8,9 +8,12 @@ schemas written for the test with their true mappings) on SQLite, and on Postgre
 when it can start them (tests/servers.py), where the pinyin schema also carries Chinese column
 comments. Prints per schema and backend: fields mapped in the truth, placed correctly, placed
 wrongly, missed, precision, recall, guesses marked high and wrong guesses marked high; `-v`
-lists the wrong and missed ones. Then the time to scaffold the pinyin schema among 1,000
+lists the wrong and missed ones. Then the value maps, for schemas whose truth gives them
+(`values_truth:`, codes explained by a dictionary table): maps proposed of those expected,
+entries right of the entries expected (a code cleaning reads as it is counts), entries proposed
+and how many of them are right, and maps marked high with a wrong or missing entry. Then the time to scaffold the pinyin schema among 1,000
 unrelated tables (`--noise-tables`). Totals are given apart for the schemas the vocabulary was tuned
-on and for the held-out schema (`camel`), written after it was frozen.
+on and for the held-out schemas (`schemas.HELD_OUT`), written after it was frozen.
 """
 
 from __future__ import annotations
@@ -82,17 +85,20 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, backend, url in _sources(Path(tmp), backends):
-            rows.append((name, backend, schemas.measure(_plan(url), schemas.truth(name))))
+            drafts = _plan(url)
+            rows.append((name, backend, schemas.measure(drafts, schemas.truth(name)),
+                         schemas.measure_values(drafts, schemas.values_truth(name))))
     tuned = held = schemas.Score()
-    for name, _, s in rows:
+    v_tuned = v_held = schemas.ValuesScore()
+    for name, _, s, v in rows:
         if name in schemas.HELD_OUT:
-            held = held.add(s)
+            held, v_held = held.add(s), v_held.add(v)
         else:
-            tuned = tuned.add(s)
+            tuned, v_tuned = tuned.add(s), v_tuned.add(v)
     print(f"{'schema':<20} {'backend':<10} {'truth':>5} {'right':>5} {'wrong':>5} {'missed':>6} "
           f"{'precision':>9} {'recall':>6} {'high':>5} {'wrong high':>10}")
     totals = [("all tuned on", "", tuned), ("all held out", "", held)]
-    for name, backend, s in [*rows, *totals]:
+    for name, backend, s in [*((r[0], r[1], r[2]) for r in rows), *totals]:
         print(f"{name:<20} {backend:<10} {s.truth:>5} {s.correct:>5} {s.wrong:>5} {s.missed:>6} "
               f"{s.precision:>9.1%} {s.recall:>6.1%} {s.high:>5} {s.wrong_high:>10}")
         if args.verbose and not name.startswith("all"):
@@ -100,6 +106,17 @@ def main() -> int:
                 what = f"wrong: [{w[0]}] {w[1]} -> {w[2]} ({w[3]} {w[4]:g})" if w[2] else \
                     f"missed: [{w[0]}] {w[1]}"
                 print(f"    {what}; truth {w[5]}")
+    print(f"\nvalue maps (truth columns with values_truth:)\n{'schema':<20} {'backend':<10} "
+          f"{'maps':>9} {'entries right':>13} {'recall':>6} {'proposed right':>14} {'precision':>9} "
+          f"{'high':>4} {'wrong high':>10}")
+    v_totals = [("all tuned on", "", v_tuned), ("all held out", "", v_held)]
+    for name, backend, v in [*((r[0], r[1], r[3]) for r in rows if r[3].expected), *v_totals]:
+        print(f"{name:<20} {backend:<10} {f'{v.proposed}/{v.expected}':>9} "
+              f"{f'{v.right}/{v.entries}':>13} {v.recall:>6.1%} {f'{v.given_right}/{v.given}':>14} "
+              f"{v.precision:>9.1%} {v.high:>4} {v.wrong_high:>10}")
+        if args.verbose and not name.startswith("all"):
+            for w in v.wrong_list:
+                print(f"    [{w[0]}] {w[1]} {w[2]!r}: draft {w[3]!r}, truth {w[4]!r}")
     if args.noise_tables:
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{Path(tmp) / 'noise.sqlite'}"

@@ -574,7 +574,7 @@ def _dataset_problems(tx: str, raw: Any, has_top_source: bool) -> list[tuple[str
             f = spec.field(name)
             if f.enum and f.separator is None:
                 bad = sorted(v for v in {as_key(v) for v in rule.values.values()}
-                             if _canonical(v, f) not in f.enum)
+                             if _canonical(v, f) not in f.enum and v != TODO)
                 if bad:
                     out.append((f"{where}.fields.{name}.values",
                                 f"{', '.join(short(b) for b in bad[:10])}{' …' if len(bad) > 10 else ''} "
@@ -642,8 +642,9 @@ def _with_todos(raw: Any, problems: list[tuple[str, str]]) -> list[tuple[str, st
         return problems
     covered = lambda loc: any(loc == t or loc.startswith(t + ".") for t in todos)  # noqa: E731
     rest = [(loc, msg) for loc, msg in problems if not covered(loc)]
-    hint = lambda loc: _TODO_HINTS.get(loc.split(".")[-1], "name the source column" if ".fields." in loc
-                                       else "replace it")  # noqa: E731
+    hint = lambda loc: _TODO_HINTS.get(loc.split(".")[-1], "map this code to the field's value"
+                                       if ".values." in loc else "name the source column"
+                                       if ".fields." in loc else "replace it")  # noqa: E731
     return [(t, f"TODO left by etl scaffold: {hint(t)}") for t in dict.fromkeys(todos)] + rest
 
 

@@ -9,8 +9,12 @@ and name fit; columns are assigned greedily by score, each used once per table. 
 how sure each guess is, and writes `TODO` where it found nothing for a required field, so that
 `etl check --offline` fails only on those lines until someone fills them in.
 
-Only the catalogue and a bounded sample of distinct values of enumerated columns are read, in a
-read-only session (`etl.source.extract.read_only`); the URL is never printed or written.
+Enumerated columns get a `values:` map: through a dictionary table when the source keeps its
+codes in one (issue 25: type, code, label), else from the codes themselves.
+
+Only the catalogue, a bounded sample of distinct values of enumerated columns and the first rows
+of dictionary tables are read, in a read-only session (`etl.source.extract.read_only`); the URL
+is never printed or written.
 """
 
 from __future__ import annotations
@@ -83,6 +87,9 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
     "路径": ("path", "url", "dir"),
     "地址": ("address", "addr"),
     "登记": ("register", "reg", "regist", "record"),
+    "注册": ("reg", "register", "registered", "regist"),
+    "认证": ("cert", "certify", "certifying", "certification"),
+    "机构": ("org", "organ", "organization", "organisation", "agency", "inst"),
     "培训": ("train", "training", "trn"),
     "计划": ("plan",),
     "开始": ("start", "begin", "from"),
@@ -133,7 +140,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "法定代表人": ("法人", "法人代表"),
     "所在地市": ("地市", "所在市", "城市", "地市代码"),
     "所在区县": ("区县", "所在区", "区县代码"),
-    "联系地址": ("地址", "注册地址"),
+    "联系地址": ("地址", "注册地址", "详细地址"),
     "联系人": ("负责人", "部门负责人"),
     "联系电话": ("负责人电话",),
     "发布人": ("上传人",),
@@ -149,14 +156,14 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "特种设备作业人员证书编号": ("证书编号", "证号"),
     "批准日期": ("发证日期",),
     "有效日期": ("有效期", "有效期至", "证书有效期"),
-    "发证部门": ("发证机关", "发证单位"),
-    "制度附件": ("附件", "附件名称", "附件路径", "文件"),
+    "发证部门": ("发证机关", "发证单位", "发证机构", "认证机构"),
+    "制度附件": ("附件", "附件名称", "附件路径", "附件地址", "文件", "文件路径"),
     "安全培训计划编号": ("计划编号", "培训计划编号"),
     "安全培训计划名称": ("计划名称", "培训计划名称"),
     "计划开始日期": ("开始日期",),
     "计划结束日期": ("结束日期",),
     "培训标题": ("培训名称", "培训主题"),
-    "培训附件": ("附件", "培训记录附件"),
+    "培训附件": ("附件", "培训记录附件", "附件路径", "附件地址"),
     "事故特征（危害后果）": ("事故特征", "危害后果", "事故类型"),
     "区域/位置": ("区域位置", "区域", "位置", "所在区域"),
     "风险点类型": ("风险类型", "类型"),
@@ -321,6 +328,9 @@ def english_forms(zh: str, limit: int = 400) -> set[str]:
     for combo in itertools.islice(itertools.product(*options), limit):
         out.add("_".join(combo))
         out.add("".join(combo))
+    if words[:1] == ["是否"] and len(options) > 1:  # is_safety_dept is as often safety_dept_flag
+        for combo in itertools.islice(itertools.product(*options[1:]), limit):
+            out.add("_".join((*combo, "flag")))
     out.discard("")
     return out
 
@@ -433,6 +443,52 @@ def column_score(f: standard.Field, col: Column) -> tuple[float, str]:
     return max(0.0, by_name), how
 
 
+TABLE_STEM = re.compile(r"^(t|tb|tbl|tab|biz|ehs|sys|bus)_", re.I)
+_NOT_PREFIXES = {"is", "if", "sf", "create", "update", "del", "id", "no"}
+
+
+@lru_cache(maxsize=20_000)
+def column_prefixes(table: Table) -> tuple[str, ...]:
+    """The prefixes a vendor repeats on a table's columns (`YH_REG_ADDR` in `T_YH_INFO`): the
+    table's stem after `T_`/`TB_`/`SYS_` (`yh_info`), its first word (`yh`) and its initials
+    (`yi`), or a first word most of its columns share; only those at least two columns carry."""
+    names = [c.name.lower() for c in table.columns]
+    stem = TABLE_STEM.sub("", table.name.lower())
+    words = [w for w in stem.split("_") if w]
+    candidates = {stem, *words[:1]}
+    if len(words) > 1:
+        candidates.add("".join(w[0] for w in words))
+    heads: dict[str, int] = {}
+    for n in names:
+        if "_" in n:
+            heads[n.split("_", 1)[0]] = heads.get(n.split("_", 1)[0], 0) + 1
+    candidates |= {h for h, k in heads.items() if k >= max(3, len(names) / 2)}
+    out = [p for p in candidates - _NOT_PREFIXES if p and not _has_cjk(p)
+           and sum(n.startswith(p + "_") and len(n) > len(p) + 1 for n in names) >= 2]
+    return tuple(sorted(out, key=lambda p: (-len(p), p)))
+
+
+def _unprefixed(table: Table, col: Column) -> str | None:
+    """A column's name without its table's prefix, or None when it carries none."""
+    low = col.name.lower()
+    for p in column_prefixes(table):
+        if low.startswith(p + "_") and len(low) > len(p) + 1:
+            return col.name[len(p) + 1:]
+    return None
+
+
+def table_column_score(f: standard.Field, table: Table, col: Column) -> tuple[float, str]:
+    """`column_score`, also of the name without the table's prefix (`REG_ADDR` for
+    `YH_REG_ADDR`), whichever fits better."""
+    score, how = column_score(f, col)
+    bare = _unprefixed(table, col)
+    if bare:
+        s2, how2 = column_score(f, Column(bare, col.type))
+        if s2 > score:
+            score, how = s2, f"name without its prefix{how2.removeprefix('name')}"
+    return score, how
+
+
 def assign(fields: Iterable[standard.Field], table: Table,
            exclude: frozenset[str] | set[str] = frozenset()) -> list[Guess]:
     """Fields to columns, each column used once: greedily by score, best pair first."""
@@ -441,7 +497,7 @@ def assign(fields: Iterable[standard.Field], table: Table,
         for col in table.columns:
             if col.name in exclude:
                 continue
-            score, how = column_score(f, col)
+            score, how = table_column_score(f, table, col)
             if score >= PLACE:
                 pairs.append((score, f.name, col.name, how))
     pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
@@ -470,6 +526,7 @@ def _dataset_spellings(ds: standard.Dataset) -> Spellings:
 def _table_name_score(ds: standard.Dataset, table: Table) -> float:
     sp = _dataset_spellings(ds)
     name = re.sub(r"^(t|tb|tbl|biz|ehs|sys)_", "", table.name.lower())
+    name = re.sub(r"(?<=.)_(info|list|detail|main|data)$", "", name)
     if _has_cjk(name):
         scorer = fuzz.partial_ratio
         hit = process.extractOne(_norm_zh(name), sp.chinese, scorer=scorer)
@@ -487,7 +544,8 @@ def _special_columns(table: Table) -> tuple[str | None, str | None]:
     """The table's last-change column and soft-delete flag, when one is obvious."""
     updated = [c for c in table.columns if UPDATED_AT.search(c.name) or UPDATED_AT.search(c.comment)]
     updated.sort(key=lambda c: not any(t in c.type.upper() for t in DATE_TYPES))
-    deleted = [c for c in table.columns if DELETED.match(c.name) or DELETED.match(c.comment)]
+    deleted = [c for c in table.columns if DELETED.match(c.name) or DELETED.match(c.comment)
+               or DELETED.match(_unprefixed(table, c) or "")]
     return (updated[0].name if updated else None), (deleted[0].name if deleted else None)
 
 
@@ -504,6 +562,8 @@ class DatasetDraft:
     # enumerated fields: (value map, values cleaning reads as they are, values not recognised),
     # or None when the source refused the sample
     values: dict[str, tuple[dict[str, str], list[str], list[str]] | None] = field(default_factory=dict)
+    # enumerated fields whose codes a dictionary table explains
+    dict_values: dict[str, ValueMap] = field(default_factory=dict)
 
 
 def _fit(ds: standard.Dataset, table: Table) -> tuple[float, list[Guess]]:
@@ -518,7 +578,10 @@ def _fit(ds: standard.Dataset, table: Table) -> tuple[float, list[Guess]]:
 
 
 def choose_tables(tables: list[Table]) -> list[DatasetDraft]:
-    """One table per dataset, each table used once: the best-fitting pairs first."""
+    """One table per dataset, each table used once: the best-fitting pairs first. A dictionary
+    whose name says so (`SYS_DICT_ITEM`, `T_DM_YHJB`) holds no dataset; one found by its
+    columns alone (a small department table with a code, a name and a type) still may."""
+    tables = [t for t in tables if not (_dictionary_named(t) and dictionary_columns(t))]
     fits = []
     for ds in standard.DATASETS:
         for t in tables:
@@ -601,6 +664,229 @@ def propose_values(f: standard.Field, sample: list[str]) -> tuple[dict[str, str]
         else:
             unknown.append(code)
     return mapped, understood, unknown
+
+
+# --- dictionaries ---------------------------------------------------------------------------------
+
+# Most Chinese business systems keep an enumeration's codes in a dictionary table: a code, its
+# label and, in a generic one, the type that groups codes into a list. Column names (without
+# the table's prefix), each list in order of preference; comments when no name fits. (Not zd,
+# the pinyin of 字典: it is also that of 制度, a dataset's table.)
+DICT_CODE = ("item_code", "item_value", "dict_value", "code_value", "dict_item_code", "dm", "bm",
+             "code", "value", "val", "item_key", "dict_key", "编码", "代码", "字典值")
+DICT_LABEL = ("item_name", "item_label", "item_text", "dict_label", "label", "mc", "name", "text",
+              "dict_name", "code_name", "value_name", "display_name", "名称", "标签")
+DICT_TYPE = ("dict_type", "type_code", "code_type", "dict_code", "type_key", "lx", "type",
+             "category", "group_code", "dict_id", "type_id", "kind", "字典类型", "类型")
+DICT_SUFFIXES = {"code": ("_code", "_value", "_val", "_dm", "_bm", "_key"),
+                 "label": ("_name", "_label", "_text", "_mc"), "type": ("_type", "_lx", "_kind")}
+DICT_COMMENTS = {"type": re.compile(r"类型|类别|分类"), "code": re.compile(r"编码|代码|字典值|键值"),
+                 "label": re.compile(r"名称|标签|显示")}
+DICT_NAME = re.compile(r"(dict|dic$|^dm_|_dm$|_dm_|code|enum|lookup|字典|代码)", re.I)
+DICT_META = re.compile(r"^(id|\w*_id|sort\w*|order\w*|seq|remark|memo|status|state|enabled|"
+                       r"is_default|css_class|list_class|create\w*|update\w*|modif\w*|del\w*|"
+                       r"parent\w*|pid|version|tenant\w*|description|descr?|bz|px|sfyx|zt)$", re.I)
+DICT_EXTRA = 2  # other columns a dictionary may have
+DICT_ROWS = 5000  # rows read from one dictionary table
+
+
+@dataclass
+class Dictionary:
+    table: str
+    code: str
+    label: str
+    type: str | None
+    entries: dict[str | None, dict[str, str]]  # type (None: a dedicated table) -> {code: label}
+
+
+@dataclass
+class ValueMap:
+    """A `values:` map read from a dictionary: code -> the standard's value (None: no label
+    matched, a TODO), each code's label, how sure, and where it came from."""
+
+    mapped: dict[str, str | None]
+    labels: dict[str, str]
+    confidence: str
+    source: str
+
+
+def dictionary_columns(table: Table) -> tuple[str, str, str | None] | None:
+    """(code, label, type) when a table looks like a dictionary, else None: a code and a label
+    column, few other columns besides ids, sort orders, remarks and timestamps, and a type
+    column, a name that says dictionary (`SYS_DICT_ITEM`, `T_DM_YHJB`), or nothing else (a
+    code table `T_HIDDEN_LEVEL (CODE, NAME)`)."""
+    bare = {c.name: (_unprefixed(table, c) or c.name).lower() for c in table.columns}
+    taken: set[str] = set()
+
+    def by_name(wanted: tuple[str, ...]) -> str | None:
+        for w in wanted:
+            for c in table.columns:
+                if c.name not in taken and (bare[c.name] == w or c.name.lower() == w):
+                    taken.add(c.name)
+                    return c.name
+        return None
+
+    def by_comment(kind: str) -> str | None:
+        for c in table.columns:
+            if c.name not in taken and c.comment and DICT_COMMENTS[kind].search(c.comment) and \
+                    (kind == "type" or not DICT_COMMENTS["type"].search(c.comment)):
+                taken.add(c.name)
+                return c.name
+        return None
+
+    def by_suffix(kind: str) -> str | None:
+        for c in table.columns:
+            if c.name not in taken and bare[c.name].endswith(DICT_SUFFIXES[kind]):
+                taken.add(c.name)
+                return c.name
+        return None
+
+    code, label, typ = by_name(DICT_CODE), by_name(DICT_LABEL), by_name(DICT_TYPE)
+    typ = typ or by_suffix("type")
+    code, label = code or by_suffix("code"), label or by_suffix("label")
+    typ = typ or by_comment("type")
+    code, label = code or by_comment("code"), label or by_comment("label")
+    if not code or not label:
+        return None
+    others = [c for c in table.columns if c.name not in taken and not DICT_META.match(bare[c.name])
+              and not DICT_META.match(c.name)]
+    if len(others) > DICT_EXTRA or not (typ or not others or _dictionary_named(table)):
+        return None
+    return code, label, typ
+
+
+def _dictionary_named(table: Table) -> bool:
+    return bool(DICT_NAME.search(table.name) or re.search(r"字典|代码表", table.comment))
+
+
+def read_dictionaries(conn: sa.Connection, tables: list[Table], schema: str | None = None,
+                      rows: int = DICT_ROWS) -> list[Dictionary]:
+    """The rows of every table that looks like a dictionary, at most `rows` each, as text; a
+    table the source refuses to read is left out."""
+    from etl.mapping import as_key
+
+    out = []
+    for t in tables:
+        cols = dictionary_columns(t)
+        if cols is None:
+            continue
+        code, label, typ = cols
+        names = [c for c in (typ, code, label) if c]
+        st = sa.table(t.name, *(sa.column(c) for c in names), schema=schema)
+        stmt = sa.select(*(st.c[c] for c in names)).limit(rows)
+        try:
+            with conn.begin_nested():
+                read = conn.execute(stmt).all()
+        except sa.exc.DBAPIError:
+            continue
+        entries: dict[str | None, dict[str, str]] = {}
+        for r in read:
+            ty = as_key(r[0]) if typ else None
+            c, lab = r[-2], r[-1]
+            if c is None or lab is None or as_key(c) == "":
+                continue
+            entries.setdefault(ty, {})[as_key(c)] = str(lab).strip()
+        if entries:
+            out.append(Dictionary(t.name, code, label, typ, entries))
+    return out
+
+
+# Labels systems give an enumeration value that no spelling rule finds, for dictionaries only
+# (a guess the user checks, never what cleaning reads): the top hidden-danger level is 重大 in
+# the work-safety law's wording, 严重 in the standard's.
+LABEL_HINTS: dict[str, tuple[str, ...]] = {
+    "严重事故隐患": ("重大事故隐患", "重大隐患", "重大"),
+}
+
+
+def _fuzzy_value(text: str, enum: tuple[str, ...]) -> tuple[str | None, float]:
+    """The enumeration value a Chinese label or code spells most like (its synonyms included):
+    fuzzy ratio, 90 when the value starts with the text, 85 when the text starts with one of
+    the value's spellings (设备设施 and 设备)."""
+    best, best_score, second = None, 0.0, 0.0
+    if not _has_cjk(text):
+        return None, 0.0
+    for canon in enum:
+        top = 0.0
+        for s in (*_value_spellings(canon), *LABEL_HINTS.get(canon, ())):
+            score = fuzz.ratio(_norm_zh(text), _norm_zh(s))
+            if _norm_zh(s).startswith(_norm_zh(text)):
+                score = max(score, 90.0)
+            elif len(_norm_zh(s)) >= 2 and _norm_zh(text).startswith(_norm_zh(s)):
+                score = max(score, 85.0)
+            top = max(top, score)
+        if top > best_score:
+            best, best_score, second = canon, top, best_score
+        elif top > second:
+            second = top
+    return (best, best_score) if best_score > second else (None, 0.0)  # a tie is no match
+
+
+def label_value(f: standard.Field, label: str) -> tuple[str | None, float]:
+    """A dictionary label's standard value and how sure: 100 the standard's own word (width and
+    parentheses aside), 90 a synonym cleaning knows (一般 for 一般风险), under 85 a fuzzy
+    likeness (重大隐患 for 严重事故隐患 is none: such labels are left to the user)."""
+    from etl.standard.clean import canon_enum
+
+    enum = f.enum or ()
+    canon, rule = canon_enum(label, enum)
+    if canon in enum:
+        return canon, 90.0 if rule == "enum_synonym" else 100.0
+    best, score = _fuzzy_value(label, enum)
+    return (best, min(score, 80.0)) if best is not None and score >= 80 else (None, 0.0)
+
+
+def _quoted_type(v: str) -> str:
+    return f"'{v}'" if re.fullmatch(r"[\w.\-]+", v) else _q(v)
+
+
+def propose_from_dictionaries(f: standard.Field, column: str, sample: list[str],
+                              dictionaries: list[Dictionary], bare: str | None = None) -> ValueMap | None:
+    """A `values:` map for an enumerated column whose codes all stand in one dictionary list
+    (one type of a generic dictionary, or a dedicated code table), through the codes' labels;
+    None when no list holds them all with at least half its labels matching the standard."""
+    from etl.standard.clean import MULTI_SPLIT
+
+    split = (lambda v: [i for i in MULTI_SPLIT.split(v) if i]) if f.separator else (lambda v: [v])
+    codes = sorted({i for v in sample for i in split(v)})
+    if not codes:
+        return None
+    cands = []
+    for d in dictionaries:
+        for ty, entries in d.entries.items():
+            if not set(codes) <= entries.keys():
+                continue
+            matched = {c: label_value(f, entries[c]) for c in codes}
+            n = sum(v is not None for v, _ in matched.values())
+            if n * 2 < len(codes):
+                continue
+            total = sum(s for _, s in matched.values())
+            name = ty if ty is not None else TABLE_STEM.sub("", d.table)
+            hint = max(fuzz.ratio(_norm_ascii(name), _norm_ascii(column)),
+                       fuzz.ratio(_norm_ascii(name), _norm_ascii(bare or column)),
+                       _text_score(name, spellings(f))[0])
+            cands.append((hint >= MEDIUM, n, total, hint, d.table, ty or "", d, ty, matched))
+    if not cands:
+        return None
+    # a list named like the column (type 'point_type' for FX_POINT_TYPE) first, then the one
+    # whose labels match the standard best
+    cands.sort(key=lambda c: (-c[0], -c[1], -c[2], -c[3], c[4], c[5]))
+    named, n, total, _, _, _, d, ty, matched = cands[0]
+    tied = any(c[1] == n and c[2] == total for c in cands[1:])
+    lows = [s for v, s in matched.values()]
+    confidence = "high" if min(lows) >= HIGH and not tied else \
+        "medium" if min(lows) >= MEDIUM else "low"
+    entries = d.entries[ty]
+    mapped: dict[str, str | None] = {}
+    labels: dict[str, str] = {}
+    for v in sample:
+        items = split(v)
+        values = [matched[i][0] for i in items]
+        mapped[v] = None if None in values else (f.separator or "").join(values)  # type: ignore[arg-type]
+        labels[v] = "、".join(entries[i] for i in items)
+    source = f"{_q(d.table)} where {_q(d.type)} = {_quoted_type(ty)}" if d.type and ty is not None \
+        else _q(d.table)
+    return ValueMap(mapped, labels, confidence, source)
 
 
 # --- the draft ------------------------------------------------------------------------------------
@@ -692,7 +978,19 @@ def render(drafts: list[DatasetDraft], *, source_key: str, source_value: str, or
                 continue
             note = f"{g.confidence} {g.score:g}: {f.zh}; {g.how}"
             vals = d.values.get(f.name, ({}, [], []))
-            if vals is None:
+            vm = d.dict_values.get(f.name)
+            if vm is not None:
+                lines.append(f"      {f.name}:")
+                _comment(lines, note)
+                lines.append(f"        column: {_q(g.column)}")
+                body = ", ".join(f"{_q(k)}: {_q(v) if v else 'TODO'}" for k, v in vm.mapped.items())
+                lines.append(f"        values: {{{body}}}")
+                _comment(lines, f"{vm.confidence}: from {vm.source}: check them")
+                todo = [f"{k} = {vm.labels[k]}" for k, v in vm.mapped.items() if v is None]
+                if todo:
+                    lines.append(f"        # TODO labels that match no value of {f.name} "
+                                 f"({'、'.join(f.enum or ())}): {_listed(todo)}")
+            elif vals is None:
                 lines.append(f"      {f.name}: {_q(g.column)}")
                 _comment(lines, note)
                 lines.append("        # TODO its values could not be read: map its codes under values:")
@@ -723,6 +1021,7 @@ def scaffold(conn: sa.Connection, *, schema: str | None = None) -> list[DatasetD
         raise ConfigError(f"the source has no tables{f' in schema {schema}' if schema else ''}: "
                           f"check the URL's database{' or --schema' if not schema else ''}")
     drafts = plan(tables)
+    dictionaries = read_dictionaries(conn, tables, schema)
     for d in drafts:
         if d.table is None:
             continue
@@ -730,7 +1029,13 @@ def scaffold(conn: sa.Connection, *, schema: str | None = None) -> list[DatasetD
             f = d.ds.field(g.field)
             if f.enum and f.kind != "flag":
                 sample = distinct_values(conn, d.table.name, g.column, schema)
-                d.values[f.name] = None if sample is None else propose_values(f, sample)
+                col = next(c for c in d.table.columns if c.name == g.column)
+                vm = propose_from_dictionaries(f, g.column, sample, dictionaries,
+                                               _unprefixed(d.table, col)) if sample else None
+                if vm is not None:
+                    d.dict_values[f.name] = vm
+                else:
+                    d.values[f.name] = None if sample is None else propose_values(f, sample)
     return drafts
 
 
@@ -748,6 +1053,21 @@ def truth_pairs(drafts: list[DatasetDraft]) -> dict[str, tuple[str | None, dict[
     """{txCode: (table, {field: guess})}: what the draft placed, for measuring it."""
     return {d.ds.tx_code: (d.table.name if d.table else None, {g.field: g for g in d.guesses})
             for d in drafts if d.table is not None}
+
+
+def value_maps(drafts: list[DatasetDraft]) -> dict[str, dict[str, tuple[str, dict[str, str], str]]]:
+    """{txCode: {field: (column, values map without its TODOs, confidence)}}: the value maps a
+    draft proposes, for measuring them. A map from the column's own values is never high."""
+    out: dict[str, dict[str, tuple[str, dict[str, str], str]]] = {}
+    for d in drafts:
+        columns = {g.field: g.column for g in d.guesses}
+        for name, vm in d.dict_values.items():
+            out.setdefault(d.ds.tx_code, {})[name] = (
+                columns[name], {k: v for k, v in vm.mapped.items() if v is not None}, vm.confidence)
+        for name, vals in d.values.items():
+            if vals and vals[0]:
+                out.setdefault(d.ds.tx_code, {})[name] = (columns[name], dict(vals[0]), "medium")
+    return out
 
 
 def run(*, url_env: str | None, conn_id: str | None, org: str | None, name: str | None,
