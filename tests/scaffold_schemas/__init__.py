@@ -1,6 +1,7 @@
 """Schemas `etl scaffold` is measured on, with their true mappings written by hand.
 
-`chinese`, `pinyin`, `english`, `vendor_dev` are YAML files here (tables, columns, types,
+`chinese`, `pinyin`, `english`, `vendor_dev`, `vendor_dict` (and the held-out `camel`) are
+YAML files here (tables, columns, types,
 comments, a few sample values; each column's `field:` is its true place); `demo_jinling_chem`
 and `demo_suzhou_lift` are the demo's SQLite sources with mappings/demo_*.yaml as their truth.
 Used by tests/test_scaffold.py and benchmarks/scaffold_accuracy.py.
@@ -24,9 +25,12 @@ import yaml
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
-WRITTEN = ("chinese", "pinyin", "english", "vendor_dev")
-# written after the vocabulary was frozen; measured, never tuned on (vendor_dict once merged)
-HELD_OUT = tuple(n for n in ("camel", "vendor_dict") if (HERE / f"{n}.yaml").exists())
+# vendor_dict was held out (written without reading scaffold's code) and measured as it came
+# (SQLite: 58 of 82 fields, 5 of 21 value maps); issue 25's second pass then tuned on it to fix
+# the classes of its misses, so it is a schema tuned on from then.
+WRITTEN = ("chinese", "pinyin", "english", "vendor_dev", "vendor_dict")
+# written after the vocabulary was frozen; measured, never tuned on (vendor_codes once merged)
+HELD_OUT = tuple(n for n in ("camel", "vendor_codes") if (HERE / f"{n}.yaml").exists())
 DEMO = ("demo_jinling_chem", "demo_suzhou_lift")
 ALL = (*DEMO, *WRITTEN, *HELD_OUT)
 
