@@ -124,6 +124,7 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
     "所属": ("belong", "of", "owner"),
     "项目": ("item", "project"),
     "要求": ("requirement", "req", "require", "standard"),
+    "标准": ("standard", "std", "criteria"),
     "审核人": ("reviewer", "auditor", "checker"),
     "排查人": ("finder", "checker", "inspector"),
     "整改人": ("rectifier", "rectify_man", "dealer"),
@@ -142,7 +143,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "所在区县": ("区县", "所在区", "区县代码"),
     "联系地址": ("地址", "注册地址", "详细地址"),
     "联系人": ("负责人", "部门负责人"),
-    "联系电话": ("负责人电话",),
+    "联系电话": ("负责人电话", "联系人电话"),
     "发布人": ("上传人",),
     "上级部门": ("上级部门名称", "父部门"),
     "上传日期": ("上传时间", "发布日期", "发布时间"),
@@ -178,7 +179,9 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "整改验收日期": ("验收日期",),
     "整改验收结论": ("验收结论", "验收结果"),
     "责任单位": ("责任部门",),
-    "检查要求": ("检查内容",),
+    "检查要求": ("检查内容", "检查标准"),
+    "固有风险等级": ("固有风险", "固有等级"),
+    "剩余风险等级": ("剩余风险", "剩余等级", "残余风险", "残余风险等级"),
     "设备代码": ("设备编号",),
 }
 
@@ -335,6 +338,28 @@ def english_forms(zh: str, limit: int = 400) -> set[str]:
     return out
 
 
+def mixed_forms(zh: str, limit: int = 100) -> set[str]:
+    """Pinyin initials of the first words, English for the rest, as vendors write them
+    (`SG_TYPE` for 事故类型, `LXR_TEL` for 联系人电话, `SH_USER` for 审核人): for each cut
+    after the first word, the head's initials joined to the tail's English (a tail word without
+    English keeps its initials)."""
+    words = [part for w in _words(zh) for part in (
+        (w[:-1], w[-1]) if len(w) > 2 and w[:-1] in CONCEPTS and w[-1] in CONCEPTS else (w,))]
+    out: set[str] = set()
+    for k in range(1, len(words)):
+        head = "".join(p[0] for w in words[:k] for p in lazy_pinyin(w, style=Style.FIRST_LETTER)
+                       if p).lower()
+        tail = [_english(w) if w in CONCEPTS and CONCEPTS[w] else
+                ("".join(p[0] for p in lazy_pinyin(w, style=Style.FIRST_LETTER) if p).lower(),)
+                for w in words[k:]]
+        if all(len(t) == 1 and not (w in CONCEPTS and CONCEPTS[w]) for t, w in zip(tail, words[k:])):
+            continue  # all initials: pinyin_forms has it
+        for combo in itertools.islice(itertools.product(*tail), limit):
+            out.add("_".join((head, *combo)))
+    out.discard("")
+    return out
+
+
 def _english(word: str) -> tuple[str, ...]:
     """A word's English spellings, and those of its two parts when both are words too
     (排查人: finder, and check_by from 排查 + 人)."""
@@ -356,6 +381,9 @@ class Spellings:
     chinese: tuple[str, ...]
     ascii: tuple[str, ...]
     origin: dict[str, str] = field(default_factory=dict, compare=False)  # spelling -> whence
+    # spellings that count only when a name is exactly one of them (pinyin initials mixed with
+    # English: fuzzily, `fx_picture_file` is too like an English `pictureId`)
+    exact: frozenset[str] = frozenset()
 
 
 @cache
@@ -364,14 +392,22 @@ def spellings(f: standard.Field) -> Spellings:
     zh_names += tuple(z[:-len(end)] + other for z in zh_names for end, others in ENDINGS.items()
                       if z.endswith(end) for other in others)
     origin: dict[str, str] = {}
+    mixed: dict[str, str] = {}
     for zh in reversed(zh_names):  # the standard's own name wins where two give one spelling
+        mixed.update({_norm_ascii(a): f"pinyin and English for {zh}" for a in mixed_forms(zh)})
         origin.update({_norm_ascii(a): f"English for {zh}" for a in english_forms(zh)})
         origin.update({_norm_ascii(a): f"pinyin of {zh}" for a in pinyin_forms(zh)})
         origin[_norm_zh(zh)] = "the Chinese name" if zh == f.zh else f"alias {zh}"
+        if f.kind == "flag":  # is_ and the pinyin initials of what is flagged: IS_AQY, is_tzzy
+            bare = zh.removeprefix("是否")
+            origin.update({f"is{a}": f"is and pinyin of {bare}" for a in pinyin_forms(bare)
+                           if not a.startswith("sf")})
     origin.update({_norm_ascii(a): "the identifier" for a in identifier_forms(f.name)})
     origin.pop("", None)
     chinese = tuple(dict.fromkeys(_norm_zh(z) for z in zh_names))
-    return Spellings(chinese, tuple(sorted(set(origin) - set(chinese))), origin)
+    exact = frozenset(mixed) - set(origin) - {""}
+    origin.update({k: mixed[k] for k in exact})
+    return Spellings(chinese, tuple(sorted(set(origin) - set(chinese) - exact)), origin, exact)
 
 
 def _norm_zh(text: str) -> str:
@@ -412,6 +448,8 @@ def _text_score(text: str, sp: Spellings) -> tuple[float, str]:
     t = _norm_ascii(text)
     if not t:
         return 0.0, ""
+    if t in sp.exact:
+        return 100.0, _why(t, 100.0, sp)
     hit = process.extractOne(t, sp.ascii, scorer=fuzz.ratio)
     if not hit:
         return 0.0, ""
