@@ -720,10 +720,12 @@ DICT_SUFFIXES = {"code": ("_code", "_value", "_val", "_dm", "_bm", "_key"),
                  "label": ("_name", "_label", "_text", "_mc"), "type": ("_type", "_lx", "_kind")}
 DICT_COMMENTS = {"type": re.compile(r"类型|类别|分类"), "code": re.compile(r"编码|代码|字典值|键值"),
                  "label": re.compile(r"名称|标签|显示")}
-DICT_NAME = re.compile(r"(dict|dic$|^dm_|_dm$|_dm_|code|enum|lookup|字典|代码)", re.I)
+# a name that says dictionary: dict, code, enum, lookup, dm/bm (代码/编码's initials) as a word
+DICT_NAME = re.compile(r"(dict|dic$|(^|_)[db]m(_|$)|code|enum|lookup|字典|代码|编码)", re.I)
 DICT_META = re.compile(r"^(id|\w*_id|sort\w*|order\w*|seq|remark|memo|status|state|enabled|"
                        r"is_default|css_class|list_class|create\w*|update\w*|modif\w*|del\w*|"
-                       r"parent\w*|pid|version|tenant\w*|description|descr?|bz|px|sfyx|zt)$", re.I)
+                       r"parent\w*|pid|version|tenant\w*|description|descr?|bz|px|sfyx|zt|"
+                       r"colou?r|icon|style|\w*_class)$", re.I)
 DICT_EXTRA = 2  # other columns a dictionary may have
 DICT_ROWS = 5000  # rows read from one dictionary table
 
@@ -794,7 +796,7 @@ def dictionary_columns(table: Table) -> tuple[str, str, str | None] | None:
 
 
 def _dictionary_named(table: Table) -> bool:
-    return bool(DICT_NAME.search(table.name) or re.search(r"字典|代码表", table.comment))
+    return bool(DICT_NAME.search(table.name) or re.search(r"字典|代码表|编码表|码表", table.comment))
 
 
 def read_dictionaries(conn: sa.Connection, tables: list[Table], schema: str | None = None,
@@ -834,13 +836,18 @@ def read_dictionaries(conn: sa.Connection, tables: list[Table], schema: str | No
 # the work-safety law's wording, 严重 in the standard's.
 LABEL_HINTS: dict[str, tuple[str, ...]] = {
     "严重事故隐患": ("重大事故隐患", "重大隐患", "重大"),
+    # a lift's 困人 is the standard's 受困; a danger accepted or closed (验收, 闭环, 销号) is
+    # rectified: the usual states of a hidden-danger workflow
+    "故障或者受困（滞留）": ("困人", "电梯困人", "关人"),
+    "已整改": ("已验收", "待验收", "验收中", "已闭环", "已销号", "已关闭"),
 }
 
 
 def _fuzzy_value(text: str, enum: tuple[str, ...]) -> tuple[str | None, float]:
     """The enumeration value a Chinese label or code spells most like (its synonyms included):
     fuzzy ratio, 90 when the value starts with the text, 85 when the text starts with one of
-    the value's spellings (设备设施 and 设备)."""
+    the value's spellings (设备设施 and 设备), 80-84 when it holds one elsewhere (安全管理类 and
+    管理类; the longer the spelling held, the surer)."""
     best, best_score, second = None, 0.0, 0.0
     if not _has_cjk(text):
         return None, 0.0
@@ -852,6 +859,8 @@ def _fuzzy_value(text: str, enum: tuple[str, ...]) -> tuple[str | None, float]:
                 score = max(score, 90.0)
             elif len(_norm_zh(s)) >= 2 and _norm_zh(text).startswith(_norm_zh(s)):
                 score = max(score, 85.0)
+            elif len(_norm_zh(s)) >= 2 and _norm_zh(s) in _norm_zh(text):
+                score = max(score, 80.0 + 4.0 * len(_norm_zh(s)) / len(_norm_zh(text)))
             top = max(top, score)
         if top > best_score:
             best, best_score, second = canon, top, best_score
@@ -864,14 +873,40 @@ def label_value(f: standard.Field, label: str) -> tuple[str | None, float]:
     """A dictionary label's standard value and how sure: 100 the standard's own word (width and
     parentheses aside), 90 a synonym cleaning knows (一般 for 一般风险), under 85 a fuzzy
     likeness (重大隐患 for 严重事故隐患 is none: such labels are left to the user)."""
-    from etl.standard.clean import canon_enum
+    from etl.standard.clean import FLAG_WORDS, canon_enum
 
     enum = f.enum or ()
+    if f.kind == "flag":  # a yes/no list (是/否, Y/N, 有/无): the standard's 1 and 0
+        flag = FLAG_WORDS.get(label.strip().lower())
+        return (flag, 100.0) if flag is not None else (None, 0.0)
     canon, rule = canon_enum(label, enum)
     if canon in enum:
         return canon, 90.0 if rule == "enum_synonym" else 100.0
     best, score = _fuzzy_value(label, enum)
     return (best, min(score, 80.0)) if best is not None and score >= 80 else (None, 0.0)
+
+
+def _code_key(code: str) -> str:
+    """A code as a list would hold it whatever its writing: `01` and `1`, `y` and `Y`."""
+    code = code.strip()
+    return (code.lstrip("0") or "0") if code.isdigit() else code.upper()
+
+
+def _entries_for(codes: list[str], entries: dict[str, str]) -> dict[str, str] | None:
+    """{code: label} for every sampled code a list holds (as written, or with leading zeros
+    or case aside when that names one entry only), or None when it lacks one."""
+    loose: dict[str, list[str]] = {}
+    for k in entries:
+        loose.setdefault(_code_key(k), []).append(k)
+    out = {}
+    for c in codes:
+        if c in entries:
+            out[c] = entries[c]
+        elif len(loose.get(_code_key(c), ())) == 1:
+            out[c] = entries[loose[_code_key(c)][0]]
+        else:
+            return None
+    return out
 
 
 def _quoted_type(v: str) -> str:
@@ -891,8 +926,9 @@ def propose_from_dictionaries(f: standard.Field, column: str, sample: list[str],
         return None
     cands = []
     for d in dictionaries:
-        for ty, entries in d.entries.items():
-            if not set(codes) <= entries.keys():
+        for ty, listed in d.entries.items():
+            entries = _entries_for(codes, listed)
+            if entries is None:
                 continue
             matched = {c: label_value(f, entries[c]) for c in codes}
             n = sum(v is not None for v, _ in matched.values())
@@ -903,18 +939,18 @@ def propose_from_dictionaries(f: standard.Field, column: str, sample: list[str],
             hint = max(fuzz.ratio(_norm_ascii(name), _norm_ascii(column)),
                        fuzz.ratio(_norm_ascii(name), _norm_ascii(bare or column)),
                        _text_score(name, spellings(f))[0])
-            cands.append((hint >= MEDIUM, n, total, hint, d.table, ty or "", d, ty, matched))
+            cands.append((hint >= MEDIUM, n, total, hint, d.table, ty or "", d, ty, matched,
+                          entries))
     if not cands:
         return None
     # a list named like the column (type 'point_type' for FX_POINT_TYPE) first, then the one
     # whose labels match the standard best
     cands.sort(key=lambda c: (-c[0], -c[1], -c[2], -c[3], c[4], c[5]))
-    named, n, total, _, _, _, d, ty, matched = cands[0]
+    named, n, total, _, _, _, d, ty, matched, entries = cands[0]
     tied = any(c[1] == n and c[2] == total for c in cands[1:])
     lows = [s for v, s in matched.values()]
     confidence = "high" if min(lows) >= HIGH and not tied else \
         "medium" if min(lows) >= MEDIUM else "low"
-    entries = d.entries[ty]
     mapped: dict[str, str | None] = {}
     labels: dict[str, str] = {}
     for v in sample:
@@ -1065,14 +1101,14 @@ def scaffold(conn: sa.Connection, *, schema: str | None = None) -> list[DatasetD
             continue
         for g in d.guesses:
             f = d.ds.field(g.field)
-            if f.enum and f.kind != "flag":
+            if f.enum:
                 sample = distinct_values(conn, d.table.name, g.column, schema)
                 col = next(c for c in d.table.columns if c.name == g.column)
                 vm = propose_from_dictionaries(f, g.column, sample, dictionaries,
                                                _unprefixed(d.table, col)) if sample else None
                 if vm is not None:
                     d.dict_values[f.name] = vm
-                else:
+                elif f.kind != "flag":  # a flag's codes cleaning reads (1/0, Y/N, 是/否) or a yes/no list explains
                     d.values[f.name] = None if sample is None else propose_values(f, sample)
     return drafts
 
