@@ -14,7 +14,7 @@ from etl.common import settings
 from etl.common.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
-NOT_SETTINGS = {"ETL_TEMPLATE_CHECK_URL"}  # a stand-in url_env name for checking a template alone
+NOT_SETTINGS = {"ETL_TEMPLATE_CHECK_URL", "ETL_TEMPLATE_CHECK_FILES"}  # stand-in url_env, base_env names for checking a template alone
 
 
 def _code() -> dict[Path, str]:
