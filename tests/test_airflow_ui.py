@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+import chromium
 import pytest
 
 try:
@@ -39,9 +40,6 @@ except ImportError:  # tests/ became a package
 
 pytestmark = pytest.mark.airflow
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = ROOT / "docs" / "airflow-backfill.png"
 DAG_ID = "dual_prevention_daily"
@@ -56,16 +54,7 @@ CST_DAYS = [f"{YEAR}-12-01", f"{YEAR}-12-02", f"{YEAR}-12-03"]
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)")
-        pytest.skip(f"{CHROMIUM} missing: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
+    yield from chromium.launched()
 
 
 @pytest.fixture(scope="module")

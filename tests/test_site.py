@@ -19,6 +19,7 @@ import zipfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import chromium
 import pytest
 import sqlalchemy as sa
 
@@ -29,9 +30,6 @@ from etl.mapping import load_mapping
 from etl.onboarding.demo_data import make_demo_sources, make_uscc
 from etl.report import freshness, site
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 PROJECT = Path(__file__).resolve().parent.parent
 HOSTILE = "<script>alert(1)</script>"
 NEVER_NAME = "从未上报特种设备有限公司"
@@ -119,16 +117,7 @@ def built(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)")
-        pytest.skip(f"{CHROMIUM} missing: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
+    yield from chromium.launched()
 
 
 class Opened:
