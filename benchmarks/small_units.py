@@ -46,7 +46,7 @@ def minimal(sources: list[Path], target: Path) -> None:
     """Read each unit's three daily tables; insert each row and a JSON ledger copy of it;
     one commit per dataset."""
     tgt = sqlite3.connect(target)
-    tgt.execute("PRAGMA journal_mode=WAL")
+    # SQLite's defaults (rollback journal, synchronous FULL), as the pipeline's target has them
     tgt.execute("CREATE TABLE IF NOT EXISTS ledger (tx TEXT, id TEXT, record TEXT)")
     created: set[str] = set()
     for path in sources:
