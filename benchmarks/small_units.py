@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sqlite3
 import statistics
@@ -74,21 +75,32 @@ def minimal(sources: list[Path], target: Path) -> None:
 # --- timing --------------------------------------------------------------------------------------
 
 
-def _timed(cmd: list[str], log: Path) -> float:
+def _timed(cmd: list[str], log: Path, code: Path | None = None) -> float:
+    """Seconds `cmd` took; with `code`, the `etl` package is imported from that folder."""
+    env = {**os.environ, "PYTHONPATH": str(code)} if code else None
     t0 = time.perf_counter()
     with open(log, "ab") as out:
-        rc = subprocess.call(cmd, stdout=out, stderr=out, cwd=ROOT)
+        rc = subprocess.call(cmd, stdout=out, stderr=out, cwd=code or ROOT, env=env)
     seconds = time.perf_counter() - t0
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} ... exit {rc}: see {log}")
     return seconds
 
 
-def run_etl(mappings: Path, target: Path, log: Path) -> float:
+def run_etl(mappings: Path, target: Path, log: Path, code: Path | None = None) -> float:
     target.unlink(missing_ok=True)
     return _timed([sys.executable, "-m", "etl", "run", "--all", "--mappings-dir", str(mappings),
                    "--tx", ",".join(TX_CODES), "--mode", "full", "--target",
-                   f"sqlite:///{target}"], log)
+                   f"sqlite:///{target}"], log, code)
+
+
+def checkout(rev: str, folder: Path) -> Path:
+    """The tree of git revision `rev` (its `etl` package), extracted into `folder`."""
+    folder.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", rev, "etl"], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
 
 
 def run_minimal(sources: list[Path], target: Path, log: Path) -> float:
@@ -128,6 +140,42 @@ def check_etl(target: Path, count: int) -> dict[str, int]:
     return out
 
 
+#: What must come out the same (run IDs, hosts and times aside, which differ by run)
+COMPARED = {
+    "risk_point": None, "hazard_source": None, "hidden_danger": None,
+    "ingest_change": 'SELECT "ID", "busType", record FROM ingest_change ORDER BY "ID", "busType"',
+    "ingest_batch": 'SELECT "batchNo", "orgNo", "txCode", "busType", records FROM ingest_batch ORDER BY "batchNo"',
+    "ingest_reject": 'SELECT "orgNo", "txCode", "sourceKey", field, rule, severity, message FROM ingest_reject ORDER BY rowid',
+    "ingest_audit": 'SELECT "orgNo", "txCode", field, rule, count, examples FROM ingest_audit ORDER BY rowid',
+    "ingest_run": ("SELECT \"orgNo\", \"txCode\", status, extracted, inserted, updated, deleted, "
+                   "unchanged, rejected, duplicates, warnings, \"skippedDeleted\", overridden "
+                   "FROM ingest_run ORDER BY rowid"),
+}
+
+
+def same_results(a: Path, b: Path) -> bool:
+    """Whether two targets hold the same rows (run IDs and times aside)."""
+    out = []
+    for table, sql in COMPARED.items():
+        rows = []
+        for path in (a, b):
+            con = sqlite3.connect(path)
+            try:
+                if sql is None:
+                    cols = [r[1] for r in con.execute(f"PRAGMA table_info({table})")
+                            ]
+                    q = f"SELECT {', '.join(chr(34) + c + chr(34) for c in cols)} FROM {table} ORDER BY \"ID\""
+                else:
+                    q = sql
+                rows.append(con.execute(q).fetchall())
+            finally:
+                con.close()
+        if rows[0] != rows[1]:
+            print(f"  differs: {table}")
+        out.append(rows[0] == rows[1])
+    return all(out)
+
+
 def profile(folder: Path, count: int, out: Path) -> None:
     """`etl run` of `count` units in this process under cProfile (after one warm-up unit)."""
     import cProfile
@@ -160,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--large", type=int, default=120)
     ap.add_argument("--rounds", type=int, default=1, help="rounds; medians are reported")
     ap.add_argument("--profile", type=int, metavar="UNITS", help="profile `etl run` of this many units")
+    ap.add_argument("--rev", help="also time `etl run` as of this git revision (before/after)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--minimal-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -177,23 +226,32 @@ def main(argv: list[str] | None = None) -> int:
         dirs, sources = setup(folder, args.small, args.large)
         print(f"{args.large} units made in {time.perf_counter() - t0:.1f} s ({folder})", flush=True)
         log = folder / "runs.log"
+        old = checkout(args.rev, folder / "rev") if args.rev else None
+        who = (["rev"] if old else []) + ["etl", "minimal"]
         times: dict[tuple[str, int], list[float]] = {}
         for r in range(args.rounds):
             for n in (args.small, args.large):
+                if old:
+                    times.setdefault(("rev", n), []).append(
+                        run_etl(dirs[n], folder / f"rev{n}.sqlite", log, old))
                 times.setdefault(("etl", n), []).append(run_etl(dirs[n], folder / f"etl{n}.sqlite", log))
                 times.setdefault(("minimal", n), []).append(
                     run_minimal(sources[n], folder / f"min{n}.sqlite", log))
-                print(f"round {r + 1}, {n} units: etl {times['etl', n][-1]:.2f} s, "
-                      f"minimal {times['minimal', n][-1]:.2f} s", flush=True)
+                print(f"round {r + 1}, {n} units: " + ", ".join(
+                    f"{w} {times[w, n][-1]:.2f} s" for w in who), flush=True)
         counts = check_etl(folder / f"etl{args.large}.sqlite", args.large)
+        print(f"\netl run left {counts} for {args.large} units")
+        if old:
+            same = same_results(folder / f"rev{args.large}.sqlite", folder / f"etl{args.large}.sqlite")
+            print(f"same records, ledger, rejects, audit, batches and run counts as {args.rev}: {same}")
         med = {k: statistics.median(v) for k, v in times.items()}
         span = args.large - args.small
-        per = {w: (med[w, args.large] - med[w, args.small]) / span * 1000 for w in ("etl", "minimal")}
-        print(f"\netl run left {counts} for {args.large} units")
+        per = {w: (med[w, args.large] - med[w, args.small]) / span * 1000 for w in who}
         print(f"\nper unit (slope {args.small} -> {args.large} units, medians of {args.rounds}):")
-        print(f"  etl run   {per['etl']:7.1f} ms")
+        if old:
+            print(f"  etl run as of {args.rev}: {per['rev']:7.1f} ms  ({per['rev'] / per['minimal']:.1f}x minimal)")
+        print(f"  etl run   {per['etl']:7.1f} ms  ({per['etl'] / per['minimal']:.1f}x minimal)")
         print(f"  minimal   {per['minimal']:7.1f} ms")
-        print(f"  ratio     {per['etl'] / per['minimal']:7.1f} x")
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
