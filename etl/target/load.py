@@ -198,8 +198,8 @@ class DatasetLoad:
         self.stage = _stage_table(ds.tx_code, indexed=not hashing)
         self.changes = _change_table(ds.tx_code, keyed=not hashing)
         for t in (self.stage, self.changes):
-            if self.dialect != "postgresql":
-                t.drop(conn, checkfirst=True)
+            if self.dialect != "postgresql":  # a leftover of a failed load on this connection
+                conn.execute(sa.schema.DropTable(t, if_exists=True))
             t.create(conn)
         self.staged = 0
         self.stage_columns = [c.name for c in self.stage.columns]
@@ -254,7 +254,10 @@ class DatasetLoad:
             copying.result()
 
     def _insert(self, data: pd.DataFrame) -> None:
-        rows = data.astype(object).where(data.notna(), None).itertuples(index=False, name=None)
+        values = data.astype(object)
+        cells = values.to_numpy()
+        cells[values.isna().to_numpy()] = None  # as `where(notna, None)`, at a fifth of the cost
+        rows = map(tuple, cells)
         cols = ", ".join(self._q(c) for c in self.stage_columns)
         marks = ", ".join(["%s" if self.dialect != "sqlite" else "?"] * len(self.stage_columns))
         sql = f"INSERT INTO {self._q(self.stage.name)} ({cols}) VALUES ({marks})"
@@ -345,7 +348,7 @@ class DatasetLoad:
         self.keys = _keys_table(self.ds.tx_code, indexed=not pg)
         name = self.keys.name
         if not pg:
-            self.keys.drop(self.conn, checkfirst=True)
+            self.conn.execute(sa.schema.DropTable(self.keys, if_exists=True))
         self.keys.create(self.conn)
         self.swept = 0
         for ids in keys:
@@ -480,8 +483,8 @@ class DatasetLoad:
         self._flush()
         if self.dialect != "postgresql":
             for t in (self.stage, self.changes, self.keys):
-                if t is not None:
-                    t.drop(self.conn, checkfirst=True)
+                if t is not None:  # made by this load: no need to ask whether they exist
+                    self.conn.execute(sa.schema.DropTable(t))
 
 
 # --- the mass-delete guard ---------------------------------------------------------------------
