@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--large", type=int, default=120)
     ap.add_argument("--rounds", type=int, default=1, help="rounds; medians are reported")
     ap.add_argument("--profile", type=int, metavar="UNITS", help="profile `etl run` of this many units")
-    ap.add_argument("--rev", help="also time `etl run` as of this git revision (before/after)")
+    ap.add_argument("--rev", action="append", default=[],
+                    help="also time `etl run` as of this git revision (before/after); repeatable")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--minimal-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -226,14 +227,14 @@ def main(argv: list[str] | None = None) -> int:
         dirs, sources = setup(folder, args.small, args.large)
         print(f"{args.large} units made in {time.perf_counter() - t0:.1f} s ({folder})", flush=True)
         log = folder / "runs.log"
-        old = checkout(args.rev, folder / "rev") if args.rev else None
-        who = (["rev"] if old else []) + ["etl", "minimal"]
+        olds = {rev: checkout(rev, folder / f"rev{i}") for i, rev in enumerate(args.rev)}
+        who = [*olds, "etl", "minimal"]
         times: dict[tuple[str, int], list[float]] = {}
         for r in range(args.rounds):
             for n in (args.small, args.large):
-                if old:
-                    times.setdefault(("rev", n), []).append(
-                        run_etl(dirs[n], folder / f"rev{n}.sqlite", log, old))
+                for i, (rev, code) in enumerate(olds.items()):
+                    times.setdefault((rev, n), []).append(
+                        run_etl(dirs[n], folder / f"rev{i}-{n}.sqlite", log, code))
                 times.setdefault(("etl", n), []).append(run_etl(dirs[n], folder / f"etl{n}.sqlite", log))
                 times.setdefault(("minimal", n), []).append(
                     run_minimal(sources[n], folder / f"min{n}.sqlite", log))
@@ -241,17 +242,17 @@ def main(argv: list[str] | None = None) -> int:
                     f"{w} {times[w, n][-1]:.2f} s" for w in who), flush=True)
         counts = check_etl(folder / f"etl{args.large}.sqlite", args.large)
         print(f"\netl run left {counts} for {args.large} units")
-        if old:
-            same = same_results(folder / f"rev{args.large}.sqlite", folder / f"etl{args.large}.sqlite")
-            print(f"same records, ledger, rejects, audit, batches and run counts as {args.rev}: {same}")
+        for i, rev in enumerate(olds):
+            same = same_results(folder / f"rev{i}-{args.large}.sqlite", folder / f"etl{args.large}.sqlite")
+            print(f"same records, ledger, rejects, audit, batches and run counts as {rev}: {same}")
         med = {k: statistics.median(v) for k, v in times.items()}
         span = args.large - args.small
         per = {w: (med[w, args.large] - med[w, args.small]) / span * 1000 for w in who}
         print(f"\nper unit (slope {args.small} -> {args.large} units, medians of {args.rounds}):")
-        if old:
-            print(f"  etl run as of {args.rev}: {per['rev']:7.1f} ms  ({per['rev'] / per['minimal']:.1f}x minimal)")
-        print(f"  etl run   {per['etl']:7.1f} ms  ({per['etl'] / per['minimal']:.1f}x minimal)")
-        print(f"  minimal   {per['minimal']:7.1f} ms")
+        for rev in olds:
+            print(f"  etl run as of {rev:<12} {per[rev]:7.1f} ms  ({per[rev] / per['minimal']:.1f}x minimal)")
+        print(f"  etl run (this tree)    {per['etl']:7.1f} ms  ({per['etl'] / per['minimal']:.1f}x minimal)")
+        print(f"  minimal                {per['minimal']:7.1f} ms")
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
