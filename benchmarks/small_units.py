@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -75,19 +76,29 @@ def minimal(sources: list[Path], target: Path) -> None:
 # --- timing --------------------------------------------------------------------------------------
 
 
-def _timed(cmd: list[str], log: Path, code: Path | None = None) -> float:
+
+class Seconds(float):
+    """Wall seconds of a child, with its CPU seconds (user + system) as `.cpu`: on a shared
+    machine the CPU figure drifts less than the wall one."""
+    cpu: float = 0.0
+
+
+def _timed(cmd: list[str], log: Path, code: Path | None = None) -> Seconds:
     """Seconds `cmd` took; with `code`, the `etl` package is imported from that folder."""
     env = {**os.environ, "PYTHONPATH": str(code)} if code else None
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     with open(log, "ab") as out:
         rc = subprocess.call(cmd, stdout=out, stderr=out, cwd=code or ROOT, env=env)
-    seconds = time.perf_counter() - t0
+    seconds = Seconds(time.perf_counter() - t0)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds.cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} ... exit {rc}: see {log}")
     return seconds
 
 
-def run_etl(mappings: Path, target: Path, log: Path, code: Path | None = None) -> float:
+def run_etl(mappings: Path, target: Path, log: Path, code: Path | None = None) -> Seconds:
     target.unlink(missing_ok=True)
     return _timed([sys.executable, "-m", "etl", "run", "--all", "--mappings-dir", str(mappings),
                    "--tx", ",".join(TX_CODES), "--mode", "full", "--target",
@@ -103,7 +114,7 @@ def checkout(rev: str, folder: Path) -> Path:
     return folder
 
 
-def run_minimal(sources: list[Path], target: Path, log: Path) -> float:
+def run_minimal(sources: list[Path], target: Path, log: Path) -> Seconds:
     target.unlink(missing_ok=True)
     listing = target.with_suffix(".sources.json")
     listing.write_text(json.dumps([str(s) for s in sources]))
@@ -229,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         log = folder / "runs.log"
         olds = {rev: checkout(rev, folder / f"rev{i}") for i, rev in enumerate(args.rev)}
         who = [*olds, "etl", "minimal"]
-        times: dict[tuple[str, int], list[float]] = {}
+        times: dict[tuple[str, int], list[Seconds]] = {}
         for r in range(args.rounds):
             for n in (args.small, args.large):
                 for i, (rev, code) in enumerate(olds.items()):
@@ -245,14 +256,18 @@ def main(argv: list[str] | None = None) -> int:
         for i, rev in enumerate(olds):
             same = same_results(folder / f"rev{i}-{args.large}.sqlite", folder / f"etl{args.large}.sqlite")
             print(f"same records, ledger, rejects, audit, batches and run counts as {rev}: {same}")
-        med = {k: statistics.median(v) for k, v in times.items()}
         span = args.large - args.small
+        med = {k: statistics.median(v) for k, v in times.items()}
+        cpu = {k: statistics.median(x.cpu for x in v) for k, v in times.items()}
         per = {w: (med[w, args.large] - med[w, args.small]) / span * 1000 for w in who}
-        print(f"\nper unit (slope {args.small} -> {args.large} units, medians of {args.rounds}):")
-        for rev in olds:
-            print(f"  etl run as of {rev:<12} {per[rev]:7.1f} ms  ({per[rev] / per['minimal']:.1f}x minimal)")
-        print(f"  etl run (this tree)    {per['etl']:7.1f} ms  ({per['etl'] / per['minimal']:.1f}x minimal)")
-        print(f"  minimal                {per['minimal']:7.1f} ms")
+        per_cpu = {w: (cpu[w, args.large] - cpu[w, args.small]) / span * 1000 for w in who}
+        print(f"\nper unit (slope {args.small} -> {args.large} units, medians of {args.rounds}; "
+              f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}):")
+        print(f"  {'':24} {'wall ms':>8} {'x minimal':>10} {'CPU ms':>8} {'x minimal':>10}")
+        for w in who:
+            label = "minimal" if w == "minimal" else ("etl run (this tree)" if w == "etl" else f"etl run as of {w}")
+            print(f"  {label:24} {per[w]:8.1f} {per[w] / per['minimal']:10.1f} {per_cpu[w]:8.1f} "
+                  f"{per_cpu[w] / per_cpu['minimal']:10.1f}")
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
