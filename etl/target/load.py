@@ -13,6 +13,7 @@ import json
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from datetime import date, datetime
 from typing import Any
 
@@ -66,10 +67,16 @@ def shown_key(keys: pd.Series) -> pd.Series:
     return keys.str.replace("\x00", "\\x00", regex=False) if has_nul.any() else keys
 
 
-def _stage_table(ds: Dataset, meta: sa.MetaData, indexed: bool = True) -> sa.Table:
+@cache
+def _stage_table(tx_code: str, indexed: bool = True) -> sa.Table:
     """A temporary twin of the target table: same types, plus bookkeeping columns. PostgreSQL
     joins it by hashing, so it gets no index there: keeping one up to date during the COPY
-    cost more than the COPY itself (random 52-character keys)."""
+    cost more than the COPY itself (random 52-character keys).
+
+    Built once per dataset and reused by every load: SQLAlchemy caches a compiled statement
+    under its tables, so a `Table` made afresh per load missed that cache for every statement
+    on the stage (benchmarks/README.md, small units)."""
+    ds = standard.dataset(tx_code)
     tgt = target.table(ds.tx_code)
     skip = {"batchNo", "txCode", "busType", "updateDate"}
     cols = [sa.Column(c.name, c.type, nullable=True) for c in tgt.columns if c.name not in skip]
@@ -77,19 +84,29 @@ def _stage_table(ds: Dataset, meta: sa.MetaData, indexed: bool = True) -> sa.Tab
              sa.Column(UPDATED, sa.String(26)), sa.Column(DELETED, sa.SmallInteger),
              sa.Column(REJECTED, sa.SmallInteger)]
     index = [sa.Index(f"ix_stage_{ds.table}_id", ID)] if indexed else []
-    return sa.Table(f"stage_{ds.table}", meta, *cols, *index,
+    return sa.Table(f"stage_{ds.table}", sa.MetaData(), *cols, *index,
                     prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
 
 
-
-
-def _change_table(ds: Dataset, meta: sa.MetaData, keyed: bool = True) -> sa.Table:
+@cache
+def _change_table(tx_code: str, keyed: bool = True) -> sa.Table:
     """Each changed ID, its busType, and whether it is a D because the full snapshot no
     longer has it (IDs are unique by construction: the key only speeds up joins where the
-    database cannot hash)."""
-    return sa.Table(f"chg_{ds.table}", meta, sa.Column(ID, sa.String(64), primary_key=keyed),
+    database cannot hash). Built once per dataset, as `_stage_table`."""
+    ds = standard.dataset(tx_code)
+    return sa.Table(f"chg_{ds.table}", sa.MetaData(), sa.Column(ID, sa.String(64), primary_key=keyed),
                     sa.Column("busType", sa.String(1), nullable=False),
                     sa.Column(VANISHED, sa.SmallInteger, nullable=False),
+                    prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
+
+
+@cache
+def _keys_table(tx_code: str, indexed: bool = True) -> sa.Table:
+    """Every record ID the source has now (`DatasetLoad._sweep`); not unique: a source without
+    a key constraint may repeat one. PostgreSQL hashes the anti-join: no index there."""
+    name = f"keys_{standard.dataset(tx_code).table}"
+    index = [sa.Index(f"ix_{name}_id", ID)] if indexed else []
+    return sa.Table(name, sa.MetaData(), sa.Column(ID, sa.String(64)), *index,
                     prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
 
 
@@ -173,17 +190,16 @@ class DatasetLoad:
     def __init__(self, conn: Connection, ds: Dataset, org_no: str):
         self.conn, self.ds, self.org_no = conn, ds, org_no
         self.dialect = conn.dialect.name
-        meta = self.meta = sa.MetaData()
         self.target = target.table(ds.tx_code)
         hashing = self.dialect == "postgresql"
         if hashing:
             for name, value in PG_SETTINGS.items():
                 conn.exec_driver_sql(f"SET LOCAL {name} = '{value}'")
-        self.stage = _stage_table(ds, meta, indexed=not hashing)
-        self.changes = _change_table(ds, meta, keyed=not hashing)
+        self.stage = _stage_table(ds.tx_code, indexed=not hashing)
+        self.changes = _change_table(ds.tx_code, keyed=not hashing)
         for t in (self.stage, self.changes):
-            if self.dialect != "postgresql":
-                t.drop(conn, checkfirst=True)
+            if self.dialect != "postgresql":  # a leftover of a failed load on this connection
+                conn.execute(sa.schema.DropTable(t, if_exists=True))
             t.create(conn)
         self.staged = 0
         self.stage_columns = [c.name for c in self.stage.columns]
@@ -238,7 +254,10 @@ class DatasetLoad:
             copying.result()
 
     def _insert(self, data: pd.DataFrame) -> None:
-        rows = data.astype(object).where(data.notna(), None).itertuples(index=False, name=None)
+        values = data.astype(object)
+        cells = values.to_numpy()
+        cells[values.isna().to_numpy()] = None  # as `where(notna, None)`, at a fifth of the cost
+        rows = map(tuple, cells)
         cols = ", ".join(self._q(c) for c in self.stage_columns)
         marks = ", ".join(["%s" if self.dialect != "sqlite" else "?"] * len(self.stage_columns))
         sql = f"INSERT INTO {self._q(self.stage.name)} ({cols}) VALUES ({marks})"
@@ -326,12 +345,10 @@ class DatasetLoad:
         """Stage every ID the source has now, then mark the unit's active records that are not
         among them, and that this load does not change otherwise, as vanished Ds."""
         pg = self.dialect == "postgresql"
-        name = f"keys_{self.ds.table}"  # not unique: a source without a key constraint may repeat one
-        index = [] if pg else [sa.Index(f"ix_{name}_id", ID)]  # PostgreSQL hashes the anti-join
-        self.keys = sa.Table(name, self.meta, sa.Column(ID, sa.String(64)), *index,
-                             prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
+        self.keys = _keys_table(self.ds.tx_code, indexed=not pg)
+        name = self.keys.name
         if not pg:
-            self.keys.drop(self.conn, checkfirst=True)
+            self.conn.execute(sa.schema.DropTable(self.keys, if_exists=True))
         self.keys.create(self.conn)
         self.swept = 0
         for ids in keys:
@@ -466,8 +483,8 @@ class DatasetLoad:
         self._flush()
         if self.dialect != "postgresql":
             for t in (self.stage, self.changes, self.keys):
-                if t is not None:
-                    t.drop(self.conn, checkfirst=True)
+                if t is not None:  # made by this load: no need to ask whether they exist
+                    self.conn.execute(sa.schema.DropTable(t))
 
 
 # --- the mass-delete guard ---------------------------------------------------------------------
