@@ -199,7 +199,7 @@ class DatasetLoad:
         self.changes = _change_table(ds.tx_code, keyed=not hashing)
         for t in (self.stage, self.changes):
             if self.dialect != "postgresql":  # a leftover of a failed load on this connection
-                conn.execute(sa.schema.DropTable(t, if_exists=True))
+                _drop_temporary(conn, t, if_exists=True)
             t.create(conn)
         self.staged = 0
         self.stage_columns = [c.name for c in self.stage.columns]
@@ -348,7 +348,7 @@ class DatasetLoad:
         self.keys = _keys_table(self.ds.tx_code, indexed=not pg)
         name = self.keys.name
         if not pg:
-            self.conn.execute(sa.schema.DropTable(self.keys, if_exists=True))
+            _drop_temporary(self.conn, self.keys, if_exists=True)
         self.keys.create(self.conn)
         self.swept = 0
         for ids in keys:
@@ -484,8 +484,20 @@ class DatasetLoad:
         if self.dialect != "postgresql":
             for t in (self.stage, self.changes, self.keys):
                 if t is not None:  # made by this load: no need to ask whether they exist
-                    self.conn.execute(sa.schema.DropTable(t))
+                    _drop_temporary(self.conn, t)
 
+
+
+def _drop_temporary(conn: Connection, table: sa.Table, *, if_exists: bool = False) -> None:
+    """Drop one of a load's temporary tables (SQLite, MySQL/MariaDB) without asking first
+    whether it exists. MySQL and MariaDB are told it is TEMPORARY: their plain `DROP TABLE IF
+    EXISTS` checks the DROP privilege on a permanent table of that name, which the loader role
+    does not hold, when there is no temporary one."""
+    if conn.dialect.name in ("mysql", "mariadb"):
+        name = conn.dialect.identifier_preparer.quote(table.name)
+        conn.exec_driver_sql(f"DROP TEMPORARY TABLE {'IF EXISTS ' if if_exists else ''}{name}")
+    else:
+        conn.execute(sa.schema.DropTable(table, if_exists=if_exists))
 
 # --- the mass-delete guard ---------------------------------------------------------------------
 
