@@ -227,7 +227,10 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
         def ingest(shard: dict):
             return load(transform(extract(shard)))
 
-        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+        # inlets: it reads what the loads did to every dataset. Declaring the datasets' assets
+        # here has the DAG processor register them before any load emits through its alias:
+        # otherwise two loads finishing at once both create the asset, and one fails
+        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, inlets=assets.every())
         def summarise(shards: list | None, loaded: list | None) -> dict:
             from etl.orchestration import tasks
 

@@ -116,6 +116,9 @@ def test_a_run_triggered_through_the_rest_api_with_params_loads_the_target(
     cluster.create_connection("api_unit_source", conn_type="mysql", host=maria.host,
                               port=maria.port, login=maria.username, schema=maria.database)
     cluster.wait_for_dag(DAG_ID, timeout=90)
+    # the datasets' assets exist once the DAGs are parsed, before any load emits to them
+    listed = cluster.api.call("GET", "/api/v2/assets?limit=100")["assets"]
+    assert {f"dual_prevention_0{n}" for n in range(1, 10)} <= {a["name"] for a in listed}, listed
 
     conf = {"units": [UNIT], "tx_codes": ["06", "07"], "mode": "full"}
     run_id = cluster.trigger(DAG_ID, conf=conf)

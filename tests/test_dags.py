@@ -200,6 +200,11 @@ def test_only_the_daily_and_weekly_report_updates_the_ingestion_asset(dagbag, da
         assert outlets == {**loads, "report": [Asset(name="dual_prevention_ingestion",
                                                      uri="x-dual-prevention://target/ingest_run",
                                                      group="dual-prevention")]}
+    # the nine assets are declared (summarise's inlets), so the DAG processor registers them
+    # at parse: two loads emitting a first event at once never both create one (a load failed so)
+    summarise = dag.get_task("summarise")
+    assert summarise.inlets == [Asset(name=f"dual_prevention_0{n}", uri=f"x-dual-prevention://target/0{n}",
+                                      group="dual-prevention") for n in range(1, 10)]
 
 
 def test_the_freshness_dag_runs_on_the_ingestion_asset_or_a_cst_cron(dagbag) -> None:
