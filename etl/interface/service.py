@@ -26,7 +26,12 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import anyio
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
+from starlette.exceptions import HTTPException
 
 from etl.common import settings as config
 from etl.common.errors import ConfigError
@@ -91,7 +96,7 @@ class PerMinute:
 # --- reading a request ------------------------------------------------------------------------
 
 
-async def read_body(request: Any, limit: int, timeout_s: float) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     """The body, refused (413) past `limit` bytes as soon as it is known: by its Content-Length
     before a byte is read, else while it streams in; refused (408) when it takes longer than
     `timeout_s`."""
@@ -166,14 +171,8 @@ def _pool_capacity(engine: Engine) -> int:
     return max(1, size + max(0, getattr(pool, "_max_overflow", 0)))
 
 
-def create_app(engine: Engine, settings: ServeSettings) -> Any:
+def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
     """The FastAPI application answering B.2 and B.3 for the target `engine`."""
-    from fastapi import FastAPI, Query, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, Field
-    from starlette.exceptions import HTTPException
-
     class Answer(JSONResponse):
         media_type = "application/json; charset=utf-8"
 
