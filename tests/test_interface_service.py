@@ -459,3 +459,48 @@ def test_the_service_never_creates_a_target(tmp_path):
     done = _serve_exit("--target", f"sqlite:///{tmp_path / 'typo.sqlite'}", "--behind-proxy", cwd=tmp_path)
     assert done.returncode == 2 and "no target at" in done.stderr
     assert not (tmp_path / "typo.sqlite").exists()
+
+
+# --- the schema and the roles -----------------------------------------------------------------
+
+
+def test_0011_adds_the_credential_tables_to_a_target_made_before_it(db_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from etl import target
+
+    engine = target.connect(db_url)
+    target.upgrade(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE ingest_token")
+        conn.exec_driver_sql("DROP TABLE ingest_app")
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0010'"))
+    assert target.upgrade(engine) == ("0010", "0011")
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), target.metadata)
+    engine.dispose()
+    assert [d for d in diffs if "ingest_app" in repr(d) or "ingest_token" in repr(d)] == []
+
+
+def test_the_service_runs_as_the_loader_and_only_the_owner_changes_credentials(pg_url, tls, tmp_path, capsys):
+    """--roles: the loader issues and checks tokens; rotating (an UPDATE) is the owner's."""
+    from sqlalchemy.engine import make_url
+
+    from etl.target import roles
+
+    assert main(["init-target", "--target", pg_url, "--roles"]) == 0
+    password = "Svc-Loader_27"
+    with sa.create_engine(pg_url, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.exec_driver_sql(f"ALTER ROLE {roles.LOADER} PASSWORD '{password}'")
+    loader = make_url(pg_url).set(username=roles.LOADER, password=password).render_as_string(hide_password=False)
+    org = UNITS["cycle"]
+    appid, secret = _credentials(pg_url, org, capsys)
+    assert main(["apps", "rotate", org, "--target", loader]) == 1  # the loader may not rewrite an app
+    assert "permission denied" in capsys.readouterr().err
+    with serving(loader, tls, tmp_path) as served, served.client() as client:
+        token = _token(client, appid, secret)
+        _refused(client.post(SYNDATA, json=_message(token, txcode=9)), 422, "txcode")
+        _credentials(pg_url, org, capsys, "rotate")  # as the owner
+        _refused(client.post(SYNDATA, json=_message(token, txcode=9)), 401, "已失效")
+    assert password not in served.log.read_text(encoding="utf-8")
