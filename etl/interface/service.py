@@ -27,11 +27,13 @@ from urllib.parse import parse_qs
 
 import anyio
 from fastapi import FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from etl.common import settings as config
 from etl.common.errors import ConfigError
@@ -114,6 +116,8 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
                 if size > limit:
                     raise Refused(413, _too_large(limit))
                 chunks.append(chunk)
+    except ClientDisconnect:
+        raise Refused(400, "请求体未传完连接即断开（the client went away mid-body）") from None
     except TimeoutError:
         raise Refused(408, f"请求体在 {timeout_s:g} 秒内未传完，请重发（the body took longer than "
                            f"{timeout_s:g} s）") from None
@@ -254,13 +258,15 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
 
     @app.middleware("http")
     async def _access_log(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        started = time.perf_counter()
-        response = await call_next(request)
-        client = request.client.host if request.client else "-"
-        log.info("%s %s %s %d orgNo=%s %.0f ms", client, request.method, request.url.path,  # never the query: it holds the secret
-                 response.status_code, getattr(request.state, "org_no", "-"),
-                 (time.perf_counter() - started) * 1000)
-        return response
+        started, status = time.perf_counter(), 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:  # the path, never the query string: a token request's holds the secret
+            log.info("%s %s %s %d orgNo=%s %.0f ms", request.client.host if request.client else "-",
+                     request.method, request.url.path, status, getattr(request.state, "org_no", "-"),
+                     (time.perf_counter() - started) * 1000)
 
     async def _token(appid: str, secret: str) -> Answer:
         issued = await in_thread(scrypt, apps.issue_token, engine, appid, secret, settings.token_seconds)
@@ -330,7 +336,7 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
             raise Refused(503, f"处理超过 {settings.timeout_seconds:g} 秒，消息可能仍会入库：请稍后以相同 "
                                f"batchNo 重发，重复的消息不会重复入库（timed out: resend with the same "
                                f"batchNo）") from None
-        return answer(200, str(result.get("msg", "")), result.get("data"),
+        return answer(200, str(result.get("msg", "")), jsonable_encoder(result.get("data")),
                       rescode=str(result.get("rescode", "0")))
 
     return app
