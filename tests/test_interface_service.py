@@ -355,6 +355,16 @@ def test_a_streamed_body_is_refused_once_past_the_bound_without_waiting_for_its_
     assert status == 413 and "请分批发送" in body["msg"]
 
 
+def test_a_request_head_over_16_kib_is_refused_unbuffered(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as raw, \
+            server.tls.context().wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        s.sendall(f"GET {TOKEN} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: ".encode() + b"a" * 65536)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ")  # uvicorn's own answer: the application never saw it
+
+
 def test_a_body_that_does_not_arrive_in_time_is_408(server):
     head = (f"POST {SYNDATA} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: 100\r\n\r\n").encode()

@@ -45,6 +45,7 @@ PREFIX = "/jsdspcloud/servlet"
 TOKEN_PATH, SYNDATA_PATH = f"{PREFIX}/token", f"{PREFIX}/syndata"
 B3_KEYS = ("batchNo", "txcode", "busType", "data")
 TOKEN_BODY_BYTES = 4096  # a token request's form: an Appid and a secret
+HEAD_BYTES = 16384       # a request line and headers: a longer head is refused unbuffered
 SCRYPT_AT_ONCE = 4       # token checks in parallel: each holds ~16 MiB and a core for a moment
 
 
@@ -290,7 +291,7 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
                       "appid": {"type": "string"}, "secret": {"type": "string"}}}}}}})
     async def token_form(request: Request) -> Answer:
         body = await read_body(request, TOKEN_BODY_BYTES, settings.timeout_seconds)
-        fields = {**parse_qs(body.decode("latin-1"), max_num_fields=10),
+        fields = {**parse_qs(body.decode("utf-8", "replace"), max_num_fields=10),
                   **{k: [v] for k, v in request.query_params.items()}}
         appid, secret = (fields.get(k, [""])[0] for k in ("appid", "secret"))
         if not appid or not secret:
@@ -394,7 +395,9 @@ def serve(engine: Engine, settings: ServeSettings, *, host: str = "127.0.0.1", p
     uv = uvicorn.Config(create_app(engine, settings), access_log=False, log_config=None,
                         server_header=False, proxy_headers=behind_proxy, ssl_certfile=certfile,
                         ssl_keyfile=keyfile, ssl_context_factory=_tls12 if certfile else None,
-                        timeout_keep_alive=5, lifespan="off")
+                        timeout_keep_alive=5, lifespan="off",
+                        # h11, not httptools: h11 bounds what it buffers of a request's head
+                        http="h11", h11_max_incomplete_event_size=HEAD_BYTES)
     scheme = "https" if certfile else "http"
     if not certfile:
         say(f"warning: serving plain HTTP on {host}:{bound} (--behind-proxy): only a TLS-terminating "
