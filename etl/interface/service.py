@@ -168,6 +168,94 @@ def shape_problems(message: dict[str, Any]) -> list[str]:
 # --- the application --------------------------------------------------------------------------
 
 
+class Answer(JSONResponse):
+    """The standard's answer (B.3.4): JSON in UTF-8, saying so."""
+
+    media_type = "application/json; charset=utf-8"
+
+
+def answer(status: int, msg: str, data: Any = None, rescode: str = "0",
+           headers: dict[str, str] | None = None) -> Answer:
+    return Answer({"rescode": rescode, "msg": msg, "data": data}, status_code=status,
+                  headers={"Cache-Control": "no-store", **(headers or {})})
+
+
+class Standard(BaseModel):
+    rescode: str = Field(description="“1” 成功，“0” 失败（B.3.5）", examples=["1"])
+    msg: str = Field(description="调用接口返回原因（B.3.5）；失败时说明如何改正", examples=["success"])
+    data: Any = Field(None, description="返回的数据（B.3.5）")
+
+
+class TokenData(BaseModel):
+    access_token: str = Field(description="访问令牌（B.2），调用 syndata 时放在请求体中")
+    expires_in: int = Field(description="有效期，秒", examples=[7200])
+
+
+class TokenAnswer(Standard):
+    data: TokenData | None = None
+
+
+class SyndataMessage(BaseModel):
+    access_token: str = Field(description="访问令牌（B.2 获取）")
+    batchNo: str = Field(description="批次号：数据日期 + 8 位序号，如 2024010100000001（A.2）",
+                         examples=["2024010100000001"])
+    txcode: str = Field(description="数据信息类别 01–09（A.2 txCode）", examples=["09"])
+    busType: str = Field(description="数据操作标识：I 新增，U 更新，D 删除（A.2）", examples=["I"])
+    data: list[dict[str, Any]] = Field(description="记录数组（A.3–A.11 的结构）")
+
+
+_REFUSALS = {400: "请求体不是合法的 JSON 对象", 401: "appid/secret 或 access_token 无效、已过期或已撤销",
+             408: "请求体传输超时", 413: "请求体或记录数超过上限", 422: "字段缺失或类型错误",
+             429: "该单位每分钟消息数超过上限", 503: "处理超时或服务暂不可用"}
+_HTTP_SAID = {404: "没有这个资源：令牌为 GET /jsdspcloud/servlet/token，数据为 POST "
+                   "/jsdspcloud/servlet/syndata（no such resource）",
+              405: "不支持该请求方法（method not allowed）"}
+
+
+def _failures(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {c: {"model": Standard, "description": _REFUSALS[c]} for c in codes}
+
+
+async def _on_refused(_: Request, e: Exception) -> Answer:
+    assert isinstance(e, Refused)
+    return answer(e.status, e.msg, headers=e.headers)
+
+
+async def _on_unauthorized(_: Request, e: Exception) -> Answer:
+    return answer(401, str(e))
+
+
+async def _on_invalid(_: Request, e: Exception) -> Answer:
+    assert isinstance(e, RequestValidationError)
+    fields = ", ".join(sorted({".".join(str(p) for p in err.get("loc", ())[1:]) or "?"
+                               for err in e.errors()}))
+    return answer(422, f"缺少参数或类型错误：{fields}（missing or wrong: {fields}）")
+
+
+async def _on_http(_: Request, e: Exception) -> Answer:
+    assert isinstance(e, HTTPException)
+    return answer(e.status_code, _HTTP_SAID.get(e.status_code, f"请求被拒绝（HTTP {e.status_code}）"),
+                  headers=dict(e.headers or {}))
+
+
+async def _on_failure(_: Request, e: Exception) -> Answer:
+    log.error("the service failed: %s: %s", type(e).__name__, e)
+    return answer(500, "服务内部错误，消息未入库，请稍后以相同 batchNo 重发（internal error: send the "
+                       "message again later）")
+
+
+async def _access_log(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+    started, status = time.perf_counter(), 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        return response
+    finally:  # the path, never the query string: a token request's holds the secret
+        log.info("%s %s %s %d orgNo=%s %.0f ms", request.client.host if request.client else "-",
+                 request.method, request.url.path, status, getattr(request.state, "org_no", "-"),
+                 (time.perf_counter() - started) * 1000)
+
+
 def _pool_capacity(engine: Engine) -> int:
     """Connections the engine's pool may open at once: database work waits for one of these
     rather than for the pool's timeout."""
@@ -176,44 +264,77 @@ def _pool_capacity(engine: Engine) -> int:
     return max(1, size + max(0, getattr(pool, "_max_overflow", 0)))
 
 
+class Service:
+    """What the two resources do, on one target, within `settings`' bounds."""
+
+    def __init__(self, engine: Engine, settings: ServeSettings):
+        self.engine, self.settings = engine, settings
+        self.db = anyio.CapacityLimiter(_pool_capacity(engine))
+        self.scrypt = anyio.CapacityLimiter(SCRYPT_AT_ONCE)
+        self.per_unit = PerMinute(settings.messages_per_minute)
+
+    async def token(self, appid: str, secret: str) -> Answer:
+        issued = await anyio.to_thread.run_sync(apps.issue_token, self.engine, appid, secret,
+                                                self.settings.token_seconds, limiter=self.scrypt)
+        return answer(200, "success", {"access_token": issued.token, "expires_in": issued.expires_in},
+                      rescode="1")
+
+    async def token_form(self, request: Request) -> Answer:
+        body = await read_body(request, TOKEN_BODY_BYTES, self.settings.timeout_seconds)
+        fields = {**parse_qs(body.decode("utf-8", "replace"), max_num_fields=10),
+                  **{k: [v] for k, v in request.query_params.items()}}
+        appid, secret = (fields.get(k, [""])[0] for k in ("appid", "secret"))
+        if not appid or not secret:
+            raise Refused(422, "缺少参数 appid 或 secret（appid and secret are required）")
+        return await self.token(appid, secret)
+
+    async def admit(self, request: Request) -> tuple[str, dict[str, Any]]:
+        """The unit and its B.3 message, once every bound is met; `Refused` otherwise."""
+        s = self.settings
+        message = parse_object(await read_body(request, s.max_body_bytes, s.timeout_seconds))
+        token = message.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise Refused(401, "缺少 access_token：请先从 /jsdspcloud/servlet/token 获取（access_token "
+                               "missing）")
+        org_no = await anyio.to_thread.run_sync(apps.authenticate, self.engine, token, limiter=self.db)
+        request.state.org_no = org_no
+        wait = self.per_unit.wait(org_no)
+        if wait:
+            raise Refused(429, f"该单位每分钟至多 {s.messages_per_minute} 条消息，请 {wait} 秒后重发"
+                               f"（too many messages: retry in {wait} s）", {"Retry-After": str(wait)})
+        problems = shape_problems(message)
+        if problems:
+            raise Refused(422, "；".join(problems))
+        if len(message["data"]) > s.max_records:
+            raise Refused(413, f"每条消息至多 {s.max_records} 条记录，本条 {len(message['data'])} 条，"
+                               f"请分批发送（at most {s.max_records} records per message）")
+        return org_no, {k: message[k] for k in B3_KEYS}
+
+    async def syndata(self, request: Request) -> Answer:
+        org_no, message = await self.admit(request)
+        from etl.interface.receive import receive  # written beside this module (issue 27)
+
+        timeout = self.settings.timeout_seconds
+        try:
+            with anyio.fail_after(timeout):
+                result = await anyio.to_thread.run_sync(receive, self.engine, org_no, message,
+                                                        limiter=self.db, abandon_on_cancel=True)
+        except TimeoutError:
+            raise Refused(503, f"处理超过 {timeout:g} 秒，消息可能仍会入库：请稍后以相同 batchNo 重发，"
+                               f"重复的消息不会重复入库（timed out: resend with the same batchNo）") from None
+        return answer(200, str(result.get("msg", "")), jsonable_encoder(result.get("data")),
+                      rescode=str(result.get("rescode", "0")))
+
+
+_TOKEN_DOC = ("获取访问令牌（B.2）：appid 和 secret 为归集单位分配的 Appid 与 AppSecret。令牌在 "
+              "expires_in 秒后过期，凭证轮换或撤销时立即失效。")
+_FORM = {"application/x-www-form-urlencoded": {"schema": {
+    "type": "object", "required": ["appid", "secret"],
+    "properties": {"appid": {"type": "string"}, "secret": {"type": "string"}}}}}
+
+
 def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
     """The FastAPI application answering B.2 and B.3 for the target `engine`."""
-    class Answer(JSONResponse):
-        media_type = "application/json; charset=utf-8"
-
-    def answer(status: int, msg: str, data: Any = None, rescode: str = "0",
-               headers: dict[str, str] | None = None) -> Answer:
-        return Answer({"rescode": rescode, "msg": msg, "data": data}, status_code=status,
-                      headers={"Cache-Control": "no-store", **(headers or {})})
-
-    class Standard(BaseModel):
-        rescode: str = Field(description="“1” 成功，“0” 失败（B.3.5）", examples=["1"])
-        msg: str = Field(description="调用接口返回原因（B.3.5）；失败时说明如何改正", examples=["success"])
-        data: Any = Field(None, description="返回的数据（B.3.5）")
-
-    class TokenData(BaseModel):
-        access_token: str = Field(description="访问令牌（B.2），调用 syndata 时放在请求体中")
-        expires_in: int = Field(description="有效期，秒", examples=[settings.token_seconds])
-
-    class TokenAnswer(Standard):
-        data: TokenData | None = None
-
-    class SyndataMessage(BaseModel):
-        access_token: str = Field(description="访问令牌（B.2 获取）")
-        batchNo: str = Field(description="批次号：数据日期 + 8 位序号，如 2024010100000001（A.2）",
-                             examples=["2024010100000001"])
-        txcode: str = Field(description="数据信息类别 01–09（A.2 txCode）", examples=["09"])
-        busType: str = Field(description="数据操作标识：I 新增，U 更新，D 删除（A.2）", examples=["I"])
-        data: list[dict[str, Any]] = Field(description=f"记录数组（A.3–A.11 的结构），每条消息至多 "
-                                                       f"{settings.max_records} 条")
-
-    refusals = {400: "请求体不是合法的 JSON 对象", 401: "appid/secret 或 access_token 无效、已过期或已撤销",
-                408: "请求体传输超时", 413: "请求体或记录数超过上限", 422: "字段缺失或类型错误",
-                429: "该单位每分钟消息数超过上限", 503: "处理超时或服务暂不可用"}
-
-    def failures(*codes: int) -> dict[int | str, dict[str, Any]]:
-        return {c: {"model": Standard, "description": refusals[c]} for c in codes}
-
     app = FastAPI(
         title="特种设备双重预防数据接口归集（DB32 5.2.2，附录 B）",
         description="使用单位以 HTTPS 推送双重预防数据：先用归集单位分配的 Appid 和 AppSecret 获取 "
@@ -223,80 +344,26 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
                     "the Appid and AppSecret the collecting organisation gave them, then POST JSON.",
         version="1.0", docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
         default_response_class=Answer)
-    db = anyio.CapacityLimiter(_pool_capacity(engine))
-    scrypt = anyio.CapacityLimiter(SCRYPT_AT_ONCE)
-    per_unit = PerMinute(settings.messages_per_minute)
+    for kind, handler in ((Refused, _on_refused), (apps.Unauthorized, _on_unauthorized),
+                          (RequestValidationError, _on_invalid), (HTTPException, _on_http),
+                          (Exception, _on_failure)):
+        app.add_exception_handler(kind, handler)
+    app.middleware("http")(_access_log)
+    service = Service(engine, settings)
 
-    async def in_thread(limiter: anyio.CapacityLimiter, func: Callable[..., Any], *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(func, *args, limiter=limiter)
-
-    @app.exception_handler(Refused)
-    async def _refused(_: Request, e: Refused) -> Answer:
-        return answer(e.status, e.msg, headers=e.headers)
-
-    @app.exception_handler(apps.Unauthorized)
-    async def _unauthorized(_: Request, e: apps.Unauthorized) -> Answer:
-        return answer(401, str(e))
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, e: RequestValidationError) -> Answer:
-        fields = sorted({".".join(str(p) for p in err.get("loc", ())[1:]) or "?" for err in e.errors()})
-        return answer(422, f"缺少参数或类型错误：{', '.join(fields)}（missing or wrong: {', '.join(fields)}）")
-
-    @app.exception_handler(HTTPException)
-    async def _http(_: Request, e: HTTPException) -> Answer:
-        said = {404: "没有这个资源：令牌为 GET /jsdspcloud/servlet/token，数据为 POST "
-                     "/jsdspcloud/servlet/syndata（no such resource）",
-                405: "不支持该请求方法（method not allowed）"}
-        return answer(e.status_code, said.get(e.status_code, f"请求被拒绝（HTTP {e.status_code}）"),
-                      headers=dict(e.headers or {}))
-
-    @app.exception_handler(Exception)
-    async def _failed(_: Request, e: Exception) -> Answer:
-        log.error("the service failed: %s: %s", type(e).__name__, e)
-        return answer(500, "服务内部错误，消息未入库，请稍后以相同 batchNo 重发（internal error: send "
-                           "the message again later）")
-
-    @app.middleware("http")
-    async def _access_log(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        started, status = time.perf_counter(), 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:  # the path, never the query string: a token request's holds the secret
-            log.info("%s %s %s %d orgNo=%s %.0f ms", request.client.host if request.client else "-",
-                     request.method, request.url.path, status, getattr(request.state, "org_no", "-"),
-                     (time.perf_counter() - started) * 1000)
-
-    async def _token(appid: str, secret: str) -> Answer:
-        issued = await in_thread(scrypt, apps.issue_token, engine, appid, secret, settings.token_seconds)
-        return answer(200, "success", {"access_token": issued.token, "expires_in": issued.expires_in},
-                      rescode="1")
-
-    token_doc = ("获取访问令牌（B.2）：appid 和 secret 为归集单位分配的 Appid 与 AppSecret。令牌在 "
-                 f"expires_in 秒（默认 {settings.token_seconds}）后过期，凭证轮换或撤销时立即失效。")
-
-    @app.get(TOKEN_PATH, summary="获取 access_token（B.2）", description=token_doc,
-             response_model=TokenAnswer, responses=failures(401, 422))
+    @app.get(TOKEN_PATH, summary="获取 access_token（B.2）", response_model=TokenAnswer,
+             description=f"{_TOKEN_DOC}（本服务：{settings.token_seconds} 秒）",
+             responses=_failures(401, 422))
     async def token(appid: str = Query(description="归集单位分配的唯一凭证 Appid（B.1）", max_length=64),
                     secret: str = Query(description="密钥 AppSecret（B.1）", max_length=256)) -> Answer:
-        return await _token(appid, secret)
+        return await service.token(appid, secret)
 
     @app.post(TOKEN_PATH, summary="获取 access_token（B.2，表单）", response_model=TokenAnswer,
-              description=token_doc + " 也可 POST application/x-www-form-urlencoded 表单 "
-              "appid=…&secret=…，以免密钥出现在地址中。", responses=failures(401, 413, 422),
-              openapi_extra={"requestBody": {"content": {"application/x-www-form-urlencoded": {
-                  "schema": {"type": "object", "required": ["appid", "secret"], "properties": {
-                      "appid": {"type": "string"}, "secret": {"type": "string"}}}}}}})
+              description=f"{_TOKEN_DOC} 也可 POST application/x-www-form-urlencoded 表单 "
+                          f"appid=…&secret=…，以免密钥出现在地址中。",
+              responses=_failures(401, 413, 422), openapi_extra={"requestBody": {"content": _FORM}})
     async def token_form(request: Request) -> Answer:
-        body = await read_body(request, TOKEN_BODY_BYTES, settings.timeout_seconds)
-        fields = {**parse_qs(body.decode("utf-8", "replace"), max_num_fields=10),
-                  **{k: [v] for k, v in request.query_params.items()}}
-        appid, secret = (fields.get(k, [""])[0] for k in ("appid", "secret"))
-        if not appid or not secret:
-            raise Refused(422, "缺少参数 appid 或 secret（appid and secret are required）")
-        return await _token(appid, secret)
+        return await service.token_form(request)
 
     @app.post(SYNDATA_PATH, summary="推送数据（B.3）", response_model=Standard,
               description="以 JSON 推送一批记录（B.3.3）。记录须为 A.3–A.11 的结构，且只能属于令牌对应的"
@@ -305,40 +372,11 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
                           f"\n\n上限：请求体 {settings.max_body_bytes} 字节，每条消息 "
                           f"{settings.max_records} 条记录，每单位每分钟 {settings.messages_per_minute} "
                           f"条消息。",
-              responses=failures(400, 401, 408, 413, 422, 429, 503),
+              responses=_failures(400, 401, 408, 413, 422, 429, 503),
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": SyndataMessage.model_json_schema()}}}})
     async def syndata(request: Request) -> Answer:
-        message = parse_object(await read_body(request, settings.max_body_bytes, settings.timeout_seconds))
-        token = message.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise Refused(401, "缺少 access_token：请先从 /jsdspcloud/servlet/token 获取（access_token "
-                               "missing）")
-        org_no = await in_thread(db, apps.authenticate, engine, token)
-        request.state.org_no = org_no
-        wait = per_unit.wait(org_no)
-        if wait:
-            raise Refused(429, f"该单位每分钟至多 {settings.messages_per_minute} 条消息，请 {wait} 秒后重发"
-                               f"（too many messages: retry in {wait} s）", {"Retry-After": str(wait)})
-        problems = shape_problems(message)
-        if problems:
-            raise Refused(422, "；".join(problems))
-        if len(message["data"]) > settings.max_records:
-            raise Refused(413, f"每条消息至多 {settings.max_records} 条记录，本条 {len(message['data'])} "
-                               f"条，请分批发送（at most {settings.max_records} records per message）")
-        from etl.interface.receive import receive  # written beside this module (issue 27)
-
-        try:
-            with anyio.fail_after(settings.timeout_seconds):
-                result = await anyio.to_thread.run_sync(
-                    receive, engine, org_no, {k: message[k] for k in B3_KEYS},
-                    limiter=db, abandon_on_cancel=True)
-        except TimeoutError:
-            raise Refused(503, f"处理超过 {settings.timeout_seconds:g} 秒，消息可能仍会入库：请稍后以相同 "
-                               f"batchNo 重发，重复的消息不会重复入库（timed out: resend with the same "
-                               f"batchNo）") from None
-        return answer(200, str(result.get("msg", "")), jsonable_encoder(result.get("data")),
-                      rescode=str(result.get("rescode", "0")))
+        return await service.syndata(request)
 
     return app
 
