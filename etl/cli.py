@@ -41,7 +41,8 @@ def _moment(text: str) -> datetime:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="etl", description="Ingest special-equipment dual-prevention "
-                                "data (DB32 standard, database route 5.2.1) from units' databases.")
+                                "data (DB32 standard, database route 5.2.1) from units' databases, and receive what units "
+                                "push (interface route 5.2.2).")
     p.add_argument("-v", "--verbose", action="store_true", help="log every step")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -205,6 +206,33 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--schema", help="the source schema to read (default: the connection's)")
     sc.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
+    apps = sub.add_parser("apps", help="give units credentials for the interface route (B.1)",
+                          description="Per-unit credentials of the interface route (5.2.2, "
+                          "Appendix B): add gives the unit an Appid and an AppSecret, printed once "
+                          "(the target keeps only a scrypt hash); list shows every app with when it "
+                          "was created and last used (its last token), never a secret; rotate gives "
+                          "a new secret and ends the old one and its tokens; revoke ends the app and "
+                          "all its tokens. Run it as the target's owner.")
+    apps.add_argument("action", choices=["add", "list", "rotate", "revoke"])
+    apps.add_argument("org", nargs="?", metavar="ORGNO", help="the unit's unified social credit "
+                      "code (list: only this unit)")
+    apps.add_argument("--target", help=target_help)
+
+    srv = sub.add_parser("serve", help="receive units' pushed data over HTTPS (5.2.2, Appendix B)",
+                         description="Serve the interface route: GET /jsdspcloud/servlet/token "
+                         "(B.2) and POST /jsdspcloud/servlet/syndata (B.3), with an OpenAPI page at "
+                         "/docs, into the target. HTTPS with --certfile and --keyfile; plain HTTP is "
+                         "refused unless --behind-proxy. Bounds: ETL_SERVE_MAX_BODY_BYTES, "
+                         "ETL_SERVE_MAX_RECORDS, ETL_SERVE_MESSAGES_PER_MINUTE, "
+                         "ETL_SERVE_TIMEOUT_SECONDS; tokens last ETL_SERVE_TOKEN_SECONDS.")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8443, help="port (default 8443; 0: any free one)")
+    srv.add_argument("--certfile", help="the server certificate (PEM, with its chain)")
+    srv.add_argument("--keyfile", help="its private key (PEM, unencrypted; keep it 0600)")
+    srv.add_argument("--behind-proxy", action="store_true", help="allow plain HTTP: a "
+                     "TLS-terminating proxy is in front (its X-Forwarded-For is believed from loopback)")
+    srv.add_argument("--target", help=target_help)
+
     af = sub.add_parser("airflow", help="run an airflow command set up for this project",
                         description="Run `airflow ARGS` (default: standalone) with this project's "
                         "settings, unless already set: AIRFLOW_HOME=var/airflow, the DAGs folder "
@@ -344,6 +372,19 @@ def _scaffold(args: argparse.Namespace) -> int:
                              schema=args.schema, force=args.force)
 
 
+def _apps(args: argparse.Namespace) -> int:
+    from etl import commands
+
+    return commands.apps(args.action, args.org, target_url=args.target)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from etl import commands
+
+    return commands.serve(host=args.host, port=args.port, certfile=args.certfile,
+                          keyfile=args.keyfile, behind_proxy=args.behind_proxy, target_url=args.target)
+
+
 def _airflow(args: argparse.Namespace) -> int:
     from etl.orchestration import airflow_env
 
@@ -353,7 +394,7 @@ def _airflow(args: argparse.Namespace) -> int:
 _COMMANDS = {"demo": _demo, "run": _run, "check": _check, "init-target": _init_target,
              "reconcile": _reconcile, "freshness": _freshness, "report": _report, "airflow": _airflow,
              "rotate-key": _rotate_key, "decrypt": _decrypt, "scaffold": _scaffold,
-             "onboard": _onboard}
+             "onboard": _onboard, "apps": _apps, "serve": _serve}
 
 
 if __name__ == "__main__":  # pragma: no cover

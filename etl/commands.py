@@ -420,3 +420,73 @@ def scaffold(*, url_env: str | None, conn_id: str | None, org: str | None, name:
         todos = sum(1 for line in text.splitlines() if re.search(r":\s*TODO\b", line))
         print(f"{out}: draft written ({todos} TODO); check it with `etl check --offline {out}`")
     return 0
+
+
+def _apps_engine(target_url: str | None):
+    """The target for `etl apps` and `etl serve`: never created here (a mistyped URL is no
+    target), upgraded to the code's schema when this account may (the owner)."""
+    engine = _engine(target_url, existing=True)
+    target.ensure_schema(engine)
+    return engine
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+def apps(action: str, org_no: str | None, *, target_url: str | None = None) -> int:
+    """`etl apps add|list|rotate|revoke`: a unit's Appid and AppSecret (B.1). The secret is
+    printed once, here; the target keeps only its hash."""
+    from etl.interface import apps as credentials
+
+    if action != "list" and not org_no:
+        raise ConfigError(f"etl apps {action} needs the unit's ORGNO")
+    if org_no:
+        org_no = credentials.unit(org_no)  # refused before anything connects
+    engine = _apps_engine(target_url)
+    try:
+        if action == "list":
+            rows = [a for a in credentials.list_apps(engine) if not org_no or a.org_no == org_no]
+            print(f"{'orgNo':<18}  {'appid':<16}  {'created':<16}  {'last used':<16}  state")
+            for a in rows:
+                print(f"{a.org_no:<18}  {a.app_id:<16}  {_when(a.created_at):<16}  "
+                      f"{_when(a.last_used):<16}  {a.state}")
+            print(f"{len(rows)} app(s) -> {mask_url(engine.url)}")
+            return 0
+        if action == "revoke":
+            app, ended = credentials.revoke(engine, org_no)
+            print(f"revoked app {app.app_id} of {app.org_no} and {ended} token(s): it can no "
+                  f"longer push; `etl apps add {app.org_no}` gives it new credentials")
+            return 0
+        if action == "add":
+            app, secret = credentials.add(engine, org_no)
+            done = "added"
+        else:
+            app, secret, ended = credentials.rotate(engine, org_no)
+            done = f"rotated ({ended} token(s) of the old secret revoked)"
+        print(f"orgNo   {app.org_no}\nappid   {app.app_id}\nsecret  {secret}")
+        print(f"{done}: the secret is shown this once and stored only as a hash; give it to the "
+              f"unit over a safe channel", file=sys.stderr)
+        return 0
+    finally:
+        engine.dispose()
+
+
+def serve(*, host: str, port: int, certfile: str | None, keyfile: str | None,
+          behind_proxy: bool, target_url: str | None = None) -> int:
+    """`etl serve`: the interface route's HTTPS service on the target, until stopped."""
+    from etl.interface import service
+
+    settings_ = service.ServeSettings.from_environment()
+    engine = _apps_engine(target_url)
+    try:
+        service.serve(engine, settings_, host=host, port=port, certfile=certfile, keyfile=keyfile,
+                      behind_proxy=behind_proxy,
+                      say=lambda line: print(line, file=sys.stderr if line.startswith("warning")
+                                             else sys.stdout, flush=True))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.dispose()
+    print("stopped", flush=True)
+    return 0

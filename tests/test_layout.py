@@ -12,7 +12,7 @@ from pathlib import Path
 ETL = Path(__file__).resolve().parent.parent / "etl"
 # lower layers first; a package may import its own layer's modules and those of lower layers
 LAYERS = {"common": 0, "standard": 1, "mapping": 2, "source": 3, "target": 3, "media": 4,
-          "pipeline": 5, "onboarding": 5, "report": 6, "orchestration": 7, "": 8}
+          "pipeline": 5, "onboarding": 5, "report": 6, "orchestration": 7, "interface": 7, "": 8}
 
 
 def _modules() -> dict[str, Path]:

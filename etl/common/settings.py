@@ -98,6 +98,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ETL_ALERT_WEBHOOK_CONN_ID", None, "an Airflow HTTP connection holding a DingTalk or "
             "WeCom group robot's URL (host) and token (password), told when such a run fails",
             "none: no webhook"),
+    Setting("ETL_SERVE_TOKEN_SECONDS", "7200", "how long an access_token `etl serve` issues "
+            "stays valid (B.2)"),
+    Setting("ETL_SERVE_MAX_BODY_BYTES", "16777216", "the largest request body `etl serve` reads "
+            "(16 MiB); a larger one is refused with HTTP 413 before it is read"),
+    Setting("ETL_SERVE_MAX_RECORDS", "1000", "the most records (`data`) one pushed message may "
+            "carry (HTTP 413 beyond)"),
+    Setting("ETL_SERVE_MESSAGES_PER_MINUTE", "60", "messages one unit may push per minute, "
+            "per `etl serve` process (HTTP 429 beyond)"),
+    Setting("ETL_SERVE_TIMEOUT_SECONDS", "120", "how long `etl serve` waits for a request's "
+            "body (HTTP 408) and for its message to be taken (HTTP 503)"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -238,6 +238,37 @@ ingest_key = sa.Table(
             "0010): a load with another key, or none, is refused; etl rotate-key moves it",
 )
 
+ingest_app = sa.Table(
+    "ingest_app", metadata,
+    sa.Column("appId", sa.String(32), primary_key=True, comment="the unit's Appid (B.1): random, public"),
+    sa.Column("orgNo", sa.String(18), nullable=False),
+    sa.Column("secretHash", sa.String(200), nullable=False,
+              comment="scrypt of the AppSecret with its salt and parameters; never the secret"),
+    sa.Column("generation", sa.Integer, nullable=False,
+              comment="raised by each rotation: a token of an earlier secret is refused"),
+    sa.Column("state", sa.String(10), nullable=False, comment="active or revoked"),
+    sa.Column("createdAt", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("rotatedAt", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("revokedAt", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_ingest_app_orgNo", "orgNo"),
+    comment="the interface route's credentials (5.2.2, B.1; etl.interface.apps; migration 0011): one "
+            "Appid and the hash of its AppSecret per unit, written by `etl apps` as the owner",
+)
+
+ingest_token = sa.Table(
+    "ingest_token", metadata,
+    sa.Column("tokenHash", sa.String(64), primary_key=True,
+              comment="SHA-256 of the access_token, hex; never the token"),
+    sa.Column("appId", sa.String(32), nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False, comment="the app's generation it was issued under"),
+    sa.Column("issuedAt", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expiresAt", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revokedAt", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_ingest_token_app", "appId", "issuedAt"),
+    comment="access tokens issued (B.2; migration 0011): appended by the service, revoked by "
+            "`etl apps rotate|revoke` as the owner",
+)
+
 
 def table(tx_code: str) -> sa.Table:
     return DATASET_TABLES[standard.dataset(tx_code).tx_code]
