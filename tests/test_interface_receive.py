@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from etl import target
 from etl.common import clock
 from etl.interface.receive import receive
+from etl.mapping import load_mapping
 from helpers import ORG_A, gb11643, org_no
 
 ORG_B = org_no("91320506MA1W3L8P7")
@@ -293,3 +294,51 @@ def test_a_bad_envelope_is_rescode_0_naming_the_key(engine, bad, key):
 def test_a_message_missing_keys_names_them(engine):
     a = receive(engine, ORG_A, {"batchNo": "2024070800000001", "txcode": "09"}, now=NOW)
     assert a["rescode"] == "0" and a["msg"].startswith("缺少 busType, data")
+
+
+# --- freshness, the report site and reconcile see a pushed unit ----------------------------------
+
+
+def test_freshness_lists_a_pushed_unit_as_the_interface_route(engine, tmp_path):
+    from etl.report import freshness
+    from helpers import hidden_danger_mapping_text
+
+    push(engine, "09", "I", [record("09", 1, org=ORG_B)], 1, org=ORG_B)
+    push(engine, "06", "I", [record("06", 1)], 2)  # unit A: mapped for 09, pushes 06
+    path = tmp_path / "unit_a.yaml"
+    path.write_text(hidden_danger_mapping_text(ORG_A), encoding="utf-8")
+    found = {(s.org_no, s.tx_code): s for s in freshness.statuses(
+        engine, [load_mapping(path)], now=NOW)}
+    b = found[(ORG_B, "09")]
+    assert (b.route, b.mapping, b.status, b.records, b.extracted) == ("interface", "", "on_time", 1, 1)
+    assert found[(ORG_A, "06")].route == "interface" and found[(ORG_A, "06")].records == 1
+    assert found[(ORG_A, "09")].route == "database" and found[(ORG_A, "09")].status == "pending"
+    assert not freshness.needs_attention(b)
+
+
+def test_the_report_marks_a_pushed_unit_and_reconcile_says_it_has_no_source(engine, tmp_path, monkeypatch):
+    from etl.report import site
+
+    monkeypatch.delenv("ETL_REPORT_LANGUAGE", raising=False)
+    push(engine, "01", "I", [record("01", 1, org=ORG_B)], 1, org=ORG_B)
+    push(engine, "09", "I", [record("09", 1, org=ORG_B)], 2, org=ORG_B)
+    built = site.build(engine, [], tmp_path / "report", now=NOW)
+    page = built.index.read_text(encoding="utf-8")
+    data = site.overview_data(site.freshness.statuses(engine, [], now=NOW), NOW)
+    [unit] = data["units"]
+    assert unit[1] == ORG_B and "南京某某化工有限公司" in page  # named from its pushed 01
+    assert (unit[2], unit[4], unit[5]) == ("", 0, 1)  # no page, not "mapping removed", pushed
+    assert '"pushed":"（接口归集）"' in page and f'"{ORG_B}","","",0,1]' in page
+    assert 'id="removed-units"' not in page  # not listed as "mapping removed"
+    rec = (tmp_path / "report" / "reconcile.html").read_text(encoding="utf-8")
+    assert "没有可与目标库比对的源库" in rec and ORG_B in rec
+
+
+def test_etl_reconcile_of_a_pushed_unit_says_there_is_no_source(engine, db_url, capsys):
+    from etl.cli import main
+
+    push(engine, "09", "I", [record("09", 1, org=ORG_B)], 1, org=ORG_B)
+    assert main(["reconcile", ORG_B, "--target", db_url]) == 0
+    out = capsys.readouterr().out
+    assert "pushed over the interface" in out and "hidden_danger" in out
+    assert main(["reconcile", ORG_A, "--target", db_url]) == 2  # pushed nothing, no such file

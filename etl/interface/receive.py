@@ -46,7 +46,7 @@ from etl.mapping import Mapping, MappingModel
 from etl.pipeline import run
 from etl.standard import validate
 from etl.standard.clean import Audit
-from etl.target.frame import DELETED, ID, KEY, REJECTED
+from etl.target.frame import ID, KEY, REJECTED
 from etl.target.history import PUSH_MODE
 
 log = logging.getLogger("etl")
