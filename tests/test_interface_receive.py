@@ -342,3 +342,23 @@ def test_etl_reconcile_of_a_pushed_unit_says_there_is_no_source(engine, db_url, 
     out = capsys.readouterr().out
     assert "pushed over the interface" in out and "hidden_danger" in out
     assert main(["reconcile", ORG_A, "--target", db_url]) == 2  # pushed nothing, no such file
+
+
+def test_pushed_personal_data_is_encrypted_as_the_database_route_encrypts_it(engine, monkeypatch):
+    import base64
+    import os
+
+    from etl.target import crypt
+
+    k = base64.b64encode(os.urandom(32)).decode()
+    monkeypatch.setenv("ETL_DATA_KEY", k)
+    monkeypatch.delenv("ETL_DATA_KEY_OLD", raising=False)
+    push(engine, "02", "I", [record("02", 2)], 1)
+    a = push(engine, "03", "I", [record("03", 1)], 2)
+    assert a["data"]["inserted"] == 1
+    [person] = rows(engine, target.table("03"))
+    assert crypt.is_encrypted(person["idCardNo"]) and ID_NO not in json.dumps(person, default=str)
+    assert crypt.decrypt(person["idCardNo"], "idCardNo", person["ID"], [crypt.parse_key(k, "k")]) == ID_NO
+    ledger = " ".join(r["record"] for r in rows(engine, target.ingest_change))
+    assert ID_NO not in ledger and MOBILE not in ledger
+    assert rows(engine, target.ingest_key)  # the target now knows its key
