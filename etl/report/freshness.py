@@ -152,20 +152,13 @@ def _latest_runs(conn: sa.Connection) -> tuple[dict, dict]:
     last = sa.select(sa.func.max(r.c.runKey).label("k")).group_by(r.c.orgNo, r.c.txCode).subquery()
     runs = {(row.orgNo, row.txCode): row for row in conn.execute(
         sa.select(r.c.orgNo, r.c.txCode, r.c.mapping, r.c.status, r.c.message, r.c.endedAt,
-                  r.c.startedAt).join(last, r.c.runKey == last.c.k))}
+                  r.c.startedAt, r.c.mode).join(last, r.c.runKey == last.c.k))}
     ok = (sa.select(sa.func.max(r.c.runKey).label("k")).where(r.c.status == "success")
           .group_by(r.c.orgNo, r.c.txCode).subquery())
     successes = {(row.orgNo, row.txCode): row for row in conn.execute(
         sa.select(r.c.orgNo, r.c.txCode, r.c.startedAt, r.c.rejected, r.c.extracted)
         .join(ok, r.c.runKey == ok.c.k))}
     return runs, successes
-
-
-def _pushed(conn: sa.Connection) -> set[tuple[str, str]]:
-    """(orgNo, txCode) of every dataset a unit pushed (the interface route) at least once."""
-    r = target.ingest_run
-    return {(row.orgNo, row.txCode) for row in conn.execute(
-        sa.select(r.c.orgNo, r.c.txCode).where(r.c.mode == PUSH_MODE).distinct())}
 
 
 def _record_counts(conn: sa.Connection) -> dict[tuple[str, str], int]:
@@ -182,8 +175,8 @@ def statuses(engine: Engine, mappings: Sequence[Mapping | InvalidMapping],
     """Every unit × every dataset its mapping maps, with its status; a mapping that does not
     load is one row (tx_code "", failing, its problem); a unit known only from the target
     (its mapping file gone) is listed with mapping "", and a dataset a unit pushed (the interface
-    route, 5.2.2) that no mapping maps with mapping "" and route INTERFACE. Four statements in all, and a stat per
-    mapping file with a dataset never loaded, and per template it extends.
+    route, 5.2.2: its last run was a push) that no mapping maps with mapping "" and route
+    INTERFACE. Three statements in all, and a stat per mapping file with a dataset never loaded, and per template it extends.
 
     failing: the last run failed; pending: no successful run yet, and the mapping appeared
     (`appeared`) less than the dataset's period plus `grace` (`default_grace` when None) ago;
@@ -194,7 +187,6 @@ def statuses(engine: Engine, mappings: Sequence[Mapping | InvalidMapping],
     with engine.connect() as conn:
         runs, successes = _latest_runs(conn)
         counts = _record_counts(conn)
-        pushed = _pushed(conn)
 
     def status_of(mapping: str, org: str, name: str, tx: str, frequency: str,
                   since: datetime | None = None, route: str = DATABASE) -> DatasetStatus:
@@ -238,7 +230,7 @@ def statuses(engine: Engine, mappings: Sequence[Mapping | InvalidMapping],
     for org, tx in sorted(set(runs) | set(successes)):
         if tx not in standard.BY_TX_CODE or (org, tx) in mapped:
             continue  # a unit's failure recorded without a dataset; or mapped above
-        if (org, tx) in pushed:  # the interface route: no mapping file to expect
+        if (org, tx) in runs and runs[org, tx].mode == PUSH_MODE:  # the interface route
             out.append(status_of("", org, "", tx, standard.dataset(tx).frequency, route=INTERFACE))
         elif org not in claimed:
             out.append(status_of("", org, "", tx, standard.dataset(tx).frequency))
