@@ -397,3 +397,9 @@ def test_whatever_a_unit_sends_is_answered_and_every_record_accounted_for(tmp_pa
     check()
     assert all(r["status"] == "success" for r in runs(engine))
     engine.dispose()
+
+
+def test_rejects_of_records_without_an_id_name_their_place_in_ingest_reject(engine):
+    push(engine, "04", "I", [{"fileName": "制度"}, {**record("04", 1), "ID": "  "}], 1)
+    keys = sorted(r["sourceKey"] for r in rows(engine, target.ingest_reject) if r["field"] == "ID")
+    assert keys == ["\\x00#0 (无 ID / no ID)", "\\x00#1 (无 ID / no ID)"]

@@ -218,7 +218,7 @@ def records(e: Envelope, ds: standard.Dataset, org_no: str,
     for i, rec in enumerate(e.data):
         row: dict[str, Any] = {n: None for n in ds.field_names}
         row[_PUSH_DELETED] = 1 if deleting else 0
-        row[RECORD_ID] = f"\x00{i}"  # a placeholder no unit's ID can be (no control characters)
+        row[RECORD_ID] = _placeholder(i)
         if not isinstance(rec, MappingType):
             found.append(validate.Finding(i, "data", "shape", f"第 {i} 条记录不是 JSON 对象 / record "
                                           f"{i} is not a JSON object"))
@@ -396,6 +396,12 @@ def _answer(e: Envelope, result: run.DatasetResult, chunk: run.Prepared) -> dict
     if loaded + c.unchanged == 0:
         return answer("0", f"全部记录被拒收：{summary}；{fix}", data)
     return answer("1", f"部分记录被拒收：{summary}；{fix}", data)
+
+
+def _placeholder(i: int) -> str:
+    """The key of a record without a usable ID: no unit's ID can be it (NUL is a control
+    character), and people reading ingest_reject see which record it was (shown as `\\x00#3 ...`)."""
+    return f"\x00#{i} (无 ID / no ID)"
 
 
 def _shown_id(key: str) -> str:
