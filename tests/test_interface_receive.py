@@ -173,7 +173,9 @@ def test_a_message_whose_every_record_is_refused_answers_rescode_0(engine):
 def test_a_record_naming_another_unit_is_refused_and_touches_nothing_of_it(engine):
     push(engine, "01", "I", [record("01", 1, org=ORG_B)], 1, org=ORG_B)
     a = push(engine, "01", "I", [record("01", 1, org=ORG_B)], 1)  # unit A names B's orgNo
-    assert a["rescode"] == "0" and a["data"]["rejects"][0]["field"] == "orgNo"
+    assert a["rescode"] == "0" and [r["field"] for r in a["data"]["rejects"]] == ["orgNo"]
+    assert a["data"]["rejects"][0]["message"].startswith(f"orgNo '{ORG_B}' 不是本令牌所属单位")
+    assert push(engine, "01", "I", [record("01", 1, org="９" + ORG_A[1:].lower())], 9)["data"]["inserted"] == 1
     b = push(engine, "09", "I", [record("09", 1), {**record("09", 2), "orgNo": ORG_B}], 2)
     assert b["data"]["inserted"] == 1 and b["data"]["rejects"][0]["index"] == 1
     assert b["data"]["rejects"][0]["rule"] == "unit"

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import re
+import unicodedata
 import uuid
 from collections.abc import Mapping as MappingType
 from dataclasses import dataclass
@@ -234,13 +235,13 @@ def records(e: Envelope, ds: standard.Dataset, org_no: str,
         else:
             row[RECORD_ID] = rid.strip()
         org = rec.get(standard.UNIT_KEY)
-        if org not in (None, "") and (ds.tx_code != "01" or deleting) \
-                and str(org).strip().upper() != org_no:
+        foreign = org not in (None, "") and _spelt(org) != org_no
+        if foreign:
             found.append(validate.Finding(i, standard.UNIT_KEY, "unit", (
                 f"orgNo {excerpt(org)} 不是本令牌所属单位的统一社会信用代码 {org_no}：单位只能报送"
                 f"本单位的数据 / orgNo is not the token's unit {org_no}: a unit pushes only its own records")))
         for name in ds.field_names:
-            value = rec.get(name)
+            value = None if foreign and name == standard.UNIT_KEY else rec.get(name)
             if isinstance(value, (dict, list)):
                 found.append(validate.Finding(i, name, "type", (
                     f"{name}（{ds.field(name).zh}）应为文本、数字或 null，不是 JSON 对象或数组 / "
@@ -260,6 +261,11 @@ def records(e: Envelope, ds: standard.Dataset, org_no: str,
                 "(01) of this unit to stand as a top department's parent: fill it or push 01 first")))
         rows.append(row)
     return pd.DataFrame(rows, dtype=object), found
+
+
+def _spelt(org: Any) -> str:
+    """An orgNo as cleaning spells it (full-width, case, spaces aside), to compare."""
+    return unicodedata.normalize("NFKC", str(org)).replace(" ", "").strip().upper()
 
 
 def with_findings(chunk: run.Prepared, found: list[validate.Finding], org_no: str,
