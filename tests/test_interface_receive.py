@@ -405,3 +405,22 @@ def test_rejects_of_records_without_an_id_name_their_place_in_ingest_reject(engi
     push(engine, "04", "I", [{"fileName": "制度"}, {**record("04", 1), "ID": "  "}], 1)
     keys = sorted(r["sourceKey"] for r in rows(engine, target.ingest_reject) if r["field"] == "ID")
     assert keys == ["\\x00#0 (无 ID / no ID)", "\\x00#1 (无 ID / no ID)"]
+
+
+def test_our_own_failure_raises_records_a_failed_run_and_keeps_no_answer(engine, monkeypatch):
+    import base64
+    import os
+
+    from etl.common.errors import EtlError
+
+    def key() -> str:
+        return base64.b64encode(os.urandom(32)).decode()
+
+    monkeypatch.delenv("ETL_DATA_KEY_OLD", raising=False)
+    monkeypatch.setenv("ETL_DATA_KEY", key())
+    push(engine, "01", "I", [record("01", 1)], 1)
+    monkeypatch.setenv("ETL_DATA_KEY", key())  # a mistyped key: the target is under another
+    with pytest.raises(EtlError, match="rotate-key"):
+        push(engine, "01", "U", [record("01", 1, address="新地址")], 2)
+    assert [r["status"] for r in runs(engine)] == ["success", "failed"]
+    assert len(rows(engine, target.ingest_push)) == 1  # a repeat of the failed one loads then
