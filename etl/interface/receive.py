@@ -104,6 +104,7 @@ def receive(engine: Engine, org_no: str, message: MappingType[str, Any],
             return _load_message(engine, org_no, envelope, digest, now)
         except _Retry as e:
             if attempt == ATTEMPTS:
+                _record_failure(engine, e.plan, e)
                 raise TargetError(f"{org_no} txcode {envelope.tx_code} batchNo {envelope.batch_no}: "
                                   f"the load was rolled back {ATTEMPTS} times ({e}); send it again") from e
             log.warning("%s %s %s: %s, trying again (%d/%d)", org_no, envelope.tx_code,
@@ -321,6 +322,10 @@ class _Retry(Exception):
     """The transaction was rolled back by the database (a deadlock, a concurrent copy of this
     message or of its records committed first): read ingest_push again and retry."""
 
+    def __init__(self, why: str, plan: run.Plan):
+        super().__init__(why)
+        self.plan = plan
+
 
 def _plan(mapping: Mapping, tx_code: str, now: datetime) -> run.Plan:
     run_id = f"push__{now:%Y%m%dT%H%M%S}__{uuid.uuid4().hex[:8]}"
@@ -347,11 +352,11 @@ def _load_message(engine: Engine, org_no: str, e: Envelope, digest: str,
                 batches=json.dumps(result.counts.batches), runId=p.run_id, receivedAt=now,
                 answer=json.dumps(reply, ensure_ascii=False)))
     except sa.exc.IntegrityError as err:
-        raise _Retry("a concurrent message committed the same batchNo or records first") from err
+        raise _Retry("a concurrent message committed the same batchNo or records first", p) from err
     except Exception as err:
         if isinstance(err, (sa.exc.DBAPIError, TargetError)) and run.is_deadlock(
                 err if isinstance(err, sa.exc.DBAPIError) else err.__cause__):
-            raise _Retry("the target rolled the load back (a deadlock)") from err
+            raise _Retry("the target rolled the load back (a deadlock)", p) from err
         _record_failure(engine, p, err)
         if isinstance(err, EtlError):
             raise
