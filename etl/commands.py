@@ -268,6 +268,10 @@ def reconcile(path: Path, *, tx_codes: list[str] | None = None, target_url: str 
     from etl import pipeline
     from etl.report import reconcile as rec
 
+    from etl.standard.checks import is_valid_uscc
+
+    if not path.exists() and is_valid_uscc(org := str(path).strip().upper()):
+        return _reconcile_pushed(org, tx_codes, target_url, as_json)
     m = load_mapping(path)
     engine = _engine(target_url, existing=True)
     results = rec.reconcile(engine, m, tx_codes)
@@ -290,6 +294,29 @@ def reconcile(path: Path, *, tx_codes: list[str] | None = None, target_url: str 
                 print(details)
         print(f"saved as {run_id} in ingest_reconcile")
     return 0 if results and all(r.state == "agree" for r in results) else 1
+
+
+def _reconcile_pushed(org: str, tx_codes: list[str] | None, target_url: str | None,
+                      as_json: bool) -> int:
+    """`etl reconcile ORGNO` of a unit with no mapping file that pushes its data: there is no
+    source to compare; say so for each dataset it pushed (0), or that it pushed none (2)."""
+    import json
+
+    from etl.report import reconcile as rec
+
+    engine = _engine(target_url, existing=True)
+    results = rec.pushed(engine, org, tx_codes)
+    if not results:
+        raise MappingError([f"{org}: no mapping file of that name, and the target holds no data "
+                            f"this unit pushed over the interface: name a mapping file"])
+    if as_json:
+        print(json.dumps({"orgNo": org, "datasets": [r.to_dict() for r in results]},
+                         ensure_ascii=False, indent=1))
+    else:
+        print(report.table(["tx", "table", "target active", "state"],
+                           [[r.tx_code, r.table, r.target_active, r.state] for r in results]))
+        print(f"{org}: {rec.NO_SOURCE}")
+    return 0
 
 
 def freshness(*, mappings_dir: Path = Path("mappings"), target_url: str | None = None,

@@ -349,10 +349,7 @@ def load(engine: Engine, p: Plan, chunks: Iterable[Prepared], audit: Audit,
     """Stage every prepared chunk and apply the changes, as one target transaction; with
     `keys` (the source's record IDs), also mark the unit's records the source no longer has.
     A failure rolls it all back and leaves a `failed` row in ingest_run."""
-    result = DatasetResult(p.mapping.name, p.mapping.unit.orgNo, p.tx_code, p.mode,
-                           window=(p.since, p.until), message=p.message,
-                           mapping_hash=p.mapping.digest or None, dag_run_id=p.dag_run_id,
-                           key_columns=p.key_columns)
+    result = new_result(p)
     target.ensure_schema(engine)
     try:
         with engine.connect() as conn, conn.begin():
@@ -376,6 +373,22 @@ def load(engine: Engine, p: Plan, chunks: Iterable[Prepared], audit: Audit,
         if error is e:
             raise
         raise error from e
+    return result
+
+
+def new_result(p: Plan) -> DatasetResult:
+    """The result a load of `p` fills in."""
+    return DatasetResult(p.mapping.name, p.mapping.unit.orgNo, p.tx_code, p.mode,
+                         window=(p.since, p.until), message=p.message,
+                         mapping_hash=p.mapping.digest or None, dag_run_id=p.dag_run_id,
+                         key_columns=p.key_columns)
+
+
+def load_within(conn: Connection, p: Plan, chunks: Iterable[Prepared], audit: Audit) -> DatasetResult:
+    """`load`'s work inside the caller's transaction, for a caller that writes more in it (the
+    interface route's `ingest_push` row) and records a failure itself (`record_run`)."""
+    result = new_result(p)
+    _load(conn, p, chunks, audit, result)
     return result
 
 

@@ -24,12 +24,16 @@ from sqlalchemy.engine import Engine
 from etl import standard, target
 from etl.common import clock, settings
 from etl.common.errors import MappingError
+from etl.target.history import PUSH_MODE
 from etl.mapping import Mapping, discover, load_mapping_cached, period_minutes, raw_org_no
 
 STATUSES = ("on_time", "late", "failing", "never", "pending")
 #: How the terminal and the report order statuses: what needs attention first.
 ORDER = ("failing", "late", "never", "pending", "on_time")
 GRACE_ENV = "ETL_FRESHNESS_GRACE_HOURS"
+#: How a unit's dataset reaches the target (5.2): pulled from its database by a mapping (5.2.1),
+#: or pushed by the unit over the interface (5.2.2; runs of mode `push`, no mapping file).
+DATABASE, INTERFACE = "database", "interface"
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class DatasetStatus:
     rejected: int         # rejected rows in the last successful run
     extracted: int        # extracted rows in the last successful run
     due: datetime | None = None   # pending: when the first load is due (CST)
+    route: str = DATABASE         # DATABASE: pulled by a mapping; INTERFACE: pushed by the unit
 
 
 @dataclass(frozen=True)
@@ -147,7 +152,7 @@ def _latest_runs(conn: sa.Connection) -> tuple[dict, dict]:
     last = sa.select(sa.func.max(r.c.runKey).label("k")).group_by(r.c.orgNo, r.c.txCode).subquery()
     runs = {(row.orgNo, row.txCode): row for row in conn.execute(
         sa.select(r.c.orgNo, r.c.txCode, r.c.mapping, r.c.status, r.c.message, r.c.endedAt,
-                  r.c.startedAt).join(last, r.c.runKey == last.c.k))}
+                  r.c.startedAt, r.c.mode).join(last, r.c.runKey == last.c.k))}
     ok = (sa.select(sa.func.max(r.c.runKey).label("k")).where(r.c.status == "success")
           .group_by(r.c.orgNo, r.c.txCode).subquery())
     successes = {(row.orgNo, row.txCode): row for row in conn.execute(
@@ -169,8 +174,9 @@ def statuses(engine: Engine, mappings: Sequence[Mapping | InvalidMapping],
              now: datetime | None = None, grace: timedelta | None = None) -> list[DatasetStatus]:
     """Every unit × every dataset its mapping maps, with its status; a mapping that does not
     load is one row (tx_code "", failing, its problem); a unit known only from the target
-    (its mapping file gone) is listed with mapping "". Three statements in all, and a stat per
-    mapping file with a dataset never loaded, and per template it extends.
+    (its mapping file gone) is listed with mapping "", and a dataset a unit pushed (the interface
+    route, 5.2.2: its last run was a push) that no mapping maps with mapping "" and route
+    INTERFACE. Three statements in all, and a stat per mapping file with a dataset never loaded, and per template it extends.
 
     failing: the last run failed; pending: no successful run yet, and the mapping appeared
     (`appeared`) less than the dataset's period plus `grace` (`default_grace` when None) ago;
@@ -183,7 +189,7 @@ def statuses(engine: Engine, mappings: Sequence[Mapping | InvalidMapping],
         counts = _record_counts(conn)
 
     def status_of(mapping: str, org: str, name: str, tx: str, frequency: str,
-                  since: datetime | None = None) -> DatasetStatus:
+                  since: datetime | None = None, route: str = DATABASE) -> DatasetStatus:
         run, ok = runs.get((org, tx)), successes.get((org, tx))
         last_success = _aware(ok.startedAt) if ok else None
         last_run = _aware(run.startedAt) if run else None
@@ -202,7 +208,7 @@ def statuses(engine: Engine, mappings: Sequence[Mapping | InvalidMapping],
             status = "on_time"
         return DatasetStatus(mapping, org, name, tx, frequency, last_success, last_run, status,
                              message, counts.get((org, tx), 0), int(ok.rejected) if ok else 0,
-                             int(ok.extracted) if ok else 0, due)
+                             int(ok.extracted) if ok else 0, due, route)
 
     out: list[DatasetStatus] = []
     claimed: set[str] = set()
@@ -220,10 +226,14 @@ def statuses(engine: Engine, mappings: Sequence[Mapping | InvalidMapping],
         for tx, spec in m.datasets.items():
             frequency = spec.frequency or standard.dataset(tx).frequency
             out.append(status_of(m.name, org, m.unit.comName, tx, frequency, since))
+    mapped = {(m.unit.orgNo, tx) for m in mappings if isinstance(m, Mapping) for tx in m.datasets}
     for org, tx in sorted(set(runs) | set(successes)):
-        if org in claimed or tx not in standard.BY_TX_CODE:
-            continue  # mapped above; or a unit's failure recorded without a dataset
-        out.append(status_of("", org, "", tx, standard.dataset(tx).frequency))
+        if tx not in standard.BY_TX_CODE or (org, tx) in mapped:
+            continue  # a unit's failure recorded without a dataset; or mapped above
+        if (org, tx) in runs and runs[org, tx].mode == PUSH_MODE:  # the interface route
+            out.append(status_of("", org, "", tx, standard.dataset(tx).frequency, route=INTERFACE))
+        elif org not in claimed:
+            out.append(status_of("", org, "", tx, standard.dataset(tx).frequency))
     return out
 
 
@@ -236,5 +246,6 @@ def needs_attention(s: DatasetStatus) -> bool:
     """What `etl freshness --fail-late` and the freshness DAG fail on: a mapped unit's dataset
     that is late, failing or never loaded. Pending ones are not due yet: a fresh deployment is
     not an alarm. Units known only from the target (mapping removed) are listed, not counted:
-    nobody expects them to deliver."""
+    nobody expects them to deliver; nor are datasets units push (the interface route): nothing
+    here says which units are to push what."""
     return bool(s.mapping) and s.status not in ("on_time", "pending")

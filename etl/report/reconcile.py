@@ -28,6 +28,7 @@ from etl.common.errors import EtlError
 from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, shown
 from etl.mapping import Mapping
 from etl.source import extract
+from etl.target.history import PUSH_MODE
 from etl.standard import validate
 from etl.standard.clean import Audit
 from etl.target.frame import DELETED, HASH, ID, KEY, REJECTED, SEQ
@@ -38,7 +39,12 @@ from etl.target.load import DatasetLoad
 CAP = 200
 #: How much of a value a field difference shows (masked).
 VALUE_CHARS = 100
-STATES = ("agree", "differ", "failed")
+STATES = ("agree", "differ", "failed", "pushed")
+#: What reconcile says of a dataset a unit pushes (the interface route, 5.2.2): there is no source.
+NO_SOURCE = ("pushed over the interface (5.2.2): the unit has no source database to compare "
+             "with the target")
+ALSO_PUSHED = ("the unit also pushes this dataset over the interface (5.2.2): the records it "
+               "pushed have no source row here and show as only in the target")
 
 
 @dataclass
@@ -55,7 +61,7 @@ class DatasetReconciliation:
     org_no: str
     tx_code: str
     table: str
-    state: str            # "agree" | "differ" | "failed"
+    state: str            # "agree" | "differ" | "failed" | "pushed" (no source: `pushed`)
     source_valid: int
     target_active: int
     missing: list[str] = field(default_factory=list)     # masked source keys, valid at the source, not active in the target
@@ -93,17 +99,47 @@ def reconcile(engine: Engine, mapping: Mapping, tx_codes: list[str] | None = Non
     now = clock.to_cst(now or clock.now())
     target.ensure_schema(engine)
     out = []
+    also = {tx for _, tx in pushed_datasets(engine, mapping.unit.orgNo)}
     for tx in sorted(mapping.datasets):
         if tx_codes and tx not in tx_codes:
             continue
         try:
             out.append(_dataset(engine, mapping, tx, now, chunk_rows))
+            if tx in also:
+                out[-1].message = ALSO_PUSHED
         except EtlError as e:
             with engine.connect() as conn:
                 active = _active_count(conn, mapping.unit.orgNo, tx)
             out.append(DatasetReconciliation(
                 mapping.unit.orgNo, tx, standard.dataset(tx).table, "failed", 0, active,
                 message=cap(str(e), RUN_MESSAGE_CHARS), checked_at=now))
+    return out
+
+
+def pushed_datasets(engine: Engine, org_no: str | None = None) -> list[tuple[str, str]]:
+    """(orgNo, txCode) of the datasets units pushed over the interface (runs of mode `push`)."""
+    r = target.ingest_run
+    q = sa.select(r.c.orgNo, r.c.txCode).where(r.c.mode == PUSH_MODE).distinct()
+    if org_no is not None:
+        q = q.where(r.c.orgNo == org_no)
+    with engine.connect() as conn:
+        return sorted((row.orgNo, row.txCode) for row in conn.execute(q))
+
+
+def pushed(engine: Engine, org_no: str, tx_codes: list[str] | None = None,
+           now: datetime | None = None) -> list[DatasetReconciliation]:
+    """What reconcile says of a unit that pushes its data: each pushed dataset, its active
+    records, and that there is no source to compare them with (state `pushed`)."""
+    now = clock.to_cst(now or clock.now())
+    target.ensure_schema(engine)
+    out = []
+    with engine.connect() as conn:
+        for org, tx in pushed_datasets(engine, org_no):
+            if tx_codes and tx not in tx_codes:
+                continue
+            out.append(DatasetReconciliation(org, tx, standard.dataset(tx).table, "pushed", 0,
+                                             _active_count(conn, org, tx), message=NO_SOURCE,
+                                             checked_at=now))
     return out
 
 

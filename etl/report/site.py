@@ -71,7 +71,8 @@ RUN_STATUS = {"success": N_("succeeded"), "failed": N_("failed")}
 MODE = {"full": N_("full"), "incremental": N_("incremental")}
 SEVERITY = {"error": N_("error"), "warning": N_("warning"), "duplicate": N_("duplicate")}
 FREQUENCY = {"daily": N_("daily"), "weekly": N_("weekly"), "hourly": N_("hourly")}
-STATE = {"agree": N_("in agreement"), "differ": N_("differs"), "failed": N_("failed")}
+STATE = {"agree": N_("in agreement"), "differ": N_("differs"), "failed": N_("failed"),
+         "pushed": N_("pushed: no source to compare")}
 COUNT_LABEL = {"extracted": N_("extracted"), "inserted": N_("inserted"), "updated": N_("updated"),
                "deleted": N_("deleted"), "unchanged": N_("unchanged"), "rejected": N_("rejected"),
                "duplicates": N_("duplicates"), "skipped_deleted": N_("skipped deleted"),
@@ -366,7 +367,8 @@ def _build(engine: Engine, units: Sequence[Mapping | InvalidMapping],
             log.debug("unit page of %s (%s) not built", m.unit.orgNo, m.name, exc_info=True)
             failed.append(PageFailure(m.unit.orgNo, m.name, _text(m.unit.comName, 200), _reason(e)))
     try:
-        write_reconcile(out, [x for x in recs if x.get("orgNo") in by_org], by_org, now)
+        write_reconcile(out, [x for x in recs if x.get("orgNo") in by_org] + _pushed_recs(statuses),
+                        by_org, now)
         written.add("reconcile.html")
     except Exception as e:
         log.debug("reconcile.html not built", exc_info=True)
@@ -445,7 +447,7 @@ h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid 
 table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .on_time{color:#1a7f37}.late{color:#b35900;font-weight:600}.failing{color:#c62828;font-weight:600}.never{color:#777}.pending{color:#4a78c2;font-style:italic}
-.agree{color:#1a7f37}.differ,.failed{color:#c62828;font-weight:600}.unmapped{color:#8a6d00;font-weight:600}
+.agree{color:#1a7f37}.differ,.failed{color:#c62828;font-weight:600}.unmapped{color:#8a6d00;font-weight:600}.pushed{color:#1565c0;font-weight:600}
 .summary span{display:inline-block;margin-right:1.2em}.muted{color:#777}.msg{max-width:40em;word-break:break-word}
 .ws{background:#fde7b0;color:#7a4b00;border-radius:2px;padding:0 1px;font-size:.85em}
 th[data-key]{cursor:pointer}th[data-key]:hover{background:#e8e8e8}
@@ -489,14 +491,18 @@ def overview_data(statuses: Sequence, now: datetime, failed: dict[str, str] | No
     units: list[list] = []
     index: dict[str, int] = {}
     rows = []
+    mapped = {s.org_no for s in statuses if s.mapping}
+    pushing = {s.org_no for s in statuses if s.route == freshness.INTERFACE} - mapped
     for s in statuses:
         key = s.org_no or f"\0{s.mapping}"  # a file that does not load may name no orgNo
         if key not in index:
             index[key] = len(units)
-            removed = not s.mapping
+            pushed = s.org_no in pushing  # the interface route only: no mapping, no page
+            removed = s.org_no not in mapped and not pushed
             units.append([_text(s.com_name or s.org_no or s.mapping, 200), _text(s.org_no, 50),
-                          "" if s.org_no in failed or removed else f"units/{unit_key(s.org_no)}.html",
-                          _text(failed.get(s.org_no, ""), 300), 1 if removed else 0])
+                          "" if s.org_no in failed or removed or pushed
+                          else f"units/{unit_key(s.org_no)}.html",
+                          _text(failed.get(s.org_no, ""), 300), 1 if removed else 0, 1 if pushed else 0])
         ds = standard.BY_TX_CODE.get(s.tx_code)
         rate = round(100 * s.rejected / s.extracted, 1) if s.extracted else None
         rows.append([index[key], visible(s.tx_code), ds.zh if ds else "",
@@ -508,7 +514,11 @@ def overview_data(statuses: Sequence, now: datetime, failed: dict[str, str] | No
              "none": _("no rows match"), "page": _("page {page} of {pages}"),
              "notBuilt": _(" (page not built)"), "removed": _(" (mapping removed)"),
              "removedTitle": _("no mapping file names this unit any more: its records stay in the "
-                               "target, nobody expects it to deliver")}
+                               "target, nobody expects it to deliver"),
+             "pushed": _(" (interface route)"),
+             "pushedTitle": _("this unit pushes its data over the interface (5.2.2): it has no "
+                              "mapping file, and no source to reconcile; its runs and rejects are "
+                              "in the target like any unit's")}
     return {"units": units, "rows": rows, "labels": labels, "counts": counts, "words": words,
             "order": list(freshness.ORDER), "pageRows": PAGE_ROWS, "builtAt": _when(now)}
 
@@ -557,6 +567,7 @@ function render(){
     if(u[2]){a.href=u[2]; a.textContent=u[0]; name.appendChild(a);}else{name.textContent=u[0];}
     if(u[3]){mark(name,"failing page-failed",W.notBuilt,u[3]); tr.dataset.pageFailed="1";}
     if(u[4]){mark(name,"unmapped",W.removed,W.removedTitle); tr.dataset.unmapped="1";}
+    if(u[5]){mark(name,"pushed",W.pushed,W.pushedTitle); tr.dataset.pushed="1";}
     tr.appendChild(name);
     tr.appendChild(td(u[1])); tr.appendChild(td(r[1]+" "+r[2])); tr.appendChild(td(r[3]));
     tr.appendChild(td(r[4]||"—")); tr.appendChild(td(L[r[5]],r[5]+" status"));
@@ -1020,6 +1031,11 @@ def _items(values: Sequence, render) -> str:
     return f'<ul>{shown}</ul><p class="muted">{and_more}</p>'
 
 
+#: A pushed dataset's reconciliation (etl.report.reconcile.NO_SOURCE, translated).
+NO_SOURCE_TEXT = N_("pushed over the interface (5.2.2): the unit has no source database to compare "
+                    "with the target")
+
+
 def reconcile_html(results: Sequence[dict], mappings: dict[str, Mapping], now: datetime) -> str:
     title = _("Reconciliation")
     if not results:
@@ -1031,14 +1047,15 @@ def reconcile_html(results: Sequence[dict], mappings: dict[str, Mapping], now: d
     for x in sorted(results, key=lambda x: (x.get("orgNo", ""), x.get("txCode", ""))):
         org, tx, state = x.get("orgNo", ""), x.get("txCode", ""), x.get("state", "")
         m = mappings.get(org)
-        name = m.unit.comName if m else org
+        name = m.unit.comName if m else (x.get("name") or org)
         ds = standard.BY_TX_CODE.get(tx)
         anchor = f"r-{unit_key(org)}-{token(tx)}"
         shown_state = html.escape(word(STATE, _text(state, 20)))
         counts = "".join(f'<td class="n">{int(x.get(k) or 0)}</td>' for k in (
             "sourceValid", "targetActive", "missing", "differing", "extra", "notIngested"))
         rows.append(f'<tr class="rec" data-org="{_e(org, 50)}" data-tx="{_e(tx, 10)}" data-state="{_e(state, 20)}">'
-                    f'<td><a href="units/{unit_key(org)}.html">{_e(name, 200)}</a></td><td>{_e(org, 50)}</td>'
+                    + (f'<td><a href="units/{unit_key(org)}.html">{_e(name, 200)}</a></td>' if m
+                       else f'<td>{_e(name, 200)}</td>') + f'<td>{_e(org, 50)}</td>'
                     f'<td>{_e(tx, 10)} {html.escape(ds.zh if ds else "")}</td>'
                     f'<td class="{_e(state, 20)}"><a href="#{anchor}">{shown_state}</a></td>{counts}'
                     f'<td>{_e(x.get("checkedAt"), 40) if not isinstance(x.get("checkedAt"), datetime) else _when(x["checkedAt"])}</td></tr>')
@@ -1049,6 +1066,8 @@ def reconcile_html(results: Sequence[dict], mappings: dict[str, Mapping], now: d
             except ValueError:
                 d = {}
         parts = []
+        if state == "pushed":
+            parts.append(f'<p class="pushed">{html.escape(_(NO_SOURCE_TEXT))}</p>')
         h_differing, h_missing = _("Differing records"), _("Valid source records missing in the target")
         h_extra, h_not = _("Active target records not in the source"), _("Not ingested (rejected at validation)")
         if d.get("differing"):
@@ -1083,6 +1102,16 @@ def reconcile_html(results: Sequence[dict], mappings: dict[str, Mapping], now: d
             + "".join(f"<th>{html.escape(h)}</th>" for h in heads) + "</tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>" + "".join(details))
     return _page(title, body, now)
+
+
+def _pushed_recs(statuses: Sequence) -> list[dict]:
+    """Reconciliation rows of the datasets units push and no mapping maps (the interface
+    route): no source to compare, said as such."""
+    from etl.report.reconcile import NO_SOURCE
+
+    return [{"orgNo": s.org_no, "txCode": s.tx_code, "state": "pushed", "name": s.com_name,
+             "targetActive": s.records, "details": {"message": NO_SOURCE}}
+            for s in statuses if s.route == freshness.INTERFACE and not s.mapping]
 
 
 def write_reconcile(out: Path, results: Sequence[dict], mappings: dict[str, Mapping],

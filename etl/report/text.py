@@ -123,7 +123,7 @@ def _when(moment) -> str:
 def freshness(statuses: Sequence) -> str:
     """The `etl freshness` table (`etl.report.freshness.DatasetStatus` rows, in the order given)
     and a count line (pending: never loaded, first load not yet due)."""
-    rows = [[s.mapping, s.org_no, s.com_name, s.tx_code, s.frequency, _when(s.last_success),
+    rows = [[s.mapping or ("(interface)" if s.route == "interface" else ""), s.org_no, s.com_name, s.tx_code, s.frequency, _when(s.last_success),
              s.status, s.records, s.rejected, s.extracted,
              " ".join((s.message or "").split())[:120]] for s in statuses]
     counts = Counter(s.status for s in statuses)

@@ -9,12 +9,12 @@ from etl.target.migrate import MIGRATIONS, current_revision, ensure_schema, head
 from etl.target.schema import (DATASET_TABLES, HASH_COLUMN, HMAC_LENGTH, HMAC_SUFFIX,
                                RUN_AUDIT_COLUMNS, TEXT_THRESHOLD, hmac_column, ingest_audit,
                                ingest_batch, ingest_batch_seq, ingest_change, ingest_key, ingest_media,
-                               ingest_reconcile, ingest_reject, ingest_run, ingest_stage, metadata,
+                               ingest_push, ingest_reconcile, ingest_reject, ingest_run, ingest_stage, metadata,
                                table)
 
 __all__ = ["DATASET_TABLES", "DEFAULT_URL", "HASH_COLUMN", "HMAC_LENGTH", "HMAC_SUFFIX",
            "MIGRATIONS", "RUN_AUDIT_COLUMNS", "TEXT_THRESHOLD", "connect", "connect_existing", "current_revision",
            "ensure_schema", "head_revision", "hmac_column", "ingest_audit", "ingest_batch",
-           "ingest_batch_seq", "ingest_change", "ingest_key", "ingest_media", "ingest_reconcile",
+           "ingest_batch_seq", "ingest_change", "ingest_key", "ingest_media", "ingest_push", "ingest_reconcile",
            "ingest_reject", "ingest_run", "ingest_stage", "metadata", "table", "target_origin",
            "target_url", "upgrade"]

@@ -27,6 +27,8 @@ SWEEP_SLACK = timedelta(hours=1)
 
 
 KEY_CHARS = 500  # ingest_run.keyColumns
+#: `ingest_run.mode` of a message a unit pushed (the interface route, etl.interface.receive)
+PUSH_MODE = "push"
 
 
 def key_columns(key: list[str]) -> str:
@@ -64,7 +66,8 @@ def read(conn: Connection, org_no: str, tx_code: str, key: str) -> History:
     rows = conn.execute(
         sa.select(r.c.keyColumns, sa.func.max(r.c.windowEnd), sa.func.max(swept),
                   sa.func.max(r.c.runKey))
-        .where(r.c.orgNo == org_no, r.c.txCode == tx_code, r.c.status == "success")
+        .where(r.c.orgNo == org_no, r.c.txCode == tx_code, r.c.status == "success",
+               r.c.mode != PUSH_MODE)  # a pushed message reads no source: no window, no key
         .group_by(r.c.keyColumns)).all()
     mine = [row for row in rows if row[0] in (key, None)]
     ends = [row[1] for row in mine if row[1] is not None]

@@ -269,6 +269,23 @@ ingest_token = sa.Table(
             "`etl apps rotate|revoke` as the owner",
 )
 
+ingest_push = sa.Table(
+    "ingest_push", metadata,
+    sa.Column("orgNo", sa.String(18), primary_key=True),
+    sa.Column("txCode", sa.String(2), primary_key=True),
+    sa.Column("unitBatchNo", sa.String(16), primary_key=True,
+              comment="the unit's batchNo of the B.3 message (not ours: batches holds ours)"),
+    sa.Column("digest", sa.String(64), nullable=False,
+              comment="sha256 of the message's busType and data: a repeat must match it"),
+    sa.Column("batches", sa.String(100), nullable=False,
+              comment="our batch numbers it loaded under, as JSON {busType: batchNo}"),
+    sa.Column("answer", sa.Text, nullable=False, comment="the answer given, as JSON"),
+    sa.Column("runId", sa.String(200), nullable=False),
+    sa.Column("receivedAt", sa.DateTime(timezone=True), nullable=False),
+    comment="one row per message a unit pushed (5.2.2, B.3; etl.interface.receive; migration "
+            "0012): a repeat of (orgNo, txCode, unitBatchNo) is answered from it and loads nothing",
+)
+
 
 def table(tx_code: str) -> sa.Table:
     return DATASET_TABLES[standard.dataset(tx_code).tx_code]
