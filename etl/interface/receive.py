@@ -43,6 +43,7 @@ from etl import standard, target
 from etl.common import clock
 from etl.common.errors import EtlError, LoadFailed, TargetError
 from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, excerpt
+from etl.interface import routes
 from etl.mapping import Mapping, MappingModel
 from etl.pipeline import run
 from etl.standard import validate
@@ -98,8 +99,11 @@ def receive(engine: Engine, org_no: str, message: MappingType[str, Any],
     for attempt in range(1, ATTEMPTS + 1):
         with engine.connect() as conn:
             known = _known(conn, org_no, envelope)
+            other_route = None if known else routes.pulled_message(conn, org_no, envelope.tx_code)
         if known is not None:
             return _repeat(known, envelope, digest)
+        if other_route is not None:
+            return answer("0", other_route)
         try:
             return _load_message(engine, org_no, envelope, digest, now)
         except _Retry as e:
