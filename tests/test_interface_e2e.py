@@ -167,6 +167,14 @@ def test_a_unit_pushes_every_dataset_over_https_into_the_target(backend, request
     log = served.log.read_text(encoding="utf-8")
     assert f"POST {SYNDATA} 200 orgNo={UNIT}" in log and secret not in log and ID_NO not in log
 
+    # freshness lists what the unit pushed as the interface route, no mapping needed
+    (tmp_path / "mappings").mkdir()
+    capsys.readouterr()
+    assert main(["freshness", "--target", url, "--json", "--mappings-dir", str(tmp_path / "mappings"),
+                 "--fail-late"]) == 0
+    mine = {s["tx_code"]: s for s in json.loads(capsys.readouterr().out) if s["org_no"] == UNIT}
+    assert set(mine) == set(CHANGED) and {s["route"] for s in mine.values()} == {"interface"}
+
 
 # --- many units at once -------------------------------------------------------------------------
 
