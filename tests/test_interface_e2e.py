@@ -317,17 +317,20 @@ def test_the_service_as_the_loader_role_loads_updates_and_deletes(pg_url, tls, t
 
     assert main(["init-target", "--target", pg_url, "--roles"]) == 0
     password = "E2e-Loader_27"
-    with sa.create_engine(pg_url, isolation_level="AUTOCOMMIT").connect() as conn:
-        conn.exec_driver_sql(f"ALTER ROLE {roles.LOADER} PASSWORD '{password}'")
     loader = make_url(pg_url).set(username=roles.LOADER, password=password).render_as_string(
         hide_password=False)
     appid, secret = _credentials(pg_url, UNIT, capsys)
-    with serving(loader, tls, tmp_path) as served, served.client() as client:
-        unit = Unit(client, _token(client, appid, secret))
-        for bus, data in (("I", [record("09", 1), record("09", 2)]),
-                          ("U", [record("09", 1, mainProblem="改过的值")]), ("D", [{"ID": "R2"}])):
-            a, _ = unit.send("09", bus, data)
-            assert a["rescode"] == "1" and a["data"]["rejects"] == [], a
+    with sa.create_engine(pg_url, isolation_level="AUTOCOMMIT").connect() as admin:
+        admin.exec_driver_sql(f"ALTER ROLE {roles.LOADER} PASSWORD '{password}'")
+        try:
+            with serving(loader, tls, tmp_path) as served, served.client() as client:
+                unit = Unit(client, _token(client, appid, secret))
+                for bus, data in (("I", [record("09", 1), record("09", 2)]),
+                                  ("U", [record("09", 1, mainProblem="改过的值")]), ("D", [{"ID": "R2"}])):
+                    a, _ = unit.send("09", bus, data)
+                    assert a["rescode"] == "1" and a["data"]["rejects"] == [], a
+        finally:  # roles are the server's, shared by later tests: leave the loader as init made it
+            admin.exec_driver_sql(f"ALTER ROLE {roles.LOADER} PASSWORD NULL")
     held = sorted((r["mainProblem"], r["busType"]) for r in _rows(pg_url, target.table("09")))
     assert held == [("安全阀校验过期", "D"), ("改过的值", "U")]
     assert len(_rows(pg_url, target.ingest_push)) == 3 and len(_rows(pg_url, target.ingest_batch)) == 3

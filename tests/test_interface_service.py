@@ -486,7 +486,7 @@ def test_0011_adds_the_credential_tables_to_a_target_made_before_it(db_url):
         conn.exec_driver_sql("DROP TABLE ingest_token")
         conn.exec_driver_sql("DROP TABLE ingest_app")
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0010'"))
-    assert target.upgrade(engine) == ("0010", target.head_revision())  # 0011 and what follows it
+    assert target.upgrade(engine) == ("0010", "0011")
     with engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), target.metadata)
     engine.dispose()

@@ -43,12 +43,12 @@ from etl import standard, target
 from etl.common import clock
 from etl.common.errors import EtlError, LoadFailed, TargetError
 from etl.common.masking import MESSAGE_CHARS, RUN_MESSAGE_CHARS, cap, excerpt
-from etl.interface import routes
 from etl.mapping import Mapping, MappingModel
 from etl.pipeline import run
 from etl.standard import validate
 from etl.standard.clean import Audit
 from etl.target.frame import ID, KEY, REJECTED
+from etl.target import routes
 from etl.target.history import PUSH_MODE
 
 log = logging.getLogger("etl")

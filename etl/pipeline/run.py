@@ -320,7 +320,7 @@ def load_checked(engine: Engine, p: Plan, read: Callable[[], tuple[Iterable[Prep
     """Check references against the target as it is now, then `load`; a deadlock (the
     database rolled the load back) is retried with the chunks (and `keys`, the source's
     record IDs when the plan sweeps) read afresh. A dataset the unit pushes is not loaded."""
-    from etl.interface import routes  # one route per (unit, dataset): docs/interface.md
+    from etl.target import routes  # one route per (unit, dataset): docs/interface.md
 
     routes.refuse_pushed(engine, p.mapping.name, p.mapping.unit.orgNo, p.tx_code)
     for attempt in range(1, DEADLOCK_RETRIES + 1):

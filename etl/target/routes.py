@@ -11,7 +11,9 @@ mark every pushed record deleted (absent from the source). So:
 - `receive` refuses a message for a (orgNo, txCode) the database route has loaded: a successful
   `ingest_run` of another mode than `push` (`pulled_message`).
 The route is fixed by the first success; moving a dataset to the other route is the collecting
-organisation's decision, not a unit's, and no command does it (docs/interface.md).
+organisation's decision, not a unit's, and no command does it (docs/interface.md). Here, beside
+`history`, because both routes ask it: the database route (`etl.pipeline`) sits below the
+interface route (`etl.interface`) and may not import it.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from etl.common.errors import EtlError
-from etl import target
+from etl.target import schema as target
 from etl.target.history import PUSH_MODE
+from etl.target.migrate import ensure_schema
 
 
 class RouteConflict(EtlError):
@@ -45,7 +48,7 @@ def pulled(conn: Connection, org_no: str, tx_code: str) -> bool:
 
 def refuse_pushed(engine: Engine, name: str, org_no: str, tx_code: str) -> None:
     """Raise `RouteConflict` when the unit pushes the dataset the mapping `name` would load."""
-    target.ensure_schema(engine)
+    ensure_schema(engine)
     with engine.connect() as conn:
         if not pushed(conn, org_no, tx_code):
             return
