@@ -103,6 +103,8 @@ def receive(engine: Engine, org_no: str, message: MappingType[str, Any],
         if known is not None:
             return _repeat(known, envelope, digest)
         if other_route is not None:
+            log.warning("%s %s %s: refused, the database route loads this dataset (one route per "
+                        "unit and dataset)", org_no, envelope.tx_code, envelope.batch_no)
             return answer("0", other_route)
         try:
             return _load_message(engine, org_no, envelope, digest, now)
