@@ -322,7 +322,7 @@ def load_checked(engine: Engine, p: Plan, read: Callable[[], tuple[Iterable[Prep
     record IDs when the plan sweeps) read afresh. A dataset the unit pushes is not loaded."""
     from etl.target import routes  # one route per (unit, dataset): docs/interface.md
 
-    routes.refuse_pushed(engine, p.mapping.name, p.mapping.unit.orgNo, p.tx_code)
+    routes.refuse_pushed(engine, p.mapping.unit.orgNo, p.tx_code)
     for attempt in range(1, DEADLOCK_RETRIES + 1):
         refs = references(engine, p)
         chunks, audit = read()

@@ -46,14 +46,14 @@ def pulled(conn: Connection, org_no: str, tx_code: str) -> bool:
         r.c.mode != PUSH_MODE).limit(1)).first() is not None
 
 
-def refuse_pushed(engine: Engine, name: str, org_no: str, tx_code: str) -> None:
-    """Raise `RouteConflict` when the unit pushes the dataset the mapping `name` would load."""
+def refuse_pushed(engine: Engine, org_no: str, tx_code: str) -> None:
+    """Raise `RouteConflict` when the unit pushes the dataset (callers name the mapping)."""
     ensure_schema(engine)
     with engine.connect() as conn:
         if not pushed(conn, org_no, tx_code):
             return
     raise RouteConflict(
-        f"{name} {tx_code}: unit {org_no} pushes txCode {tx_code} over the interface route "
+        f"unit {org_no} pushes txCode {tx_code} over the interface route "
         f"(ingest_push) and a unit's dataset takes one route, so the database route does not load "
         f"it: remove dataset \"{tx_code}\" from the mapping (docs/interface.md)")
 
