@@ -48,6 +48,7 @@ from etl.pipeline import run
 from etl.standard import validate
 from etl.standard.clean import Audit
 from etl.target.frame import ID, KEY, REJECTED
+from etl.target import routes
 from etl.target.history import PUSH_MODE
 
 log = logging.getLogger("etl")
@@ -98,8 +99,13 @@ def receive(engine: Engine, org_no: str, message: MappingType[str, Any],
     for attempt in range(1, ATTEMPTS + 1):
         with engine.connect() as conn:
             known = _known(conn, org_no, envelope)
+            other_route = None if known else routes.pulled_message(conn, org_no, envelope.tx_code)
         if known is not None:
             return _repeat(known, envelope, digest)
+        if other_route is not None:
+            log.warning("%s %s %s: refused, the database route loads this dataset (one route per "
+                        "unit and dataset)", org_no, envelope.tx_code, envelope.batch_no)
+            return answer("0", other_route)
         try:
             return _load_message(engine, org_no, envelope, digest, now)
         except _Retry as e:

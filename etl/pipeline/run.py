@@ -319,7 +319,10 @@ def load_checked(engine: Engine, p: Plan, read: Callable[[], tuple[Iterable[Prep
                  keys: Callable[[], Iterable[pd.Series]] | None = None) -> DatasetResult:
     """Check references against the target as it is now, then `load`; a deadlock (the
     database rolled the load back) is retried with the chunks (and `keys`, the source's
-    record IDs when the plan sweeps) read afresh."""
+    record IDs when the plan sweeps) read afresh. A dataset the unit pushes is not loaded."""
+    from etl.target import routes  # one route per (unit, dataset): docs/interface.md
+
+    routes.refuse_pushed(engine, p.mapping.unit.orgNo, p.tx_code)
     for attempt in range(1, DEADLOCK_RETRIES + 1):
         refs = references(engine, p)
         chunks, audit = read()
