@@ -162,23 +162,49 @@ def schema(tx_code: str) -> pa.DataFrameSchema:
         name=f"{ds.structure} {ds.table}")
 
 
-def _passes(frame: pd.DataFrame, tx_code: str) -> bool:
-    """Whether the frame breaks none of `schema`'s checks, each called as pandera calls it (a
-    column's on its values without NA, a frame's on the whole frame; a required column may
-    hold no NA). pandera's fixed cost, ~0.2 ms per column and check, is most of a small
-    frame's validation; a frame with nothing to report need not pay it. On any doubt (a
-    failure, an error) pandera decides, and reports."""
+#: One broken check: (check name, column, row labels, the failing values), as `_findings_of`
+#: reads it. Both paths list them in ONE agreed order, the order of `_checks`: the frame
+#: checks first (each its rows in frame order), then the columns in field order, each its
+#: empty required rows (`not_nullable`) and then its rules in order, rows in frame order. It is
+#: the order pandera lists failure cases in before its final `sort_values` by schema context,
+#: a quicksort that promises nothing about ties (numpy's scrambles them on object arrays; the
+#: pandas of this tree happens to keep them): `_pandera_failures` re-sorts stably.
+Failure = tuple[str, str, list, list]
+
+
+def _failures(frame: pd.DataFrame, tx_code: str) -> list[Failure]:
+    """Every broken check of a frame of standard fields, computed column by column with the
+    schema's own check functions, called as pandera calls them (a column's on its values
+    without NA, a frame's on the whole frame): pandera's fixed cost, ~0.2 ms per column and
+    check and ~35 ms to build a failing frame's cases, is most of a small frame's validation.
+    Raises whatever a check raises: `findings` then lets pandera decide and report."""
     columns, frame_checks = _checks(tx_code)
+    out: list[Failure] = []
+    for name, check in frame_checks:
+        ok = np.asarray(check(frame), dtype=bool)
+        if not ok.all():
+            first = name.split(":")[1]  # the column `_findings_of` reports a frame check by
+            bad = frame[first][~ok].dropna()  # pandera drops NA failure cases
+            out.append((name, first, bad.index.tolist(), bad.tolist()))
+    for name, nullable, rules in columns:
+        values = frame[name]
+        if values.hasnans:
+            empty = values.isna().to_numpy(dtype=bool)
+            if not nullable:
+                out.append(("not_nullable", name, values.index[empty].tolist(), [None] * int(empty.sum())))
+            values = values[~empty]
+        for rule, check in rules:
+            ok = np.asarray(check(values), dtype=bool)
+            if not ok.all():
+                bad = values[~ok]
+                out.append((rule, name, bad.index.tolist(), bad.tolist()))
+    return out
+
+
+def _passes(frame: pd.DataFrame, tx_code: str) -> bool:
+    """Whether the frame breaks none of `schema`'s checks (on any error: no)."""
     try:
-        for name, nullable, rules in columns:
-            values = frame[name]
-            if values.hasnans:
-                if not nullable:
-                    return False
-                values = values.dropna()
-            if not all(bool(np.all(check(values))) for _, check in rules):
-                return False
-        return all(bool(np.all(check(frame))) for _, check in frame_checks)
+        return not _failures(frame, tx_code)
     except Exception:  # noqa: BLE001 - pandera will say what is wrong
         return False
 
@@ -191,31 +217,48 @@ def _shown(ds: Dataset, field: str, value: object) -> str:
 
 
 def findings(frame: pd.DataFrame, ds: Dataset) -> list[Finding]:
-    """Every broken rule of every row of a cleaned frame, in one lazy pass."""
+    """Every broken rule of every row of a cleaned frame, in one pass, in `Failure`'s order.
+    Our column-wise checks find them (`_failures`); pandera, running the very same checks
+    (`schema`), decides only when a check raises, and reports that in the same order."""
     fields = frame[list(ds.field_names)]
-    if _passes(fields, ds.tx_code):
-        return []
     try:
-        schema(ds.tx_code).validate(fields, lazy=True)
+        failures = _failures(fields, ds.tx_code)
+    except Exception:  # noqa: BLE001 - pandera will say what is wrong
+        return pandera_findings(frame, ds)
+    return _findings_of(failures, frame, ds)
+
+
+def pandera_findings(frame: pd.DataFrame, ds: Dataset) -> list[Finding]:
+    """The findings as pandera gives them, in the same order as `findings`."""
+    try:
+        schema(ds.tx_code).validate(frame[list(ds.field_names)], lazy=True)
     except pa.errors.SchemaErrors as err:
-        return _to_findings(err.failure_cases, frame, ds)
+        return _findings_of(_pandera_failures(err.failure_cases), frame, ds)
     return []
 
 
-def _to_findings(cases: pd.DataFrame, frame: pd.DataFrame, ds: Dataset) -> list[Finding]:
-    """Failure cases as findings, a check at a time (row look-ups per case cost seconds when a
+def _pandera_failures(cases: pd.DataFrame) -> list[Failure]:
+    """pandera's failure cases as `Failure`s, in the agreed order: its cases were numbered in
+    that order before its quicksort by schema context (the frame's checks first), so go back
+    to that numbering and sort stably."""
+    cases = cases.sort_index(kind="stable").sort_values("schema_context", ascending=False, kind="stable")
+    cases = cases[cases["index"].notna()]  # a check that raised: no row to report
+    return [(str(check), column, group["index"].tolist(), group["failure_case"].tolist())
+            for (check, column), group in cases.groupby(["check", "column"], sort=False, dropna=False)]
+
+
+def _findings_of(failures: list[Failure], frame: pd.DataFrame, ds: Dataset) -> list[Finding]:
+    """Failures as findings, a check at a time (row look-ups per case cost seconds when a
     whole source is wrong)."""
-    cases = cases[cases["index"].notna()]
     out: list[Finding] = []
-    for (check, column), group in cases.groupby(["check", "column"], sort=False, dropna=False):
-        check, rows = str(check), group["index"].tolist()
+    for check, column, rows, values in failures:
         if check == "not_nullable":
             text = f"{column} ({ds.field(column).zh}) is required but empty"
             out += [Finding(i, column, "required", text) for i in rows]
         elif check.startswith(("date_order:", "required_when:")):
             kind, first, second = check.split(":")
             if column != first:
-                continue  # a frame-level check reports each row once per column: keep one
+                continue  # pandera reports a frame-level check once per column: keep one
             a, b = frame.loc[rows, first].tolist(), frame.loc[rows, second].tolist()
             if kind == "date_order":
                 out += [Finding(i, second, kind, f"{first} {_shown(ds, first, x)} is later than "
@@ -229,7 +272,6 @@ def _to_findings(cases: pd.DataFrame, frame: pd.DataFrame, ds: Dataset) -> list[
         else:
             f = ds.field(column)
             text = _errors(ds.tx_code).get((column, check), "breaks rule " + check)
-            values = group["failure_case"].tolist()
             texts = [f"{text}: {'; '.join(checks.idcard_problems(str(v)))}" for v in values] \
                 if check == "idcard" else [text] * len(values)
             out += [Finding(i, column, check, f"{column} ({f.zh}) {_shown(ds, column, v)} {t}")
