@@ -435,10 +435,11 @@ def _trim(u: pd.Series) -> tuple[pd.Series, str | pd.Series]:
     """Strip white space (incl. U+3000, NBSP, zero-width); blank becomes NULL."""
     arrow = _arrow(u)
     trimmed = pc.utf8_trim(arrow, characters=_STRIP)  # what `str.strip` runs on Arrow strings
-    if not pc.any(pc.not_equal(arrow, trimmed)).as_py() and not pc.any(pc.equal(trimmed, "")).as_py():
+    empty = pc.equal(trimmed, "")
+    if not pc.any(pc.not_equal(arrow, trimmed)).as_py() and not pc.any(empty).as_py():
         return u, "trim"  # nothing to strip, nothing blank: spare pandas and the audit's comparison
-    t = u.str.strip(_STRIP)
-    blank = t.eq("").to_numpy(dtype=bool, na_value=False)
+    t = _from_arrow(trimmed, u.index)  # the strip already done, not again by pandas
+    blank = pc.fill_null(empty, False).to_numpy(zero_copy_only=False)
     if not blank.any():  # one rule name: no per-value rule array to build and compare
         return t, "trim"
     return t.mask(blank), pd.Series(np.where(blank, "blank_to_null", "trim"), index=u.index)
