@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from etl import pipeline, standard
@@ -37,9 +38,15 @@ def plan_for(ds: standard.Dataset, tmp_path: Path) -> pipeline.Plan:
                          datetime(2024, 6, 1, tzinfo=clock.CST))
 
 
+#: both ways `_failures` has: per value over lists (small frames), per column (large ones)
+BOTH_WAYS = pytest.mark.parametrize("small_rows", [validate.SMALL_ROWS, 0], ids=["lists", "columns"])
+
+
+@BOTH_WAYS
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=dirty_frames())
-def test_random_frames_give_pandera_s_findings(case, tmp_path):
+def test_random_frames_give_pandera_s_findings(case, small_rows, tmp_path, monkeypatch):
+    monkeypatch.setattr(validate, "SMALL_ROWS", small_rows)
     ds, raw = case
     frame = cleaned(raw, plan_for(ds, tmp_path))
     assert validate.findings(frame, ds) == validate.pandera_findings(frame, ds)
@@ -59,16 +66,20 @@ def larger_frames(draw):
     return ds, pd.DataFrame(cols, dtype=object), keep
 
 
+@BOTH_WAYS
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=larger_frames())
-def test_larger_frames_give_pandera_s_findings_in_the_agreed_order(case, tmp_path):
+def test_larger_frames_give_pandera_s_findings_in_the_agreed_order(case, small_rows, tmp_path, monkeypatch):
+    monkeypatch.setattr(validate, "SMALL_ROWS", small_rows)
     ds, raw, keep = case
     frame = cleaned(raw, plan_for(ds, tmp_path))
     live = frame[keep]
     assert validate.findings(live, ds) == validate.pandera_findings(live, ds)
 
 
-def test_the_agreed_order_is_frame_checks_then_fields_then_rules_then_rows():
+@BOTH_WAYS
+def test_the_agreed_order_is_frame_checks_then_fields_then_rules_then_rows(small_rows, monkeypatch):
+    monkeypatch.setattr(validate, "SMALL_ROWS", small_rows)
     ds = standard.dataset("09")
     n = 20  # more failure cases than pandera's sort keeps in order by chance
     cols = {f.name: [None] * n for f in ds.fields}
@@ -77,7 +88,7 @@ def test_the_agreed_order_is_frame_checks_then_fields_then_rules_then_rows():
     frame = pd.DataFrame(cols, dtype="str", index=range(100, 100 + n))
     got = [(f.field, f.rule, f.row) for f in validate.findings(frame, ds)]
     fields = [f.name for f in ds.fields]
-    rules = {name: ["required"] + [r for r, _ in checks]
+    rules = {name: ["required"] + [r for r, *_ in checks]
              for name, _, checks in validate._checks("09")[0]}
     assert got[:n] == [("limitDate", "date_order", i) for i in frame.index]
     columns = got[n:]
@@ -87,7 +98,9 @@ def test_the_agreed_order_is_frame_checks_then_fields_then_rules_then_rows():
     assert got == [(f.field, f.rule, f.row) for f in validate.pandera_findings(frame, ds)]
 
 
-def test_a_check_that_raises_is_left_to_pandera(monkeypatch):
+@BOTH_WAYS
+def test_a_check_that_raises_is_left_to_pandera(small_rows, monkeypatch):
+    monkeypatch.setattr(validate, "SMALL_ROWS", small_rows)
     ds = standard.dataset("09")
     frame = pd.DataFrame({f.name: pd.Series([None], dtype="str") for f in ds.fields})
     columns, frame_checks = validate._checks("09")
@@ -95,7 +108,8 @@ def test_a_check_that_raises_is_left_to_pandera(monkeypatch):
     def broken(s):
         raise ValueError("broken check")
 
-    monkeypatch.setattr(validate, "_checks", lambda tx: (columns, [("date_order:checkDate:limitDate", broken)]))
+    monkeypatch.setattr(validate, "_checks",
+                        lambda tx: (columns, [("date_order:checkDate:limitDate", broken, broken)]))
     assert not validate._passes(frame, "09")
     assert validate.findings(frame, ds) == validate.pandera_findings(frame, ds)
     assert {f.rule for f in validate.findings(frame, ds)} == {"required"}
