@@ -388,11 +388,26 @@ def _example(f: Field, value: object) -> str:
     return text if len(text) <= _EXAMPLE_CHARS else text[:_EXAMPLE_CHARS - 1] + "…"
 
 
+_SHORT = 200
+
+
+def _differ(before: object, after: object) -> bool:
+    """`_record`'s comparison of two values of TEXT series' `tolist()` (NA is NaN there): NA
+    and NA are alike, NA and a value differ."""
+    b_na = before is None or before is pd.NA or (isinstance(before, float) and before != before)
+    a_na = after is None or after is pd.NA or (isinstance(after, float) and after != after)
+    return (not (b_na and a_na)) if (b_na or a_na) else before != after
+
+
 def _record(audit: Audit, f: Field, before: pd.Series, after: pd.Series,
             rule: str | pd.Series, weights: np.ndarray) -> None:
     """Count the distinct values a step changed, weighted by how many rows hold each."""
-    same = before.eq(after).to_numpy(dtype=bool, na_value=False)
-    changed = ~(same | (before.isna().to_numpy() & after.isna().to_numpy()))
+    if len(before) <= _SHORT:  # a few dozen distinct values: Python beats pandas' fixed cost
+        changed = np.fromiter((_differ(b, a) for b, a in zip(before.tolist(), after.tolist())),
+                              dtype=bool, count=len(before))
+    else:
+        same = before.eq(after).to_numpy(dtype=bool, na_value=False)
+        changed = ~(same | (before.isna().to_numpy() & after.isna().to_numpy()))
     if not changed.any():
         return
     rules = (np.full(len(before), rule, dtype=object) if isinstance(rule, str)
