@@ -175,6 +175,14 @@ def record_ids(keys: pd.Series, org_no: str, tx_code: str) -> pd.Series:
                                             name=ID)
 
 
+def _hash_text(s: pd.Series) -> pa.Array | pa.ChunkedArray:
+    """A column as `rowHash` reads it: pandas' `astype("string")` spelling, NULL as
+    `NULL_MARK`. A cleaned column is Arrow text already: taken as it is (no pandas copy)."""
+    if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
+        return pc.fill_null(pa.chunked_array([pa.array(s.array)]).cast(pa.large_string()), NULL_MARK)
+    return pa.array(s.astype("string").fillna(NULL_MARK), type=pa.large_string())
+
+
 def add_identity(frame: pd.DataFrame, org_no: str, tx_code: str) -> pd.DataFrame:
     """`ID` = orgNo + txCode + digest of the source key: stable per source row, unique per unit
     (52 characters, within A.2's 64); `rowHash` = digest of the standard fields' values, joined
@@ -184,8 +192,7 @@ def add_identity(frame: pd.DataFrame, org_no: str, tx_code: str) -> pd.DataFrame
     ds = standard.dataset(tx_code)
     frame[ID] = record_ids(frame[KEY], org_no, tx_code)
     names = [*ds.field_names, *([MEDIA_SHA] if MEDIA_SHA in frame.columns else [])]
-    texts = [pa.array(frame[name].astype("string").fillna(NULL_MARK), type=pa.large_string())
-             for name in names]
+    texts = [_hash_text(frame[name]) for name in names]
     joined = pc.binary_join_element_wise(*texts, pa.scalar(SEPARATOR, pa.large_string()))
     frame[HASH] = pd.Series(_digest(joined, 16), index=frame.index, dtype=object)
     return frame
