@@ -1,0 +1,41 @@
+"""Short columns take plain-Python paths (issue 26: pandas' fixed cost per operation is most
+of a small unit's work); each must give exactly what the pandas path gives."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings, strategies as st
+
+from etl.mapping import as_key
+from etl.pipeline import transform
+
+RAW = st.sampled_from([1, 1.0, True, False, 0, "1", "2", "a", None, np.nan, 2.5, "设备", "作业",
+                       Decimal("1.0"), dt.date(2024, 1, 1), " 1", "x", pd.NaT, b"1", "是"])
+VALUE_MAPS = st.sampled_from([
+    {"1": "重大风险", "2": "较大风险"}, {"设备": "0", "作业": "1"}, {"x": "y", "2": "z", "a": "设备"},
+    {"true": "是", "0": "否"}, {"设备": 0, "1": 1}, {"a": 2.5, "x": "y"}, {"1": True},
+    {"1": "A", "a": None}, {}])
+
+
+def pandas_map_values(s: pd.Series, values: dict) -> pd.Series:
+    """`transform._map_values` as it was for every column: pandas' map and where."""
+    uniques = s.dropna().unique()
+    table = {u: values[k] for u in uniques if (k := as_key(u)) in values}
+    if not table:
+        return s
+    mapped = s.map(table)
+    return mapped.where(mapped.notna(), s)
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw=st.lists(RAW, max_size=15), values=VALUE_MAPS, data=st.data())
+def test_a_short_column_maps_its_values_as_pandas_does(raw, values, data):
+    index = data.draw(st.permutations(range(40)))[:len(raw)]
+    s = pd.Series(raw, dtype=object, index=index, name="c")
+    got, want = transform._map_values(s, values), pandas_map_values(s, values)
+    pd.testing.assert_series_equal(got, want, check_exact=True)
+    assert [type(v) for v in got.tolist()] == [type(v) for v in want.tolist()]
