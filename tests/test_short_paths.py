@@ -39,3 +39,19 @@ def test_a_short_column_maps_its_values_as_pandas_does(raw, values, data):
     got, want = transform._map_values(s, values), pandas_map_values(s, values)
     pd.testing.assert_series_equal(got, want, check_exact=True)
     assert [type(v) for v in got.tolist()] == [type(v) for v in want.tolist()]
+
+
+TEXTS = st.sampled_from(["1", "2", "a", None, "设备", "作业", " 1", "x", "是", "SB", "ZY", ""])
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.lists(TEXTS, max_size=15),
+       values=VALUE_MAPS.filter(lambda m: all(isinstance(v, str) for v in m.values())),
+       dtype=st.sampled_from(["str", pd.StringDtype(), pd.StringDtype("python")]))
+def test_a_short_text_column_maps_its_values_as_pandas_does(raw, values, dtype):
+    """Maps to text only: any other goes to pandas' own path (which may refuse it on Arrow
+    text, as it did before)."""
+    s = pd.Series(raw, dtype=dtype, name="c")
+    got, want = transform._map_values(s, values), pandas_map_values(s, values)
+    pd.testing.assert_series_equal(got, want, check_exact=True)
+    assert [type(v) for v in got.tolist()] == [type(v) for v in want.tolist()]

@@ -29,12 +29,12 @@ def _blank(s: pd.Series) -> pd.Series:
     return s.isna() | (text == "").fillna(True)
 
 
-SHORT = 200  # rows up to which `_map_values` maps a column of Python objects in Python
+SHORT = 200  # rows up to which `_map_values` maps a column of text or objects in Python
 
 
 def _map_values(s: pd.Series, values: dict[str, Any]) -> pd.Series:
     """Local codes to the standard's, via the distinct values; unknown codes pass unchanged."""
-    if s.dtype == object and len(s) <= SHORT:
+    if (s.dtype == object or isinstance(s.dtype, pd.StringDtype)) and len(s) <= SHORT:
         mapped = _map_short(s, values)
         if mapped is not None:
             return mapped
@@ -47,7 +47,7 @@ def _map_values(s: pd.Series, values: dict[str, Any]) -> pd.Series:
 
 
 def _map_short(s: pd.Series, values: dict[str, Any]) -> pd.Series | None:
-    """`_map_values` of a short column of Python objects, value by value (pandas' `map` and
+    """`_map_values` of a short column of text or Python objects, value by value (pandas' `map` and
     `where` cost ~1 ms whatever the length), when every code maps to text; None otherwise
     (a number or NULL mapped comes out of pandas as a float or the source's value, which
     only pandas' own path reproduces)."""
