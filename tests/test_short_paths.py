@@ -55,3 +55,33 @@ def test_a_short_text_column_maps_its_values_as_pandas_does(raw, values, dtype):
     got, want = transform._map_values(s, values), pandas_map_values(s, values)
     pd.testing.assert_series_equal(got, want, check_exact=True)
     assert [type(v) for v in got.tolist()] == [type(v) for v in want.tolist()]
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.lists(TEXTS, max_size=15), step=st.integers(1, 3))
+def test_row_hash_reads_a_cleaned_column_as_pandas_spells_it(raw, step):
+    """`rowHash` takes a cleaned (Arrow text) column's values as they are: the same bytes as
+    pandas' `astype("string")` with NULL as `NULL_MARK`, slices included."""
+    import pyarrow as pa
+
+    from etl.standard.clean import TEXT
+
+    s = pd.Series(pd.array(raw, dtype=TEXT)).iloc[::step]
+    got = transform._hash_text(s)
+    got = got.combine_chunks() if isinstance(got, pa.ChunkedArray) else got
+    want = pa.array(s.astype("string").fillna(transform.NULL_MARK), type=pa.large_string())
+    assert got.equals(want)
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=st.lists(TEXTS, min_size=1, max_size=12), data=st.data())
+def test_a_short_step_s_changes_are_counted_as_pandas_counts_them(before, data):
+    """`clean._differ` (short columns) against `_record`'s pandas comparison."""
+    from etl.standard import clean
+
+    after = data.draw(st.lists(TEXTS, min_size=len(before), max_size=len(before)))
+    b, a = pd.Series(pd.array(before, dtype=clean.TEXT)), pd.Series(pd.array(after, dtype=clean.TEXT))
+    same = b.eq(a).to_numpy(dtype=bool, na_value=False)
+    want = ~(same | (b.isna().to_numpy() & a.isna().to_numpy()))
+    got = [clean._differ(x, y) for x, y in zip(b.tolist(), a.tolist())]
+    assert got == want.tolist()
