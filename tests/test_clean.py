@@ -8,7 +8,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from etl.common.masking import mask, mask_text
@@ -654,3 +654,36 @@ def test_a_local_number_with_an_extension_or_a_hyphen_is_completed_too(raw: str)
     out = clean_frame(pd.DataFrame({"dLinkTel": pd.Series([raw], dtype=object)}), dataset("02"), Audit(),
                       unit_city="320100")["dLinkTel"].iloc[0]
     assert out.startswith("025-5234") and ("转8001" in out) == ("8001" in raw)
+
+
+# --- short columns: the same rules in Python (issue 26) ----------------------------------------
+
+_DATE_PIECES = st.sampled_from(["2024", "0000", "1900", "2023", "7", "07", "2", "29", "30", "31",
+                                "13", "00", "-", "/", ".", "年", "月", "日", " ", "\t", "\n",
+                                "\x0b", "T", "10:30", "10时30分", ":45", ".5", "Z", "+08:00",
+                                "秒", "x", "", "２", "٣", "\u3000"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), st.lists(_DATE_PIECES, max_size=7).map("".join)),
+                       min_size=1, max_size=12))
+@example(values=["2024-7-8", "2024/07/08 10:30", "2024年7月8日", "20240708", "0000-00-00", "00000000",
+                 "2024-02-30", "2024-02-29", "2023-02-29", "1900-02-29", "2000-2-29", "2024-13-01",
+                 "2024-7-8T10:30:45.5+08:00", "2024-7-8 10时30分15秒", "2024-7-8\n", "2024-7-8 \t",
+                 "2024-7-8\x0b", "２０２４-7-8", "2024-7-8Z", "2024-07-08", "2024-99-99", None, "x",
+                 "0000-07-08", "0000-7-8", "2024-7-8 10:30\n", "20240708\n", "2024-7-8 10:30:45秒\n"])
+def test_short_date_columns_clean_as_arrow_does(values):
+    """`_date_short` (a few distinct values, Python) and `_date`'s Arrow kernels agree on
+    every spelling: values, NULLs and rule names."""
+    import etl.standard.clean as clean
+
+    u = pd.Series(pd.array(values, dtype=clean.TEXT))
+    short_values, short_rules = clean._date_short(u)
+    saved, clean._SHORT = clean._SHORT, -1  # every column takes the Arrow way
+    try:
+        long_values, long_rules = clean._date(u)
+    finally:
+        clean._SHORT = saved
+    assert short_values.dtype == long_values.dtype
+    assert short_values.fillna("<NULL>").tolist() == long_values.fillna("<NULL>").tolist()
+    assert short_rules.tolist() == long_rules.tolist()

@@ -388,11 +388,26 @@ def _example(f: Field, value: object) -> str:
     return text if len(text) <= _EXAMPLE_CHARS else text[:_EXAMPLE_CHARS - 1] + "…"
 
 
+_SHORT = 200
+
+
+def _differ(before: object, after: object) -> bool:
+    """`_record`'s comparison of two values of TEXT series' `tolist()` (NA is NaN there): NA
+    and NA are alike, NA and a value differ."""
+    b_na = before is None or before is pd.NA or (isinstance(before, float) and before != before)
+    a_na = after is None or after is pd.NA or (isinstance(after, float) and after != after)
+    return (not (b_na and a_na)) if (b_na or a_na) else before != after
+
+
 def _record(audit: Audit, f: Field, before: pd.Series, after: pd.Series,
             rule: str | pd.Series, weights: np.ndarray) -> None:
     """Count the distinct values a step changed, weighted by how many rows hold each."""
-    same = before.eq(after).to_numpy(dtype=bool, na_value=False)
-    changed = ~(same | (before.isna().to_numpy() & after.isna().to_numpy()))
+    if len(before) <= _SHORT:  # a few dozen distinct values: Python beats pandas' fixed cost
+        changed = np.fromiter((_differ(b, a) for b, a in zip(before.tolist(), after.tolist())),
+                              dtype=bool, count=len(before))
+    else:
+        same = before.eq(after).to_numpy(dtype=bool, na_value=False)
+        changed = ~(same | (before.isna().to_numpy() & after.isna().to_numpy()))
     if not changed.any():
         return
     rules = (np.full(len(before), rule, dtype=object) if isinstance(rule, str)
@@ -435,10 +450,11 @@ def _trim(u: pd.Series) -> tuple[pd.Series, str | pd.Series]:
     """Strip white space (incl. U+3000, NBSP, zero-width); blank becomes NULL."""
     arrow = _arrow(u)
     trimmed = pc.utf8_trim(arrow, characters=_STRIP)  # what `str.strip` runs on Arrow strings
-    if not pc.any(pc.not_equal(arrow, trimmed)).as_py() and not pc.any(pc.equal(trimmed, "")).as_py():
+    empty = pc.equal(trimmed, "")
+    if not pc.any(pc.not_equal(arrow, trimmed)).as_py() and not pc.any(empty).as_py():
         return u, "trim"  # nothing to strip, nothing blank: spare pandas and the audit's comparison
-    t = u.str.strip(_STRIP)
-    blank = t.eq("").to_numpy(dtype=bool, na_value=False)
+    t = _from_arrow(trimmed, u.index)  # the strip already done, not again by pandas
+    blank = pc.fill_null(empty, False).to_numpy(zero_copy_only=False)
     if not blank.any():  # one rule name: no per-value rule array to build and compare
         return t, "trim"
     return t.mask(blank), pd.Series(np.where(blank, "blank_to_null", "trim"), index=u.index)
@@ -520,6 +536,8 @@ def _date(u: pd.Series) -> tuple[pd.Series, pd.Series]:
     are. Not pd.to_datetime: its range (1677-2262) would refuse 9999-12-31, the usual
     "no expiry" of certificates.
     """
+    if len(u) <= _SHORT:
+        return _date_short(u)
     rules = pd.Series("date", index=u.index)
     iso_shaped = u.str.fullmatch(_ISO_DATE) & u.ne("0000-00-00")
     todo = ~iso_shaped.to_numpy(dtype=bool, na_value=True)
@@ -542,6 +560,39 @@ def _date(u: pd.Series) -> tuple[pd.Series, pd.Series]:
     out[todo] = _from_arrow(new, u.index[todo])
     rules[np.flatnonzero(todo)[zero]] = "zero_date"
     return out, rules
+
+
+def _as_python(pattern: str) -> re.Pattern:
+    """An Arrow (RE2) pattern of `_date` as Python's `re` reads it alike: RE2's `\\d` and
+    `\\s` are ASCII ([0-9], [\\t\\n\\f\\r ]), and its `$` is the end of the text."""
+    return re.compile(pattern.replace(r"\d", "[0-9]").replace(r"\s", "[\t\n\f\r ]")
+                      .replace("$", r"\Z"))
+
+
+_ISO_DATE_PY = _as_python(_ISO_DATE)
+_DATE_PATTERNS_PY = tuple(_as_python(p) for p in _DATE_PATTERNS)
+
+
+def _date_short(u: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """`_date` of a few dozen distinct values, one at a time in Python (Arrow's kernels cost
+    ~0.1 ms a call whatever the length): the same patterns, calendar and spelling."""
+    values, rules = [], []
+    for v in u.tolist():
+        rule = "date"
+        if isinstance(v, str) and not (_ISO_DATE_PY.fullmatch(v) and v != "0000-00-00"):
+            m = _DATE_PATTERNS_PY[0].match(v) or _DATE_PATTERNS_PY[1].match(v)
+            if m:
+                y, mo, d = m.group("y"), m.group("m"), m.group("d")
+                yi, mi, di = int(y), int(mo), int(d)
+                if yi == mi == di == 0:
+                    v, rule = None, "zero_date"
+                elif yi >= 1 and 1 <= mi <= 12 and 1 <= di <= _DAYS[mi - 1] + (
+                        mi == 2 and (yi % 4 == 0 and yi % 100 != 0 or yi % 400 == 0)):
+                    v = f"{y}-{mo.rjust(2, '0')}-{d.rjust(2, '0')}"
+        values.append(v)
+        rules.append(rule)
+    return (pd.Series(pd.array(values, dtype=TEXT), index=u.index),
+            pd.Series(rules, index=u.index, dtype=object))
 
 
 def _flag(u: pd.Series) -> tuple[pd.Series, str]:

@@ -9,6 +9,7 @@ load the row anyway.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -38,6 +39,7 @@ class Finding:
 
 
 SeriesCheck = Callable[[pd.Series], pd.Series]
+RowsCheck = Callable[[dict[str, list]], list[bool]]
 
 
 def _verdicts(s: pd.Series, predicate: Callable[[str], bool]) -> np.ndarray:
@@ -95,22 +97,33 @@ _KIND_MESSAGES = {
 }
 
 
-def _field_rules(f: Field) -> list[tuple[str, SeriesCheck, str]]:
-    """(rule name, column check, message) for one field, from its type, enum and kind."""
-    out: list[tuple[str, SeriesCheck, str]] = [
-        ("length", _max_length(f.length), f"longer than {f.length} characters")]
+Predicate = Callable[[str], bool]
+_REGNO20 = re.compile(r"[0-9A-Z]{20}")  # `_regno`'s Arrow regex, as Python runs it
+
+
+def _field_rules(f: Field) -> list[tuple[str, SeriesCheck, Predicate, str]]:
+    """(rule name, column check, the same check on one value, message) for one field, from
+    its type, enum and kind. The column check is what pandera runs and what a large frame
+    runs; the per-value one what a small frame runs (`_failures`)."""
+    n = f.length
+    out: list[tuple[str, SeriesCheck, Predicate, str]] = [
+        ("length", _max_length(n), lambda v: len(v) <= n, f"longer than {n} characters")]
     if f.is_date:
-        out.append(("date", _by_unique(checks.is_valid_date),
+        out.append(("date", _by_unique(checks.is_valid_date), checks.is_valid_date,
                     "is not a date: use a real date such as 2024-07-08"))
     elif f.enum and f.separator:
-        out.append(("enum", _by_unique(_multi_enum(f)), f"each value must be one of {'、'.join(f.enum)}"))
+        out.append(("enum", _by_unique(_multi_enum(f)), _multi_enum(f),
+                    f"each value must be one of {'、'.join(f.enum)}"))
     elif f.enum:
-        out.append(("enum", _by_unique(frozenset(f.enum).__contains__),
-                    f"must be one of {'、'.join(f.enum)}"))
+        allowed = frozenset(f.enum).__contains__
+        out.append(("enum", _by_unique(allowed), allowed, f"must be one of {'、'.join(f.enum)}"))
     if f.kind in _KIND_CHECKS:
         rule = "division" if f.kind in ("city", "district") else f.kind
-        check = _regno if f.kind == "regno" else _by_unique(_KIND_CHECKS[f.kind])
-        out.append((rule, check, _KIND_MESSAGES[f.kind]))
+        if f.kind == "regno":
+            check, one = _regno, (lambda v: _REGNO20.fullmatch(v) is not None)
+        else:
+            check, one = _by_unique(_KIND_CHECKS[f.kind]), _KIND_CHECKS[f.kind]
+        out.append((rule, check, one, _KIND_MESSAGES[f.kind]))
     return out
 
 
@@ -124,6 +137,16 @@ def _date_order(before: str, after: str) -> Callable[[pd.DataFrame], pd.Series]:
     return check
 
 
+def _date_order_rows(before: str, after: str) -> RowsCheck:
+    """`_date_order` over plain lists: a later `before` than `after`, both real dates."""
+    valid = checks.is_valid_date
+
+    def check(cols: dict[str, list]) -> list[bool]:
+        return [not (_present(a) and _present(b)) or a <= b or not valid(a) or not valid(b)
+                for a, b in zip(cols[before], cols[after])]
+    return check
+
+
 def _required_when(field: str, values: tuple[str, ...] | None, needed: str) -> Callable[[pd.DataFrame], pd.Series]:
     def check(df: pd.DataFrame) -> pd.Series:
         trigger = df[field].notna() if values is None else df[field].isin(values)
@@ -131,20 +154,35 @@ def _required_when(field: str, values: tuple[str, ...] | None, needed: str) -> C
     return check
 
 
+def _required_when_rows(field: str, values: tuple[str, ...] | None, needed: str) -> RowsCheck:
+    """`_required_when` over plain lists."""
+    def check(cols: dict[str, list]) -> list[bool]:
+        return [not (_present(v) if values is None else (_present(v) and v in values)) or _present(w)
+                for v, w in zip(cols[field], cols[needed])]
+    return check
+
+
+def _present(v: object) -> bool:
+    """Not NA, as a TEXT column's `tolist()` spells NA (NaN; None, pd.NA elsewhere)."""
+    return v is not None and v is not pd.NA and not (isinstance(v, float) and v != v)
+
+
 FrameCheck = Callable[[pd.DataFrame], pd.Series]
 
 
 @cache
-def _checks(tx_code: str) -> tuple[list[tuple[str, bool, list[tuple[str, SeriesCheck]]]],
-                                   list[tuple[str, FrameCheck]]]:
-    """A dataset's checks, as data: (column, nullable, [(rule, check)]) per field and
-    (name, check) per frame check. `schema` makes them pandera's; `_passes` calls them as is."""
+def _checks(tx_code: str) -> tuple[list[tuple[str, bool, list[tuple[str, SeriesCheck, Predicate]]]],
+                                   list[tuple[str, FrameCheck, RowsCheck]]]:
+    """A dataset's checks, as data: (column, nullable, [(rule, check, per-value check)]) per
+    field and (name, check, check over lists) per frame check. `schema` makes them pandera's;
+    `_failures` calls them as pandera would."""
     ds = standard.dataset(tx_code)
-    columns = [(f.name, not f.required, [(rule, check) for rule, check, _ in _field_rules(f)])
+    columns = [(f.name, not f.required, [(rule, check, one) for rule, check, one, _ in _field_rules(f)])
                for f in ds.fields]
-    frame = [(f"date_order:{o.before}:{o.after}", _date_order(o.before, o.after))
-             for o in ds.date_orders]
-    frame += [(f"required_when:{r.field}:{n}", _required_when(r.field, r.values, n))
+    frame = [(f"date_order:{o.before}:{o.after}", _date_order(o.before, o.after),
+              _date_order_rows(o.before, o.after)) for o in ds.date_orders]
+    frame += [(f"required_when:{r.field}:{n}", _required_when(r.field, r.values, n),
+               _required_when_rows(r.field, r.values, n))
               for r in ds.required_when for n in r.fields]
     return columns, frame
 
@@ -156,29 +194,86 @@ def schema(tx_code: str) -> pa.DataFrameSchema:
     columns, frame = _checks(tx_code)
     return pa.DataFrameSchema(
         {name: pa.Column(nullable=nullable, required=True,
-                         checks=[pa.Check(check, name=rule) for rule, check in rules])
+                         checks=[pa.Check(check, name=rule) for rule, check, _ in rules])
          for name, nullable, rules in columns},
-        checks=[pa.Check(check, name=name) for name, check in frame],
+        checks=[pa.Check(check, name=name) for name, check, _ in frame],
         name=f"{ds.structure} {ds.table}")
 
 
-def _passes(frame: pd.DataFrame, tx_code: str) -> bool:
-    """Whether the frame breaks none of `schema`'s checks, each called as pandera calls it (a
-    column's on its values without NA, a frame's on the whole frame; a required column may
-    hold no NA). pandera's fixed cost, ~0.2 ms per column and check, is most of a small
-    frame's validation; a frame with nothing to report need not pay it. On any doubt (a
-    failure, an error) pandera decides, and reports."""
+#: One broken check: (check name, column, row labels, the failing values), as `_findings_of`
+#: reads it. Both paths list them in ONE agreed order, the order of `_checks`: the frame
+#: checks first (each its rows in frame order), then the columns in field order, each its
+#: empty required rows (`not_nullable`) and then its rules in order, rows in frame order. It is
+#: the order pandera lists failure cases in before its final `sort_values` by schema context,
+#: a quicksort that promises nothing about ties (numpy's scrambles them on object arrays; the
+#: pandas of this tree happens to keep them): `_pandera_failures` re-sorts stably.
+Failure = tuple[str, str, list, list]
+
+
+#: Up to this many rows, `_failures` runs the per-value checks over plain lists: a pandas
+#: operation's fixed cost (~50-100 us, several per check) is then most of the work.
+SMALL_ROWS = 500
+
+
+def _failures(frame: pd.DataFrame, tx_code: str) -> list[Failure]:
+    """Every broken check of a frame of standard fields, computed by the schema's own checks
+    as pandera calls them (a column's on its values without NA, a frame's on the whole frame),
+    without pandera: its fixed cost, ~0.2 ms per column and check and ~35 ms to build a
+    failing frame's cases, is most of a small frame's validation. A small frame (`SMALL_ROWS`)
+    runs the same checks on one value (or row) at a time. Raises whatever a check raises:
+    `findings` then lets pandera decide and report."""
+    if len(frame) <= SMALL_ROWS:
+        return _failures_of_lists(frame, tx_code)
     columns, frame_checks = _checks(tx_code)
+    out: list[Failure] = []
+    for name, check, _ in frame_checks:
+        ok = np.asarray(check(frame), dtype=bool)
+        if not ok.all():
+            first = name.split(":")[1]  # the column `_findings_of` reports a frame check by
+            bad = frame[first][~ok].dropna()  # pandera drops NA failure cases
+            out.append((name, first, bad.index.tolist(), bad.tolist()))
+    for name, nullable, rules in columns:
+        values = frame[name]
+        if values.hasnans:
+            empty = values.isna().to_numpy(dtype=bool)
+            if not nullable:
+                out.append(("not_nullable", name, values.index[empty].tolist(), [None] * int(empty.sum())))
+            values = values[~empty]
+        for rule, check, _ in rules:
+            ok = np.asarray(check(values), dtype=bool)
+            if not ok.all():
+                bad = values[~ok]
+                out.append((rule, name, bad.index.tolist(), bad.tolist()))
+    return out
+
+
+def _failures_of_lists(frame: pd.DataFrame, tx_code: str) -> list[Failure]:
+    """`_failures` of a small frame: the same checks, in the same order, over plain lists."""
+    columns, frame_checks = _checks(tx_code)
+    rows = frame.index.tolist()
+    cols = {name: frame[name].tolist() for name, _, _ in columns}
+    out: list[Failure] = []
+    for name, _, check in frame_checks:
+        first = name.split(":")[1]
+        bad = [(i, v) for i, v, ok in zip(rows, cols[first], check(cols)) if not ok and _present(v)]
+        if bad:
+            out.append((name, first, [i for i, _ in bad], [v for _, v in bad]))
+    for name, nullable, rules in columns:
+        present = [(i, v) for i, v in zip(rows, cols[name]) if _present(v)]
+        if not nullable and len(present) < len(rows):
+            empty = [i for i, v in zip(rows, cols[name]) if not _present(v)]
+            out.append(("not_nullable", name, empty, [None] * len(empty)))
+        for rule, _, one in rules:
+            bad = [(i, v) for i, v in present if not one(v)]
+            if bad:
+                out.append((rule, name, [i for i, _ in bad], [v for _, v in bad]))
+    return out
+
+
+def _passes(frame: pd.DataFrame, tx_code: str) -> bool:
+    """Whether the frame breaks none of `schema`'s checks (on any error: no)."""
     try:
-        for name, nullable, rules in columns:
-            values = frame[name]
-            if values.hasnans:
-                if not nullable:
-                    return False
-                values = values.dropna()
-            if not all(bool(np.all(check(values))) for _, check in rules):
-                return False
-        return all(bool(np.all(check(frame))) for _, check in frame_checks)
+        return not _failures(frame, tx_code)
     except Exception:  # noqa: BLE001 - pandera will say what is wrong
         return False
 
@@ -191,31 +286,48 @@ def _shown(ds: Dataset, field: str, value: object) -> str:
 
 
 def findings(frame: pd.DataFrame, ds: Dataset) -> list[Finding]:
-    """Every broken rule of every row of a cleaned frame, in one lazy pass."""
+    """Every broken rule of every row of a cleaned frame, in one pass, in `Failure`'s order.
+    Our column-wise checks find them (`_failures`); pandera, running the very same checks
+    (`schema`), decides only when a check raises, and reports that in the same order."""
     fields = frame[list(ds.field_names)]
-    if _passes(fields, ds.tx_code):
-        return []
     try:
-        schema(ds.tx_code).validate(fields, lazy=True)
+        failures = _failures(fields, ds.tx_code)
+    except Exception:  # noqa: BLE001 - pandera will say what is wrong
+        return pandera_findings(frame, ds)
+    return _findings_of(failures, frame, ds)
+
+
+def pandera_findings(frame: pd.DataFrame, ds: Dataset) -> list[Finding]:
+    """The findings as pandera gives them, in the same order as `findings`."""
+    try:
+        schema(ds.tx_code).validate(frame[list(ds.field_names)], lazy=True)
     except pa.errors.SchemaErrors as err:
-        return _to_findings(err.failure_cases, frame, ds)
+        return _findings_of(_pandera_failures(err.failure_cases), frame, ds)
     return []
 
 
-def _to_findings(cases: pd.DataFrame, frame: pd.DataFrame, ds: Dataset) -> list[Finding]:
-    """Failure cases as findings, a check at a time (row look-ups per case cost seconds when a
+def _pandera_failures(cases: pd.DataFrame) -> list[Failure]:
+    """pandera's failure cases as `Failure`s, in the agreed order: its cases were numbered in
+    that order before its quicksort by schema context (the frame's checks first), so go back
+    to that numbering and sort stably."""
+    cases = cases.sort_index(kind="stable").sort_values("schema_context", ascending=False, kind="stable")
+    cases = cases[cases["index"].notna()]  # a check that raised: no row to report
+    return [(str(check), column, group["index"].tolist(), group["failure_case"].tolist())
+            for (check, column), group in cases.groupby(["check", "column"], sort=False, dropna=False)]
+
+
+def _findings_of(failures: list[Failure], frame: pd.DataFrame, ds: Dataset) -> list[Finding]:
+    """Failures as findings, a check at a time (row look-ups per case cost seconds when a
     whole source is wrong)."""
-    cases = cases[cases["index"].notna()]
     out: list[Finding] = []
-    for (check, column), group in cases.groupby(["check", "column"], sort=False, dropna=False):
-        check, rows = str(check), group["index"].tolist()
+    for check, column, rows, values in failures:
         if check == "not_nullable":
             text = f"{column} ({ds.field(column).zh}) is required but empty"
             out += [Finding(i, column, "required", text) for i in rows]
         elif check.startswith(("date_order:", "required_when:")):
             kind, first, second = check.split(":")
             if column != first:
-                continue  # a frame-level check reports each row once per column: keep one
+                continue  # pandera reports a frame-level check once per column: keep one
             a, b = frame.loc[rows, first].tolist(), frame.loc[rows, second].tolist()
             if kind == "date_order":
                 out += [Finding(i, second, kind, f"{first} {_shown(ds, first, x)} is later than "
@@ -229,7 +341,6 @@ def _to_findings(cases: pd.DataFrame, frame: pd.DataFrame, ds: Dataset) -> list[
         else:
             f = ds.field(column)
             text = _errors(ds.tx_code).get((column, check), "breaks rule " + check)
-            values = group["failure_case"].tolist()
             texts = [f"{text}: {'; '.join(checks.idcard_problems(str(v)))}" for v in values] \
                 if check == "idcard" else [text] * len(values)
             out += [Finding(i, column, check, f"{column} ({f.zh}) {_shown(ds, column, v)} {t}")
@@ -240,7 +351,7 @@ def _to_findings(cases: pd.DataFrame, frame: pd.DataFrame, ds: Dataset) -> list[
 @cache
 def _errors(tx_code: str) -> dict[tuple[str, str], str]:
     return {(f.name, rule): text for f in standard.dataset(tx_code).fields
-            for rule, _, text in _field_rules(f)}
+            for rule, _, _, text in _field_rules(f)}
 
 
 def warnings(frame: pd.DataFrame, ds: Dataset, today: date) -> list[Finding]:
@@ -299,7 +410,7 @@ def lowerable_rules(ds: Dataset, field: str) -> tuple[str, ...]:
     """The rules that can report on `field` of `ds` and that a mapping may lower."""
     if field not in ds.field_names:
         return ()
-    rules = {rule for rule, _, _ in _field_rules(ds.field(field))}
+    rules = {rule for rule, *_ in _field_rules(ds.field(field))}
     if any(o.after == field for o in ds.date_orders):
         rules.add("date_order")
     if any(field in r.fields for r in ds.required_when):

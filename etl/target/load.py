@@ -221,11 +221,11 @@ class DatasetLoad:
             return
         data = frame.reindex(columns=self.stage_columns)
         data[SEQ] = range(self.staged, self.staged + len(frame))
-        by_id_only = data[REJECTED].astype(bool) | data[DELETED].astype(bool)
-        if by_id_only.any():
-            for name in self.ds.field_names:
-                if name != standard.UNIT_KEY:
-                    data[name] = data[name].mask(by_id_only)
+        by_id_only = (data[REJECTED].astype(bool) | data[DELETED].astype(bool)).to_numpy()
+        blanked = [n for n in self.ds.field_names if n != standard.UNIT_KEY]
+        if by_id_only.any() and self.dialect == "postgresql":
+            for name in blanked:
+                data[name] = data[name].mask(by_id_only)
         data[KEY] = shown_key(data[KEY])
         self.staged += len(frame)
         self._rejected += int((data[REJECTED] == 1).sum())
@@ -233,8 +233,8 @@ class DatasetLoad:
         self._id_hashes.append(_id_hashes(data[ID]))
         if self.dialect == "postgresql":
             self._copy(data)
-        else:
-            self._insert(data)
+        else:  # blanked on the rows' cells: a pandas `mask` per field cost more than the insert
+            self._insert(data, by_id_only if by_id_only.any() else None, blanked)
 
     def _copy(self, data: pd.DataFrame) -> None:
         """COPY the chunk in a background thread while the caller prepares the next one: the
@@ -253,10 +253,14 @@ class DatasetLoad:
             copying, self._copying = self._copying, None
             copying.result()
 
-    def _insert(self, data: pd.DataFrame) -> None:
+    def _insert(self, data: pd.DataFrame, blank_rows: np.ndarray | None = None,
+                blank_columns: Sequence[str] = ()) -> None:
+        """Multi-row insert of the chunk; `blank_rows` hold NULL in `blank_columns`."""
         values = data.astype(object)
         cells = values.to_numpy()
         cells[values.isna().to_numpy()] = None  # as `where(notna, None)`, at a fifth of the cost
+        if blank_rows is not None:
+            cells[np.ix_(blank_rows, [self.stage_columns.index(c) for c in blank_columns])] = None
         rows = map(tuple, cells)
         cols = ", ".join(self._q(c) for c in self.stage_columns)
         marks = ", ".join(["%s" if self.dialect != "sqlite" else "?"] * len(self.stage_columns))
