@@ -176,10 +176,10 @@ def test_a_pushed_units_page_renders_in_chromium(browser, sqlite_url, tmp_path):
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     try:
         page.goto((out / "index.html").resolve().as_uri())
-        link = page.locator("#rows tr", has_text=B_NAME).locator("a")
-        assert link.inner_text() == B_NAME and page.locator("#rows tr", has_text=B_NAME).locator(
-            ".pushed").first.inner_text() == "（接口归集）"
-        link.first.click()
+        rows = page.locator("#rows tr", has_text=B_NAME)
+        assert rows.count() == 4 and rows.locator("a").all_inner_texts() == [B_NAME] * 4
+        assert rows.locator(".pushed").all_inner_texts() == ["（接口归集）"] * 4
+        rows.locator("a").first.click()
         page.wait_for_load_state()
         assert page.locator("h1").inner_text() == B_NAME
         marks = page.eval_on_selector_all("section[data-route=interface]", "s => s.map(x => x.dataset.tx)")
