@@ -125,6 +125,7 @@ def test_a_unit_that_only_pushes_gets_a_page_linked_from_the_overview(url, tmp_p
     # the rejects of both messages: each message holds only the records it sent
     assert 'data-field="mainProblem" data-rule="required"' in nine
     assert 'data-field="troubleLevel" data-rule="required"' in nine
+    assert "填写该字段，以新的批次号重新报送该记录" in nine and "在映射中" not in nine  # no mapping to fix
     three = _section(page, "03")
     assert 'data-rule="idcard"' in three and BAD_ID not in page
     assert html.escape(BAD_ID[:6] + "********" + BAD_ID[-4:]) in three
@@ -158,6 +159,7 @@ def test_exports_hold_the_pushed_messages_rejects_with_the_units_batchno(url, tm
         assert rows[0][-1] == "单位批次号（接口归集）" and rows[0] == tuple(site.export_headings())
         errors = {(r[0], r[3], r[4], r[10]) for r in rows[1:] if r[5] == "错误"}
         assert errors == expected, errors
+        assert {r[7] for r in rows[1:] if r[4] == "required"} <= {"填写该字段，以新的批次号重新报送该记录"}
         with open(f"{stem}.csv", encoding="utf-8-sig", newline="") as f:
             table = list(csv.reader(f))
         assert [tuple(r) for r in table] == [tuple("" if v is None else v for v in r) for r in rows]

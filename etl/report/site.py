@@ -106,7 +106,23 @@ def word(table: dict[str, str], value: object) -> str:
     return key
 
 
-def fix_for(rule: str) -> str:
+#: What a unit that pushes does instead, where FIX speaks of its mapping, and about the rules
+#: only a pushed message has (etl.interface.receive); a corrected record is sent again.
+PUSH_FIX = {
+    "required": N_("fill the field and push the record again under a new batchNo"),
+    "enum": N_("use one of the standard's values and push the record again under a new batchNo"),
+    "not_found": N_("push the record with busType I first, or correct its ID"),
+    "unit": N_("push only your own unit's records, under your own orgNo"),
+    "shape": N_("send each record as a JSON object"),
+    "type": N_("send the field as text, a number or null"),
+    "unknown": N_("remove the field or correct its name (names are case-sensitive)"),
+}
+
+
+def fix_for(rule: str, pushed: bool = False) -> str:
+    """What to do about a finding of `rule`; `pushed`: for a unit that pushes the dataset."""
+    if pushed and rule in PUSH_FIX:
+        return _(PUSH_FIX[rule])
     return _(FIX[rule]) if rule in FIX else ""
 
 
@@ -863,7 +879,7 @@ def _rejects_table(groups: Sequence[dict], pushed: bool = False) -> str:
     for g in groups:
         examples = "".join(f"<li><code>{html.escape(k)}</code>: {html.escape(msg)}</li>"
                            for k, msg in g["examples"])
-        fix = fix_for(g["rule"]) or _("see the message; correct the value at source")
+        fix = fix_for(g["rule"], pushed) or _("see the message; correct the value at source")
         rows.append(f'<tr class="reject-group" data-field="{_e(g["field"], 50)}" data-rule="{_e(g["rule"], 50)}">'
                     f'<td>{_field_label(g["txCode"], g["field"])}</td><td>{_e(g["rule"], 50)}</td>'
                     f'<td>{html.escape(word(SEVERITY, _text(g["severity"], 20)))}'
@@ -910,9 +926,10 @@ def _audit_pair(pair: list) -> str:
     return f"<li><code>{html.escape(before)}</code> → <code>{html.escape(after)}</code></li>"
 
 
-def _audit_table(audit: Sequence[dict]) -> str:
+def _audit_table(audit: Sequence[dict], pushed: bool = False) -> str:
     if not audit:
-        none = _("Cleaning changed nothing in the last successful load.")
+        none = (_("Cleaning changed nothing in the messages listed.") if pushed else
+                _("Cleaning changed nothing in the last successful load."))
         return f'<p class="muted">{html.escape(none)}</p>'
     rows = []
     for a in audit:
@@ -951,7 +968,7 @@ def export_rows(rejects: Iterable[dict]) -> list[list[str]]:
         ds = standard.BY_TX_CODE.get(x["txCode"])
         out.append([x["txCode"], ds.zh if ds else "", _text(x["sourceKey"]), _text(x["field"], 50),
                     _text(x["rule"], 50), word(SEVERITY, _text(x["severity"], 20)), _text(x["message"]),
-                    fix_for(x["rule"]), _text(x["runId"], 200), _when(x["createdAt"]),
+                    fix_for(x["rule"], bool(x.get("batchNo"))), _text(x["runId"], 200), _when(x["createdAt"]),
                     _text(x.get("batchNo") or "", 20)])
     return out
 
@@ -1063,7 +1080,7 @@ def unit_html(data: UnitData, statuses: Sequence, now: datetime) -> str:
                f'<p class="muted">{no_runs}</p>')
             + f"<h3>{h_rejects}</h3>{_rejects_table(mine, pushed)}"
             + _media_table([x for x in data.media if x["txCode"] == tx])
-            + f"<h3>{h_cleaning}</h3>{_audit_table(audit)}</section>")
+            + f"<h3>{h_cleaning}</h3>{_audit_table(audit, pushed)}</section>")
     gone = sorted(tx for tx in data.runs if tx not in by_tx)
     if gone:
         marker, heading = html.escape(_("no longer mapped")), html.escape(_("No longer mapped"))
