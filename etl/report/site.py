@@ -289,23 +289,30 @@ def _unit_page_data(engine: Engine, org: str, com_name: str, name: str, mapped: 
         for tx in pushed:
             latest[tx] = [x["runId"] for x in runs.get(tx, [])
                           if x["status"] == "success" and x["runId"] in batch_of]
-        rejects, audit = [], []
-        for tx, run_ids in sorted(latest.items()):  # a dataset no longer mapped: nothing to fix now
-            for run_id in run_ids:
-                found = [dict(x) for x in conn.execute(
-                    sa.select(rej).where(rej.c.runId == run_id, rej.c.orgNo == org, rej.c.txCode == tx)
-                    .order_by(rej.c.rejectId)).mappings()]
-                for x in found:
-                    x["batchNo"] = batch_of.get(run_id, "")
-                rejects += found
-                audit += [dict(x) for x in conn.execute(
-                    sa.select(aud).where(aud.c.runId == run_id, aud.c.orgNo == org, aud.c.txCode == tx)
-                    .order_by(aud.c.auditId)).mappings()]
+        # a dataset no longer mapped: nothing to fix now; by dataset, then its runs newest first
+        place = {(tx, run_id): (tx, i) for tx, ids in latest.items() for i, run_id in enumerate(ids)}
+        rejects = _of_runs(conn, rej, rej.c.rejectId, org, place)
+        audit = _of_runs(conn, aud, aud.c.auditId, org, place)
+        for x in rejects:
+            x["batchNo"] = batch_of.get(x["runId"], "")
         media = [dict(x) for x in conn.execute(
             sa.select(target.ingest_media).where(target.ingest_media.c.orgNo == org)
             .order_by(target.ingest_media.c.txCode, target.ingest_media.c.field,
                       target.ingest_media.c.name).limit(MEDIA_SHOWN)).mappings()]
     return UnitData(org, com_name, name, dict(runs), rejects, audit, media, frozenset(pushed))
+
+
+def _of_runs(conn: sa.Connection, table: sa.Table, order: sa.Column, org: str,
+             place: dict[tuple[str, str], tuple[str, int]]) -> list[dict]:
+    """The unit's rows of `table` (ingest_reject, ingest_audit) of the (txCode, runId) pairs in
+    `place`, in its order: one statement per 500 runs, not one per run."""
+    ids = sorted({run_id for _tx, run_id in place})
+    rows = []
+    for i in range(0, len(ids), 500):
+        rows += [dict(x) for x in conn.execute(
+            sa.select(table).where(table.c.orgNo == org, table.c.runId.in_(ids[i:i + 500]))
+            .order_by(order)).mappings() if (x["txCode"], x["runId"]) in place]
+    return sorted(rows, key=lambda x: place[x["txCode"], x["runId"]])  # stable: `order` within
 
 
 def _push_batches(conn: sa.Connection, org: str, runs: list[dict]) -> dict[str, str]:
