@@ -192,3 +192,43 @@ def test_a_pushed_units_page_renders_in_chromium(browser, sqlite_url, tmp_path):
         assert errors == []
     finally:
         page.close()
+
+
+def _rebuild(url: str, b: dict) -> site.Built:
+    engine = target.connect(url)
+    try:
+        return site.build(engine, [load_mapping(b["a_path"])], b["out"], now=NOW)
+    finally:
+        engine.dispose()
+
+
+def test_a_pushed_units_page_that_fails_is_listed_and_the_others_are_built(sqlite_url, tmp_path):
+    """Bytes that are not UTF-8 in a pushed reject (SQLite) stop that unit's page only; a message
+    that failed to load is a failed run, known by when it came (it has no batchNo on record)."""
+    b = _built(sqlite_url, tmp_path)
+    engine = target.connect(sqlite_url)
+    with engine.begin() as conn:
+        run_id = conn.execute(sa.select(target.ingest_run.c.runId).where(
+            target.ingest_run.c.orgNo == ORG_B, target.ingest_run.c.txCode == "09")).scalars().first()
+        conn.exec_driver_sql(
+            "INSERT INTO ingest_reject (runId, orgNo, txCode, sourceKey, field, rule, severity, message, "
+            f"createdAt) VALUES ('{run_id}', '{ORG_B}', '09', CAST(X'FF80' AS TEXT), 'taskNo', 'required', "
+            "'error', 'planted', '2024-07-08 10:00:00')")
+        conn.execute(sa.insert(target.ingest_run).values(
+            runId="push__failed", orgNo=ORG_D, txCode="04", mapping="interface:x", mode="push",
+            status="failed", extracted=0, inserted=0, updated=0, deleted=0, unchanged=0, rejected=0,
+            duplicates=0, warnings=0, message="TargetError: the load was rolled back; send it again",
+            startedAt=datetime(2024, 7, 8, 10, 1, tzinfo=clock.CST)))
+    engine.dispose()
+    built = _rebuild(sqlite_url, b)
+    [failure] = built.failed
+    assert failure.line().startswith(f"the page of unit {B_NAME} (orgNo {ORG_B}, mapping interface "
+                                     "route) was not built: ")
+    out = b["out"]
+    assert not (out / "units" / f"{site.unit_key(ORG_B)}.html").exists()  # no page of old data
+    units = _overview_units(out)
+    assert units[ORG_B][2] == "" and units[ORG_B][3] and units[ORG_B][5] == 1
+    four = _section(_page(out, ORG_D), "04")
+    assert '<span class="failing status">' in four and "2024-07-08 10:01 接收</td>" in four
+    assert "2024-07-08 10:00 接收，批次号 2024070800000001</td>" in four
+    assert site.window_text({"mode": "push", "startedAt": NOW}) == "2024-07-08 10:00 接收"
