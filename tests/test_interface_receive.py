@@ -329,8 +329,9 @@ def test_the_report_marks_a_pushed_unit_and_reconcile_says_it_has_no_source(engi
     data = site.overview_data(site.freshness.statuses(engine, [], now=NOW), NOW)
     [unit] = data["units"]
     assert unit[1] == ORG_B and "南京某某化工有限公司" in page  # named from its pushed 01
-    assert (unit[2], unit[4], unit[5]) == ("", 0, 1)  # no page, not "mapping removed", pushed
-    assert '"pushed":"（接口归集）"' in page and f'"{ORG_B}","","",0,1]' in page
+    link = f"units/{site.unit_key(ORG_B)}.html"  # its own page (tests/test_site_pushed.py)
+    assert (unit[2], unit[4], unit[5]) == (link, 0, 1)  # a page, not "mapping removed", pushed
+    assert '"pushed":"（接口归集）"' in page and f'"{ORG_B}","{link}","",0,1]' in page
     assert 'id="removed-units"' not in page  # not listed as "mapping removed"
     rec = (tmp_path / "report" / "reconcile.html").read_text(encoding="utf-8")
     assert "没有可与目标库比对的源库" in rec and ORG_B in rec

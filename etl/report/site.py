@@ -51,6 +51,7 @@ from etl.report import freshness, i18n, reconciled
 from etl.report.freshness import InvalidMapping
 from etl.report.i18n import N_, _
 from etl.report.text import COUNT_COLUMNS, RUN_COLUMN
+from etl.target.history import PUSH_MODE
 
 DEFAULT_DIR = "var/report"
 RUNS_SHOWN = 20        # a unit page's run history per dataset
@@ -68,7 +69,7 @@ log = logging.getLogger(__name__)
 STATUS_LABEL = {"on_time": N_("on time"), "late": N_("late"), "failing": N_("failing"),
                 "never": N_("never loaded"), "pending": N_("pending first load")}
 RUN_STATUS = {"success": N_("succeeded"), "failed": N_("failed")}
-MODE = {"full": N_("full"), "incremental": N_("incremental")}
+MODE = {"full": N_("full"), "incremental": N_("incremental"), PUSH_MODE: N_("pushed")}
 SEVERITY = {"error": N_("error"), "warning": N_("warning"), "duplicate": N_("duplicate")}
 FREQUENCY = {"daily": N_("daily"), "weekly": N_("weekly"), "hourly": N_("hourly")}
 STATE = {"agree": N_("in agreement"), "differ": N_("differs"), "failed": N_("failed"),
@@ -105,7 +106,23 @@ def word(table: dict[str, str], value: object) -> str:
     return key
 
 
-def fix_for(rule: str) -> str:
+#: What a unit that pushes does instead, where FIX speaks of its mapping, and about the rules
+#: only a pushed message has (etl.interface.receive); a corrected record is sent again.
+PUSH_FIX = {
+    "required": N_("fill the field and push the record again under a new batchNo"),
+    "enum": N_("use one of the standard's values and push the record again under a new batchNo"),
+    "not_found": N_("push the record with busType I first, or correct its ID"),
+    "unit": N_("push only your own unit's records, under your own orgNo"),
+    "shape": N_("send each record as a JSON object"),
+    "type": N_("send the field as text, a number or null"),
+    "unknown": N_("remove the field or correct its name (names are case-sensitive)"),
+}
+
+
+def fix_for(rule: str, pushed: bool = False) -> str:
+    """What to do about a finding of `rule`; `pushed`: for a unit that pushes the dataset."""
+    if pushed and rule in PUSH_FIX:
+        return _(PUSH_FIX[rule])
     return _(FIX[rule]) if rule in FIX else ""
 
 
@@ -233,13 +250,25 @@ class UnitData:
     com_name: str
     mapping: str
     runs: dict[str, list[dict]]        # txCode -> runs, newest first
-    rejects: list[dict]                # of each dataset's last successful run
+    rejects: list[dict]                # of each dataset's last successful run (pushed: its messages')
     audit: list[dict]
     media: list[dict] = field(default_factory=list)  # ingest_media rows, each with its "href"
+    pushed: frozenset[str] = frozenset()  # datasets the unit pushes (the interface route, 5.2.2)
 
 
-def _unit_data(engine: Engine, m: Mapping, since: datetime | None) -> UnitData:
-    org = m.unit.orgNo
+def _unit_data(engine: Engine, m: Mapping, since: datetime | None,
+               pushed: Iterable[str] = ()) -> UnitData:
+    """A mapped unit's page data; `pushed` are the datasets it pushes besides (`_unit_page_data`)."""
+    return _unit_page_data(engine, m.unit.orgNo, m.unit.comName, m.name, set(m.datasets),
+                           set(pushed), since)
+
+
+def _unit_page_data(engine: Engine, org: str, com_name: str, name: str, mapped: set[str],
+                    pushed: set[str], since: datetime | None) -> UnitData:
+    """A unit's runs (newest first, `RUNS_SHOWN` per dataset), and the findings to fix: of each
+    mapped dataset's last successful run (it read the whole window), and of every successful
+    message of a pushed dataset the page lists (each message holds only the records it sent).
+    A pushed run carries the unit's `batchNo` and `receivedAt` (ingest_push)."""
     r, rej, aud = target.ingest_run, target.ingest_reject, target.ingest_audit
     q = sa.select(r).where(r.c.orgNo == org).order_by(r.c.startedAt.desc(), r.c.runKey.desc())
     if since:
@@ -252,24 +281,55 @@ def _unit_data(engine: Engine, m: Mapping, since: datetime | None) -> UnitData:
         last_ok = conn.execute(
             sa.select(r.c.txCode, r.c.runId).where(r.c.orgNo == org, r.c.status == "success")
             .order_by(r.c.startedAt.desc(), r.c.runKey.desc())).all()
-        latest: dict[str, str] = {}
+        latest: dict[str, list[str]] = {}
         for tx, run_id in last_ok:
-            latest.setdefault(tx, run_id)
-        rejects, audit = [], []
-        for tx, run_id in sorted(latest.items()):
-            if tx not in m.datasets:  # no longer mapped: its findings are nothing to fix now
-                continue
-            rejects += [dict(x) for x in conn.execute(
-                sa.select(rej).where(rej.c.runId == run_id, rej.c.orgNo == org, rej.c.txCode == tx)
-                .order_by(rej.c.rejectId)).mappings()]
-            audit += [dict(x) for x in conn.execute(
-                sa.select(aud).where(aud.c.runId == run_id, aud.c.orgNo == org, aud.c.txCode == tx)
-                .order_by(aud.c.auditId)).mappings()]
+            if tx in mapped and tx not in pushed:
+                latest.setdefault(tx, [run_id])
+        batch_of = _push_batches(conn, org, [x for tx in pushed for x in runs.get(tx, [])])
+        for tx in pushed:
+            latest[tx] = [x["runId"] for x in runs.get(tx, [])
+                          if x["status"] == "success" and x["runId"] in batch_of]
+        # a dataset no longer mapped: nothing to fix now; by dataset, then its runs newest first
+        place = {(tx, run_id): (tx, i) for tx, ids in latest.items() for i, run_id in enumerate(ids)}
+        rejects = _of_runs(conn, rej, rej.c.rejectId, org, place)
+        audit = _of_runs(conn, aud, aud.c.auditId, org, place)
+        for x in rejects:
+            x["batchNo"] = batch_of.get(x["runId"], "")
         media = [dict(x) for x in conn.execute(
             sa.select(target.ingest_media).where(target.ingest_media.c.orgNo == org)
             .order_by(target.ingest_media.c.txCode, target.ingest_media.c.field,
                       target.ingest_media.c.name).limit(MEDIA_SHOWN)).mappings()]
-    return UnitData(org, m.unit.comName, m.name, dict(runs), rejects, audit, media)
+    return UnitData(org, com_name, name, dict(runs), rejects, audit, media, frozenset(pushed))
+
+
+def _of_runs(conn: sa.Connection, table: sa.Table, order: sa.Column, org: str,
+             place: dict[tuple[str, str], tuple[str, int]]) -> list[dict]:
+    """The unit's rows of `table` (ingest_reject, ingest_audit) of the (txCode, runId) pairs in
+    `place`, in its order: one statement per 500 runs, not one per run."""
+    ids = sorted({run_id for _tx, run_id in place})
+    rows = []
+    for i in range(0, len(ids), 500):
+        rows += [dict(x) for x in conn.execute(
+            sa.select(table).where(table.c.orgNo == org, table.c.runId.in_(ids[i:i + 500]))
+            .order_by(order)).mappings() if (x["txCode"], x["runId"]) in place]
+    return sorted(rows, key=lambda x: place[x["txCode"], x["runId"]])  # stable: `order` within
+
+
+def _push_batches(conn: sa.Connection, org: str, runs: list[dict]) -> dict[str, str]:
+    """{runId: the unit's batchNo} of the pushed runs among `runs`, each run given its
+    `batchNo` and `receivedAt` (a failed message has no ingest_push row: none)."""
+    p = target.ingest_push
+    ids = [x["runId"] for x in runs if x["mode"] == PUSH_MODE]
+    found: dict[str, tuple[str, datetime]] = {}
+    for i in range(0, len(ids), 500):
+        for run_id, batch, received in conn.execute(
+                sa.select(p.c.runId, p.c.unitBatchNo, p.c.receivedAt)
+                .where(p.c.orgNo == org, p.c.runId.in_(ids[i:i + 500]))):
+            found[run_id] = (batch, received)
+    for x in runs:
+        if x["runId"] in found:
+            x["batchNo"], x["receivedAt"] = found[x["runId"]]
+    return {k: v[0] for k, v in found.items()}
 
 
 def _link_media(rows: list[dict], units_dir: Path) -> None:
@@ -357,18 +417,31 @@ def _build(engine: Engine, units: Sequence[Mapping | InvalidMapping],
     written: set[str] = set()
     failed: list[PageFailure] = []
     by_org = {m.unit.orgNo: m for m in mappings}
+    pushed = _pushed_datasets(statuses)
     for m in mappings:
         try:
-            data = _unit_data(engine, m, start)
+            data = _unit_data(engine, m, start, pushed.get(m.unit.orgNo, ()))
             _link_media(data.media, out / "units")
             mine = [s for s in statuses if s.org_no == m.unit.orgNo]
             written |= {f"units/{name}" for name in write_unit(out, data, mine, now)}
         except Exception as e:  # one unit's data: that unit's page, never the site
             log.debug("unit page of %s (%s) not built", m.unit.orgNo, m.name, exc_info=True)
             failed.append(PageFailure(m.unit.orgNo, m.name, _text(m.unit.comName, 200), _reason(e)))
+    for org, txs in sorted(pushed.items()):
+        if org in by_org:
+            continue
+        mine = [s for s in statuses if s.org_no == org]
+        com = next((s.com_name for s in mine if s.com_name), "")  # its last 01, else none
+        try:
+            data = _unit_page_data(engine, org, com, INTERFACE_NAME, set(), txs, start)
+            _link_media(data.media, out / "units")
+            written |= {f"units/{name}" for name in write_unit(out, data, mine, now)}
+        except Exception as e:  # as a mapped unit's
+            log.debug("unit page of %s (interface route) not built", org, exc_info=True)
+            failed.append(PageFailure(org, INTERFACE_NAME, _text(com, 200), _reason(e)))
     try:
         write_reconcile(out, [x for x in recs if x.get("orgNo") in by_org] + _pushed_recs(statuses),
-                        by_org, now)
+                        by_org, now, pages={o for o in pushed if o not in {f.org_no for f in failed}})
         written.add("reconcile.html")
     except Exception as e:
         log.debug("reconcile.html not built", exc_info=True)
@@ -378,6 +451,20 @@ def _build(engine: Engine, units: Sequence[Mapping | InvalidMapping],
     left, kept = _tidy(out, before, written)
     write_manifest(out, written | left)
     return Built(out / "index.html", failed, kept)
+
+
+#: What a unit page's failure names in place of a mapping file, for a unit that only pushes.
+INTERFACE_NAME = "interface route"
+
+
+def _pushed_datasets(statuses: Sequence) -> dict[str, set[str]]:
+    """{orgNo: the datasets it pushes} (the interface route, 5.2.2): their last run was a push
+    and no mapping maps them. Units known only from them get a page of their own."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for s in statuses:
+        if s.route == freshness.INTERFACE and s.org_no and s.tx_code:
+            out[s.org_no].add(s.tx_code)
+    return dict(out)
 
 
 #: The files a build writes, and so the only ones a manifest may name for removal.
@@ -486,7 +573,7 @@ def overview_data(statuses: Sequence, now: datetime, failed: dict[str, str] | No
     """Units once, rows referring to them: 2,000 units x 9 datasets stay a few MB. A unit in
     `failed` (orgNo -> why) has no page to link to, and says why; a unit known only from the
     target (its mapping file gone) has none either, and is marked so, named by its orgNo when
-    no name is known."""
+    no name is known; a unit that only pushes (the interface route) has one, and is marked so."""
     failed = failed or {}
     units: list[list] = []
     index: dict[str, int] = {}
@@ -497,10 +584,10 @@ def overview_data(statuses: Sequence, now: datetime, failed: dict[str, str] | No
         key = s.org_no or f"\0{s.mapping}"  # a file that does not load may name no orgNo
         if key not in index:
             index[key] = len(units)
-            pushed = s.org_no in pushing  # the interface route only: no mapping, no page
+            pushed = s.org_no in pushing  # the interface route only: no mapping, a page all the same
             removed = s.org_no not in mapped and not pushed
             units.append([_text(s.com_name or s.org_no or s.mapping, 200), _text(s.org_no, 50),
-                          "" if s.org_no in failed or removed or pushed
+                          "" if s.org_no in failed or removed
                           else f"units/{unit_key(s.org_no)}.html",
                           _text(failed.get(s.org_no, ""), 300), 1 if removed else 0, 1 if pushed else 0])
         ds = standard.BY_TX_CODE.get(s.tx_code)
@@ -677,6 +764,8 @@ def window_text(run: dict) -> str:
     """The window of source rows a run read (CST), which is what its counts are about; its
     start time alone says when it ran, not what it read (a backfill reads past days)."""
     start, end = run.get("windowStart"), run.get("windowEnd")
+    if run.get("mode") == PUSH_MODE:  # read nothing: the unit sent it
+        return pushed_text(run)
     if run.get("mode") == "full":
         return _("everything, as of {end}").format(end=_when(end)) if end else _("everything")
     if start and end:
@@ -686,6 +775,15 @@ def window_text(run: dict) -> str:
     if start:
         return _("from {start}").format(start=_when(start))
     return "—"
+
+
+def pushed_text(run: dict) -> str:
+    """What a pushed message is known by in place of a window: when it was received (CST) and
+    the unit's batchNo (B.3); a message that failed to load has no batchNo on record."""
+    when = _when(run.get("receivedAt") or run.get("startedAt"))
+    if run.get("batchNo"):
+        return _("received {when}, batchNo {batch}").format(when=when, batch=_text(run["batchNo"], 20))
+    return _("received {when}").format(when=when)
 
 
 def _window_day(run: dict) -> str:
@@ -714,8 +812,8 @@ def chart_svg(runs: Sequence[dict]) -> str:
     for i, r in enumerate(runs):
         x = left + i * slot + (slot - 2 * bar) / 2
         ext, rej = r["extracted"] or 0, r["rejected"] or 0
-        when = html.escape(_("window {window}, ran {started}").format(
-            window=window_text(r), started=_when(r["startedAt"])))
+        when = html.escape(pushed_text(r) if r.get("mode") == PUSH_MODE else _(
+            "window {window}, ran {started}").format(window=window_text(r), started=_when(r["startedAt"])))
         status = html.escape(word(RUN_STATUS, r["status"]))
         for dx, value, colour, what, label in ((0, ext, "#4a78c2", "extracted", extracted),
                                                (bar, rej, "#d64541", "rejected", rejected)):
@@ -735,7 +833,7 @@ def chart_svg(runs: Sequence[dict]) -> str:
     return "".join(parts)
 
 
-def _runs_table(runs: Sequence[dict]) -> str:
+def _runs_table(runs: Sequence[dict], pushed: bool = False) -> str:
     cols = [c for c in COUNT_COLUMNS if c != "overridden"]
     head = "".join(f"<th>{html.escape(word(COUNT_LABEL, c))}</th>" for c in cols)
     rows = []
@@ -747,7 +845,8 @@ def _runs_table(runs: Sequence[dict]) -> str:
                     f'<td class="{"on_time" if r["status"] == "success" else "failing"}">'
                     f'{html.escape(word(RUN_STATUS, r["status"]))}</td>{cells}'
                     f'<td class="msg">{_e(r["message"], RUN_MESSAGE_CHARS)}</td></tr>')
-    first = (_("window read (CST)"), _("started (CST)"), _("mode"), _("status"))
+    first = (_("received (CST), batchNo") if pushed else _("window read (CST)"), _("started (CST)"),
+             _("mode"), _("status"))
     message = html.escape(_("message"))
     heads = "".join(f"<th>{html.escape(h)}</th>" for h in first) + head + f"<th>{message}</th>"
     return f'<table class="runs"><thead><tr>{heads}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
@@ -778,15 +877,16 @@ def _field_label(tx: str, name: object) -> str:
     return f"{html.escape(zh)} <code>{html.escape(text)}</code>" if zh else html.escape(text)
 
 
-def _rejects_table(groups: Sequence[dict]) -> str:
+def _rejects_table(groups: Sequence[dict], pushed: bool = False) -> str:
     if not groups:
-        none = _("No rejects, duplicates or warnings in the last successful load.")
+        none = (_("No rejects, duplicates or warnings in the messages listed.") if pushed else
+                _("No rejects, duplicates or warnings in the last successful load."))
         return f'<p class="muted">{html.escape(none)}</p>'
     rows = []
     for g in groups:
         examples = "".join(f"<li><code>{html.escape(k)}</code>: {html.escape(msg)}</li>"
                            for k, msg in g["examples"])
-        fix = fix_for(g["rule"]) or _("see the message; correct the value at source")
+        fix = fix_for(g["rule"], pushed) or _("see the message; correct the value at source")
         rows.append(f'<tr class="reject-group" data-field="{_e(g["field"], 50)}" data-rule="{_e(g["rule"], 50)}">'
                     f'<td>{_field_label(g["txCode"], g["field"])}</td><td>{_e(g["rule"], 50)}</td>'
                     f'<td>{html.escape(word(SEVERITY, _text(g["severity"], 20)))}'
@@ -833,9 +933,10 @@ def _audit_pair(pair: list) -> str:
     return f"<li><code>{html.escape(before)}</code> → <code>{html.escape(after)}</code></li>"
 
 
-def _audit_table(audit: Sequence[dict]) -> str:
+def _audit_table(audit: Sequence[dict], pushed: bool = False) -> str:
     if not audit:
-        none = _("Cleaning changed nothing in the last successful load.")
+        none = (_("Cleaning changed nothing in the messages listed.") if pushed else
+                _("Cleaning changed nothing in the last successful load."))
         return f'<p class="muted">{html.escape(none)}</p>'
     rows = []
     for a in audit:
@@ -857,10 +958,11 @@ def _audit_table(audit: Sequence[dict]) -> str:
 
 
 EXPORT_COLUMNS = ("txCode", "dataset", "sourceKey", "field", "rule", "severity", "message",
-                  "whatToFix", "runId", "createdAt")
+                  "whatToFix", "runId", "createdAt", "batchNo")
 #: The exports' header row: the reader's words, the column's identifier beside them.
 EXPORT_HEADINGS = (N_("txCode"), N_("dataset"), N_("source key"), N_("field"), N_("rule"),
-                   N_("severity"), N_("message"), N_("what to fix"), N_("run"), N_("recorded (CST)"))
+                   N_("severity"), N_("message"), N_("what to fix"), N_("run"), N_("recorded (CST)"),
+                   N_("the unit's batchNo (interface route)"))
 
 
 def export_headings() -> list[str]:
@@ -873,7 +975,8 @@ def export_rows(rejects: Iterable[dict]) -> list[list[str]]:
         ds = standard.BY_TX_CODE.get(x["txCode"])
         out.append([x["txCode"], ds.zh if ds else "", _text(x["sourceKey"]), _text(x["field"], 50),
                     _text(x["rule"], 50), word(SEVERITY, _text(x["severity"], 20)), _text(x["message"]),
-                    fix_for(x["rule"]), _text(x["runId"], 200), _when(x["createdAt"])])
+                    fix_for(x["rule"], bool(x.get("batchNo"))), _text(x["runId"], 200), _when(x["createdAt"]),
+                    _text(x.get("batchNo") or "", 20)])
     return out
 
 
@@ -884,8 +987,9 @@ def _inert(value: str) -> str:
 
 def export_files(rejects: Sequence[dict]) -> tuple[bytes, bytes]:
     """The CSV (UTF-8 with BOM, for Excel) and XLSX of every reject, warning and dropped
-    duplicate of the last successful loads, masked, every cell text (never a formula) and
-    visible, rendered in memory: a unit's exports are written whole or not at all."""
+    duplicate of the last successful loads (of a pushed dataset: of the messages its page lists,
+    each with the unit's batchNo), masked, every cell text (never a formula) and visible,
+    rendered in memory: a unit's exports are written whole or not at all."""
     from openpyxl import Workbook
     from openpyxl.cell.cell import TYPE_STRING
 
@@ -905,7 +1009,7 @@ def export_files(rejects: Sequence[dict]) -> tuple[bytes, bytes]:
         for cell in row:
             cell.data_type = TYPE_STRING  # text, never a formula
     ws.freeze_panes = "A2"
-    for col, width in zip("ABCDEFGHIJ", (7, 14, 22, 14, 14, 10, 70, 40, 30, 17)):
+    for col, width in zip("ABCDEFGHIJK", (7, 14, 22, 14, 14, 10, 70, 40, 30, 17, 18)):
         ws.column_dimensions[col].width = width
     book = io.BytesIO()
     wb.save(book)
@@ -958,9 +1062,14 @@ def unit_html(data: UnitData, statuses: Sequence, now: datetime) -> str:
     comma, never = _(", "), _("never")
     h_runs, h_rejects = html.escape(_("Last runs")), html.escape(_("Rejects, duplicates and warnings"))
     h_cleaning, no_runs = html.escape(_("What cleaning changed")), html.escape(_("No runs recorded."))
+    pushed_mark = html.escape(_("interface route"))
+    pushed_why = html.escape(_("The unit pushes this dataset over the interface (5.2.2): each run is "
+                               "one message it sent, known by its batchNo; the findings are those "
+                               "of the messages listed, each also returned in its answer."))
     for tx in sorted(by_tx):
         s = by_tx[tx]
         runs = data.runs.get(tx, [])
+        pushed = tx in data.pushed
         status = html.escape(_("{frequency}, last successful load {last}, {records} records").format(
             frequency=word(FREQUENCY, s.frequency), last=_when(s.last_success) or never,
             records=s.records))
@@ -968,14 +1077,17 @@ def unit_html(data: UnitData, statuses: Sequence, now: datetime) -> str:
                   f'{html.escape(comma)}{status}')
         mine = [g for g in groups if g["txCode"] == tx]
         audit = [a for a in data.audit if a["txCode"] == tx]
+        route = ' pushed-dataset" data-route="interface' if pushed else ""
+        heading = (f'{_dataset_title(tx)} · <span class="pushed">{pushed_mark}</span></h2>'
+                   f'<p class="muted">{pushed_why}</p>' if pushed else f"{_dataset_title(tx)}</h2>")
         sections.append(
-            f'<section class="dataset" id="tx{_e(tx, 10)}" data-tx="{_e(tx, 10)}">'
-            f'<h2>{_dataset_title(tx)}</h2><p>{status}</p>'
-            + (f"<h3>{h_runs}</h3>{chart_svg(runs)}{_runs_table(runs)}" if runs else
+            f'<section class="dataset{route}" id="tx{_e(tx, 10)}" data-tx="{_e(tx, 10)}">'
+            f'<h2>{heading}<p>{status}</p>'
+            + (f"<h3>{h_runs}</h3>{chart_svg(runs)}{_runs_table(runs, pushed)}" if runs else
                f'<p class="muted">{no_runs}</p>')
-            + f"<h3>{h_rejects}</h3>{_rejects_table(mine)}"
+            + f"<h3>{h_rejects}</h3>{_rejects_table(mine, pushed)}"
             + _media_table([x for x in data.media if x["txCode"] == tx])
-            + f"<h3>{h_cleaning}</h3>{_audit_table(audit)}</section>")
+            + f"<h3>{h_cleaning}</h3>{_audit_table(audit, pushed)}</section>")
     gone = sorted(tx for tx in data.runs if tx not in by_tx)
     if gone:
         marker, heading = html.escape(_("no longer mapped")), html.escape(_("No longer mapped"))
@@ -1036,8 +1148,11 @@ NO_SOURCE_TEXT = N_("pushed over the interface (5.2.2): the unit has no source d
                     "with the target")
 
 
-def reconcile_html(results: Sequence[dict], mappings: dict[str, Mapping], now: datetime) -> str:
+def reconcile_html(results: Sequence[dict], mappings: dict[str, Mapping], now: datetime,
+                   pages: Iterable[str] = ()) -> str:
+    """`pages`: orgNos of units that only push and whose page was built (linked, as mapped ones)."""
     title = _("Reconciliation")
+    pages = set(pages)
     if not results:
         body = (f"<h1>{html.escape(title)}</h1><p id=\"none\">"
                 + html.escape(_("No reconciliation yet: run {command} (the weekly DAG reconciles every unit)."))
@@ -1054,8 +1169,8 @@ def reconcile_html(results: Sequence[dict], mappings: dict[str, Mapping], now: d
         counts = "".join(f'<td class="n">{int(x.get(k) or 0)}</td>' for k in (
             "sourceValid", "targetActive", "missing", "differing", "extra", "notIngested"))
         rows.append(f'<tr class="rec" data-org="{_e(org, 50)}" data-tx="{_e(tx, 10)}" data-state="{_e(state, 20)}">'
-                    + (f'<td><a href="units/{unit_key(org)}.html">{_e(name, 200)}</a></td>' if m
-                       else f'<td>{_e(name, 200)}</td>') + f'<td>{_e(org, 50)}</td>'
+                    + (f'<td><a href="units/{unit_key(org)}.html">{_e(name, 200)}</a></td>'
+                       if m or org in pages else f'<td>{_e(name, 200)}</td>') + f'<td>{_e(org, 50)}</td>'
                     f'<td>{_e(tx, 10)} {html.escape(ds.zh if ds else "")}</td>'
                     f'<td class="{_e(state, 20)}"><a href="#{anchor}">{shown_state}</a></td>{counts}'
                     f'<td>{_e(x.get("checkedAt"), 40) if not isinstance(x.get("checkedAt"), datetime) else _when(x["checkedAt"])}</td></tr>')
@@ -1115,7 +1230,7 @@ def _pushed_recs(statuses: Sequence) -> list[dict]:
 
 
 def write_reconcile(out: Path, results: Sequence[dict], mappings: dict[str, Mapping],
-                    now: datetime) -> Path:
+                    now: datetime, pages: Iterable[str] = ()) -> Path:
     path = Path(out) / "reconcile.html"
-    _write(path, reconcile_html(results, mappings, now))
+    _write(path, reconcile_html(results, mappings, now, pages))
     return path
