@@ -351,19 +351,22 @@ def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | Non
     from etl.report import site
 
     found = freshness.load_units(mappings_dir)
+    engine = _engine(target_url, existing=True)
     left_out: set[str] = set()
     if units:
         def org(m) -> str:
             return m.unit.orgNo if isinstance(m, Mapping) else m.org_no
 
-        unknown = [u for u in units if not any(u in (m.name, org(m)) for m in found)]
+        pushed = _pushed_units(engine)
+        unknown = [u for u in units if u not in pushed and not any(u in (m.name, org(m)) for m in found)]
         if unknown:
-            raise MappingError([f"--unit {u}: no mapping file has this name or orgNo; use a "
-                                f"file name without .yaml or the unit's orgNo" for u in unknown])
+            raise MappingError([f"--unit {u}: no mapping file has this name or orgNo, and no unit "
+                                f"of that orgNo pushed data; use a file name without .yaml or the "
+                                f"unit's orgNo" for u in unknown])
         chosen = [m for m in found if m.name in units or org(m) in units]
-        left_out = {org(m) for m in found} - {org(m) for m in chosen}  # mapped, not asked for
+        asked = {org(m) for m in chosen} | (pushed & set(units))
+        left_out = ({org(m) for m in found} | pushed) - asked  # mapped or pushed, not asked for
         found = chosen
-    engine = _engine(target_url, existing=True)
     built = site.build(engine, found, out, since=since, lang=lang, left_out=left_out)
     if built.kept:
         shown = ", ".join(built.kept[:site.KEPT_SHOWN]) + (
@@ -377,6 +380,19 @@ def build_report(mappings_dir: str | Path = "mappings", *, out: str | Path | Non
               f"traceback)", file=sys.stderr)
     print(f"report: {built.index}")
     return 1 if built.failed else 0
+
+
+def _pushed_units(engine) -> set[str]:
+    """The orgNos that pushed data over the interface route (`ingest_push`; none on a target
+    older than migration 0012)."""
+    import sqlalchemy as sa
+
+    from etl import target
+
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table(target.ingest_push.name):
+            return set()
+        return set(conn.execute(sa.select(target.ingest_push.c.orgNo).distinct()).scalars())
 
 
 def _keys(purpose: str):

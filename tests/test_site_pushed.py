@@ -232,3 +232,19 @@ def test_a_pushed_units_page_that_fails_is_listed_and_the_others_are_built(sqlit
     assert '<span class="failing status">' in four and "2024-07-08 10:01 接收</td>" in four
     assert "2024-07-08 10:00 接收，批次号 2024070800000001</td>" in four
     assert site.window_text({"mode": "push", "startedAt": NOW}) == "2024-07-08 10:00 接收"
+
+
+def test_report_unit_names_a_unit_that_only_pushes(sqlite_url, tmp_path, capsys):
+    from etl.cli import main
+
+    b = _built(sqlite_url, tmp_path)
+    out = tmp_path / "one"
+    folder = str(b["a_path"].parent)
+    assert main(["report", "--target", sqlite_url, "--mappings-dir", folder, "--out", str(out),
+                 "--unit", ORG_B]) == 0
+    units = _overview_units(out)
+    assert set(units) >= {ORG_B} and ORG_A not in units and ORG_D not in units  # only the one asked
+    assert (out / "units" / f"{site.unit_key(ORG_B)}.html").is_file()
+    assert main(["report", "--target", sqlite_url, "--mappings-dir", folder, "--out", str(out),
+                 "--unit", ORG_C]) == 2  # neither mapped nor pushed: still refused by name
+    assert f"--unit {ORG_C}" in capsys.readouterr().err
