@@ -5,7 +5,9 @@ process as JSON."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -82,62 +84,129 @@ def _code_digest() -> bytes:
     return h.digest()
 
 
+@dataclass(frozen=True)
+class Outline:
+    """What planning needs of a valid mapping file, read from the cache without validating the
+    model again: a province's planner reads thousands of files every few minutes, and most of
+    them have nothing due. `mapping()` validates the model when a unit is actually planned."""
+
+    path: Path
+    digest: str                              # the file's sha256 (with templates: the chain's)
+    org_no: str
+    frequencies: dict[str, str | None]       # txCode -> the mapping's `frequency:` (None: 5.4's)
+    model_json: str = field(repr=False)      # the model as JSON, exact ("" when it is not)
+    templates: tuple[tuple[str, str], ...] = ()
+    validated: Mapping | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, m: Mapping) -> Outline:
+        return cls(m.path, m.digest, m.unit.orgNo,
+                   {tx: spec.frequency for tx, spec in m.datasets.items()}, m.exact_json,
+                   m.templates, m)
+
+    def mapping(self) -> Mapping:
+        """The validated mapping (validated now from the cached JSON, unless it already was)."""
+        if self.validated is not None:
+            return self.validated
+        try:
+            model = MappingModel.model_validate_json(self.model_json)
+        except (ValidationError, ValueError):  # not what was cached: validate the file itself
+            return load_mapping(self.path)
+        return Mapping(self.path, model, self.digest, self.model_json, self.templates)
+
+    def to_dict(self) -> dict[str, Any]:
+        """`mapping_to_dict(self.mapping())`, without validating the cached model again."""
+        if not self.model_json:
+            return mapping_to_dict(self.mapping())
+        return {"path": str(self.path), "digest": self.digest, "model": self.model_json}
+
+
 def load_mapping_cached(path: str | Path, cache_dir: Path | None) -> Mapping:
     """`load_mapping`, remembering valid files by content (and code) hash in `cache_dir`:
     planning a province's run reads thousands of files that rarely change. A file is read once;
     an invalid one is never cached, so its problems are always reported afresh."""
-    path = Path(path)
     if cache_dir is None:
         return load_mapping(path)
+    return load_outline_cached(path, cache_dir).mapping()
+
+
+def load_outline_cached(path: str | Path, cache_dir: Path | None) -> Outline:
+    """A valid mapping file's `Outline`: from the cache when its entry (keyed by the file's and
+    the validating code's hash) is there and intact, else validated and cached. Raises
+    MappingError for an invalid file, which is never cached."""
+    path = Path(path)
+    if cache_dir is None:
+        return Outline.of(load_mapping(path))
     data = read_mapping_file(path)
     entry = cache_dir / (hashlib.sha256(_code_digest() + data).hexdigest() + ".json")
     try:
-        cached = entry.read_text(encoding="utf-8")
-        templates, cached = _cached_chain(cached)
-        digest = _chain_digest(path, data, templates)
-        if digest is not None:
-            return Mapping(path, MappingModel.model_validate_json(cached), digest, cached,
-                           tuple(templates))
-    except (OSError, ValidationError, ValueError, MappingError):
+        hit = _read_entry(path, data, entry.read_bytes())
+        if hit is not None:
+            return hit
+    except (OSError, ValueError, KeyError, TypeError, MappingError):
         pass
     m = parse_mapping(path, data)
     dumped = m.model.model_dump_json()
-    if MappingModel.model_validate_json(dumped) == m.model:
-        m = Mapping(m.path, m.model, m.digest, dumped, m.templates)
-        try:
-            import json
+    if MappingModel.model_validate_json(dumped) != m.model:
+        return Outline.of(m)  # not exact as JSON: never cached, handed on as its text
+    m = Mapping(m.path, m.model, m.digest, dumped, m.templates)
+    outline = Outline.of(m)
+    try:
+        from etl.common import private
 
-            from etl.common import private
-
-            private.private_dir(cache_dir)  # a mapping names a unit's sources and columns
-            chain = [list(t) for t in m.templates]
-            tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
-            with private.create(tmp, exclusive=False) as f:
-                if chain:  # the templates it was resolved with: checked on every hit
-                    f.write(f"{CHAIN_MARK}{json.dumps(chain)}\n".encode("utf-8"))
-                f.write(dumped.encode("utf-8"))
-            tmp.replace(entry)
-        except OSError:
-            pass  # a cache that cannot be written only costs time
-    return m
+        private.private_dir(cache_dir)  # a mapping names a unit's sources and columns
+        tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
+        with private.create(tmp, exclusive=False) as f:
+            f.write(_entry_bytes(outline))
+        tmp.replace(entry)
+    except OSError:
+        pass  # a cache that cannot be written only costs time
+    return outline
 
 
 CHAIN_MARK = "#templates "
+OUTLINE_MARK = "#outline "
 
 
-def _cached_chain(cached: str) -> tuple[list[tuple[str, str]], str]:
-    """A cache entry's templates (relative path, sha256) and model JSON."""
-    import json
+def _entry_bytes(o: Outline) -> bytes:
+    """A cache entry: the templates it was resolved with (checked on every hit), the outline
+    (orgNo, frequencies, the body's sha256), then the model JSON."""
+    head = ""
+    if o.templates:
+        head += f"{CHAIN_MARK}{json.dumps([list(t) for t in o.templates])}\n"
+    body = o.model_json.encode("utf-8")
+    head += OUTLINE_MARK + json.dumps({"orgNo": o.org_no, "frequency": o.frequencies,
+                                       "sha256": hashlib.sha256(body).hexdigest()},
+                                      ensure_ascii=False) + "\n"
+    return head.encode("utf-8") + body
 
-    if not cached.startswith(CHAIN_MARK):
-        return [], cached
-    head, _, body = cached.partition("\n")
-    return [(str(rel), str(sha)) for rel, sha in json.loads(head[len(CHAIN_MARK):])], body
+
+def _read_entry(path: Path, data: bytes, entry: bytes) -> Outline | None:
+    """The outline a cache entry holds, or None when it is not usable (written by other code,
+    cut short, or one of its templates changed)."""
+    templates: list[tuple[str, str]] = []
+    if entry.startswith(CHAIN_MARK.encode()):
+        head, _, entry = entry.partition(b"\n")
+        templates = [(str(rel), str(sha)) for rel, sha in json.loads(head[len(CHAIN_MARK):])]
+    if not entry.startswith(OUTLINE_MARK.encode()):
+        return None
+    head, _, body = entry.partition(b"\n")
+    outline = json.loads(head[len(OUTLINE_MARK):])
+    if hashlib.sha256(body).hexdigest() != outline["sha256"]:
+        return None
+    digest = _chain_digest(path, data, templates)
+    if digest is None:
+        return None
+    return Outline(path, digest, str(outline["orgNo"]),
+                   {str(tx): f for tx, f in dict(outline["frequency"]).items()},
+                   body.decode("utf-8"), tuple(templates))
 
 
 def _chain_digest(path: Path, data: bytes, templates: list[tuple[str, str]]) -> str | None:
     """The unit's digest when each template of a cached chain is still as it was, else None
     (a changed template misses the cache)."""
+    if not templates:
+        return hashlib.sha256(data).hexdigest()
     for rel, sha in templates:
         if hashlib.sha256(read_mapping_file(path.parent / rel)).hexdigest() != sha:
             return None
