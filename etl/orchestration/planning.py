@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Mapping as MappingABC
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,12 @@ class Choice:
         one a person gave: such runs load a never-loaded dataset in full and fill gaps."""
         return self.tick_end is not None
 
+    @cached_property
+    def _moments(self) -> tuple[datetime | None, datetime | None, datetime | None]:
+        """since, until, tick_end as datetimes (parsed once: planning asks for every unit)."""
+        return (parse_moment(self.since, "since"), parse_moment(self.until, "until"),
+                parse_moment(self.tick_end, "tick_end"))
+
     @classmethod
     def of(cls, d: MappingABC[str, Any] | None) -> Choice:
         return cls(**{**d, "tx_codes": tuple(d.get("tx_codes") or ())}) if d else cls("daily")
@@ -123,11 +129,10 @@ class Choice:
         """The mapping's datasets this run ingests, with their windows, in txCode order."""
         frequencies = (mapping.frequencies if isinstance(mapping, Outline)
                        else {tx: spec.frequency for tx, spec in mapping.datasets.items()})
-        since, until = parse_moment(self.since, "since"), parse_moment(self.until, "until")
-        tick_end = parse_moment(self.tick_end, "tick_end")
+        since, until, tick_end = self._moments
         chosen = []
         for tx, override in sorted(frequencies.items()):
-            freq = override or standard.dataset(tx).frequency
+            freq = override or _standard_frequency(tx)
             if dag_frequency(freq) != self.frequency or (self.tx_codes and tx not in self.tx_codes):
                 continue
             item_since, item_until = since, until
@@ -140,6 +145,12 @@ class Choice:
                     item_since, item_until = tick_end - timedelta(minutes=period), tick_end
             chosen.append({"tx": tx, "since": _iso(item_since), "until": _iso(item_until)})
         return chosen
+
+
+@lru_cache(maxsize=None)
+def _standard_frequency(tx: str) -> str:
+    """A dataset's frequency by the standard (5.4), asked for every unit of a plan."""
+    return standard.dataset(tx).frequency
 
 
 @lru_cache(maxsize=8)
