@@ -7,14 +7,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from etl.common import private
 from etl.common.errors import MappingError
 from etl.mapping import templates as tpl
 from etl.mapping.model import Mapping, MappingModel, problems_of
@@ -95,9 +97,11 @@ class Outline:
     digest: str                              # the file's sha256 (with templates: the chain's)
     org_no: str
     frequencies: dict[str, str | None]       # txCode -> the mapping's `frequency:` (None: 5.4's)
-    body: bytes = field(repr=False)          # the model as JSON, exact (b"" when it is not)
-    templates: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = field(repr=False)   # the model as JSON, exact (b"" when it is not;
+    templates: tuple[tuple[str, str], ...] = ()  # None: in the cache entry `entry`, unread)
     validated: Mapping | None = field(default=None, repr=False, compare=False)
+    entry: str = field(default="", repr=False, compare=False)
+    cache_dir: Path | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, m: Mapping) -> Outline:
@@ -105,25 +109,43 @@ class Outline:
                    {tx: spec.frequency for tx, spec in m.datasets.items()},
                    m.exact_json.encode("utf-8"), m.templates, m)
 
+    def _full(self) -> Outline:
+        """This outline with its body: one known by the folder index reads its cache entry now,
+        and, should the entry be gone or damaged, the file itself (read, hashed, validated)."""
+        if self.body is not None:
+            return self
+        try:
+            hit = _read_entry(self.path, b"", self.digest, _read(self.entry))
+        except (OSError, ValueError, KeyError, TypeError):
+            hit = None
+        if hit is None or hit.digest != self.digest or hit.body is None:
+            return load_outline_cached(self.path, self.cache_dir)
+        return hit
+
     @property
     def model_json(self) -> str:
-        return self.body.decode("utf-8")
+        body = self._full().body
+        return body.decode("utf-8") if body else ""
 
     def mapping(self) -> Mapping:
         """The validated mapping (validated now from the cached JSON, unless it already was)."""
         if self.validated is not None:
             return self.validated
+        full = self._full()
+        if full is not self:
+            return full.mapping()
         try:
-            model = MappingModel.model_validate_json(self.body)
+            model = MappingModel.model_validate_json(self.body or b"")
         except (ValidationError, ValueError):  # not what was cached: validate the file itself
             return load_mapping(self.path)
         return Mapping(self.path, model, self.digest, self.model_json, self.templates)
 
     def to_dict(self) -> dict[str, Any]:
         """`mapping_to_dict(self.mapping())`, without validating the cached model again."""
-        if not self.body:
-            return mapping_to_dict(self.mapping())
-        return {"path": str(self.path), "digest": self.digest, "model": self.model_json}
+        full = self._full()
+        if not full.body:
+            return mapping_to_dict(full.mapping())
+        return {"path": str(full.path), "digest": full.digest, "model": full.model_json}
 
 
 def load_mapping_cached(path: str | Path, cache_dir: Path | None) -> Mapping:
@@ -149,17 +171,16 @@ def load_outline_cached(path: str | Path, cache_dir: Path | None) -> Outline:
     try:
         hit = _read_entry(path, data, own, _read(os.path.join(cache_dir, name)))
         if hit is not None:
-            return hit
+            return replace(hit, entry=os.path.join(cache_dir, name), cache_dir=cache_dir)
     except (OSError, ValueError, KeyError, TypeError, MappingError):
         pass
     m = parse_mapping(path, data)
     dumped = m.model.model_dump_json()
     if MappingModel.model_validate_json(dumped) != m.model:
         return Outline.of(m)  # not exact as JSON: never cached, handed on as its text
-    outline = Outline.of(Mapping(m.path, m.model, m.digest, dumped, m.templates))
+    outline = replace(Outline.of(Mapping(m.path, m.model, m.digest, dumped, m.templates)),
+                      entry=os.path.join(cache_dir, name), cache_dir=cache_dir)
     try:
-        from etl.common import private
-
         private.private_dir(cache_dir)  # a mapping names a unit's sources and columns
         entry = cache_dir / name
         tmp = entry.with_name(f"{name}.{os.getpid()}.tmp")
@@ -227,6 +248,92 @@ def _chain_digest(path: Path, data: bytes, templates: list[tuple[str, str]]) -> 
         if hashlib.sha256(read_mapping_file(path.parent / rel)).hexdigest() != sha:
             return None
     return tpl.chain_digest(data, templates)
+
+
+# --- a folder's index: an idle tick reads no mapping file ----------------------------------------
+
+#: A file whose status changed this recently before the index was taken may change again within
+#: the file system's timestamp granularity without its status changing: it is read again.
+RACY_SECONDS = 2.0
+INDEX_VERSION = 1
+
+
+def load_outlines(paths: list[Path], cache_dir: Path | None, *,
+                  complete: bool = True) -> dict[Path, Outline | MappingError]:
+    """`load_outline_cached` for every file of a planned folder, a valid file unchanged since
+    the last call (same inode, size, mtime and ctime, and not changed within RACY_SECONDS of
+    that call: git's rule) taken from the folder's index in `cache_dir` without reading it.
+    Every other file (new, changed, invalid, extending templates) is read as
+    `load_outline_cached` reads it, and the index is written again when it changed (only when
+    `paths` are every file of their folders, `complete`: a run of a few units leaves it be)."""
+    out: dict[Path, Outline | MappingError] = {}
+    if cache_dir is None:
+        for p in paths:
+            try:
+                out[p] = load_outline_cached(p, None)
+            except MappingError as e:
+                out[p] = e
+        return out
+    folders = {p.parent for p in paths}
+    for folder in folders:
+        _index_folder(folder, [p for p in paths if p.parent == folder], cache_dir, out, complete)
+    return out
+
+
+def _index_path(cache_dir: Path, folder: Path) -> str:
+    key = hashlib.sha256(os.path.abspath(folder).encode("utf-8") + _code_digest()).hexdigest()
+    return os.path.join(cache_dir, f"folder-{key[:32]}.index")
+
+
+def _index_folder(folder: Path, paths: list[Path], cache_dir: Path,
+                  out: dict[Path, Outline | MappingError], complete: bool) -> None:
+    index_path = _index_path(cache_dir, folder)
+    try:
+        index = json.loads(_read(index_path))
+        if index.get("version") != INDEX_VERSION:
+            index = {}
+    except (OSError, ValueError):
+        index = {}
+    known: dict[str, list] = index.get("files") or {}
+    trusted_before = float(index.get("taken") or 0) - RACY_SECONDS
+    taken = time.time()
+    files: dict[str, list] = {}
+    racy = False  # a file read again only for being recent: a newer index trusts it next time
+    for path in paths:
+        name = path.name
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        status = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns] if st else None
+        row = known.get(name)
+        if (row is not None and status is not None and row[:4] == status
+                and max(st.st_mtime, st.st_ctime) < trusted_before):
+            digest, org_no, frequencies, entry = row[4:8]
+            out[path] = Outline(path, digest, org_no, frequencies, None, (),
+                                entry=os.path.join(cache_dir, entry), cache_dir=cache_dir)
+            files[name] = row
+            continue
+        racy = racy or (row is not None and row[:4] == status)
+        try:
+            o = load_outline_cached(path, cache_dir)
+        except MappingError as e:
+            out[path] = e
+            continue
+        out[path] = o
+        if status is not None and not o.templates and o.entry and o.body:
+            files[name] = [*status, o.digest, o.org_no, o.frequencies, os.path.basename(o.entry)]
+    if complete and (files != known or racy or not index):
+        try:
+            private.private_dir(cache_dir)
+            tmp = f"{index_path}.{os.getpid()}.tmp"
+            with private.create(tmp, exclusive=False) as f:
+                f.write(json.dumps({"version": INDEX_VERSION, "folder": os.path.abspath(folder),
+                                    "taken": taken, "files": files},
+                                   ensure_ascii=False).encode("utf-8"))
+            os.replace(tmp, index_path)
+        except OSError:
+            pass  # an index that cannot be written only costs time
 
 
 def load_each(paths: list[str | Path]) -> tuple[list[Mapping], dict[Path, list[str]]]:

@@ -31,7 +31,7 @@ from etl.common import clock, settings
 from etl.common.errors import ConfigError, MappingError
 from etl.mapping import (Mapping, discover, load_mapping_cached, mapping_from_dict, mapping_to_dict,
                          period_minutes, raw_org_no)
-from etl.mapping.loading import Outline, load_outline_cached
+from etl.mapping.loading import Outline, load_outline_cached, load_outlines
 
 log = logging.getLogger("etl")
 
@@ -363,6 +363,9 @@ def plan_run(frequency: str, *, mappings: Path, params: MappingABC[str, Any] | N
         return got
 
     paths = _select(discover(mappings), wanted, load)
+    # every file at once: those unchanged since the last plan come from the folder's index unread
+    loaded.update(load_outlines([p for p in paths if p not in loaded], cache_dir,
+                                complete=not wanted))
     if not paths:
         log.warning("no mapping files in %s: nothing to ingest", mappings)
     tick_end = None  # the data interval's end, when the run has one and params don't override it
