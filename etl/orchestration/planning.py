@@ -129,6 +129,8 @@ class Choice:
         """The mapping's datasets this run ingests, with their windows, in txCode order."""
         frequencies = (mapping.frequencies if isinstance(mapping, Outline)
                        else {tx: spec.frequency for tx, spec in mapping.datasets.items()})
+        if self.frequency == "frequent" and not any(frequencies.values()):
+            return []  # the standard's frequencies (5.4) are daily and weekly: most units, most ticks
         since, until, tick_end = self._moments
         chosen = []
         for tx, override in sorted(frequencies.items()):
