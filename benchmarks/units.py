@@ -71,6 +71,30 @@ def make_unit(n: int, template: Path, mappings: Path, sources: Path, prefix: str
     return unit
 
 
+def make_mappings(folder: Path, count: int, source: Path, *, hourly_every: int = 0,
+                  prefix: str = PREFIX) -> list[Path]:
+    """Only the mapping files of `count` units (folder/苏州电梯0001.yaml ...), all reading the one
+    SQLite file `source`: for planning, which reads mappings and never a source. With
+    `hourly_every` = k, every k-th unit sets `frequency: hourly` on its dataset 09, so the
+    frequent DAG has work at the top of each hour and none at the other ticks."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = yaml.safe_load(TEMPLATE.read_text(encoding="utf-8"))
+    raw["source"] = {"url": f"sqlite:///{Path(source).resolve()}"}
+    raw["unit"] = {"orgNo": "@ORG@", "comName": "@NAME@"}
+    plain = yaml.safe_dump(raw, allow_unicode=True, sort_keys=False)  # dumped once: 10,000 are many
+    raw["datasets"]["09"]["frequency"] = "hourly"
+    hourly = yaml.safe_dump(raw, allow_unicode=True, sort_keys=False)
+    paths = []
+    for n in range(1, count + 1):
+        text = hourly if hourly_every and n % hourly_every == 0 else plain
+        path = folder / f"{prefix}{n:04d}.yaml"
+        path.write_text(text.replace("@ORG@", org_no(n)).replace("@NAME@", com_name(n)),
+                        encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
 def make_units(folder: Path, count: int, prefix: str = PREFIX) -> list[Unit]:
     """`count` units under `folder` (mappings/ and sources/, created; existing files replaced)."""
     folder = Path(folder)

@@ -62,6 +62,8 @@ Downstream: it reads its units' mapping files and sources again (docs/airflow.md
 
 from __future__ import annotations
 
+import functools
+import os
 from datetime import timedelta
 
 import pendulum
@@ -121,11 +123,14 @@ DEFAULT_ARGS = {
 }
 
 
+@functools.cache  # once a parse, not once a DAG: a province has 10,000 files
 def _unit_names() -> list[str]:
     """Mapping file names, for the trigger form (a file listing: cheap at parse time)."""
-    if not MAPPINGS_DIR.is_dir():
+    try:
+        names = os.listdir(MAPPINGS_DIR)
+    except OSError:  # no folder (yet)
         return []
-    return sorted({p.stem for pattern in ("*.yaml", "*.yml") for p in MAPPINGS_DIR.glob(pattern)})
+    return sorted({n.rsplit(".", 1)[0] for n in names if n.endswith((".yaml", ".yml"))})
 
 
 def _params(tx_codes: list[str]) -> dict[str, Param]:

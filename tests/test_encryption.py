@@ -548,3 +548,25 @@ def test_rotate_key_missing_an_old_key_changes_nothing(tmp_path, key, monkeypatc
     assert cli.main(["rotate-key", "--target", url]) == 2
     assert "nothing was changed" in capsys.readouterr().err
     assert _texts(url) == before  # the stored key too
+
+
+def test_a_task_asks_airflow_for_its_data_key_once_per_try(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 26: each ask is two API round trips, and a shard asks for every dataset; the key
+    (the Airflow variable `etl_data_key`, here through its environment variable) is asked once
+    per task instance's try, and asked again by the next try or task."""
+    one, two = (base64.b64encode(bytes([n]) * 32).decode() for n in (1, 2))
+    monkeypatch.delenv("ETL_DATA_KEY", raising=False)
+    for name, value in {"DAG_ID": "dual_prevention_daily", "DAG_RUN_ID": "r1",
+                        "TASK_ID": "ingest.load", "TRY_NUMBER": "1"}.items():
+        monkeypatch.setenv(f"AIRFLOW_CTX_{name}", value)
+    monkeypatch.setenv("AIRFLOW_VAR_ETL_DATA_KEY", one)
+    first = crypt.data_key()
+    assert first is not None and first.secret == bytes([1]) * 32
+    monkeypatch.setenv("AIRFLOW_VAR_ETL_DATA_KEY", two)
+    assert crypt.data_key() == first  # the same try: not asked again
+    monkeypatch.setenv("AIRFLOW_CTX_TRY_NUMBER", "2")
+    again = crypt.data_key()
+    assert again is not None and again.secret == bytes([2]) * 32  # the next try asks
+    monkeypatch.delenv("AIRFLOW_VAR_ETL_DATA_KEY")
+    monkeypatch.setenv("AIRFLOW_CTX_TASK_ID", "ingest.transform")
+    assert crypt.data_key() is None  # another task: asked, and there is none

@@ -307,3 +307,59 @@ def test_a_file_invalid_when_planned_is_refused_if_another_file_holds_its_org_no
     shutil.copy(MAPPINGS / "demo_jinling_chem.yaml", folder / "a.yaml")
     refused = planning.replan(planning.Choice.of(plan.header()["choice"]), broken)
     assert "is also the orgNo of" in refused.problems and "b.yaml" in refused.problems
+
+
+def test_the_folder_index_serves_unchanged_files_unread_and_reads_changed_ones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 26: an idle tick of the 5-minute DAG takes files unchanged since the last plan from
+    the folder's index (their cache entry unread until a shard needs the model); a file whose
+    content changed, or that changed too recently to trust its status, is read again."""
+    from etl.mapping import discover
+    from etl.mapping import loading
+
+    from benchmarks.units import make_mappings, org_no, template_source
+
+    folder, cache = tmp_path / "m", tmp_path / "cache"
+    make_mappings(folder, 4, template_source(tmp_path / "t"), hourly_every=2)
+    paths = discover(folder)
+    monkeypatch.setattr(loading, "RACY_SECONDS", 0.0)  # files made before the first call are trusted
+    first = loading.load_outlines(paths, cache)
+    assert all(o.body for o in first.values())  # read, validated, cached
+    now = datetime(2026, 12, 7, 10, 5, tzinfo=CST)
+    plan_first = planning.plan_run("daily", mappings=folder, cache_dir=cache, now=now)
+
+    again = loading.load_outlines(paths, cache)
+    assert all(o.body is None for o in again.values())  # from the index: not read
+    for p in paths:
+        assert (again[p].digest, again[p].org_no, again[p].frequencies) == (
+            first[p].digest, first[p].org_no, first[p].frequencies)
+        assert again[p].to_dict() == first[p].to_dict()
+        assert again[p].mapping() == first[p].mapping()
+    assert again[paths[1]].frequencies["09"] == "hourly" and again[paths[0]].frequencies["09"] is None
+    plan_again = planning.plan_run("daily", mappings=folder, cache_dir=cache, now=now)
+    assert [planning.shard_to_dict(plan_again, s) for s in plan_again.shards] == \
+        [planning.shard_to_dict(plan_first, s) for s in plan_first.shards]
+
+    changed = paths[2]
+    changed.write_text(changed.read_text(encoding="utf-8").replace(org_no(3), org_no(7)),
+                       encoding="utf-8")
+    third = loading.load_outlines(paths, cache)
+    assert third[changed].body and third[changed].org_no == org_no(7)
+    assert third[changed].digest != first[changed].digest
+    assert [p for p in paths if third[p].body is None] == [paths[0], paths[1], paths[3]]
+
+    monkeypatch.setattr(loading, "RACY_SECONDS", 3600.0)  # every file changed "just now"
+    racy = loading.load_outlines(paths, cache)
+    assert all(o.body for o in racy.values())
+    assert {p: o.digest for p, o in racy.items()} == {p: o.digest for p, o in third.items()}
+
+    for entry in cache.glob("*.json"):  # entries gone: an index row reads the file itself
+        entry.unlink()
+    monkeypatch.setattr(loading, "RACY_SECONDS", 0.0)
+    loading.load_outlines(paths, cache)  # re-caches; the index is rewritten
+    for entry in cache.glob("*.json"):
+        entry.unlink()
+    gone = loading.load_outlines(paths, cache)
+    assert all(o.body is None for o in gone.values())
+    assert gone[changed].to_dict()["digest"] == third[changed].digest
+    assert gone[changed].mapping().unit.orgNo == org_no(7)

@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Mapping as MappingABC
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from etl.common import clock, settings
 from etl.common.errors import ConfigError, MappingError
 from etl.mapping import (Mapping, discover, load_mapping_cached, mapping_from_dict, mapping_to_dict,
                          period_minutes, raw_org_no)
+from etl.mapping.loading import Outline, load_outline_cached, load_outlines
 
 log = logging.getLogger("etl")
 
@@ -114,17 +115,26 @@ class Choice:
         one a person gave: such runs load a never-loaded dataset in full and fill gaps."""
         return self.tick_end is not None
 
+    @cached_property
+    def _moments(self) -> tuple[datetime | None, datetime | None, datetime | None]:
+        """since, until, tick_end as datetimes (parsed once: planning asks for every unit)."""
+        return (parse_moment(self.since, "since"), parse_moment(self.until, "until"),
+                parse_moment(self.tick_end, "tick_end"))
+
     @classmethod
     def of(cls, d: MappingABC[str, Any] | None) -> Choice:
         return cls(**{**d, "tx_codes": tuple(d.get("tx_codes") or ())}) if d else cls("daily")
 
-    def datasets(self, mapping: Mapping) -> list[dict[str, str | None]]:
+    def datasets(self, mapping: Mapping | Outline) -> list[dict[str, str | None]]:
         """The mapping's datasets this run ingests, with their windows, in txCode order."""
-        since, until = parse_moment(self.since, "since"), parse_moment(self.until, "until")
-        tick_end = parse_moment(self.tick_end, "tick_end")
+        frequencies = (mapping.frequencies if isinstance(mapping, Outline)
+                       else {tx: spec.frequency for tx, spec in mapping.datasets.items()})
+        if self.frequency == "frequent" and not any(frequencies.values()):
+            return []  # the standard's frequencies (5.4) are daily and weekly: most units, most ticks
+        since, until, tick_end = self._moments
         chosen = []
-        for tx, spec in mapping.datasets.items():
-            freq = spec.frequency or standard.dataset(tx).frequency
+        for tx, override in sorted(frequencies.items()):
+            freq = override or _standard_frequency(tx)
             if dag_frequency(freq) != self.frequency or (self.tx_codes and tx not in self.tx_codes):
                 continue
             item_since, item_until = since, until
@@ -137,6 +147,12 @@ class Choice:
                     item_since, item_until = tick_end - timedelta(minutes=period), tick_end
             chosen.append({"tx": tx, "since": _iso(item_since), "until": _iso(item_until)})
         return chosen
+
+
+@lru_cache(maxsize=None)
+def _standard_frequency(tx: str) -> str:
+    """A dataset's frequency by the standard (5.4), asked for every unit of a plan."""
+    return standard.dataset(tx).frequency
 
 
 @lru_cache(maxsize=8)
@@ -235,7 +251,7 @@ def _select(paths: list[Path], wanted: list[str], load) -> list[Path]:
         by_org: dict[str, list[Path]] = {}
         for p in paths:
             try:
-                by_org.setdefault(load(p).unit.orgNo, []).append(p)
+                by_org.setdefault(load(p).org_no, []).append(p)
             except MappingError:
                 continue
         missing = [w for w in unresolved if w.upper() not in by_org]
@@ -248,12 +264,12 @@ def _select(paths: list[Path], wanted: list[str], load) -> list[Path]:
     return sorted(chosen)
 
 
-def _same_unit(valid: list[tuple[Path, Mapping]]) -> dict[Path, str]:
+def _same_unit(valid: list[tuple[Path, Outline]]) -> dict[Path, str]:
     """Files that claim the same orgNo: each would load over the other's records, so none of
     them is loaded until one is kept."""
     by_org: dict[str, list[Path]] = {}
     for path, m in valid:
-        by_org.setdefault(m.unit.orgNo, []).append(path)
+        by_org.setdefault(m.org_no, []).append(path)
     return {p: f"{p} [unit.orgNo] {org} is also the orgNo of "
                f"{', '.join(str(o) for o in paths if o != p)}: keep one mapping file per unit"
             for org, paths in by_org.items() if len(paths) > 1 for p in paths}
@@ -296,7 +312,7 @@ def _claimed_elsewhere(path: Path, org_no: str, cache_dir: Path | None) -> Path 
         if other == path:
             continue
         try:
-            if load_mapping_cached(other, cache_dir).unit.orgNo == org_no:
+            if load_outline_cached(other, cache_dir).org_no == org_no:
                 return other
         except MappingError:
             continue
@@ -335,12 +351,12 @@ def plan_run(frequency: str, *, mappings: Path, params: MappingABC[str, Any] | N
                  or settings.integer("ETL_UNITS_PER_SHARD"))
     wanted = [str(u).strip() for u in params.get("units") or [] if str(u).strip()]
 
-    loaded: dict[Path, Mapping | MappingError] = {}
+    loaded: dict[Path, Outline | MappingError] = {}
 
-    def load(path: Path) -> Mapping:
+    def load(path: Path) -> Outline:  # a cached file's model is validated by the shard's tasks
         if path not in loaded:
             try:
-                loaded[path] = load_mapping_cached(path, cache_dir)
+                loaded[path] = load_outline_cached(path, cache_dir)
             except MappingError as e:
                 loaded[path] = e
         got = loaded[path]
@@ -349,6 +365,9 @@ def plan_run(frequency: str, *, mappings: Path, params: MappingABC[str, Any] | N
         return got
 
     paths = _select(discover(mappings), wanted, load)
+    # every file at once: those unchanged since the last plan come from the folder's index unread
+    loaded.update(load_outlines([p for p in paths if p not in loaded], cache_dir,
+                                complete=not wanted))
     if not paths:
         log.warning("no mapping files in %s: nothing to ingest", mappings)
     tick_end = None  # the data interval's end, when the run has one and params don't override it
@@ -359,7 +378,7 @@ def plan_run(frequency: str, *, mappings: Path, params: MappingABC[str, Any] | N
     choice = Choice(frequency, tuple(wanted_tx), _iso(since), _iso(until), _iso(tick_end),
                     bool(params.get("allow_mass_delete")))
 
-    valid: list[tuple[Path, Mapping]] = []
+    valid: list[tuple[Path, Outline]] = []
     units: list[Unit] = []
     for path in paths:
         try:
@@ -370,11 +389,11 @@ def plan_run(frequency: str, *, mappings: Path, params: MappingABC[str, Any] | N
     twins = _same_unit(valid)
     for path, mapping in valid:
         if path in twins:
-            units.append(Unit(path.stem, str(path), mapping.unit.orgNo, problems=twins[path]))
+            units.append(Unit(path.stem, str(path), mapping.org_no, problems=twins[path]))
             continue
         chosen = choice.datasets(mapping)
         if chosen:
-            units.append(Unit(path.stem, str(path), mapping.unit.orgNo, mapping_to_dict(mapping),
+            units.append(Unit(path.stem, str(path), mapping.org_no, mapping.to_dict(),
                               datasets=chosen))
     if frequency == "frequent":  # the daily and weekly DAGs report invalid mappings
         units = [u for u in units if not u.problems]

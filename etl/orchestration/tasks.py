@@ -283,6 +283,10 @@ def plan(frequency: str, context: MutableMapping[str, Any] | None = None, *,
         with _in_project():
             run_plan = planning.plan_run(frequency, mappings=mappings_dir(mappings),
                                          cache_dir=cache_dir(), **args)
+        if not run_plan.shards:  # nothing due (most ticks of the 5-minute DAG): no target to open
+            _prune_idle(run_plan)
+            log.info("planned no shards: nothing is due")
+            return []
         with _target_and_store() as (engine, store):
             prefix = _run_prefix(run_plan)
             _prune(store, _k(staging.token(run_plan.dag_id)), prefix)
@@ -297,6 +301,21 @@ def plan(frequency: str, context: MutableMapping[str, Any] | None = None, *,
     log.info("planned %d shard(s) in %s:\n%s", len(refs), store.describe(),
              "\n".join(r["label"] for r in refs) or "(none)")
     return refs
+
+
+def _prune_idle(run_plan: planning.RunPlan) -> None:
+    """`_prune` for a run that stages nothing: the target is opened only when it is the store."""
+    def engine() -> sa.Engine:
+        from etl import target
+
+        return target.connect(target_url(), f"the target URL (Airflow connection {TARGET_CONN_ID} "
+                                             f"or ETL_TARGET_URL)")
+
+    store = staging.open_store(engine_factory=engine)
+    try:
+        _prune(store, _k(staging.token(run_plan.dag_id)), _run_prefix(run_plan))
+    finally:
+        store.close()
 
 
 def _prune(store: staging.Store, dag_prefix: str, keep: str) -> None:
@@ -686,6 +705,9 @@ def summarise(refs: list[dict[str, Any]] | None, context: MutableMapping[str, An
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException("planning failed: see the plan task's log")
+    if not refs:  # nothing was due: no target to open
+        log.info("run summary\nno datasets were planned for this run")
+        return {"datasets": 0, "failed": 0}
     with _target_and_store() as (engine, store):
         planned: list[tuple[str, str]] = []   # (unit name, tx); "" for an invalid mapping
         problems: dict[str, str] = {}

@@ -111,29 +111,53 @@ def parse_key(text: str, origin: str) -> DataKey:
     return DataKey(raw, origin)
 
 
+#: (dag, run, task, try) -> what `_airflow_key` found for that task instance's try
+_AIRFLOW_KEY_SEEN: dict[tuple[str, ...], str | None] = {}
+_TASK_CONTEXT = ("DAG_ID", "DAG_RUN_ID", "TASK_ID", "TRY_NUMBER")
+
+
 def _airflow_key() -> str | None:
     """`etl_data_key` from Airflow: a variable, else a connection's password; only inside an
-    Airflow task (whose runner sets AIRFLOW_CTX_DAG_ID), as `etl_target` is read there."""
+    Airflow task (whose runner sets AIRFLOW_CTX_DAG_ID), as `etl_target` is read there. Asked
+    once per task instance's try: each ask is two API round trips, and a shard's task asks for
+    every dataset of its units (issue 26: thousands a run)."""
     if not os.environ.get("AIRFLOW_CTX_DAG_ID"):
         return None
+    task = tuple(os.environ.get(f"AIRFLOW_CTX_{name}", "") for name in _TASK_CONTEXT)
+    if task in _AIRFLOW_KEY_SEEN:
+        return _AIRFLOW_KEY_SEEN[task]
+    value, sure = _ask_airflow_key()
+    if sure:  # an answer, not a failure to ask: the next dataset asks again
+        _AIRFLOW_KEY_SEEN.clear()
+        _AIRFLOW_KEY_SEEN[task] = value
+    return value
+
+
+def _ask_airflow_key() -> tuple[str | None, bool]:
+    """The key, and whether Airflow answered (a value, or that there is none)."""
     try:
         from airflow.sdk import Connection, Variable
+        from airflow.sdk.exceptions import AirflowNotFoundException
     except ImportError:  # pragma: no cover
-        return None
+        return None, False
+    sure = True
     try:
         value = Variable.get(AIRFLOW_KEY, default=None)
     except Exception:  # no such variable or no way to ask: try the connection
-        value = None
+        value, sure = None, False
     if not value:
         try:
             value = Connection.get(AIRFLOW_KEY).password
-        except Exception:
+        except AirflowNotFoundException:
             value = None
+        except Exception:
+            value, sure = None, False
     if value:
         from etl.common.masking import register_secrets
 
         register_secrets([value])
-    return value or None
+        sure = True
+    return value or None, sure
 
 
 def data_key() -> DataKey | None:
