@@ -554,6 +554,24 @@ def test_a_task_asks_airflow_for_its_data_key_once_per_try(monkeypatch: pytest.M
     """Issue 26: each ask is two API round trips, and a shard asks for every dataset; the key
     (the Airflow variable `etl_data_key`, here through its environment variable) is asked once
     per task instance's try, and asked again by the next try or task."""
+    from airflow.sdk.execution_time.context import set_current_context
+
+    with set_current_context({}):  # what Airflow's task runner does for a task's run
+        _asks_once_per_try(monkeypatch)
+    monkeypatch.setenv("AIRFLOW_VAR_ETL_DATA_KEY", base64.b64encode(bytes([4]) * 32).decode())
+    monkeypatch.setenv("AIRFLOW_CTX_TRY_NUMBER", "3")
+    assert crypt.data_key() is None  # the task is over: Airflow is not asked, AIRFLOW_CTX_* or not
+
+
+def test_a_process_that_is_no_task_never_asks_airflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AIRFLOW_CTX_* outlive `dag.test()` and pass to child processes (`etl serve`): no proof."""
+    monkeypatch.delenv("ETL_DATA_KEY", raising=False)
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "dual_prevention_daily")
+    monkeypatch.setenv("AIRFLOW_VAR_ETL_DATA_KEY", base64.b64encode(bytes([3]) * 32).decode())
+    assert crypt.data_key() is None
+
+
+def _asks_once_per_try(monkeypatch: pytest.MonkeyPatch) -> None:
     one, two = (base64.b64encode(bytes([n]) * 32).decode() for n in (1, 2))
     monkeypatch.delenv("ETL_DATA_KEY", raising=False)
     for name, value in {"DAG_ID": "dual_prevention_daily", "DAG_RUN_ID": "r1",

@@ -118,10 +118,11 @@ _TASK_CONTEXT = ("DAG_ID", "DAG_RUN_ID", "TASK_ID", "TRY_NUMBER")
 
 def _airflow_key() -> str | None:
     """`etl_data_key` from Airflow: a variable, else a connection's password; only inside an
-    Airflow task (whose runner sets AIRFLOW_CTX_DAG_ID), as `etl_target` is read there. Asked
-    once per task instance's try: each ask is two API round trips, and a shard's task asks for
-    every dataset of its units (issue 26: thousands a run)."""
-    if not os.environ.get("AIRFLOW_CTX_DAG_ID"):
+    Airflow task (`settings.in_airflow_task`: AIRFLOW_CTX_* alone are no proof, they outlive
+    `dag.test()` and pass to children such as `etl serve`, which then imported Airflow and lost
+    its logging), as `etl_target` is read there. Asked once per task instance's try: each ask is
+    two API round trips, and a shard's task asks for every dataset of its units (issue 26)."""
+    if not settings.in_airflow_task():
         return None
     task = tuple(os.environ.get(f"AIRFLOW_CTX_{name}", "") for name in _TASK_CONTEXT)
     if task in _AIRFLOW_KEY_SEEN:
