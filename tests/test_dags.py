@@ -924,3 +924,45 @@ def test_a_frequent_tick_with_nothing_due_plans_no_shard_and_succeeds(
         assert "ingest_run" not in sa.inspect(engine).get_table_names()
     finally:
         engine.dispose()
+
+
+@pytest.mark.airflow
+def test_a_task_encrypts_under_the_airflow_variable_etl_data_key(
+        airflow_db, dagbag, tmp_path: Path, sqlite_url: str, staging: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data key may live in Airflow (the variable `etl_data_key`, docs/security.md) instead of
+    ETL_DATA_KEY: a real task asks for it (`crypt._airflow_key`, only while a task runs), and the
+    weekly DAG's 02 and 03 store phones and ID numbers encrypted under it."""
+    import base64
+
+    import yaml
+
+    from etl.onboarding.demo_data import UNIT_A, make_demo_sources
+    from etl.target import crypt
+
+    made = make_demo_sources(tmp_path / "demo")
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    raw = yaml.safe_load((MAPPINGS / f"{UNIT_A}.yaml").read_text(encoding="utf-8"))
+    raw["source"] = {"url": f"sqlite:///{made[UNIT_A]}"}
+    (folder / "南京化工.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    key = base64.b64encode(bytes(range(32))).decode()
+    monkeypatch.setenv("ETL_MAPPINGS_DIR", str(folder))
+    monkeypatch.setenv("ETL_TARGET_URL", sqlite_url)
+    monkeypatch.delenv("AIRFLOW_CONN_ETL_TARGET", raising=False)
+    monkeypatch.delenv("ETL_DATA_KEY", raising=False)
+    monkeypatch.setenv("AIRFLOW_VAR_ETL_DATA_KEY", key)
+
+    dr = dagbag().dags["dual_prevention_weekly"].test(logical_date=WEEKLY_RUN,
+                                                      run_conf={"tx_codes": ["02", "03"], "mode": "full"})
+    _assert_all_succeeded(dr)
+    con = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    try:
+        stored = con.execute('SELECT "keyId" FROM ingest_key').fetchall()
+        ids = [v for (v,) in con.execute('SELECT "idCardNo" FROM unit_person WHERE "idCardNo" IS NOT NULL')]
+        phones = [v for (v,) in con.execute('SELECT "dLinkTel" FROM unit_dept WHERE "dLinkTel" IS NOT NULL')]
+    finally:
+        con.close()
+    assert stored == [(crypt.parse_key(key, "test").id,)]
+    assert ids and phones  # loaded, and as ciphertexts: no ID number or phone in clear
+    assert not any(v[:17].isdigit() for v in ids) and not any(v[-8:].isdigit() for v in phones)
