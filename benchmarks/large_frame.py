@@ -76,14 +76,6 @@ def child(mapping: Path, frames_path: Path) -> dict[str, float]:
     return out
 
 
-def checkout(rev: str, folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", rev, "etl"], cwd=ROOT, check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    return folder
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=100_000)
@@ -97,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="etl-large-frame-"))
     try:
         mapping, frames = build(folder, args.rows)
+        from small_units import checkout
+
         codes = {rev: checkout(rev, folder / f"rev{i}") for i, rev in enumerate(args.rev)}
         codes["this tree"] = ROOT
         got: dict[str, list[dict]] = {w: [] for w in codes}

@@ -10,8 +10,6 @@ answers given before a message reaches it.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import os
 import re
@@ -30,7 +28,7 @@ import pytest
 import sqlalchemy as sa
 
 from etl.cli import main
-from helpers import gb32100, query
+from helpers import gb32100, make_tls, query
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN, SYNDATA = "/jsdspcloud/servlet/token", "/jsdspcloud/servlet/syndata"
@@ -60,46 +58,9 @@ class Tls:
         return ssl.create_default_context(cafile=str(self.ca))
 
 
-def _name(common: str):
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory) -> Tls:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    folder = tmp_path_factory.mktemp("tls")
-    now = dt.datetime.now(dt.timezone.utc)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(_name("归集单位测试 CA")).issuer_name(_name("归集单位测试 CA"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False,
-                                       encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    server = (x509.CertificateBuilder().subject_name(_name("localhost")).issuer_name(ca.subject)
-              .public_key(key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-              .add_extension(x509.SubjectAlternativeName([
-                  x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-              .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-              .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    out = Tls(folder / "ca.pem", folder / "server.pem", folder / "server.key")
-    out.ca.write_bytes(ca.public_bytes(pem))
-    out.cert.write_bytes(server.public_bytes(pem))
-    out.key.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    out.key.chmod(0o600)
-    return out
+    return Tls(*make_tls(tmp_path_factory.mktemp("tls"), "归集单位测试 CA"))
 
 
 # --- the real `etl serve` ---------------------------------------------------------------------
