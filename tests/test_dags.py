@@ -154,10 +154,20 @@ def test_every_dag_has_tags_and_every_work_task_retries_with_backoff(dagbag, dag
         assert t.max_retry_delay is not None, t.task_id
 
 
+@pytest.mark.parametrize("shard_tasks", ["one", "three", "queue"])
 @pytest.mark.parametrize("dag_id", INGESTION)
-def test_task_graph_is_plan_then_extract_transform_load_per_shard_then_summary(dagbag, dag_id: str) -> None:
+def test_task_graph_is_plan_then_ingest_per_shard_then_summary(
+        dagbag, dag_id: str, shard_tasks: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shard is one task (`ingest.load`: extract, transform, load in memory) by default, or
+    extract -> transform -> load (`ETL_SHARD_TASKS=three`, and by default when loads have their
+    own Celery queue)."""
     from airflow.sdk import TriggerRule
 
+    if shard_tasks == "queue":
+        monkeypatch.setenv("ETL_LOAD_QUEUE", "loads")
+    else:
+        monkeypatch.setenv("ETL_SHARD_TASKS", shard_tasks)
+    stages = ("load",) if shard_tasks == "one" else ("extract", "transform", "load")
     dag = dagbag().dags[dag_id]
     edges = {(up, t.task_id) for t in dag.tasks for up in t.upstream_task_ids}
     # then, before summarise (the leaf, whose state is the run's): the report site (timeliness
@@ -166,20 +176,31 @@ def test_task_graph_is_plan_then_extract_transform_load_per_shard_then_summary(d
              "dual_prevention_daily": {("ingest.load", "report"), ("report", "summarise")},
              "dual_prevention_weekly": {("plan", "reconcile"), ("ingest.load", "reconcile"),
                                         ("reconcile", "report"), ("report", "summarise")}}[dag_id]
-    assert set(dag.task_ids) == {"plan", "ingest.extract", "ingest.transform", "ingest.load",
-                                 "summarise"} | {t for edge in after for t in edge}
-    assert {("plan", "ingest.extract"), ("ingest.extract", "ingest.transform"),
-            ("ingest.transform", "ingest.load"), ("ingest.load", "summarise"),
+    shard = [f"ingest.{stage}" for stage in stages]
+    assert set(dag.task_ids) == {"plan", *shard, "summarise"} | {t for edge in after for t in edge}
+    assert {("plan", shard[0]), *zip(shard, shard[1:]), ("ingest.load", "summarise"),
             ("plan", "summarise")} | after == edges
     for t in {t for edge in after for t in edge} - {"plan", "ingest.load"}:
         assert dag.get_task(t).trigger_rule == TriggerRule.ALL_DONE, t  # whatever the loads did
     assert [t.task_id for t in dag.tasks if not t.downstream_task_ids] == ["summarise"]
     assert not any(t.is_setup or t.is_teardown for t in dag.tasks)
-    for stage in ("extract", "transform", "load"):
+    for stage in stages:
         task = dag.get_task(f"ingest.{stage}")
         assert type(task.task_group).__name__ == "MappedTaskGroup", task  # one per shard
         assert task.trigger_rule == TriggerRule.ALL_SUCCESS
+    load = dag.get_task("ingest.load")  # the one that writes the target: pool, queue, assets
+    assert load.pool == "dual_prevention_target"
+    assert load.queue == ("loads" if shard_tasks == "queue" else "default")
+    assert load.python_callable.__name__ == ("ingest_shard" if shard_tasks == "one" else "load")
     assert dag.get_task("summarise").trigger_rule == TriggerRule.ALL_DONE
+
+
+def test_an_unknown_shard_tasks_value_is_an_import_error_naming_it(
+        dagbag, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ETL_SHARD_TASKS", "two")
+    errors = dagbag().import_errors
+    assert len(errors) == 1
+    assert "ETL_SHARD_TASKS='two': give one or three" in next(iter(errors.values()))
 
 
 @pytest.mark.parametrize("dag_id", INGESTION)
@@ -466,8 +487,11 @@ def _run_and_compare(dagbag, dag_id: str, logical_date, period: timedelta, tx_co
 
 
 @pytest.mark.airflow
+@pytest.mark.parametrize("shard_tasks", ["one", "three"])
 def test_daily_dag_loads_its_window_from_postgres_and_mariadb_into_postgres_and_reruns_add_nothing(
-        airflow_db, dagbag, real_sources: Path, pg_target: str, staging: Path, tmp_path: Path) -> None:
+        airflow_db, dagbag, real_sources: Path, pg_target: str, staging: Path, tmp_path: Path,
+        shard_tasks: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ETL_SHARD_TASKS", shard_tasks)  # both forms write exactly etl run's rows
     got = _run_and_compare(dagbag, "dual_prevention_daily", DAILY_RUN, timedelta(days=1), DAILY,
                            real_sources, pg_target, tmp_path, conf={"units_per_shard": 1})
     assert all(got[t] for t in ("risk_point", "hazard_source", "hidden_danger"))
@@ -577,8 +601,7 @@ def test_lateness_fails_the_freshness_dag_never_an_ingestion_run_that_loaded_eve
     try:
         dr = dagbag().dags["dual_prevention_daily"].test(logical_date=today, run_conf={"mode": "full"})
         _assert_all_succeeded(dr)  # green: it loaded everything it had to
-        assert {task for task, _ in _states(dr)} == {
-            "plan", "ingest.extract", "ingest.transform", "ingest.load", "summarise", "report"}
+        assert {task for task, _ in _states(dr)} == {"plan", "ingest.load", "summarise", "report"}
         assert statuses() == {**{tx: "on_time" for tx in DAILY}, **{tx: "pending" for tx in WEEKLY}}
         assert "苏州吴中电梯安装维保有限公司" in (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
         assert _asset_events(dr.run_id) == [("dual_prevention_daily", "report")]
@@ -646,8 +669,6 @@ def test_a_broken_mapping_fails_its_shard_by_name_without_retries_after_the_othe
                   run_conf={"tx_codes": ["06"], "mode": "full"})
     states = _states(dr)
     shard = "1/1 南京化工 … 苏州电梯 (2 units)"
-    assert states[("ingest.extract", shard)][0] == "success"
-    assert states[("ingest.transform", shard)][0] == "success"
     # the shard's load fails naming the unit, at once (an invalid mapping fails every try)
     assert states[("ingest.load", f"{shard} — failed: 南京化工 (invalid mapping)")] == ("failed", 1)
     assert states[("summarise", None)][0] == "failed"
@@ -795,11 +816,13 @@ def _scale_units(folder: Path, count: int) -> list:
 
 
 @pytest.mark.airflow
+@pytest.mark.parametrize("shard_tasks", ["one", "three"])
 def test_a_shards_retry_loads_only_the_unit_that_failed(
         airflow_db, dagbag, tmp_path: Path, pg_server: str, pg_url: str, staging: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, shard_tasks: str) -> None:
     """One unit's source refuses connections (a transient failure): the shard's load loads the
     other units, then fails naming it; once the source is back, the retry loads that unit alone."""
+    monkeypatch.setenv("ETL_SHARD_TASKS", shard_tasks)
     import threading
 
     import sqlalchemy as sa

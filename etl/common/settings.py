@@ -49,8 +49,13 @@ SETTINGS: tuple[Setting, ...] = (
             "safe to delete)"),
     Setting("ETL_CHUNK_ROWS", "100000", "rows per chunk read, staged and prepared (memory per "
             "task; `etl run --chunk-rows` for one run)"),
-    Setting("ETL_UNITS_PER_SHARD", None, "units per extract/transform/load task",
+    Setting("ETL_UNITS_PER_SHARD", None, "units per shard (the tasks that ingest them)",
             "one shard per task slot, ≥ 50 units"),
+    Setting("ETL_SHARD_TASKS", None, "how a shard is ingested: `one` task (`ingest.load` reads, "
+            "transforms and loads each dataset in memory, as `etl run`; nothing staged but the "
+            "plan) or `three` (`ingest.extract` → `ingest.transform` → `ingest.load`, handing "
+            "the data over through the staging store: loads on their own Celery queue)",
+            "`one`; `three` when `ETL_LOAD_QUEUE` is set"),
     Setting("ETL_STAGING_URL", None, "where tasks hand data to each other: `target` (the target "
             "database's `ingest_stage` table; PostgreSQL or MariaDB: refused for a SQLite target, "
             "whose one write lock the load holds while it reads the stage), or an object-storage "
@@ -195,6 +200,21 @@ def flag(name: str) -> bool:
     if value in _FALSE or not value:
         return False
     raise ConfigError(f"{name}={value[:20]!r} is not a yes/no value: use 1 or 0")
+
+
+SHARD_TASKS = ("one", "three")
+
+
+def shard_tasks() -> str:
+    """`ETL_SHARD_TASKS`: `one` task a shard, or `three` (extract, transform, load); unset,
+    `three` when loads have their own queue (`ETL_LOAD_QUEUE`: only the load task goes there)."""
+    value = (raw("ETL_SHARD_TASKS") or "").lower()
+    if not value:
+        return "three" if text("ETL_LOAD_QUEUE") else "one"
+    if value not in SHARD_TASKS:
+        raise ConfigError(f"ETL_SHARD_TASKS={value[:20]!r}: give one or three (the tasks a shard "
+                          f"of units is ingested in)")
+    return value
 
 
 def project_dir() -> Path:

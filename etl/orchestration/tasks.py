@@ -1,10 +1,11 @@
 """The bodies of the Airflow tasks in `dags/dual_prevention.py`: plan, then per shard of units
-extract -> transform -> load, then summarise.
+`ingest` (extract, transform and load in one task, in memory) or extract -> transform -> load
+(`ETL_SHARD_TASKS=three`), then summarise.
 
 A task instance may run in its own process on another machine, so nothing is kept in memory
-between tasks: the plan, each stage's manifest and the data itself go to the staging store
-(`etl.orchestration.staging`: a folder, object storage, or the target database), and XCom carries only a
-shard's keys. The stages are the pipeline's own (`plan`, `extract_chunks`, `prepare`,
+between tasks: the plan, each task's manifest and, with three tasks a shard, the data itself go
+to the staging store (`etl.orchestration.staging`: a folder, object storage, or the target
+database), and XCom carries only a shard's keys. The stages are the pipeline's own (`plan`, `extract_chunks`, `prepare`,
 `load_checked`), so a DAG run and `etl run` write exactly the same target rows.
 
 Inside a shard, units go one after another, each unit's datasets in txCode order (02 before 03,
@@ -413,17 +414,30 @@ def _mapping_hash(unit: planning.Unit) -> str | None:
         return None
 
 
-def _extract_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Item) -> dict[str, Any]:
+def _plan_item(engine: sa.Engine, run: _Run, item: _Item):
+    """The pipeline's plan of a unit's dataset: mode and window from the target's memory."""
     from etl import pipeline
 
     ds = item.record["dataset"]
     with _in_project():
-        p = pipeline.plan(engine, item.unit.validated(), item.tx, mode=run.mode,
-                          since=planning.parse_moment(ds["since"], "since"),
-                          until=planning.parse_moment(ds["until"], "until"),
-                          scheduled=run.choice.scheduled, run_id=run.run_id, now=run.now,
-                          dag_run_id=run.airflow_run_id,
-                          allow_mass_delete=run.choice.allow_mass_delete)
+        return pipeline.plan(engine, item.unit.validated(), item.tx, mode=run.mode,
+                             since=planning.parse_moment(ds["since"], "since"),
+                             until=planning.parse_moment(ds["until"], "until"),
+                             scheduled=run.choice.scheduled, run_id=run.run_id, now=run.now,
+                             dag_run_id=run.airflow_run_id,
+                             allow_mass_delete=run.choice.allow_mass_delete)
+
+
+def _read_window(p) -> str:
+    window = f" window [{p.since}, {p.until})" if p.mode == "incremental" else ""
+    return f"{p.mode}{window}{f'; {p.message}' if p.message else ''}"
+
+
+def _extract_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Item) -> dict[str, Any]:
+    from etl import pipeline
+
+    ds = item.record["dataset"]
+    p = _plan_item(engine, run, item)
     record = {"dataset": ds, "plan": _plan_args(p)}
     store.delete(item.prefix + "/")  # a retry starts clean
     files, keys, rows, swept = [], [], 0, 0
@@ -438,9 +452,7 @@ def _extract_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Ite
                 keys.append(f"keys-{n:05d}.parquet")
                 store.put_frame(_k(item.prefix, keys[-1]), ids.to_frame(), meta)
                 swept += len(ids)
-    window = f" window [{p.since}, {p.until})" if p.mode == "incremental" else ""
-    why = f"; {p.message}" if p.message else ""
-    log.info("%s: %d source rows extracted (%s%s%s)%s", item.label, rows, p.mode, window, why,
+    log.info("%s: %d source rows extracted (%s)%s", item.label, rows, _read_window(p),
              f"; {swept} keys to find hard deletes" if p.sweep else "")
     return {**record, "state": "extracted", "raw": files, "rows": rows, "keys": keys}
 
@@ -501,6 +513,31 @@ def _load_item(engine: sa.Engine, store: staging.Store, run: _Run, item: _Item):
     log.info("%s: %s; inserted %d, updated %d, deleted %d, unchanged %d, rejected %d", item.label,
              result.status, c.inserted, c.updated, c.deleted, c.unchanged, c.rejected)
     return result
+
+
+def _ingest_item(engine: sa.Engine, run: _Run, item: _Item):
+    """Extract, transform and load a unit's dataset in this process, chunks streaming through
+    every stage as in `etl run` (`pipeline.run_dataset`): nothing is staged. Returns the
+    dataset's record for the manifest and the load's result."""
+    from etl import pipeline
+    from etl.standard.clean import Audit
+
+    p = _plan_item(engine, run, item)
+    record = {"dataset": item.record["dataset"], "plan": _plan_args(p)}
+    rows = chunk_rows()
+
+    def read():
+        audit = Audit()
+        return (pipeline.prepare(raw, p, audit) for raw in pipeline.extract_chunks(p, rows)), audit
+
+    with _in_project():  # sources named relative to the project folder
+        result = pipeline.load_checked(engine, p, read,
+                                       (lambda: pipeline.key_chunks(p, rows)) if p.sweep else None)
+    c = result.counts
+    log.info("%s: %s (%s); extracted %d: inserted %d, updated %d, deleted %d, unchanged %d, "
+             "rejected %d", item.label, result.status, _read_window(p), c.extracted, c.inserted,
+             c.updated, c.deleted, c.unchanged, c.rejected)
+    return record, result
 
 
 def _refresh(engine: sa.Engine, store: staging.Store, ref: MappingABC[str, Any], run: _Run,
@@ -593,19 +630,34 @@ def load(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = N
     an earlier try loaded, takes fixed mapping files (`_refresh`), and runs every dataset that
     failed again from its source; only a load that failed because the target was away loads
     what is staged."""
+    return _load_shard(ref, context, staged=True)
+
+
+@private.private_files
+def ingest(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = None) -> dict[str, Any]:
+    """Extract, transform and load every dataset of the shard in this one task, unit after
+    unit, chunks streaming through the stages as in `etl run`: no data is staged, only the
+    shard's plan and this task's manifest. Fails, naming them, if any unit failed; a retry skips
+    what an earlier try loaded, takes fixed mapping files and reads the rest from the source."""
+    return _load_shard(ref, context, staged=False)
+
+
+def _load_shard(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None, *,
+                staged: bool) -> dict[str, Any]:
+    """`load` (`staged`: what `transform` staged) or `ingest` (each dataset from its source)."""
     label = _label(context, ref["label"])
     retry = _try_number(context) > 1
     results, failures = 0, []
     with _airflow_errors(label), _target_and_store() as (engine, store):
         run, shard = _shard(store, ref)
-        records = store.get_json(_k(ref["prefix"], "transform.json"))["items"]
+        records = store.get_json(_k(ref["prefix"], "transform.json"))["items"] if staged else {}
         if retry:
             try:  # what an earlier try of this task loaded or failed to
                 records = {**records, **store.get_json(_k(ref["prefix"], "load.json"))["items"]}
             except staging.StagingMissing:
                 pass
             shard, records = _refresh(engine, store, ref, run, shard, records)
-        staged = {k.rsplit("/", 1)[0] for k in store.keys(ref["prefix"] + "/")}
+        in_store = {k.rsplit("/", 1)[0] for k in store.keys(ref["prefix"] + "/")} if staged else set()
         loaded = _loaded(engine, run.run_id)
         out: dict[str, Any] = {}
         items = list(_items(shard, ref["prefix"], records))
@@ -619,7 +671,7 @@ def load(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = N
                 failures.append((item.label, "plan", item.unit.problems, False))
                 continue
             state = item.record.get("state")
-            if state == "loaded" or (state == "transformed" and item.prefix not in staged
+            if state == "loaded" or (state == "transformed" and item.prefix not in in_store
                                      and (item.unit.org_no, item.tx) in loaded):
                 log.info("%s: loaded by an earlier try", item.label)
                 out[item.id] = {**item.record, "state": "loaded"}
@@ -629,20 +681,24 @@ def load(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = N
                                  item.record["transient"]))
                 out[item.id] = item.record
                 continue
-            staged_ok = state == "transformed" or (
+            staged_ok = staged and (state == "transformed" or (
                 state == "failed" and item.record.get("stage") == "load"
-                and item.record.get("transient") and item.prefix in staged)
-            stage = "extract"
+                and item.record.get("transient") and item.prefix in in_store))
+            if state == "failed" and not staged_ok:
+                log.info("%s: %s failed in an earlier try: reading it again", item.label,
+                         item.record["stage"])
+            stage = "extract" if staged else "ingest"
             try:
-                if not staged_ok:  # failed in an earlier try, or planned again: from the source
-                    if state == "failed":
-                        log.info("%s: %s failed in an earlier try: reading it again", item.label,
-                                 item.record["stage"])
-                    item.record = _extract_item(engine, store, run, item)
-                    stage = "transform"
-                    item.record = _transform_item(store, run, item)
-                stage = "load"
-                c = _load_item(engine, store, run, item).counts
+                if not staged:  # from the source, in this process
+                    item.record, result = _ingest_item(engine, run, item)
+                else:
+                    if not staged_ok:  # failed in an earlier try, or planned again: from the source
+                        item.record = _extract_item(engine, store, run, item)
+                        stage = "transform"
+                        item.record = _transform_item(store, run, item)
+                    stage = "load"
+                    result = _load_item(engine, store, run, item)
+                c = result.counts
                 out[item.id] = {**item.record, "state": "loaded", "counts": {
                     "inserted": c.inserted, "updated": c.updated, "deleted": c.deleted,
                     "unchanged": c.unchanged}}
