@@ -88,6 +88,7 @@ class Measurement:
     task_instances: int = 0
     ti_states: dict[str, int] = field(default_factory=dict)
     ti_seconds: float = 0.0              # sum of the task instances' durations
+    task_seconds: dict[str, list[float]] = field(default_factory=dict)  # each task's instances' durations
     failures: list[str] = field(default_factory=list)
     setup_s: dict[str, float] = field(default_factory=dict)  # migrate, start, dag_parsed
     airflow_cpu_s: float = 0.0           # CPU of every Airflow process, setup and teardown included
@@ -243,6 +244,8 @@ def run_airflow(m: Measurement, code: Code, folder: Path, metadata_url: str, tar
     m.task_instances = len(tis)
     m.ti_states = dict(collections.Counter(str(t["state"]) for t in tis))
     m.ti_seconds = round(sum(t.get("duration") or 0.0 for t in tis), 1)
+    for t in sorted(tis, key=lambda t: (t["task_id"], t["map_index"])):
+        m.task_seconds.setdefault(t["task_id"], []).append(round(t.get("duration") or 0.0, 1))
     m.failures = [f"{t['task_id']}[{t.get('rendered_map_index') or t['map_index']}]: {t['state']}"
                   for t in tis if t["state"] not in ("success", "skipped")]
 
@@ -346,6 +349,10 @@ def report(ms: list[Measurement], info: dict[str, Any]) -> str:
         lines.append(f"| {m.units:,} | {fmt(m.airflow_run_s)} | {fmt(m.airflow_queued_s)} | {m.ti_seconds:.1f} | "
                      f"{states} | {m.airflow_cpu_s:.1f} | {m.cli_cpu_s:.1f} | {m.setup_s.get('migrate', 0):.1f} | {m.setup_s.get('start', 0):.1f} | "
                      f"{m.setup_s.get('dag_parsed', 0):.1f} | {m.load_before} → {m.load_after} |")
+    for m in ms:
+        if m.task_seconds:
+            lines += ["", f"Task instances' durations at {m.units:,} units (s): " + "; ".join(
+                f"`{task}` {', '.join(f'{d:.1f}' for d in ds)}" for task, ds in m.task_seconds.items())]
     for m in ms:
         if m.failures:
             lines += ["", f"Failures at {m.units} units: " + "; ".join(m.failures[:20])]
