@@ -173,35 +173,3 @@ def test_every_field_cleans_the_known_spellings_as_the_arrow_path_does(cities):
             (cities * len(raw))[:len(raw)]
         _same_clean(raw, f, object, ctx)
         _same_clean([v for v in raw if not isinstance(v, float) and _encodable(v)], f, "str", None)
-
-
-# --- a short chunk's insert rows (load._rows_short) against the frame-wide conversion ---------
-
-_CELL = {
-    "int64": st.integers(-2 ** 62, 2 ** 62),
-    "float64": st.one_of(st.floats(allow_nan=True), st.just(np.nan)),
-    "bool": st.booleans(),
-    "str": st.one_of(st.none(), st.text(max_size=5)),
-    "object": st.one_of(st.none(), st.just(np.nan), st.just(pd.NA), st.text(max_size=5), st.integers(),
-                        st.decimals(allow_nan=False, places=1), st.just(Decimal("NaN")), st.booleans(),
-                        st.binary(max_size=3)),
-    "datetime64[us]": st.one_of(st.none(), st.datetimes(min_value=dt.datetime(1900, 1, 1))),
-    "Int64": st.one_of(st.none(), st.integers(-1000, 1000)),
-}
-
-
-@settings(max_examples=300, deadline=None)
-@given(data=st.data(), n=st.integers(1, 30), dtypes=st.lists(st.sampled_from(sorted(_CELL)), min_size=1, max_size=8))
-def test_a_short_chunk_s_insert_rows_are_the_frame_s_python_values(data, n, dtypes):
-    from etl.target import load
-
-    frame = pd.DataFrame({f"c{i}": pd.Series(data.draw(st.lists(_CELL[d], min_size=n, max_size=n)), dtype=d)
-                          for i, d in enumerate(dtypes)},
-                         index=data.draw(st.permutations(range(60)))[:n])
-    frame["seq"], frame["name"] = range(n), pd.Series(["张三"] * n, dtype="str", index=frame.index)
-    blank_rows = data.draw(st.one_of(st.none(), st.lists(st.booleans(), min_size=n, max_size=n).map(np.array)))
-    blanked = data.draw(st.lists(st.integers(0, len(dtypes) + 1), unique=True))
-    got = load._rows_short(frame, blank_rows, blanked)
-    want = list(load._rows(frame, blank_rows, blanked))
-    assert repr(got) == repr(want)  # NaN is not equal to itself
-    assert [[type(v) for v in r] for r in got] == [[type(v) for v in r] for r in want]
