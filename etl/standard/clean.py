@@ -344,14 +344,25 @@ def _factorize_raw(raw: pd.Series, f: Field, audit: Audit) -> tuple[np.ndarray, 
 def _factorize_objects(raw: pd.Series, f: Field, audit: Audit) -> tuple[np.ndarray, pd.Series]:
     """Mixed Python objects, one pass with a cache keyed by (type, value): 1, 1.0 and True
     hash alike but do not print alike."""
-    codes, texts = _factorize_object_list(raw.to_numpy(dtype=object), f, audit)
-    return np.asarray(codes, dtype=np.intp), pd.Series(pd.array(texts, dtype=TEXT))
+    codes, converted, raws = _distinct_objects(raw.to_numpy(dtype=object), f)
+    codes_array = np.asarray(codes, dtype=np.intp)
+    weights = np.bincount(codes_array, minlength=len(converted))
+    _audit_raw(audit, f, list(zip(raws, converted, weights)))
+    return codes_array, pd.Series(pd.array([t for t, _ in converted], dtype=TEXT))
 
 
 def _factorize_object_list(values: Iterable[object], f: Field, audit: Audit
                            ) -> tuple[list[int], list[str | None]]:
-    """`_factorize_objects` as lists: codes (NULLs get one too, as a value of their own) and
-    each distinct value's text."""
+    """`_factorize_objects` as lists (a short column)."""
+    codes, converted, raws = _distinct_objects(values, f)
+    _audit_raw(audit, f, list(zip(raws, converted, _weights(codes, len(converted)))))
+    return codes, [t for t, _ in converted]
+
+
+def _distinct_objects(values: Iterable[object], f: Field
+                      ) -> tuple[list[int], list[tuple[str | None, str | None]], list[object]]:
+    """Codes (NULLs get one too, as a value of their own), and each distinct value's text
+    with its rule, and the value."""
     index: dict[tuple[type, object], int] = {}
     converted: list[tuple[str | None, str | None]] = []
     raws: list[object] = []
@@ -367,11 +378,7 @@ def _factorize_object_list(values: Iterable[object], f: Field, audit: Audit
             converted.append(_scalar_text(v, f.separator or "、"))
             raws.append(v)
         codes.append(code)
-    weights = [0] * len(converted)
-    for c in codes:
-        weights[c] += 1
-    _audit_raw(audit, f, list(zip(raws, converted, weights)))
-    return codes, [t for t, _ in converted]
+    return codes, converted, raws
 
 
 def _audit_raw(audit: Audit, f: Field,
