@@ -55,6 +55,7 @@ def build(folder: Path, rows: int) -> tuple[Path, Path]:
 
 def child(mapping: Path, frames_path: Path) -> dict[str, float]:
     """Seconds of `prepare` per dataset, in this process (the `etl` on PYTHONPATH)."""
+    sys.path.insert(0, os.environ["PYTHONPATH"])  # ahead of ROOT, which the module put first
     import pandas as pd
 
     from etl import pipeline
@@ -73,6 +74,7 @@ def child(mapping: Path, frames_path: Path) -> dict[str, float]:
         out[tx] = time.perf_counter() - t0
         out[f"{tx}_findings"] = len(prepared.findings)
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["etl"] = str(Path(pipeline.__file__).resolve().parents[1])
     return out
 
 
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                                 str(frames), str(result)], check=True, cwd=code,
                                env={**os.environ, "PYTHONPATH": str(code)})
                 got[who].append(json.loads(result.read_text()))
+                if got[who][-1].pop("etl") != str(Path(code).resolve() / "etl"):
+                    raise RuntimeError(f"{who}: the child imported another tree's etl")
                 print(f"round {r + 1} {who}: " + ", ".join(
                     f"{tx} {got[who][-1][tx]:.2f} s" for tx in TX_CODES), flush=True)
         print(f"\nprepare of {args.rows:,} rows, medians of {args.rounds} (load average "

@@ -96,7 +96,8 @@ def _check_chunk(frame: pd.DataFrame, ds: standard.Dataset, mapping: Mapping,
                  today) -> list[validate.Finding]:
     """Errors and warnings of a chunk's live rows, as the mapping's `checks:` lowers them;
     warnings only for rows that load."""
-    live = frame[~frame[DELETED]]
+    deleted = frame[DELETED].to_numpy(dtype=bool)
+    live = frame[~deleted] if deleted.any() else frame  # a mask that keeps all is a copy
     found = validate.findings(live, ds)
     if ds.tx_code == "01":
         other = live["orgNo"].notna() & (live["orgNo"] != mapping.unit.orgNo)
@@ -106,7 +107,7 @@ def _check_chunk(frame: pd.DataFrame, ds: standard.Dataset, mapping: Mapping,
     found = validate.lower(found, overrides)
     errors = list({f.row for f in found if f.severity == validate.ERROR})
     found = [f for f in found if f.severity == validate.ERROR or f.row not in errors]
-    loading = live[~live.index.isin(errors)]
+    loading = live[~live.index.isin(errors)] if errors else live
     return found + validate.lower(validate.warnings(loading, ds, today), overrides)
 
 

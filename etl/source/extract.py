@@ -53,7 +53,9 @@ def in_cst(frame: pd.DataFrame, timezone: str) -> pd.DataFrame:
     as `timezone`'s wall clock (the mapping's source.timezone; CST: unchanged). Text is left as
     written."""
     zone = ZoneInfo(timezone)
-    for name in frame.columns:
+    for name, dtype in frame.dtypes.items():
+        if not (dtype == object or dtype.kind == "M"):
+            continue  # numbers and text: nothing to convert, and no column to take out
         s = frame[name]
         if isinstance(s.dtype, pd.DatetimeTZDtype):
             frame[name] = s.dt.tz_convert(clock.CST).dt.tz_localize(None)

@@ -26,7 +26,7 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
@@ -344,11 +344,30 @@ def _factorize_raw(raw: pd.Series, f: Field, audit: Audit) -> tuple[np.ndarray, 
 def _factorize_objects(raw: pd.Series, f: Field, audit: Audit) -> tuple[np.ndarray, pd.Series]:
     """Mixed Python objects, one pass with a cache keyed by (type, value): 1, 1.0 and True
     hash alike but do not print alike."""
+    codes, converted, raws = _distinct_objects(raw.to_numpy(dtype=object), f)
+    codes_array = np.asarray(codes, dtype=np.intp)
+    weights = np.bincount(codes_array, minlength=len(converted))
+    _audit_raw(audit, f, list(zip(raws, converted, weights)))
+    return codes_array, pd.Series(pd.array([t for t, _ in converted], dtype=TEXT))
+
+
+def _factorize_object_list(values: Iterable[object], f: Field, audit: Audit
+                           ) -> tuple[list[int], list[str | None]]:
+    """`_factorize_objects` as lists (a short column)."""
+    codes, converted, raws = _distinct_objects(values, f)
+    _audit_raw(audit, f, list(zip(raws, converted, _weights(codes, len(converted)))))
+    return codes, [t for t, _ in converted]
+
+
+def _distinct_objects(values: Iterable[object], f: Field
+                      ) -> tuple[list[int], list[tuple[str | None, str | None]], list[object]]:
+    """Codes (NULLs get one too, as a value of their own), and each distinct value's text
+    with its rule, and the value."""
     index: dict[tuple[type, object], int] = {}
     converted: list[tuple[str | None, str | None]] = []
     raws: list[object] = []
-    codes = np.empty(len(raw), dtype=np.intp)
-    for i, v in enumerate(raw.to_numpy(dtype=object)):
+    codes: list[int] = []
+    for v in values:
         key = (type(v), v)
         try:
             code = index.get(key)
@@ -358,10 +377,8 @@ def _factorize_objects(raw: pd.Series, f: Field, audit: Audit) -> tuple[np.ndarr
             code = index[key] = len(converted)
             converted.append(_scalar_text(v, f.separator or "、"))
             raws.append(v)
-        codes[i] = code
-    weights = np.bincount(codes, minlength=len(converted))
-    _audit_raw(audit, f, list(zip(raws, converted, weights)))
-    return codes, pd.Series(pd.array([t for t, _ in converted], dtype=TEXT))
+        codes.append(code)
+    return codes, converted, raws
 
 
 def _audit_raw(audit: Audit, f: Field,
@@ -576,8 +593,15 @@ _DATE_PATTERNS_PY = tuple(_as_python(p) for p in _DATE_PATTERNS)
 def _date_short(u: pd.Series) -> tuple[pd.Series, pd.Series]:
     """`_date` of a few dozen distinct values, one at a time in Python (Arrow's kernels cost
     ~0.1 ms a call whatever the length): the same patterns, calendar and spelling."""
+    values, rules = _date_list(u.tolist())
+    return (pd.Series(pd.array(values, dtype=TEXT), index=u.index),
+            pd.Series(rules, index=u.index, dtype=object))
+
+
+def _date_list(texts: list) -> tuple[list, list[str]]:
+    """`_date_short` over a list of values (NULL as None or NaN, passed through)."""
     values, rules = [], []
-    for v in u.tolist():
+    for v in texts:
         rule = "date"
         if isinstance(v, str) and not (_ISO_DATE_PY.fullmatch(v) and v != "0000-00-00"):
             m = _DATE_PATTERNS_PY[0].match(v) or _DATE_PATTERNS_PY[1].match(v)
@@ -591,8 +615,7 @@ def _date_short(u: pd.Series) -> tuple[pd.Series, pd.Series]:
                     v = f"{y}-{mo.rjust(2, '0')}-{d.rjust(2, '0')}"
         values.append(v)
         rules.append(rule)
-    return (pd.Series(pd.array(values, dtype=TEXT), index=u.index),
-            pd.Series(rules, index=u.index, dtype=object))
+    return values, rules
 
 
 def _flag(u: pd.Series) -> tuple[pd.Series, str]:
@@ -667,6 +690,16 @@ def _json_items(value: str) -> list[str] | None:
 def _multi_enum(f: Field) -> Step:
     """Several enumeration values in one field: split on any usual separator, canonicalise
     each, drop duplicates keeping order, join with the field's separator."""
+    one = _multi_enum_one(f)
+
+    def step(u: pd.Series) -> tuple[pd.Series, pd.Series]:
+        return _per_value(u, one)
+
+    return step
+
+
+def _multi_enum_one(f: Field) -> Callable[[str], tuple[str | None, str | None]]:
+    """`_multi_enum`'s rule for one value."""
     enum, sep = f.enum or (), f.separator or "、"
 
     def one(value: str) -> tuple[str, str | None]:
@@ -681,14 +714,21 @@ def _multi_enum(f: Field) -> Step:
             return value, None
         return joined, (parts[0][1] if len(parts) == 1 else "multi_value")
 
+    return one
+
+
+def _list(f: Field) -> Step:
+    """A list of free values (责任人 张三，李四): split on 、,，;；/ and join by the separator."""
+    one = _list_one(f)
+
     def step(u: pd.Series) -> tuple[pd.Series, pd.Series]:
         return _per_value(u, one)
 
     return step
 
 
-def _list(f: Field) -> Step:
-    """A list of free values (责任人 张三，李四): split on 、,，;；/ and join by the separator."""
+def _list_one(f: Field) -> Callable[[str], tuple[str | None, str | None]]:
+    """`_list`'s rule for one value."""
     sep = f.separator or "，"
 
     def one(value: str) -> tuple[str, str | None]:
@@ -698,10 +738,7 @@ def _list(f: Field) -> Step:
         joined = sep.join(p for p in parts if p)
         return (joined, "multi_value") if joined != value else (value, None)
 
-    def step(u: pd.Series) -> tuple[pd.Series, pd.Series]:
-        return _per_value(u, one)
-
-    return step
+    return one
 
 
 _EXTENSION = re.compile(r"^(?P<main>.+?)\s*(?:转|分机|ext\.?|x|#|,|，|-)\s*(?P<ext>\d{1,6})$", re.I)
@@ -766,7 +803,11 @@ def _phone(context: pd.Series | None) -> Step:
 
 def _city(u: pd.Series) -> tuple[pd.Series, pd.Series]:
     """City names to GB/T 2260 codes (南京市 -> 320100); retired codes to current ones."""
-    return _per_value(u, lambda v: _division(v, divisions.city_code(v)))
+    return _per_value(u, _city_one)
+
+
+def _city_one(value: str) -> tuple[str, str | None]:
+    return _division(value, divisions.city_code(value))
 
 
 def _district(context: pd.Series | None) -> Step:
@@ -836,7 +877,17 @@ def _with_context(codes: np.ndarray, u: pd.Series, context: pd.Series
 
 def clean_column(raw: pd.Series, f: Field, audit: Audit,
                  context: pd.Series | None = None) -> pd.Series:
-    """One column through its field's rules; `context` is the row's city for districts."""
+    """One column through its field's rules; `context` is the row's city for districts.
+    A column of at most `_SHORT` rows takes the same rules over Python lists (`_clean_short`):
+    pandas and Arrow cost ~0.1 ms a call however few the values."""
+    if len(raw) <= _SHORT:
+        return _clean_short(raw, f, audit, context)
+    return _clean_long(raw, f, audit, context)
+
+
+def _clean_long(raw: pd.Series, f: Field, audit: Audit,
+                context: pd.Series | None = None) -> pd.Series:
+    """`clean_column` over the column's distinct values as pandas/Arrow arrays."""
     codes, u = _factorize_raw(raw, f, audit)
     u_context = None
     if f.kind in ("district", "phone") and context is not None:
@@ -848,6 +899,213 @@ def clean_column(raw: pd.Series, f: Field, audit: Audit,
             _record(audit, f, u, after, rule, weights)
         u = after
     values = pd.array(u, dtype=TEXT).take(codes, allow_fill=True)
+    return pd.Series(values, index=raw.index, name=raw.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Short columns: the same steps over Python lists
+#
+# Each step below is its Arrow/pandas form above, value by value (NULL is None), and returns
+# its input list itself when it changes nothing; `tests/test_short_paths.py` compares the two
+# forms of every field on generated values: texts, rule names, audit counts and examples.
+
+Texts = list  # list[str | None]
+ShortStep = Callable[[Texts], tuple[Texts, "str | list[str | None]"]]
+
+_CONTROL_RE = re.compile(_CONTROL)
+_SEPARATORS_RE = re.compile(_SEPARATORS)  # pandas runs a pattern with \s in Python's re
+_DIGITS_RE = re.compile(r"\d+")  # Python's re on non-ASCII data (pandas), RE2 alike on ASCII
+
+
+def _factorize_short(raw: pd.Series, f: Field, audit: Audit) -> tuple[list[int], Texts]:
+    """`_factorize_raw` as lists: codes (-1 for NULL) and each distinct raw value's text."""
+    if raw.dtype != object and not isinstance(raw.dtype, pd.StringDtype):
+        codes, u = _factorize_raw(raw, f, audit)  # numbers, datetimes: their own dtype's way
+        return codes.tolist(), [v if isinstance(v, str) else None for v in u.tolist()]
+    inferred = pd.api.types.infer_dtype(raw, skipna=True) if raw.dtype == object else "string"
+    if inferred not in ("string", "empty", "date", "datetime"):
+        return _factorize_object_list(raw.tolist(), f, audit)
+    index: dict[object, int] = {}
+    uniques: list = []
+    codes: list[int] = []
+    text = inferred in ("string", "empty")
+    for v in raw.tolist():
+        if (not isinstance(v, str)) if text else (v is None or pd.isna(v)):
+            codes.append(-1)
+            continue
+        code = index.get(v)
+        if code is None:
+            code = index[v] = len(uniques)
+            uniques.append(v)
+        codes.append(code)
+    if text:
+        try:
+            "".join(uniques).encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: `_factorize_objects` replaces them
+            return _factorize_object_list(raw.tolist(), f, audit)
+        return codes, uniques
+    converted = [_scalar_text(v, f.separator or "、") for v in uniques]
+    _audit_raw(audit, f, list(zip(uniques, converted, _weights(codes, len(uniques)))))
+    return codes, [t for t, _ in converted]
+
+
+def _weights(codes: list[int], n: int) -> list[int]:
+    """How many rows hold each of `n` distinct values."""
+    weights = [0] * n
+    for c in codes:
+        if c >= 0:
+            weights[c] += 1
+    return weights
+
+
+def _with_context_short(codes: list[int], u: Texts, context: pd.Series
+                        ) -> tuple[list[int], Texts, Texts]:
+    """`_with_context` as lists: (city, value) pairs in order of first appearance."""
+    index: dict[tuple[str | None, int], int] = {}
+    out: list[int] = []
+    values: Texts = []
+    cities: Texts = []
+    for c, city in zip(codes, context.tolist()):
+        if c < 0:
+            out.append(-1)
+            continue
+        key = (city if isinstance(city, str) else None, c)
+        j = index.get(key)
+        if j is None:
+            j = index[key] = len(values)
+            values.append(u[c])
+            cities.append(key[0])
+        out.append(j)
+    return out, values, cities
+
+
+def _each(u: Texts, fn: Callable[[str], tuple[str | None, str | None]]) -> tuple[Texts, list]:
+    """`_per_value` over a list."""
+    pairs = [(None, None) if v is None else fn(v) for v in u]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _control_chars_short(u: Texts) -> tuple[Texts, str]:
+    if _CONTROL_RE.search("".join(v for v in u if v is not None)) is None:
+        return u, "control_chars"
+    return [None if v is None else _CONTROL_RE.sub("", v) for v in u], "control_chars"
+
+
+def _trim_short(u: Texts) -> tuple[Texts, str | list[str]]:
+    out = [None if v is None else (v.strip(_STRIP) or None) for v in u]
+    if out == u:
+        return u, "trim"
+    return out, ["blank_to_null" if v is not None and t is None else "trim" for v, t in zip(u, out)]
+
+
+def _halfwidth_short(u: Texts) -> tuple[Texts, str]:
+    if all(v is None or v.isascii() for v in u):
+        return u, "halfwidth"
+    return [v if v is None or v.isascii() else unicodedata.normalize("NFKC", v).strip(_STRIP)
+            for v in u], "halfwidth"
+
+
+def _flag_short(u: Texts) -> tuple[Texts, str]:
+    return [None if v is None else FLAG_WORDS.get(v.lower(), v) for v in u], "flag"
+
+
+def _remove_separators_short(u: Texts) -> tuple[Texts, str]:
+    return [None if v is None else _SEPARATORS_RE.sub("", v) for v in u], "separators"
+
+
+def _upper_short(u: Texts) -> tuple[Texts, str]:
+    """Arrow's upper case (one code point for one, unlike Python's 'ß' -> 'SS') where not ASCII."""
+    wide = [v for v in u if v is not None and not v.isascii()]
+    upper = iter(pc.utf8_upper(pa.array(wide, pa.string())).to_pylist() if wide else ())
+    return [None if v is None else (v.upper() if v.isascii() else next(upper)) for v in u], "upper"
+
+
+def _zero_pad_short(length: int) -> ShortStep:
+    def step(u: Texts) -> tuple[Texts, str]:
+        return [v if v is None or len(v) >= length or not _DIGITS_RE.fullmatch(v)
+                else v.zfill(length) for v in u], "zero_pad"
+
+    return step
+
+
+def _with_cities(fn: Callable[[str, str | None], tuple[str | None, str | None]],
+                 cities: Texts | None) -> ShortStep:
+    def step(u: Texts) -> tuple[Texts, list]:
+        pairs = [(None, None) if v is None else fn(v, c)
+                 for v, c in zip(u, cities if cities is not None else [None] * len(u))]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    return step
+
+
+def _phone_with_city(value: str, city: str | None) -> tuple[str, str | None]:
+    return _phone_one(value, phones.area_code(city) if city is not None and _local(value) else None)
+
+
+def _district_with_city(value: str, city: str | None) -> tuple[str, str | None]:
+    return _division(value, divisions.district_code(value, city))
+
+
+def _short_steps(f: Field, context: Texts | None) -> list[ShortStep]:
+    """`_steps` as list steps, in the same order."""
+    def per_value(fn: Callable[[str], tuple[str | None, str | None]]) -> ShortStep:
+        return lambda u: _each(u, fn)
+
+    steps: list[ShortStep] = [_control_chars_short, _trim_short]
+    if f.kind == "flag":
+        steps += [_halfwidth_short, _flag_short]
+    elif f.is_date:
+        steps += [_halfwidth_short, _date_list]
+    elif f.enum and f.separator:
+        steps += [per_value(_multi_enum_one(f))]
+    elif f.enum:
+        enum = f.enum
+        steps += [per_value(lambda v: canon_enum(v, enum))]
+    elif f.separator:
+        steps += [per_value(_list_one(f))]
+    elif f.kind in ("uscc", "idcard", "regno"):
+        steps += [_halfwidth_short, _remove_separators_short, _upper_short]
+    elif f.kind == "code":
+        steps += [_halfwidth_short] + ([_zero_pad_short(f.length)] if f.type == "N" else [])
+    elif f.kind == "phone":
+        steps += [_halfwidth_short, per_value(_phone_one) if context is None
+                  else _with_cities(_phone_with_city, context)]
+    elif f.kind == "city":
+        steps += [_halfwidth_short, per_value(_city_one)]
+    elif f.kind == "district":
+        steps += [_halfwidth_short, _with_cities(_district_with_city, context)]
+    return steps
+
+
+def _record_short(audit: Audit, f: Field, before: Texts, after: Texts,
+                  rule: str | list, weights: list[int]) -> None:
+    """`_record` over lists."""
+    changed = [_differ(b, a) for b, a in zip(before, after)]
+    if not any(changed):
+        return
+    rules = [rule] * len(before) if isinstance(rule, str) else rule
+    for name in dict.fromkeys(r for r, c in zip(rules, changed) if c):
+        if name is None:
+            continue
+        hit = [i for i, (r, c) in enumerate(zip(rules, changed)) if c and r == name]
+        examples = [(_example(f, before[i]), _example(f, after[i])) for i in hit[:MAX_EXAMPLES]]
+        audit.add(f.name, str(name), sum(weights[i] for i in hit), examples)
+
+
+def _clean_short(raw: pd.Series, f: Field, audit: Audit,
+                 context: pd.Series | None = None) -> pd.Series:
+    """`_clean_long` over Python lists, for a column of a few dozen rows."""
+    codes, u = _factorize_short(raw, f, audit)
+    u_context = None
+    if f.kind in ("district", "phone") and context is not None:
+        codes, u, u_context = _with_context_short(codes, u, context)
+    weights = _weights(codes, len(u))
+    for step in _short_steps(f, u_context):
+        after, rule = step(u)
+        if after is not u:
+            _record_short(audit, f, u, after, rule, weights)
+        u = after
+    values = pd.array([u[c] if c >= 0 else None for c in codes], dtype=TEXT)
     return pd.Series(values, index=raw.index, name=raw.name)
 
 
