@@ -990,8 +990,7 @@ def export_files(rejects: Sequence[dict]) -> tuple[bytes, bytes]:
     duplicate of the last successful loads (of a pushed dataset: of the messages its page lists,
     each with the unit's batchNo), masked, every cell text (never a formula) and visible,
     rendered in memory: a unit's exports are written whole or not at all."""
-    from openpyxl import Workbook
-    from openpyxl.cell.cell import TYPE_STRING
+    import xlsxwriter
 
     rows = [[visible("" if v is None else str(v)) for v in r] for r in export_rows(rejects)]
     text = io.StringIO(newline="")
@@ -999,20 +998,17 @@ def export_files(rejects: Sequence[dict]) -> tuple[bytes, bytes]:
     w.writerow(export_headings())
     w.writerows([[_inert(v) for v in r] for r in rows])
     csv_bytes = text.getvalue().encode("utf-8-sig")
-    wb = Workbook()
-    ws = wb.active
-    ws.title = _("rejects")[:31]
-    ws.append(export_headings())
-    for r in rows:
-        ws.append(r)
-    for row in ws.iter_rows(min_row=2):
-        for cell in row:
-            cell.data_type = TYPE_STRING  # text, never a formula
-    ws.freeze_panes = "A2"
-    for col, width in zip("ABCDEFGHIJK", (7, 14, 22, 14, 14, 10, 70, 40, 30, 17, 18)):
-        ws.column_dimensions[col].width = width
     book = io.BytesIO()
-    wb.save(book)
+    wb = xlsxwriter.Workbook(book, {"in_memory": True, "strings_to_numbers": False,
+                                    "strings_to_formulas": False, "strings_to_urls": False})
+    ws = wb.add_worksheet(_("rejects")[:31])
+    for n, width in enumerate((7, 14, 22, 14, 14, 10, 70, 40, 30, 17, 18)):
+        ws.set_column(n, n, width)
+    ws.freeze_panes(1, 0)
+    for i, r in enumerate([export_headings(), *rows]):
+        for j, v in enumerate(r):
+            ws.write_string(i, j, v)  # text, never a formula
+    wb.close()
     return csv_bytes, book.getvalue()
 
 
