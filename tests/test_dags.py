@@ -895,6 +895,46 @@ def test_a_shards_retry_loads_only_the_unit_that_failed(
     drop_database(source)
 
 
+def test_a_retry_after_a_try_lost_its_manifest_loads_nothing_twice(
+        tmp_path: Path, sqlite_url: str, staging: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One task a shard: a try killed before it stored its manifest (a worker lost, a timeout)
+    left its loads in the run records only; the retry skips them instead of loading them again."""
+    from types import SimpleNamespace
+
+    from etl.onboarding.demo_data import UNIT_B, make_demo_sources
+    from etl.orchestration import staging as store_of, tasks as orchestrate
+
+    made = make_demo_sources(tmp_path / "demo")
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    _demo_unit_mapping(folder, "苏州电梯", {"url": f"sqlite:///{made[UNIT_B]}"})
+    monkeypatch.setenv("ETL_MAPPINGS_DIR", str(folder))
+    monkeypatch.setenv("ETL_TARGET_URL", sqlite_url)
+    monkeypatch.delenv("AIRFLOW_CONN_ETL_TARGET", raising=False)
+    end = DAILY_RUN
+    (ref,) = orchestrate.plan("daily", None, params={"mode": "full"},
+                              interval=(end - timedelta(days=1), end),
+                              dag_id="dual_prevention_daily", run_id="lost-manifest", slots=1)
+    first = orchestrate.ingest(ref, None)
+    assert first["loaded"] == 3 and first["failed"] == []
+    runs = _count(sqlite_url, "SELECT COUNT(*) FROM ingest_run")
+    assert runs == 3
+    store = store_of.open_store()
+    try:
+        store.delete(f"{ref['prefix']}/load.json")  # as if the try died before storing it
+    finally:
+        store.close()
+    again = orchestrate.ingest(ref, {"ti": SimpleNamespace(try_number=2)})
+    assert again["loaded"] == 0 and again["failed"] == []
+    assert _count(sqlite_url, "SELECT COUNT(*) FROM ingest_run") == runs  # nothing ran twice
+    # a first try of another run of the same day loads them again (unchanged), as it should
+    (other,) = orchestrate.plan("daily", None, params={"mode": "full"},
+                                interval=(end - timedelta(days=1), end),
+                                dag_id="dual_prevention_daily", run_id="next", slots=1)
+    assert orchestrate.ingest(other, None)["loaded"] == 3
+    assert _count(sqlite_url, "SELECT COUNT(*) FROM ingest_run") == runs + 3
+
+
 @pytest.mark.airflow
 @pytest.mark.parametrize(("dag_id", "tx_codes", "logical_date"), [
     ("dual_prevention_daily", DAILY, DAILY_RUN),

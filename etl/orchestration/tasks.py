@@ -651,12 +651,18 @@ def _load_shard(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | N
     with _airflow_errors(label), _target_and_store() as (engine, store):
         run, shard = _shard(store, ref)
         records = store.get_json(_k(ref["prefix"], "transform.json"))["items"] if staged else {}
+        kept: set[int] = set()
         if retry:
             try:  # what an earlier try of this task loaded or failed to
                 records = {**records, **store.get_json(_k(ref["prefix"], "load.json"))["items"]}
             except staging.StagingMissing:
                 pass
+            planned = {id(u) for u in shard.units}
             shard, records = _refresh(engine, store, ref, run, shard, records)
+            # one task a shard, an earlier try that ended before its manifest was stored (killed,
+            # timed out): what it loaded is in the run records, not the manifest; a unit planned
+            # again from a changed file is read again whole, as with three tasks
+            kept = {id(u) for u in shard.units} & planned
         in_store = {k.rsplit("/", 1)[0] for k in store.keys(ref["prefix"] + "/")} if staged else set()
         loaded = _loaded(engine, run.run_id)
         out: dict[str, Any] = {}
@@ -671,8 +677,10 @@ def _load_shard(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | N
                 failures.append((item.label, "plan", item.unit.problems, False))
                 continue
             state = item.record.get("state")
-            if state == "loaded" or (state == "transformed" and item.prefix not in in_store
-                                     and (item.unit.org_no, item.tx) in loaded):
+            done = (item.unit.org_no, item.tx) in loaded
+            if state == "loaded" or done and (
+                    (state == "transformed" and item.prefix not in in_store)
+                    or (not staged and state is None and retry and id(item.unit) in kept)):
                 log.info("%s: loaded by an earlier try", item.label)
                 out[item.id] = {**item.record, "state": "loaded"}
                 continue
