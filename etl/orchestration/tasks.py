@@ -5,8 +5,9 @@
 A task instance may run in its own process on another machine, so nothing is kept in memory
 between tasks: the plan, each task's manifest and, with three tasks a shard, the data itself go
 to the staging store (`etl.orchestration.staging`: a folder, object storage, or the target
-database), and XCom carries only a shard's keys. The stages are the pipeline's own (`plan`, `extract_chunks`, `prepare`,
-`load_checked`), so a DAG run and `etl run` write exactly the same target rows.
+database), and XCom carries only a shard's keys. The stages are the pipeline's own (`plan`,
+`extract_chunks`, `prepare`, `load_checked`), so a DAG run and `etl run` write exactly the same
+target rows.
 
 Inside a shard, units go one after another, each unit's datasets in txCode order (02 before 03,
 06 before 07: references are checked when loading, against what this run has loaded). One
