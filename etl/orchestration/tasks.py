@@ -521,19 +521,11 @@ def _ingest_item(engine: sa.Engine, run: _Run, item: _Item):
     every stage as in `etl run` (`pipeline.run_dataset`): nothing is staged. Returns the
     dataset's record for the manifest and the load's result."""
     from etl import pipeline
-    from etl.standard.clean import Audit
 
     p = _plan_item(engine, run, item)
     record = {"dataset": item.record["dataset"], "plan": _plan_args(p)}
-    rows = chunk_rows()
-
-    def read():
-        audit = Audit()
-        return (pipeline.prepare(raw, p, audit) for raw in pipeline.extract_chunks(p, rows)), audit
-
     with _in_project():  # sources named relative to the project folder
-        result = pipeline.load_checked(engine, p, read,
-                                       (lambda: pipeline.key_chunks(p, rows)) if p.sweep else None)
+        result = pipeline.run_planned(engine, p, chunk_rows())
     c = result.counts
     log.info("%s: %s (%s); extracted %d: inserted %d, updated %d, deleted %d, unchanged %d, "
              "rejected %d", item.label, result.status, _read_window(p), c.extracted, c.inserted,

@@ -308,7 +308,11 @@ def run_dataset(engine: Engine, mapping: Mapping, tx_code: str, *, mode: Mode = 
     (`plan` says what `scheduled` and `allow_mass_delete` change)."""
     p = plan(engine, mapping, tx_code, mode=mode, since=since, until=until, scheduled=scheduled,
              run_id=run_id, now=now, allow_mass_delete=allow_mass_delete)
+    return run_planned(engine, p, chunk_rows)
 
+
+def run_planned(engine: Engine, p: Plan, chunk_rows: int = extract.DEFAULT_CHUNK_ROWS) -> DatasetResult:
+    """Extract, prepare and load what `p` says, chunks streaming through every stage."""
     def read() -> tuple[Iterator[Prepared], Audit]:
         audit = Audit()
         return (prepare(raw, p, audit) for raw in extract_chunks(p, chunk_rows)), audit

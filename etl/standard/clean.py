@@ -885,21 +885,39 @@ def clean_column(raw: pd.Series, f: Field, audit: Audit,
     return _clean_long(raw, f, audit, context)
 
 
+@dataclass(frozen=True)
+class _Forms:
+    """One form of running a field's rules over a column's distinct values: pandas/Arrow
+    arrays (`_LONG_FORMS`) or Python lists (`_LIST_FORMS`); `_clean_with` is the one driver."""
+
+    factorize: Callable  # (raw, field, audit) -> (codes, distinct values)
+    with_context: Callable  # (codes, values, context) -> (codes, values, context per value)
+    weights: Callable  # (codes, n) -> rows per distinct value
+    steps: Callable  # (field, context per value) -> the steps
+    record: Callable  # (audit, field, before, after, rule, weights): a step's changes
+    column: Callable  # (values, codes) -> the column's values, in row order
+
+
+def _clean_with(forms: _Forms, raw: pd.Series, f: Field, audit: Audit,
+                context: pd.Series | None) -> pd.Series:
+    """`clean_column` in one form: each step over the distinct values, its changes audited."""
+    codes, u = forms.factorize(raw, f, audit)
+    u_context = None
+    if f.kind in ("district", "phone") and context is not None:
+        codes, u, u_context = forms.with_context(codes, u, context)
+    weights = forms.weights(codes, len(u))
+    for step in forms.steps(f, u_context):
+        after, rule = step(u)
+        if after is not u:  # a step that found nothing to do returns its input
+            forms.record(audit, f, u, after, rule, weights)
+        u = after
+    return pd.Series(forms.column(u, codes), index=raw.index, name=raw.name)
+
+
 def _clean_long(raw: pd.Series, f: Field, audit: Audit,
                 context: pd.Series | None = None) -> pd.Series:
     """`clean_column` over the column's distinct values as pandas/Arrow arrays."""
-    codes, u = _factorize_raw(raw, f, audit)
-    u_context = None
-    if f.kind in ("district", "phone") and context is not None:
-        codes, u, u_context = _with_context(codes, u, context)
-    weights = np.bincount(codes[codes >= 0], minlength=len(u))
-    for step in _steps(f, u_context):
-        after, rule = step(u)
-        if after is not u:  # a step that found nothing to do returns its input
-            _record(audit, f, u, after, rule, weights)
-        u = after
-    values = pd.array(u, dtype=TEXT).take(codes, allow_fill=True)
-    return pd.Series(values, index=raw.index, name=raw.name)
+    return _clean_with(_LONG_FORMS, raw, f, audit, context)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1095,18 +1113,16 @@ def _record_short(audit: Audit, f: Field, before: Texts, after: Texts,
 def _clean_short(raw: pd.Series, f: Field, audit: Audit,
                  context: pd.Series | None = None) -> pd.Series:
     """`_clean_long` over Python lists, for a column of a few dozen rows."""
-    codes, u = _factorize_short(raw, f, audit)
-    u_context = None
-    if f.kind in ("district", "phone") and context is not None:
-        codes, u, u_context = _with_context_short(codes, u, context)
-    weights = _weights(codes, len(u))
-    for step in _short_steps(f, u_context):
-        after, rule = step(u)
-        if after is not u:
-            _record_short(audit, f, u, after, rule, weights)
-        u = after
-    values = pd.array([u[c] if c >= 0 else None for c in codes], dtype=TEXT)
-    return pd.Series(values, index=raw.index, name=raw.name)
+    return _clean_with(_LIST_FORMS, raw, f, audit, context)
+
+
+_LONG_FORMS = _Forms(
+    _factorize_raw, _with_context,
+    lambda codes, n: np.bincount(codes[codes >= 0], minlength=n),
+    _steps, _record, lambda u, codes: pd.array(u, dtype=TEXT).take(codes, allow_fill=True))
+_LIST_FORMS = _Forms(
+    _factorize_short, _with_context_short, _weights, _short_steps, _record_short,
+    lambda u, codes: pd.array([u[c] if c >= 0 else None for c in codes], dtype=TEXT))
 
 
 @cache
