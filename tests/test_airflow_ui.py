@@ -35,8 +35,10 @@ import pytest
 
 try:
     from airflow_cluster import AirflowCluster
+    from servers import create_database, drop_database
 except ImportError:  # tests/ became a package
     from tests.airflow_cluster import AirflowCluster  # type: ignore[no-redef]
+    from tests.servers import create_database, drop_database  # type: ignore[no-redef]
 
 pytestmark = pytest.mark.airflow
 
@@ -58,12 +60,25 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def cluster(browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowCluster]:
+def metadata_url(pg_server: str) -> Iterator[str]:
+    """Airflow's metadata on PostgreSQL: on SQLite, Airflow refuses to create a backfill while
+    the scheduler holds the database ("Database is locked. Backfill creation is not supported
+    on SQLite under concurrent access"), which a loaded machine made this test meet by chance."""
+    url = create_database(pg_server, prefix="airflow_ui")
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def cluster(browser, metadata_url: str,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowCluster]:
     """Airflow as tests/test_airflow_api.py starts it (no units: a fast parse), the daily DAG
     parsed and paused."""
     home = tmp_path_factory.mktemp("airflow-ui")
     (home / "mappings").mkdir()
-    with AirflowCluster(home, parallelism=2, env={
+    with AirflowCluster(home, metadata_url=metadata_url, parallelism=2, env={
         "ETL_MAPPINGS_DIR": str(home / "mappings"),
         "ETL_STAGING_DIR": str(home / "staging"),
         "ETL_REPORTS_DIR": str(home / "report"),
