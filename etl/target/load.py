@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -110,6 +111,132 @@ def _keys_table(tx_code: str, indexed: bool = True) -> sa.Table:
                     prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
 
 
+_ORG = sa.bindparam("org_no", type_=sa.String)  # the unit whose records a statement reads
+_BATCH = sa.bindparam("batch", type_=sa.String)  # the batch number an apply writes
+_TODAY = sa.bindparam("today", type_=sa.Date)  # the CST day an apply writes (updateDate)
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """Every statement a load runs on one dataset's stage, change and target tables, built
+    once per dataset and dialect with bind parameters for what varies per load (the unit, the
+    batch numbers, the day). Built per load, their construction and cache keys cost more than
+    SQLite ran them for a small unit (benchmarks/README.md); built once, SQLAlchemy keeps each
+    one's cache key and compiled form."""
+
+    keys: sa.Table
+    repeats: sa.Select  # how many staged rows repeat an ID
+    losers: sa.Select  # the rows dedupe drops: (seq, key, ID, hash, rn, kept hash)
+    drop_seqs: sa.Delete  # param seqs (expanding)
+    changes: sa.Insert  # I, U and soft D of the stage against the whole target
+    changes_of_unit: sa.Insert  # ...and vanished Ds, a full outer join with the unit's records
+    absent_from_stage: sa.Insert  # the unit's records a full snapshot lacks: vanished Ds
+    absent_from_keys: sa.Insert  # the unit's records missing from the source's keys
+    by_bus_type: sa.Select  # (busType, count, vanished) of the change table
+    active: sa.Select  # the unit's active records
+    never_held: sa.Select  # soft-deleted source rows the target never held
+    rejected: sa.Select  # rejected rows staged
+    apply_i: sa.Insert
+    apply_u: sa.Update
+    apply_d: sa.Update
+    ledger: sa.Insert
+
+
+@cache
+def _statements(tx_code: str, dialect: str) -> _Statements:
+    pg = dialect == "postgresql"
+    s, c = _stage_table(tx_code, indexed=not pg), _change_table(tx_code, keyed=not pg)
+    k, t = _keys_table(tx_code, indexed=not pg), target.table(tx_code)
+    mine = t.c[standard.UNIT_KEY] == _ORG
+    order = (s.c[UPDATED].is_(None), s.c[UPDATED].desc(), s.c[SEQ].desc())
+    ranked = sa.select(
+        s.c[SEQ], s.c[KEY], s.c[ID], s.c[HASH],
+        sa.func.row_number().over(partition_by=s.c[ID], order_by=order).label("rn"),
+        sa.func.first_value(s.c[HASH]).over(partition_by=s.c[ID], order_by=order).label("keep"),
+    ).subquery()
+    vanished_d = (t.c[ID], sa.literal("D"), sa.literal(1, sa.SmallInteger))
+    into_changes = [ID, "busType", VANISHED]
+    unit_records = sa.select(t.c[ID], t.c[HASH], t.c.busType).where(mine).subquery("t")
+    return _Statements(
+        keys=k,
+        repeats=sa.select(sa.func.count() - sa.func.count(sa.distinct(s.c[ID]))),
+        losers=sa.select(ranked).where(ranked.c.rn > 1),
+        drop_seqs=sa.delete(s).where(s.c[SEQ].in_(sa.bindparam("seqs", expanding=True))),
+        changes=_changes(s, c, t, full_join=False),
+        changes_of_unit=_changes(s, c, unit_records, full_join=True),
+        absent_from_stage=sa.insert(c).from_select(into_changes, sa.select(*vanished_d).where(
+            mine, t.c.busType != "D", ~sa.exists().where(s.c[ID] == t.c[ID]))),
+        absent_from_keys=sa.insert(c).from_select(into_changes, sa.select(*vanished_d).where(
+            mine, t.c.busType != "D", ~sa.exists().where(k.c[ID] == t.c[ID]),
+            ~sa.exists().where(c.c[ID] == t.c[ID]))),
+        by_bus_type=sa.select(c.c.busType, sa.func.count(), sa.func.sum(c.c[VANISHED])).group_by(c.c.busType),
+        active=sa.select(sa.func.count()).where(mine, t.c.busType != "D"),
+        never_held=sa.select(sa.func.count()).select_from(s.outerjoin(t, t.c[ID] == s.c[ID]))
+        .where(s.c[DELETED] == 1, s.c[REJECTED] == 0, t.c[ID].is_(None)),
+        rejected=sa.select(sa.func.count()).where(s.c[REJECTED] == 1),
+        **_applies(s, c, t, tx_code, dialect),
+    )
+
+
+def _changes(s: sa.Table, c: sa.Table, t: sa.FromClause, full_join: bool) -> sa.Insert:
+    """I, U and soft D of the stage against `t` (the target, or the unit's records of it);
+    with `full_join`, also `t`'s records missing from the stage, as vanished Ds."""
+    ok = sa.and_(s.c[REJECTED] == 0, s.c[DELETED] == 0)
+    changed = sa.and_(ok, sa.or_(t.c[ID].is_(None), s.c[HASH] != t.c[HASH], t.c.busType == "D"))
+    gone = sa.and_(s.c[DELETED] == 1, t.c.busType != "D")
+    bus_type = sa.case((s.c[DELETED] == 1, sa.literal("D")), (t.c[ID].is_(None), sa.literal("I")),
+                       else_=sa.literal("U"))
+    wanted, vanished = [changed, gone], sa.literal(0, sa.SmallInteger)
+    if full_join:
+        missing = s.c[ID].is_(None)
+        wanted.append(sa.and_(missing, t.c.busType != "D"))
+        bus_type = sa.case((missing, sa.literal("D")), else_=bus_type)
+        vanished = sa.case((missing, sa.literal(1, sa.SmallInteger)), else_=sa.literal(0, sa.SmallInteger))
+    found = (sa.select(sa.func.coalesce(s.c[ID], t.c[ID]) if full_join else s.c[ID], bus_type, vanished)
+             .select_from(s.join(t, t.c[ID] == s.c[ID], full=full_join, isouter=True))
+             .where(sa.or_(*wanted)))
+    return sa.insert(c).from_select([ID, "busType", VANISHED], found)
+
+
+def _applies(s: sa.Table, c: sa.Table, t: sa.Table, tx_code: str, dialect: str) -> dict[str, Any]:
+    """The apply of each busType under its batch number (`batch`, `today`), and the ledger."""
+    data_cols = [col.name for col in t.columns
+                 if col.name not in ("batchNo", "txCode", "busType", "updateDate")]
+    sel = (sa.select(*[s.c[n] for n in data_cols], _BATCH, sa.literal("I", sa.String),
+                     sa.literal(tx_code, sa.String), _TODAY)
+           .select_from(s.join(c, c.c[ID] == s.c[ID])).where(c.c.busType == "I")
+           .order_by(s.c[ID]))  # key order: a million new rows cost ~30% less to index
+    values: dict[str, Any] = {n: s.c[n] for n in data_cols if n != ID}
+    values.update(batchNo=_BATCH, busType="U", updateDate=_TODAY)
+    ids = sa.select(c.c[ID]).where(c.c.busType == "D")
+    if dialect in ("mysql", "mariadb"):
+        ids = sa.select(ids.subquery().c[ID])  # MySQL: no subquery on the updated table
+    ledger = (sa.select(t.c.batchNo, t.c[ID], t.c.busType, _json_record(t, dialect))
+              .select_from(t.join(c, c.c[ID] == t.c[ID])))
+    return dict(
+        apply_i=sa.insert(t).from_select([*data_cols, "batchNo", "busType", "txCode", "updateDate"], sel),
+        apply_u=sa.update(t).values(values).where(t.c[ID] == s.c[ID], c.c[ID] == s.c[ID], c.c.busType == "U"),
+        apply_d=sa.update(t).values(batchNo=_BATCH, busType="D", updateDate=_TODAY).where(t.c[ID].in_(ids)),
+        ledger=sa.insert(target.ingest_change).from_select(["batchNo", "ID", "busType", "record"], ledger),
+    )
+
+
+def _json_record(t: sa.Table, dialect: str) -> sa.ColumnElement:
+    """The record as loaded, as a JSON object of the target's columns (not rowHash).
+
+    PostgreSQL: `row_to_json` of a row of those columns; with `json_build_object` and its
+    42 arguments the ledger statement took ~45% longer (benchmarks/README.md)."""
+    names = [col.name for col in t.columns if col.name != target.HASH_COLUMN]
+    if dialect == "postgresql":
+        row = sa.select(*[t.c[n] for n in names]).correlate(t).subquery("r")
+        return sa.select(sa.cast(sa.func.row_to_json(sa.literal_column("r")), sa.Text)) \
+            .select_from(row).scalar_subquery()
+    pairs: list = []
+    for n in names:
+        pairs += [sa.literal(n, sa.String), t.c[n]]
+    return (sa.func.json_object if dialect == "sqlite" else sa.func.JSON_OBJECT)(*pairs)
+
+
 # Planner settings for this load's transaction on PostgreSQL (SET LOCAL: nothing else is
 # affected). The default work_mem of 4MB makes the stage/target joins of a million rows spill;
 # the default random_page_cost of 4 (a spinning disk) makes a 10,000-row incremental load scan
@@ -130,6 +257,20 @@ def _arrow_column(s: pd.Series) -> pa.Array:
     if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) == "string":
         return pa.array(s.to_numpy(), type=pa.large_string(), from_pandas=True)
     return pa.array(s.astype(object).where(s.notna(), None).to_numpy(), from_pandas=True)
+
+
+def _cells(s: pd.Series) -> list:
+    """A column's values as the driver takes them: Python scalars, None for every NA (what
+    `astype(object)` then `where(notna, None)` gives), without a frame-wide copy."""
+    dtype = s.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        return pa.array(s.array).to_pylist()
+    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
+        return s.to_numpy().tolist()
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        return [None if v != v else v for v in s.to_numpy().tolist()]
+    na = s.isna().to_numpy()
+    return [None if missing else v for v, missing in zip(s.astype(object).tolist(), na)]
 
 
 def _id_hashes(ids: pd.Series) -> np.ndarray:
@@ -197,10 +338,11 @@ class DatasetLoad:
                 conn.exec_driver_sql(f"SET LOCAL {name} = '{value}'")
         self.stage = _stage_table(ds.tx_code, indexed=not hashing)
         self.changes = _change_table(ds.tx_code, keyed=not hashing)
+        self.sql = _statements(ds.tx_code, self.dialect)
         for t in (self.stage, self.changes):
             if self.dialect != "postgresql":  # a leftover of a failed load on this connection
                 _drop_temporary(conn, t, if_exists=True)
-            t.create(conn)
+            _create_temporary(conn, t)
         self.staged = 0
         self.stage_columns = [c.name for c in self.stage.columns]
         self._copying: _Background | None = None
@@ -219,22 +361,41 @@ class DatasetLoad:
         target's values), so a value that does not fit its column must not fail the COPY."""
         if frame.empty:
             return
-        data = frame.reindex(columns=self.stage_columns)
-        data[SEQ] = range(self.staged, self.staged + len(frame))
-        by_id_only = (data[REJECTED].astype(bool) | data[DELETED].astype(bool)).to_numpy()
-        blanked = [n for n in self.ds.field_names if n != standard.UNIT_KEY]
-        if by_id_only.any() and self.dialect == "postgresql":
-            for name in blanked:
-                data[name] = data[name].mask(by_id_only)
-        data[KEY] = shown_key(data[KEY])
-        self.staged += len(frame)
-        self._rejected += int((data[REJECTED] == 1).sum())
-        self._deleted += int(((data[DELETED] == 1) & (data[REJECTED] == 0)).sum())
-        self._id_hashes.append(_id_hashes(data[ID]))
+        n = len(frame)
+        rejected, deleted = frame[REJECTED], frame[DELETED]
+        by_id_only = (rejected.astype(bool) | deleted.astype(bool)).to_numpy()
+        blanked = [name for name in self.ds.field_names if name != standard.UNIT_KEY]
+        first = self.staged
+        self.staged += n
+        self._rejected += int((rejected == 1).sum())
+        self._deleted += int(((deleted == 1) & (rejected == 0)).sum())
+        self._id_hashes.append(_id_hashes(frame[ID]))
         if self.dialect == "postgresql":
+            data = frame.reindex(columns=self.stage_columns)
+            data[SEQ] = range(first, first + n)
+            if by_id_only.any():
+                for name in blanked:
+                    data[name] = data[name].mask(by_id_only)
+            data[KEY] = shown_key(data[KEY])
             self._copy(data)
-        else:  # blanked on the rows' cells: a pandas `mask` per field cost more than the insert
-            self._insert(data, by_id_only if by_id_only.any() else None, blanked)
+            return
+        # SQLite, MariaDB: the rows as tuples, column by column (a frame-wide `astype(object)`
+        # cost more than the insert itself on a small unit's chunk), blanked cell by cell
+        blank = set(blanked) if by_id_only.any() else set()
+        columns = []
+        for name in self.stage_columns:
+            if name == SEQ:
+                cells = list(range(first, first + n))
+            elif name == KEY:
+                cells = _cells(shown_key(frame[KEY]))
+            elif name in frame.columns:
+                cells = _cells(frame[name])
+            else:
+                cells = [None] * n
+            if name in blank:
+                cells = [None if hide else v for v, hide in zip(cells, by_id_only)]
+            columns.append(cells)
+        self._insert(list(zip(*columns)))
 
     def _copy(self, data: pd.DataFrame) -> None:
         """COPY the chunk in a background thread while the caller prepares the next one: the
@@ -253,21 +414,15 @@ class DatasetLoad:
             copying, self._copying = self._copying, None
             copying.result()
 
-    def _insert(self, data: pd.DataFrame, blank_rows: np.ndarray | None = None,
-                blank_columns: Sequence[str] = ()) -> None:
-        """Multi-row insert of the chunk; `blank_rows` hold NULL in `blank_columns`."""
-        values = data.astype(object)
-        cells = values.to_numpy()
-        cells[values.isna().to_numpy()] = None  # as `where(notna, None)`, at a fifth of the cost
-        if blank_rows is not None:
-            cells[np.ix_(blank_rows, [self.stage_columns.index(c) for c in blank_columns])] = None
-        rows = map(tuple, cells)
+    def _insert(self, rows: list[tuple]) -> None:
+        """Insert staged rows (tuples in `stage_columns` order) with the driver's executemany:
+        one multi-row statement on MariaDB, a prepared statement reused on SQLite."""
         cols = ", ".join(self._q(c) for c in self.stage_columns)
         marks = ", ".join(["%s" if self.dialect != "sqlite" else "?"] * len(self.stage_columns))
         sql = f"INSERT INTO {self._q(self.stage.name)} ({cols}) VALUES ({marks})"
         cur = self.conn.connection.driver_connection.cursor()
         try:
-            cur.executemany(sql, list(rows))
+            cur.executemany(sql, rows)
         finally:
             cur.close()
 
@@ -280,24 +435,17 @@ class DatasetLoad:
         """Keep the latest row per ID (by updated_at, then read order); return the others as
         (stage seq, source key, ID, 'duplicate' or 'superseded')."""
         self._flush()
-        s = self.stage
         if self.dialect == "postgresql":
-            self.conn.exec_driver_sql(f'ANALYZE "{s.name}"')
+            self.conn.exec_driver_sql(f'ANALYZE "{self.stage.name}"')
         if not self._maybe_duplicates():
             return []
-        extra = self.conn.execute(sa.select(sa.func.count() - sa.func.count(sa.distinct(s.c[ID])))).scalar_one()
-        if not extra:
+        st = self.sql
+        if not self.conn.execute(st.repeats).scalar_one():
             return []
-        order = (s.c[UPDATED].is_(None), s.c[UPDATED].desc(), s.c[SEQ].desc())
-        ranked = sa.select(
-            s.c[SEQ], s.c[KEY], s.c[ID], s.c[HASH],
-            sa.func.row_number().over(partition_by=s.c[ID], order_by=order).label("rn"),
-            sa.func.first_value(s.c[HASH]).over(partition_by=s.c[ID], order_by=order).label("keep"),
-        ).subquery()
-        losers = self.conn.execute(sa.select(ranked).where(ranked.c.rn > 1)).all()
+        losers = self.conn.execute(st.losers).all()
         seqs = [r[0] for r in losers]
         for i in range(0, len(seqs), 1000):
-            self.conn.execute(sa.delete(s).where(s.c[SEQ].in_(seqs[i:i + 1000])))
+            self.conn.execute(st.drop_seqs, {"seqs": seqs[i:i + 1000]})
         self._rejected = -1  # some staged rows are gone: count rejected ones in SQL
         return [(r[0], r[1], r[2], "duplicate" if r[3] == r[5] else "superseded") for r in losers]
 
@@ -322,26 +470,18 @@ class DatasetLoad:
         chunks) marks the unit's active records missing from them (D, vanished) the same way:
         hard deletes at the source, found without reading more than the keys."""
         self._flush()
-        t = self.target
+        st, unit = self.sql, {"org_no": self.org_no}
         if full and self.dialect == "postgresql":
-            mine = (sa.select(t.c[ID], t.c[HASH], t.c.busType)
-                    .where(t.c[standard.UNIT_KEY] == self.org_no).subquery("t"))
-            self._insert_changes(mine, full_join=True)
+            self.conn.execute(st.changes_of_unit, unit)
         else:
-            self._insert_changes(t, full_join=False)
+            self.conn.execute(st.changes)
             if full:
-                s = self.stage
-                absent = (sa.select(t.c[ID], sa.literal("D"), sa.literal(1, sa.SmallInteger))
-                          .where(t.c[standard.UNIT_KEY] == self.org_no, t.c.busType != "D",
-                                 ~sa.exists().where(s.c[ID] == t.c[ID])))
-                self.conn.execute(sa.insert(self.changes).from_select([ID, "busType", VANISHED], absent))
+                self.conn.execute(st.absent_from_stage, unit)
         if keys is not None:
             self._sweep(keys)
         if self.dialect == "postgresql":
             self.conn.exec_driver_sql(f'ANALYZE "{self.changes.name}"')
-        c = self.changes
-        rows = self.conn.execute(sa.select(c.c.busType, sa.func.count(), sa.func.sum(c.c[VANISHED]))
-                                 .group_by(c.c.busType)).all()
+        rows = self.conn.execute(st.by_bus_type).all()
         self.vanished = sum(int(v or 0) for _, _, v in rows)
         return {bt: n for bt, n, _ in rows}
 
@@ -349,11 +489,11 @@ class DatasetLoad:
         """Stage every ID the source has now, then mark the unit's active records that are not
         among them, and that this load does not change otherwise, as vanished Ds."""
         pg = self.dialect == "postgresql"
-        self.keys = _keys_table(self.ds.tx_code, indexed=not pg)
+        self.keys = self.sql.keys
         name = self.keys.name
         if not pg:
             _drop_temporary(self.conn, self.keys, if_exists=True)
-        self.keys.create(self.conn)
+        _create_temporary(self.conn, self.keys)
         self.swept = 0
         for ids in keys:
             self.swept += len(ids)
@@ -361,12 +501,7 @@ class DatasetLoad:
                 self._insert_ids(ids.tolist())
         if pg:
             self.conn.exec_driver_sql(f'ANALYZE "{name}"')
-        t, k, c = self.target, self.keys, self.changes
-        absent = (sa.select(t.c[ID], sa.literal("D"), sa.literal(1, sa.SmallInteger))
-                  .where(t.c[standard.UNIT_KEY] == self.org_no, t.c.busType != "D",
-                         ~sa.exists().where(k.c[ID] == t.c[ID]),
-                         ~sa.exists().where(c.c[ID] == t.c[ID])))
-        self.conn.execute(sa.insert(c).from_select([ID, "busType", VANISHED], absent))
+        self.conn.execute(self.sql.absent_from_keys, {"org_no": self.org_no})
 
     def _insert_ids(self, ids: list[str]) -> None:
         """Record IDs (ASCII: orgNo, txCode, hex) into the keys table: COPY on PostgreSQL."""
@@ -386,102 +521,34 @@ class DatasetLoad:
 
     def active_count(self) -> int:
         """The unit's active records in the target, before this load applies anything."""
-        t = self.target
-        return self.conn.execute(sa.select(sa.func.count()).where(
-            t.c[standard.UNIT_KEY] == self.org_no, t.c.busType != "D")).scalar_one()
-
-    def _insert_changes(self, t: sa.FromClause, full_join: bool) -> None:
-        """I, U and soft D of the stage against `t` (the target, or the unit's records of it);
-        with `full_join`, also `t`'s records missing from the stage, as vanished Ds."""
-        s, c = self.stage, self.changes
-        ok = sa.and_(s.c[REJECTED] == 0, s.c[DELETED] == 0)
-        changed = sa.and_(ok, sa.or_(t.c[ID].is_(None), s.c[HASH] != t.c[HASH], t.c.busType == "D"))
-        gone = sa.and_(s.c[DELETED] == 1, t.c.busType != "D")
-        bus_type = sa.case((s.c[DELETED] == 1, sa.literal("D")), (t.c[ID].is_(None), sa.literal("I")),
-                           else_=sa.literal("U"))
-        wanted, vanished = [changed, gone], sa.literal(0, sa.SmallInteger)
-        if full_join:
-            missing = s.c[ID].is_(None)
-            wanted.append(sa.and_(missing, t.c.busType != "D"))
-            bus_type = sa.case((missing, sa.literal("D")), else_=bus_type)
-            vanished = sa.case((missing, sa.literal(1, sa.SmallInteger)), else_=sa.literal(0, sa.SmallInteger))
-        found = (sa.select(sa.func.coalesce(s.c[ID], t.c[ID]) if full_join else s.c[ID], bus_type, vanished)
-                 .select_from(s.join(t, t.c[ID] == s.c[ID], full=full_join, isouter=True))
-                 .where(sa.or_(*wanted)))
-        self.conn.execute(sa.insert(c).from_select([ID, "busType", VANISHED], found))
+        return self.conn.execute(self.sql.active, {"org_no": self.org_no}).scalar_one()
 
     def skipped_deleted_count(self) -> int:
         """Soft-deleted source rows the target never held: there is nothing to mark D."""
         self._flush()
         if not self._deleted:
             return 0
-        s, t = self.stage, self.target
-        return self.conn.execute(
-            sa.select(sa.func.count()).select_from(s.outerjoin(t, t.c[ID] == s.c[ID]))
-            .where(s.c[DELETED] == 1, s.c[REJECTED] == 0, t.c[ID].is_(None))).scalar_one()
+        return self.conn.execute(self.sql.never_held).scalar_one()
 
     def rejected_count(self) -> int:
         self._flush()
         if self._rejected >= 0:
             return self._rejected
-        s = self.stage
-        return self.conn.execute(sa.select(sa.func.count()).where(s.c[REJECTED] == 1)).scalar_one()
+        return self.conn.execute(self.sql.rejected).scalar_one()
 
     # --- apply ----------------------------------------------------------------------------
 
     def apply(self, batches: dict[str, str], today: date) -> None:
         """Write the changes, each busType under its own batch number, and the ledger."""
         self._flush()
-        s, t, c = self.stage, self.target, self.changes
-        data_cols = [col.name for col in t.columns
-                     if col.name not in ("batchNo", "txCode", "busType", "updateDate")]
-        envelope = {"txCode": self.ds.tx_code, "updateDate": today}
-        if "I" in batches:
-            sel = (sa.select(*[s.c[n] for n in data_cols],
-                             sa.literal(batches["I"], sa.String), sa.literal("I", sa.String),
-                             sa.literal(envelope["txCode"], sa.String), sa.literal(today, sa.Date))
-                   .select_from(s.join(c, c.c[ID] == s.c[ID])).where(c.c.busType == "I")
-                   .order_by(s.c[ID]))  # key order: a million new rows cost ~30% less to index
-            self.conn.execute(sa.insert(t).from_select(
-                [*data_cols, "batchNo", "busType", "txCode", "updateDate"], sel))
-        if "U" in batches:
-            values = {n: s.c[n] for n in data_cols if n != ID}
-            values.update(batchNo=batches["U"], busType="U", updateDate=today)
-            self.conn.execute(sa.update(t).values(values)
-                              .where(t.c[ID] == s.c[ID], c.c[ID] == s.c[ID], c.c.busType == "U"))
-        if "D" in batches:
-            ids = sa.select(c.c[ID]).where(c.c.busType == "D")
-            if self.dialect in ("mysql", "mariadb"):
-                ids = sa.select(ids.subquery().c[ID])  # MySQL: no subquery on the updated table
-            self.conn.execute(sa.update(t).values(batchNo=batches["D"], busType="D", updateDate=today)
-                              .where(t.c[ID].in_(ids)))
+        for bus_type, stmt in (("I", self.sql.apply_i), ("U", self.sql.apply_u), ("D", self.sql.apply_d)):
+            if bus_type in batches:
+                self.conn.execute(stmt, {"batch": batches[bus_type], "today": today})
         self._ledger()
 
-    def _json_record(self) -> sa.ColumnElement:
-        """The record as loaded, as a JSON object of the target's columns (not rowHash).
-
-        PostgreSQL: `row_to_json` of a row of those columns; with `json_build_object` and its
-        42 arguments the ledger statement took ~45% longer (benchmarks/README.md)."""
-        t = self.target
-        names = [col.name for col in t.columns if col.name != target.HASH_COLUMN]
-        if self.dialect == "postgresql":
-            row = sa.select(*[t.c[n] for n in names]).correlate(t).subquery("r")
-            return sa.select(sa.cast(sa.func.row_to_json(sa.literal_column("r")), sa.Text)) \
-                .select_from(row).scalar_subquery()
-        pairs: list = []
-        for n in names:
-            pairs += [sa.literal(n, sa.String), t.c[n]]
-        fn = {"postgresql": sa.func.json_build_object, "sqlite": sa.func.json_object}.get(
-            self.dialect, sa.func.JSON_OBJECT)
-        expr = fn(*pairs)
-        return sa.cast(expr, sa.Text) if self.dialect == "postgresql" else expr
-
     def _ledger(self) -> None:
-        t, c = self.target, self.changes
-        sel = (sa.select(t.c.batchNo, t.c[ID], t.c.busType, self._json_record())
-               .select_from(t.join(c, c.c[ID] == t.c[ID])))
-        self.conn.execute(sa.insert(target.ingest_change).from_select(
-            ["batchNo", "ID", "busType", "record"], sel))
+        """Each changed record as it now stands, as JSON, under its batch number."""
+        self.conn.execute(self.sql.ledger)
 
     def close(self) -> None:
         self._flush()
@@ -501,7 +568,32 @@ def _drop_temporary(conn: Connection, table: sa.Table, *, if_exists: bool = Fals
         name = conn.dialect.identifier_preparer.quote(table.name)
         conn.exec_driver_sql(f"DROP TEMPORARY TABLE {'IF EXISTS ' if if_exists else ''}{name}")
     else:
-        conn.execute(sa.schema.DropTable(table, if_exists=if_exists))
+        conn.exec_driver_sql(_compiled_ddl(conn.dialect, table, f"drop{'?' if if_exists else ''}")[0])
+
+
+def _create_temporary(conn: Connection, table: sa.Table) -> None:
+    """CREATE one of a load's temporary tables and its indexes, as `Table.create` does."""
+    for sql in _compiled_ddl(conn.dialect, table, "create"):
+        conn.exec_driver_sql(sql)
+
+
+_DDL: weakref.WeakKeyDictionary[Any, dict[tuple[sa.Table, str], tuple[str, ...]]] = weakref.WeakKeyDictionary()
+
+
+def _compiled_ddl(dialect: Any, table: sa.Table, what: str) -> tuple[str, ...]:
+    """A temporary table's CREATE (with its indexes) or DROP, compiled once per dialect: every
+    load makes and drops two or three of them, and SQLAlchemy compiles DDL afresh each time
+    (a sixth of a small dataset's load, benchmarks/README.md)."""
+    per_dialect = _DDL.setdefault(dialect, {})
+    key = (table, what)
+    if key not in per_dialect:
+        if what == "create":
+            statements = [sa.schema.CreateTable(table),
+                          *(sa.schema.CreateIndex(i) for i in sorted(table.indexes, key=lambda i: i.name))]
+        else:
+            statements = [sa.schema.DropTable(table, if_exists=what.endswith("?"))]
+        per_dialect[key] = tuple(str(st.compile(dialect=dialect)).strip() for st in statements)
+    return per_dialect[key]
 
 # --- the mass-delete guard ---------------------------------------------------------------------
 
