@@ -222,3 +222,27 @@ def test_a_row_deleted_before_it_was_ever_loaded_is_counted_as_skipped_deleted(d
     assert (third.deleted, third.unchanged, third.skipped_deleted) == (0, 2, 1)
     recorded = [(r["unchanged"], r["skippedDeleted"]) for r in rows_of(db_url, "ingest_run", 'ORDER BY "runKey"')]
     assert recorded == [(0, 1), (1, 1), (2, 1)]
+
+
+def test_a_load_on_postgresql_plans_with_its_own_settings_inside_its_transaction_only(pg_url):
+    """`PG_SETTINGS` hold for the load's transaction (SET LOCAL), and not a moment longer."""
+    import sqlalchemy as sa
+
+    from etl import standard
+    from etl.target import migrate
+    from etl.target.load import PG_SETTINGS, DatasetLoad
+
+    engine = sa.create_engine(pg_url)
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        before = {name: conn.exec_driver_sql(f"SHOW {name}").scalar_one() for name in PG_SETTINGS}
+        conn.rollback()
+        assert before != PG_SETTINGS
+        with conn.begin():
+            DatasetLoad(conn, standard.dataset("09"), ORG_A).close()
+            inside = {name: conn.exec_driver_sql(f"SHOW {name}").scalar_one() for name in PG_SETTINGS}
+        after = {name: conn.exec_driver_sql(f"SHOW {name}").scalar_one() for name in PG_SETTINGS}
+        conn.rollback()
+    engine.dispose()
+    assert inside == PG_SETTINGS
+    assert after == before

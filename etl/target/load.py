@@ -243,6 +243,11 @@ def _json_record(t: sa.Table, dialect: str) -> sa.ColumnElement:
 # the whole million-row target three times instead of probing its primary key, whose pages
 # the load itself keeps hot.
 PG_SETTINGS = {"work_mem": "64MB", "random_page_cost": "1.1"}
+# SET LOCAL of each, in one round trip: set_config(..., is_local => true)
+_PG_SET_LOCAL = "SELECT " + ", ".join(f"set_config('{name}', '{value}', true)"
+                                      for name, value in PG_SETTINGS.items())
+#: A chunk of at most this many rows is COPYed in the caller's thread, not in the background.
+COPY_AT_ONCE_ROWS = 1000
 
 
 def _arrow_column(s: pd.Series) -> pa.Array:
@@ -334,8 +339,7 @@ class DatasetLoad:
         self.target = target.table(ds.tx_code)
         hashing = self.dialect == "postgresql"
         if hashing:
-            for name, value in PG_SETTINGS.items():
-                conn.exec_driver_sql(f"SET LOCAL {name} = '{value}'")
+            conn.exec_driver_sql(_PG_SET_LOCAL)
         self.stage = _stage_table(ds.tx_code, indexed=not hashing)
         self.changes = _change_table(ds.tx_code, keyed=not hashing)
         self.sql = _statements(ds.tx_code, self.dialect)
@@ -371,13 +375,9 @@ class DatasetLoad:
         self._deleted += int(((deleted == 1) & (rejected == 0)).sum())
         self._id_hashes.append(_id_hashes(frame[ID]))
         if self.dialect == "postgresql":
-            data = frame.reindex(columns=self.stage_columns)
-            data[SEQ] = range(first, first + n)
-            if by_id_only.any():
-                for name in blanked:
-                    data[name] = data[name].mask(by_id_only)
-            data[KEY] = shown_key(data[KEY])
-            self._copy(data)
+            hide = by_id_only if by_id_only.any() else None
+            self._copy(pa.table({name: self._arrow_stage_column(frame, name, first, hide, blanked)
+                                 for name in self.stage_columns}))
             return
         # SQLite, MariaDB: the rows as tuples, column by column (a frame-wide `astype(object)`
         # cost more than the insert itself on a small unit's chunk), blanked cell by cell
@@ -397,15 +397,40 @@ class DatasetLoad:
             columns.append(cells)
         self._insert(list(zip(*columns)))
 
-    def _copy(self, data: pd.DataFrame) -> None:
-        """COPY the chunk in a background thread while the caller prepares the next one: the
-        server parses and stores rows on one core while Python cleans on the other. Each
-        DatasetLoad method that reads the stage waits for it first (`_flush`)."""
-        table = pa.table({c: _arrow_column(data[c]) for c in self.stage_columns})
+    @staticmethod
+    def _arrow_stage_column(frame: pd.DataFrame, name: str, first: int, hide: np.ndarray | None,
+                            blanked: Sequence[str]) -> pa.Array:
+        """One stage column of a chunk as Arrow: its sequence numbers, its shown keys, the
+        frame's column (NULL where the frame has none), NULL on `hide` rows of `blanked` fields.
+        A text column is blanked by Arrow (a pandas `mask` per field cost more than the COPY);
+        any other as pandas masks it (an integer column becomes floats with NaN)."""
+        n = len(frame)
+        if name == SEQ:
+            return pa.array(np.arange(first, first + n, dtype=np.int64))
+        if name == KEY:
+            return _arrow_column(shown_key(frame[KEY]))
+        if name not in frame.columns:
+            return pa.nulls(n)
+        s = frame[name]
+        if hide is None or name not in blanked:
+            return _arrow_column(s)
+        if isinstance(s.dtype, pd.StringDtype):
+            text = _arrow_column(s)
+            return pc.if_else(pa.array(hide), pa.scalar(None, text.type), text)
+        return _arrow_column(s.mask(hide))
+
+    def _copy(self, table: pa.Table) -> None:
+        """COPY the chunk; a large one in a background thread while the caller prepares the
+        next one: the server parses and stores rows on one core while Python cleans on the
+        other. Each DatasetLoad method that reads the stage waits for it first (`_flush`). A
+        small chunk is copied at once: a thread costs more than it could overlap."""
         self._flush()
         cols = ", ".join(f'"{c}"' for c in self.stage_columns)
         sql = f'COPY "{self.stage.name}" ({cols}) FROM STDIN (FORMAT csv)'
         raw = self.conn.connection.driver_connection
+        if table.num_rows <= COPY_AT_ONCE_ROWS:
+            _copy_csv(raw, sql, table, threading.Event())
+            return
         self._copying = _Background(_copy_csv, raw, sql, table)
 
     def _flush(self) -> None:
