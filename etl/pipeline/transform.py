@@ -29,7 +29,20 @@ def _blank(s: pd.Series) -> pd.Series:
     return s.isna() | (text == "").fillna(True)
 
 
-SHORT = 200  # rows up to which `_map_values` maps a column of text or objects in Python
+def _is_blank(v: Any) -> bool:
+    """`_blank` of one value as `s.astype(object)` holds it. Python's `str.strip` strips the
+    same 29 characters as Arrow's; bytes are their UTF-8 text (bytes that are not UTF-8 raise
+    here as they do there)."""
+    if isinstance(v, str):
+        return v.strip().replace("\u3000", "") == ""
+    if isinstance(v, bytes):
+        return v.decode("utf-8").strip().replace("\u3000", "") == ""
+    na = pd.isna(v)  # a list's is an array: not NA, as `Series.isna` says of it
+    return isinstance(na, bool) and na
+
+
+SHORT = 200  # rows up to which a frame is mapped over Python lists (`_apply_short`) and
+#              `_map_values` maps a column of text or objects in Python
 
 
 def _map_values(s: pd.Series, values: dict[str, Any]) -> pd.Series:
@@ -48,14 +61,16 @@ def _map_values(s: pd.Series, values: dict[str, Any]) -> pd.Series:
 
 def _map_short(s: pd.Series, values: dict[str, Any]) -> pd.Series | None:
     """`_map_values` of a short column of text or Python objects, value by value (pandas' `map` and
-    `where` cost ~1 ms whatever the length), when every code maps to text; None otherwise
-    (a number or NULL mapped comes out of pandas as a float or the source's value, which
-    only pandas' own path reproduces)."""
+    `where` cost ~1 ms whatever the length), when every code maps to text, or to whole numbers
+    (`_map_to_ints`) in a column of objects or `str`; None otherwise (a float, flag or NULL
+    mapped comes out of pandas in ways only pandas' own path reproduces)."""
     raw = s.tolist()
     table: dict[Any, Any] = {}
+    seen: set[Any] = set()  # the first of equal values stands for them all, as in `unique()`
     try:
         for v in raw:
-            if not _is_na(v) and v not in table:
+            if not _is_na(v) and v not in seen:
+                seen.add(v)
                 k = as_key(v)
                 if k in values:
                     table[v] = values[k]
@@ -63,26 +78,53 @@ def _map_short(s: pd.Series, values: dict[str, Any]) -> pd.Series | None:
         return None
     if not table:
         return s
-    if not all(isinstance(x, str) for x in table.values()):
-        return None
-    return pd.Series([v if _is_na(v) else table.get(v, v) for v in raw], index=s.index, name=s.name)
+    if all(isinstance(x, str) for x in table.values()):
+        return pd.Series([v if _is_na(v) else table.get(v, v) for v in raw], index=s.index,
+                         name=s.name)
+    if (s.dtype == object or s.dtype.na_value is not pd.NA) and \
+            all(type(x) is int and _INT64[0] <= x <= _INT64[1] for x in table.values()):
+        return _map_to_ints(raw, table, s)
+    return None
+
+
+_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+_MISS = object()  # a row whose code the value map does not name
+
+
+def _map_to_ints(raw: list, table: dict[Any, int], s: pd.Series) -> pd.Series:
+    """`_map_short` to whole numbers (`riskType: {SB: 0, ZY: 1}`) as pandas maps them: int64
+    when every row's code maps; else pandas' map leaves NaN in the other rows, which makes
+    the numbers floats, and those rows keep the source's value in an object column."""
+    hits = [_MISS if _is_na(v) else table.get(v, _MISS) for v in raw]
+    if not any(h is _MISS for h in hits):
+        return pd.Series(np.array(hits, dtype=np.int64), index=s.index, name=s.name)
+    return pd.Series([v if h is _MISS else float(h) for v, h in zip(raw, hits)], index=s.index,
+                     name=s.name, dtype=object)
 
 
 def _render(template: str, values: dict[str, str]) -> str:
     return TEMPLATE_FIELD.sub(lambda m: values.get(m.group(1), ""), template)
 
 
+def _unit_values(mapping: Mapping) -> dict[str, str]:
+    return {"unit.orgNo": mapping.unit.orgNo, "unit.comName": mapping.unit.comName}
+
+
+def _default_text(template: str, unit: dict[str, str], record: dict[str, Any]) -> str:
+    """One blank row's default: the template over the unit and that row's source values
+    (`as_key` of each, '' for NULL)."""
+    return _render(template, {**unit, **{k: "" if _is_na(v) else as_key(v) for k, v in record.items()}})
+
+
 def _fill_template(template: str, raw: pd.DataFrame, mapping: Mapping, rows: pd.Series) -> pd.Series:
     """A default for the blank rows: `{unit.comName}`, `{unit.orgNo}` or `{source_column}`."""
-    unit = {"unit.orgNo": mapping.unit.orgNo, "unit.comName": mapping.unit.comName}
+    unit = _unit_values(mapping)
     index = raw.index[rows.to_numpy()]
     names = TEMPLATE_FIELD.findall(template)
     if all(n in unit for n in names):
         return pd.Series(_render(template, unit), index=index, dtype=object)
     records = raw.loc[index, [n for n in names if n in raw.columns]].to_dict("records")
-    out = [_render(template, {**unit, **{k: "" if _is_na(v) else as_key(v) for k, v in r.items()}})
-           for r in records]
-    return pd.Series(out, index=index, dtype=object)
+    return pd.Series([_default_text(template, unit, r) for r in records], index=index, dtype=object)
 
 
 def _is_na(v: Any) -> bool:
@@ -92,34 +134,59 @@ def _is_na(v: Any) -> bool:
         return False
 
 
+def _constant(value: Any, raw: pd.DataFrame) -> pd.Series:
+    return pd.Series([value] * len(raw), index=raw.index, dtype=object)
+
+
+def _field_rules(mapping: Mapping, tx_code: str) -> list[tuple[str, FieldRule | None]]:
+    """Each standard field with its rule; the unit's own record (01) takes its orgNo and
+    comName from the mapping's unit when no column gives them."""
+    spec = mapping.datasets[tx_code]
+    out: list[tuple[str, FieldRule | None]] = []
+    for f in standard.dataset(tx_code).fields:
+        rule = spec.fields.get(f.name)
+        if rule is None and tx_code == "01" and f.name in ("orgNo", "comName"):
+            rule = FieldRule(default=f"{{unit.{f.name}}}")
+        out.append((f.name, rule))
+    return out
+
+
 def _apply_rule(rule: FieldRule, raw: pd.DataFrame, mapping: Mapping) -> pd.Series:
     if rule.value is not None:
-        return pd.Series([rule.value] * len(raw), index=raw.index, dtype=object)
+        return _constant(rule.value, raw)
     if rule.column:
         s = raw[rule.column]
         if rule.values:
             s = _map_values(s, rule.values)
     else:
-        s = pd.Series([None] * len(raw), index=raw.index, dtype=object)
+        s = _constant(None, raw)
     if rule.default is not None:
-        blank = _blank(s)
-        if blank.any():
-            s = s.astype(object)
-            s.loc[blank] = _fill_template(rule.default, raw, mapping, blank)
+        s = _fill_blanks(s, rule.default, raw, mapping)
+    return s
+
+
+def _fill_blanks(s: pd.Series, template: str, raw: pd.DataFrame, mapping: Mapping) -> pd.Series:
+    blank = _blank(s)
+    if blank.any():
+        s = s.astype(object)
+        s.loc[blank] = _fill_template(template, raw, mapping, blank)
     return s
 
 
 def apply_mapping(raw: pd.DataFrame, mapping: Mapping, tx_code: str) -> pd.DataFrame:
-    """The standard's fields of each source row, plus `_key`, `_updated` and `_deleted`."""
+    """The standard's fields of each source row, plus `_key`, `_updated` and `_deleted`.
+    A frame of at most `SHORT` rows takes the same rules over Python lists (`_apply_short`):
+    in a small unit, pandas' fixed cost per call is most of the mapping's time (issue 26)."""
+    if len(raw) <= SHORT and raw.columns.is_unique:
+        return _apply_short(raw, mapping, tx_code)
+    return _apply_long(raw, mapping, tx_code)
+
+
+def _apply_long(raw: pd.DataFrame, mapping: Mapping, tx_code: str) -> pd.DataFrame:
+    """`apply_mapping` column by column in pandas."""
     spec = mapping.datasets[tx_code]
-    ds = standard.dataset(tx_code)
-    out: dict[str, pd.Series] = {}
-    for f in ds.fields:
-        rule = spec.fields.get(f.name)
-        if rule is None and tx_code == "01" and f.name in ("orgNo", "comName"):
-            rule = FieldRule(default=f"{{unit.{f.name}}}")
-        out[f.name] = (_apply_rule(rule, raw, mapping) if rule
-                       else pd.Series([None] * len(raw), index=raw.index, dtype=object))
+    out = {name: _apply_rule(rule, raw, mapping) if rule else _constant(None, raw)
+           for name, rule in _field_rules(mapping, tx_code)}
     frame = pd.DataFrame(out, index=raw.index)
     frame[KEY] = source_key(raw, spec.key)
     frame[UPDATED] = raw[spec.updated_at] if spec.updated_at else None
@@ -128,6 +195,109 @@ def apply_mapping(raw: pd.DataFrame, mapping: Mapping, tx_code: str) -> pd.DataF
     else:
         frame[DELETED] = False
     return frame
+
+
+# --- a short frame over Python lists (`_apply_short`): `_apply_long`'s values and dtypes ------
+
+#: dtypes whose `tolist()` gives the values `astype(object)`, `Series.map` and factorize's
+#: uniques give (Python scalars), for which the list path computes blanks, keys and flags;
+#: a column of any other dtype takes the pandas helper for that step
+_LISTED_KINDS = frozenset("Oiufb")
+
+
+def _listed(s: pd.Series) -> bool:
+    if isinstance(s.dtype, pd.StringDtype):
+        return s.dtype.na_value is not pd.NA
+    return isinstance(s.dtype, np.dtype) and s.dtype.kind in _LISTED_KINDS
+
+
+def _apply_short(raw: pd.DataFrame, mapping: Mapping, tx_code: str) -> pd.DataFrame:
+    """`_apply_long` for a frame of a few dozen rows: blanks and defaults, keys and deleted
+    flags value by value over lists (value maps already go through `_map_short`), and the
+    frame built once, sharing the source's columns (copy-on-write keeps them apart)."""
+    spec = mapping.datasets[tx_code]
+    cols: dict[str, Any] = {name: _rule_short(rule, raw, mapping) if rule else _constant(None, raw)
+                            for name, rule in _field_rules(mapping, tx_code)}
+    cols[KEY] = _source_key_short(raw, spec.key)
+    cols[UPDATED] = raw[spec.updated_at] if spec.updated_at else _constant(None, raw)
+    cols[DELETED] = (_flags_short(raw[spec.deleted.column], spec.deleted.value) if spec.deleted
+                     else pd.Series(np.zeros(len(raw), dtype=bool), index=raw.index))
+    return pd.DataFrame(cols, index=raw.index, copy=False)
+
+
+def _rule_short(rule: FieldRule, raw: pd.DataFrame, mapping: Mapping) -> pd.Series:
+    """`_apply_rule`, with a default filled over lists."""
+    if rule.default is None or rule.value is not None:
+        return _apply_rule(rule, raw, mapping)
+    if not rule.column:
+        filled = _fill_short([None] * len(raw), rule.default, raw, mapping)
+        return _constant(None, raw) if filled is None else filled
+    s = raw[rule.column]
+    if rule.values:
+        s = _map_values(s, rule.values)
+    if not _listed(s):
+        return _fill_blanks(s, rule.default, raw, mapping)
+    filled = _fill_short(s.tolist(), rule.default, raw, mapping)
+    return s if filled is None else filled
+
+
+def _fill_short(values: list, template: str, raw: pd.DataFrame, mapping: Mapping) -> pd.Series | None:
+    """`_fill_blanks` of a column's values: None when no row is blank (the column stays)."""
+    rows = [i for i, v in enumerate(values) if _is_blank(v)]
+    if not rows:
+        return None
+    unit = _unit_values(mapping)
+    names = TEMPLATE_FIELD.findall(template)
+    if all(n in unit for n in names):
+        text = _render(template, unit)
+        for i in rows:
+            values[i] = text
+    else:
+        columns = list(dict.fromkeys(n for n in names if n in raw.columns))
+        source = {c: raw[c].tolist() for c in columns}
+        for i in rows:
+            values[i] = _default_text(template, unit, {c: _native(source[c][i]) for c in columns})
+    return pd.Series(values, index=raw.index, dtype=object)
+
+
+def _native(v: Any) -> Any:
+    """A value as `DataFrame.to_dict("records")` gives it (pandas' `maybe_box_native`): numpy
+    scalars as Python's, NA as None; `as_key` spells `np.True_` and `True` differently."""
+    types = pd.api.types
+    if types.is_float(v):
+        return float(v)
+    if types.is_integer(v):
+        return int(v)
+    if types.is_bool(v):
+        return bool(v)
+    if isinstance(v, np.datetime64):
+        return pd.Timestamp(v)
+    if isinstance(v, np.timedelta64):
+        return pd.Timedelta(v)
+    return None if v is pd.NA else v
+
+
+def _key_text(v: Any) -> str:
+    """One value's part of the source key (`_keys`): `as_key`, '' for NA."""
+    return "" if _is_na(v) else as_key(v)
+
+
+def _source_key_short(raw: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """`source_key` row by row."""
+    parts = [raw[c] for c in columns]
+    if not all(_listed(p) for p in parts):
+        return source_key(raw, columns)
+    texts = [[_key_text(v) for v in p.tolist()] for p in parts]
+    keys = texts[0] if len(texts) == 1 else ["|".join(row) for row in zip(*texts)]
+    return pd.Series(keys, index=raw.index, dtype=str)
+
+
+def _flags_short(s: pd.Series, value: Any) -> pd.Series:
+    """`_flags` value by value."""
+    if not _listed(s):
+        return _flags(s, value)
+    wanted = as_key(value)
+    return pd.Series([as_key(v) == wanted for v in s.tolist()], index=s.index, dtype=bool)
 
 
 def source_key(raw: pd.DataFrame, columns: list[str]) -> pd.Series:
