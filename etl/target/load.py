@@ -124,6 +124,8 @@ class _Statements:
     SQLite ran them for a small unit (benchmarks/README.md); built once, SQLAlchemy keeps each
     one's cache key and compiled form."""
 
+    stage: sa.Table
+    changes_table: sa.Table
     keys: sa.Table
     repeats: sa.Select  # how many staged rows repeat an ID
     losers: sa.Select  # the rows dedupe drops: (seq, key, ID, hash, rn, kept hash)
@@ -158,7 +160,7 @@ def _statements(tx_code: str, dialect: str) -> _Statements:
     into_changes = [ID, "busType", VANISHED]
     unit_records = sa.select(t.c[ID], t.c[HASH], t.c.busType).where(mine).subquery("t")
     return _Statements(
-        keys=k,
+        stage=s, changes_table=c, keys=k,
         repeats=sa.select(sa.func.count() - sa.func.count(sa.distinct(s.c[ID]))),
         losers=sa.select(ranked).where(ranked.c.rn > 1),
         drop_seqs=sa.delete(s).where(s.c[SEQ].in_(sa.bindparam("seqs", expanding=True))),
@@ -337,12 +339,10 @@ class DatasetLoad:
         self.conn, self.ds, self.org_no = conn, ds, org_no
         self.dialect = conn.dialect.name
         self.target = target.table(ds.tx_code)
-        hashing = self.dialect == "postgresql"
-        if hashing:
+        if self.dialect == "postgresql":
             conn.exec_driver_sql(_PG_SET_LOCAL)
-        self.stage = _stage_table(ds.tx_code, indexed=not hashing)
-        self.changes = _change_table(ds.tx_code, keyed=not hashing)
         self.sql = _statements(ds.tx_code, self.dialect)
+        self.stage, self.changes = self.sql.stage, self.sql.changes_table
         for t in (self.stage, self.changes):
             if self.dialect != "postgresql":  # a leftover of a failed load on this connection
                 _drop_temporary(conn, t, if_exists=True)
