@@ -31,8 +31,9 @@ the run's table from the target's run records and fails the run when any dataset
 
 **After the loads**, whatever they did: the weekly DAG's `reconcile` compares each shard's units
 with the target (5.3) and keeps the results (before `summarise`); in the daily and weekly DAGs,
-`report` then refreshes the report site (`ETL_REPORTS_DIR`, default `var/report/`) and updates
-the asset `dual_prevention_ingestion`; `summarise` comes last, so the run's state is its own: an
+`report_pages` then writes the report site's unit pages in shares, one task a shard in
+parallel, and `report` completes the site (`ETL_REPORTS_DIR`, default `var/report/`: any page
+no share wrote, the overview) and updates the asset `dual_prevention_ingestion`; `summarise` comes last, so the run's state is its own: an
 ingestion run is red exactly when a dataset (or the planning) failed.
 
 **Timeliness** is `dual_prevention_freshness`'s: its one task fails, naming them, when any
@@ -264,11 +265,19 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
 
             return tasks.reconcile(ref, get_current_context())
 
-        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[INGESTED])
-        def report() -> str:
+        # the report's unit pages in shares, one task a shard, in parallel: a province's pages
+        # take minutes in one process
+        @task(map_index_template="{{ label }}", trigger_rule=TriggerRule.ALL_DONE, retries=0)
+        def report_pages(ref: dict) -> dict:
             from etl.orchestration import tasks
 
-            return tasks.build_report(get_current_context())
+            return tasks.build_report_pages(ref, get_current_context())
+
+        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[INGESTED])
+        def report(pages: list | None) -> str:
+            from etl.orchestration import tasks
+
+            return tasks.build_report(get_current_context(), pages)
 
         shards = plan()
         loaded = ingest.expand(shard=shards)
@@ -277,7 +286,9 @@ def build(frequency: str, cron: str, summary: str, tx_codes: list[str]):
         if frequency == "weekly":  # before summarise, which removes a successful run's staging
             done = done >> reconcile.expand(ref=shards)
         if frequency in ("daily", "weekly"):  # the report site (5.3); its asset wakes freshness
-            done = done >> report()
+            pages = report_pages.expand(ref=shards)
+            done >> pages
+            done = report(pages)  # writes the pages no share wrote, then the overview
         done >> summary
 
     return ingestion()

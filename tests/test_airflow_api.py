@@ -131,7 +131,8 @@ def test_a_run_triggered_through_the_rest_api_with_params_loads_the_target(
     # timeliness (that is the freshness DAG's to say)
     assert (state, states) == ("success", [  # a shard is one task: extract, transform, load
         ("ingest.load", shard, "success"), ("plan", None, "success"),
-        ("report", None, "success"), ("summarise", None, "success")]), \
+        ("report", None, "success"), ("report_pages", "1/1", "success"),
+        ("summarise", None, "success")]), \
         f"{states}\n{cluster.logs()}"
     # its load updated the assets of the txCodes it loaded (06, 07), its report the ingestion
     # asset, which queued a run of the freshness DAG

@@ -145,7 +145,7 @@ def test_every_dag_has_tags_and_every_work_task_retries_with_backoff(dagbag, dag
     dag = dagbag().dags[dag_id]
     assert {"dual-prevention", "etl"} <= set(dag.tags)
     for t in dag.tasks:
-        if t.task_id in ("summarise", "reconcile", "report", "freshness"):
+        if t.task_id in ("summarise", "reconcile", "report_pages", "report", "freshness"):
             assert t.retries == 0  # they only report; a failed or late unit fails them on purpose
             continue
         assert dag_id != FRESHNESS, t.task_id  # its one task is the check
@@ -173,9 +173,11 @@ def test_task_graph_is_plan_then_ingest_per_shard_then_summary(
     # then, before summarise (the leaf, whose state is the run's): the report site (timeliness
     # is a DAG's own), after the weekly reconciliation
     after = {"dual_prevention_frequent": {("ingest.load", "summarise")},
-             "dual_prevention_daily": {("ingest.load", "report"), ("report", "summarise")},
+             "dual_prevention_daily": {("plan", "report_pages"), ("ingest.load", "report_pages"),
+                                       ("report_pages", "report"), ("report", "summarise")},
              "dual_prevention_weekly": {("plan", "reconcile"), ("ingest.load", "reconcile"),
-                                        ("reconcile", "report"), ("report", "summarise")}}[dag_id]
+                                        ("plan", "report_pages"), ("reconcile", "report_pages"),
+                                        ("report_pages", "report"), ("report", "summarise")}}[dag_id]
     shard = [f"ingest.{stage}" for stage in stages]
     assert set(dag.task_ids) == {"plan", *shard, "summarise"} | {t for edge in after for t in edge}
     assert {("plan", shard[0]), *zip(shard, shard[1:]), ("ingest.load", "summarise"),
@@ -601,7 +603,10 @@ def test_lateness_fails_the_freshness_dag_never_an_ingestion_run_that_loaded_eve
     try:
         dr = dagbag().dags["dual_prevention_daily"].test(logical_date=today, run_conf={"mode": "full"})
         _assert_all_succeeded(dr)  # green: it loaded everything it had to
-        assert {task for task, _ in _states(dr)} == {"plan", "ingest.load", "summarise", "report"}
+        states = _states(dr)
+        assert {task for task, _ in states} == {"plan", "ingest.load", "report_pages", "report",
+                                                 "summarise"}
+        assert states[("report_pages", "1/1")] == ("success", 1)  # the unit pages, one share
         assert statuses() == {**{tx: "on_time" for tx in DAILY}, **{tx: "pending" for tx in WEEKLY}}
         assert "苏州吴中电梯安装维保有限公司" in (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
         assert _asset_events(dr.run_id) == [("dual_prevention_daily", "report")]

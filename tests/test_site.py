@@ -505,6 +505,51 @@ def test_a_unit_whose_page_fails_is_listed_and_every_other_unit_is_built(built, 
     assert "OperationalError" in page.page.text_content("#failed-pages")
 
 
+def _site_files(out: Path) -> dict[str, object]:
+    """Every file of a built site: its bytes, an xlsx export by its cells (the workbook holds
+    the moment it was written)."""
+    from openpyxl import load_workbook
+
+    files: dict[str, object] = {}
+    for path in sorted(out.rglob("*")):
+        if path.is_file():
+            rel = path.relative_to(out).as_posix()
+            files[rel] = ([[c for c in row] for row in load_workbook(path).active.iter_rows(values_only=True)]
+                          if path.suffix == ".xlsx" else path.read_bytes())
+    return files
+
+
+@pytest.mark.parametrize("shares", [[0, 1, 2], [0, 2], []])
+def test_unit_pages_built_in_shares_make_the_same_site_as_one_build(built, tmp_path, shares):
+    """The daily DAG builds the unit pages in shares, in parallel (`build_pages`), and one build
+    completes the site (`build(..., parts=...)`): the same files as one build, the same unit
+    listed as failed; a unit no share wrote (its task failed) is built by the last build, and a
+    unit a share wrote is not written again."""
+    url = _copy_target(built, tmp_path / "t")
+    _plant_reject(url, "", sql_key="CAST(X'FF80' AS TEXT)")  # unit B's page fails
+    engine = target.connect(url)
+    units = freshness.load_units(built["dir"])
+    now = built["now"]
+    whole = site.build(engine, units, tmp_path / "whole", now=now)
+    parts = [site.build_pages(engine, units, tmp_path / "shared", part=i, of=3, now=now) for i in shares]
+    mapped = [m.unit.orgNo for m in units if isinstance(m, site.Mapping)]
+    assert sorted(o for p in parts for o in p.built + [f.org_no for f in p.failed]) == sorted(
+        o for n, o in enumerate(mapped) if n % 3 in shares)
+    written = {p: p.stat().st_mtime_ns for p in (tmp_path / "shared" / "units").iterdir()} if parts else {}
+    passed = [site.Pages.of(json.loads(json.dumps(p.to_dict()))) for p in parts]  # as XCom carries them
+    shared = site.build(engine, units, tmp_path / "shared", now=now, parts=passed)
+    engine.dispose()
+    assert [f.line() for f in shared.failed] == [f.line() for f in whole.failed]
+    assert [f.org_no for f in whole.failed] == [built["mappings"]["B"].unit.orgNo]
+    assert _site_files(tmp_path / "shared") == _site_files(tmp_path / "whole")
+    assert {p: p.stat().st_mtime_ns for p in written} == written  # not written twice
+
+
+def test_a_share_of_the_unit_pages_is_named_by_its_place_among_them(built, tmp_path):
+    with pytest.raises(ValueError, match="part 3 of 3"):
+        site.build_pages(built["engine"], list(built["mappings"].values()), tmp_path, part=3, of=3)
+
+
 def test_the_report_removes_only_files_it_wrote(built, tmp_path, capsys):
     """The attack: `etl report --out DIR` deleted every file of DIR/units it had not just written,
     an operator's own included. Now only what its manifest says it wrote is removed; a manifest

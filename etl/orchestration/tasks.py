@@ -23,7 +23,7 @@ import hashlib
 import logging
 import os
 import traceback
-from collections.abc import Iterator, Mapping as MappingABC, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping as MappingABC, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -297,7 +297,8 @@ def plan(frequency: str, context: MutableMapping[str, Any] | None = None, *,
                 shard_prefix = _k(prefix, f"s{shard.index:04d}")
                 store.put_json(_k(shard_prefix, "plan.json"),
                                  planning.shard_to_dict(run_plan, shard))
-                refs.append({"shard": shard.index, "label": shard.label, "prefix": shard_prefix,
+                refs.append({"shard": shard.index, "of": shard.of, "label": shard.label,
+                             "prefix": shard_prefix,
                              "run": prefix, "units": len(shard.units),
                              "datasets": sum(len(u.datasets) for u in shard.units)})
     log.info("planned %d shard(s) in %s:\n%s", len(refs), store.describe(),
@@ -833,24 +834,51 @@ def _units() -> list:
         return freshness.load_units(mappings_dir(), cache_dir())
 
 
-@private.private_files
-def build_report(context: MutableMapping[str, Any] | None = None) -> str:
-    """Refresh the report site (`ETL_REPORTS_DIR`, default var/report under the project) from
-    the target's bookkeeping tables and the mapping files."""
+def _reports_dir() -> Path:
     from etl.report import site
 
     out = site.reports_dir()
-    out = out if out.is_absolute() else project_dir() / out
+    return out if out.is_absolute() else project_dir() / out
+
+
+@private.private_files
+def build_report_pages(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = None
+                       ) -> dict[str, Any]:
+    """Write a share of the report's unit pages, while other tasks write the others: every
+    `of`-th mapped unit from the shard's index (not the shard's units: every mapped unit has a
+    page). Returns what it wrote, for `build_report`, which completes the site."""
+    from etl.report import site
+
+    label = _label(context, f"{ref['shard'] + 1}/{ref['of']}")
     units = _units()
+    with _airflow_errors(f"report pages {label}"), _target_and_store() as (engine, _store):
+        pages = site.build_pages(engine, units, _reports_dir(), part=ref["shard"], of=ref["of"])
+    log.info("report pages %s: %d unit page(s) written, %d not built", label, len(pages.built),
+             len(pages.failed))
+    return pages.to_dict()
+
+
+@private.private_files
+def build_report(context: MutableMapping[str, Any] | None = None,
+                 parts: Iterable[MappingABC[str, Any]] | None = None) -> str:
+    """Refresh the report site (`ETL_REPORTS_DIR`, default var/report under the project) from
+    the target's bookkeeping tables and the mapping files. `parts` are what `build_report_pages`
+    tasks wrote: those unit pages are not written again; any other unit's page is (a share whose
+    task failed, or none: nothing was due)."""
+    from etl.report import site
+
+    out = _reports_dir()
+    units = _units()
+    shares = [site.Pages.of(dict(p)) for p in parts or () if p]
     with _target_and_store() as (engine, _store):
-        built = site.build(engine, units, out)
+        built = site.build(engine, units, out, parts=shares)
     for failure in built.failed:  # logged, not raised: the rest of the site is current
         log.error("report: %s", failure.line())
     if built.kept:
         log.warning("report: kept %d file(s) in %s/units that etl report did not write: %s",
                     len(built.kept), out, site.visible(", ".join(built.kept[:site.KEPT_SHOWN])))
-    log.info("report site refreshed: %s (%d units, %d page(s) not built)", built.index,
-             len(units), len(built.failed))
+    log.info("report site refreshed: %s (%d units, %d by %d share task(s); %d page(s) not built)",
+             built.index, len(units), sum(len(p.built) for p in shares), len(shares), len(built.failed))
     return str(built.index)
 
 

@@ -31,7 +31,8 @@ import os
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -382,27 +383,73 @@ def _reason(e: BaseException) -> str:
     return cap(" ".join(f"{type(e).__name__}: {e}".split()), 300)
 
 
+@dataclass(frozen=True)
+class Pages:
+    """The unit pages a share of a build wrote (`build_pages`), for the build that completes the
+    site (`build(..., parts=...)`): the orgNos whose page and exports were written, and those
+    that failed."""
+
+    built: list[str]
+    failed: list[PageFailure]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"built": self.built, "failed": [[f.org_no, f.name, f.com_name, f.reason]
+                                                 for f in self.failed]}
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> Pages:
+        return cls(list(data["built"]), [PageFailure(*f) for f in data["failed"]])
+
+
 def build(engine: Engine, units: Sequence[Mapping | InvalidMapping],
           out: str | os.PathLike[str] | None = None, *,
           since: date | datetime | None = None, now: datetime | None = None,
-          lang: str | None = None, left_out: Iterable[str] = ()) -> Built:
+          lang: str | None = None, left_out: Iterable[str] = (), parts: Iterable[Pages] = ()) -> Built:
     """Write the whole site into `out`, in `lang` (None: `ETL_REPORT_LANGUAGE`, else Chinese).
     `units` are the mapping files as `etl.report.freshness.load_units` reads them: an invalid
     one is listed as failing. A unit whose page or exports fail is listed on the overview as not
     built, the others are built. A unit the target knows whose mapping file is gone is marked
-    so; `left_out` are orgNos whose mapping exists but was not asked for (`--unit`): not listed."""
+    so; `left_out` are orgNos whose mapping exists but was not asked for (`--unit`): not listed.
+    `parts` are unit pages `build_pages` wrote meanwhile: those units are not built again."""
+    with _building(units, lang):
+        return _build(engine, units, out, since=since, now=now, left_out=set(left_out),
+                      parts=list(parts))
+
+
+def build_pages(engine: Engine, units: Sequence[Mapping | InvalidMapping],
+                out: str | os.PathLike[str] | None = None, *, part: int, of: int,
+                since: date | datetime | None = None, now: datetime | None = None,
+                lang: str | None = None) -> Pages:
+    """The pages and exports of every `of`-th mapped unit from the `part`-th (from 0): a share
+    of a build, written while other processes write the others (the daily and weekly DAGs'
+    `report_pages`); `build(..., parts=...)` then completes the site."""
+    if not 0 <= part < of:
+        raise ValueError(f"part {part} of {of}: give 0 <= part < of")
+    with _building(units, lang):
+        mappings = [m for n, m in enumerate(_mapped(units)) if n % of == part]
+        out, now, start = _prepared(engine, out, now, since)
+        statuses = _named(_statuses(engine, units, now), engine)
+        _, failed, built = _unit_pages(engine, mappings, statuses, out, now, start)
+        return Pages(built, failed)
+
+
+@contextmanager
+def _building(units: Sequence[Mapping | InvalidMapping], lang: str | None) -> Iterator[None]:
     with i18n.using(lang):
         token_ = _HIDDEN.set(_folders_pattern(server_folders(units)))
         try:
-            return _build(engine, units, out, since=since, now=now, left_out=set(left_out))
+            yield
         finally:
             _HIDDEN.reset(token_)
 
 
-def _build(engine: Engine, units: Sequence[Mapping | InvalidMapping],
-           out: str | os.PathLike[str] | None, *, since: date | datetime | None,
-           now: datetime | None, left_out: set[str]) -> Built:
-    mappings = [m for m in units if isinstance(m, Mapping)]
+def _mapped(units: Sequence[Mapping | InvalidMapping]) -> list[Mapping]:
+    return [m for m in units if isinstance(m, Mapping)]
+
+
+def _prepared(engine: Engine, out: str | os.PathLike[str] | None, now: datetime | None,
+              since: date | datetime | None) -> tuple[Path, datetime, datetime | None]:
+    """The site's folder (made), the build's moment and the first moment its pages show."""
     out = reports_dir(out)
     (out / "units").mkdir(parents=True, exist_ok=True)
     target.ensure_schema(engine)
@@ -410,23 +457,54 @@ def _build(engine: Engine, units: Sequence[Mapping | InvalidMapping],
     start = datetime.combine(since, datetime.min.time()) if isinstance(since, date) and not isinstance(
         since, datetime) else since
     start = clock.to_cst(start) if start else None  # an instant: timestamptz compares it right
+    return out, now, start
+
+
+def _unit_pages(engine: Engine, mappings: Sequence[Mapping], statuses: Sequence, out: Path,
+                now: datetime, start: datetime | None, parts: Sequence[Pages] = ()
+                ) -> tuple[set[str], list[PageFailure], list[str]]:
+    """Each mapped unit's page and exports, but those `parts` wrote or failed: (the files, as
+    paths under `out`, the failures, the orgNos built)."""
+    done = {org for p in parts for org in p.built}
+    failed_before = {f.org_no: f for p in parts for f in p.failed}
+    pushed = _pushed_datasets(statuses)
+    mine: dict[str, list] = defaultdict(list)
+    for s in statuses:
+        mine[s.org_no].append(s)
+    written: set[str] = set()
+    failed: list[PageFailure] = []
+    built: list[str] = []
+    for m in mappings:
+        org = m.unit.orgNo
+        if org in done:
+            written |= {f"units/{name}" for name in unit_files(org)}
+            continue
+        if org in failed_before:
+            failed.append(failed_before[org])
+            continue
+        try:
+            data = _unit_data(engine, m, start, pushed.get(org, ()))
+            _link_media(data.media, out / "units")
+            written |= {f"units/{name}" for name in write_unit(out, data, mine.get(org, []), now)}
+            built.append(org)
+        except Exception as e:  # one unit's data: that unit's page, never the site
+            log.debug("unit page of %s (%s) not built", org, m.name, exc_info=True)
+            failed.append(PageFailure(org, m.name, _text(m.unit.comName, 200), _reason(e)))
+    return written, failed, built
+
+
+def _build(engine: Engine, units: Sequence[Mapping | InvalidMapping],
+           out: str | os.PathLike[str] | None, *, since: date | datetime | None,
+           now: datetime | None, left_out: set[str], parts: Sequence[Pages]) -> Built:
+    mappings = _mapped(units)
+    out, now, start = _prepared(engine, out, now, since)
     statuses = _named([s for s in _statuses(engine, units, now) if s.mapping or s.org_no not in left_out],
                       engine)
     recs = _reconciliations(engine)
     before = read_manifest(out)
-    written: set[str] = set()
-    failed: list[PageFailure] = []
     by_org = {m.unit.orgNo: m for m in mappings}
     pushed = _pushed_datasets(statuses)
-    for m in mappings:
-        try:
-            data = _unit_data(engine, m, start, pushed.get(m.unit.orgNo, ()))
-            _link_media(data.media, out / "units")
-            mine = [s for s in statuses if s.org_no == m.unit.orgNo]
-            written |= {f"units/{name}" for name in write_unit(out, data, mine, now)}
-        except Exception as e:  # one unit's data: that unit's page, never the site
-            log.debug("unit page of %s (%s) not built", m.unit.orgNo, m.name, exc_info=True)
-            failed.append(PageFailure(m.unit.orgNo, m.name, _text(m.unit.comName, 200), _reason(e)))
+    written, failed, _ = _unit_pages(engine, mappings, statuses, out, now, start, parts)
     for org, txs in sorted(pushed.items()):
         if org in by_org:
             continue
@@ -1107,15 +1185,21 @@ def unit_html(data: UnitData, statuses: Sequence, now: datetime) -> str:
     return _page(_text(data.com_name or data.org_no, 200) + " · " + _("ingestion"), body, now, home="../")
 
 
+def unit_files(org_no: str) -> tuple[str, str, str]:
+    """The names of a unit's page and exports in units/."""
+    stem = unit_key(org_no)
+    return f"{stem}.html", f"{stem}-rejects.csv", f"{stem}-rejects.xlsx"
+
+
 def write_unit(out: Path, data: UnitData, statuses: Sequence, now: datetime) -> set[str]:
     """The unit's page and exports, all rendered before any is written; returns their file
     names. When writing one fails, those written are removed: a unit's files are of one build."""
     folder = Path(out) / "units"
     folder.mkdir(parents=True, exist_ok=True)
-    stem = unit_key(data.org_no)
+    page, csv_name, xlsx_name = unit_files(data.org_no)
     csv_bytes, xlsx_bytes = export_files(data.rejects)
-    files = {f"{stem}.html": unit_html(data, statuses, now).encode("utf-8"),
-             f"{stem}-rejects.csv": csv_bytes, f"{stem}-rejects.xlsx": xlsx_bytes}
+    files = {page: unit_html(data, statuses, now).encode("utf-8"),
+             csv_name: csv_bytes, xlsx_name: xlsx_bytes}
     done: list[Path] = []
     try:
         for name, body in files.items():
