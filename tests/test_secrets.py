@@ -76,6 +76,50 @@ def test_a_registered_secret_is_hidden_wherever_it_shows():
         "driver said: wrong password '***' for u"
 
 
+def test_a_message_masked_before_its_secret_was_registered_is_masked_again_after():
+    """`mask_message` keeps short texts it masked (the report masks the same ones thousands of
+    times): a secret registered later must still be hidden in a text seen before."""
+    text = "wrong password 'Lat3rKnownPw' for u"
+    assert masking.mask_message(text) == text  # not a secret yet: shown, and kept
+    assert masking.mask_message(text) == text
+    masking.register_secrets(["Lat3rKnownPw"])
+    assert masking.mask_message(text) == "wrong password '***' for u"
+    long_text = f"{'x' * 300} Lat3rKnownPw"  # longer than kept texts: masked each time
+    assert masking.mask_message(long_text) == f"{'x' * 300} ***"
+
+
+def test_a_secret_registered_while_a_message_is_masked_is_never_kept_unmasked():
+    """Another thread registers a secret between the masking of a text and its keeping: the
+    result, masked without that secret, is not kept."""
+    import threading
+
+    text = "said 'Rac3dSecretPw' twice"
+    inside = threading.Event()
+    real = masking._mask_message
+
+    def slow(t: str) -> str:
+        out = real(t)
+        if t == text:
+            inside.set()
+            registered.wait(5)
+        return out
+
+    registered = threading.Event()
+    masking._mask_message = slow
+    try:
+        first = []
+        worker = threading.Thread(target=lambda: first.append(masking.mask_message(text)))
+        worker.start()
+        assert inside.wait(5)
+        masking.register_secrets(["Rac3dSecretPw"])
+        registered.set()
+        worker.join(5)
+    finally:
+        masking._mask_message = real
+    assert first == [text]  # masked before the secret was known, as any earlier call was
+    assert masking.mask_message(text) == "said '***' twice"
+
+
 def test_registered_secrets_reach_airflows_log_masker():
     from airflow.sdk.log import _secrets_masker  # imported: etl registers with Airflow too
 

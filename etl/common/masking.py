@@ -210,6 +210,14 @@ _KEY_VALUE = re.compile(
     r"""|(?P<q>['"])(?P<qkey>[A-Za-z_][\w.-]{0,63})(?P=q)(?P<qsep>\s*:\s*)(?P<qvalue>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
 _known: set[str] = set()
 _known_lock = threading.Lock()
+# `mask_message` of short texts, by text, for as long as the registered secrets are the same
+# (`register_secrets` empties it and counts a new generation): the report masks the same labels,
+# rule names and examples thousands of times. Only a result computed under the current
+# generation is kept, so no text masked before a secret was registered is served after.
+_MEMO_CHARS = 200
+_MEMO_ENTRIES = 8192
+_memo: dict[str, str] = {}
+_generation = 0
 
 
 def is_secret_param(name: str) -> bool:
@@ -257,8 +265,12 @@ def register_secrets(secrets: Iterable[str | None]) -> None:
         new += [f for f in forms if len(f) >= MIN_SECRET_LENGTH]
     if not new:
         return
+    global _generation
     with _known_lock:
-        _known.update(new)
+        if not _known.issuperset(new):
+            _known.update(new)
+            _memo.clear()
+            _generation += 1
     if "airflow" in sys.modules:  # importing Airflow just to mask would cost the CLI a second
         try:
             from airflow.sdk.log import mask_secret
@@ -331,6 +343,22 @@ ROW_HIDDEN = "(the row's values are not shown)"
 def mask_message(text: str) -> str:
     """An error or log message as it may be shown or stored: secrets and personal data masked,
     and a row a database quotes in its error hidden whole."""
+    if len(text) > _MEMO_CHARS:
+        return _mask_message(text)
+    masked = _memo.get(text)
+    if masked is not None:
+        return masked
+    generation = _generation
+    masked = _mask_message(text)
+    with _known_lock:
+        if generation == _generation:  # no secret was registered meanwhile
+            if len(_memo) >= _MEMO_ENTRIES:
+                _memo.clear()
+            _memo[text] = masked
+    return masked
+
+
+def _mask_message(text: str) -> str:
     return mask_text(_QUOTED_ROW.sub(lambda m: m.group(1) + ROW_HIDDEN, mask_secrets_in_text(text)))
 
 
