@@ -531,10 +531,10 @@ def test_unit_pages_built_in_shares_make_the_same_site_as_one_build(built, tmp_p
     units = freshness.load_units(built["dir"])
     now = built["now"]
     whole = site.build(engine, units, tmp_path / "whole", now=now)
-    parts = [site.build_pages(engine, units, tmp_path / "shared", part=i, of=3, now=now) for i in shares]
-    mapped = [m.unit.orgNo for m in units if isinstance(m, site.Mapping)]
-    assert sorted(o for p in parts for o in p.built + [f.org_no for f in p.failed]) == sorted(
-        o for n, o in enumerate(mapped) if n % 3 in shares)
+    parts = [site.build_pages(engine, freshness.load_units(built["dir"], share=(i, 3)),
+                              tmp_path / "shared", now=now) for i in shares]
+    mapped = [m.unit.orgNo for n, m in enumerate(units) if n % 3 in shares and isinstance(m, site.Mapping)]
+    assert sorted(o for p in parts for o in p.built + [f.org_no for f in p.failed]) == sorted(mapped)
     written = {p: p.stat().st_mtime_ns for p in (tmp_path / "shared" / "units").iterdir()} if parts else {}
     passed = [site.Pages.of(json.loads(json.dumps(p.to_dict()))) for p in parts]  # as XCom carries them
     shared = site.build(engine, units, tmp_path / "shared", now=now, parts=passed)
@@ -545,9 +545,12 @@ def test_unit_pages_built_in_shares_make_the_same_site_as_one_build(built, tmp_p
     assert {p: p.stat().st_mtime_ns for p in written} == written  # not written twice
 
 
-def test_a_share_of_the_unit_pages_is_named_by_its_place_among_them(built, tmp_path):
-    with pytest.raises(ValueError, match="part 3 of 3"):
-        site.build_pages(built["engine"], list(built["mappings"].values()), tmp_path, part=3, of=3)
+def test_a_share_of_the_mapping_files_is_named_by_its_place_among_them(built):
+    with pytest.raises(ValueError, match="share 3 of 3"):
+        freshness.load_units(built["dir"], share=(3, 3))
+    shares = [freshness.load_units(built["dir"], share=(i, 3)) for i in range(3)]
+    whole = freshness.load_units(built["dir"])
+    assert [u.path for u in whole] == [u.path for n in range(len(whole)) for u in [shares[n % 3][n // 3]]]
 
 
 def test_the_report_removes_only_files_it_wrote(built, tmp_path, capsys):

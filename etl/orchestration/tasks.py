@@ -827,11 +827,11 @@ def reconcile(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | Non
     return {"label": ref["label"], **states}
 
 
-def _units() -> list:
+def _units(share: tuple[int, int] = (0, 1)) -> list:
     from etl.report import freshness
 
     with _in_project():
-        return freshness.load_units(mappings_dir(), cache_dir())
+        return freshness.load_units(mappings_dir(), cache_dir(), share=share)
 
 
 def _reports_dir() -> Path:
@@ -844,15 +844,16 @@ def _reports_dir() -> Path:
 @private.private_files
 def build_report_pages(ref: MappingABC[str, Any], context: MutableMapping[str, Any] | None = None
                        ) -> dict[str, Any]:
-    """Write a share of the report's unit pages, while other tasks write the others: every
-    `of`-th mapped unit from the shard's index (not the shard's units: every mapped unit has a
-    page). Returns what it wrote, for `build_report`, which completes the site."""
+    """Write a share of the report's unit pages, while other tasks write the others: those of
+    every `of`-th mapping file from the shard's index (not the shard's units: every mapping
+    file has a page). Returns what it wrote, for `build_report`, which completes the site."""
     from etl.report import site
 
     label = _label(context, f"{ref['shard'] + 1}/{ref['of']}")
-    units = _units()
-    with _airflow_errors(f"report pages {label}"), _target_and_store() as (engine, _store):
-        pages = site.build_pages(engine, units, _reports_dir(), part=ref["shard"], of=ref["of"])
+    with _airflow_errors(f"report pages {label}"):
+        units = _units((ref["shard"], ref["of"]))
+        with _target_and_store() as (engine, _store):
+            pages = site.build_pages(engine, units, _reports_dir())
     log.info("report pages %s: %d unit page(s) written, %d not built", label, len(pages.built),
              len(pages.failed))
     return pages.to_dict()

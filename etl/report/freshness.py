@@ -69,12 +69,16 @@ class InvalidMapping:
         return self.path.stem
 
 
-def load_units(folder: str | Path = "mappings",
-               cache_dir: Path | None = None) -> list[Mapping | InvalidMapping]:
+def load_units(folder: str | Path = "mappings", cache_dir: Path | None = None, *,
+               share: tuple[int, int] = (0, 1)) -> list[Mapping | InvalidMapping]:
     """Every mapping file of `folder`, loaded, or with its problem when it does not load;
-    valid files remembered in `cache_dir` as planning does (a province has thousands)."""
+    valid files remembered in `cache_dir` as planning does (a province has thousands).
+    `share` (k, n): only every n-th file from the k-th (from 0), in the folder's order."""
+    k, n = share
+    if not 0 <= k < n:
+        raise ValueError(f"share {k} of {n}: give 0 <= k < n")
     out: list[Mapping | InvalidMapping] = []
-    for path in discover(folder):
+    for path in discover(folder)[k::n]:
         try:
             out.append(load_mapping_cached(path, cache_dir))
         except MappingError as e:

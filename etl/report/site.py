@@ -417,19 +417,16 @@ def build(engine: Engine, units: Sequence[Mapping | InvalidMapping],
 
 
 def build_pages(engine: Engine, units: Sequence[Mapping | InvalidMapping],
-                out: str | os.PathLike[str] | None = None, *, part: int, of: int,
+                out: str | os.PathLike[str] | None = None, *,
                 since: date | datetime | None = None, now: datetime | None = None,
                 lang: str | None = None) -> Pages:
-    """The pages and exports of every `of`-th mapped unit from the `part`-th (from 0): a share
-    of a build, written while other processes write the others (the daily and weekly DAGs'
-    `report_pages`); `build(..., parts=...)` then completes the site."""
-    if not 0 <= part < of:
-        raise ValueError(f"part {part} of {of}: give 0 <= part < of")
+    """The pages and exports of the mapped `units` alone: a share of a build, written while
+    other processes write the others (the daily and weekly DAGs' `report_pages`, each given
+    every n-th mapping file); `build(..., parts=...)` then completes the site."""
     with _building(units, lang):
-        mappings = [m for n, m in enumerate(_mapped(units)) if n % of == part]
         out, now, start = _prepared(engine, out, now, since)
-        statuses = _named(_statuses(engine, units, now), engine)
-        _, failed, built = _unit_pages(engine, mappings, statuses, out, now, start)
+        statuses = _statuses(engine, units, now)  # its units' own are as in the whole site's
+        _, failed, built = _unit_pages(engine, _mapped(units), statuses, out, now, start)
         return Pages(built, failed)
 
 
