@@ -33,8 +33,9 @@ the run's table from the target's run records and fails the run when any dataset
 with the target (5.3) and keeps the results (before `summarise`); in the daily and weekly DAGs,
 `report_pages` then writes the report site's unit pages in shares, one task a shard in
 parallel, and `report` completes the site (`ETL_REPORTS_DIR`, default `var/report/`: any page
-no share wrote, the overview) and updates the asset `dual_prevention_ingestion`; `summarise` comes last, so the run's state is its own: an
-ingestion run is red exactly when a dataset (or the planning) failed.
+no share wrote, the overview) and updates the asset `dual_prevention_ingestion`; `summarise`
+comes last, so the run's state is its own: an ingestion run is red exactly when a dataset (or
+the planning) failed.
 
 **Timeliness** is `dual_prevention_freshness`'s: its one task fails, naming them, when any
 unit's dataset is late, failing or never loaded; a dataset never loaded whose mapping appeared
