@@ -23,7 +23,7 @@ import hashlib
 import logging
 import os
 import traceback
-from collections.abc import Iterable, Iterator, Mapping as MappingABC, MutableMapping
+from collections.abc import Iterator, Mapping as MappingABC, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -861,7 +861,7 @@ def build_report_pages(ref: MappingABC[str, Any], context: MutableMapping[str, A
 
 @private.private_files
 def build_report(context: MutableMapping[str, Any] | None = None,
-                 parts: Iterable[MappingABC[str, Any]] | None = None) -> str:
+                 parts: Sequence[MappingABC[str, Any] | None] | None = None) -> str:
     """Refresh the report site (`ETL_REPORTS_DIR`, default var/report under the project) from
     the target's bookkeeping tables and the mapping files. `parts` are what `build_report_pages`
     tasks wrote: those unit pages are not written again; any other unit's page is (a share whose
@@ -870,7 +870,9 @@ def build_report(context: MutableMapping[str, Any] | None = None,
 
     out = _reports_dir()
     units = _units()
-    shares = [site.Pages.of(dict(p)) for p in parts or () if p]
+    # one slice, one request: Airflow's lazy sequence fetches items one by one when iterated,
+    # and logs an error for the one past the end
+    shares = [site.Pages.of(dict(p)) for p in (parts[:] if parts is not None else []) if p]
     with _target_and_store() as (engine, _store):
         built = site.build(engine, units, out, parts=shares)
     for failure in built.failed:  # logged, not raised: the rest of the site is current
