@@ -34,7 +34,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import astuple, dataclass, field, replace
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -393,8 +393,7 @@ class Pages:
     failed: list[PageFailure]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"built": self.built, "failed": [[f.org_no, f.name, f.com_name, f.reason]
-                                                 for f in self.failed]}
+        return {"built": self.built, "failed": [list(astuple(f)) for f in self.failed]}
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> Pages:
@@ -457,6 +456,14 @@ def _prepared(engine: Engine, out: str | os.PathLike[str] | None, now: datetime 
     return out, now, start
 
 
+def _by_org(statuses: Sequence) -> dict[str, list]:
+    """Each unit's statuses, in their order, by orgNo: a unit's page shows its own."""
+    mine: dict[str, list] = defaultdict(list)
+    for s in statuses:
+        mine[s.org_no].append(s)
+    return mine
+
+
 def _unit_pages(engine: Engine, mappings: Sequence[Mapping], statuses: Sequence, out: Path,
                 now: datetime, start: datetime | None, parts: Sequence[Pages] = ()
                 ) -> tuple[set[str], list[PageFailure], list[str]]:
@@ -464,10 +471,7 @@ def _unit_pages(engine: Engine, mappings: Sequence[Mapping], statuses: Sequence,
     paths under `out`, the failures, the orgNos built)."""
     done = {org for p in parts for org in p.built}
     failed_before = {f.org_no: f for p in parts for f in p.failed}
-    pushed = _pushed_datasets(statuses)
-    mine: dict[str, list] = defaultdict(list)
-    for s in statuses:
-        mine[s.org_no].append(s)
+    pushed, mine = _pushed_datasets(statuses), _by_org(statuses)
     written: set[str] = set()
     failed: list[PageFailure] = []
     built: list[str] = []
@@ -500,12 +504,12 @@ def _build(engine: Engine, units: Sequence[Mapping | InvalidMapping],
     recs = _reconciliations(engine)
     before = read_manifest(out)
     by_org = {m.unit.orgNo: m for m in mappings}
-    pushed = _pushed_datasets(statuses)
+    pushed, statuses_of = _pushed_datasets(statuses), _by_org(statuses)
     written, failed, _ = _unit_pages(engine, mappings, statuses, out, now, start, parts)
     for org, txs in sorted(pushed.items()):
         if org in by_org:
             continue
-        mine = [s for s in statuses if s.org_no == org]
+        mine = statuses_of.get(org, [])
         com = next((s.com_name for s in mine if s.com_name), "")  # its last 01, else none
         try:
             data = _unit_page_data(engine, org, com, INTERFACE_NAME, set(), txs, start)
