@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl import standard
+from etl.common.columns import as_list
 from etl.mapping import TEMPLATE_FIELD, FieldRule, Mapping, as_key
 from etl.standard import Dataset
 from etl.target.frame import DELETED, HASH, ID, KEY, MEDIA_SHA, UPDATED
@@ -64,7 +65,7 @@ def _map_short(s: pd.Series, values: dict[str, Any]) -> pd.Series | None:
     `where` cost ~1 ms whatever the length), when every code maps to text, or to whole numbers
     (`_map_to_ints`) in a column of objects or `str`; None otherwise (a float, flag or NULL
     mapped comes out of pandas in ways only pandas' own path reproduces)."""
-    raw = s.tolist()
+    raw = as_list(s)
     table: dict[Any, Any] = {}
     seen: set[Any] = set()  # the first of equal values stands for them all, as in `unique()`
     try:
@@ -237,7 +238,7 @@ def _rule_short(rule: FieldRule, raw: pd.DataFrame, mapping: Mapping) -> pd.Seri
         s = _map_values(s, rule.values)
     if not _listed(s):
         return _fill_blanks(s, rule.default, raw, mapping)
-    filled = _fill_short(s.tolist(), rule.default, raw, mapping)
+    filled = _fill_short(as_list(s), rule.default, raw, mapping)
     return s if filled is None else filled
 
 
@@ -254,7 +255,7 @@ def _fill_short(values: list, template: str, raw: pd.DataFrame, mapping: Mapping
             values[i] = text
     else:
         columns = list(dict.fromkeys(n for n in names if n in raw.columns))
-        source = {c: raw[c].tolist() for c in columns}
+        source = {c: as_list(raw[c]) for c in columns}
         for i in rows:
             values[i] = _default_text(template, unit, {c: _native(source[c][i]) for c in columns})
     return pd.Series(values, index=raw.index, dtype=object)
@@ -287,7 +288,7 @@ def _source_key_short(raw: pd.DataFrame, columns: list[str]) -> pd.Series:
     parts = [raw[c] for c in columns]
     if not all(_listed(p) for p in parts):
         return source_key(raw, columns)
-    texts = [[_key_text(v) for v in p.tolist()] for p in parts]
+    texts = [[_key_text(v) for v in as_list(p)] for p in parts]
     keys = texts[0] if len(texts) == 1 else ["|".join(row) for row in zip(*texts)]
     return pd.Series(keys, index=raw.index, dtype=str)
 
@@ -297,7 +298,7 @@ def _flags_short(s: pd.Series, value: Any) -> pd.Series:
     if not _listed(s):
         return _flags(s, value)
     wanted = as_key(value)
-    return pd.Series([as_key(v) == wanted for v in s.tolist()], index=s.index, dtype=bool)
+    return pd.Series([as_key(v) == wanted for v in as_list(s)], index=s.index, dtype=bool)
 
 
 def source_key(raw: pd.DataFrame, columns: list[str]) -> pd.Series:

@@ -37,6 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from etl.common.columns import as_list, text_array
 from etl.common.masking import shown
 from etl.standard import DATASETS, ENVELOPE, UNIT_KEY, Dataset, Field, divisions, phones
 
@@ -232,8 +233,9 @@ def binary_values(frame: pd.DataFrame, ds: Dataset) -> tuple[pd.DataFrame, list[
     from the raw rows (`mapping.as_key` reads bytes the same way)."""
     found: list[tuple[object, str, int]] = []
     out = frame
+    dtypes = dict(zip(frame.columns, frame.dtypes.tolist()))  # not a Series built per column
     for f in ds.fields:
-        if f.name not in frame.columns or frame[f.name].dtype != object:
+        if dtypes.get(f.name) != object:
             continue
         s = frame[f.name]
         if pd.api.types.infer_dtype(s, skipna=True) in _NO_BYTES:
@@ -947,7 +949,7 @@ def _factorize_short(raw: pd.Series, f: Field, audit: Audit) -> tuple[list[int],
     uniques: list = []
     codes: list[int] = []
     text = inferred in ("string", "empty")
-    for v in raw.tolist():
+    for v in as_list(raw):
         if (not isinstance(v, str)) if text else (v is None or pd.isna(v)):
             codes.append(-1)
             continue
@@ -983,7 +985,7 @@ def _with_context_short(codes: list[int], u: Texts, context: pd.Series
     out: list[int] = []
     values: Texts = []
     cities: Texts = []
-    for c, city in zip(codes, context.tolist()):
+    for c, city in zip(codes, as_list(context)):
         if c < 0:
             out.append(-1)
             continue
@@ -1122,7 +1124,7 @@ _LONG_FORMS = _Forms(
     _steps, _record, lambda u, codes: pd.array(u, dtype=TEXT).take(codes, allow_fill=True))
 _LIST_FORMS = _Forms(
     _factorize_short, _with_context_short, _weights, _short_steps, _record_short,
-    lambda u, codes: pd.array([u[c] if c >= 0 else None for c in codes], dtype=TEXT))
+    lambda u, codes: text_array([u[c] if c >= 0 else None for c in codes], TEXT))
 
 
 @cache

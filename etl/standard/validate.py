@@ -21,6 +21,7 @@ import pandera.pandas as pa
 
 from etl import standard
 from etl.common.masking import excerpt
+from etl.common.columns import as_list
 from etl.standard import Dataset, Field, checks
 
 ERROR, WARNING, DUPLICATE = "error", "warning", "duplicate"
@@ -251,7 +252,7 @@ def _failures_of_lists(frame: pd.DataFrame, tx_code: str) -> list[Failure]:
     """`_failures` of a small frame: the same checks, in the same order, over plain lists."""
     columns, frame_checks = _checks(tx_code)
     rows = frame.index.tolist()
-    cols = {name: frame[name].tolist() for name, _, _ in columns}
+    cols = {name: as_list(frame[name]) for name, _, _ in columns}
     out: list[Failure] = []
     for name, _, check in frame_checks:
         first = name.split(":")[1]
