@@ -1,4 +1,4 @@
-"""The stage's rows on SQLite and MariaDB are built column by column (`load._cells`); they must
+"""The stage's rows on SQLite and MariaDB are built column by column (`columns.cells`); they must
 be exactly what pandas' own frame-wide conversion gives (`astype(object)`, every NA as None),
 which the load used before and which the driver's adapters were tested against."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from etl.target.load import _cells
+from etl.common.columns import cells as _cells
 
 
 def _pandas_way(s: pd.Series) -> list:

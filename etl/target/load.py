@@ -28,6 +28,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from etl import standard
+from etl.common.columns import cells
 from etl.standard import Dataset
 from etl.target import schema as target
 from etl.target.frame import DELETED, HASH, ID, KEY, REJECTED, SEQ, UPDATED, VANISHED
@@ -266,20 +267,6 @@ def _arrow_column(s: pd.Series) -> pa.Array:
     return pa.array(s.astype(object).where(s.notna(), None).to_numpy(), from_pandas=True)
 
 
-def _cells(s: pd.Series) -> list:
-    """A column's values as the driver takes them: Python scalars, None for every NA (what
-    `astype(object)` then `where(notna, None)` gives), without a frame-wide copy."""
-    dtype = s.dtype
-    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
-        return pa.array(s.array).to_pylist()
-    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
-        return s.to_numpy().tolist()
-    if isinstance(dtype, np.dtype) and dtype.kind == "f":
-        return [None if v != v else v for v in s.to_numpy().tolist()]
-    na = s.isna().to_numpy()
-    return [None if missing else v for v, missing in zip(s.astype(object).tolist(), na)]
-
-
 def _id_hashes(ids: pd.Series) -> np.ndarray:
     """A 64-bit hash per ID, for spotting repeats: the last 16 hex digits of the digest
     read as raw bytes (no hashing needed), else pandas' hash where IDs are not shaped so."""
@@ -385,16 +372,16 @@ class DatasetLoad:
         columns = []
         for name in self.stage_columns:
             if name == SEQ:
-                cells = list(range(first, first + n))
+                column = list(range(first, first + n))
             elif name == KEY:
-                cells = _cells(shown_key(frame[KEY]))
+                column = cells(shown_key(frame[KEY]))
             elif name in frame.columns:
-                cells = _cells(frame[name])
+                column = cells(frame[name])
             else:
-                cells = [None] * n
+                column = [None] * n
             if name in blank:
-                cells = [None if hide else v for v, hide in zip(cells, by_id_only)]
-            columns.append(cells)
+                column = [None if hide else v for v, hide in zip(column, by_id_only)]
+            columns.append(column)
         self._insert(list(zip(*columns)))
 
     @staticmethod
